@@ -1,0 +1,29 @@
+// Turning Python arrays into TensorViews: NumPy through the buffer protocol,
+// everything else (torch, CuPy, JAX, ...) through DLPack. No copies are made.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "core/check.h"
+#include "core/tensor.h"
+
+namespace convloc {
+
+namespace py = pybind11;
+
+// A view plus the Python object that keeps its memory alive. Destroy with the GIL held.
+struct Array {
+  TensorView view;
+  py::object owner;
+  const TensorView* operator->() const { return &view; }
+  const TensorView& operator*() const { return view; }
+};
+
+// `obj` must be C-contiguous and on a CPU or (when compiled with it) CUDA device.
+Array as_array(py::handle obj, const char* name);
+// Same, for an output: also writable.
+Array as_output(py::handle obj, const char* name);
+// None gives an empty Array (view.data == nullptr, owner is None).
+Array as_optional_array(py::handle obj, const char* name);
+
+}  // namespace convloc

@@ -1,0 +1,68 @@
+// convloc._C: one pybind11 module; each family binds itself in bindings/<family>.cpp.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "core/check.h"
+#include "core/cuda_runtime.h"
+#include "core/parallel.h"
+
+namespace py = pybind11;
+
+namespace convloc {
+void bind_boxes(py::module_& m);
+}  // namespace convloc
+
+namespace {
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = CONVLOC_VERSION;
+#ifdef CONVLOC_WITH_CUDA
+  d["compiled_with_cuda"] = true;
+  d["cuda_architectures"] = std::string(CONVLOC_CUDA_ARCHS);
+  d["cuda_runtime_version"] = convloc::cuda_runtime_version();
+  d["cuda_device_count"] = convloc::cuda_device_count();
+#else
+  d["compiled_with_cuda"] = false;
+  d["cuda_architectures"] = std::string();
+  d["cuda_runtime_version"] = 0;
+  d["cuda_device_count"] = 0;
+#endif
+  d["num_threads"] = convloc::get_num_threads();
+#if defined(__clang__)
+  d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = std::string("unknown");
+#endif
+  py::list simd;
+#if defined(__x86_64__) && defined(__GNUC__)
+  // Hot loops carry AVX-512 / AVX2 / baseline clones; this is what this CPU runs.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) simd.append("avx512f");
+  if (__builtin_cpu_supports("avx2")) simd.append("avx2");
+  simd.append("sse2");
+#endif
+  d["simd"] = simd;
+  return d;
+}
+
+}  // namespace
+
+#ifndef CONVLOC_WITH_CUDA
+namespace convloc {
+int cuda_runtime_version() { return 0; }
+int cuda_device_count() { return 0; }
+}  // namespace convloc
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "convloc's compiled kernels. Use the functions in convloc.ops instead of calling these.";
+  py::register_exception<convloc::ValueError>(m, "ValueError", PyExc_ValueError);
+  py::register_exception<convloc::TypeError>(m, "TypeError", PyExc_TypeError);
+  m.def("info", &build_info, "What was compiled and what is usable.");
+  m.def("get_num_threads", &convloc::get_num_threads);
+  m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"));
+  convloc::bind_boxes(m);
+}

@@ -1,0 +1,155 @@
+#include "core/parallel.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace convloc {
+namespace {
+
+int default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+// One job at a time; the caller works on it too.
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void run(int64_t chunks, const std::function<void(int64_t)>& chunk_fn) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &chunk_fn;
+      chunks_ = chunks;
+      next_ = 0;
+      done_ = 0;
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::unique_lock<std::mutex> lock(mutex_);
+    // Wait for every chunk and for every worker to leave this job, so that no
+    // worker can touch the next job's counters with this job's state.
+    finished_.wait(lock, [this] { return done_ == chunks_ && active_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void drain() {
+    for (;;) {
+      const int64_t c = next_.fetch_add(1);
+      if (c >= chunks_) return;
+      try {
+        (*job_)(c);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      if (done_.fetch_add(1) + 1 == chunks_) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        finished_.notify_all();
+      }
+    }
+  }
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
+        if (stop_) return;
+        seen = generation_;
+        ++active_;
+      }
+      drain();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--active_ == 0) finished_.notify_all();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, finished_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t chunks_ = 0;
+  int active_ = 0;
+  std::atomic<int64_t> next_{0}, done_{0};
+  std::exception_ptr error_;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+std::mutex pool_mutex;  // held by the Python thread that owns the pool
+Pool* pool = nullptr;
+int requested_threads = 0;
+thread_local bool inside_parallel = false;
+
+void forget_pool_in_child() {
+  // The workers do not exist in a forked child; leak the old pool and start afresh.
+  pool = nullptr;
+  new (&pool_mutex) std::mutex();
+}
+
+Pool& get_pool() {
+  static bool registered = (pthread_atfork(nullptr, nullptr, forget_pool_in_child), true);
+  (void)registered;
+  const int want = requested_threads > 0 ? requested_threads : default_threads();
+  if (!pool || pool->threads() != want) {
+    delete pool;
+    pool = new Pool(want);
+  }
+  return *pool;
+}
+
+}  // namespace
+
+int get_num_threads() { return requested_threads > 0 ? requested_threads : default_threads(); }
+
+void set_num_threads(int n) {
+  std::lock_guard<std::mutex> lock(pool_mutex);
+  requested_threads = std::max(0, n);
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  // At most 64 chunks, sized independently of the thread count.
+  const int64_t chunk = std::max(grain, (n + 63) / 64);
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  auto run_chunk = [&](int64_t c) { fn(c * chunk, std::min(n, (c + 1) * chunk)); };
+  std::unique_lock<std::mutex> lock(pool_mutex, std::defer_lock);
+  if (chunks == 1 || inside_parallel || get_num_threads() == 1 || !lock.try_lock()) {
+    for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
+    return;
+  }
+  inside_parallel = true;
+  struct Reset {
+    ~Reset() { inside_parallel = false; }
+  } reset;
+  std::function<void(int64_t)> chunk_fn = [&](int64_t c) {
+    const bool was = inside_parallel;
+    inside_parallel = true;
+    run_chunk(c);
+    inside_parallel = was;
+  };
+  get_pool().run(chunks, chunk_fn);
+}
+
+}  // namespace convloc

@@ -1,0 +1,36 @@
+"""convloc: C++/CUDA kernels for localising objects with convnets.
+
+Boxes (NMS, IoU), RoI pooling, deconvolution, the permutohedral lattice and dense CRFs,
+region proposals, and the R-CNN / FCN / CRF-as-RNN / face-verification pipelines built on
+them. Functions in :mod:`convloc.ops` accept NumPy, PyTorch and CuPy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convloc import _C, ops
+
+__version__: str = _C.info()["version"]
+
+
+def info() -> dict[str, Any]:
+    """What this build carries and what this machine can use.
+
+    Keys: version, compiled_with_cuda, cuda_architectures, cuda_runtime_version,
+    cuda_device_count (0 without a driver or GPU), num_threads, compiler, simd.
+    """
+    return dict(_C.info())
+
+
+def get_num_threads() -> int:
+    """Number of CPU threads the kernels use."""
+    return _C.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the CPU threads the kernels use (n <= 0: all cores). Results do not depend on it."""
+    _C.set_num_threads(int(n))
+
+
+__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "ops"]

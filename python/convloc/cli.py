@@ -1,0 +1,56 @@
+"""The ``convloc`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+
+
+def _bench_families() -> list[str]:
+    import convloc.benchmarks as b
+
+    return sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(b.__path__) if m.name.startswith("bench_"))
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import convloc
+
+    print(json.dumps(convloc.info(), indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    families = _bench_families() if args.family == "all" else [args.family]
+    for family in families:
+        importlib.import_module(f"convloc.benchmarks.bench_{family}").run(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import convloc
+    from convloc.benchmarks import harness
+
+    parser = argparse.ArgumentParser(prog="convloc", description=convloc.__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"convloc {convloc.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="what was compiled and what this machine can use")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("bench", help="microbenchmarks against the peers (torchvision, pydensecrf, ...)")
+    p.add_argument("family", choices=_bench_families() + ["all"])
+    harness.add_common_args(p)
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

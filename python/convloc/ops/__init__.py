@@ -1,0 +1,5 @@
+"""Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out."""
+
+from convloc.ops.boxes import batched_nms, box_area, box_iou, nms
+
+__all__ = ["box_area", "box_iou", "nms", "batched_nms"]
