@@ -1,4 +1,4 @@
-"""The ``convloc`` command line."""
+"""The ``convloc`` command line. Subcommands live in :mod:`convloc.commands`, one module per area."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     import convloc
+    import convloc.commands
     from convloc.benchmarks import harness
 
     parser = argparse.ArgumentParser(prog="convloc", description=convloc.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"convloc {convloc.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="what was compiled and what this machine can use")
     p.set_defaults(func=_cmd_info)
@@ -44,6 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family", choices=_bench_families() + ["all"])
     harness.add_common_args(p)
     p.set_defaults(func=_cmd_bench)
+
+    modules = [
+        importlib.import_module(f"convloc.commands.{m.name}")
+        for m in sorted(pkgutil.iter_modules(convloc.commands.__path__), key=lambda m: m.name)
+    ]
+    for hook, command, help_text in (
+        ("register_train", "train", "train a model (see `convloc train -h`)"),
+        ("register_data", "data", "make or inspect datasets"),
+    ):
+        owners = [m for m in modules if hasattr(m, hook)]
+        if owners:
+            group = sub.add_parser(command, help=help_text).add_subparsers(dest="kind", required=True, metavar="KIND")
+            for m in owners:
+                getattr(m, hook)(group)
+    for m in modules:
+        if hasattr(m, "register"):
+            m.register(sub)
     return parser
 
 

@@ -1,0 +1,43 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# tests/reference holds the slow, obvious implementations the kernels are compared with.
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    import convloc
+
+    return convloc.info()["compiled_with_cuda"] and torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device and a CUDA build of convloc")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded from the test's name: fresh inputs per test, reproducible runs."""
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % (2**32))
+
+
+@pytest.fixture
+def threads():
+    """Restores convloc's thread count after a test that changes it."""
+    import convloc
+
+    before = convloc.get_num_threads()
+    yield
+    convloc.set_num_threads(0 if before == os.cpu_count() else before)
