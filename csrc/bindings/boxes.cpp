@@ -14,8 +14,8 @@ void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
 // boxes: [N, 4] float, finite, x2 >= x1 and y2 >= y1.
 void check_boxes(const TensorView& b, void* stream) {
-  check_shape(b, {-1, 4}, "[N, 4]");
   check_float(b);
+  check_shape(b, {-1, 4}, "[N, 4]");
   const bool ok = CONVLOC_DISPATCH_FLOAT(b, [&] {
     const auto* p = b.ptr<scalar_t>();
     return CONVLOC_ON_DEVICE(b, boxes_valid_cpu(p, b.size(0)), boxes_valid_cuda(p, b.size(0), stream));
