@@ -1,9 +1,8 @@
+import convloc
 import numpy as np
 import pytest
-from reference import boxes as ref
-
-import convloc
 from convloc import ops
+from reference import boxes as ref
 
 
 def random_boxes(rng, n, dtype=np.float32, size=100.0):
@@ -210,7 +209,9 @@ def test_matches_torchvision(rng, n, thr):
     boxes = torch.from_numpy(random_boxes(rng, n, size=400))
     scores = torch.from_numpy(rng.random(n).astype(np.float32))
     idxs = torch.from_numpy(rng.integers(0, 5, n))
-    torch.testing.assert_close(ops.box_iou(boxes, boxes), tv.box_iou(boxes, boxes), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(
+        ops.box_iou(boxes, boxes), tv.box_iou(boxes, boxes), equal_nan=True, rtol=0, atol=0
+    )
     assert torch.equal(ops.nms(boxes, scores, thr), tv.nms(boxes, scores, thr))
     assert torch.equal(ops.batched_nms(boxes, scores, idxs, thr), tv.batched_nms(boxes, scores, idxs, thr))
 
