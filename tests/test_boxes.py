@@ -1,6 +1,7 @@
-import convloc
 import numpy as np
 import pytest
+
+import convloc
 from convloc import ops
 from reference import boxes as ref
 
