@@ -13,7 +13,7 @@ namespace convloc {
 namespace {
 
 struct Features {
-  ColourSpace space;
+  ColourSpace space = ColourSpace::RGB;
   int c = 0;
   bool bins = false;  // colour and texture bins wanted
   std::vector<float> image;
@@ -21,9 +21,9 @@ struct Features {
 };
 
 struct Segmentation {
-  ColourSpace space;
-  double k;
-  int64_t min_size;
+  ColourSpace space = ColourSpace::RGB;
+  double k = 0;
+  int64_t min_size = 0;
   std::vector<int32_t> labels;
   int64_t count = 0;
 };
@@ -178,12 +178,19 @@ std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t
   for (const auto& s : strategies) {
     size_t fi = 0;
     while (fi < spaces.size() && spaces[fi].space != s.space) ++fi;
-    if (fi == spaces.size()) spaces.push_back({s.space, colour_channels(s.space)});
+    if (fi == spaces.size()) {
+      spaces.emplace_back();
+      spaces.back().space = s.space;
+      spaces.back().c = colour_channels(s.space);
+    }
     spaces[fi].bins |= s.colour || s.texture;
     size_t si = 0;
     while (si < segs.size() && !(segs[si].space == s.space && segs[si].k == s.k && segs[si].min_size == s.min_size))
       ++si;
-    if (si == segs.size()) segs.push_back({s.space, s.k, s.min_size});
+    if (si == segs.size()) {
+      segs.emplace_back();
+      segs.back().space = s.space, segs.back().k = s.k, segs.back().min_size = s.min_size;
+    }
     uses.emplace_back(fi, si);
   }
   parallel_for(static_cast<int64_t>(spaces.size()), 1, [&](int64_t lo, int64_t hi) {
