@@ -26,7 +26,7 @@ COUNTS = (100, 300, 500, 1000, 2000, 10**9)
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random colour pattern: noisy flat colour, stripes, checks or a two-colour blend, [h, w, 3]."""
+    """[h, w, 3] random colour pattern: noisy flat colour, stripes, checks or a blend."""
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
     a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     kind = rng.integers(4)
@@ -34,7 +34,9 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         t = np.zeros((h, w))
     elif kind == 1:
         angle, period = rng.uniform(0, np.pi), rng.uniform(6, 30)
-        t = (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0).astype(float)
+        t = (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0).astype(
+            float
+        )
     elif kind == 2:
         cell = rng.integers(5, 25)
         t = ((xx // cell + yy // cell) % 2).astype(float)
@@ -110,18 +112,57 @@ def opencv_fast(cv2, image: np.ndarray) -> np.ndarray:
     return r
 
 
-def _recall_table(name: str, overlaps: dict[str, list[np.ndarray]], counts: dict[str, list[int]]) -> list[str]:
-    lines = [f"recall on {name}: " + ", ".join(f"{m} {np.mean(c):.0f} boxes/image" for m, c in counts.items())]
+def _recall_table(
+    name: str, overlaps: dict[str, list[np.ndarray]], counts: dict[str, list[int]]
+) -> list[str]:
+    lines = [
+        f"recall on {name}: "
+        + ", ".join(f"{m} {np.mean(c):.0f} boxes/image" for m, c in counts.items())
+    ]
     lines.append(f"  {'method':<16} {'top-N':>6} {'recall@0.5':>11} {'recall@0.7':>11} {'ABO':>7}")
     for method, per_image in overlaps.items():
         best = np.concatenate(per_image, axis=1)
         for i, n in enumerate(COUNTS):
             label = "all" if n == COUNTS[-1] else str(n)
-            lines.append(
-                f"  {method:<16} {label:>6} {np.mean(best[i] >= 0.5):11.3f} {np.mean(best[i] >= 0.7):11.3f}"
-                f" {np.mean(best[i]):7.3f}"
-            )
+            r50, r70, abo = np.mean(best[i] >= 0.5), np.mean(best[i] >= 0.7), np.mean(best[i])
+            lines.append(f"  {method:<16} {label:>6} {r50:11.3f} {r70:11.3f} {abo:7.3f}")
     return lines
+
+
+def _time_image(report: harness.Report, label: str, image: np.ndarray, cv2, budget: float) -> None:
+    import convloc
+
+    ours, peer = harness.compare(
+        lambda: convloc.ops.selective_search(image, "fast"),
+        (lambda: opencv_fast(cv2, image)) if cv2 else None,
+        warmup=1,
+        min_repeats=3,
+        budget_s=budget,
+    )
+    report.add(
+        f"selective search fast 500x500 {label}",
+        ours,
+        "OpenCV fast",
+        peer,
+        boxes=len(convloc.ops.selective_search(image, "fast")),
+        peer_boxes=len(opencv_fast(cv2, image)) if cv2 else None,
+    )
+    if cv2:
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        graph_seg = cv2.ximgproc.segmentation.createGraphSegmentation(0.8, 300, 100)
+    ours, peer = harness.compare(
+        lambda: convloc.ops.felzenszwalb(image, 300 / 255, 0.8, 100),
+        (lambda: graph_seg.processImage(bgr)) if cv2 else None,
+        budget_s=budget,
+    )
+    report.add(
+        f"felzenszwalb 500x500 {label}",
+        ours,
+        "OpenCV graphseg",
+        peer,
+        segments=int(convloc.ops.felzenszwalb(image, 300 / 255, 0.8, 100).max()) + 1,
+        peer_segments=int(graph_seg.processImage(bgr).max()) + 1 if cv2 else None,
+    )
 
 
 def run(args: argparse.Namespace) -> harness.Report:
@@ -147,27 +188,7 @@ def run(args: argparse.Namespace) -> harness.Report:
     astronaut = next(im for name, im, _ in samples if name == "astronaut")
     astronaut = (skimage.transform.resize(astronaut, (SIZE, SIZE)) * 255).round().astype(np.uint8)
     for label, image in (("synthetic scene 0", scenes[0][0]), ("astronaut", astronaut)):
-        ours, peer = harness.compare(
-            lambda: convloc.ops.selective_search(image, "fast"),
-            (lambda: opencv_fast(cv2, image)) if cv2 else None,
-            warmup=1,
-            min_repeats=3,
-            budget_s=args.budget,
-        )
-        n_ours = len(convloc.ops.selective_search(image, "fast"))
-        n_peer = len(opencv_fast(cv2, image)) if cv2 else None
-        report.add(f"selective search fast 500x500 {label}", ours, "OpenCV fast", peer, boxes=n_ours, peer_boxes=n_peer)
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if cv2 else None
-        gs = cv2.ximgproc.segmentation.createGraphSegmentation(0.8, 300, 100) if cv2 else None
-        ours, peer = harness.compare(
-            lambda: convloc.ops.felzenszwalb(image, 300 / 255, 0.8, 100),
-            (lambda: gs.processImage(bgr)) if cv2 else None,
-            budget_s=args.budget,
-        )
-        segments = int(convloc.ops.felzenszwalb(image, 300 / 255, 0.8, 100).max()) + 1
-        peer_segments = int(gs.processImage(bgr).max()) + 1 if cv2 else None
-        report.add(f"felzenszwalb 500x500 {label}", ours, "OpenCV graphseg", peer, segments=segments,
-                   peer_segments=peer_segments)
+        _time_image(report, label, image, cv2, args.budget)
 
     # Recall.
     methods = {"convloc fast": lambda im: convloc.ops.selective_search(im, "fast")}
@@ -197,6 +218,6 @@ def run(args: argparse.Namespace) -> harness.Report:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     harness.add_common_args(parser)
-    parser.add_argument("--scenes", type=int, default=12, help="synthetic scenes for recall (default 12)")
-    parser.add_argument("--quality", action="store_true", help="also evaluate convloc's quality mode")
+    parser.add_argument("--scenes", type=int, default=12, help="synthetic scenes for recall")
+    parser.add_argument("--quality", action="store_true", help="also evaluate quality mode")
     run(parser.parse_args())

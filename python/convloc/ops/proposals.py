@@ -17,7 +17,7 @@ is ``(x, y, x + 1, y + 1)``), like the rest of convloc.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,12 +30,10 @@ __all__ = ["sliding_windows", "felzenszwalb", "selective_search"]
 # Colour spaces as numbered in csrc/proposals/proposals.h.
 _SPACES = {"rgb": 0, "hsv": 1, "lab": 2, "rgi": 3, "i": 4, "h": 5}
 # Similarity combinations of Uijlings et al. 2013 (colour, texture, size, fill).
-_CTSF, _TSF, _F, _S = (True, True, True, True), (False, True, True, True), (False, False, False, True), (
-    False,
-    False,
-    True,
-    False,
-)
+_CTSF = (True, True, True, True)
+_TSF = (False, True, True, True)
+_F = (False, False, False, True)
+_S = (False, False, True, False)
 # Table 5 of the paper: colour spaces, similarity combinations and k of each mode.
 _MODES = {
     "single": (("hsv",), (_CTSF,), (100,)),
@@ -106,7 +104,8 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
     framework_image = B.as_array(image, "image")
     im = _image(framework_image)
     labels = np.empty(im.shape[:2], np.int32)
-    _C.felzenszwalb(im, labels, B.as_float(scale, "scale"), B.as_float(sigma, "sigma"), _int(min_size, "min_size"))
+    scale, sigma = B.as_float(scale, "scale"), B.as_float(sigma, "sigma")
+    _C.felzenszwalb(im, labels, scale, sigma, _int(min_size, "min_size"))
     return _like(labels, framework_image)
 
 
@@ -177,7 +176,10 @@ def _hierarchies(
         min_size = _int(min_size, "min_size")
     spaces, sims, ks = _MODES[mode]
     strategies = [
-        (_SPACES[s], float(k), k if min_size is None else min_size, *sim) for s in spaces for k in ks for sim in sims
+        (_SPACES[s], float(k), k if min_size is None else min_size, *sim)
+        for s in spaces
+        for k in ks
+        for sim in sims
     ]
     return _C.selective_search(rgb, strategies, B.as_float(sigma, "sigma"))
 
@@ -220,7 +222,10 @@ def _image(image: Array, rgb: bool = False) -> np.ndarray:
         elif image.shape[2] == 4:
             image = image[:, :, :3]
         elif image.shape[2] != 3:
-            raise ValueError(f"image: expected 1, 3 or 4 channels (grey, RGB, RGBA), got shape {list(image.shape)}")
+            raise ValueError(
+                "image: expected 1, 3 or 4 channels (grey, RGB, RGBA), "
+                f"got shape {list(image.shape)}"
+            )
     return np.ascontiguousarray(image)
 
 
