@@ -210,6 +210,14 @@ def test_selective_search_inputs(rng):
     np.testing.assert_array_equal(one_pixel, [[0, 0, 1, 1]])
 
 
+def test_selective_search_torch_in_torch_out(rng):
+    torch = pytest.importorskip("torch")
+    image = shapes_image(rng, 30, 36)
+    got = convloc.ops.selective_search(torch.from_numpy(image))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), convloc.ops.selective_search(image))
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -217,6 +225,7 @@ def test_selective_search_inputs(rng):
         (dict(image=np.zeros((4, 4, 2), np.uint8)), ValueError, "image"),
         (dict(image=np.zeros((4, 4, 5), np.float32)), ValueError, "image"),
         (dict(image=np.full((4, 4, 3), np.nan, np.float32)), ValueError, "image"),
+        (dict(image=np.full((4, 4, 3), 255.0, np.float32)), ValueError, "image"),
         (dict(mode="slow"), ValueError, "mode"),
         (dict(min_size=-3), ValueError, "min_size"),
         (dict(max_boxes=-1), ValueError, "max_boxes"),

@@ -138,7 +138,8 @@ def selective_search(
     (smallest first) and duplicate boxes are dropped, keeping the first.
 
     Args:
-        image: [H, W] grey or [H, W, 3] RGB (a 4th, alpha channel is ignored); uint8 or float.
+        image: [H, W] grey or [H, W, 3] RGB (a 4th, alpha channel is ignored); uint8, or float
+            in [0, 1].
         mode: "single", "fast" or "quality".
         seed: seed of the random ranking (the same seed gives the same boxes); None: fresh.
         min_size: Felzenszwalb's minimum region size; None uses k, as the paper's code does.
@@ -149,7 +150,13 @@ def selective_search(
         float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.
     """
     framework_image = B.as_array(image, "image")
-    hierarchies = _hierarchies(_image(framework_image, rgb=True), mode, min_size, sigma)
+    rgb = _image(framework_image, rgb=True)
+    if rgb.size and (rgb.min() < 0 or rgb.max() > 1):  # NaN passes here and is refused in _C
+        raise ValueError(
+            f"image: float images must be in [0, 1], got values in [{rgb.min()}, {rgb.max()}]; "
+            "pass uint8 or divide by 255"
+        )
+    hierarchies = _hierarchies(rgb, mode, min_size, sigma)
     rng = np.random.default_rng(seed)
     boxes = np.concatenate([b for b, _ in hierarchies])
     # Position 1 is the last region formed; the product with U(0, 1) spreads ranks as in the paper.
