@@ -1,14 +1,9 @@
-"""Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out."""
+"""Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out.
 
-from convloc.ops.boxes import batched_nms, box_area, box_iou, nms
-from convloc.ops.proposals import felzenszwalb, selective_search, sliding_windows
+One module per kernel family; every public name is re-exported here."""
 
-__all__ = [
-    "box_area",
-    "box_iou",
-    "nms",
-    "batched_nms",
-    "sliding_windows",
-    "felzenszwalb",
-    "selective_search",
-]
+from convloc.ops import boxes, proposals
+from convloc.ops.boxes import *  # noqa: F403
+from convloc.ops.proposals import *  # noqa: F403
+
+__all__ = [*boxes.__all__, *proposals.__all__]
