@@ -2,5 +2,4 @@
 ``nn.Module`` wrappers. Importing this module registers every convloc op with torch."""
 
 from convloc.nn import boxes  # noqa: F401 - registers convloc::box_area, box_iou, nms, batched_nms
-from convloc.nn import deconv  # noqa: F401, I001 - registers convloc::conv_transpose2d (+ backward)
-from convloc.nn.deconv import BilinearUpsample, ConvTranspose2d  # noqa: F401
+from convloc.nn.deconv import BilinearUpsample, ConvTranspose2d  # noqa: F401 - registers conv_transpose2d
