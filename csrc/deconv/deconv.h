@@ -16,10 +16,10 @@ struct DeconvShape {
   int64_t oh, ow;         // output (output padding already included)
   int64_t sh, sw, ph, pw, dh, dw, groups;
 
-  int64_t c_in_g() const { return c_in / groups; }
-  int64_t c_out_g() const { return c_out / groups; }
+  CONVLOC_HD int64_t c_in_g() const { return c_in / groups; }
+  CONVLOC_HD int64_t c_out_g() const { return c_out / groups; }
   // One input and one output channel per group: the direct (FCN bilinear) path.
-  bool depthwise() const { return c_in == groups && c_out == groups; }
+  CONVLOC_HD bool depthwise() const { return c_in == groups && c_out == groups; }
 };
 
 // The input pixel (ih) feeding output pixel o through kernel tap k, or -1 if none.

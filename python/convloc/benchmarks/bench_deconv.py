@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> harness.Report:
         w = torch.from_numpy(rng.standard_normal((shape[1], c_out // g, k, k)).astype(np.float32))
         b = torch.from_numpy(rng.standard_normal(c_out).astype(np.float32))
         geo = dict(stride=s, padding=p, groups=g)
+        args_ = (x, w, b)
         ours, peer = harness.compare(
-            lambda: convloc.ops.conv_transpose2d(x, w, b, **geo),
-            lambda: F.conv_transpose2d(x, w, b, **geo),
+            lambda a=args_, geo=geo: convloc.ops.conv_transpose2d(*a, **geo),
+            lambda a=args_, geo=geo: F.conv_transpose2d(*a, **geo),
             budget_s=args.budget,
         )
         report.add(f"{name} fwd", ours, "torch", peer)
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> harness.Report:
             fn(*leaves, **geo).backward(grad)
 
         ours, peer = harness.compare(
-            lambda: train_step(convloc.ops.conv_transpose2d),
-            lambda: train_step(F.conv_transpose2d),
+            lambda step=train_step: step(convloc.ops.conv_transpose2d),
+            lambda step=train_step: step(F.conv_transpose2d),
             budget_s=args.budget,
         )
         report.add(f"{name} fwd+bwd", ours, "torch", peer)
