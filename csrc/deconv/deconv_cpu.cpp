@@ -52,10 +52,11 @@ void col2im(const DeconvShape& s, const T* cols, const T* bias, T* out) {
           const int64_t off_w = kw * s.dw - s.pw;
           const Range rw = valid_range(s.w, s.sw, off_w, s.ow);
           const T* col = cols + ((co * s.kh + kh) * s.kw + kw) * hw;
+          const int64_t sw = s.sw;
           for (int64_t ih = rh.lo; ih < rh.hi; ++ih) {
-            T* orow = o + (ih * s.sh - s.ph + kh * s.dh) * s.ow + off_w;
-            const T* crow = col + ih * s.w;
-            for (int64_t iw = rw.lo; iw < rw.hi; ++iw) orow[iw * s.sw] += crow[iw];
+            T* __restrict orow = o + (ih * s.sh - s.ph + kh * s.dh) * s.ow + off_w;
+            const T* __restrict crow = col + ih * s.w;
+            for (int64_t iw = rw.lo; iw < rw.hi; ++iw) orow[iw * sw] += crow[iw];
           }
         }
       }
@@ -77,11 +78,12 @@ void im2col(const DeconvShape& s, const T* grad_out, T* cols) {
         const Range rw = valid_range(s.w, s.sw, off_w, s.ow);
         T* col = cols + (r * s.kw + kw) * hw;
         std::fill(col, col + rh.lo * s.w, T(0));
+        const int64_t sw = s.sw;
         for (int64_t ih = rh.lo; ih < rh.hi; ++ih) {
-          T* crow = col + ih * s.w;
-          const T* grow = g + (ih * s.sh - s.ph + kh * s.dh) * s.ow + off_w;
+          T* __restrict crow = col + ih * s.w;
+          const T* __restrict grow = g + (ih * s.sh - s.ph + kh * s.dh) * s.ow + off_w;
           std::fill(crow, crow + rw.lo, T(0));
-          for (int64_t iw = rw.lo; iw < rw.hi; ++iw) crow[iw] = grow[iw * s.sw];
+          for (int64_t iw = rw.lo; iw < rw.hi; ++iw) crow[iw] = grow[iw * sw];
           std::fill(crow + rw.hi, crow + s.w, T(0));
         }
         std::fill(col + rh.hi * s.w, col + hw, T(0));

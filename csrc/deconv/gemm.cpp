@@ -133,12 +133,19 @@ constexpr int64_t kMPanels = 8, kNPanels = 8;  // a parallel task is kMPanels x 
 // dst[p][q][r] = src[(p * R + r) * s_r + q * s_q] for panels p of width R (zero beyond `rows`),
 // q < depth. Packs A (r = row, q = k) and B (r = column, q = k) alike.
 template <typename T>
-void pack_panel(const T* src, int64_t rows, int64_t depth, int64_t s_r, int64_t s_q, int R, T* dst) {
+void pack_panel(const T* __restrict src, int64_t rows, int64_t depth, int64_t s_r, int64_t s_q, int R,
+                T* __restrict dst) {
   if (rows < R) std::fill(dst, dst + depth * R, T(0));
   if (s_r == 1) {
-    for (int64_t q = 0; q < depth; ++q) std::memcpy(dst + q * R, src + q * s_q, rows * sizeof(T));
+    for (int64_t q = 0; q < depth; ++q)
+      for (int64_t r = 0; r < rows; ++r) dst[q * R + r] = src[q * s_q + r];
   } else {
-    for (int64_t r = 0; r < rows; ++r)
+    // Transposing: read 8 source rows at a time, so each output line gets 8 values per pass.
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8)
+      for (int64_t q = 0; q < depth; ++q)
+        for (int i = 0; i < 8; ++i) dst[q * R + r + i] = src[(r + i) * s_r + q * s_q];
+    for (; r < rows; ++r)
       for (int64_t q = 0; q < depth; ++q) dst[q * R + r] = src[r * s_r + q * s_q];
   }
 }
