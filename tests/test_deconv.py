@@ -20,6 +20,8 @@ GRID = [
     (2, 4, 8, 4, 3, 4, 2, 2, 0, 1, 1),  # 1 input, 2 outputs per group
     (0, 4, 6, 2, 5, 5, 3, 2, 1, 0, 1),  # empty batch
     (1, 16, 40, 1, 7, 9, 4, 2, 1, 0, 1),  # several GEMM panels with ragged edges
+    (1, 2, 2, 2, 3, 4, (7, 9), (4, 5), (2, 1), (1, 3), 1),  # depthwise, stride 4 and 5, padded
+    (2, 3, 3, 3, 3, 3, 16, 8, 3, 5, 1),  # depthwise, FCN-8s-like with partial edge blocks
 ]
 IDS = [f"case{i}" for i in range(len(GRID))]
 
@@ -107,6 +109,16 @@ def test_opcheck(case, bias, rng):
     geo = [pair(kw["stride"]), pair(kw["padding"]), pair(kw["output_padding"]), kw["groups"]]
     args = (t(x, True), t(w, True), t(b, True) if bias else None, *geo, pair(kw["dilation"]))
     torch.library.opcheck(torch.ops.convloc.conv_transpose2d.default, args)
+
+
+@pytest.mark.parametrize("mask", [[True, True, True], [False, True, False]])
+def test_opcheck_backward_op(mask, rng):
+    x, w, b, kw = make(GRADCHECK[0], np.float32, rng)
+    y = conv_transpose2d(x, w, b, **kw)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    geo = [[2, 1], [1, 0], [1, 0], 2, [1, 2]]
+    args = (t(g), t(x), t(w), *geo, mask)
+    torch.library.opcheck(torch.ops.convloc.conv_transpose2d_backward.default, args)
 
 
 def test_unbatched_input(rng):
