@@ -165,19 +165,29 @@ struct Lanes {
   using V = typename VecOf<T, kWidth>::type;
   V v[kCount];
 
-  CONVLOC_ALWAYS_INLINE void load(const T* p) { std::memcpy(v, p, sizeof(v)); }
-  CONVLOC_ALWAYS_INLINE void store(T* p) const { std::memcpy(p, v, sizeof(v)); }
+  CONVLOC_ALWAYS_INLINE void load(const T* p) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) std::memcpy(&v[i], p + i * kWidth, sizeof(V));
+  }
+  CONVLOC_ALWAYS_INLINE void store(T* p) const {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) std::memcpy(p + i * kWidth, &v[i], sizeof(V));
+  }
   CONVLOC_ALWAYS_INLINE void fill(T a) {
+#pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) v[i] = V{} + a;
   }
   // this += a * b
   CONVLOC_ALWAYS_INLINE void fma(T a, const Lanes& b) {
+#pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) v[i] += a * b.v[i];
   }
   CONVLOC_ALWAYS_INLINE void fma(const Lanes& a, const Lanes& b) {
+#pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) v[i] += a.v[i] * b.v[i];
   }
   CONVLOC_ALWAYS_INLINE void add(const Lanes& b) {
+#pragma GCC unroll 8
     for (int i = 0; i < kCount; ++i) v[i] += b.v[i];
   }
 };
