@@ -1,6 +1,6 @@
 """PyTorch layer: ops registered with ``torch.library`` (schema, fake kernel, autograd) and
 ``nn.Module`` wrappers. Importing this module registers every convloc op with torch."""
 
-from convloc.nn import boxes  # noqa: F401 - registers the ops
+from convloc.nn import boxes, deconv  # noqa: F401 - registers the ops
 
 __all__ = []
