@@ -21,16 +21,14 @@ def gaussian_filter(values: np.ndarray, features: np.ndarray) -> np.ndarray:
 def normalized_filter(
     values: np.ndarray, features: np.ndarray, normalization: str | None, exclude_self: bool = False
 ) -> np.ndarray:
-    """pydensecrf's normalisations of K (or K - I with exclude_self) applied to values [N, C]."""
+    """pydensecrf's normalisations of K (zero diagonal with exclude_self) applied to values [N, C]."""
     k = gaussian_matrix(features)
     if exclude_self:
-        k -= np.eye(len(k))
+        np.fill_diagonal(k, 0.0)
     v = np.asarray(values, dtype=np.float64)
-    if normalization is None:
+    if normalization in (None, "none"):
         return k @ v
     norm = k.sum(axis=1)
-    if normalization == "none":
-        return (k @ v) * (len(k) / norm.sum())
     if normalization == "before":
         return k @ (v / norm[:, None])
     if normalization == "after":
