@@ -39,7 +39,9 @@ def normalized_filter(
     raise ValueError(normalization)
 
 
-def image_features(image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None) -> np.ndarray:
+def image_features(
+    image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None
+) -> np.ndarray:
     """Dense-CRF features of an image [H, W, C]: (x, y) / sigma_xy and, if given, colour / sigma_rgb."""
     h, w = image.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]

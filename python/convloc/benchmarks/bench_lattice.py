@@ -104,13 +104,19 @@ def run(args: argparse.Namespace) -> harness.Report:
                 crf.setUnaryEnergy(unary)
                 if with_kernel:
                     add_kernel(crf)
-                mq, t1, t2 = matrixXf(q.copy()), matrixXf(np.zeros_like(q)), matrixXf(np.zeros_like(q))
+                mq, t1, t2 = (
+                    matrixXf(q.copy()),
+                    matrixXf(np.zeros_like(q)),
+                    matrixXf(np.zeros_like(q)),
+                )
                 return lambda: crf.stepInference(mq, t1, t2)
 
             step_kernel, step_base = stepper(True), stepper(False)
             with_k, without = harness.compare(step_kernel, step_base, budget_s=args.budget)
             peer_filter = _difference(with_k, without)
-        ours, _ = harness.compare(lambda: lattice._lattice.filter(values, out), budget_s=args.budget)
+        ours, _ = harness.compare(
+            lambda: lattice._lattice.filter(values, out), budget_s=args.budget
+        )
         report.add(f"filter 21 ch {name}", ours, "pydensecrf", peer_filter)
         ours_t, _ = harness.compare(
             lambda: lattice._lattice.filter(values, out, transpose=True), budget_s=args.budget

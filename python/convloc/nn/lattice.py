@@ -16,7 +16,9 @@ from convloc.ops import lattice as lattice_ops
 
 
 @torch.library.custom_op("convloc::permutohedral_filter", mutates_args=())
-def permutohedral_filter(values: Tensor, features: Tensor, transpose: bool, exclude_self: bool) -> Tensor:
+def permutohedral_filter(
+    values: Tensor, features: Tensor, transpose: bool, exclude_self: bool
+) -> Tensor:
     return lattice_ops._filter(values, features, transpose, exclude_self)
 
 
@@ -27,9 +29,16 @@ def _(values, features, transpose, exclude_self):
 
 @torch.library.custom_op("convloc::permutohedral_filter_backward", mutates_args=())
 def permutohedral_filter_backward(
-    grad: Tensor, values: Tensor, features: Tensor, transpose: bool, exclude_self: bool, need_features: bool
+    grad: Tensor,
+    values: Tensor,
+    features: Tensor,
+    transpose: bool,
+    exclude_self: bool,
+    need_features: bool,
 ) -> tuple[Tensor, Tensor]:
-    gv, gf = lattice_ops._filter_backward(grad, values, features, transpose, exclude_self, need_features)
+    gv, gf = lattice_ops._filter_backward(
+        grad, values, features, transpose, exclude_self, need_features
+    )
     return gv, (gf if gf is not None else features.new_zeros(features.shape))
 
 
@@ -68,7 +77,12 @@ class _LatticeFilter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return lattice_filter_autograd(ctx.lattice, grad, not ctx.transpose, ctx.exclude_self), None, None, None
+        return (
+            lattice_filter_autograd(ctx.lattice, grad, not ctx.transpose, ctx.exclude_self),
+            None,
+            None,
+            None,
+        )
 
 
 def lattice_filter_autograd(lattice, values: Tensor, transpose: bool, exclude_self: bool) -> Tensor:

@@ -165,7 +165,9 @@ def permutohedral_filter(
     return PermutohedralLattice(features).filter(values, transpose, normalization, exclude_self)
 
 
-def bilateral_filter(image: Array, sigma_spatial: float, sigma_color: float, *, channel_axis: int = -1) -> Array:
+def bilateral_filter(
+    image: Array, sigma_spatial: float, sigma_color: float, *, channel_axis: int = -1
+) -> Array:
     """Edge-preserving bilateral filter of an image (Gaussian in (x, y, colour), normalised).
 
     ``out(p) = Σ_q w(p, q) I(q) / Σ_q w(p, q)`` with
@@ -203,8 +205,12 @@ def bilateral_filter(image: Array, sigma_spatial: float, sigma_color: float, *, 
     yy, xx = xp.meshgrid(xp.arange(h), xp.arange(w), indexing="ij")
     pos = xp.stack([xx, yy], -1)
     pos = B.prepare(pos, work)
-    features = B.prepare(xp.concatenate([pos / sigma_spatial, img / sigma_color], -1).reshape(h * w, c + 2), work)
-    out = permutohedral_filter(img.reshape(h * w, c), features, normalization="after").reshape(h, w, c)
+    features = B.prepare(
+        xp.concatenate([pos / sigma_spatial, img / sigma_color], -1).reshape(h * w, c + 2), work
+    )
+    out = permutohedral_filter(img.reshape(h * w, c), features, normalization="after").reshape(
+        h, w, c
+    )
     if image.ndim == 2:
         out = out[..., 0]
     else:
@@ -236,13 +242,23 @@ def _filter(values: Array, features: Array, transpose: bool, exclude_self: bool)
     values, features = B.prepare(values), B.prepare(features)
     out = B.empty(values, tuple(values.shape))
     _C.permutohedral_filter(
-        features, values, out, transpose=bool(transpose), exclude_self=bool(exclude_self), stream=B.stream(values)
+        features,
+        values,
+        out,
+        transpose=bool(transpose),
+        exclude_self=bool(exclude_self),
+        stream=B.stream(values),
     )
     return out
 
 
 def _filter_backward(
-    grad: Array, values: Array, features: Array, transpose: bool, exclude_self: bool, need_features: bool
+    grad: Array,
+    values: Array,
+    features: Array,
+    transpose: bool,
+    exclude_self: bool,
+    need_features: bool,
 ) -> tuple[Array, Array | None]:
     """Gradients of ``_filter`` w.r.t. values (the exact adjoint) and, if asked, features.
 
