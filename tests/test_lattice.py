@@ -354,3 +354,22 @@ def test_torch_compile(rng):
 
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(v, f), fn(v, f))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [2, 5])
+def test_cuda_matches_cpu(rng, d):
+    torch = pytest.importorskip("torch")
+    f = torch.from_numpy(rng.normal(size=(2, 3000, d)) * 2)
+    v = torch.from_numpy(rng.random((2, 3000, 7)))
+    for normalization, exclude_self, transpose in ((None, False, False), ("symmetric", True, True)):
+        kw = dict(normalization=normalization, exclude_self=exclude_self, transpose=transpose)
+        cpu = ops.permutohedral_filter(v, f, **kw)
+        gpu = ops.permutohedral_filter(v.cuda(), f.cuda(), **kw)
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-10)
+    vg, fg = v.cuda().requires_grad_(), f.cuda().requires_grad_()
+    ops.permutohedral_filter(vg, fg, normalization="after").sum().backward()
+    vc, fc = v.clone().requires_grad_(), f.clone().requires_grad_()
+    ops.permutohedral_filter(vc, fc, normalization="after").sum().backward()
+    torch.testing.assert_close(vg.grad.cpu(), vc.grad, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(fg.grad.cpu(), fc.grad, rtol=1e-8, atol=1e-10)

@@ -134,6 +134,44 @@ CONVLOC_HD void lattice_neighbour(const int32_t* key, int d, int j, int sign, in
   if (j < d) out[j] = key[j] + sign * d;
 }
 
+// The lattice's own weight of one point, (A)_ii / amplitude = sum_{a,b} w_a w_b (blur)[v_a, v_b], from its
+// simplex (vertex ids off[0..d], weights w, coordinate ranks) and the blur neighbours (nb[(v*(d+1)+j)*2 + side],
+// absent ones = absent). Simplex vertex a lies at vertex b minus the lattice directions j with
+// d - a < rank_j <= d - b (a > b; the mirror for a < b); since the d + 1 directions sum to zero, the blur
+// reaches it by exactly two step patterns (s and s + 1 within {-1, 0, 1}; a == b: all 0, all +1, all -1).
+// A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
+template <typename T>
+CONVLOC_HD double lattice_self_weight(const int32_t* off, const T* w, const uint8_t* rank, const int32_t* nb,
+                                      int64_t absent, int d) {
+  const int k1 = d + 1;
+  double total = 0;
+  for (int a = 0; a < k1; ++a)
+    for (int b = 0; b < k1; ++b) {
+      const double wab = double(w[a]) * double(w[b]);
+      if (wab == 0) continue;
+      const int lo = a > b ? d - a : d - b, hi = a > b ? d - b : d - a;
+      const int base = a > b ? -1 : 1;
+      for (int shift = -1; shift <= 1; ++shift) {
+        bool ok = true;
+        for (int j = 0; j < k1; ++j) {
+          const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
+          ok &= s >= -1 && s <= 1;
+        }
+        if (!ok) continue;
+        int64_t cur = off[b];
+        int steps = 0;
+        for (int j = 0; j < k1 && cur != absent; ++j) {
+          const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
+          if (s == 0) continue;
+          cur = nb[(cur * k1 + j) * 2 + (s > 0)];
+          ++steps;
+        }
+        if (cur != absent) total += wab * std::ldexp(1.0, -steps);
+      }
+    }
+  return total;
+}
+
 // Per-coordinate factors of the elevation, times lattice_scale(d).
 template <typename T>
 CONVLOC_HD void lattice_scale_factors(int d, T* scale) {

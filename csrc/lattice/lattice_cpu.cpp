@@ -383,46 +383,12 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
 
 template <typename T>
 void PermutohedralLattice<T>::diagonal(T* out) const {
-  const int d = d_;
-  const int64_t k1 = d + 1, V = num_vertices_;
+  const int64_t k1 = d_ + 1;
   const double amp = amplitude_;
-  // (A)_ii = amp * sum_{a,b} w_a w_b (blur)[v_a, v_b]. Simplex vertex a lies at vertex b minus the lattice
-  // directions j with d - a < rank_j <= d - b (a > b; the mirror for a < b), and since the d + 1 directions
-  // sum to zero, the blur reaches it by exactly two step patterns (s and s + 1, within {-1, 0, 1}; a == b:
-  // three: all 0, all +1, all -1). A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
   parallel_for(n_, 256, [&](int64_t i0, int64_t i1) {
-    int8_t step[kLatticeMaxDim + 1];
-    for (int64_t i = i0; i < i1; ++i) {
-      const int32_t* off = &offset_[i * k1];
-      const T* w = &weight_[i * k1];
-      const uint8_t* rank = &rank_[i * k1];
-      double total = 0;
-      for (int a = 0; a < k1; ++a)
-        for (int b = 0; b < k1; ++b) {
-          const double wab = double(w[a]) * double(w[b]);
-          if (wab == 0) continue;
-          const int lo = a > b ? d - a : d - b, hi = a > b ? d - b : d - a;
-          for (int shift = -1; shift <= 1; ++shift) {
-            // Base pattern: -1 on the directions in (lo, hi] when a > b, +1 when a < b; shifted by `shift`.
-            bool ok = true;
-            int steps = 0;
-            for (int j = 0; j < k1; ++j) {
-              const bool in = rank[j] > lo && rank[j] <= hi;
-              step[j] = static_cast<int8_t>((in ? (a > b ? -1 : 1) : 0) + shift);
-              ok &= step[j] >= -1 && step[j] <= 1;
-            }
-            if (!ok) continue;
-            int64_t cur = off[b];
-            for (int j = 0; j < k1 && cur != V; ++j) {
-              if (step[j] == 0) continue;
-              cur = blur_[(cur * k1 + j) * 2 + (step[j] > 0)];
-              ++steps;
-            }
-            if (cur != V) total += wab * std::ldexp(1.0, -steps);
-          }
-        }
-      out[i] = static_cast<T>(amp * total);
-    }
+    for (int64_t i = i0; i < i1; ++i)
+      out[i] = static_cast<T>(
+          amp * lattice_self_weight(&offset_[i * k1], &weight_[i * k1], &rank_[i * k1], blur_.data(), num_vertices_, d_));
   });
 }
 
