@@ -126,10 +126,11 @@ CONVLOC_HD uint64_t lattice_hash(const int32_t* key, int d) {
   return h;
 }
 
+// Branch-free: keys that differ usually differ anywhere.
 CONVLOC_HD bool lattice_key_equal(const int32_t* a, const int32_t* b, int d) {
-  for (int i = 0; i < d; ++i)
-    if (a[i] != b[i]) return false;
-  return true;
+  int32_t diff = 0;
+  for (int i = 0; i < d; ++i) diff |= a[i] ^ b[i];
+  return diff == 0;
 }
 
 // Neighbour of `key` one step along lattice direction j (sign +1 or -1): every coordinate moves by
