@@ -66,6 +66,42 @@ class KeyTable {
   std::vector<uint64_t> hashes_;
 };
 
+// Step 1 of the build for one chunk of points: simplices, weights, ranks and chunk-local vertex ids. An entry
+// whose key equals the previous point's entry of the same remainder (neighbouring pixels mostly share
+// vertices) skips the hash. D > 0: the dimension, fixed at compile time; D == 0: d at run time.
+// Returns true if a point's coordinates are out of range (or not finite).
+template <typename T>
+struct BuildChunk {
+  const T* features;
+  int64_t n;
+  const T* scale;
+  T* weight;
+  uint8_t* rank;
+  int32_t* offset;
+
+  template <int D>
+  bool run(int64_t c, int d_runtime, KeyTable& table) const {
+    const int d = D > 0 ? D : d_runtime;
+    const int64_t k1 = d + 1;
+    int32_t keys[2][(kLatticeMaxDim + 1) * kLatticeMaxDim];
+    for (int64_t i = chunk_begin(n, c), first = i; i < chunk_begin(n, c + 1); ++i) {
+      const T* f = features + i * d;
+      double reach = 0;
+      for (int k = 0; k < d; ++k) reach += std::fabs(double(f[k]) * double(scale[k]));
+      if (!(reach * k1 < kLatticeMaxCoord)) return true;  // also catches NaN
+      int32_t* key = keys[i & 1];
+      const int32_t* prev = keys[(i & 1) ^ 1];
+      lattice_simplex(f, d, scale, key, weight + i * k1, rank + i * k1);
+      for (int k = 0; k <= d; ++k) {
+        const int32_t* kk = key + k * d;
+        offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d) ? offset[(i - 1) * k1 + k]
+                                                                                  : table.insert(kk, lattice_hash(kk, d));
+      }
+    }
+    return false;
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -83,31 +119,18 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   rank_.resize(entries);
   offset_.resize(entries);
 
-  // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_. An entry whose key equals the
-  // previous point's entry of the same remainder (neighbouring pixels mostly share vertices) skips the hash.
+  // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_ (BuildChunk).
   std::vector<KeyTable> local(kChunks, KeyTable(d));
   std::vector<uint8_t> bad(kChunks, 0);
+  const BuildChunk<T> chunk{features, n, scale, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
-    int32_t keys[2][(kLatticeMaxDim + 1) * kLatticeMaxDim];
     for (int64_t c = c0; c < c1; ++c) {
-      KeyTable& table = local[c];
-      for (int64_t i = chunk_begin(n, c), first = i; i < chunk_begin(n, c + 1); ++i) {
-        const T* f = features + i * d;
-        double reach = 0;
-        for (int k = 0; k < d; ++k) reach += std::fabs(double(f[k]) * double(scale[k]));
-        if (!(reach * k1 < kLatticeMaxCoord)) {  // also catches NaN
-          bad[c] = 1;
-          break;
-        }
-        int32_t* key = keys[i & 1];
-        const int32_t* prev = keys[(i & 1) ^ 1];
-        lattice_simplex(f, d, scale, key, &weight_[i * k1], &rank_[i * k1]);
-        for (int k = 0; k <= d; ++k) {
-          const int32_t* kk = key + k * d;
-          offset_[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
-                                    ? offset_[(i - 1) * k1 + k]
-                                    : table.insert(kk, lattice_hash(kk, d));
-        }
+      // Small dimensions with the dimension known at compile time: the per-point loops unroll.
+      switch (d) {
+        case 2: bad[c] = chunk.template run<2>(c, d, local[c]); break;
+        case 3: bad[c] = chunk.template run<3>(c, d, local[c]); break;
+        case 5: bad[c] = chunk.template run<5>(c, d, local[c]); break;
+        default: bad[c] = chunk.template run<0>(c, d, local[c]); break;
       }
     }
   });
