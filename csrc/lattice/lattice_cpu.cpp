@@ -194,7 +194,8 @@ int64_t PermutohedralLattice<T>::memory_bytes() const {
   return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
                               splat_start_.capacity() * sizeof(int64_t) +
                               splat_point_.capacity() * sizeof(int32_t) + splat_weight_.capacity() * sizeof(T) +
-                              blur_.capacity() * sizeof(int32_t) + rank_.capacity()) +
+                              blur_.capacity() * sizeof(int32_t) + rank_.capacity() +
+                              scratch_->data.capacity() * sizeof(T)) +
          static_cast<int64_t>(sizeof(*this));
 }
 
@@ -348,9 +349,18 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
   if (n == 0 || channels == 0) return;
   // Vertex rows padded to whole 8-lane vectors; row V stays zero (absent neighbours point at it).
   const int64_t stride = (channels + 7) & ~int64_t(7);
-  std::unique_ptr<T[]> buf_a(new T[(V + 1) * stride]), buf_b(new T[(V + 1) * stride]);
-  T* a = buf_a.get();
-  T* b = buf_b.get();
+  const int64_t need = 2 * (V + 1) * stride;
+  std::unique_lock<std::mutex> lock(scratch_->mutex, std::try_to_lock);
+  std::unique_ptr<T[]> own;
+  T* a;
+  if (lock.owns_lock()) {
+    if (static_cast<int64_t>(scratch_->data.size()) < need) scratch_->data.resize(need);
+    a = scratch_->data.data();
+  } else {
+    own.reset(new T[need]);
+    a = own.get();
+  }
+  T* b = a + (V + 1) * stride;
   std::fill(a + V * stride, a + (V + 1) * stride, T(0));
   std::fill(b + V * stride, b + (V + 1) * stride, T(0));
   FilterPass<T> pass{n, k1, channels, stride, 0, in, out, nullptr, a, nullptr, splat_start_.data(),
