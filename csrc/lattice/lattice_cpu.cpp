@@ -243,7 +243,7 @@ inline Vec8<T> load8(const T* p) {
   return v;
 }
 template <typename T>
-inline void store8(T* p, Vec8<T> v) {
+inline void store8(T* p, const Vec8<T>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
