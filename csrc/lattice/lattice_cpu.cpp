@@ -141,7 +141,7 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
                " summed over a point must stay below ", kLatticeMaxCoord, "); rescale the features");
   }
 
-  // 2. Merge the chunks' vertices in order into the global table; then local ids → global ids.
+  // 2. Merge the chunks' vertices in order into the global table.
   KeyTable global(d);
   std::vector<std::vector<int32_t>> to_global(kChunks);
   for (int64_t c = 0; c < kChunks; ++c) {
@@ -150,30 +150,46 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
     for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.insert(table.key(id), table.hash(id));
     if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
   }
-  local.clear();
   const int64_t vertices = global.size();
   num_vertices_ = vertices;
+
+  // 3. The splat gather lists (vertex-major; within a vertex by chunk, then by point: point order), built
+  // per chunk in parallel: each chunk's entries of a vertex get their own slots, found from the chunks'
+  // per-vertex counts (few: one per vertex a chunk uses) before any entry is placed.
+  std::vector<std::vector<int64_t>> slot(kChunks);
+  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      slot[c].assign(to_global[c].size(), 0);
+      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) ++slot[c][offset_[e]];
+    }
+  });
+  splat_start_.assign(vertices + 1, 0);
+  for (int64_t c = 0; c < kChunks; ++c)
+    for (size_t id = 0; id < slot[c].size(); ++id) splat_start_[to_global[c][id] + 1] += slot[c][id];
+  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
+  {
+    std::vector<int64_t> next(splat_start_.begin(), splat_start_.end() - 1);
+    for (int64_t c = 0; c < kChunks; ++c)
+      for (size_t id = 0; id < slot[c].size(); ++id) {
+        const int64_t count = slot[c][id];
+        slot[c][id] = next[to_global[c][id]];
+        next[to_global[c][id]] += count;
+      }
+  }
+  splat_point_.resize(entries);
+  splat_weight_.resize(entries);
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int32_t* map = to_global[c].data();
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) offset_[e] = map[offset_[e]];
+      int64_t* pos = slot[c].data();
+      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) {
+        const int64_t at = pos[offset_[e]]++;
+        splat_point_[at] = static_cast<int32_t>(e / k1);
+        splat_weight_[at] = weight_[e];
+        offset_[e] = map[offset_[e]];  // local → global vertex id
+      }
     }
   });
-
-  // 3. The splat gather lists (vertex-major, point order within a vertex).
-  splat_start_.assign(vertices + 1, 0);
-  for (int64_t e = 0; e < entries; ++e) ++splat_start_[offset_[e] + 1];
-  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
-  splat_point_.resize(entries);
-  splat_weight_.resize(entries);
-  {
-    std::vector<int64_t> fill(splat_start_.begin(), splat_start_.end() - 1);
-    for (int64_t e = 0; e < entries; ++e) {
-      const int64_t pos = fill[offset_[e]]++;
-      splat_point_[pos] = static_cast<int32_t>(e / k1);
-      splat_weight_[pos] = weight_[e];
-    }
-  }
 
   // 4. Blur neighbours, looked up once here so that filter() never hashes.
   blur_.resize(vertices * k1 * 2);
