@@ -12,6 +12,7 @@ namespace convloc {
 void bind_boxes(py::module_& m);
 void bind_proposals(py::module_& m);
 void bind_deconv(py::module_& m);
+void bind_lattice(py::module_& m);
 }  // namespace convloc
 
 namespace {
@@ -69,4 +70,5 @@ PYBIND11_MODULE(_C, m) {
   convloc::bind_boxes(m);
   convloc::bind_proposals(m);
   convloc::bind_deconv(m);
+  convloc::bind_lattice(m);
 }
