@@ -1,5 +1,30 @@
 """Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out."""
 
 from convloc.ops.boxes import batched_nms, box_area, box_iou, nms
+from convloc.ops.crf import (
+    Bilateral,
+    Features,
+    Gaussian,
+    create_pairwise_bilateral,
+    create_pairwise_gaussian,
+    dense_crf,
+    grid_crf,
+    unary_from_labels,
+    unary_from_softmax,
+)
 
-__all__ = ["box_area", "box_iou", "nms", "batched_nms"]
+__all__ = [
+    "box_area",
+    "box_iou",
+    "nms",
+    "batched_nms",
+    "dense_crf",
+    "grid_crf",
+    "Gaussian",
+    "Bilateral",
+    "Features",
+    "unary_from_softmax",
+    "unary_from_labels",
+    "create_pairwise_gaussian",
+    "create_pairwise_bilateral",
+]
