@@ -28,9 +28,10 @@ void check_unary(const TensorView& u) {
 
 int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py::handle compat_obj,
                      const std::vector<int>& norms, int64_t iterations, bool exclude_self, py::handle q_obj,
-                     py::handle map_obj, py::handle energy_obj) {
+                     py::handle map_obj, py::handle energy_obj, py::handle init_obj) {
   Array unary = as_array(unary_obj, "unary"), compat = as_array(compat_obj, "compat"), q = as_output(q_obj, "q");
   Array map = as_optional_array(map_obj, "labels"), energy = as_optional_array(energy_obj, "energy");
+  Array init = as_optional_array(init_obj, "init");
   check_unary(*unary);
   check_cpu_only(*unary);
   const int64_t B = unary->size(0), L = unary->size(1), N = unary->size(2);
@@ -56,6 +57,11 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
     check_dtype(*energy, DType::Float64);
     check_writable(*energy);
   }
+  if (!init_obj.is_none()) {
+    check_shape(*init, {B, L, N}, "[B, L, N]");
+    check_same_dtype(*unary, *init);
+    check_finite(*init);
+  }
   std::vector<Array> feats;
   for (int64_t k = 0; k < K; ++k) {
     feats.push_back(as_array(features_obj[k], ("features[" + std::to_string(k) + "]").c_str()));
@@ -79,7 +85,8 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
       kernels[k].compat = compat->ptr<scalar_t>() + k * L * L;
       kernels[k].norm = static_cast<CrfNorm>(norms[k]);
     }
-    dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, kernels, iterations, exclude_self, q->ptr<scalar_t>(),
+    dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, kernels, iterations, exclude_self,
+                  init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(),
                   map_obj.is_none() ? nullptr : map->ptr<int64_t>(),
                   energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes);
   });
@@ -121,10 +128,10 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
 
 void bind_crf(py::module_& m) {
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("features"), arg("compat"), arg("normalization"),
-        arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
+        arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(), arg("init") = py::none(),
         "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k]; compat [K, L, L] (apply "
         "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "
-        "energy [B, iterations + 1] (float64, optional). Returns the lattice memory of one image in bytes.");
+        "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). Returns the lattice memory of one image in bytes.");
   m.def("grid_crf", &py_grid_crf, arg("unary"), arg("image"), arg("neighbors"), arg("w1"), arg("w2"), arg("beta"),
         arg("iterations"), arg("q"), py::kw_only(), arg("stream") = 0,
         "Grid (4/8-neighbour) Potts CRF mean-field. unary [B, L, H, W]; image [B, H, W, C]; writes q [B, L, H, W].");

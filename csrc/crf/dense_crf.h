@@ -46,11 +46,12 @@ CONVLOC_HD int64_t softmax_row(T* z, int64_t labels) {
 }
 
 // The per-pixel scales pydensecrf applies around the raw filtering, from norm = K·1.
-// pre multiplies the filter's input, post its output (the non-transposed filter).
+// pre multiplies the filter's input, post its output (the non-transposed filter). None is the plain
+// Gaussian sum (pydensecrf's raw lattice output instead carries its lattice's constant factor).
 template <typename T>
-CONVLOC_HD void crf_norm_scales(CrfNorm mode, T norm, T mean_scale, T* pre, T* post) {
+CONVLOC_HD void crf_norm_scales(CrfNorm mode, T norm, T* pre, T* post) {
   switch (mode) {
-    case CrfNorm::None: *pre = 1, *post = mean_scale; break;
+    case CrfNorm::None: *pre = *post = 1; break;
     case CrfNorm::Before: *pre = T(1) / (norm + T(1e-20)), *post = 1; break;
     case CrfNorm::After: *pre = 1, *post = T(1) / (norm + T(1e-20)); break;
     default: *pre = *post = T(1) / std::sqrt(norm + T(1e-20)); break;
@@ -60,12 +61,13 @@ CONVLOC_HD void crf_norm_scales(CrfNorm mode, T norm, T mean_scale, T* pre, T* p
 // unary [B, L, N] (negative log-probabilities); q [B, L, N] the marginals after `iterations`
 // updates; map_labels [B, N] (nullable) their argmax; energy [B, iterations + 1] (nullable): the
 // KL divergence up to log Z, sum Q log Q + sum U Q + 1/2 sum Q·message(Q), of Q_0 .. Q_T.
-// exclude_self drops j = i from the kernel sums (pydensecrf keeps it).
+// exclude_self drops j = i from the kernel sums (pydensecrf keeps it). init [B, L, N] (nullable):
+// Q_0 instead of softmax(-U) (pydensecrf's stepInference from a given Q).
 // lattice_bytes (nullable): receives the largest lattice memory of one image.
 template <typename T>
 void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<CrfKernel<T>>& kernels,
-                   int64_t iterations, bool exclude_self, T* q, int64_t* map_labels, double* energy,
-                   int64_t* lattice_bytes);
+                   int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
+                   double* energy, int64_t* lattice_bytes);
 
 // Grid CRF: unary [B, L, H, W]; image [B, H, W, C]; q [B, L, H, W].
 template <typename T>

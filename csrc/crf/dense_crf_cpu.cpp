@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -12,6 +14,64 @@ namespace {
 // Pixels per block of the fused update: a fixed split, so energies summed per block and then in
 // block order do not depend on the thread count.
 constexpr int64_t kBlock = 2048;
+
+// exp(x) for x <= 0 (softmax arguments), float: 2^n · p(r) with a degree-6 polynomial on
+// |r| <= ln2/2 (relative error below 2e-7); written so the loops vectorise. Double uses std::exp.
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  float p = 1.3888949e-3f;
+  p = p * r + 8.3333334e-3f;
+  p = p * r + 4.1666668e-2f;
+  p = p * r + 1.6666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+CONVLOC_SIMD_CLONES void exp_inplace_f32(float* __restrict z, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) z[j] = exp_nonpositive(z[j]);
+}
+inline void exp_inplace(float* z, int64_t count) { exp_inplace_f32(z, count); }
+inline void exp_inplace(double* z, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) z[j] = std::exp(z[j]);
+}
+
+// Softmax of `rows` rows of length L in place; map (nullable) gets each row's argmax (first on ties).
+template <typename T>
+void softmax_rows(T* z, int64_t rows, int64_t L, int64_t* map) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* zr = z + r * L;
+    int64_t best = 0;
+    T m = zr[0];
+    for (int64_t l = 1; l < L; ++l)
+      if (zr[l] > m) m = zr[l], best = l;
+    for (int64_t l = 0; l < L; ++l) zr[l] -= m;
+    if (map) map[r] = best;
+  }
+  exp_inplace(z, rows * L);
+  for (int64_t r = 0; r < rows; ++r) {
+    T* zr = z + r * L;
+    T s = 0;
+    for (int64_t l = 0; l < L; ++l) s += zr[l];
+    const T inv = T(1) / s;
+    for (int64_t l = 0; l < L; ++l) zr[l] *= inv;
+  }
+}
+
+// out[r, :] = scale[r] * z[r, :].
+template <typename T>
+void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, int64_t L, T* __restrict out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T s = scale[r];
+    for (int64_t l = 0; l < L; ++l) out[r * L + l] = s * z[r * L + l];
+  }
+}
 
 template <typename T>
 struct KernelState {
@@ -50,11 +110,8 @@ class ImageCrf {
       s.lattice->filter(ones.data(), norm.data(), 1);
       if (exclude_self)
         for (T& v : norm) v = std::max(v - T(1), T(0));
-      double total = 0;
-      for (T v : norm) total += v;
-      const T mean_scale = total > 0 ? T(double(n) / total) : T(0);
       s.pre.resize(n), s.post.resize(n);
-      for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], mean_scale, &s.pre[i], &s.post[i]);
+      for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
       s.in.resize(n * labels), s.out.resize(n * labels);
       s.compat = spec.compat;
       if (is_diagonal(spec.compat, labels)) {
@@ -71,10 +128,10 @@ class ImageCrf {
   }
 
   // Runs the iterations; writes q [L, N], map [N] (nullable), energy [iterations + 1] (nullable).
-  void run(int64_t iterations, T* q, int64_t* map, double* energy) {
+  void run(int64_t iterations, const T* init, T* q, int64_t* map, double* energy) {
     if (energy) q_.resize(n_ * labels_);
     // Q_0 = softmax(-U).
-    update(false, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map);
+    update(false, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map, init);
     for (int64_t it = 0; it < iterations; ++it) {
       filter_all();
       const bool last = it + 1 == iterations;
@@ -92,58 +149,77 @@ class ImageCrf {
     for (auto& s : ks_) s.lattice->filter(s.in.data(), s.out.data(), labels_);
   }
 
-  // logits[l] = -U[l] - sum_k C_k (post_k * (out_k - self_k))[l] for pixel i.
-  void message(int64_t i, T* z, T* tmp) const {
-    const int64_t L = labels_;
-    for (const auto& s : ks_) {
-      const T post = s.post[i];
-      const T* o = s.out.data() + i * L;
-      const T* in = s.in.data() + i * L;
-      for (int64_t l = 0; l < L; ++l) tmp[l] = post * (exclude_self_ ? o[l] - in[l] : o[l]);
-      if (!s.diag.empty()) {
-        for (int64_t l = 0; l < L; ++l) z[l] -= s.diag[l] * tmp[l];
-      } else {
-        for (int64_t a = 0; a < L; ++a) {
-          const T* row = s.compat + a * L;
-          T acc = 0;
-          for (int64_t b = 0; b < L; ++b) acc += row[b] * tmp[b];
-          z[a] -= acc;
-        }
-      }
-    }
-  }
-
-  // One fused pass: logits from the unary (and the messages when with_message), softmax, the
-  // filter inputs of the next iteration; optionally Q in [N, L] (q_nl, also read for the energy of
-  // the previous iterate), Q in [L, N] and the argmax.
-  void update(bool with_message, T* q_nl, double* energy_prev, T* q_ln, int64_t* map) {
+  // One fused pass over blocks of pixels: logits from the unary (and the messages when
+  // with_message), softmax, the filter inputs of the next iteration; optionally Q in [N, L] (q_nl,
+  // also read for the energy of the previous iterate), Q in [L, N] and the argmax.
+  void update(bool with_message, T* q_nl, double* energy_prev, T* q_ln, int64_t* map, const T* init = nullptr) {
     const int64_t L = labels_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(energy_prev ? blocks : 0);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> z(L), tmp(L);
+      std::vector<T> zbuf(kBlock * L), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
-        double e = 0;
-        for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
-          const T* nu = neg_unary_.data() + i * L;
-          std::copy(nu, nu + L, z.data());
-          if (with_message) message(i, z.data(), tmp.data());
-          if (energy_prev) e += pixel_energy(q_nl + i * L, nu, z.data());
-          const int64_t best = softmax_row(z.data(), L);
-          for (auto& s : ks_) {
-            T* in = s.in.data() + i * L;
-            const T pre = s.pre[i];
-            for (int64_t l = 0; l < L; ++l) in[l] = pre * z[l];
+        const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock), count = i1 - i0;
+        T* z = zbuf.data();
+        if (init) {  // a given Q_0 instead of softmax(-U)
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t l = 0; l < L; ++l) z[(i - i0) * L + l] = init[l * n + i];
+          if (map)
+            for (int64_t r = 0; r < count; ++r) map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+        } else {
+          std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, z);
+          if (with_message) messages(i0, i1, z, tmp.data());
+          if (energy_prev) {
+            double e = 0;
+            for (int64_t i = i0; i < i1; ++i)
+              e += pixel_energy(q_nl + i * L, neg_unary_.data() + i * L, z + (i - i0) * L);
+            partial[b] = e;
           }
-          if (q_nl) std::copy(z.begin(), z.end(), q_nl + i * L);
-          if (q_ln)
-            for (int64_t l = 0; l < L; ++l) q_ln[l * n + i] = z[l];
-          if (map) map[i] = best;
+          softmax_rows(z, count, L, map ? map + i0 : nullptr);
         }
-        if (energy_prev) partial[b] = e;
+        for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, L, s.in.data() + i0 * L);
+        if (q_nl) std::copy(z, z + count * L, q_nl + i0 * L);
+        if (q_ln)
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t l = 0; l < L; ++l) q_ln[l * n + i] = z[(i - i0) * L + l];
       }
     });
     if (energy_prev) *energy_prev = sum(partial);
+  }
+
+  // z[i - i0, :] -= sum_k C_k (post_k[i] * (out_k - self_k)[i, :]) for pixels [i0, i1).
+  void messages(int64_t i0, int64_t i1, T* z, T* tmp) const {
+    const int64_t L = labels_;
+    for (const auto& s : ks_) {
+      const T* __restrict out = s.out.data();
+      const T* __restrict in = s.in.data();
+      if (!s.diag.empty()) {
+        const T* __restrict c = s.diag.data();
+        for (int64_t i = i0; i < i1; ++i) {
+          const T post = s.post[i];
+          T* __restrict zi = z + (i - i0) * L;
+          const T* oi = out + i * L;
+          for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * oi[l]);
+          if (exclude_self_) {
+            const T* ii = in + i * L;
+            for (int64_t l = 0; l < L; ++l) zi[l] += post * (c[l] * ii[l]);
+          }
+        }
+      } else {
+        for (int64_t i = i0; i < i1; ++i) {
+          const T post = s.post[i];
+          T* zi = z + (i - i0) * L;
+          for (int64_t l = 0; l < L; ++l)
+            tmp[l] = post * (exclude_self_ ? out[i * L + l] - in[i * L + l] : out[i * L + l]);
+          for (int64_t a = 0; a < L; ++a) {
+            const T* row = s.compat + a * L;
+            T acc = 0;
+            for (int64_t b = 0; b < L; ++b) acc += row[b] * tmp[b];
+            zi[a] -= acc;
+          }
+        }
+      }
+    }
   }
 
   // Energy of q at one pixel given its logits z = -U - message(q).
@@ -163,15 +239,14 @@ class ImageCrf {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(blocks);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> z(L), tmp(L);
+      std::vector<T> zbuf(kBlock * L), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
+        const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
+        std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, zbuf.data());
+        messages(i0, i1, zbuf.data(), tmp.data());
         double e = 0;
-        for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
-          const T* nu = neg_unary_.data() + i * L;
-          std::copy(nu, nu + L, z.data());
-          message(i, z.data(), tmp.data());
-          e += pixel_energy(q_.data() + i * L, nu, z.data());
-        }
+        for (int64_t i = i0; i < i1; ++i)
+          e += pixel_energy(q_.data() + i * L, neg_unary_.data() + i * L, zbuf.data() + (i - i0) * L);
         partial[b] = e;
       }
     });
@@ -195,13 +270,13 @@ class ImageCrf {
 
 template <typename T>
 void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<CrfKernel<T>>& kernels,
-                   int64_t iterations, bool exclude_self, T* q, int64_t* map_labels, double* energy,
-                   int64_t* lattice_bytes) {
+                   int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
+                   double* energy, int64_t* lattice_bytes) {
   std::vector<int64_t> bytes(batch, 0);
   auto one = [&](int64_t b) {
     ImageCrf<T> crf(unary + b * labels * n, labels, n, kernels, b, exclude_self);
     bytes[b] = crf.lattice_bytes();
-    crf.run(iterations, q + b * labels * n, map_labels ? map_labels + b * n : nullptr,
+    crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n, map_labels ? map_labels + b * n : nullptr,
             energy ? energy + b * (iterations + 1) : nullptr);
   };
   if (batch == 1) {
@@ -216,8 +291,8 @@ void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, con
 }
 
 template void dense_crf_cpu<float>(const float*, int64_t, int64_t, int64_t, const std::vector<CrfKernel<float>>&,
-                                   int64_t, bool, float*, int64_t*, double*, int64_t*);
+                                   int64_t, bool, const float*, float*, int64_t*, double*, int64_t*);
 template void dense_crf_cpu<double>(const double*, int64_t, int64_t, int64_t, const std::vector<CrfKernel<double>>&,
-                                    int64_t, bool, double*, int64_t*, double*, int64_t*);
+                                    int64_t, bool, const double*, double*, int64_t*, double*, int64_t*);
 
 }  // namespace convloc

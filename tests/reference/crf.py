@@ -2,7 +2,7 @@
 
 Conventions follow pydensecrf: compat matrices are in its "apply" form (the message added to the
 negative logits is ``C @ (K̃ Q)``; Potts with weight w is ``C = -w I``), the kernel matrix includes
-the pixel itself unless ``exclude_self``, and normalisation is pydensecrf's (norm = row sums of K).
+the pixel itself unless ``exclude_self``, and normalisation is pydensecrf's (norm = row sums of K; "none" is the plain sum).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def normalized_matrix(k: np.ndarray, mode: str) -> np.ndarray:
     """The linear map pydensecrf's filter applies (out = M @ in, pixels along axis 0)."""
     norm = k.sum(1)
     if mode == "none":
-        return k * (len(norm) / norm.sum())
+        return k
     if mode == "symmetric":
         s = 1.0 / np.sqrt(norm + 1e-20)
         return s[:, None] * k * s[None, :]
@@ -56,13 +56,18 @@ def dense_crf(
         Q_0 .. Q_T: sum Q log Q + sum U Q + 1/2 sum Q * message(Q).
     """
     u = np.asarray(unary, np.float64)
-    maps = [(normalized_matrix(gaussian_matrix(f, exclude_self), m), np.asarray(c, np.float64)) for f, c, m in kernels]
+    maps = [
+        (normalized_matrix(gaussian_matrix(f, exclude_self), m), np.asarray(c, np.float64))
+        for f, c, m in kernels
+    ]
 
     def message(q):
         return sum(c @ (q @ m.T) for m, c in maps)
 
     def kl(q, msg):
-        return float((q * np.log(np.maximum(q, 1e-20))).sum() + (u * q).sum() + 0.5 * (q * msg).sum())
+        return float(
+            (q * np.log(np.maximum(q, 1e-20))).sum() + (u * q).sum() + 0.5 * (q * msg).sum()
+        )
 
     q = softmax(-u)
     kls = []
@@ -75,7 +80,13 @@ def dense_crf(
 
 
 def grid_crf(
-    unary: np.ndarray, image: np.ndarray, w1: float, w2: float, beta: float, neighbors: int, iterations: int
+    unary: np.ndarray,
+    image: np.ndarray,
+    w1: float,
+    w2: float,
+    beta: float,
+    neighbors: int,
+    iterations: int,
 ) -> np.ndarray:
     """Mean-field for the grid Potts CRF: unary [L, H, W], image [H, W, C]; returns Q [L, H, W].
 

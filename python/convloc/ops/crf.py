@@ -10,8 +10,10 @@ kernel sums are computed with the permutohedral lattice. The conventions are pyd
 * ``compat``: a scalar ``c`` is Potts (the same labels attract with strength ``c·w_m``); a vector
   ``[L]`` or a matrix ``[L, L]`` is an energy added for the label pair, exactly as pydensecrf's
   ``DiagonalCompatibility`` / ``MatrixCompatibility`` (the matrix is symmetrised, as there).
-* ``normalization``: ``"symmetric"`` (default), ``"before"``, ``"after"`` or ``"none"``, as in
-  pydensecrf; the kernel sum includes the pixel itself unless ``exclude_self=True``.
+* ``normalization``: ``"symmetric"`` (default), ``"before"``, ``"after"`` as in pydensecrf, or
+  ``"none"`` (the plain Gaussian sums; pydensecrf's NO_NORMALIZATION returns its lattice's raw
+  output, which differs by a constant factor); the kernel sum includes the pixel itself unless
+  ``exclude_self=True``.
 
 The grid CRF is the lecture's baseline: 4- or 8-neighbour Potts with weight
 ``w1·exp(-beta·|x_i - x_j|²) + w2``, by the same mean-field updates.
@@ -112,7 +114,9 @@ def _compat_matrix(compat: Compat, labels: int, weight: float, name: str) -> np.
         return weight * np.diag(c)
     if c.shape == (labels, labels):
         return weight * 0.5 * (c + c.T)
-    raise ValueError(f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}")
+    raise ValueError(
+        f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}"
+    )
 
 
 def _norm_code(mode: str | int, name: str) -> int:
@@ -149,7 +153,9 @@ def _swapped(shape: tuple[int, ...], lead: tuple[int, ...]) -> bool:
     return len(lead) >= 2 and want != lead and shape[: len(lead)] == want
 
 
-def _image_channels(image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
+def _image_channels(
+    image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype
+) -> np.ndarray:
     """The image as [B, N, C] float of the unary's dtype, checked against the unary's shape."""
     img = np.asarray(image.detach().cpu() if B.is_torch(image) else image)
     lead = ((batch,) if batched else ()) + spatial
@@ -168,7 +174,9 @@ def _image_channels(image: Any, batch: int, batched: bool, spatial: tuple[int, .
     return img.reshape(batch, -1, img.shape[-1])
 
 
-def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
+def _user_features(
+    feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype
+) -> np.ndarray:
     f = np.asarray(feats.detach().cpu() if B.is_torch(feats) else feats, dtype=dtype)
     n = int(np.prod(spatial))
     if batched and f.ndim >= 2 and f.shape[0] == batch and f.ndim in (3, 2 + len(spatial)):
@@ -176,7 +184,9 @@ def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ..
     elif f.ndim in (2, 1 + len(spatial)):
         f = f.reshape(1, f.shape[0], -1)
     else:
-        raise ValueError(f"features: expected [d, N] or [d, *spatial] (or batched), got shape {f.shape}")
+        raise ValueError(
+            f"features: expected [d, N] or [d, *spatial] (or batched), got shape {f.shape}"
+        )
     if f.shape[2] != n:
         raise ValueError(f"features: expected {n} points (the unary's pixels), got {f.shape[2]}")
     return np.ascontiguousarray(np.broadcast_to(f.transpose(0, 2, 1), (batch, n, f.shape[1])))
@@ -258,17 +268,35 @@ def dense_crf(
         elif isinstance(kern, Features):
             f = _user_features(kern.features, batch, batched, spatial, dtype)
         else:
-            raise TypeError(f"kernels[{k}]: expected Gaussian, Bilateral or Features, got {type(kern).__name__}")
+            raise TypeError(
+                f"kernels[{k}]: expected Gaussian, Bilateral or Features, got {type(kern).__name__}"
+            )
         weight = B.as_float(kern.weight, f"kernels[{k}].weight")
         feats.append(np.ascontiguousarray(f, dtype=dtype))
-        compats.append(_compat_matrix(compat if kern.compat is None else kern.compat, labels, weight, "compat"))
-        norms.append(norm_default if kern.normalization is None else _norm_code(kern.normalization, "normalization"))
+        compats.append(
+            _compat_matrix(compat if kern.compat is None else kern.compat, labels, weight, "compat")
+        )
+        norms.append(
+            norm_default
+            if kern.normalization is None
+            else _norm_code(kern.normalization, "normalization")
+        )
 
     u3 = unary.reshape(batch, labels, n)
     q = B.empty(unary, (batch, labels, n))
     lab = B.empty(unary, (batch, n), "int64") if return_labels else None
     energy = np.empty((batch, iterations + 1), np.float64) if return_energy else None
-    _C.dense_crf(u3, feats, np.stack(compats).astype(dtype), norms, int(iterations), bool(exclude_self), q, lab, energy)
+    _C.dense_crf(
+        u3,
+        feats,
+        np.stack(compats).astype(dtype),
+        norms,
+        int(iterations),
+        bool(exclude_self),
+        q,
+        lab,
+        energy,
+    )
     out = [q.reshape(tuple(unary.shape))]
     if return_labels:
         out.append(lab.reshape(((batch,) if batched else ()) + spatial))
@@ -307,7 +335,10 @@ def grid_crf(
     dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
     img = _image_channels(image, batch, batched, spatial, dtype).reshape(batch, *spatial, -1)
     if beta is None:
-        d2 = [((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel(), ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel()]
+        d2 = [
+            ((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel(),
+            ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel(),
+        ]
         mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
         beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
     q = B.empty(unary, (batch, labels) + spatial)
@@ -324,7 +355,9 @@ def grid_crf(
     return q.reshape(tuple(unary.shape))
 
 
-def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | None = 1e-5) -> np.ndarray:
+def unary_from_softmax(
+    probs: Any, scale: float | None = None, clip: float | None = 1e-5
+) -> np.ndarray:
     """``-log(clip(P, clip, 1))`` as float32, keeping P's shape ([L, ...], labels first).
 
     ``scale`` in (0, 1] mixes P with the uniform distribution first (pydensecrf's "certainty").
@@ -343,7 +376,9 @@ def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | Non
         return (-np.log(p)).astype(np.float32)
 
 
-def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True) -> np.ndarray:
+def unary_from_labels(
+    labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True
+) -> np.ndarray:
     """Unary [n_labels, *labels.shape] from a label map trusted with probability ``gt_prob``.
 
     As in pydensecrf: with ``zero_unsure`` the value 0 means "unknown" (uniform) and 1..n_labels
@@ -360,7 +395,9 @@ def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: b
     cls = flat - 1 if zero_unsure else flat
     lo = -1 if zero_unsure else 0
     if flat.size and (cls.min() < lo or cls.max() >= n_labels):
-        raise ValueError(f"labels: expected values in [{lo + (1 if zero_unsure else 0)}, {n_labels - (0 if zero_unsure else 1)}], got [{flat.min()}, {flat.max()}]")
+        raise ValueError(
+            f"labels: expected values in [{lo + (1 if zero_unsure else 0)}, {n_labels - (0 if zero_unsure else 1)}], got [{flat.min()}, {flat.max()}]"
+        )
     u = np.full((n_labels, flat.size), -math.log((1.0 - gt_prob) / (n_labels - 1)), np.float32)
     known = cls >= 0
     u[cls[known], np.nonzero(known)[0]] = -math.log(gt_prob)
@@ -375,7 +412,9 @@ def create_pairwise_gaussian(sdims: Sequence[float], shape: Sequence[int]) -> np
     return np.ascontiguousarray(_positions(tuple(shape), 1.0 / s, np.float32).T)
 
 
-def create_pairwise_bilateral(sdims: Sequence[float], schan: float | Sequence[float], img: Any, chdim: int = -1):
+def create_pairwise_bilateral(
+    sdims: Sequence[float], schan: float | Sequence[float], img: Any, chdim: int = -1
+):
     """Position and channel features [len(sdims) + C, N] (float32), as pydensecrf.
 
     ``chdim``: the image's channel axis, or -1 for a single-channel image.
@@ -384,8 +423,8 @@ def create_pairwise_bilateral(sdims: Sequence[float], schan: float | Sequence[fl
     chan = im[None] if chdim == -1 else np.moveaxis(im, chdim, 0)
     spatial = chan.shape[1:]
     pos = create_pairwise_gaussian(sdims, spatial)
-    c = chan.reshape(chan.shape[0], -1).astype(np.float32) / _positive(schan, chan.shape[0], "schan").astype(
-        np.float32
-    )[:, None]
+    c = (
+        chan.reshape(chan.shape[0], -1).astype(np.float32)
+        / _positive(schan, chan.shape[0], "schan").astype(np.float32)[:, None]
+    )
     return np.ascontiguousarray(np.concatenate([pos, c], axis=0))
-
