@@ -123,6 +123,19 @@ void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::hand
   });
 }
 
+void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
+  Array out = as_output(out_obj, "out");
+  const DType want = self.is_double() ? DType::Float64 : DType::Float32;
+  check_dtype(*out, want);
+  if (self.batched()) check_shape(*out, {self.batch(), self.num_points()}, "[B, N] (B, N from the lattice)");
+  else check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
+  py::gil_scoped_release nogil;
+  CONVLOC_DISPATCH_FLOAT(*out, [&] {
+    const auto& lat = self.lattices<scalar_t>();
+    for (size_t b = 0; b < lat.size(); ++b) lat[b]->diagonal(out->ptr<scalar_t>() + b * self.num_points());
+  });
+}
+
 std::vector<int64_t> per_item(const LatticeBatch& self, bool memory) {
   std::vector<int64_t> r;
   auto collect = [&](const auto& lat) {
@@ -135,7 +148,7 @@ std::vector<int64_t> per_item(const LatticeBatch& self, bool memory) {
 
 // One-shot filtering (build + filter), CPU or CUDA: features [B?, N, d], values/out [B?, N, C].
 void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py::handle out_obj, bool transpose,
-                             uintptr_t stream_id) {
+                             bool exclude_self, uintptr_t stream_id) {
   Array f = as_array(features_obj, "features"), v = as_array(values_obj, "values"), out = as_output(out_obj, "out");
   check_cpu_or_cuda(*f);
   const auto [batch, n, d] = check_features(*f);
@@ -155,8 +168,8 @@ void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py:
       const auto* fb = pf + b * n * d;
       const auto* vb = pv + b * n * c;
       auto* ob = po + b * n * c;
-      CONVLOC_ON_DEVICE(*f, PermutohedralLattice<scalar_t>(fb, n, d).filter(vb, ob, c, transpose),
-                        permutohedral_filter_cuda(fb, n, d, vb, ob, c, transpose, stream));
+      CONVLOC_ON_DEVICE(*f, permutohedral_filter_cpu(fb, n, d, vb, ob, c, transpose, exclude_self),
+                        permutohedral_filter_cuda(fb, n, d, vb, ob, c, transpose, exclude_self, stream));
     }
   });
 }
@@ -169,6 +182,7 @@ void bind_lattice(py::module_& m) {
       .def(py::init<py::handle>(), arg("features"))
       .def("filter", &py_lattice_filter, arg("values"), arg("out"), py::kw_only(), arg("transpose") = false,
            "out ≈ Gaussian filtering of values [B?, N, C] (transpose: the exact adjoint).")
+      .def("diagonal", &py_lattice_diagonal, arg("out"), "out[b, i] = the lattice's own weight of point i.")
       .def_property_readonly("batch", &LatticeBatch::batch)
       .def_property_readonly("batched", &LatticeBatch::batched)
       .def_property_readonly("num_points", &LatticeBatch::num_points)
@@ -177,8 +191,9 @@ void bind_lattice(py::module_& m) {
       .def_property_readonly("num_vertices", [](const LatticeBatch& s) { return per_item(s, false); })
       .def_property_readonly("memory_bytes", [](const LatticeBatch& s) { return per_item(s, true); });
   m.def("permutohedral_filter", &py_permutohedral_filter, arg("features"), arg("values"), arg("out"),
-        py::kw_only(), arg("transpose") = false, arg("stream") = 0,
-        "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out.");
+        py::kw_only(), arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
+        "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
+        "(exclude_self: minus each point's own lattice weight).");
 }
 
 }  // namespace convloc

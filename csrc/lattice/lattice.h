@@ -36,9 +36,10 @@ CONVLOC_HD double lattice_amplitude(int d) {
 
 // Embeds features f[0..d) in the hyperplane sum(x) = 0 of R^(d+1), finds the enclosing simplex and writes
 // its vertices' keys (the first d integer coordinates of each vertex; the last is minus their sum) to
-// keys[k * d + i] and the barycentric weights to weights[k], k = 0..d.
+// keys[k * d + i] and the barycentric weights to weights[k], k = 0..d; ranks (nullable) gets each
+// coordinate's rank, which says along which directions the simplex's vertices differ.
 template <typename T>
-CONVLOC_HD void lattice_simplex(const T* f, int d, const T* scale, int32_t* keys, T* weights) {
+CONVLOC_HD void lattice_simplex(const T* f, int d, const T* scale, int32_t* keys, T* weights, uint8_t* ranks) {
   T elevated[kLatticeMaxDim + 1];
   int32_t rem0[kLatticeMaxDim + 1];
   int rank[kLatticeMaxDim + 1];
@@ -102,6 +103,8 @@ CONVLOC_HD void lattice_simplex(const T* f, int d, const T* scale, int32_t* keys
     for (int i = 0; i < d; ++i) keys[k * d + i] = rem0[i] + (rank[i] <= d - k ? k : k - (d + 1));
     weights[k] = bary[k];
   }
+  if (ranks)
+    for (int i = 0; i <= d; ++i) ranks[i] = static_cast<uint8_t>(rank[i]);
 }
 
 // 64-bit hash of a d-coordinate key (full int32 coordinates: no overflow for any accepted feature range).
@@ -131,6 +134,44 @@ CONVLOC_HD void lattice_neighbour(const int32_t* key, int d, int j, int sign, in
   if (j < d) out[j] = key[j] + sign * d;
 }
 
+// The lattice's own weight of one point, (A)_ii / amplitude = sum_{a,b} w_a w_b (blur)[v_a, v_b], from its
+// simplex (vertex ids off[0..d], weights w, coordinate ranks) and the blur neighbours (nb[(v*(d+1)+j)*2 + side],
+// absent ones = absent). Simplex vertex a lies at vertex b minus the lattice directions j with
+// d - a < rank_j <= d - b (a > b; the mirror for a < b); since the d + 1 directions sum to zero, the blur
+// reaches it by exactly two step patterns (s and s + 1 within {-1, 0, 1}; a == b: all 0, all +1, all -1).
+// A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
+template <typename T>
+CONVLOC_HD double lattice_self_weight(const int32_t* off, const T* w, const uint8_t* rank, const int32_t* nb,
+                                      int64_t absent, int d) {
+  const int k1 = d + 1;
+  double total = 0;
+  for (int a = 0; a < k1; ++a)
+    for (int b = 0; b < k1; ++b) {
+      const double wab = double(w[a]) * double(w[b]);
+      if (wab == 0) continue;
+      const int lo = a > b ? d - a : d - b, hi = a > b ? d - b : d - a;
+      const int base = a > b ? -1 : 1;
+      for (int shift = -1; shift <= 1; ++shift) {
+        bool ok = true;
+        for (int j = 0; j < k1; ++j) {
+          const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
+          ok &= s >= -1 && s <= 1;
+        }
+        if (!ok) continue;
+        int64_t cur = off[b];
+        int steps = 0;
+        for (int j = 0; j < k1 && cur != absent; ++j) {
+          const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
+          if (s == 0) continue;
+          cur = nb[(cur * k1 + j) * 2 + (s > 0)];
+          ++steps;
+        }
+        if (cur != absent) total += wab * std::ldexp(1.0, -steps);
+      }
+    }
+  return total;
+}
+
 // Per-coordinate factors of the elevation, times lattice_scale(d).
 template <typename T>
 CONVLOC_HD void lattice_scale_factors(int d, T* scale) {
@@ -152,6 +193,10 @@ class PermutohedralLattice {
   // in, out: [n, channels] row-major (channels innermost); must not alias. No hashing here (neighbours are
   // stored at build time); runs on convloc::parallel_for; results independent of the thread count.
   void filter(const T* in, T* out, int64_t channels, bool transpose = false) const;
+  // out[i] = the lattice's own weight of point i, (A)_ii: what filter() adds of in[i] to out[i]. Subtracting
+  // diagonal[i] * in[i] excludes each point's own contribution (j != i) without ever going negative.
+  // Computed on demand by walking the stored blur neighbours (no hashing); costs about one filtering.
+  void diagonal(T* out) const;
 
  private:
   int64_t n_ = 0;
@@ -168,13 +213,20 @@ class PermutohedralLattice {
   // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
   // the always-zero row num_vertices_.
   std::vector<int32_t> blur_;
+  // Ranks of each point's coordinates (for diagonal()).
+  std::vector<uint8_t> rank_;
 };
 
+// One-shot filtering (build + filter): features [n, d], in/out [n, channels]; exclude_self subtracts each
+// point's own lattice weight (diagonal()) times its value.
+template <typename T>
+void permutohedral_filter_cpu(const T* features, int64_t n, int d, const T* in, T* out, int64_t channels,
+                              bool transpose, bool exclude_self);
 #ifdef CONVLOC_WITH_CUDA
-// One-shot CUDA filtering (build + filter on the caller's stream): features [n, d], in/out [n, channels].
+// The same on the GPU, on the caller's stream.
 template <typename T>
 void permutohedral_filter_cuda(const T* features, int64_t n, int d, const T* in, T* out, int64_t channels,
-                               bool transpose, void* stream);
+                               bool transpose, bool exclude_self, void* stream);
 #endif
 
 }  // namespace convloc

@@ -21,16 +21,14 @@ def gaussian_filter(values: np.ndarray, features: np.ndarray) -> np.ndarray:
 def normalized_filter(
     values: np.ndarray, features: np.ndarray, normalization: str | None, exclude_self: bool = False
 ) -> np.ndarray:
-    """pydensecrf's normalisations of K (or K - I with exclude_self) applied to values [N, C]."""
+    """pydensecrf's normalisations of K (zero diagonal with exclude_self) applied to values [N, C]."""
     k = gaussian_matrix(features)
     if exclude_self:
-        k -= np.eye(len(k))
+        np.fill_diagonal(k, 0.0)
     v = np.asarray(values, dtype=np.float64)
-    if normalization is None:
+    if normalization in (None, "none"):
         return k @ v
     norm = k.sum(axis=1)
-    if normalization == "none":
-        return (k @ v) * (len(k) / norm.sum())
     if normalization == "before":
         return k @ (v / norm[:, None])
     if normalization == "after":
@@ -41,7 +39,9 @@ def normalized_filter(
     raise ValueError(normalization)
 
 
-def image_features(image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None) -> np.ndarray:
+def image_features(
+    image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None
+) -> np.ndarray:
     """Dense-CRF features of an image [H, W, C]: (x, y) / sigma_xy and, if given, colour / sigma_rgb."""
     h, w = image.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]

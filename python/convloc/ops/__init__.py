@@ -12,6 +12,7 @@ from convloc.ops.crf import (
     unary_from_labels,
     unary_from_softmax,
 )
+from convloc.ops.lattice import PermutohedralLattice, bilateral_filter, permutohedral_filter
 
 __all__ = [
     "box_area",
@@ -27,4 +28,7 @@ __all__ = [
     "unary_from_labels",
     "create_pairwise_gaussian",
     "create_pairwise_bilateral",
+    "PermutohedralLattice",
+    "permutohedral_filter",
+    "bilateral_filter",
 ]
