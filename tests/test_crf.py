@@ -133,18 +133,20 @@ def test_shapes_batch_and_labels(rng):
 
 def test_volume_with_spacing_and_user_features(rng):
     u = smooth_unary(rng, 3, 8, 10).reshape(3, 2, 4, 10)  # [L, D, H, W]
-    q = ops.dense_crf(
-        u, kernels=[ops.Gaussian(2.0, 3.0)], ndim=3, spacing=(2.0, 1.0, 1.0), iterations=2
-    )
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(
-        np.float32
-    )
+    kw = dict(ndim=3, iterations=2)
+    q = ops.dense_crf(u, kernels=[ops.Gaussian(2.0, 3.0)], spacing=(2.0, 1.0, 1.0), **kw)
+    np.testing.assert_allclose(q, ops.dense_crf(u, kernels=[ops.Gaussian((1.0, 2.0, 2.0), 3.0)], **kw), rtol=1e-6)
+    # the same kernel through the lattice (user features) and through the exact reference
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(np.float32)
     feats = grid * np.array([2.0, 1.0, 1.0], np.float32)[:, None, None, None] / 2.0
-    q2 = ops.dense_crf(u, kernels=[ops.Features(feats, 3.0)], ndim=3, iterations=2)
-    np.testing.assert_allclose(q, q2, rtol=1e-5, atol=1e-6)
+    q_lattice = ops.dense_crf(u, kernels=[ops.Features(feats, 3.0)], **kw)
+    compat = C._compat_matrix("potts", 3, 3.0, "c")
+    q_ref, _ = ref.dense_crf(u.reshape(3, -1), [(feats.reshape(3, -1).T, compat, "symmetric")], 2)
+    np.testing.assert_allclose(q.reshape(3, -1), q_ref, atol=2e-3)
+    assert np.abs(q_lattice.reshape(3, -1) - q_ref).mean() < 0.01
     # a single-channel (grayscale) image for the bilateral kernel
     img = rng.integers(0, 255, (2, 4, 10)).astype(np.uint8)
-    assert ops.dense_crf(u, image=img, ndim=3, iterations=1).shape == u.shape
+    assert ops.dense_crf(u, image=img, **kw).shape == u.shape
 
 
 def test_thread_count_independent(rng, threads):

@@ -28,7 +28,8 @@ void check_unary(const TensorView& u) {
 
 int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py::handle compat_obj,
                      const std::vector<int>& norms, int64_t iterations, bool exclude_self, py::handle q_obj,
-                     py::handle map_obj, py::handle energy_obj, py::handle init_obj) {
+                     py::handle map_obj, py::handle energy_obj, py::handle init_obj,
+                     const std::vector<int64_t>& spatial) {
   Array unary = as_array(unary_obj, "unary"), compat = as_array(compat_obj, "compat"), q = as_output(q_obj, "q");
   Array map = as_optional_array(map_obj, "labels"), energy = as_optional_array(energy_obj, "energy");
   Array init = as_optional_array(init_obj, "init");
@@ -62,30 +63,49 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
     check_same_dtype(*unary, *init);
     check_finite(*init);
   }
-  std::vector<Array> feats;
+  int64_t grid_points = 1;
+  for (int64_t v : spatial) {
+    if (v < 1) fail_value("spatial: expected positive sizes");
+    grid_points *= v;
+  }
+  std::vector<Array> feats(K);
+  std::vector<std::vector<double>> sigmas(K);
   for (int64_t k = 0; k < K; ++k) {
-    feats.push_back(as_array(features_obj[k], ("features[" + std::to_string(k) + "]").c_str()));
-    const TensorView& f = *feats.back();
+    if (norms[k] < 0 || norms[k] > 3)
+      fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ",
+                 norms[k]);
+    py::handle item = features_obj[k];
+    const std::string name = "features[" + std::to_string(k) + "]";
+    if (py::isinstance<py::tuple>(item)) {  // a grid Gaussian: sigma per spatial axis
+      sigmas[k] = item.cast<std::vector<double>>();
+      if (spatial.empty() || sigmas[k].size() != spatial.size() || grid_points != N)
+        fail_value(name, ": a grid kernel needs one sigma per axis of `spatial`, whose product is N");
+      for (double sg : sigmas[k])
+        if (!(sg > 0) || !std::isfinite(sg)) fail_value(name, ": expected positive finite sigmas");
+      continue;
+    }
+    feats[k] = as_array(item, name.c_str());
+    const TensorView& f = *feats[k];
     check_shape(f, {B, N, -1}, "[B, N, d]");
     if (f.size(2) < 1) fail_value(f.name, ": expected at least one feature, got shape ", f.shape_str());
     check_same_dtype(*unary, f);
     check_same_device(*unary, f);
     check_finite(f);
-    if (norms[k] < 0 || norms[k] > 3)
-      fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ",
-                 norms[k]);
   }
   int64_t bytes = 0;
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*unary, [&] {
     std::vector<CrfKernel<scalar_t>> kernels(K);
     for (int64_t k = 0; k < K; ++k) {
-      kernels[k].features = feats[k]->ptr<scalar_t>();
-      kernels[k].dim = static_cast<int>(feats[k]->size(2));
+      if (sigmas[k].empty()) {
+        kernels[k].features = feats[k]->ptr<scalar_t>();
+        kernels[k].dim = static_cast<int>(feats[k]->size(2));
+      }
+      kernels[k].grid_sigma = sigmas[k];
       kernels[k].compat = compat->ptr<scalar_t>() + k * L * L;
       kernels[k].norm = static_cast<CrfNorm>(norms[k]);
     }
-    dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, kernels, iterations, exclude_self,
+    dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, spatial, kernels, iterations, exclude_self,
                   init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(),
                   map_obj.is_none() ? nullptr : map->ptr<int64_t>(),
                   energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes);
@@ -129,7 +149,9 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
 void bind_crf(py::module_& m) {
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("features"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(), arg("init") = py::none(),
-        "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k]; compat [K, L, L] (apply "
+        arg("spatial") = std::vector<int64_t>(),
+        "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k] (lattice kernels) or tuples of "
+        "per-axis sigmas (exact Gaussians over the grid `spatial`); compat [K, L, L] (apply "
         "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "
         "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). Returns the lattice memory of one image in bytes.");
   m.def("grid_crf", &py_grid_crf, arg("unary"), arg("image"), arg("neighbors"), arg("w1"), arg("w2"), arg("beta"),

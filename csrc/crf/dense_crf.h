@@ -19,11 +19,13 @@ namespace convloc {
 // pydensecrf's NormalizationType values.
 enum class CrfNorm : int { None = 0, Before = 1, After = 2, Symmetric = 3 };
 
-// One pairwise term, for every image of the batch.
+// One pairwise term, for every image of the batch: a lattice over features, or (grid_sigma not
+// empty) an exact separable Gaussian over the pixel grid with these standard deviations per axis.
 template <typename T>
 struct CrfKernel {
   const T* features = nullptr;  // [B, N, dim], already divided by the standard deviations
   int dim = 0;
+  std::vector<double> grid_sigma;  // in grid steps, one per axis of `spatial`
   const T* compat = nullptr;    // [L, L], "apply" convention: message[l] = sum_l' compat[l, l'] (K̃Q)[l']
   CrfNorm norm = CrfNorm::Symmetric;
 };
@@ -64,8 +66,10 @@ CONVLOC_HD void crf_norm_scales(CrfNorm mode, T norm, T* pre, T* post) {
 // exclude_self drops j = i from the kernel sums (pydensecrf keeps it). init [B, L, N] (nullable):
 // Q_0 instead of softmax(-U) (pydensecrf's stepInference from a given Q).
 // lattice_bytes (nullable): receives the largest lattice memory of one image.
+// spatial: the grid shape (product n), used by grid kernels.
 template <typename T>
-void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<CrfKernel<T>>& kernels,
+void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
+                   const std::vector<CrfKernel<T>>& kernels,
                    int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
                    double* energy, int64_t* lattice_bytes);
 

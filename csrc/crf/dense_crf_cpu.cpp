@@ -6,6 +6,7 @@
 
 #include "core/parallel.h"
 #include "crf/dense_crf.h"
+#include "crf/grid_gaussian.h"
 #include "lattice/lattice.h"
 
 namespace convloc {
@@ -75,10 +76,18 @@ void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, 
 
 template <typename T>
 struct KernelState {
-  std::unique_ptr<PermutohedralLattice<T>> lattice;
+  std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
+  std::unique_ptr<GridGaussian<T>> grid;
+  std::vector<T> tmp;  // [N, L] scratch of the grid filter
+
+  void filter(const T* in, T* out, int64_t channels) {
+    if (lattice) lattice->filter(in, out, channels);
+    else grid->filter(in, out, channels, tmp.data());
+  }
   std::vector<T> pre, post;  // [N] scales around the filtering
   std::vector<T> in, out;    // [N, L] filter input (pre * Q) and output
   std::vector<T> diag;       // [L] compat diagonal when the compat matrix is diagonal, else empty
+  std::vector<T> self;       // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
 };
 
@@ -94,8 +103,8 @@ bool is_diagonal(const T* c, int64_t labels) {
 template <typename T>
 class ImageCrf {
  public:
-  ImageCrf(const T* unary, int64_t labels, int64_t n, const std::vector<CrfKernel<T>>& kernels, int64_t image,
-           bool exclude_self)
+  ImageCrf(const T* unary, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
+           const std::vector<CrfKernel<T>>& kernels, int64_t image, bool exclude_self)
       : labels_(labels), n_(n), exclude_self_(exclude_self), neg_unary_(n * labels), ks_(kernels.size()) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -105,11 +114,19 @@ class ImageCrf {
     for (size_t k = 0; k < kernels.size(); ++k) {
       const CrfKernel<T>& spec = kernels[k];
       KernelState<T>& s = ks_[k];
-      s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
+      if (spec.grid_sigma.empty()) {
+        s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
+      } else {
+        s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
+        s.tmp.resize(n * labels);
+      }
       std::vector<T> ones(n, T(1)), norm(n);
-      s.lattice->filter(ones.data(), norm.data(), 1);
-      if (exclude_self)
-        for (T& v : norm) v = std::max(v - T(1), T(0));
+      s.filter(ones.data(), norm.data(), 1);
+      if (exclude_self) {  // each point's weight on itself, as the filter applies it
+        s.self.assign(n, T(1));
+        if (s.lattice) s.lattice->diagonal(s.self.data());
+        for (int64_t i = 0; i < n; ++i) norm[i] = std::max(norm[i] - s.self[i], T(0));
+      }
       s.pre.resize(n), s.post.resize(n);
       for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
       s.in.resize(n * labels), s.out.resize(n * labels);
@@ -123,7 +140,7 @@ class ImageCrf {
 
   int64_t lattice_bytes() const {
     int64_t b = 0;
-    for (const auto& s : ks_) b += s.lattice->memory_bytes();
+    for (const auto& s : ks_) b += s.lattice ? s.lattice->memory_bytes() : int64_t(s.tmp.size() * sizeof(T));
     return b;
   }
 
@@ -146,7 +163,7 @@ class ImageCrf {
 
  private:
   void filter_all() {
-    for (auto& s : ks_) s.lattice->filter(s.in.data(), s.out.data(), labels_);
+    for (auto& s : ks_) s.filter(s.in.data(), s.out.data(), labels_);
   }
 
   // One fused pass over blocks of pixels: logits from the unary (and the messages when
@@ -202,7 +219,8 @@ class ImageCrf {
           for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * oi[l]);
           if (exclude_self_) {
             const T* ii = in + i * L;
-            for (int64_t l = 0; l < L; ++l) zi[l] += post * (c[l] * ii[l]);
+            const T ps = post * s.self[i];
+            for (int64_t l = 0; l < L; ++l) zi[l] += ps * (c[l] * ii[l]);
           }
         }
       } else {
@@ -210,7 +228,7 @@ class ImageCrf {
           const T post = s.post[i];
           T* zi = z + (i - i0) * L;
           for (int64_t l = 0; l < L; ++l)
-            tmp[l] = post * (exclude_self_ ? out[i * L + l] - in[i * L + l] : out[i * L + l]);
+            tmp[l] = post * (exclude_self_ ? out[i * L + l] - s.self[i] * in[i * L + l] : out[i * L + l]);
           for (int64_t a = 0; a < L; ++a) {
             const T* row = s.compat + a * L;
             T acc = 0;
@@ -269,12 +287,13 @@ class ImageCrf {
 }  // namespace
 
 template <typename T>
-void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<CrfKernel<T>>& kernels,
+void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
+                   const std::vector<CrfKernel<T>>& kernels,
                    int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
                    double* energy, int64_t* lattice_bytes) {
   std::vector<int64_t> bytes(batch, 0);
   auto one = [&](int64_t b) {
-    ImageCrf<T> crf(unary + b * labels * n, labels, n, kernels, b, exclude_self);
+    ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self);
     bytes[b] = crf.lattice_bytes();
     crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n, map_labels ? map_labels + b * n : nullptr,
             energy ? energy + b * (iterations + 1) : nullptr);
@@ -290,9 +309,11 @@ void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, con
   if (lattice_bytes) *lattice_bytes = batch ? *std::max_element(bytes.begin(), bytes.end()) : 0;
 }
 
-template void dense_crf_cpu<float>(const float*, int64_t, int64_t, int64_t, const std::vector<CrfKernel<float>>&,
+template void dense_crf_cpu<float>(const float*, int64_t, int64_t, int64_t, const std::vector<int64_t>&,
+                                   const std::vector<CrfKernel<float>>&,
                                    int64_t, bool, const float*, float*, int64_t*, double*, int64_t*);
-template void dense_crf_cpu<double>(const double*, int64_t, int64_t, int64_t, const std::vector<CrfKernel<double>>&,
+template void dense_crf_cpu<double>(const double*, int64_t, int64_t, int64_t, const std::vector<int64_t>&,
+                                    const std::vector<CrfKernel<double>>&,
                                     int64_t, bool, const double*, double*, int64_t*, double*, int64_t*);
 
 }  // namespace convloc

@@ -22,7 +22,7 @@ from numbers import Number
 import numpy as np
 
 from convloc import _C
-from convloc.ops.crf import _compat_matrix
+from convloc.ops.crf import GRID_MAX_SIGMA, _compat_matrix
 
 __all__ = [
     "DenseCRF",
@@ -51,7 +51,7 @@ class DenseCRF:
             raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
         self._n, self._labels = int(nvar), int(nlabels)
         self._unary: np.ndarray | None = None
-        self._features: list[np.ndarray] = []  # [N, d] float32 each
+        self._features: list[np.ndarray | tuple] = []  # [N, d] float32, or grid sigmas (y, x)
         self._compat: list[np.ndarray] = []  # [L, L] apply form
         self._norm: list[int] = []
 
@@ -122,7 +122,7 @@ class DenseCRF:
         e = np.empty((1, iterations + 1), np.float64) if energy else None
         _C.dense_crf(
             u,
-            [f[None] for f in self._features],
+            [f if isinstance(f, tuple) else f[None] for f in self._features],
             np.stack(self._compat),
             self._norm,
             int(iterations),
@@ -131,6 +131,7 @@ class DenseCRF:
             None,
             e,
             None if init is None else np.ascontiguousarray(init, np.float32)[None],
+            spatial=list(getattr(self, "_shape", ())),
         )
         return q[0], e
 
@@ -181,6 +182,7 @@ class DenseCRF2D(DenseCRF):
             raise ValueError(f"w, h: expected a positive image size, got {w}×{h}")
         super().__init__(int(w) * int(h), nlabels)
         self._w, self._h = int(w), int(h)
+        self._shape = (self._h, self._w)
 
     def _positions(self, sxy) -> np.ndarray:
         sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
@@ -193,7 +195,13 @@ class DenseCRF2D(DenseCRF):
         self, sxy, compat, kernel: int = DIAG_KERNEL, normalization: int = NORMALIZE_SYMMETRIC
     ) -> None:
         """Smoothness kernel over pixel positions (x/sx, y/sy)."""
-        self.addPairwiseEnergy(self._positions(sxy), compat, kernel, normalization)
+        sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
+        if max(sx, sy) > GRID_MAX_SIGMA or min(sx, sy) <= 0:
+            self.addPairwiseEnergy(self._positions(sxy), compat, kernel, normalization)
+            return
+        # exact separable Gaussian over the pixel grid instead of a lattice
+        self.addPairwiseEnergy(np.zeros((1, self._n), np.float32), compat, kernel, normalization)
+        self._features[-1] = (float(sy), float(sx))
 
     def addPairwiseBilateral(  # noqa: N802
         self,

@@ -45,6 +45,9 @@ __all__ = [
 
 Compat = Union[str, float, Sequence[float], np.ndarray, None]
 NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
+# Gaussian kernels up to this sigma (pixels) are filtered exactly and separably over the grid (no
+# lattice to build; 2 x (2·ceil(3σ) + 1) multiply-adds per value); wider ones use the lattice.
+GRID_MAX_SIGMA = 6.0
 
 
 @dataclass(frozen=True)
@@ -255,8 +258,12 @@ def dense_crf(
     img = None
     for k, kern in enumerate(kernels):
         if isinstance(kern, Gaussian):
-            pos = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)
-            f = np.broadcast_to(pos, (batch,) + pos.shape)
+            sigma = _positive(kern.sxy, ndim, "sxy") / step  # in pixels
+            if sigma.max() <= GRID_MAX_SIGMA:
+                f = tuple(float(s) for s in sigma)  # exact separable filtering over the grid
+            else:
+                pos = _positions(spatial, 1.0 / sigma, dtype)
+                f = np.broadcast_to(pos, (batch,) + pos.shape)
         elif isinstance(kern, Bilateral):
             if image is None:
                 raise ValueError("image: a Bilateral kernel needs the image")
@@ -272,7 +279,7 @@ def dense_crf(
                 f"kernels[{k}]: expected Gaussian, Bilateral or Features, got {type(kern).__name__}"
             )
         weight = B.as_float(kern.weight, f"kernels[{k}].weight")
-        feats.append(np.ascontiguousarray(f, dtype=dtype))
+        feats.append(f if isinstance(f, tuple) else np.ascontiguousarray(f, dtype=dtype))
         compats.append(
             _compat_matrix(compat if kern.compat is None else kern.compat, labels, weight, "compat")
         )
@@ -296,6 +303,7 @@ def dense_crf(
         q,
         lab,
         energy,
+        spatial=list(spatial),
     )
     out = [q.reshape(tuple(unary.shape))]
     if return_labels:
