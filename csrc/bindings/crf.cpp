@@ -13,10 +13,6 @@ namespace {
 
 using py::arg;
 
-void check_cpu_only(const TensorView& t) {
-  if (t.is_cuda()) fail_type(t.name, ": the dense CRF runs on CPU arrays (no CUDA lattice in this build)");
-}
-
 // unary [B, L, N]: at least 2 labels, at least one pixel, finite.
 void check_unary(const TensorView& u) {
   check_ndim(u, 3, "[B, L, N]");
@@ -29,12 +25,12 @@ void check_unary(const TensorView& u) {
 int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py::handle compat_obj,
                      const std::vector<int>& norms, int64_t iterations, bool exclude_self, py::handle q_obj,
                      py::handle map_obj, py::handle energy_obj, py::handle init_obj,
-                     const std::vector<int64_t>& spatial) {
+                     const std::vector<int64_t>& spatial, uintptr_t stream_id) {
   Array unary = as_array(unary_obj, "unary"), compat = as_array(compat_obj, "compat"), q = as_output(q_obj, "q");
   Array map = as_optional_array(map_obj, "labels"), energy = as_optional_array(energy_obj, "energy");
   Array init = as_optional_array(init_obj, "init");
   check_unary(*unary);
-  check_cpu_only(*unary);
+  check_cpu_or_cuda(*unary);
   const int64_t B = unary->size(0), L = unary->size(1), N = unary->size(2);
   const int64_t K = static_cast<int64_t>(py::len(features_obj));
   if (K < 1) fail_value("kernels: expected at least one pairwise kernel");
@@ -77,6 +73,7 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
     py::handle item = features_obj[k];
     const std::string name = "features[" + std::to_string(k) + "]";
     if (py::isinstance<py::tuple>(item)) {  // a grid Gaussian: sigma per spatial axis
+      if (unary->is_cuda()) fail_type(name, ": grid kernels run on the CPU; pass lattice features for CUDA");
       sigmas[k] = item.cast<std::vector<double>>();
       if (spatial.empty() || sigmas[k].size() != spatial.size() || grid_points != N)
         fail_value(name, ": a grid kernel needs one sigma per axis of `spatial`, whose product is N");
@@ -92,7 +89,11 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
     check_same_device(*unary, f);
     check_finite(f);
   }
+  if (unary->is_cuda() && (!energy_obj.is_none() || !init_obj.is_none()))
+    fail_type("energy, init: not available for CUDA arrays");
   int64_t bytes = 0;
+  void* stream = reinterpret_cast<void*>(stream_id);
+  (void)stream;
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*unary, [&] {
     std::vector<CrfKernel<scalar_t>> kernels(K);
@@ -105,10 +106,14 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
       kernels[k].compat = compat->ptr<scalar_t>() + k * L * L;
       kernels[k].norm = static_cast<CrfNorm>(norms[k]);
     }
-    dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, spatial, kernels, iterations, exclude_self,
-                  init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(),
-                  map_obj.is_none() ? nullptr : map->ptr<int64_t>(),
-                  energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes);
+    int64_t* map_ptr = map_obj.is_none() ? nullptr : map->ptr<int64_t>();
+    CONVLOC_ON_DEVICE(
+        *unary,
+        dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, spatial, kernels, iterations, exclude_self,
+                      init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(), map_ptr,
+                      energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes),
+        dense_crf_cuda(unary->ptr<scalar_t>(), B, L, N, kernels, compat->ptr<scalar_t>(), iterations, exclude_self,
+                       q->ptr<scalar_t>(), map_ptr, stream));
   });
   return bytes;
 }
@@ -149,7 +154,7 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
 void bind_crf(py::module_& m) {
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("features"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(), arg("init") = py::none(),
-        arg("spatial") = std::vector<int64_t>(),
+        arg("spatial") = std::vector<int64_t>(), py::kw_only(), arg("stream") = 0,
         "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k] (lattice kernels) or tuples of "
         "per-axis sigmas (exact Gaussians over the grid `spatial`); compat [K, L, L] (apply "
         "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "

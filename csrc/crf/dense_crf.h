@@ -84,6 +84,12 @@ template <typename T>
 void grid_crf_cuda(const T* unary, const T* image, int64_t batch, int64_t labels, int64_t h, int64_t w,
                    int64_t channels, int neighbors, double w1, double w2, double beta, int64_t iterations, T* q,
                    void* stream);
+// Dense CRF on the device: lattice kernels only (features on the device), compat [K, L, L] on the
+// device; no energy, no init, no exclude_self beyond the lattice's own. Rebuilds the lattices per
+// filtering (the lattice's device API is one-shot).
+template <typename T>
+void dense_crf_cuda(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<CrfKernel<T>>& kernels,
+                    const T* compat, int64_t iterations, bool exclude_self, T* q, int64_t* map_labels, void* stream);
 #endif
 
 }  // namespace convloc

@@ -195,6 +195,17 @@ def _user_features(
     return np.ascontiguousarray(np.broadcast_to(f.transpose(0, 2, 1), (batch, n, f.shape[1])))
 
 
+def _to_device(x: np.ndarray, like: Array) -> Array:
+    if B.is_torch(like):
+        import torch
+
+        return torch.as_tensor(x, device=like.device).contiguous()
+    import cupy
+
+    with cupy.cuda.Device(like.device.id):
+        return cupy.asarray(x)
+
+
 def dense_crf(
     unary: Array,
     *,
@@ -247,6 +258,9 @@ def dense_crf(
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
     dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
+    on_gpu = B.is_torch(unary) and unary.is_cuda or B.is_cupy(unary)
+    if on_gpu and return_energy:
+        raise TypeError("return_energy: not available for CUDA arrays")
     step = _positive(1.0 if spacing is None else spacing, ndim, "spacing")
     if kernels is None:
         kernels = [Gaussian()] + ([Bilateral()] if image is not None else [])
@@ -259,7 +273,7 @@ def dense_crf(
     for k, kern in enumerate(kernels):
         if isinstance(kern, Gaussian):
             sigma = _positive(kern.sxy, ndim, "sxy") / step  # in pixels
-            if sigma.max() <= GRID_MAX_SIGMA:
+            if sigma.max() <= GRID_MAX_SIGMA and not on_gpu:
                 f = tuple(float(s) for s in sigma)  # exact separable filtering over the grid
             else:
                 pos = _positions(spatial, 1.0 / sigma, dtype)
@@ -290,13 +304,17 @@ def dense_crf(
         )
 
     u3 = unary.reshape(batch, labels, n)
+    compat_all = np.stack(compats).astype(dtype)
+    if on_gpu:  # the kernel reads features and compat on the unary's device
+        feats = [_to_device(f, unary) for f in feats]
+        compat_all = _to_device(compat_all, unary)
     q = B.empty(unary, (batch, labels, n))
     lab = B.empty(unary, (batch, n), "int64") if return_labels else None
     energy = np.empty((batch, iterations + 1), np.float64) if return_energy else None
     _C.dense_crf(
         u3,
         feats,
-        np.stack(compats).astype(dtype),
+        compat_all,
         norms,
         int(iterations),
         bool(exclude_self),
@@ -304,6 +322,7 @@ def dense_crf(
         lab,
         energy,
         spatial=list(spatial),
+        stream=B.stream(unary),
     )
     out = [q.reshape(tuple(unary.shape))]
     if return_labels:
@@ -350,15 +369,19 @@ def grid_crf(
         mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
         beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
     q = B.empty(unary, (batch, labels) + spatial)
+    img = np.ascontiguousarray(img)
+    if B.is_torch(unary) and unary.is_cuda or B.is_cupy(unary):
+        img = _to_device(img, unary)
     _C.grid_crf(
         unary.reshape(batch, labels, *spatial),
-        np.ascontiguousarray(img),
+        img,
         int(neighbors),
         B.as_float(w1, "w1"),
         B.as_float(w2, "w2"),
         B.as_float(beta, "beta"),
         int(iterations),
         q,
+        stream=B.stream(unary),
     )
     return q.reshape(tuple(unary.shape))
 
