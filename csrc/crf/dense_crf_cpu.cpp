@@ -74,6 +74,23 @@ void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, 
   }
 }
 
+// Between the public [L, N] layout and the kernels' [N, L] rows, one block of pixels at a time so
+// that each label's values are read (written) contiguously.
+template <typename T>
+void gather_rows(const T* src, int64_t n, int64_t L, int64_t i0, int64_t i1, T sign, T* __restrict rows) {
+  for (int64_t l = 0; l < L; ++l) {
+    const T* __restrict s = src + l * n + i0;
+    for (int64_t r = 0; r < i1 - i0; ++r) rows[r * L + l] = sign * s[r];
+  }
+}
+template <typename T>
+void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t i0, int64_t i1, T* dst) {
+  for (int64_t l = 0; l < L; ++l) {
+    T* __restrict d = dst + l * n + i0;
+    for (int64_t r = 0; r < i1 - i0; ++r) d[r] = rows[r * L + l];
+  }
+}
+
 template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
@@ -108,8 +125,10 @@ class ImageCrf {
       : labels_(labels), n_(n), exclude_self_(exclude_self), neg_unary_(n * labels), ks_(kernels.size()) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t i = b0 * kBlock; i < std::min(n, b1 * kBlock); ++i)
-        for (int64_t l = 0; l < labels; ++l) neg_unary_[i * labels + l] = -unary[l * n + i];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
+        gather_rows(unary, n, labels, i0, i1, T(-1), neg_unary_.data() + i0 * labels);
+      }
     });
     for (size_t k = 0; k < kernels.size(); ++k) {
       const CrfKernel<T>& spec = kernels[k];
@@ -179,8 +198,7 @@ class ImageCrf {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock), count = i1 - i0;
         T* z = zbuf.data();
         if (init) {  // a given Q_0 instead of softmax(-U)
-          for (int64_t i = i0; i < i1; ++i)
-            for (int64_t l = 0; l < L; ++l) z[(i - i0) * L + l] = init[l * n + i];
+          gather_rows(init, n, L, i0, i1, T(1), z);
           if (map)
             for (int64_t r = 0; r < count; ++r) map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
         } else {
@@ -196,9 +214,7 @@ class ImageCrf {
         }
         for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, L, s.in.data() + i0 * L);
         if (q_nl) std::copy(z, z + count * L, q_nl + i0 * L);
-        if (q_ln)
-          for (int64_t i = i0; i < i1; ++i)
-            for (int64_t l = 0; l < L; ++l) q_ln[l * n + i] = z[(i - i0) * L + l];
+        if (q_ln) scatter_rows(z, n, L, i0, i1, q_ln);
       }
     });
     if (energy_prev) *energy_prev = sum(partial);

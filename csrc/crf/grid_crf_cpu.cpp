@@ -4,8 +4,19 @@
 
 #include "core/parallel.h"
 #include "crf/dense_crf.h"
+#include "crf/grid_gaussian.h"
 
 namespace convloc {
+
+CONVLOC_SIMD_CLONES void gaussian_taps_f32(float* d, const float* s, int64_t stride, const float* w, int t0, int t1,
+                                           int64_t count) {
+  gaussian_taps(d, s, stride, w, t0, t1, count);
+}
+CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* d, const double* s, int64_t stride, const double* w, int t0,
+                                           int t1, int64_t count) {
+  gaussian_taps(d, s, stride, w, t0, t1, count);
+}
+
 namespace {
 
 constexpr int kOffsets[8][2] = {{0, 1}, {1, 0}, {0, -1}, {-1, 0}, {1, 1}, {1, -1}, {-1, 1}, {-1, -1}};

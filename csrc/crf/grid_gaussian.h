@@ -9,9 +9,44 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/common.h"
 #include "core/parallel.h"
 
 namespace convloc {
+
+// d[j] = sum_{t = t0..t1} w[t] s[j + t * stride] for j in [0, count): blocks of outputs stay in
+// registers while the taps stream past (one load per tap and value, one store per value).
+template <typename T>
+inline void gaussian_taps(T* __restrict d, const T* __restrict s, int64_t stride, const T* w, int t0, int t1,
+                          int64_t count) {
+  constexpr int64_t kB = 64;
+  int64_t j = 0;
+  for (; j + kB <= count; j += kB) {
+    T acc[kB];
+    for (int64_t b = 0; b < kB; ++b) acc[b] = w[t0] * s[j + b + t0 * stride];
+    for (int t = t0 + 1; t <= t1; ++t) {
+      const T wt = w[t];
+      const T* st = s + j + t * stride;
+      for (int64_t b = 0; b < kB; ++b) acc[b] += wt * st[b];
+    }
+    for (int64_t b = 0; b < kB; ++b) d[j + b] = acc[b];
+  }
+  for (; j < count; ++j) {
+    T acc = w[t0] * s[j + t0 * stride];
+    for (int t = t0 + 1; t <= t1; ++t) acc += w[t] * s[j + t * stride];
+    d[j] = acc;
+  }
+}
+
+// Non-template entry points so the SIMD clones apply (defined in grid_crf_cpu.cpp).
+void gaussian_taps_f32(float* d, const float* s, int64_t stride, const float* w, int t0, int t1, int64_t count);
+void gaussian_taps_f64(double* d, const double* s, int64_t stride, const double* w, int t0, int t1, int64_t count);
+inline void taps(float* d, const float* s, int64_t stride, const float* w, int t0, int t1, int64_t count) {
+  gaussian_taps_f32(d, s, stride, w, t0, t1, count);
+}
+inline void taps(double* d, const double* s, int64_t stride, const double* w, int t0, int t1, int64_t count) {
+  gaussian_taps_f64(d, s, stride, w, t0, t1, count);
+}
 
 template <typename T>
 class GridGaussian {
@@ -25,9 +60,6 @@ class GridGaussian {
       taps_.push_back(std::move(w));
     }
   }
-
-  // Largest tap radius (the filter reads that far along an axis).
-  static int radius(double sigma) { return static_cast<int>(std::ceil(3.0 * sigma)); }
 
   // in, out: [n, channels]; tmp: [n, channels] scratch (used when there are 2 or more axes).
   void filter(const T* in, T* out, int64_t channels, T* tmp) const {
@@ -45,9 +77,10 @@ class GridGaussian {
 
  private:
   // dst[o, x, :] = sum_t w[t] src[o, x + t, :] over the t that stay inside the axis.
-  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner, const std::vector<T>& taps) {
-    const int r = static_cast<int>(taps.size() / 2);
-    const T* w = taps.data() + r;
+  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner,
+                        const std::vector<T>& kernel) {
+    const int r = static_cast<int>(kernel.size() / 2);
+    const T* w = kernel.data() + r;
     // Tasks: (outer, strip of `strip` elements of the inner dimension, chunk of rows); every output
     // element is written by one task with a fixed summation order.
     const int64_t strip = std::min<int64_t>(inner, 2048), strips = (inner + strip - 1) / strip;
@@ -65,14 +98,7 @@ class GridGaussian {
         for (int64_t x = c * rows; x < std::min(len, (c + 1) * rows); ++x) {
           const int t0 = static_cast<int>(std::max<int64_t>(-r, -x));
           const int t1 = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
-          T* __restrict d = db + x * inner;
-          const T* __restrict s0 = sb + (x + t0) * inner;
-          for (int64_t j = j0; j < j1; ++j) d[j] = w[t0] * s0[j];
-          for (int t = t0 + 1; t <= t1; ++t) {
-            const T wt = w[t];
-            const T* __restrict st = sb + (x + t) * inner;
-            for (int64_t j = j0; j < j1; ++j) d[j] += wt * st[j];
-          }
+          taps(db + x * inner + j0, sb + x * inner + j0, inner, w, t0, t1, j1 - j0);
         }
       }
     });
@@ -81,15 +107,7 @@ class GridGaussian {
   // One line with a short inner size (the last axis): the interior as one contiguous loop per tap.
   static void row_pass(const T* __restrict s, T* __restrict d, int64_t len, int64_t inner, const T* w, int r) {
     const int64_t lo = std::min<int64_t>(r, len), hi = std::max<int64_t>(lo, len - r);
-    if (hi > lo) {
-      const int64_t j0 = lo * inner, j1 = hi * inner;
-      for (int64_t j = j0; j < j1; ++j) d[j] = w[-r] * s[j - r * inner];
-      for (int t = -r + 1; t <= r; ++t) {
-        const T wt = w[t];
-        const int64_t off = t * inner;
-        for (int64_t j = j0; j < j1; ++j) d[j] += wt * s[j + off];
-      }
-    }
+    if (hi > lo) taps(d + lo * inner, s + lo * inner, inner, w, -r, r, (hi - lo) * inner);
     for (int64_t x = 0; x < len; ++x) {
       if (x >= lo && x < hi) continue;
       const int t0 = static_cast<int>(std::max<int64_t>(-r, -x));
