@@ -1,11 +1,10 @@
-import numpy as np
-import pytest
-from reference import crf as ref
-
 import convloc
 import convloc.densecrf as dcrf
+import numpy as np
+import pytest
 from convloc import ops
 from convloc.ops import crf as C
+from reference import crf as ref
 
 
 def smooth_unary(rng, labels, h, w, sigma=3.0, strength=3.0):
@@ -135,9 +134,13 @@ def test_volume_with_spacing_and_user_features(rng):
     u = smooth_unary(rng, 3, 8, 10).reshape(3, 2, 4, 10)  # [L, D, H, W]
     kw = dict(ndim=3, iterations=2)
     q = ops.dense_crf(u, kernels=[ops.Gaussian(2.0, 3.0)], spacing=(2.0, 1.0, 1.0), **kw)
-    np.testing.assert_allclose(q, ops.dense_crf(u, kernels=[ops.Gaussian((1.0, 2.0, 2.0), 3.0)], **kw), rtol=1e-6)
+    np.testing.assert_allclose(
+        q, ops.dense_crf(u, kernels=[ops.Gaussian((1.0, 2.0, 2.0), 3.0)], **kw), rtol=1e-6
+    )
     # the same kernel through the lattice (user features) and through the exact reference
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(np.float32)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(
+        np.float32
+    )
     feats = grid * np.array([2.0, 1.0, 1.0], np.float32)[:, None, None, None] / 2.0
     q_lattice = ops.dense_crf(u, kernels=[ops.Features(feats, 3.0)], **kw)
     compat = C._compat_matrix("potts", 3, 3.0, "c")
@@ -299,15 +302,25 @@ def test_grid_crf_matches_reference(rng, neighbors):
 
 
 def test_cli_crf_and_demo(tmp_path, rng):
-    from PIL import Image
-
     from convloc.cli import main
+    from PIL import Image
 
     img = blocky_image(rng, 24, 32)
     Image.fromarray(img).save(tmp_path / "a.png")
     p = np.exp(-smooth_unary(rng, 3, 24, 32))
     np.save(tmp_path / "a.npy", p / p.sum(0))
-    assert main(["crf", str(tmp_path / "a.png"), str(tmp_path / "a.npy"), "-o", str(tmp_path / "out.png")]) == 0
+    assert (
+        main(
+            [
+                "crf",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "a.npy"),
+                "-o",
+                str(tmp_path / "out.png"),
+            ]
+        )
+        == 0
+    )
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (24, 32) and out.max() < 3
     assert Image.open(tmp_path / "out_overlay.png").size == (32, 24)
@@ -316,8 +329,18 @@ def test_cli_crf_and_demo(tmp_path, rng):
     (tmp_path / "labs").mkdir()
     for k in range(2):
         Image.fromarray(img).save(tmp_path / "imgs" / f"i{k}.png")
-        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(tmp_path / "labs" / f"i{k}.png")
-    args = ["crf", str(tmp_path / "imgs"), str(tmp_path / "labs"), "-o", str(tmp_path / "res"), "--gt-prob", "0.6"]
+        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(
+            tmp_path / "labs" / f"i{k}.png"
+        )
+    args = [
+        "crf",
+        str(tmp_path / "imgs"),
+        str(tmp_path / "labs"),
+        "-o",
+        str(tmp_path / "res"),
+        "--gt-prob",
+        "0.6",
+    ]
     assert main(args) == 0
     assert sorted(f.name for f in (tmp_path / "res").iterdir()) == [
         "i0.png",
@@ -327,6 +350,17 @@ def test_cli_crf_and_demo(tmp_path, rng):
     ]
     # a probability map of the wrong size is refused with a message, not a traceback
     np.save(tmp_path / "bad.npy", p[:, :10])
-    assert main(["crf", str(tmp_path / "a.png"), str(tmp_path / "bad.npy"), "-o", str(tmp_path / "b.png")]) == 2
+    assert (
+        main(
+            [
+                "crf",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "bad.npy"),
+                "-o",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 2
+    )
     assert main(["demo", "-o", str(tmp_path / "demo.png")]) == 0
     assert Image.open(tmp_path / "demo.png").size == (3 * 256, 256)

@@ -159,7 +159,10 @@ class DenseCRF:
         Q[...] = self._run(1, init=Q)[0]
 
     def klDivergence(self, Q) -> float:  # noqa: N802, N803
-        """pydensecrf's KL value: sum Q log Q + sum U Q + sum Q * message(Q) (no 1/2 on the pairwise term)."""
+        """pydensecrf's KL value: sum Q log Q + sum U Q + sum Q * message(Q).
+
+        (No 1/2 on the pairwise term, as in pydensecrf.)
+        """
         q = np.ascontiguousarray(Q, dtype=np.float32)
         if q.shape != (self._labels, self._n):
             raise ValueError(f"Q: expected shape ({self._labels}, {self._n}), got {q.shape}")
@@ -212,7 +215,10 @@ class DenseCRF2D(DenseCRF):
         kernel: int = DIAG_KERNEL,
         normalization: int = NORMALIZE_SYMMETRIC,
     ) -> None:
-        """Appearance kernel over (x/sx, y/sy, r/sr, g/sg, b/sb); rgbim [H, W, 3] uint8 C-contiguous."""
+        """Appearance kernel over (x/sx, y/sy, r/sr, g/sg, b/sb).
+
+        rgbim: [H, W, 3] uint8, C-contiguous.
+        """
         im = rgbim
         if not isinstance(im, np.ndarray):
             raise TypeError(f"rgbim: expected a NumPy array, got {type(im).__name__}")
@@ -224,8 +230,8 @@ class DenseCRF2D(DenseCRF):
         if im.ndim != 3 or im.shape[2] != 3 or im.shape[:2] != (self._h, self._w):
             swapped = im.ndim == 3 and im.shape[:2] == (self._w, self._h) and self._w != self._h
             raise ValueError(
-                f"rgbim: expected shape ({self._h}, {self._w}, 3) [H, W, 3] for DenseCRF2D(w={self._w}, "
-                f"h={self._h}), got {im.shape}"
+                f"rgbim: expected shape ({self._h}, {self._w}, 3) [H, W, 3] for "
+                f"DenseCRF2D(w={self._w}, h={self._h}), got {im.shape}"
                 + (" (DenseCRF2D takes W first, then H: W and H swapped?)" if swapped else "")
             )
         if not im.flags.c_contiguous:

@@ -2,7 +2,8 @@
 
 Conventions follow pydensecrf: compat matrices are in its "apply" form (the message added to the
 negative logits is ``C @ (K̃ Q)``; Potts with weight w is ``C = -w I``), the kernel matrix includes
-the pixel itself unless ``exclude_self``, and normalisation is pydensecrf's (norm = row sums of K; "none" is the plain sum).
+the pixel itself unless ``exclude_self``, and normalisation is pydensecrf's (norm = row sums of K;
+"none" is the plain sum).
 """
 
 from __future__ import annotations

@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> harness.Report:
         img, u = np.ascontiguousarray(img), np.ascontiguousarray(u)
         for it in (5, 10):
             t_ours, t_peer = harness.compare(
-                lambda: ours(img, u, it),
-                (lambda: pydensecrf_labels(img, u, it)) if have_peer else None,
+                lambda img=img, u=u, it=it: ours(img, u, it),
+                (lambda img=img, u=u, it=it: pydensecrf_labels(img, u, it)) if have_peer else None,
                 budget_s=args.budget,
             )
             extra = {}
@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> harness.Report:
     mem = _peak_rss_delta_mb(lambda: ours(image, unary, 10))
     note = f"peak RSS growth of one 512x512 it=10 call: {mem:.0f} MB (convloc)"
     if have_peer:
-        note += f", {_peak_rss_delta_mb(lambda: pydensecrf_labels(image, unary, 10)):.0f} MB (pydensecrf)"
+        peer_mb = _peak_rss_delta_mb(lambda: pydensecrf_labels(image, unary, 10))
+        note += f", {peer_mb:.0f} MB (pydensecrf)"
     report.note(note)
     t0 = time.perf_counter()
     convloc.ops.dense_crf(unary, image=image, iterations=0)

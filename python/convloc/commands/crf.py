@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def palette(n: int = 256) -> np.ndarray:
@@ -58,16 +58,22 @@ def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> 
     if path.suffix == ".npy":
         p = np.load(path)
         if p.ndim != 3 or p.shape[1:] != shape:
-            raise ValueError(f"{path}: expected probabilities [L, {shape[0]}, {shape[1]}], got {p.shape}")
+            raise ValueError(
+                f"{path}: expected probabilities [L, {shape[0]}, {shape[1]}], got {p.shape}"
+            )
         if not np.all(np.isfinite(p)) or p.min() < 0:
             raise ValueError(f"{path}: expected finite non-negative probabilities")
         return ops.unary_from_softmax(p, clip=1e-5)
     from PIL import Image
 
     with Image.open(path) as im:
-        lab = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(np.int64)
+        lab = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(
+            np.int64
+        )
     if lab.shape != shape:
-        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} label map like the image, got {lab.shape}")
+        raise ValueError(
+            f"{path}: expected a {shape[0]}x{shape[1]} label map like the image, got {lab.shape}"
+        )
     unsure = lab == args.unsure
     n = args.n_labels or int(lab[~unsure].max(initial=0)) + 1
     if n < 2:
@@ -81,8 +87,13 @@ def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> 
 def refine(image: np.ndarray, unary: np.ndarray, args: argparse.Namespace) -> np.ndarray:
     from convloc import ops
 
-    kernels = [ops.Gaussian(args.gauss_sxy, args.gauss_compat), ops.Bilateral(args.sxy, args.srgb, args.compat)]
-    return ops.dense_crf(unary, image=image, kernels=kernels, iterations=args.iterations, return_labels=True)[1]
+    kernels = [
+        ops.Gaussian(args.gauss_sxy, args.gauss_compat),
+        ops.Bilateral(args.sxy, args.srgb, args.compat),
+    ]
+    return ops.dense_crf(
+        unary, image=image, kernels=kernels, iterations=args.iterations, return_labels=True
+    )[1]
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
@@ -97,7 +108,9 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
     else:
         raise FileNotFoundError(f"{image}: not an image, a directory or a .txt list")
     if not probs.is_dir():
-        raise NotADirectoryError(f"{probs}: with many images PROBS is a directory of <stem>.npy or <stem>.png")
+        raise NotADirectoryError(
+            f"{probs}: with many images PROBS is a directory of <stem>.npy or <stem>.png"
+        )
     pairs = []
     for im in images:
         p = probs / f"{im.stem}.npy"
@@ -148,11 +161,21 @@ def demo_unary(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     one_hot = (labels[None] == np.arange(n)[:, None, None]).astype(np.float32)
     coarse = one_hot.reshape(n, h // 16, 16, w // 16, 16).mean((2, 4))
     ys, xs = (np.arange(h) + 0.5) / 16 - 0.5, (np.arange(w) + 0.5) / 16 - 0.5
-    y0, x0 = np.clip(np.floor(ys).astype(int), 0, h // 16 - 2), np.clip(np.floor(xs).astype(int), 0, w // 16 - 2)
+    y0, x0 = (
+        np.clip(np.floor(ys).astype(int), 0, h // 16 - 2),
+        np.clip(np.floor(xs).astype(int), 0, w // 16 - 2),
+    )
     fy, fx = np.clip(ys - y0, 0, 1)[:, None], np.clip(xs - x0, 0, 1)[None, :]
-    c = coarse[:, y0][:, :, x0], coarse[:, y0][:, :, x0 + 1], coarse[:, y0 + 1][:, :, x0], coarse[:, y0 + 1][:, :, x0 + 1]
+    c = (
+        coarse[:, y0][:, :, x0],
+        coarse[:, y0][:, :, x0 + 1],
+        coarse[:, y0 + 1][:, :, x0],
+        coarse[:, y0 + 1][:, :, x0 + 1],
+    )
     up = (c[0] * (1 - fx) + c[1] * fx) * (1 - fy) + (c[2] * (1 - fx) + c[3] * fx) * fy
-    noise = np.random.default_rng(seed).standard_normal((n, h // 8, w // 8)).repeat(8, 1).repeat(8, 2)
+    noise = (
+        np.random.default_rng(seed).standard_normal((n, h // 8, w // 8)).repeat(8, 1).repeat(8, 2)
+    )
     logits = 4.0 * up + 0.5 * noise
     p = np.exp(logits - logits.max(0))
     return ops.unary_from_softmax(p / p.sum(0), clip=1e-5)
@@ -164,8 +187,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import convloc
 
     convloc.set_num_threads(args.threads)
-    image = load_image(DEMO_DIR / "astronaut.jpg")
-    with Image.open(DEMO_DIR / "astronaut_labels.png") as im:
+    image = load_image(DATA_DIR / "crf_demo_astronaut.jpg")
+    with Image.open(DATA_DIR / "crf_demo_labels.png") as im:
         reference = np.asarray(im).astype(np.int64)
     n = int(reference.max()) + 1
     unary = demo_unary(reference, n)
@@ -193,7 +216,9 @@ def _crf_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sxy", type=float, default=80.0, help="bilateral spatial std in pixels (80)")
     g.add_argument("--srgb", type=float, default=13.0, help="bilateral colour std (13)")
     g.add_argument("--compat", type=float, default=10.0, help="bilateral Potts weight (10)")
-    g.add_argument("--gauss-sxy", type=float, default=3.0, help="smoothness spatial std in pixels (3)")
+    g.add_argument(
+        "--gauss-sxy", type=float, default=3.0, help="smoothness spatial std in pixels (3)"
+    )
     g.add_argument("--gauss-compat", type=float, default=3.0, help="smoothness Potts weight (3)")
     g.add_argument("--iterations", type=int, default=5, help="mean-field iterations (5)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
@@ -214,8 +239,12 @@ def register(sub) -> None:
     )
     p.add_argument("-o", "--out", required=True, help="output label PNG (one image) or directory")
     g = p.add_argument_group("label PNG input")
-    g.add_argument("--gt-prob", type=float, default=0.7, help="confidence in a label PNG's labels (0.7)")
-    g.add_argument("--n-labels", type=int, default=0, help="number of labels (default: the largest + 1)")
+    g.add_argument(
+        "--gt-prob", type=float, default=0.7, help="confidence in a label PNG's labels (0.7)"
+    )
+    g.add_argument(
+        "--n-labels", type=int, default=0, help="number of labels (default: the largest + 1)"
+    )
     g.add_argument("--unsure", type=int, default=255, help="label value meaning 'unknown' (255)")
     _crf_args(p)
     p.set_defaults(func=_cmd_crf)

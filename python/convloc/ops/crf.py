@@ -1,9 +1,10 @@
 """Conditional random fields for segmentation: the fully connected (dense) CRF and the grid CRF.
 
 The dense CRF of Krähenbühl & Koltun (2011): energy ``sum_i U_i(y_i) + sum_{i<j} μ(y_i, y_j)
-sum_m w_m k_m(f_i, f_j)`` with Gaussian kernels ``k_m = exp(-|f_i - f_j|² / 2)`` over scaled features
-(positions / sxy, colours / srgb), minimised approximately by parallel mean-field updates whose
-kernel sums are computed with the permutohedral lattice. The conventions are pydensecrf's:
+sum_m w_m k_m(f_i, f_j)`` with Gaussian kernels ``k_m = exp(-|f_i - f_j|² / 2)`` over scaled
+features (positions / sxy, colours / srgb), minimised approximately by parallel mean-field updates
+whose kernel sums are computed with the permutohedral lattice (or, for small spatial sigmas, an
+exact separable Gaussian over the pixel grid). The conventions are pydensecrf's:
 
 * ``unary`` is the negative log-probability, labels first: ``[L, H, W]`` (or ``[B, L, H, W]``,
   or ``[L, D, H, W]`` volumes with ``ndim=3``).
@@ -22,8 +23,9 @@ The grid CRF is the lecture's baseline: 4- or 8-neighbour Potts with weight
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -235,7 +237,8 @@ def dense_crf(
         normalization: kernel normalisation, pydensecrf's modes.
         spacing: physical size of a pixel along each spatial axis (``sxy`` is in these units).
         exclude_self: leave ``j = i`` out of the kernel sums, as in the paper's formula.
-        return_labels: also return the MAP labels ``argmax_l Q`` (int64, the unary's shape without L).
+        return_labels: also return the MAP labels ``argmax_l Q`` (int64, the unary's shape
+            without L).
         return_energy: also return, per image, the KL divergence (up to log Z) of Q_0 .. Q_T:
             ``sum Q log Q + sum U Q + 1/2 sum Q·message(Q)``, float64 ``[T + 1]`` (``[B, T + 1]``).
 
@@ -427,7 +430,8 @@ def unary_from_labels(
     lo = -1 if zero_unsure else 0
     if flat.size and (cls.min() < lo or cls.max() >= n_labels):
         raise ValueError(
-            f"labels: expected values in [{lo + (1 if zero_unsure else 0)}, {n_labels - (0 if zero_unsure else 1)}], got [{flat.min()}, {flat.max()}]"
+            f"labels: expected values in [0, {n_labels if zero_unsure else n_labels - 1}], "
+            f"got [{flat.min()}, {flat.max()}]"
         )
     u = np.full((n_labels, flat.size), -math.log((1.0 - gt_prob) / (n_labels - 1)), np.float32)
     known = cls >= 0
