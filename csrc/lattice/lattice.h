@@ -56,20 +56,25 @@ CONVLOC_HD void lattice_simplex(const T* f, int d, const T* scale, int32_t* keys
   const T down_factor = T(1) / T(d + 1);
   int sum = 0;
   for (int i = 0; i <= d; ++i) {
+    // floor by conversion (coordinates are bounded by kLatticeMaxCoord): no libm call on baseline x86-64.
     const T v = elevated[i] * down_factor;
-    const T up = std::ceil(v) * T(d + 1);
-    const T down = std::floor(v) * T(d + 1);
-    const T r = (up - elevated[i] < elevated[i] - down) ? up : down;
-    rem0[i] = static_cast<int32_t>(r);
-    sum += static_cast<int>(rem0[i] / (d + 1));
+    int32_t fl = static_cast<int32_t>(v);
+    fl -= T(fl) > v;
+    const T down = T(fl) * T(d + 1);
+    const bool round_up = down + T(d + 1) - elevated[i] < elevated[i] - down;
+    rem0[i] = (fl + round_up) * (d + 1);
+    sum += fl + round_up;
     rank[i] = 0;
   }
   // Rank the differences to find the simplex.
-  for (int i = 0; i < d; ++i)
+  for (int i = 0; i < d; ++i) {
+    const T di = elevated[i] - T(rem0[i]);
     for (int j = i + 1; j <= d; ++j) {
-      if (elevated[i] - T(rem0[i]) < elevated[j] - T(rem0[j])) ++rank[i];
-      else ++rank[j];
+      const int lt = di < elevated[j] - T(rem0[j]);  // branch-free: the comparisons are unpredictable
+      rank[i] += lt;
+      rank[j] += 1 - lt;
     }
+  }
   // Move the point onto the plane if the rounding left it off.
   if (sum > 0) {
     for (int i = 0; i <= d; ++i) {
@@ -121,10 +126,11 @@ CONVLOC_HD uint64_t lattice_hash(const int32_t* key, int d) {
   return h;
 }
 
+// Branch-free: keys that differ usually differ anywhere.
 CONVLOC_HD bool lattice_key_equal(const int32_t* a, const int32_t* b, int d) {
-  for (int i = 0; i < d; ++i)
-    if (a[i] != b[i]) return false;
-  return true;
+  int32_t diff = 0;
+  for (int i = 0; i < d; ++i) diff |= a[i] ^ b[i];
+  return diff == 0;
 }
 
 // Neighbour of `key` one step along lattice direction j (sign +1 or -1): every coordinate moves by

@@ -10,57 +10,61 @@
 namespace convloc {
 namespace {
 
-// The vertices are deduplicated in kShards independent hash tables (by the top bits of the key's hash),
-// filled in point order: the numbering depends on the input only, never on the thread count.
-constexpr int kShardBits = 6;
-constexpr int kShards = 1 << kShardBits;
+// The build runs on kChunks fixed chunks of points (the same for any thread count). Each chunk deduplicates
+// its vertices in a small local table; the chunks' tables are then merged, in chunk order, into the global
+// one, so the vertices are numbered by first use: the numbering depends on the input only, and vertices close
+// in the numbering are close in space (the splat gathers and the slice walk memory nearly in order).
 constexpr int64_t kChunks = 64;
 
-int shard_of(uint64_t h) { return static_cast<int>(h >> (64 - kShardBits)); }
-
-// One shard: an open-addressing table of local vertex ids, the vertices' keys and hashes.
-struct Shard {
-  std::vector<int64_t> entries;  // (point, simplex vertex) entries hashed here, in point order
-  std::vector<int32_t> table;    // local vertex id or -1
-  std::vector<int32_t> keys;     // [vertices, d]
-  std::vector<uint64_t> hashes;  // [vertices]
-  std::vector<int32_t> entry_vertex;  // local vertex of each entry
-  int64_t base = 0;                   // global id of local vertex 0
-  uint64_t mask = 0;
-
-  int64_t size() const { return static_cast<int64_t>(hashes.size()); }
-
-  int32_t find(const int32_t* key, uint64_t h, int d) const {
-    for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
-      const int32_t v = table[slot];
-      if (v < 0) return -1;
-      if (hashes[v] == h && lattice_key_equal(&keys[static_cast<int64_t>(v) * d], key, d)) return v;
-    }
-  }
-
-  int32_t insert(const int32_t* key, uint64_t h, int d) {
-    for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
-      const int32_t v = table[slot];
-      if (v < 0) {
-        const int32_t id = static_cast<int32_t>(hashes.size());
-        table[slot] = id;
-        hashes.push_back(h);
-        keys.insert(keys.end(), key, key + d);
-        return id;
-      }
-      if (hashes[v] == h && lattice_key_equal(&keys[static_cast<int64_t>(v) * d], key, d)) return v;
-    }
-  }
-};
-
-uint64_t table_size_for(int64_t count) {
-  uint64_t size = 16;
-  while (size < static_cast<uint64_t>(2 * count)) size <<= 1;
-  return size;
-}
-
-// Chunk c of [0, n) in kChunks equal parts (the same for any thread count).
 int64_t chunk_begin(int64_t n, int64_t c) { return n * c / kChunks; }
+
+// Open-addressing table of keys (d int32 coordinates) → dense ids in insertion order; grows at half load.
+class KeyTable {
+ public:
+  explicit KeyTable(int d) : d_(d) { rehash(64); }
+  int64_t size() const { return static_cast<int64_t>(hashes_.size()); }
+  const int32_t* key(int64_t id) const { return &keys_[id * d_]; }
+  uint64_t hash(int64_t id) const { return hashes_[id]; }
+
+  int32_t find(const int32_t* key, uint64_t h) const {
+    for (uint64_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      const int32_t id = table_[slot];
+      if (id < 0) return -1;
+      if (hashes_[id] == h && lattice_key_equal(&keys_[static_cast<int64_t>(id) * d_], key, d_)) return id;
+    }
+  }
+
+  int32_t insert(const int32_t* key, uint64_t h) {
+    for (uint64_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      const int32_t id = table_[slot];
+      if (id < 0) {
+        const int32_t fresh = static_cast<int32_t>(hashes_.size());
+        table_[slot] = fresh;
+        hashes_.push_back(h);
+        keys_.insert(keys_.end(), key, key + d_);
+        if (2 * hashes_.size() > table_.size()) rehash(2 * table_.size());
+        return fresh;
+      }
+      if (hashes_[id] == h && lattice_key_equal(&keys_[static_cast<int64_t>(id) * d_], key, d_)) return id;
+    }
+  }
+
+ private:
+  void rehash(size_t slots) {
+    table_.assign(slots, -1);
+    mask_ = slots - 1;
+    for (size_t id = 0; id < hashes_.size(); ++id) {
+      uint64_t slot = hashes_[id] & mask_;
+      while (table_[slot] >= 0) slot = (slot + 1) & mask_;
+      table_[slot] = static_cast<int32_t>(id);
+    }
+  }
+  int d_;
+  uint64_t mask_ = 0;
+  std::vector<int32_t> table_;
+  std::vector<int32_t> keys_;
+  std::vector<uint64_t> hashes_;
+};
 
 }  // namespace
 
@@ -74,28 +78,38 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   amplitude_ = static_cast<T>(lattice_amplitude(d));
   T scale[kLatticeMaxDim];
   lattice_scale_factors(d, scale);
-
-  // 1. Per point: validity, simplex keys, barycentric weights, hashes.
   const int64_t entries = n * k1;
-  std::vector<int32_t> keys(entries * d);
-  std::vector<uint64_t> hashes(entries);
   weight_.resize(entries);
   rank_.resize(entries);
+  offset_.resize(entries);
+
+  // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_. An entry whose key equals the
+  // previous point's entry of the same remainder (neighbouring pixels mostly share vertices) skips the hash.
+  std::vector<KeyTable> local(kChunks, KeyTable(d));
   std::vector<uint8_t> bad(kChunks, 0);
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t i = chunk_begin(n, c); i < chunk_begin(n, c + 1); ++i) {
+    int32_t keys[2][(kLatticeMaxDim + 1) * kLatticeMaxDim];
+    for (int64_t c = c0; c < c1; ++c) {
+      KeyTable& table = local[c];
+      for (int64_t i = chunk_begin(n, c), first = i; i < chunk_begin(n, c + 1); ++i) {
         const T* f = features + i * d;
         double reach = 0;
         for (int k = 0; k < d; ++k) reach += std::fabs(double(f[k]) * double(scale[k]));
         if (!(reach * k1 < kLatticeMaxCoord)) {  // also catches NaN
           bad[c] = 1;
-          continue;
+          break;
         }
-        int32_t* key = &keys[i * k1 * d];
+        int32_t* key = keys[i & 1];
+        const int32_t* prev = keys[(i & 1) ^ 1];
         lattice_simplex(f, d, scale, key, &weight_[i * k1], &rank_[i * k1]);
-        for (int k = 0; k <= d; ++k) hashes[i * k1 + k] = lattice_hash(key + k * d, d);
+        for (int k = 0; k <= d; ++k) {
+          const int32_t* kk = key + k * d;
+          offset_[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
+                                    ? offset_[(i - 1) * k1 + k]
+                                    : table.insert(kk, lattice_hash(kk, d));
+        }
       }
+    }
   });
   if (std::find(bad.begin(), bad.end(), 1) != bad.end()) {
     for (int64_t i = 0; i < n * d; ++i)
@@ -104,118 +118,51 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
                " summed over a point must stay below ", kLatticeMaxCoord, "); rescale the features");
   }
 
-  // 2. Distribute the entries over the shards, keeping point order within each shard.
-  std::vector<int64_t> counts(kChunks * kShards, 0);
-  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e)
-        ++counts[c * kShards + shard_of(hashes[e])];
-  });
-  std::vector<Shard> shards(kShards);
-  for (int s = 0; s < kShards; ++s) {
-    int64_t total = 0;
-    for (int64_t c = 0; c < kChunks; ++c) {
-      const int64_t cnt = counts[c * kShards + s];
-      counts[c * kShards + s] = total;
-      total += cnt;
-    }
-    shards[s].entries.resize(total);
+  // 2. Merge the chunks' vertices in order into the global table; then local ids → global ids.
+  KeyTable global(d);
+  std::vector<std::vector<int32_t>> to_global(kChunks);
+  for (int64_t c = 0; c < kChunks; ++c) {
+    const KeyTable& table = local[c];
+    to_global[c].resize(table.size());
+    for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.insert(table.key(id), table.hash(id));
+    if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
   }
-  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) {
-        const int s = shard_of(hashes[e]);
-        shards[s].entries[counts[c * kShards + s]++] = e;
-      }
-  });
-
-  // 3. Deduplicate the vertices of each shard.
-  parallel_for(kShards, 1, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      Shard& sh = shards[s];
-      const int64_t m = static_cast<int64_t>(sh.entries.size());
-      const uint64_t size = table_size_for(m);
-      sh.mask = size - 1;
-      sh.table.assign(size, -1);
-      sh.entry_vertex.resize(m);
-      for (int64_t t = 0; t < m; ++t) {
-        const int64_t e = sh.entries[t];
-        sh.entry_vertex[t] = sh.insert(&keys[e * d], hashes[e], d);
-      }
-    }
-  });
-  keys.clear();
-  keys.shrink_to_fit();
-  hashes.clear();
-  hashes.shrink_to_fit();
-  int64_t vertices = 0;
-  for (auto& sh : shards) {
-    sh.base = vertices;
-    vertices += sh.size();
-  }
-  if (vertices >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
+  local.clear();
+  const int64_t vertices = global.size();
   num_vertices_ = vertices;
-
-  // 4. Number the vertices in order of first use by the points, so that vertices close in the numbering are
-  // close in space: the splat gathers and the slice then walk memory nearly in order.
-  offset_.resize(entries);
-  parallel_for(kShards, 1, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      const Shard& sh = shards[s];
-      for (size_t t = 0; t < sh.entries.size(); ++t)
-        offset_[sh.entries[t]] = static_cast<int32_t>(sh.base + sh.entry_vertex[t]);
+  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int32_t* map = to_global[c].data();
+      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) offset_[e] = map[offset_[e]];
     }
   });
-  std::vector<int32_t> renumber(vertices, -1);
-  int32_t next_id = 0;
-  for (int64_t e = 0; e < entries; ++e) {
-    int32_t& id = renumber[offset_[e]];
-    if (id < 0) id = next_id++;
-    offset_[e] = id;
-  }
 
-  // 5. The splat gather lists (vertex-major, point order within a vertex).
+  // 3. The splat gather lists (vertex-major, point order within a vertex).
   splat_start_.assign(vertices + 1, 0);
+  for (int64_t e = 0; e < entries; ++e) ++splat_start_[offset_[e] + 1];
+  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
   splat_point_.resize(entries);
   splat_weight_.resize(entries);
-  parallel_for(kShards, 1, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      const Shard& sh = shards[s];
-      for (size_t t = 0; t < sh.entries.size(); ++t) ++splat_start_[renumber[sh.base + sh.entry_vertex[t]] + 1];
+  {
+    std::vector<int64_t> fill(splat_start_.begin(), splat_start_.end() - 1);
+    for (int64_t e = 0; e < entries; ++e) {
+      const int64_t pos = fill[offset_[e]]++;
+      splat_point_[pos] = static_cast<int32_t>(e / k1);
+      splat_weight_[pos] = weight_[e];
     }
-  });
-  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
-  parallel_for(kShards, 1, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      const Shard& sh = shards[s];
-      std::vector<int64_t> fill(sh.size());
-      for (int64_t v = 0; v < sh.size(); ++v) fill[v] = splat_start_[renumber[sh.base + v]];
-      for (size_t t = 0; t < sh.entries.size(); ++t) {
-        const int64_t e = sh.entries[t];
-        const int64_t pos = fill[sh.entry_vertex[t]]++;
-        splat_point_[pos] = static_cast<int32_t>(e / k1);
-        splat_weight_[pos] = weight_[e];
-      }
-    }
-  });
+  }
 
-  // 6. Blur neighbours, looked up once here so that filter() never hashes.
+  // 4. Blur neighbours, looked up once here so that filter() never hashes.
   blur_.resize(vertices * k1 * 2);
-  parallel_for(kShards, 1, [&](int64_t s0, int64_t s1) {
+  parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
     int32_t nkey[kLatticeMaxDim];
-    for (int64_t s = s0; s < s1; ++s) {
-      const Shard& sh = shards[s];
-      for (int64_t v = 0; v < sh.size(); ++v)
-        for (int j = 0; j <= d; ++j)
-          for (int side = 0; side < 2; ++side) {
-            lattice_neighbour(&sh.keys[v * d], d, j, side ? 1 : -1, nkey);
-            const uint64_t h = lattice_hash(nkey, d);
-            const Shard& other = shards[shard_of(h)];
-            const int32_t u = other.find(nkey, h, d);
-            blur_[(renumber[sh.base + v] * k1 + j) * 2 + side] =
-                static_cast<int32_t>(u < 0 ? vertices : renumber[other.base + u]);
-          }
-    }
+    for (int64_t v = v0; v < v1; ++v)
+      for (int j = 0; j <= d; ++j)
+        for (int side = 0; side < 2; ++side) {
+          lattice_neighbour(global.key(v), d, j, side ? 1 : -1, nkey);
+          const int32_t u = global.find(nkey, lattice_hash(nkey, d));
+          blur_[(v * k1 + j) * 2 + side] = static_cast<int32_t>(u < 0 ? vertices : u);
+        }
   });
 }
 
@@ -249,47 +196,80 @@ struct FilterPass {
   T amp;
 };
 
+// 8-lane vectors (GCC/Clang vector extensions): one AVX2 register of floats, whatever the clone's target.
+// They never cross a non-inlined call, so the ABI note GCC gives for vector returns does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+template <typename T>
+struct Vec8Of;
+template <>
+struct Vec8Of<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Vec8Of<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec8 = typename Vec8Of<T>::type;
+
+template <typename T>
+inline Vec8<T> load8(const T* p) {
+  Vec8<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+inline void store8(T* p, Vec8<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
 // Vertex rows v0..v1 of the tile: sum of weight * in[point] over the vertex's entries.
 template <typename T, int W>
 inline void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
+  constexpr int B = W / 8;
   // Points below `safe` can be read W lanes wide without leaving `in` (lanes past c fall on the next point
   // and only ever reach padding lanes, which are never written out).
   const int64_t room = a.n * a.c - a.cofs - W;
   const int64_t safe = room >= 0 ? room / a.c + 1 : 0;
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
   for (int64_t v = v0; v < v1; ++v) {
-    T acc[W] = {};
+    Vec8<T> acc[B] = {};
     for (int64_t e = a.start[v]; e < a.start[v + 1]; ++e) {
       const int64_t p = a.index[e];
       const T w = a.weight[e];
-      const T* __restrict x = a.in + p * a.c + a.cofs;
+      const T* x = a.in + p * a.c + a.cofs;
       if (p < safe) {
-        for (int l = 0; l < W; ++l) acc[l] += w * x[l];
+        for (int b = 0; b < B; ++b) acc[b] += w * load8(x + 8 * b);
       } else {
-        for (int l = 0; l < live; ++l) acc[l] += w * x[l];
+        T tmp[W] = {};
+        for (int64_t l = 0; l < live; ++l) tmp[l] = x[l];
+        for (int b = 0; b < B; ++b) acc[b] += w * load8(tmp + 8 * b);
       }
     }
-    T* __restrict row = a.dst + v * a.stride + a.cofs;
-    for (int l = 0; l < W; ++l) row[l] = acc[l];
+    T* row = a.dst + v * a.stride + a.cofs;
+    for (int b = 0; b < B; ++b) store8(row + 8 * b, acc[b]);
   }
 }
 
 // Points i0..i1 of the tile: amp * sum_k weight * vertices[offset].
 template <typename T, int W>
 inline void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
+  constexpr int B = W / 8;
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
+  const int full = static_cast<int>(live / 8);
   for (int64_t i = i0; i < i1; ++i) {
-    T acc[W] = {};
+    Vec8<T> acc[B] = {};
     for (int64_t k = 0; k < a.k1; ++k) {
       const T w = a.weight[i * a.k1 + k];
-      const T* __restrict x = a.vertices + static_cast<int64_t>(a.index[i * a.k1 + k]) * a.stride + a.cofs;
-      for (int l = 0; l < W; ++l) acc[l] += w * x[l];
+      const T* x = a.vertices + static_cast<int64_t>(a.index[i * a.k1 + k]) * a.stride + a.cofs;
+      for (int b = 0; b < B; ++b) acc[b] += w * load8(x + 8 * b);
     }
-    T* __restrict y = a.out + i * a.c + a.cofs;
-    if (live == W) {
-      for (int l = 0; l < W; ++l) y[l] = a.amp * acc[l];
-    } else {
-      for (int l = 0; l < live; ++l) y[l] = a.amp * acc[l];
+    T* y = a.out + i * a.c + a.cofs;
+    for (int b = 0; b < full; ++b) store8(y + 8 * b, a.amp * acc[b]);
+    if (full < B) {  // the last few channels
+      T tmp[8];
+      store8(tmp, a.amp * acc[full]);
+      for (int64_t l = 0; l < live - 8 * full; ++l) y[8 * full + l] = tmp[l];
     }
   }
 }
@@ -299,12 +279,11 @@ template <typename T>
 inline void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
   for (int64_t v = v0; v < v1; ++v) {
     const int32_t* nb = a.index + (v * a.k1 + a.dir) * 2;
-    const T* __restrict p = a.src + v * a.stride;
-    const T* __restrict lo = a.src + static_cast<int64_t>(nb[0]) * a.stride;
-    const T* __restrict hi = a.src + static_cast<int64_t>(nb[1]) * a.stride;
-    T* __restrict y = a.dst + v * a.stride;
-    for (int64_t q = 0; q < a.stride; q += 8)
-      for (int l = 0; l < 8; ++l) y[q + l] = p[q + l] + T(0.5) * (lo[q + l] + hi[q + l]);
+    const T* p = a.src + v * a.stride;
+    const T* lo = a.src + static_cast<int64_t>(nb[0]) * a.stride;
+    const T* hi = a.src + static_cast<int64_t>(nb[1]) * a.stride;
+    T* y = a.dst + v * a.stride;
+    for (int64_t q = 0; q < a.stride; q += 8) store8(y + q, load8(p + q) + T(0.5) * (load8(lo + q) + load8(hi + q)));
   }
 }
 

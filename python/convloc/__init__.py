@@ -34,4 +34,11 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(int(n))
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "ops", "PermutohedralLattice"]
+__all__ = [
+    "__version__",
+    "info",
+    "get_num_threads",
+    "set_num_threads",
+    "ops",
+    "PermutohedralLattice",
+]

@@ -7,42 +7,64 @@ import numpy as np
 
 def gaussian_matrix(features: np.ndarray) -> np.ndarray:
     """K[i, j] = exp(-|f_i - f_j|^2 / 2) for features [N, d]."""
-    f = np.asarray(features, dtype=np.float64)
+    return _gaussian_rows(np.asarray(features, dtype=np.float64), 0, len(features))
+
+
+def _gaussian_rows(f: np.ndarray, lo: int, hi: int) -> np.ndarray:
     sq = np.sum(f * f, axis=1)
-    dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * f @ f.T, 0.0)
+    dist = np.maximum(sq[lo:hi, None] + sq[None, :] - 2.0 * f[lo:hi] @ f.T, 0.0)
     return np.exp(-0.5 * dist)
 
 
-def gaussian_filter(values: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j; values [N, C]."""
-    return gaussian_matrix(features) @ np.asarray(values, dtype=np.float64)
+def gaussian_filter(
+    values: np.ndarray, features: np.ndarray, exclude_self: bool = False
+) -> np.ndarray:
+    """out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j (j != i with exclude_self); values [N, C].
+
+    Row blocks, so that 10^4 points need no N x N matrix in memory."""
+    f = np.asarray(features, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(v)
+    for lo in range(0, len(f), 1024):
+        hi = min(lo + 1024, len(f))
+        out[lo:hi] = _gaussian_rows(f, lo, hi) @ v
+    return out - v if exclude_self else out
 
 
 def normalized_filter(
     values: np.ndarray, features: np.ndarray, normalization: str | None, exclude_self: bool = False
 ) -> np.ndarray:
-    """pydensecrf's normalisations of K (zero diagonal with exclude_self) applied to values [N, C]."""
-    k = gaussian_matrix(features)
-    if exclude_self:
-        np.fill_diagonal(k, 0.0)
+    """pydensecrf's normalisations of K (zero diagonal with exclude_self) applied to values."""
     v = np.asarray(values, dtype=np.float64)
     if normalization in (None, "none"):
-        return k @ v
-    norm = k.sum(axis=1)
+        return gaussian_filter(v, features, exclude_self)
+    both = gaussian_filter(np.concatenate([v, np.ones((len(v), 1))], 1), features, exclude_self)
+    kv, norm = both[:, :-1], both[:, -1:]
     if normalization == "before":
-        return k @ (v / norm[:, None])
+        return gaussian_filter(v / norm, features, exclude_self)
     if normalization == "after":
-        return (k @ v) / norm[:, None]
+        return kv / norm
     if normalization == "symmetric":
         s = 1.0 / np.sqrt(norm)
-        return s[:, None] * (k @ (s[:, None] * v))
+        return s * gaussian_filter(s * v, features, exclude_self)
     raise ValueError(normalization)
+
+
+def all_normalizations(values: np.ndarray, features: np.ndarray) -> dict:
+    """normalized_filter for None, "before", "after" and "symmetric" in two passes over K."""
+    v = np.asarray(values, dtype=np.float64)
+    c = v.shape[1]
+    both = gaussian_filter(np.concatenate([v, np.ones((len(v), 1))], 1), features)
+    kv, norm = both[:, :c], both[:, c:]
+    s = 1.0 / np.sqrt(norm)
+    second = gaussian_filter(np.concatenate([v / norm, s * v], 1), features)
+    return {None: kv, "after": kv / norm, "before": second[:, :c], "symmetric": s * second[:, c:]}
 
 
 def image_features(
     image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None
 ) -> np.ndarray:
-    """Dense-CRF features of an image [H, W, C]: (x, y) / sigma_xy and, if given, colour / sigma_rgb."""
+    """Dense-CRF features of an image [H, W, C]: (x, y) / sigma_xy and colour / sigma_rgb."""
     h, w = image.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
     parts = [xx[..., None] / sigma_xy, yy[..., None] / sigma_xy]

@@ -1,14 +1,15 @@
 """Permutohedral lattice build and 21-channel filtering against pydensecrf's lattice.
 
-Workload: a 512x512 image (skimage's astronaut, else a generated one), dense-CRF features d=2 (x, y) / 3
-and d=5 (x, y) / 80, (r, g, b) / 13, float32; 21 channels of random values.
+Workload: a 512x512 image (skimage's astronaut, else a generated one), dense-CRF features d=2 (x, y)
+/ 3 and d=5 (x, y) / 80, (r, g, b) / 13, float32; 21 channels of random values.
 
 pydensecrf exposes no lattice directly, so its times are differences of things it does expose:
-- build: ``DenseCRF2D(512, 512, 21)`` + ``addPairwiseGaussian`` / ``addPairwiseBilateral`` (which build
-  the lattice and filter a ones vector for the normaliser) minus ``DenseCRF2D`` alone;
-- one 21-channel filtering: ``stepInference`` of a CRF holding that one kernel minus ``stepInference`` of
-  a CRF with no pairwise kernel (the unary copy and the softmax cancel).
-Ours: ``convloc.PermutohedralLattice(features)`` and ``lattice.filter(values)`` (raw, [N, 21] float32).
+- build: ``DenseCRF2D(512, 512, 21)`` + ``addPairwiseGaussian`` / ``addPairwiseBilateral`` (which
+  build the lattice and filter a ones vector for the normaliser) minus ``DenseCRF2D`` alone;
+- one 21-channel filtering: ``stepInference`` of a CRF holding that one kernel minus
+  ``stepInference`` of a CRF with no pairwise kernel (the unary copy and the softmax cancel).
+Ours: ``convloc.PermutohedralLattice(features)`` and ``lattice.filter(values)`` (raw, [N, 21]
+float32).
 """
 
 from __future__ import annotations
@@ -48,82 +49,84 @@ def _difference(a: harness.Timing, b: harness.Timing) -> harness.Timing:
     return harness.Timing(ms, ms, ms, min(a.repeats, b.repeats))
 
 
-def run(args: argparse.Namespace) -> harness.Report:
+def bench_case(report, args, image, values, name, sxy, srgb, dcrf, matrixXf) -> None:
     import convloc
 
+    h, w = image.shape[:2]
+    n = h * w
+    f = features(image, sxy, srgb)
+    lattice = convloc.PermutohedralLattice(f)
+
+    def add_kernel(crf):
+        if srgb is None:
+            crf.addPairwiseGaussian(sxy=sxy, compat=3)
+        else:
+            crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=image, compat=10)
+
+    peer_build = None
+    if dcrf:
+        create_add, create = harness.compare(
+            lambda: add_kernel(dcrf.DenseCRF2D(w, h, LABELS)),
+            lambda: dcrf.DenseCRF2D(w, h, LABELS),
+            budget_s=args.budget,
+        )
+        peer_build = _difference(create_add, create)
+    ours, _ = harness.compare(lambda: convloc.PermutohedralLattice(f), budget_s=args.budget)
+    report.add(
+        f"build {name}",
+        ours,
+        "pydensecrf",
+        peer_build,
+        vertices=lattice.num_vertices,
+        bytes_per_pixel=round(lattice.memory_bytes / n, 1),
+    )
+
+    peer_filter = None
+    if dcrf:
+        unary = np.zeros((LABELS, n), np.float32)
+        q = np.ascontiguousarray(values.T)
+
+        def stepper(with_kernel: bool):
+            crf = dcrf.DenseCRF2D(w, h, LABELS)
+            crf.setUnaryEnergy(unary)
+            if with_kernel:
+                add_kernel(crf)
+            mq, t1, t2 = (
+                matrixXf(q.copy()),
+                matrixXf(np.zeros_like(q)),
+                matrixXf(np.zeros_like(q)),
+            )
+            return lambda: crf.stepInference(mq, t1, t2)
+
+        with_k, without = harness.compare(stepper(True), stepper(False), budget_s=args.budget)
+        peer_filter = _difference(with_k, without)
+    # The kernel into a preallocated output, as pydensecrf's stepInference and the dense CRF use it.
+    out = np.empty_like(values)
+    ours, _ = harness.compare(lambda: lattice._lattice.filter(values, out), budget_s=args.budget)
+    report.add(f"filter 21 ch {name}", ours, "pydensecrf", peer_filter)
+    ours_t, _ = harness.compare(
+        lambda: lattice._lattice.filter(values, out, transpose=True), budget_s=args.budget
+    )
+    report.add(f"filter 21 ch transposed {name}", ours_t)
+
+
+def run(args: argparse.Namespace) -> harness.Report:
     try:
         import pydensecrf.densecrf as dcrf
         from pydensecrf.eigen import matrixXf
     except ImportError:
-        dcrf = None
+        dcrf = matrixXf = None
     report = harness.start("lattice: build and 21-channel filtering vs pydensecrf", args)
     if dcrf is None:
         report.note("pydensecrf is not importable: convloc times only")
     image = test_image()
-    h, w = image.shape[:2]
-    n = h * w
-    rng = np.random.default_rng(0)
-    values = rng.random((n, LABELS), dtype=np.float32)
-    cases = (("d=2 xy/3", 3.0, None), ("d=5 xy/80 rgb/13", 80.0, 13.0))
-    for name, sxy, srgb in cases:
-        f = features(image, sxy, srgb)
-        lattice = convloc.PermutohedralLattice(f)
-
-        def add_kernel(crf, sxy=sxy, srgb=srgb):
-            if srgb is None:
-                crf.addPairwiseGaussian(sxy=sxy, compat=3)
-            else:
-                crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=image, compat=10)
-
-        peer_build = None
-        if dcrf:
-            create_add, create = harness.compare(
-                lambda: add_kernel(dcrf.DenseCRF2D(w, h, LABELS)),
-                lambda: dcrf.DenseCRF2D(w, h, LABELS),
-                budget_s=args.budget,
-            )
-            peer_build = _difference(create_add, create)
-        ours, _ = harness.compare(lambda: convloc.PermutohedralLattice(f), budget_s=args.budget)
-        report.add(
-            f"build {name}",
-            ours,
-            "pydensecrf",
-            peer_build,
-            vertices=lattice.num_vertices,
-            bytes_per_pixel=round(lattice.memory_bytes / n, 1),
-        )
-
-        out = np.empty_like(values)
-        peer_filter = None
-        if dcrf:
-            unary = np.zeros((LABELS, n), np.float32)
-            q = np.ascontiguousarray(values.T)
-
-            def stepper(with_kernel: bool):
-                crf = dcrf.DenseCRF2D(w, h, LABELS)
-                crf.setUnaryEnergy(unary)
-                if with_kernel:
-                    add_kernel(crf)
-                mq, t1, t2 = (
-                    matrixXf(q.copy()),
-                    matrixXf(np.zeros_like(q)),
-                    matrixXf(np.zeros_like(q)),
-                )
-                return lambda: crf.stepInference(mq, t1, t2)
-
-            step_kernel, step_base = stepper(True), stepper(False)
-            with_k, without = harness.compare(step_kernel, step_base, budget_s=args.budget)
-            peer_filter = _difference(with_k, without)
-        ours, _ = harness.compare(
-            lambda: lattice._lattice.filter(values, out), budget_s=args.budget
-        )
-        report.add(f"filter 21 ch {name}", ours, "pydensecrf", peer_filter)
-        ours_t, _ = harness.compare(
-            lambda: lattice._lattice.filter(values, out, transpose=True), budget_s=args.budget
-        )
-        report.add(f"filter 21 ch transposed {name}", ours_t)
+    n = image.shape[0] * image.shape[1]
+    values = np.random.default_rng(0).random((n, LABELS), dtype=np.float32)
+    for name, sxy, srgb in (("d=2 xy/3", 3.0, None), ("d=5 xy/80 rgb/13", 80.0, 13.0)):
+        bench_case(report, args, image, values, name, sxy, srgb, dcrf, matrixXf)
     report.note(
-        "pydensecrf times are differences (see the module docstring); targets: build >= 3x, filtering >= 5x"
+        "pydensecrf times are differences (see the module docstring); "
+        "targets: build >= 3x, filtering >= 5x"
     )
     return harness.finish(report, args)
 

@@ -1,9 +1,9 @@
 """torch.library registration of the permutohedral lattice filter and its module.
 
-``convloc::permutohedral_filter(values, features, transpose, exclude_self)`` is the raw lattice filter
-(normalisations are composed on top in :mod:`convloc.ops.lattice`, so they are differentiated by
-autograd). Its backward op rebuilds the lattice (a build costs about one filtering) and returns the
-values gradient (exact transpose) and the features gradient (lattice filterings of ``f ⊙ v`` and
+``convloc::permutohedral_filter(values, features, transpose, exclude_self)`` is the raw lattice
+filter (normalisations are composed on top in :mod:`convloc.ops.lattice`, so they are differentiated
+by autograd). Its backward op rebuilds the lattice (a build costs about one filtering) and returns
+the values gradient (exact transpose) and the features gradient (lattice filterings of ``f ⊙ v`` and
 ``f ⊙ g``, see ``convloc.ops.lattice._filter_backward``).
 """
 

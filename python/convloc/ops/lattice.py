@@ -10,16 +10,16 @@ filter and ``n = A·1`` (computed with the non-transposed lattice):
 - ``"before"``: ``A (v / n)``; ``"after"``: ``(A v) / n``; ``"symmetric"``: ``n^-½ ⊙ A (n^-½ ⊙ v)``.
 
 With ``transpose=True`` each mode gives the exact adjoint of the non-transposed one.
-``exclude_self=True`` filters with ``A − diag(A)`` (the ``j ≠ i`` of a mean-field update: each point's
-own weight in the lattice, which approximates ``exp(0) = 1``, is removed, so nothing goes negative), and
-the normalisers become ``(A − diag(A))·1``.
+``exclude_self=True`` filters with ``A − diag(A)`` (the ``j ≠ i`` of a mean-field update: each
+point's own weight in the lattice, which approximates ``exp(0) = 1``, is removed, so nothing goes
+negative), and the normalisers become ``(A − diag(A))·1``.
 
-Accuracy (relative L2 error against exact O(N²) filtering, see tests/test_lattice.py): about 1 % for a
-2-D Gaussian (σ = 3 px) on image grids; for the 5-D bilateral kernel (σ_xy = 80, σ_rgb = 13) on natural
-images 0.4–0.8 % ("after"), 2.5–3 % ("symmetric"), 5 % ("before") — identical to pydensecrf's lattice,
-whose outputs ours match up to a global factor. The raw filter underestimates sparse high-dimensional
-data (about −20 % on that 5-D kernel; pydensecrf: −45 %) because the blur drops mass into vertices that
-do not exist; on dense data it is unbiased.
+Accuracy (relative L2 error against exact O(N²) filtering, see tests/test_lattice.py): about 1 % for
+a 2-D Gaussian (σ = 3 px) on image grids; for the 5-D bilateral kernel (σ_xy = 80, σ_rgb = 13) on
+natural images 0.4–0.8 % ("after"), 2.5–3 % ("symmetric"), 5 % ("before") — identical to
+pydensecrf's lattice, whose outputs ours match up to a global factor. The raw filter underestimates
+sparse high-dimensional data (about −20 % on that 5-D kernel; pydensecrf: −45 %) because the blur
+drops mass into vertices that do not exist; on dense data it is unbiased.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ _EPS = 1e-20  # added to the normalisers, as pydensecrf does
 def _check_normalization(normalization: str | None) -> None:
     if normalization not in _NORMALIZATIONS:
         raise ValueError(
-            f"normalization: expected one of None, 'none', 'before', 'after', 'symmetric', got {normalization!r}"
+            "normalization: expected one of None, 'none', 'before', 'after', 'symmetric', "
+            f"got {normalization!r}"
         )
 
 
@@ -60,13 +61,14 @@ class PermutohedralLattice:
     """Lattices built once from features and filtered many times (no hashing per filtering).
 
     Args:
-        features: [N, d] or [B, N, d] float32/float64 CPU array (NumPy or torch), finite, already divided
-            by the kernel's standard deviations; 1 <= d <= 32. [B, N, d] builds B independent lattices
-            in parallel.
+        features: [N, d] or [B, N, d] float32/float64 CPU array (NumPy or torch), finite, already
+        divided
+            by the kernel's standard deviations; 1 <= d <= 32. [B, N, d] builds B independent
+            lattices in parallel.
 
-    ``filter`` takes values of the same dtype, [N, C] (or [B, N, C]), NumPy or torch, and returns the same
-    kind. torch values get gradients through the exact transpose (features are fixed here: use
-    :func:`permutohedral_filter` or ``convloc.nn.PermutohedralFilter`` for feature gradients).
+    ``filter`` takes values of the same dtype, [N, C] (or [B, N, C]), NumPy or torch, and returns
+    the same kind. torch values get gradients through the exact transpose (features are fixed here:
+    use :func:`permutohedral_filter` or ``convloc.nn.PermutohedralFilter`` for feature gradients).
     """
 
     def __init__(self, features: Array):
@@ -100,7 +102,7 @@ class PermutohedralLattice:
         normalization: str | None = None,
         exclude_self: bool = False,
     ) -> Array:
-        """Gaussian filtering of values [N, C] / [B, N, C] → same shape (see the module docstring)."""
+        """Gaussian filtering of values [N, C] / [B, N, C] → same shape (see the module doc)."""
         _check_normalization(normalization)
         values = B.as_array(values, "values")
         if B.is_torch(values) and values.requires_grad:
@@ -140,17 +142,16 @@ def permutohedral_filter(
     """Gaussian filtering of values by features on a lattice built for this call.
 
     Args:
-        values: [N, C] or [B, N, C] float32/float64.
-        features: [N, d] or [B, N, d], same dtype and device, finite, divided by the standard deviations.
-        normalization: None/"none", "before", "after" or "symmetric" (pydensecrf's meanings).
-        exclude_self: filter with ``j ≠ i`` only.
+        values: [N, C] or [B, N, C] float32/float64. features: [N, d] or [B, N, d], same dtype and
+        device, finite, divided by the standard deviations. normalization: None/"none", "before",
+        "after" or "symmetric" (pydensecrf's meanings). exclude_self: filter with ``j ≠ i`` only.
         transpose: the exact adjoint.
 
     Returns:
         Same shape and kind as values. With torch tensors this is the registered op
-        ``convloc::permutohedral_filter``: differentiable w.r.t. values (exact transpose) and features
-        (the exact Gaussian's feature gradient, evaluated with lattice filterings), torch.compile-able.
-        CUDA tensors run the CUDA lattice.
+        ``convloc::permutohedral_filter``: differentiable w.r.t. values (exact transpose) and
+        features (the exact Gaussian's feature gradient, evaluated with lattice filterings),
+        torch.compile-able. CUDA tensors run the CUDA lattice.
     """
     _check_normalization(normalization)
     values, features = B.as_array(values, "values"), B.as_array(features, "features")
@@ -170,12 +171,13 @@ def bilateral_filter(
 ) -> Array:
     """Edge-preserving bilateral filter of an image (Gaussian in (x, y, colour), normalised).
 
-    ``out(p) = Σ_q w(p, q) I(q) / Σ_q w(p, q)`` with
-    ``w = exp(-|p − q|² / 2σ_s² − |I(p) − I(q)|² / 2σ_c²)``, computed on a lattice of dimension 2 + channels.
+    ``out(p) = Σ_q w(p, q) I(q) / Σ_q w(p, q)`` with ``w = exp(-|p − q|² / 2σ_s² − |I(p) − I(q)|² /
+    2σ_c²)``, computed on a lattice of dimension 2 + channels.
 
     Args:
         image: [H, W] or an image with a channel axis (default last: [H, W, C]; any channel count),
-            uint8 or float. Colour distances are measured in the image's own units (0–255 for uint8).
+            uint8 or float. Colour distances are measured in the image's own units (0–255 for
+            uint8).
         sigma_spatial: spatial standard deviation in pixels (> 0).
         sigma_color: colour standard deviation (> 0).
         channel_axis: where the channels are for 3-D images (e.g. 0 for torch's [C, H, W]).
@@ -238,7 +240,7 @@ def _namespace(x: Array):
 
 
 def _filter(values: Array, features: Array, transpose: bool, exclude_self: bool) -> Array:
-    """Raw lattice filtering (A or Aᵀ; minus the identity with exclude_self) on a lattice built here."""
+    """Raw filtering (A or Aᵀ; minus the diagonal with exclude_self) on a lattice built here."""
     values, features = B.prepare(values), B.prepare(features)
     out = B.empty(values, tuple(values.shape))
     _C.permutohedral_filter(
@@ -262,14 +264,15 @@ def _filter_backward(
 ) -> tuple[Array, Array | None]:
     """Gradients of ``_filter`` w.r.t. values (the exact adjoint) and, if asked, features.
 
-    For the exact Gaussian ``k_ij = exp(-½‖f_i − f_j‖²)``, ``∂k_ij/∂f_i = −k_ij (f_i − f_j)``, so with
-    ``g = ∂L/∂out`` and filterings by K (output side) and Kᵀ (input side):
+    For the exact Gaussian ``k_ij = exp(-½‖f_i − f_j‖²)``, ``∂k_ij/∂f_i = −k_ij (f_i − f_j)``, so
+    with ``g = ∂L/∂out`` and filterings by K (output side) and Kᵀ (input side):
 
-        ∂L/∂f_ia = −f_ia (g_i·(K v)_i + v_i·(Kᵀ g)_i) + Σ_c g_ic (K (f_a v_c))_i + Σ_c v_ic (Kᵀ (f_a g_c))_i
+        ∂L/∂f_ia = −f_ia (g_i·(K v)_i + v_i·(Kᵀ g)_i) + Σ_c g_ic (K (f_a v_c))_i + Σ_c v_ic (Kᵀ (f_a
+        g_c))_i
 
     K is replaced by the lattice (A, or Aᵀ when transposed): two filterings of C (d + 1) channels.
-    The self term (exp(0) = 1) has no feature gradient, so exclude_self does not change it; the values
-    gradient subtracts the same diagonal as the forward pass.
+    The self term (exp(0) = 1) has no feature gradient, so exclude_self does not change it; the
+    values gradient subtracts the same diagonal as the forward pass.
     """
     grad, values, features = B.prepare(grad), B.prepare(values), B.prepare(features)
     xp = _namespace(values)
