@@ -19,7 +19,8 @@ def softmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
 def gaussian_matrix(features: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     """K[i, j] = exp(-|f_i - f_j|² / 2) for features [N, d] (float64)."""
     f = np.asarray(features, np.float64)
-    sq = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
+    n2 = (f * f).sum(1)
+    sq = np.maximum(n2[:, None] + n2[None, :] - 2.0 * (f @ f.T), 0.0)
     k = np.exp(-0.5 * sq)
     if exclude_self:
         np.fill_diagonal(k, 0.0)

@@ -279,14 +279,15 @@ def dense_crf(
             if sigma.max() <= GRID_MAX_SIGMA and not on_gpu:
                 f = tuple(float(s) for s in sigma)  # exact separable filtering over the grid
             else:
-                pos = _positions(spatial, 1.0 / sigma, dtype)
+                pos = _positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
                 f = np.broadcast_to(pos, (batch,) + pos.shape)
         elif isinstance(kern, Bilateral):
             if image is None:
                 raise ValueError("image: a Bilateral kernel needs the image")
             if img is None:
                 img = _image_channels(image, batch, batched, spatial, dtype)
-            pos = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)
+            # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
+            pos = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)[:, ::-1]
             col = img / _positive(kern.srgb, img.shape[2], "srgb").astype(dtype)
             f = np.concatenate([np.broadcast_to(pos, (batch,) + pos.shape), col], axis=2)
         elif isinstance(kern, Features):
