@@ -370,3 +370,47 @@ def test_cuda_matches_cpu(rng, d):
     ops.permutohedral_filter(vc, fc, normalization="after").sum().backward()
     torch.testing.assert_close(vg.grad.cpu(), vc.grad, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(fg.grad.cpu(), fc.grad, rtol=1e-8, atol=1e-10)
+
+
+def pydensecrf_filter(features, values, normalization):
+    """pydensecrf's lattice filter: one stepInference with a zero unary and one Potts kernel of
+    weight 1 leaves K v (normalised as asked) in its first scratch matrix."""
+    dcrf = pytest.importorskip("pydensecrf.densecrf")
+    from pydensecrf.eigen import matrixXf
+
+    mode = {
+        None: dcrf.NO_NORMALIZATION,
+        "after": dcrf.NORMALIZE_AFTER,
+        "symmetric": dcrf.NORMALIZE_SYMMETRIC,
+    }[normalization]
+    n, c = values.shape
+    crf = dcrf.DenseCRF(n, c)
+    crf.setUnaryEnergy(np.zeros((c, n), np.float32))
+    feats = np.ascontiguousarray(features.T, dtype=np.float32)
+    crf.addPairwiseEnergy(feats, compat=1.0, kernel=dcrf.DIAG_KERNEL, normalization=mode)
+    q = np.ascontiguousarray(values.T, dtype=np.float32)
+    t1, t2 = matrixXf(np.zeros_like(q)), matrixXf(np.zeros_like(q))
+    crf.stepInference(matrixXf(q), t1, t2)
+    return np.array(t1).T
+
+
+@pytest.mark.parametrize("normalization", [None, "after", "symmetric"])
+def test_same_lattice_as_pydensecrf(rng, normalization):
+    # Same lattice, so the same normalised outputs; the raw filter differs by pydensecrf's constant
+    # factor (it does not scale its lattice to the Gaussian's amplitude).
+    # float32 like pydensecrf, so that both put every point in the same simplex.
+    f = ref.image_features(synthetic_image(rng, 32), 10.0, 20.0).astype(np.float32)
+    v = rng.random((len(f), 3), dtype=np.float32)
+    ours = ops.permutohedral_filter(v, f, normalization=normalization)
+    theirs = pydensecrf_filter(f, v, normalization)
+    if normalization is None:
+        theirs = theirs * (np.sum(ours * theirs) / np.sum(theirs * theirs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(ours).max())
+
+
+def test_bilateral_filter_torch_channels_first(rng):
+    torch = pytest.importorskip("torch")
+    img = synthetic_image(rng, 20).astype(np.float32)
+    out = ops.bilateral_filter(torch.from_numpy(img).permute(2, 0, 1), 3.0, 20.0, channel_axis=0)
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 20, 20)
+    np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), ops.bilateral_filter(img, 3.0, 20.0))

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/common.h"
@@ -221,6 +222,13 @@ class PermutohedralLattice {
   std::vector<int32_t> blur_;
   // Ranks of each point's coordinates (for diagonal()).
   std::vector<uint8_t> rank_;
+  // filter()'s vertex buffers, kept between calls (fresh pages cost more than the blur); a concurrent call
+  // that finds them busy allocates its own.
+  struct Scratch {
+    std::mutex mutex;
+    std::vector<T> data;
+  };
+  std::unique_ptr<Scratch> scratch_ = std::make_unique<Scratch>();
 };
 
 // One-shot filtering (build + filter): features [n, d], in/out [n, channels]; exclude_self subtracts each

@@ -66,6 +66,42 @@ class KeyTable {
   std::vector<uint64_t> hashes_;
 };
 
+// Step 1 of the build for one chunk of points: simplices, weights, ranks and chunk-local vertex ids. An entry
+// whose key equals the previous point's entry of the same remainder (neighbouring pixels mostly share
+// vertices) skips the hash. D > 0: the dimension, fixed at compile time; D == 0: d at run time.
+// Returns true if a point's coordinates are out of range (or not finite).
+template <typename T>
+struct BuildChunk {
+  const T* features;
+  int64_t n;
+  const T* scale;
+  T* weight;
+  uint8_t* rank;
+  int32_t* offset;
+
+  template <int D>
+  bool run(int64_t c, int d_runtime, KeyTable& table) const {
+    const int d = D > 0 ? D : d_runtime;
+    const int64_t k1 = d + 1;
+    int32_t keys[2][(kLatticeMaxDim + 1) * kLatticeMaxDim];
+    for (int64_t i = chunk_begin(n, c), first = i; i < chunk_begin(n, c + 1); ++i) {
+      const T* f = features + i * d;
+      double reach = 0;
+      for (int k = 0; k < d; ++k) reach += std::fabs(double(f[k]) * double(scale[k]));
+      if (!(reach * k1 < kLatticeMaxCoord)) return true;  // also catches NaN
+      int32_t* key = keys[i & 1];
+      const int32_t* prev = keys[(i & 1) ^ 1];
+      lattice_simplex(f, d, scale, key, weight + i * k1, rank + i * k1);
+      for (int k = 0; k <= d; ++k) {
+        const int32_t* kk = key + k * d;
+        offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d) ? offset[(i - 1) * k1 + k]
+                                                                                  : table.insert(kk, lattice_hash(kk, d));
+      }
+    }
+    return false;
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -83,31 +119,18 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   rank_.resize(entries);
   offset_.resize(entries);
 
-  // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_. An entry whose key equals the
-  // previous point's entry of the same remainder (neighbouring pixels mostly share vertices) skips the hash.
+  // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_ (BuildChunk).
   std::vector<KeyTable> local(kChunks, KeyTable(d));
   std::vector<uint8_t> bad(kChunks, 0);
+  const BuildChunk<T> chunk{features, n, scale, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
-    int32_t keys[2][(kLatticeMaxDim + 1) * kLatticeMaxDim];
     for (int64_t c = c0; c < c1; ++c) {
-      KeyTable& table = local[c];
-      for (int64_t i = chunk_begin(n, c), first = i; i < chunk_begin(n, c + 1); ++i) {
-        const T* f = features + i * d;
-        double reach = 0;
-        for (int k = 0; k < d; ++k) reach += std::fabs(double(f[k]) * double(scale[k]));
-        if (!(reach * k1 < kLatticeMaxCoord)) {  // also catches NaN
-          bad[c] = 1;
-          break;
-        }
-        int32_t* key = keys[i & 1];
-        const int32_t* prev = keys[(i & 1) ^ 1];
-        lattice_simplex(f, d, scale, key, &weight_[i * k1], &rank_[i * k1]);
-        for (int k = 0; k <= d; ++k) {
-          const int32_t* kk = key + k * d;
-          offset_[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
-                                    ? offset_[(i - 1) * k1 + k]
-                                    : table.insert(kk, lattice_hash(kk, d));
-        }
+      // Small dimensions with the dimension known at compile time: the per-point loops unroll.
+      switch (d) {
+        case 2: bad[c] = chunk.template run<2>(c, d, local[c]); break;
+        case 3: bad[c] = chunk.template run<3>(c, d, local[c]); break;
+        case 5: bad[c] = chunk.template run<5>(c, d, local[c]); break;
+        default: bad[c] = chunk.template run<0>(c, d, local[c]); break;
       }
     }
   });
@@ -118,7 +141,7 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
                " summed over a point must stay below ", kLatticeMaxCoord, "); rescale the features");
   }
 
-  // 2. Merge the chunks' vertices in order into the global table; then local ids → global ids.
+  // 2. Merge the chunks' vertices in order into the global table.
   KeyTable global(d);
   std::vector<std::vector<int32_t>> to_global(kChunks);
   for (int64_t c = 0; c < kChunks; ++c) {
@@ -127,30 +150,46 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
     for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.insert(table.key(id), table.hash(id));
     if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
   }
-  local.clear();
   const int64_t vertices = global.size();
   num_vertices_ = vertices;
+
+  // 3. The splat gather lists (vertex-major; within a vertex by chunk, then by point: point order), built
+  // per chunk in parallel: each chunk's entries of a vertex get their own slots, found from the chunks'
+  // per-vertex counts (few: one per vertex a chunk uses) before any entry is placed.
+  std::vector<std::vector<int64_t>> slot(kChunks);
+  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      slot[c].assign(to_global[c].size(), 0);
+      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) ++slot[c][offset_[e]];
+    }
+  });
+  splat_start_.assign(vertices + 1, 0);
+  for (int64_t c = 0; c < kChunks; ++c)
+    for (size_t id = 0; id < slot[c].size(); ++id) splat_start_[to_global[c][id] + 1] += slot[c][id];
+  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
+  {
+    std::vector<int64_t> next(splat_start_.begin(), splat_start_.end() - 1);
+    for (int64_t c = 0; c < kChunks; ++c)
+      for (size_t id = 0; id < slot[c].size(); ++id) {
+        const int64_t count = slot[c][id];
+        slot[c][id] = next[to_global[c][id]];
+        next[to_global[c][id]] += count;
+      }
+  }
+  splat_point_.resize(entries);
+  splat_weight_.resize(entries);
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int32_t* map = to_global[c].data();
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) offset_[e] = map[offset_[e]];
+      int64_t* pos = slot[c].data();
+      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) {
+        const int64_t at = pos[offset_[e]]++;
+        splat_point_[at] = static_cast<int32_t>(e / k1);
+        splat_weight_[at] = weight_[e];
+        offset_[e] = map[offset_[e]];  // local → global vertex id
+      }
     }
   });
-
-  // 3. The splat gather lists (vertex-major, point order within a vertex).
-  splat_start_.assign(vertices + 1, 0);
-  for (int64_t e = 0; e < entries; ++e) ++splat_start_[offset_[e] + 1];
-  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
-  splat_point_.resize(entries);
-  splat_weight_.resize(entries);
-  {
-    std::vector<int64_t> fill(splat_start_.begin(), splat_start_.end() - 1);
-    for (int64_t e = 0; e < entries; ++e) {
-      const int64_t pos = fill[offset_[e]]++;
-      splat_point_[pos] = static_cast<int32_t>(e / k1);
-      splat_weight_[pos] = weight_[e];
-    }
-  }
 
   // 4. Blur neighbours, looked up once here so that filter() never hashes.
   blur_.resize(vertices * k1 * 2);
@@ -171,7 +210,8 @@ int64_t PermutohedralLattice<T>::memory_bytes() const {
   return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
                               splat_start_.capacity() * sizeof(int64_t) +
                               splat_point_.capacity() * sizeof(int32_t) + splat_weight_.capacity() * sizeof(T) +
-                              blur_.capacity() * sizeof(int32_t) + rank_.capacity()) +
+                              blur_.capacity() * sizeof(int32_t) + rank_.capacity() +
+                              scratch_->data.capacity() * sizeof(T)) +
          static_cast<int64_t>(sizeof(*this));
 }
 
@@ -219,7 +259,7 @@ inline Vec8<T> load8(const T* p) {
   return v;
 }
 template <typename T>
-inline void store8(T* p, Vec8<T> v) {
+inline void store8(T* p, const Vec8<T>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
@@ -325,9 +365,18 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
   if (n == 0 || channels == 0) return;
   // Vertex rows padded to whole 8-lane vectors; row V stays zero (absent neighbours point at it).
   const int64_t stride = (channels + 7) & ~int64_t(7);
-  std::unique_ptr<T[]> buf_a(new T[(V + 1) * stride]), buf_b(new T[(V + 1) * stride]);
-  T* a = buf_a.get();
-  T* b = buf_b.get();
+  const int64_t need = 2 * (V + 1) * stride;
+  std::unique_lock<std::mutex> lock(scratch_->mutex, std::try_to_lock);
+  std::unique_ptr<T[]> own;
+  T* a;
+  if (lock.owns_lock()) {
+    if (static_cast<int64_t>(scratch_->data.size()) < need) scratch_->data.resize(need);
+    a = scratch_->data.data();
+  } else {
+    own.reset(new T[need]);
+    a = own.get();
+  }
+  T* b = a + (V + 1) * stride;
   std::fill(a + V * stride, a + (V + 1) * stride, T(0));
   std::fill(b + V * stride, b + (V + 1) * stride, T(0));
   FilterPass<T> pass{n, k1, channels, stride, 0, in, out, nullptr, a, nullptr, splat_start_.data(),
