@@ -12,6 +12,7 @@ namespace convloc {
 void bind_boxes(py::module_& m);
 void bind_proposals(py::module_& m);
 void bind_deconv(py::module_& m);
+void bind_crf(py::module_& m);
 void bind_lattice(py::module_& m);
 }  // namespace convloc
 
@@ -70,5 +71,6 @@ PYBIND11_MODULE(_C, m) {
   convloc::bind_boxes(m);
   convloc::bind_proposals(m);
   convloc::bind_deconv(m);
+  convloc::bind_crf(m);
   convloc::bind_lattice(m);
 }
