@@ -107,23 +107,25 @@ void check_backward(const TensorView& grad, const TensorView& rois, const Tensor
   check_pooling(1.0, grad.size(2), grad.size(3));
 }
 
-void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle argmax_obj, py::handle gi_obj,
-                          uintptr_t stream_id) {
+void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle argmax_obj, double spatial_scale,
+                          py::handle gi_obj, uintptr_t stream_id) {
   Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes");
   Array argmax = as_array(argmax_obj, "argmax"), gi = as_output(gi_obj, "grad_input");
   void* stream = as_stream(stream_id);
   check_backward(*grad, *rois, *gi, stream);
   check_output(*argmax, *grad, {grad->size(0), grad->size(1), grad->size(2), grad->size(3)}, "[K, C, PH, PW]");
   check_dtype(*argmax, DType::Int32);
+  check_pooling(spatial_scale, grad->size(2), grad->size(3));
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*grad, [&] {
     const auto *g = grad->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     const auto* am = argmax->ptr<int32_t>();
+    const auto s = static_cast<scalar_t>(spatial_scale);
     auto* o = gi->ptr<scalar_t>();
     const int64_t k = grad->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
     const int ph = int(grad->size(2)), pw = int(grad->size(3));
     CONVLOC_ON_DEVICE(*grad, roi_pool_backward_cpu(g, am, r, k, b, c, h, w, ph, pw, o),
-                      roi_pool_backward_cuda(g, am, r, k, b, c, h, w, ph, pw, o, stream));
+                      roi_pool_backward_cuda(g, am, r, k, b, c, h, w, s, ph, pw, o, stream));
   });
 }
 
@@ -177,10 +179,10 @@ void bind_roi(py::module_& m) {
         arg("pooled_h"), arg("pooled_w"), arg("out"), arg("argmax"), py::kw_only(), arg("stream") = 0,
         "RoI max pooling: out, argmax [K, C, PH, PW] (argmax: int32 offset in the H*W plane, -1 for an empty "
         "bin) from input [B, C, H, W] and boxes [K, 5] = (batch index, x1, y1, x2, y2).");
-  m.def("roi_pool_backward", &py_roi_pool_backward, arg("grad"), arg("boxes"), arg("argmax"), arg("grad_input"),
-        py::kw_only(), arg("stream") = 0,
-        "grad_input [B, C, H, W] = sum of grad [K, C, PH, PW] at each bin's argmax (entries outside [0, H*W) "
-        "are skipped); deterministic: fixed summation order, no atomics.");
+  m.def("roi_pool_backward", &py_roi_pool_backward, arg("grad"), arg("boxes"), arg("argmax"), arg("spatial_scale"),
+        arg("grad_input"), py::kw_only(), arg("stream") = 0,
+        "grad_input [B, C, H, W] = sum of grad [K, C, PH, PW] at each bin's argmax, as returned by "
+        "roi_pool_forward with the same boxes and spatial_scale; deterministic: fixed summation order, no atomics.");
   m.def("roi_align_forward", &py_roi_align_forward, arg("input"), arg("boxes"), arg("spatial_scale"),
         arg("pooled_h"), arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("out"), py::kw_only(),
         arg("stream") = 0, "RoI align (bilinear, averaged over a sample grid): out [K, C, PH, PW].");

@@ -37,25 +37,33 @@ def _(input, rois, spatial_scale, pooled_h, pooled_w):
 
 @torch.library.custom_op("convloc::roi_pool_backward", mutates_args=())
 def roi_pool_backward(
-    grad: Tensor, rois: Tensor, argmax: Tensor, batch: int, channels: int, height: int, width: int
+    grad: Tensor,
+    rois: Tensor,
+    argmax: Tensor,
+    spatial_scale: float,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
 ) -> Tensor:
-    return roi_ops._roi_pool_backward(grad, rois, argmax, (batch, channels, height, width))
+    shape = (batch, channels, height, width)
+    return roi_ops._roi_pool_backward(grad, rois, argmax, shape, spatial_scale)
 
 
 @roi_pool_backward.register_fake
-def _(grad, rois, argmax, batch, channels, height, width):
+def _(grad, rois, argmax, spatial_scale, batch, channels, height, width):
     return grad.new_empty((batch, channels, height, width))
 
 
 def _roi_pool_setup(ctx, inputs, output):
-    input, rois = inputs[0], inputs[1]
+    input, rois, spatial_scale = inputs[:3]
     ctx.save_for_backward(rois, output[1])
-    ctx.input_shape = tuple(input.shape)
+    ctx.args = (spatial_scale, *input.shape)
 
 
 def _roi_pool_grad(ctx, grad, _grad_argmax):
     rois, argmax = ctx.saved_tensors
-    grad_input = torch.ops.convloc.roi_pool_backward(grad.contiguous(), rois, argmax, *ctx.input_shape)
+    grad_input = torch.ops.convloc.roi_pool_backward(grad.contiguous(), rois, argmax, *ctx.args)
     return grad_input, None, None, None, None
 
 

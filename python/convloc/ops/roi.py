@@ -156,10 +156,12 @@ def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int)
     return out, argmax
 
 
-def _roi_pool_backward(grad: Array, rois: Array, argmax: Array, input_shape: Sequence[int]) -> Array:
+def _roi_pool_backward(
+    grad: Array, rois: Array, argmax: Array, input_shape: Sequence[int], spatial_scale: float
+) -> Array:
     grad, rois, argmax = B.prepare(grad), B.prepare(rois), B.prepare(argmax)
     grad_input = B.empty(grad, tuple(input_shape))
-    _C.roi_pool_backward(grad, rois, argmax, grad_input, stream=B.stream(grad))
+    _C.roi_pool_backward(grad, rois, argmax, spatial_scale, grad_input, stream=B.stream(grad))
     return grad_input
 
 
