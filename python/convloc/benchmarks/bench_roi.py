@@ -10,6 +10,7 @@ forward and forward+backward; roi_align >= 2x forward and >= 8x forward+backward
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 
@@ -24,6 +25,19 @@ def make_rois(n: int, batch: int, rng: np.random.Generator) -> np.ndarray:
     y2 = rng.uniform(y1 + 16, 600)
     idx = np.repeat(np.arange(batch), n // batch)
     return np.stack([idx, x1, y1, x2, y2], 1).astype(np.float32)
+
+
+def _forward(op, x):
+    import torch
+
+    with torch.no_grad():
+        return op(x)
+
+
+def _forward_backward(op, x):
+    x = x.detach().requires_grad_()
+    op(x).sum().backward()
+    return x.grad
 
 
 def run(args: argparse.Namespace) -> harness.Report:
@@ -42,38 +56,34 @@ def run(args: argparse.Namespace) -> harness.Report:
     for batch, n in ((1, 2000), (2, 256)):
         x = torch.from_numpy(rng.standard_normal((batch, 512, 38, 50)).astype(np.float32))
         rois = torch.from_numpy(make_rois(n, batch, rng))
-        ops = {
-            "roi_pool": (
-                lambda inp, f: f.roi_pool(inp, rois, 7, 1 / 16),
-                convloc.ops,
-                tv,
-            ),
-            "roi_align": (
-                lambda inp, f: f.roi_align(inp, rois, 7, 1 / 16, 2, True),
-                convloc.ops,
-                tv,
-            ),
-        }
-        for name, (call, ours_mod, peer_mod) in ops.items():
+        for name, kwargs in (("roi_pool", {}), ("roi_align", dict(sampling_ratio=2, aligned=True))):
+            ours = functools.partial(
+                getattr(convloc.ops, name),
+                boxes=rois,
+                output_size=7,
+                spatial_scale=1 / 16,
+                **kwargs,
+            )
+            peer = (
+                functools.partial(
+                    getattr(tv, name), boxes=rois, output_size=7, spatial_scale=1 / 16, **kwargs
+                )
+                if tv
+                else None
+            )
             tag = f"{name} {batch}x512x38x50 {n} rois"
-
-            def fwd(mod, call=call):
-                with torch.no_grad():
-                    return call(x, mod)
-
-            def fwd_bwd(mod, call=call):
-                inp = x.detach().requires_grad_()
-                call(inp, mod).sum().backward()
-                return inp.grad
-
-            ours, peer = harness.compare(
-                lambda: fwd(ours_mod), (lambda: fwd(peer_mod)) if tv else None, budget_s=args.budget
+            timings = harness.compare(
+                functools.partial(_forward, ours, x),
+                peer and functools.partial(_forward, peer, x),
+                budget_s=args.budget,
             )
-            report.add(f"{tag} fwd", ours, "torchvision", peer)
-            ours, peer = harness.compare(
-                lambda: fwd_bwd(ours_mod), (lambda: fwd_bwd(peer_mod)) if tv else None, budget_s=args.budget
+            report.add(f"{tag} fwd", timings[0], "torchvision", timings[1])
+            timings = harness.compare(
+                functools.partial(_forward_backward, ours, x),
+                peer and functools.partial(_forward_backward, peer, x),
+                budget_s=args.budget,
             )
-            report.add(f"{tag} fwd+bwd", ours, "torchvision", peer)
+            report.add(f"{tag} fwd+bwd", timings[0], "torchvision", timings[1])
     return harness.finish(report, args)
 
 

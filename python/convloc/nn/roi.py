@@ -83,7 +83,9 @@ def roi_align(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    return roi_ops._roi_align(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned)
+    return roi_ops._roi_align(
+        input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned
+    )
 
 
 @roi_align.register_fake
@@ -162,7 +164,9 @@ class RoIAlign(nn.Module):
         self.aligned = aligned
 
     def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
-        return roi_ops.roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_ops.roi_align(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -36,7 +36,10 @@ __all__ = ["roi_pool", "roi_align"]
 
 
 def roi_pool(
-    input: Array, boxes: Array | Sequence[Array], output_size: int | tuple[int, int], spatial_scale: float = 1.0
+    input: Array,
+    boxes: Array | Sequence[Array],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
 ) -> Array:
     """RoI max pooling.
 
@@ -95,7 +98,9 @@ def _int(x, name: str) -> int:
 
 
 def _pair(output_size) -> tuple[int, int]:
-    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    size = (
+        tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    )
     if len(size) != 2:
         raise ValueError(f"output_size: expected an int or a pair (h, w), got {output_size!r}")
     h, w = (_int(s, "output_size") for s in size)
@@ -120,11 +125,15 @@ def _as_rois(boxes, input) -> Array:
 
         if not parts:
             return input.new_empty((0, 5))
-        return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
+        return torch.cat(
+            [torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)]
+        )
     xp = _namespace(input)
     if not parts:
         return xp.empty((0, 5), dtype=input.dtype)
-    return xp.concatenate([xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
+    return xp.concatenate(
+        [xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)]
+    )
 
 
 def _namespace(x):
@@ -144,10 +153,18 @@ def _dims(input: Array, rois: Array) -> tuple[int, int]:
     return k, c
 
 
+def _dense(x: Array) -> Array:
+    # Autograd hands over expanded (stride-0) gradients; an empty one keeps its odd strides
+    # through .contiguous(), which _C would refuse, so it is replaced by a fresh empty array.
+    return B.empty(x, tuple(x.shape)) if 0 in tuple(x.shape) else B.prepare(x)
+
+
 # Framework-generic implementations; the torch ops in convloc.nn call these too.
 
 
-def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int) -> tuple[Array, Array]:
+def _roi_pool(
+    input: Array, rois: Array, spatial_scale: float, ph: int, pw: int
+) -> tuple[Array, Array]:
     input, rois = B.prepare(input), B.prepare(rois)
     k, c = _dims(input, rois)
     out = B.empty(input, (k, c, ph, pw))
@@ -159,26 +176,41 @@ def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int)
 def _roi_pool_backward(
     grad: Array, rois: Array, argmax: Array, input_shape: Sequence[int], spatial_scale: float
 ) -> Array:
-    grad, rois, argmax = B.prepare(grad), B.prepare(rois), B.prepare(argmax)
+    grad, rois, argmax = _dense(grad), B.prepare(rois), _dense(argmax)
     grad_input = B.empty(grad, tuple(input_shape))
     _C.roi_pool_backward(grad, rois, argmax, spatial_scale, grad_input, stream=B.stream(grad))
     return grad_input
 
 
 def _roi_align(
-    input: Array, rois: Array, spatial_scale: float, ph: int, pw: int, sampling_ratio: int, aligned: bool
+    input: Array,
+    rois: Array,
+    spatial_scale: float,
+    ph: int,
+    pw: int,
+    sampling_ratio: int,
+    aligned: bool,
 ) -> Array:
     input, rois = B.prepare(input), B.prepare(rois)
     k, c = _dims(input, rois)
     out = B.empty(input, (k, c, ph, pw))
-    _C.roi_align_forward(input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, out, stream=B.stream(input))
+    _C.roi_align_forward(
+        input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, out, stream=B.stream(input)
+    )
     return out
 
 
 def _roi_align_backward(
-    grad: Array, rois: Array, input_shape: Sequence[int], spatial_scale: float, sampling_ratio: int, aligned: bool
+    grad: Array,
+    rois: Array,
+    input_shape: Sequence[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
 ) -> Array:
-    grad, rois = B.prepare(grad), B.prepare(rois)
+    grad, rois = _dense(grad), B.prepare(rois)
     grad_input = B.empty(grad, tuple(input_shape))
-    _C.roi_align_backward(grad, rois, spatial_scale, sampling_ratio, aligned, grad_input, stream=B.stream(grad))
+    _C.roi_align_backward(
+        grad, rois, spatial_scale, sampling_ratio, aligned, grad_input, stream=B.stream(grad)
+    )
     return grad_input
