@@ -26,6 +26,13 @@ def random_rois(rng, k, batch, height, width, scale, dtype):
     return np.stack([idx, x1, y1, x2, y2], 1).astype(dtype)
 
 
+def with_argmax(x, rois, scale, ph, pw):
+    out = np.empty((len(rois), x.shape[1], ph, pw), x.dtype)
+    argmax = np.empty(out.shape, np.int32)
+    _C.roi_pool_forward(x, rois, scale, ph, pw, out, argmax)
+    return out, argmax
+
+
 SHAPES = [(1, 1, 1, 1, 3), (2, 3, 7, 9, 11), (1, 20, 12, 5, 6), (3, 17, 9, 13, 0)]  # B, C, H, W, K
 
 
@@ -36,7 +43,7 @@ def test_roi_pool_matches_reference(rng, dtype, shape, output_size):
     b, c, h, w, k = shape
     x = rng.standard_normal((b, c, h, w)).astype(dtype)
     rois = random_rois(rng, k, b, h, w, 0.25, dtype)
-    out, argmax = roi_ops._roi_pool(x, rois, 0.25, *roi_ops._pair(output_size))
+    out, argmax = with_argmax(x, rois, 0.25, *roi_ops._pair(output_size))
     want, want_argmax = ref.roi_pool(x, rois, roi_ops._pair(output_size), 0.25)
     assert out.dtype == dtype and isinstance(out, np.ndarray)
     np.testing.assert_array_equal(out, want)
@@ -61,7 +68,7 @@ def test_roi_pool_ties_and_extremes(rng):
     x = np.zeros((1, 2, 4, 4))
     x[0, 1] = -1e300
     rois = np.array([[0, 0, 0, 3, 3]], np.float64)
-    out, argmax = roi_ops._roi_pool(x, rois, 1.0, 2, 2)
+    out, argmax = with_argmax(x, rois, 1.0, 2, 2)
     want, want_argmax = ref.roi_pool(x, rois, (2, 2), 1.0)
     np.testing.assert_array_equal(out, want)
     np.testing.assert_array_equal(argmax, want_argmax)
@@ -188,8 +195,7 @@ def test_opcheck(rng):
     torch.library.opcheck(ops.roi_pool, (x, rois, 0.5, 2, 3))
     torch.library.opcheck(ops.roi_align, (x, rois, 0.5, 2, 3, 2, True))
     grad = torch.randn(5, 3, 2, 3, dtype=torch.float64)
-    argmax = ops.roi_pool(x.detach(), rois, 0.5, 2, 3)[1]
-    torch.library.opcheck(ops.roi_pool_backward, (grad, rois, argmax, 0.5, 2, 3, 6, 7))
+    torch.library.opcheck(ops.roi_pool_backward, (grad, rois, x.detach(), 0.5))
     torch.library.opcheck(ops.roi_align_backward, (grad, rois, 0.5, -1, False, 2, 3, 6, 7))
 
 
@@ -277,14 +283,15 @@ def test_bad_arguments(op):
 def test_bad_backward_arguments():
     grad = np.zeros((1, 2, 2, 2), np.float32)
     rois = np.array([GOOD_ROI], np.float32)
-    argmax = np.zeros((1, 2, 2, 2), np.int32)
-    gi = np.zeros((1, 3, 5, 5), np.float32)
+    x = np.zeros((1, 2, 5, 5), np.float32)
     with pytest.raises(ValueError, match="grad: expected 3 entries along dimension 1"):
-        _C.roi_pool_backward(grad, rois, argmax, 1.0, gi)
-    with pytest.raises(TypeError, match="argmax: expected int32"):
-        _C.roi_pool_backward(grad, rois, argmax.astype(np.int64), 1.0, gi[:, :2].copy())
+        _C.roi_pool_backward(grad, rois, x, 1.0, np.zeros((1, 3, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"input: expected shape \[B, C, H, W\] \(grad_input's\)"):
+        _C.roi_pool_backward(grad, rois, x[:, :, :4].copy(), 1.0, np.zeros_like(x))
+    with pytest.raises(TypeError, match="input: expected the dtype of grad_input"):
+        _C.roi_pool_backward(grad, rois, x.astype(np.float64), 1.0, np.zeros_like(x))
     with pytest.raises(ValueError, match="grad: expected 0 entries along dimension 0"):
-        _C.roi_align_backward(grad, np.zeros((0, 5), np.float32), 1.0, 2, True, gi[:, :2].copy())
+        _C.roi_align_backward(grad, np.zeros((0, 5), np.float32), 1.0, 2, True, np.zeros_like(x))
 
 
 @needs_torch

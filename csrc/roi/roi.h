@@ -184,8 +184,8 @@ CONVLOC_HD T align_interpolate(const AlignSample<T>& s, T v1, T v2, T v3, T v4) 
 // ---- host API ----
 // All arrays contiguous; rois already validated (integral batch index in range, finite, x2 >= x1, y2 >= y1).
 // Forward kernels write every output element; backward kernels write every grad_input element.
-// roi_pool backward: argmax must come from the forward with the same rois and scale (the CUDA
-// gather only visits the bins that contain a cell); entries outside [0, H*W) are skipped.
+// roi_pool: argmax (nullable) receives each bin's winning offset y * W + x (-1: empty bin). The
+// backward recomputes the argmax from the input instead of reading it back.
 
 template <typename T>
 bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch);
@@ -194,8 +194,8 @@ template <typename T>
 void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                           T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax);
 template <typename T>
-void roi_pool_backward_cpu(const T* grad, const int32_t* argmax, const T* rois, int64_t k, int64_t b, int64_t c,
-                           int64_t h, int64_t w, int pooled_h, int pooled_w, T* grad_input);
+void roi_pool_backward_cpu(const T* grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                           int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input);
 template <typename T>
 void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                            T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out);
@@ -210,8 +210,8 @@ template <typename T>
 void roi_pool_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                            T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax, void* stream);
 template <typename T>
-void roi_pool_backward_cuda(const T* grad, const int32_t* argmax, const T* rois, int64_t k, int64_t b, int64_t c,
-                            int64_t h, int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream);
+void roi_pool_backward_cuda(const T* grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                            int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream);
 template <typename T>
 void roi_align_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                             T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out,

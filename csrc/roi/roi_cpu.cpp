@@ -72,6 +72,15 @@ void advise_huge_pages(void* p, int64_t bytes) {
 // outputs ([PH * PW, block]) stay in L1.
 int64_t forward_block(int64_t c) { return std::min<int64_t>(c, 128); }
 
+// Channels per backward block: the block's private gradient ([B, HW, block]) should fit in L2,
+// and there should be enough blocks to share among threads.
+int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
+  constexpr int64_t kBudget = int64_t(512) << 10;
+  const int64_t fit = kBudget / std::max<int64_t>(cells * elem_size, 1);
+  const int64_t block = std::max<int64_t>(16, std::min<int64_t>(fit, c / 16) / 16 * 16);
+  return std::min(block, std::max<int64_t>(c, 1));
+}
+
 // ---- roi_pool ----
 
 template <typename T>
@@ -150,35 +159,97 @@ CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t wid
 }
 #endif
 
+// Max and argmax of one bin for n channels.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_bin_channels(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
+                                             int we, T* best, int32_t* where, int64_t n) {
+  const bool empty = he <= hs || we <= ws;
+  int64_t ch = 0;
+#if defined(__GNUC__)
+  for (; ch + kLanes<T> <= n; ch += kLanes<T>) pool_vector(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
+#endif
+  if (ch < n) pool_lanes(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
+}
+
+// Bin edges of one roi: rows [hs[i], he[i]), columns [ws[j], we[j]).
+struct PoolBins {
+  std::vector<int> hs, he, ws, we;
+  template <typename T>
+  void set(const PoolRoi<T>& r, int ph, int pw, int64_t h, int64_t w) {
+    hs.resize(ph), he.resize(ph), ws.resize(pw), we.resize(pw);
+    for (int i = 0; i < ph; ++i) pool_bin(i, r.bin_h, r.start_h, int(h), hs[i], he[i]);
+    for (int j = 0; j < pw; ++j) pool_bin(j, r.bin_w, r.start_w, int(w), ws[j], we[j]);
+  }
+};
+
 template <typename T>
 CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, int64_t hi) {
   const int64_t bins = int64_t(a.ph) * a.pw;
   std::vector<T> best(bins * a.block);
   std::vector<int32_t> where(bins * a.block);
-  std::vector<int> hs(a.ph), he(a.ph), ws(a.pw), we(a.pw);
+  PoolBins e;
   for (int64_t item = lo; item < hi; ++item) {
     const int64_t k = item / a.blocks, c0 = (item % a.blocks) * a.block, n = std::min(a.block, a.c - c0);
     const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
-    for (int i = 0; i < a.ph; ++i) pool_bin(i, r.bin_h, r.start_h, int(a.h), hs[i], he[i]);
-    for (int i = 0; i < a.pw; ++i) pool_bin(i, r.bin_w, r.start_w, int(a.w), ws[i], we[i]);
+    e.set(r, a.ph, a.pw, a.h, a.w);
     const T* img = a.x + r.batch * a.h * a.w * a.c + c0;
     for (int i = 0; i < a.ph; ++i)
-      for (int j = 0; j < a.pw; ++j) {
-        T* m = best.data() + (i * a.pw + j) * n;
-        int32_t* at = where.data() + (i * a.pw + j) * n;
-        const bool empty = he[i] <= hs[i] || we[j] <= ws[j];
-        int64_t ch = 0;
-#if defined(__GNUC__)
-        for (; ch + kLanes<T> <= n; ch += kLanes<T>)
-          pool_vector(img + ch, a.c, a.w, hs[i], he[i], ws[j], we[j], empty, m + ch, at + ch);
-#endif
-        if (ch < n) pool_lanes(img + ch, a.c, a.w, hs[i], he[i], ws[j], we[j], empty, m + ch, at + ch, int(n - ch));
-      }
+      for (int j = 0; j < a.pw; ++j)
+        pool_bin_channels(img, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], best.data() + (i * a.pw + j) * n,
+                          where.data() + (i * a.pw + j) * n, n);
     const int64_t o = (k * a.c + c0) * bins;
     transpose(best.data(), n, a.out + o, bins, bins, n);
-    transpose(where.data(), n, a.argmax + o, bins, bins, n);
+    if (a.argmax) transpose(where.data(), n, a.argmax + o, bins, bins, n);
   }
 }
+
+template <typename T>
+struct PoolBackwardArgs {
+  const T* x;  // [B, HW, C]
+  const T* grad;
+  const T* rois;
+  int64_t k, b, c, h, w, block;
+  T scale;
+  int ph, pw;
+  T* grad_input;
+};
+
+// Owner computes: a chunk owns channels [c0, c0 + n) of every image, recomputes each bin's
+// argmax for them (cheaper than storing [K, C, PH, PW] indices and reading them back) and adds
+// the bin's gradient there, rois and bins in torchvision's order, in private channels-last memory.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int64_t c0, int64_t n) {
+  const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
+  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(n);
+  std::vector<int32_t> where(n);
+  PoolBins e;
+  for (int64_t k = 0; k < a.k; ++k) {
+    const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
+    e.set(r, a.ph, a.pw, a.h, a.w);
+    transpose(a.grad + (k * a.c + c0) * bins, bins, g.data(), n, n, bins);
+    const T* img = a.x + r.batch * hw * a.c + c0;
+    T* __restrict dst = acc.data() + r.batch * hw * n;
+    for (int i = 0; i < a.ph; ++i)
+      for (int j = 0; j < a.pw; ++j) {
+        if (e.he[i] <= e.hs[i] || e.we[j] <= e.ws[j]) continue;
+        pool_bin_channels(img, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], best.data(), where.data(), n);
+        const T* gb = g.data() + (i * a.pw + j) * n;
+        for (int64_t ch = 0; ch < n; ++ch)
+          if (where[ch] >= 0) dst[where[ch] * n + ch] += gb[ch];
+      }
+  }
+  for (int64_t i = 0; i < a.b; ++i)
+    transpose(acc.data() + i * hw * n, n, a.grad_input + (i * a.c + c0) * hw, hw, hw, n);
+}
+
+CONVLOC_SIMD_CLONES void pool_backward_f32(const PoolBackwardArgs<float>& a, int64_t c0, int64_t n) {
+  pool_backward_block(a, c0, n);
+}
+CONVLOC_SIMD_CLONES void pool_backward_f64(const PoolBackwardArgs<double>& a, int64_t c0, int64_t n) {
+  pool_backward_block(a, c0, n);
+}
+void pool_backward(const PoolBackwardArgs<float>& a, int64_t c0, int64_t n) { pool_backward_f32(a, c0, n); }
+void pool_backward(const PoolBackwardArgs<double>& a, int64_t c0, int64_t n) { pool_backward_f64(a, c0, n); }
 
 CONVLOC_SIMD_CLONES void pool_forward_f32(const PoolArgs<float>& a, int64_t lo, int64_t hi) {
   pool_forward_items(a, lo, hi);
@@ -336,14 +407,6 @@ CONVLOC_SIMD_CLONES void align_backward_f64(const AlignBackwardArgs<double>& a, 
 void align_backward(const AlignBackwardArgs<float>& a, int64_t c0, int64_t n) { align_backward_f32(a, c0, n); }
 void align_backward(const AlignBackwardArgs<double>& a, int64_t c0, int64_t n) { align_backward_f64(a, c0, n); }
 
-// Channels per backward block: the block's private gradient ([B, HW, block]) should fit in L2,
-// and there should be enough blocks to share among threads.
-int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
-  constexpr int64_t kBudget = int64_t(512) << 10;
-  const int64_t fit = kBudget / std::max<int64_t>(cells * elem_size, 1);
-  const int64_t block = std::max<int64_t>(16, std::min<int64_t>(fit, c / 16) / 16 * 16);
-  return std::min(block, std::max<int64_t>(c, 1));
-}
 
 }  // namespace
 
@@ -364,7 +427,7 @@ void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64
                           T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax) {
   if (k == 0 || c == 0) return;
   advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(T)));
-  advise_huge_pages(argmax, k * c * pooled_h * pooled_w * int64_t(sizeof(int32_t)));
+  if (argmax) advise_huge_pages(argmax, k * c * pooled_h * pooled_w * int64_t(sizeof(int32_t)));
   const std::vector<T> x = channels_last(input, b, c, h * w);
   PoolArgs<T> a{x.data(), rois, c, h, w, forward_block(c), 0, scale, pooled_h, pooled_w, out, argmax};
   a.blocks = (c + a.block - 1) / a.block;
@@ -372,23 +435,15 @@ void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64
 }
 
 template <typename T>
-void roi_pool_backward_cpu(const T* grad, const int32_t* argmax, const T* rois, int64_t k, int64_t b, int64_t c,
-                           int64_t h, int64_t w, int pooled_h, int pooled_w, T* grad_input) {
-  const int64_t bins = int64_t(pooled_h) * pooled_w, hw = h * w;
-  // Owner computes over channels: each chunk zeroes its planes, then adds every roi's
-  // gradients to their argmax cells in (roi, bin) order.
-  parallel_for(c, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = 0; i < b; ++i) std::fill(grad_input + (i * c + lo) * hw, grad_input + (i * c + hi) * hw, T(0));
-    for (int64_t r = 0; r < k; ++r) {
-      const int64_t batch = static_cast<int64_t>(rois[5 * r]);
-      for (int64_t ch = lo; ch < hi; ++ch) {
-        const T* g = grad + (r * c + ch) * bins;
-        const int32_t* at = argmax + (r * c + ch) * bins;
-        T* plane = grad_input + (batch * c + ch) * hw;
-        for (int64_t bin = 0; bin < bins; ++bin)
-          if (at[bin] >= 0) plane[at[bin]] += g[bin];
-      }
-    }
+void roi_pool_backward_cpu(const T* grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                           int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input) {
+  if (c == 0) return;
+  const std::vector<T> x = channels_last(input, b, c, h * w);
+  const PoolBackwardArgs<T> a{x.data(), grad, rois, k, b, c, h, w, backward_block(c, b * h * w, sizeof(T)),
+                              scale, pooled_h, pooled_w, grad_input};
+  const int64_t blocks = (c + a.block - 1) / a.block;
+  parallel_for(blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) pool_backward(a, i * a.block, std::min(a.block, c - i * a.block));
   });
 }
 
@@ -428,8 +483,8 @@ void roi_align_backward_cpu(const T* grad, const T* rois, int64_t k, int64_t b, 
   template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                \
   template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                         int, T*, int32_t*);                                                   \
-  template void roi_pool_backward_cpu<T>(const T*, const int32_t*, const T*, int64_t, int64_t, int64_t, int64_t, \
-                                         int64_t, int, int, T*);                                              \
+  template void roi_pool_backward_cpu<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                         T, int, int, T*);                                                    \
   template void roi_align_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                          int, int, bool, T*);                                                 \
   template void roi_align_backward_cpu<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \

@@ -1,7 +1,8 @@
 // CUDA RoI pool / align: one thread per output element in the forward passes, and one thread per
 // input element in the backward passes (a gather: each thread walks the rois in order and sums
 // the contributions to its own cell in (roi, ph, pw, iy, ix, tap) order — no atomics, and the
-// same sums in the same order as the CPU kernels, so the gradients agree bit for bit).
+// same sums in the same order as the CPU kernels, so the gradients agree bit for bit). The
+// empty-bin case needs no care in the pool backward: an empty bin has no cells, so no thread visits it.
 #include "core/cuda.h"
 #include "roi/roi.h"
 
@@ -38,24 +39,24 @@ __global__ void roi_pool_forward_kernel(const T* input, int64_t c, int64_t h, in
         if (plane[p] > best) best = plane[p], at = p;
       }
     out[idx] = best;
-    argmax[idx] = at;
+    if (argmax) argmax[idx] = at;
   }
 }
 
 template <typename T>
-__global__ void roi_pool_backward_kernel(const T* grad, const int32_t* argmax, const T* rois, int64_t k_n,
-                                         int64_t b_n, int64_t c, int64_t h, int64_t w, T scale, int ph_n, int pw_n,
+__global__ void roi_pool_backward_kernel(const T* grad, const T* input, const T* rois, int64_t k_n, int64_t b_n,
+                                         int64_t c, int64_t h, int64_t w, T scale, int ph_n, int pw_n,
                                          T* grad_input) {
   CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
     const int x = int(idx % w), y = int((idx / w) % h);
     const int64_t ch = (idx / (h * w)) % c, b = idx / (c * h * w);
     const int32_t p = int32_t(y * w + x);
+    const T* plane = input + (b * c + ch) * h * w;
     T acc = T(0);
     for (int64_t k = 0; k < k_n; ++k) {
       if (static_cast<int64_t>(rois[5 * k]) != b) continue;
-      // A bin's argmax lies inside the bin: only bins that contain (y, x) can point at it.
+      // Only the bins that contain (y, x) can have it as their argmax; recompute theirs.
       const PoolRoi<T> r = pool_roi(rois + 5 * k, scale, ph_n, pw_n);
-      const int64_t base = (k * c + ch) * ph_n * pw_n;
       for (int ph = 0; ph < ph_n; ++ph) {
         int hs, he;
         pool_bin(ph, r.bin_h, r.start_h, int(h), hs, he);
@@ -64,7 +65,12 @@ __global__ void roi_pool_backward_kernel(const T* grad, const int32_t* argmax, c
           int ws, we;
           pool_bin(pw, r.bin_w, r.start_w, int(w), ws, we);
           if (x < ws || x >= we) continue;
-          if (argmax[base + ph * pw_n + pw] == p) acc = add_rn(acc, grad[base + ph * pw_n + pw]);
+          T best = pool_initial_max<T>();
+          int32_t at = -1;
+          for (int yy = hs; yy < he; ++yy)
+            for (int xx = ws; xx < we; ++xx)
+              if (plane[yy * w + xx] > best) best = plane[yy * w + xx], at = int32_t(yy * w + xx);
+          if (at == p) acc = add_rn(acc, grad[((k * c + ch) * ph_n + ph) * pw_n + pw]);
         }
       }
     }
@@ -159,12 +165,12 @@ void roi_pool_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int6
 }
 
 template <typename T>
-void roi_pool_backward_cuda(const T* grad, const int32_t* argmax, const T* rois, int64_t k, int64_t b, int64_t c,
-                            int64_t h, int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream) {
+void roi_pool_backward_cuda(const T* grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                            int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream) {
   const int64_t n = b * c * h * w;
   if (n == 0) return;
   roi_pool_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, (cudaStream_t)stream>>>(
-      grad, argmax, rois, k, b, c, h, w, scale, pooled_h, pooled_w, grad_input);
+      grad, input, rois, k, b, c, h, w, scale, pooled_h, pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -195,8 +201,8 @@ void roi_align_backward_cuda(const T* grad, const T* rois, int64_t k, int64_t b,
   template bool rois_valid_cuda<T>(const T*, int64_t, int64_t, void*);                                         \
   template void roi_pool_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                          int, T*, int32_t*, void*);                                            \
-  template void roi_pool_backward_cuda<T>(const T*, const int32_t*, const T*, int64_t, int64_t, int64_t, int64_t, \
-                                          int64_t, T, int, int, T*, void*);                                    \
+  template void roi_pool_backward_cuda<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                          T, int, int, T*, void*);                                             \
   template void roi_align_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                           int, int, bool, T*, void*);                                          \
   template void roi_align_backward_cuda<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \

@@ -22,48 +22,35 @@ def _out_shape(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int):
 
 
 @torch.library.custom_op("convloc::roi_pool", mutates_args=())
-def roi_pool(
-    input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int
-) -> tuple[Tensor, Tensor]:
-    """(out, argmax) [K, C, PH, PW]; argmax is int32 (offset in the H*W plane, -1: empty bin)."""
+def roi_pool(input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int) -> Tensor:
     return roi_ops._roi_pool(input, rois, spatial_scale, pooled_h, pooled_w)
 
 
 @roi_pool.register_fake
 def _(input, rois, spatial_scale, pooled_h, pooled_w):
-    shape = _out_shape(input, rois, pooled_h, pooled_w)
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int32)
+    return input.new_empty(_out_shape(input, rois, pooled_h, pooled_w))
 
 
 @torch.library.custom_op("convloc::roi_pool_backward", mutates_args=())
-def roi_pool_backward(
-    grad: Tensor,
-    rois: Tensor,
-    argmax: Tensor,
-    spatial_scale: float,
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-) -> Tensor:
-    shape = (batch, channels, height, width)
-    return roi_ops._roi_pool_backward(grad, rois, argmax, shape, spatial_scale)
+def roi_pool_backward(grad: Tensor, rois: Tensor, input: Tensor, spatial_scale: float) -> Tensor:
+    """Gradient w.r.t. input; the bins' argmax is recomputed from input, not stored by the forward."""
+    return roi_ops._roi_pool_backward(grad, rois, input, spatial_scale)
 
 
 @roi_pool_backward.register_fake
-def _(grad, rois, argmax, spatial_scale, batch, channels, height, width):
-    return grad.new_empty((batch, channels, height, width))
+def _(grad, rois, input, spatial_scale):
+    return input.new_empty(input.shape)
 
 
 def _roi_pool_setup(ctx, inputs, output):
     input, rois, spatial_scale = inputs[:3]
-    ctx.save_for_backward(rois, output[1])
-    ctx.args = (spatial_scale, *input.shape)
+    ctx.save_for_backward(input, rois)
+    ctx.spatial_scale = spatial_scale
 
 
-def _roi_pool_grad(ctx, grad, _grad_argmax):
-    rois, argmax = ctx.saved_tensors
-    grad_input = torch.ops.convloc.roi_pool_backward(grad.contiguous(), rois, argmax, *ctx.args)
+def _roi_pool_grad(ctx, grad):
+    input, rois = ctx.saved_tensors
+    grad_input = torch.ops.convloc.roi_pool_backward(grad.contiguous(), rois, input, ctx.spatial_scale)
     return grad_input, None, None, None, None
 
 

@@ -57,8 +57,8 @@ def roi_pool(
     ph, pw = _pair(output_size)
     scale = B.as_float(spatial_scale, "spatial_scale")
     if B.is_torch(input):
-        return B.torch_op("roi_pool")(input, rois, scale, ph, pw)[0]
-    return _roi_pool(input, rois, scale, ph, pw)[0]
+        return B.torch_op("roi_pool")(input, rois, scale, ph, pw)
+    return _roi_pool(input, rois, scale, ph, pw)
 
 
 def roi_align(
@@ -162,23 +162,18 @@ def _dense(x: Array) -> Array:
 # Framework-generic implementations; the torch ops in convloc.nn call these too.
 
 
-def _roi_pool(
-    input: Array, rois: Array, spatial_scale: float, ph: int, pw: int
-) -> tuple[Array, Array]:
+def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int) -> Array:
     input, rois = B.prepare(input), B.prepare(rois)
     k, c = _dims(input, rois)
     out = B.empty(input, (k, c, ph, pw))
-    argmax = B.empty(input, (k, c, ph, pw), "int32")
-    _C.roi_pool_forward(input, rois, spatial_scale, ph, pw, out, argmax, stream=B.stream(input))
-    return out, argmax
+    _C.roi_pool_forward(input, rois, spatial_scale, ph, pw, out, stream=B.stream(input))
+    return out
 
 
-def _roi_pool_backward(
-    grad: Array, rois: Array, argmax: Array, input_shape: Sequence[int], spatial_scale: float
-) -> Array:
-    grad, rois, argmax = _dense(grad), B.prepare(rois), _dense(argmax)
-    grad_input = B.empty(grad, tuple(input_shape))
-    _C.roi_pool_backward(grad, rois, argmax, spatial_scale, grad_input, stream=B.stream(grad))
+def _roi_pool_backward(grad: Array, rois: Array, input: Array, spatial_scale: float) -> Array:
+    grad, rois, input = _dense(grad), B.prepare(rois), B.prepare(input)
+    grad_input = B.empty(grad, tuple(input.shape))
+    _C.roi_pool_backward(grad, rois, input, spatial_scale, grad_input, stream=B.stream(grad))
     return grad_input
 
 
