@@ -126,6 +126,28 @@ def test_matches_torchvision(rng, dtype, sampling_ratio, aligned):
 
 
 @needs_torch
+@pytest.mark.parametrize("op", ["roi_pool", "roi_align"])
+def test_broadcast_gradients(rng, op):
+    # Autograd's gradient of out.sum() is an expanded scalar; _C reads it without a copy.
+    f = getattr(convloc.ops, op)
+    rois = torch.from_numpy(random_rois(rng, 9, 2, 6, 7, 0.5, np.float64))
+    x = torch.from_numpy(rng.standard_normal((2, 3, 6, 7))).requires_grad_()
+    out = f(x, rois, (2, 3), 0.5)
+    row = torch.randn(1, 3, 1, 3, dtype=torch.float64)
+    grads = [
+        torch.autograd.grad(y, x, g, retain_graph=True)[0]
+        for y, g in (
+            (out.sum(), None),
+            (out, torch.ones_like(out)),
+            (out, row.expand_as(out)),
+            (out, row.expand_as(out).contiguous()),
+        )
+    ]
+    expanded, full, partial, partial_full = grads
+    assert torch.equal(expanded, full) and torch.equal(partial, partial_full)
+
+
+@needs_torch
 def test_list_of_boxes_equals_rois(rng):
     x = torch.from_numpy(rng.standard_normal((3, 4, 10, 10)))
     per_image = [
@@ -284,14 +306,22 @@ def test_bad_backward_arguments():
     grad = np.zeros((1, 2, 2, 2), np.float32)
     rois = np.array([GOOD_ROI], np.float32)
     x = np.zeros((1, 2, 5, 5), np.float32)
-    with pytest.raises(ValueError, match="grad: expected 3 entries along dimension 1"):
-        _C.roi_pool_backward(grad, rois, x, 1.0, np.zeros((1, 3, 5, 5), np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"grad: expected a shape broadcastable to \[K, C, PH, PW\] = \[1, 3, 2, 2\]",
+    ):
+        x3 = np.zeros((1, 3, 5, 5), np.float32)
+        _C.roi_pool_backward(grad, rois, x3, 1.0, 2, 2, x3.copy())
     with pytest.raises(ValueError, match=r"input: expected shape \[B, C, H, W\] \(grad_input's\)"):
-        _C.roi_pool_backward(grad, rois, x[:, :, :4].copy(), 1.0, np.zeros_like(x))
+        _C.roi_pool_backward(grad, rois, x[:, :, :4].copy(), 1.0, 2, 2, np.zeros_like(x))
     with pytest.raises(TypeError, match="input: expected the dtype of grad_input"):
-        _C.roi_pool_backward(grad, rois, x.astype(np.float64), 1.0, np.zeros_like(x))
-    with pytest.raises(ValueError, match="grad: expected 0 entries along dimension 0"):
-        _C.roi_align_backward(grad, np.zeros((0, 5), np.float32), 1.0, 2, True, np.zeros_like(x))
+        _C.roi_pool_backward(grad, rois, x.astype(np.float64), 1.0, 2, 2, np.zeros_like(x))
+    with pytest.raises(ValueError, match="grad: expected a shape broadcastable"):
+        _C.roi_align_backward(
+            grad, np.zeros((0, 5), np.float32), 1.0, 3, 2, 2, True, np.zeros_like(x)
+        )
+    with pytest.raises(TypeError, match="grad: expected the dtype of grad_input"):
+        _C.roi_align_backward(grad.astype(np.float64), rois, 1.0, 2, 2, 2, True, np.zeros_like(x))
 
 
 @needs_torch

@@ -81,6 +81,15 @@ int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
   return std::min(block, std::max<int64_t>(c, 1));
 }
 
+// g[bin * n + ch] = grad(k, c0 + ch, bin): one roi's gradient for a channel block, channels last.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64_t c0, int64_t n, int ph, int pw,
+                                       T* __restrict g) {
+  for (int64_t ch = 0; ch < n; ++ch)
+    for (int i = 0; i < ph; ++i)
+      for (int j = 0; j < pw; ++j) g[(i * pw + j) * n + ch] = grad(k, c0 + ch, i, j);
+}
+
 // ---- roi_pool ----
 
 template <typename T>
@@ -206,7 +215,7 @@ CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, 
 template <typename T>
 struct PoolBackwardArgs {
   const T* x;  // [B, HW, C]
-  const T* grad;
+  GradView<T> grad;
   const T* rois;
   int64_t k, b, c, h, w, block;
   T scale;
@@ -226,7 +235,7 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
   for (int64_t k = 0; k < a.k; ++k) {
     const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
     e.set(r, a.ph, a.pw, a.h, a.w);
-    transpose(a.grad + (k * a.c + c0) * bins, bins, g.data(), n, n, bins);
+    gather_grad(a.grad, k, c0, n, a.ph, a.pw, g.data());
     const T* img = a.x + r.batch * hw * a.c + c0;
     T* __restrict dst = acc.data() + r.batch * hw * n;
     for (int i = 0; i < a.ph; ++i)
@@ -348,7 +357,7 @@ void align_forward(const AlignForwardArgs<double>& a, int64_t lo, int64_t hi) { 
 
 template <typename T>
 struct AlignBackwardArgs : AlignArgs<T> {
-  const T* grad;  // [K, C, PH, PW]
+  GradView<T> grad;
   int64_t k, b, block;
   T* grad_input;  // [B, C, H, W]
 };
@@ -377,7 +386,7 @@ CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<T>& a, i
     const AlignRoi<T> r = align_roi(a.rois + 5 * k, a.scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
     if (r.grid_h <= 0 || r.grid_w <= 0) continue;
     align_axes(a, r, ys, xs);
-    transpose(a.grad + (k * a.c + c0) * bins, bins, g.data(), n, n, bins);
+    gather_grad(a.grad, k, c0, n, a.ph, a.pw, g.data());
     T* img = acc.data() + r.batch * hw * n;
     const bool pow2 = std::ilogb(r.count) >= 0 && std::scalbn(T(1), std::ilogb(r.count)) == r.count;
     for (int i = 0; i < a.ph; ++i)
@@ -435,7 +444,7 @@ void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64
 }
 
 template <typename T>
-void roi_pool_backward_cpu(const T* grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
                            int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input) {
   if (c == 0) return;
   const std::vector<T> x = channels_last(input, b, c, h * w);
@@ -463,7 +472,7 @@ void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int6
 }
 
 template <typename T>
-void roi_align_backward_cpu(const T* grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
                             T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input) {
   if (c == 0) return;
   AlignBackwardArgs<T> a;
@@ -483,11 +492,11 @@ void roi_align_backward_cpu(const T* grad, const T* rois, int64_t k, int64_t b, 
   template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                \
   template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                         int, T*, int32_t*);                                                   \
-  template void roi_pool_backward_cpu<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
+  template void roi_pool_backward_cpu<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
                                          T, int, int, T*);                                                    \
   template void roi_align_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                          int, int, bool, T*);                                                 \
-  template void roi_align_backward_cpu<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
+  template void roi_align_backward_cpu<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
                                           int, int, bool, T*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

@@ -44,7 +44,7 @@ __global__ void roi_pool_forward_kernel(const T* input, int64_t c, int64_t h, in
 }
 
 template <typename T>
-__global__ void roi_pool_backward_kernel(const T* grad, const T* input, const T* rois, int64_t k_n, int64_t b_n,
+__global__ void roi_pool_backward_kernel(GradView<T> grad, const T* input, const T* rois, int64_t k_n, int64_t b_n,
                                          int64_t c, int64_t h, int64_t w, T scale, int ph_n, int pw_n,
                                          T* grad_input) {
   CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
@@ -70,7 +70,7 @@ __global__ void roi_pool_backward_kernel(const T* grad, const T* input, const T*
           for (int yy = hs; yy < he; ++yy)
             for (int xx = ws; xx < we; ++xx)
               if (plane[yy * w + xx] > best) best = plane[yy * w + xx], at = int32_t(yy * w + xx);
-          if (at == p) acc = add_rn(acc, grad[((k * c + ch) * ph_n + ph) * pw_n + pw]);
+          if (at == p) acc = add_rn(acc, grad(k, ch, ph, pw));
         }
       }
     }
@@ -100,7 +100,7 @@ __global__ void roi_align_forward_kernel(const T* input, int64_t c, int64_t h, i
 }
 
 template <typename T>
-__global__ void roi_align_backward_kernel(const T* grad, const T* rois, int64_t k_n, int64_t b_n, int64_t c,
+__global__ void roi_align_backward_kernel(GradView<T> grad, const T* rois, int64_t k_n, int64_t b_n, int64_t c,
                                           int64_t h, int64_t w, T scale, int ph_n, int pw_n, int sampling_ratio,
                                           bool aligned, T* grad_input) {
   CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
@@ -114,7 +114,6 @@ __global__ void roi_align_backward_kernel(const T* grad, const T* rois, int64_t 
       // Samples lie in [start, start + n bin] and touch at most floor(sample) + 1: skip far rois.
       const T end_h = add_rn(r.start_h, mul_rn(r.bin_h, T(ph_n))), end_w = add_rn(r.start_w, mul_rn(r.bin_w, T(pw_n)));
       if (T(y) + 2 < r.start_h || T(y) - 2 > end_h || T(x) + 2 < r.start_w || T(x) - 2 > end_w) continue;
-      const T* g = grad + (k * c + ch) * ph_n * pw_n;
       for (int ph = 0; ph < ph_n; ++ph)
         for (int pw = 0; pw < pw_n; ++pw)
           for (int iy = 0; iy < r.grid_h; ++iy) {
@@ -124,7 +123,7 @@ __global__ void roi_align_backward_kernel(const T* grad, const T* rois, int64_t 
               const AlignAxis<T> xa = align_axis(align_sample(r.start_w, r.bin_w, pw, ix, r.grid_w), int(w));
               if (!xa.valid || (xa.lo != x && xa.hi != x)) continue;
               const AlignSample<T> s = align_sample_at(ya, xa, w);
-              const T gv = g[ph * pw_n + pw];
+              const T gv = grad(k, ch, ph, pw);
               if (ya.lo == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w1) / r.count);
               if (ya.lo == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w2) / r.count);
               if (ya.hi == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w3) / r.count);
@@ -165,7 +164,7 @@ void roi_pool_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int6
 }
 
 template <typename T>
-void roi_pool_backward_cuda(const T* grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+void roi_pool_backward_cuda(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
                             int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream) {
   const int64_t n = b * c * h * w;
   if (n == 0) return;
@@ -187,7 +186,7 @@ void roi_align_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int
 }
 
 template <typename T>
-void roi_align_backward_cuda(const T* grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+void roi_align_backward_cuda(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
                              T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input,
                              void* stream) {
   const int64_t n = b * c * h * w;
@@ -201,11 +200,11 @@ void roi_align_backward_cuda(const T* grad, const T* rois, int64_t k, int64_t b,
   template bool rois_valid_cuda<T>(const T*, int64_t, int64_t, void*);                                         \
   template void roi_pool_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                          int, T*, int32_t*, void*);                                            \
-  template void roi_pool_backward_cuda<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
+  template void roi_pool_backward_cuda<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
                                           T, int, int, T*, void*);                                             \
   template void roi_align_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
                                           int, int, bool, T*, void*);                                          \
-  template void roi_align_backward_cuda<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
+  template void roi_align_backward_cuda<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
                                            int, int, bool, T*, void*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

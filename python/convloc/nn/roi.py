@@ -22,7 +22,9 @@ def _out_shape(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int):
 
 
 @torch.library.custom_op("convloc::roi_pool", mutates_args=())
-def roi_pool(input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int) -> Tensor:
+def roi_pool(
+    input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int
+) -> Tensor:
     return roi_ops._roi_pool(input, rois, spatial_scale, pooled_h, pooled_w)
 
 
@@ -33,7 +35,7 @@ def _(input, rois, spatial_scale, pooled_h, pooled_w):
 
 @torch.library.custom_op("convloc::roi_pool_backward", mutates_args=())
 def roi_pool_backward(grad: Tensor, rois: Tensor, input: Tensor, spatial_scale: float) -> Tensor:
-    """Gradient w.r.t. input; the bins' argmax is recomputed from input, not stored by the forward."""
+    """Gradient w.r.t. input; each bin's argmax is recomputed from input, not stored."""
     return roi_ops._roi_pool_backward(grad, rois, input, spatial_scale)
 
 
@@ -50,7 +52,7 @@ def _roi_pool_setup(ctx, inputs, output):
 
 def _roi_pool_grad(ctx, grad):
     input, rois = ctx.saved_tensors
-    grad_input = torch.ops.convloc.roi_pool_backward(grad.contiguous(), rois, input, ctx.spatial_scale)
+    grad_input = torch.ops.convloc.roi_pool_backward(grad, rois, input, ctx.spatial_scale)
     return grad_input, None, None, None, None
 
 
@@ -109,7 +111,7 @@ def _roi_align_setup(ctx, inputs, output):
 
 def _roi_align_grad(ctx, grad):
     (rois,) = ctx.saved_tensors
-    grad_input = torch.ops.convloc.roi_align_backward(grad.contiguous(), rois, *ctx.args)
+    grad_input = torch.ops.convloc.roi_align_backward(grad, rois, *ctx.args)
     return grad_input, None, None, None, None, None, None
 
 

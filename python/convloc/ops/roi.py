@@ -153,10 +153,13 @@ def _dims(input: Array, rois: Array) -> tuple[int, int]:
     return k, c
 
 
-def _dense(x: Array) -> Array:
-    # Autograd hands over expanded (stride-0) gradients; an empty one keeps its odd strides
-    # through .contiguous(), which _C would refuse, so it is replaced by a fresh empty array.
-    return B.empty(x, tuple(x.shape)) if 0 in tuple(x.shape) else B.prepare(x)
+def _compact_grad(grad: Array) -> Array:
+    """grad with its broadcast (stride-0) dimensions cut to size 1, contiguous: autograd's
+    gradient of ``out.sum()`` is an expanded scalar, and _C broadcasts sizes of 1 itself."""
+    strides = grad.stride() if B.is_torch(grad) else grad.strides
+    grad = grad[tuple(slice(0, 1) if s == 0 else slice(None) for s in strides)]
+    # An empty array keeps odd strides through .contiguous(), which _C would refuse.
+    return B.empty(grad, tuple(grad.shape)) if 0 in tuple(grad.shape) else B.prepare(grad)
 
 
 # Framework-generic implementations; the torch ops in convloc.nn call these too.
@@ -171,9 +174,12 @@ def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int)
 
 
 def _roi_pool_backward(grad: Array, rois: Array, input: Array, spatial_scale: float) -> Array:
-    grad, rois, input = _dense(grad), B.prepare(rois), B.prepare(input)
-    grad_input = B.empty(grad, tuple(input.shape))
-    _C.roi_pool_backward(grad, rois, input, spatial_scale, grad_input, stream=B.stream(grad))
+    ph, pw = grad.shape[2:]
+    grad, rois, input = _compact_grad(grad), B.prepare(rois), B.prepare(input)
+    grad_input = B.empty(input, tuple(input.shape))
+    _C.roi_pool_backward(
+        grad, rois, input, spatial_scale, ph, pw, grad_input, stream=B.stream(input)
+    )
     return grad_input
 
 
@@ -203,9 +209,18 @@ def _roi_align_backward(
     sampling_ratio: int,
     aligned: bool,
 ) -> Array:
-    grad, rois = _dense(grad), B.prepare(rois)
+    ph, pw = grad.shape[2:]
+    grad, rois = _compact_grad(grad), B.prepare(rois)
     grad_input = B.empty(grad, tuple(input_shape))
     _C.roi_align_backward(
-        grad, rois, spatial_scale, sampling_ratio, aligned, grad_input, stream=B.stream(grad)
+        grad,
+        rois,
+        spatial_scale,
+        ph,
+        pw,
+        sampling_ratio,
+        aligned,
+        grad_input,
+        stream=B.stream(grad),
     )
     return grad_input
