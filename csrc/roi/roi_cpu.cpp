@@ -166,6 +166,37 @@ CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t wid
   std::memcpy(best, &m, sizeof(V));
   for (int l = 0; l < kLanes<T>; ++l) where[l] = int32_t(at[l]);
 }
+
+// Backward of one non-empty bin for a full vector of channels: finds each channel's argmax as
+// above, then adds the bin's gradient g to the cells that won (dst: channels last, row stride
+// `row`). A masked add per cell of the bin, instead of a scalar scatter per channel.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
+                                                int we, const T* g, T* dst, int64_t row) {
+  using V = typename Vec64<T>::V;
+  using I = typename Vec64<T>::I;
+  V m = V{} + pool_initial_max<T>();
+  I at = I{} - 1;
+  for (int y = hs; y < he; ++y)
+    for (int x = ws; x < we; ++x) {
+      const int32_t p = int32_t(y * width + x);
+      V v;
+      std::memcpy(&v, img + p * stride, sizeof(V));
+      const I gt = v > m;
+      m = gt ? v : m;
+      at = gt ? I{} + static_cast<typename Vec64<T>::Index>(p) : at;
+    }
+  V gv;
+  std::memcpy(&gv, g, sizeof(V));
+  for (int y = hs; y < he; ++y)
+    for (int x = ws; x < we; ++x) {
+      const int32_t p = int32_t(y * width + x);
+      V d;
+      std::memcpy(&d, dst + p * row, sizeof(V));
+      d = at == static_cast<typename Vec64<T>::Index>(p) ? d + gv : d;
+      std::memcpy(dst + p * row, &d, sizeof(V));
+    }
+}
 #endif
 
 // Max and argmax of one bin for n channels.
@@ -229,8 +260,8 @@ struct PoolBackwardArgs {
 template <typename T>
 CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int64_t c0, int64_t n) {
   const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
-  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(n);
-  std::vector<int32_t> where(n);
+  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanes<T>);
+  std::vector<int32_t> where(kLanes<T>);
   PoolBins e;
   for (int64_t k = 0; k < a.k; ++k) {
     const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
@@ -241,10 +272,17 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
     for (int i = 0; i < a.ph; ++i)
       for (int j = 0; j < a.pw; ++j) {
         if (e.he[i] <= e.hs[i] || e.we[j] <= e.ws[j]) continue;
-        pool_bin_channels(img, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], best.data(), where.data(), n);
         const T* gb = g.data() + (i * a.pw + j) * n;
-        for (int64_t ch = 0; ch < n; ++ch)
-          if (where[ch] >= 0) dst[where[ch] * n + ch] += gb[ch];
+        int64_t ch = 0;
+#if defined(__GNUC__)
+        for (; ch + kLanes<T> <= n; ch += kLanes<T>)
+          pool_vector_backward(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], gb + ch, dst + ch, n);
+#endif
+        if (ch == n) continue;
+        pool_lanes(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], false, best.data(), where.data(),
+                   int(n - ch));
+        for (int64_t l = 0; l < n - ch; ++l)
+          if (where[l] >= 0) dst[where[l] * n + ch + l] += gb[ch + l];
       }
   }
   for (int64_t i = 0; i < a.b; ++i)
