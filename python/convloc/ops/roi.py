@@ -18,7 +18,10 @@ integer in range) raise ``ValueError``.
 Gradients (torch) are deterministic on CPU and CUDA: the backward kernels are gathers /
 owner-computes without atomics, summing each input cell's contributions in a fixed order
 (roi, bin row, bin column, sample row, sample column, tap), so they do not depend on the thread
-count, and the CUDA gradient equals the CPU one bit for bit.
+count, and the CUDA gradient equals the CPU one bit for bit (and torchvision's CPU gradient).
+``roi_pool``'s backward recomputes each bin's argmax from the input that autograd keeps anyway,
+rather than storing a [K, C, PH, PW] index array; broadcast output gradients (``out.sum()``) are
+read in place.
 
 NumPy and CuPy arrays get the forward results; torch tensors go through the registered
 ``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``).
