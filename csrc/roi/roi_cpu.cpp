@@ -73,11 +73,12 @@ void advise_huge_pages(void* p, int64_t bytes) {
 int64_t forward_block(int64_t c) { return std::min<int64_t>(c, 128); }
 
 // Channels per backward block: the block's private gradient ([B, HW, block]) should fit in L2,
-// and there should be enough blocks to share among threads.
+// and there should be enough blocks (8 or more) to share among threads. The block size does not
+// change any sum: each cell adds its contributions in the same order whatever the split.
 int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
   constexpr int64_t kBudget = int64_t(512) << 10;
   const int64_t fit = kBudget / std::max<int64_t>(cells * elem_size, 1);
-  const int64_t block = std::max<int64_t>(16, std::min<int64_t>(fit, c / 16) / 16 * 16);
+  const int64_t block = std::max<int64_t>(16, std::min<int64_t>(fit, c / 8) / 16 * 16);
   return std::min(block, std::max<int64_t>(c, 1));
 }
 
