@@ -14,6 +14,7 @@ void bind_proposals(py::module_& m);
 void bind_deconv(py::module_& m);
 void bind_crf(py::module_& m);
 void bind_lattice(py::module_& m);
+void bind_roi(py::module_& m);
 }  // namespace convloc
 
 namespace {
@@ -73,4 +74,5 @@ PYBIND11_MODULE(_C, m) {
   convloc::bind_deconv(m);
   convloc::bind_crf(m);
   convloc::bind_lattice(m);
+  convloc::bind_roi(m);
 }
