@@ -107,9 +107,7 @@ def test_diagonal_matches_filtering_unit_vectors(rng):
     np.testing.assert_allclose(selfless + np.diag(np.diag(dense)), dense, atol=1e-14)
 
 
-@pytest.mark.parametrize(
-    "normalization,sigma_rgb", [(None, None), ("after", 20.0), ("symmetric", 20.0)]
-)
+@pytest.mark.parametrize("normalization,sigma_rgb", [(None, None), ("after", 20.0), ("symmetric", 20.0)])
 def test_exclude_self(rng, normalization, sigma_rgb):
     f = ref.image_features(synthetic_image(rng, 24), 5.0, sigma_rgb)
     v = rng.random((len(f), 3))
@@ -139,9 +137,7 @@ def test_batched_matches_individual(rng):
     assert len(lat.num_vertices) == 3
     out = lat.filter(v, normalization="symmetric")
     for b in range(3):
-        np.testing.assert_allclose(
-            out[b], ops.permutohedral_filter(v[b], f[b], normalization="symmetric")
-        )
+        np.testing.assert_allclose(out[b], ops.permutohedral_filter(v[b], f[b], normalization="symmetric"))
     np.testing.assert_allclose(ops.permutohedral_filter(v, f), lat.filter(v))
 
 
@@ -152,9 +148,7 @@ def test_empty_single_and_duplicates(rng):
         np.array([[2.0, -1.0]]), np.array([[0.3, 0.7, 0.1]]), normalization="after"
     )
     np.testing.assert_allclose(one, [[2.0, -1.0]], rtol=1e-12)
-    assert np.all(
-        ops.permutohedral_filter(np.ones((1, 1)), np.zeros((1, 1)), exclude_self=True) == 0
-    )
+    assert np.all(ops.permutohedral_filter(np.ones((1, 1)), np.zeros((1, 1)), exclude_self=True) == 0)
     # Duplicated points behave like one point of summed value.
     f = np.repeat(rng.normal(size=(1, 3)), 4, axis=0)
     v = rng.random((4, 2))
@@ -226,9 +220,7 @@ def test_memory_and_vertices(rng):
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_bilateral_filter_against_exact(rng, channels):
     img = (
-        synthetic_image(rng, 24)[..., :channels]
-        if channels <= 3
-        else rng.uniform(0, 255, (24, 24, channels))
+        synthetic_image(rng, 24)[..., :channels] if channels <= 3 else rng.uniform(0, 255, (24, 24, channels))
     )
     out = ops.bilateral_filter(img, 4.0, 30.0)
     f = ref.image_features(img, 4.0, 30.0)
@@ -259,9 +251,7 @@ def test_torch_values_gradcheck(rng):
         for transpose in (False, True):
             v = torch.from_numpy(rng.random((40, 3))).requires_grad_()
             kw = dict(normalization=normalization, transpose=transpose, exclude_self=True)
-            assert torch.autograd.gradcheck(
-                lambda v, kw=kw: ops.permutohedral_filter(v, f, **kw), (v,)
-            )
+            assert torch.autograd.gradcheck(lambda v, kw=kw: ops.permutohedral_filter(v, f, **kw), (v,))
     lat = convloc.PermutohedralLattice(f)
     v = torch.from_numpy(rng.random((40, 3))).requires_grad_()
     assert torch.autograd.gradcheck(lambda v: lat.filter(v, normalization="before"), (v,))
@@ -281,9 +271,7 @@ FEATURE_GRADIENT_CASES = [
 def gradient_features(rng, name):
     if name.startswith("image"):
         img = synthetic_image(rng, 24)
-        return (
-            ref.image_features(img, 3.0) if "2-D" in name else ref.image_features(img, 10.0, 20.0)
-        )
+        return ref.image_features(img, 3.0) if "2-D" in name else ref.image_features(img, 10.0, 20.0)
     return rng.normal(size=(400, 2)) * 2 if "2-D" in name else rng.normal(size=(400, 5)) * 0.5
 
 

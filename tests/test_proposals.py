@@ -58,9 +58,7 @@ def test_sliding_windows_too_large_and_errors():
 # ---------------------------------------------------------------- Felzenszwalb
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 1, 3), (1, 9, 3), (11, 1, 1), (13, 17, 3), (16, 12, 1), (9, 14, 5)]
-)
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 9, 3), (11, 1, 1), (13, 17, 3), (16, 12, 1), (9, 14, 5)])
 @pytest.mark.parametrize("params", [(1.0, 0.8, 5), (0.25, 0.5, 3), (3.0, 0.0, 1), (0.5, 1.3, 0)])
 def test_felzenszwalb_matches_reference(rng, shape, params):
     for image in (
@@ -80,9 +78,7 @@ def test_felzenszwalb_dtypes_and_layouts(rng):
         want, canonical(ref.felzenszwalb(image.astype(np.float32) / 255, 0.5, 0.8, 10))
     )
     as_float = image.astype(np.float32) / np.float32(255)
-    np.testing.assert_array_equal(
-        convloc.ops.felzenszwalb(as_float.astype(np.float64), 0.5, 0.8, 10), want
-    )
+    np.testing.assert_array_equal(convloc.ops.felzenszwalb(as_float.astype(np.float64), 0.5, 0.8, 10), want)
     grey = image[:, :, 0]
     np.testing.assert_array_equal(
         convloc.ops.felzenszwalb(grey, 0.5, 0.8, 10),
@@ -165,9 +161,7 @@ def test_selective_search_initial_regions_are_felzenszwalb_regions(rng):
     grey = blocky(rng, 30, 40, 1, levels=3)
     image = np.repeat(grey, 3, axis=2)
     ((hier, initial),) = P._hierarchies(image.astype(np.float32) / 255, "single", 20, 0.8)
-    hsv = np.concatenate(
-        [np.zeros((30, 40, 2), np.float32), image[:, :, :1].astype(np.float32) / 255], 2
-    )
+    hsv = np.concatenate([np.zeros((30, 40, 2), np.float32), image[:, :, :1].astype(np.float32) / 255], 2)
     labels = convloc.ops.felzenszwalb(hsv, 100 / 255, 0.8, 20)
     assert initial == labels.max() + 1
     for r in range(initial):
@@ -196,9 +190,7 @@ def test_selective_search_threads(rng, threads):
 def test_selective_search_inputs(rng):
     image = shapes_image(rng, 30, 36)
     want = convloc.ops.selective_search(image)
-    np.testing.assert_array_equal(
-        convloc.ops.selective_search(image.astype(np.float64) / 255), want
-    )
+    np.testing.assert_array_equal(convloc.ops.selective_search(image.astype(np.float64) / 255), want)
     rgba = np.concatenate([image, np.full((30, 36, 1), 255, np.uint8)], 2)
     np.testing.assert_array_equal(convloc.ops.selective_search(rgba), want)
     grey = image[:, :, 1]

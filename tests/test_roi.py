@@ -150,14 +150,9 @@ def test_broadcast_gradients(rng, op):
 @needs_torch
 def test_list_of_boxes_equals_rois(rng):
     x = torch.from_numpy(rng.standard_normal((3, 4, 10, 10)))
-    per_image = [
-        torch.from_numpy(random_rois(rng, n, 1, 10, 10, 1.0, np.float64)[:, 1:]) for n in (2, 0, 3)
-    ]
+    per_image = [torch.from_numpy(random_rois(rng, n, 1, 10, 10, 1.0, np.float64)[:, 1:]) for n in (2, 0, 3)]
     rois = torch.cat(
-        [
-            torch.cat([torch.full((len(b), 1), float(i), dtype=b.dtype), b], 1)
-            for i, b in enumerate(per_image)
-        ]
+        [torch.cat([torch.full((len(b), 1), float(i), dtype=b.dtype), b], 1) for i, b in enumerate(per_image)]
     )
     for op in (convloc.ops.roi_pool, convloc.ops.roi_align):
         assert torch.equal(op(x, per_image, 2), op(x, rois, 2))
@@ -317,9 +312,7 @@ def test_bad_backward_arguments():
     with pytest.raises(TypeError, match="input: expected the dtype of grad_input"):
         _C.roi_pool_backward(grad, rois, x.astype(np.float64), 1.0, 2, 2, np.zeros_like(x))
     with pytest.raises(ValueError, match="grad: expected a shape broadcastable"):
-        _C.roi_align_backward(
-            grad, np.zeros((0, 5), np.float32), 1.0, 3, 2, 2, True, np.zeros_like(x)
-        )
+        _C.roi_align_backward(grad, np.zeros((0, 5), np.float32), 1.0, 3, 2, 2, True, np.zeros_like(x))
     with pytest.raises(TypeError, match="grad: expected the dtype of grad_input"):
         _C.roi_align_backward(grad.astype(np.float64), rois, 1.0, 2, 2, 2, True, np.zeros_like(x))
 
@@ -338,10 +331,8 @@ def test_cuda_matches_cpu(rng, dtype):
     ):
         results = []
         for device in ("cpu", "cuda"):
-            xd = x.to(device).requires_grad_()
+            xd = x.detach().to(device).requires_grad_()
             out = op(xd, rois.to(device), (3, 4), 0.5, **kw)
             out.backward(grad.to(device))
             results.append((out.detach().cpu(), xd.grad.cpu()))
-        assert torch.equal(results[0][0], results[1][0]) and torch.equal(
-            results[0][1], results[1][1]
-        )
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -12,5 +12,7 @@ python3 -m pip install --no-build-isolation --no-deps -q -Cbuild-dir=/tmp/convlo
   -Ccmake.define.CONVLOC_CUDA=ON -Ccmake.define.CONVLOC_CUDA_ARCHITECTURES="$arch" . 2>&1 | tail -30
 echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import convloc, json; print(json.dumps(convloc.info()))")
-python3 -m pytest tests -q -m cuda -p no:cacheprovider -rs 2>&1 | tee "$out/cuda_tests.log"
-python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/fuzz -x 2>&1 | tail -15 | tee "$out/all_tests.log"
+status=0
+python3 -m pytest tests -q -m cuda -p no:cacheprovider -rs 2>&1 | tee "$out/cuda_tests.log" || status=1
+python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/fuzz 2>&1 | tail -15 | tee "$out/all_tests.log" || status=1
+exit $status

@@ -16,9 +16,7 @@ def _gaussian_rows(f: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.exp(-0.5 * dist)
 
 
-def gaussian_filter(
-    values: np.ndarray, features: np.ndarray, exclude_self: bool = False
-) -> np.ndarray:
+def gaussian_filter(values: np.ndarray, features: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     """out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j (j != i with exclude_self); values [N, C].
 
     Row blocks, so that 10^4 points need no N x N matrix in memory."""
@@ -61,9 +59,7 @@ def all_normalizations(values: np.ndarray, features: np.ndarray) -> dict:
     return {None: kv, "after": kv / norm, "before": second[:, :c], "symmetric": s * second[:, c:]}
 
 
-def image_features(
-    image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None
-) -> np.ndarray:
+def image_features(image: np.ndarray, sigma_xy: float, sigma_rgb: float | None = None) -> np.ndarray:
     """Dense-CRF features of an image [H, W, C]: (x, y) / sigma_xy and colour / sigma_rgb."""
     h, w = image.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]

@@ -125,8 +125,7 @@ def run(args: argparse.Namespace) -> harness.Report:
     for name, sxy, srgb in (("d=2 xy/3", 3.0, None), ("d=5 xy/80 rgb/13", 80.0, 13.0)):
         bench_case(report, args, image, values, name, sxy, srgb, dcrf, matrixXf)
     report.note(
-        "pydensecrf times are differences (see the module docstring); "
-        "targets: build >= 3x, filtering >= 5x"
+        "pydensecrf times are differences (see the module docstring); targets: build >= 3x, filtering >= 5x"
     )
     return harness.finish(report, args)
 

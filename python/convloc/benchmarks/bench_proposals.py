@@ -34,9 +34,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         t = np.zeros((h, w))
     elif kind == 1:
         angle, period = rng.uniform(0, np.pi), rng.uniform(6, 30)
-        t = (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0).astype(
-            float
-        )
+        t = (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0).astype(float)
     elif kind == 2:
         cell = rng.integers(5, 25)
         t = ((xx // cell + yy // cell) % 2).astype(float)
@@ -116,8 +114,7 @@ def _recall_table(
     name: str, overlaps: dict[str, list[np.ndarray]], counts: dict[str, list[int]]
 ) -> list[str]:
     lines = [
-        f"recall on {name}: "
-        + ", ".join(f"{m} {np.mean(c):.0f} boxes/image" for m, c in counts.items())
+        f"recall on {name}: " + ", ".join(f"{m} {np.mean(c):.0f} boxes/image" for m, c in counts.items())
     ]
     lines.append(f"  {'method':<16} {'top-N':>6} {'recall@0.5':>11} {'recall@0.7':>11} {'ABO':>7}")
     for method, per_image in overlaps.items():

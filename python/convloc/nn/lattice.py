@@ -16,9 +16,7 @@ from convloc.ops import lattice as lattice_ops
 
 
 @torch.library.custom_op("convloc::permutohedral_filter", mutates_args=())
-def permutohedral_filter(
-    values: Tensor, features: Tensor, transpose: bool, exclude_self: bool
-) -> Tensor:
+def permutohedral_filter(values: Tensor, features: Tensor, transpose: bool, exclude_self: bool) -> Tensor:
     return lattice_ops._filter(values, features, transpose, exclude_self)
 
 
@@ -36,9 +34,7 @@ def permutohedral_filter_backward(
     exclude_self: bool,
     need_features: bool,
 ) -> tuple[Tensor, Tensor]:
-    gv, gf = lattice_ops._filter_backward(
-        grad, values, features, transpose, exclude_self, need_features
-    )
+    gv, gf = lattice_ops._filter_backward(grad, values, features, transpose, exclude_self, need_features)
     return gv, (gf if gf is not None else features.new_zeros(features.shape))
 
 

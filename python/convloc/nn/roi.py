@@ -22,9 +22,7 @@ def _out_shape(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int):
 
 
 @torch.library.custom_op("convloc::roi_pool", mutates_args=())
-def roi_pool(
-    input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int
-) -> Tensor:
+def roi_pool(input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int) -> Tensor:
     return roi_ops._roi_pool(input, rois, spatial_scale, pooled_h, pooled_w)
 
 
@@ -72,9 +70,7 @@ def roi_align(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    return roi_ops._roi_align(
-        input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned
-    )
+    return roi_ops._roi_align(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned)
 
 
 @roi_align.register_fake

@@ -98,8 +98,7 @@ def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
     h, w = reference.shape[-2:]
     if oy + h > x.shape[-2] or ox + w > x.shape[-1]:
         raise ValueError(
-            f"offset: a {h} x {w} crop at {(oy, ox)} does not fit in x of spatial size "
-            f"{tuple(x.shape[-2:])}"
+            f"offset: a {h} x {w} crop at {(oy, ox)} does not fit in x of spatial size {tuple(x.shape[-2:])}"
         )
     return x[..., oy : oy + h, ox : ox + w]
 
@@ -110,9 +109,7 @@ def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
 def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
     input, weight = B.prepare(input), B.prepare(weight)
     bias = None if bias is None else B.prepare(bias)
-    shape = output_shape(
-        input.shape, weight.shape, stride, padding, output_padding, groups, dilation
-    )
+    shape = output_shape(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
     out = B.empty(input, tuple(shape))
     _C.deconv2d_forward(
         input, weight, bias, out, stride, padding, output_padding, dilation, groups,

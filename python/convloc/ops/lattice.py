@@ -32,6 +32,7 @@ __all__ = ["PermutohedralLattice", "permutohedral_filter", "bilateral_filter"]
 
 _NORMALIZATIONS = (None, "none", "before", "after", "symmetric")
 _EPS = 1e-20  # added to the normalisers, as pydensecrf does
+_ISOLATED = 1e-5  # total kernel weight below which a point counts as having no neighbours
 
 
 def _check_normalization(normalization: str | None) -> None:
@@ -48,13 +49,18 @@ def _normalized(filt, values: Array, normalization: str | None, transpose: bool)
         return filt(values, transpose)
     ones = B.empty(values, values.shape[:-1] + (1,))
     ones[...] = 1
-    norm = filt(ones, False) + _EPS
+    raw = filt(ones, False)
+    # A point whose kernel weight from the others is below _ISOLATED (only possible with
+    # exclude_self) has no neighbours: it sends and receives nothing, instead of dividing
+    # rounding noise by a normaliser that rounding may make 0 or negative.
+    connected = raw > _ISOLATED
+    norm = raw * connected + (~connected) + _EPS
     if normalization == "symmetric":
-        s = norm**-0.5
+        s = connected * norm**-0.5
         return s * filt(values * s, transpose)
     if (normalization == "before") != transpose:
-        return filt(values / norm, transpose)
-    return filt(values, transpose) / norm
+        return filt(values * (connected / norm), transpose)
+    return filt(values, transpose) * (connected / norm)
 
 
 class PermutohedralLattice:
@@ -210,9 +216,7 @@ def bilateral_filter(
     features = B.prepare(
         xp.concatenate([pos / sigma_spatial, img / sigma_color], -1).reshape(h * w, c + 2), work
     )
-    out = permutohedral_filter(img.reshape(h * w, c), features, normalization="after").reshape(
-        h, w, c
-    )
+    out = permutohedral_filter(img.reshape(h * w, c), features, normalization="after").reshape(h, w, c)
     if image.ndim == 2:
         out = out[..., 0]
     else:

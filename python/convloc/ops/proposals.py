@@ -230,8 +230,7 @@ def _image(image: Array, rgb: bool = False) -> np.ndarray:
             image = image[:, :, :3]
         elif image.shape[2] != 3:
             raise ValueError(
-                "image: expected 1, 3 or 4 channels (grey, RGB, RGBA), "
-                f"got shape {list(image.shape)}"
+                f"image: expected 1, 3 or 4 channels (grey, RGB, RGBA), got shape {list(image.shape)}"
             )
     return np.ascontiguousarray(image)
 

@@ -101,9 +101,7 @@ def _int(x, name: str) -> int:
 
 
 def _pair(output_size) -> tuple[int, int]:
-    size = (
-        tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    )
+    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
     if len(size) != 2:
         raise ValueError(f"output_size: expected an int or a pair (h, w), got {output_size!r}")
     h, w = (_int(s, "output_size") for s in size)
@@ -128,15 +126,11 @@ def _as_rois(boxes, input) -> Array:
 
         if not parts:
             return input.new_empty((0, 5))
-        return torch.cat(
-            [torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)]
-        )
+        return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
     xp = _namespace(input)
     if not parts:
         return xp.empty((0, 5), dtype=input.dtype)
-    return xp.concatenate(
-        [xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)]
-    )
+    return xp.concatenate([xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
 
 
 def _namespace(x):
@@ -180,9 +174,7 @@ def _roi_pool_backward(grad: Array, rois: Array, input: Array, spatial_scale: fl
     ph, pw = grad.shape[2:]
     grad, rois, input = _compact_grad(grad), B.prepare(rois), B.prepare(input)
     grad_input = B.empty(input, tuple(input.shape))
-    _C.roi_pool_backward(
-        grad, rois, input, spatial_scale, ph, pw, grad_input, stream=B.stream(input)
-    )
+    _C.roi_pool_backward(grad, rois, input, spatial_scale, ph, pw, grad_input, stream=B.stream(input))
     return grad_input
 
 
