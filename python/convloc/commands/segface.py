@@ -1,0 +1,189 @@
+"""Segmentation and face-verification commands: ``convloc train fcn|crfrnn|face``,
+``convloc segment``, ``convloc verify``, ``convloc data make-segmentation|make-faces``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def register_data(sub) -> None:
+    p = sub.add_parser("make-segmentation", help="write the synthetic VOC-format segmentation set")
+    p.add_argument("root")
+    p.add_argument("--train", type=int, default=300)
+    p.add_argument("--val", type=int, default=100)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_segmentation)
+
+    p = sub.add_parser("make-faces", help="write the synthetic LFW-format identity set and pairs file")
+    p.add_argument("root")
+    p.add_argument("--train-identities", type=int, default=200)
+    p.add_argument("--test-identities", type=int, default=100)
+    p.add_argument("--images", type=int, default=8, help="images per identity")
+    p.add_argument("--pairs-per-fold", type=int, default=60, help="matched (= mismatched) pairs per fold")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_faces)
+
+
+def register_train(sub) -> None:
+    p = sub.add_parser("fcn", help="FCN-32s/16s/8s on a VOC-format segmentation set")
+    _seg_args(p)
+    p.add_argument("--variant", choices=("32s", "16s", "8s"), default="8s")
+    p.add_argument("--layout", choices=("small", "vgg16"), default="small")
+    p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.set_defaults(func=_train_fcn)
+
+    p = sub.add_parser("crfrnn", help="CRF-as-RNN on top of a trained FCN, trained end to end")
+    _seg_args(p)
+    p.add_argument("--fcn", required=True, help="checkpoint of the FCN giving the unaries")
+    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--filter", choices=("lattice", "exact"), default="lattice")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--freeze-fcn", action="store_true", help="train only the CRF's parameters")
+    p.set_defaults(func=_train_crfrnn)
+
+    p = sub.add_parser("face", help="face embedding + triplet-loss projection on an LFW-style tree")
+    p.add_argument("--data", required=True, help="root written by `convloc data make-faces` or a real one")
+    p.add_argument("--train-dir", default="train", help="identity folders to train on (under --data)")
+    p.add_argument("--test-dir", default="lfw", help="identity folders the pairs refer to")
+    p.add_argument("--pairs", default="pairs.txt")
+    p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--triplet-epochs", type=int, default=15)
+    p.add_argument("--mining", choices=("all", "hard", "semihard"), default="semihard")
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--dim", type=int, default=64, help="dimension of the projection W'")
+    p.add_argument("--roc", help="write the ROC curve to this PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=_train_face)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("segment", help="segment an image with a trained FCN / CRF-as-RNN checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("image")
+    p.add_argument("-o", "--output", required=True, help="overlay PNG")
+    p.add_argument("--labels", help="also write the class-index palette PNG here")
+    p.set_defaults(func=_segment)
+
+    p = sub.add_parser("verify", help="same person or not, with a trained face checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.set_defaults(func=_verify)
+
+
+def _seg_args(p) -> None:
+    p.add_argument("--data", required=True, help="VOC-format root (e.g. VOCdevkit/VOC2012)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint to write")
+
+
+def _setup(args) -> None:
+    import torch
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def _make_segmentation(args) -> int:
+    from convloc.data.voc_seg import make_synthetic_segmentation
+
+    make_synthetic_segmentation(args.root, args.train, args.val, args.size, args.seed)
+    return 0
+
+
+def _load_split(root, split):
+    import torch
+
+    from convloc.data.voc_seg import VOCSegmentation
+
+    ds = VOCSegmentation(root, split)
+    images, labels = ds.arrays()
+    return ds, torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _report(name: str, scores, extra: dict | None = None) -> None:
+    print(json.dumps({"model": name, **{k: round(v, 4) for k, v in scores.as_dict().items()}, **(extra or {})}))
+
+
+def load_checkpoint(path):
+    """The model stored by ``convloc train fcn|crfrnn|face`` (eval mode) and the checkpoint dict."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    kind = ckpt["kind"]
+    if kind == "fcn":
+        model = _build_fcn(ckpt)
+    elif kind == "crfrnn":
+        from convloc.models.fcn import FCNWithCRF
+
+        model = FCNWithCRF(_build_fcn(ckpt["fcn"]), **ckpt["crf_args"])
+    elif kind == "face":
+        from convloc.models.face import FaceVerifier
+
+        model = FaceVerifier(**ckpt["model_args"])
+    else:
+        raise ValueError(f"checkpoint: unknown kind {kind!r}")
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def _build_fcn(ckpt):
+    from convloc.models.fcn import FCN, Layout
+
+    layout = Layout(**{k: (tuple(map(tuple, v)) if k == "stages" else v) for k, v in ckpt["layout"].items()})
+    return FCN(ckpt["num_classes"], ckpt["variant"], layout)
+
+
+def _fcn_ckpt(model, classes) -> dict:
+    return {
+        "kind": "fcn",
+        "variant": model.variant,
+        "layout": dataclasses.asdict(model.layout),
+        "num_classes": model.num_classes,
+        "classes": list(classes),
+        "state_dict": model.state_dict(),
+    }
+
+
+def _train_fcn(args) -> int:
+    import torch
+
+    from convloc.models import fcn
+    from convloc.models.segmentation import evaluate, fit, predict_scores
+
+    _setup(args)
+    ds, x, y = _load_split(args.data, args.train_split)
+    _, xv, yv = _load_split(args.data, args.val_split)
+    model = fcn.FCN(ds.num_classes, args.variant, fcn.SMALL if args.layout == "small" else fcn.VGG16)
+    if args.init:
+        coarser, _ = load_checkpoint(args.init)
+        model.init_from(coarser)
+    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, seed=args.seed, progress=True)
+    scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
+    _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
+    torch.save(_fcn_ckpt(model, ds.classes), args.output)
+    return 0
+
+
+def _train_crfrnn(args) -> int:
+    raise NotImplementedError
+
+
+_train_face = _make_faces = _segment = _verify = _train_crfrnn
