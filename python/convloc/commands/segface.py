@@ -58,7 +58,11 @@ def register_train(sub) -> None:
     p.add_argument("--pairs", default="pairs.txt")
     p.add_argument("--pretrain-epochs", type=int, default=15)
     p.add_argument("--triplet-epochs", type=int, default=15)
-    p.add_argument("--mining", choices=("all", "hard", "semihard"), default="semihard")
+    p.add_argument(
+        "--mining", default="semihard",
+        help="all, hard or semihard; a comma list trains one W' per mining from the same phi "
+        "(the checkpoint keeps the first)",
+    )  # fmt: skip
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--dim", type=int, default=64, help="dimension of the projection W'")
     p.add_argument("--roc", help="write the ROC curve to this PNG")
@@ -182,8 +186,96 @@ def _train_fcn(args) -> int:
     return 0
 
 
+
+def _make_faces(args) -> int:
+    from convloc.data.lfw import make_synthetic_faces
+
+    make_synthetic_faces(
+        args.root, args.train_identities, args.test_identities, args.images, args.pairs_per_fold,
+        args.size, seed=args.seed,
+    )  # fmt: skip
+    return 0
+
+
+def evaluate_face(model, pairs, size: int, projected: bool = True):
+    """LFW protocol on ``pairs``: 10-fold accuracy, ROC, AUC, EER."""
+    import torch
+
+    from convloc.data.lfw import load_images
+    from convloc.metrics import verification as ver
+    from convloc.models.face import pair_scores
+
+    a = torch.from_numpy(load_images(pairs.a, size))
+    b = torch.from_numpy(load_images(pairs.b, size))
+    scores = pair_scores(model, a, b, projected)
+    kf = ver.kfold_accuracy(scores, pairs.same, pairs.fold)
+    fpr, tpr, _ = ver.roc_curve(scores, pairs.same)
+    return kf, fpr, tpr, scores
+
+
+def _train_face(args) -> int:
+    import torch
+    from torch import nn
+
+    from convloc.data.lfw import load_images, read_identities, read_pairs
+    from convloc.metrics import verification as ver
+    from convloc.models import face
+
+    _setup(args)
+    root = Path(args.data)
+    paths, labels, names = read_identities(root / args.train_dir)
+    x = torch.from_numpy(load_images(paths))
+    size = x.shape[-1]
+    y = torch.from_numpy(labels)
+    model_args = {"num_identities": len(names), "dim": args.dim}
+    model = face.FaceVerifier(**model_args)
+    face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=True)
+    pairs = read_pairs(root / args.pairs, root / args.test_dir)
+    kf0, *_ = evaluate_face(model, pairs, size, projected=False)
+    print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
+    minings = args.mining.split(",")
+    for mining in minings:
+        torch.manual_seed(args.seed)
+        nn.init.orthogonal_(model.projection.weight)
+        face.train_projection(model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=True)
+        kf, fpr, tpr, scores = evaluate_face(model, pairs, size)
+        print(json.dumps({
+            "stage": "projected", "mining": mining, "acc": round(kf.mean, 4), "std": round(kf.std, 4),
+            "auc": round(ver.auc(fpr, tpr), 4), "eer": round(ver.equal_error_rate(fpr, tpr), 4),
+        }))  # fmt: skip
+        if mining == minings[0]:
+            kept = ({k: v.clone() for k, v in model.state_dict().items()}, fpr, tpr, scores)
+    state, fpr, tpr, scores = kept
+    model.load_state_dict(state)
+    if args.roc:
+        ver.save_roc_png(args.roc, fpr, tpr, f"W' ({minings[0]} mining)")
+    # The threshold `convloc verify` uses: the best one over all pairs.
+    threshold, _ = ver.best_threshold(scores, pairs.same)
+    torch.save(
+        {"kind": "face", "model_args": model_args, "size": size, "threshold": threshold,
+         "state_dict": model.state_dict()},
+        args.output,
+    )  # fmt: skip
+    return 0
+
+
+def _verify(args) -> int:
+    import torch
+
+    from convloc.data.lfw import load_images
+    from convloc.models.face import embed
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    x = torch.from_numpy(load_images([args.a, args.b], ckpt["size"]))
+    e = embed(model, x)
+    score = -float(((e[0] - e[1]) ** 2).sum())
+    same = score >= ckpt["threshold"]
+    print(json.dumps({"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}))
+    return 0 if same else 1
+
+
 def _train_crfrnn(args) -> int:
     raise NotImplementedError
 
 
-_train_face = _make_faces = _segment = _verify = _train_crfrnn
+_segment = _train_crfrnn
