@@ -179,23 +179,27 @@ def test_fcn_output_covers_any_input_size(variant):
 
 
 def test_fcn_alignment_is_exact():
-    """With an identity-like net the output at pixel (y, x) comes from the input at (y, x): a
-    single bright pixel's score peaks where it was."""
+    """Pass one bright pixel through identity convs and the pool3 skip only: the output must peak
+    exactly at the centre of the stride-8 cell that holds the pixel, i.e. no shift anywhere."""
     model = fcn.FCN(1, "8s", TINY).eval()
     with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        # Pass the red channel through every stage's first filter, then score pool3 with it.
-        for stage in (model.pool3, model.pool4, model.pool5):
-            for m in stage.modules():
-                if isinstance(m, torch.nn.Conv2d):
+        for mod in (model.pool3, model.pool4, model.pool5, model.fc):
+            for p in mod.parameters():
+                p.zero_()
+            for m in mod.modules():
+                if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3):
                     m.weight[0, 0, 1, 1] = 1.0
         model.score_pool3.weight[0, 0] = 1.0
-    x = torch.zeros(1, 3, 64, 64)
-    x[0, 0, 37, 21] = 1.0
-    out = model(x)[0, 0]
-    peak = divmod(int(out.argmax()), 64)
-    assert abs(peak[0] - 37) <= 4 and abs(peak[1] - 21) <= 4  # within one stride-8 cell
+    for py, px in [(37, 21), (8, 8), (20, 50)]:
+        x = torch.zeros(1, 3, 64, 64)
+        x[0, 0, py, px] = 1.0
+        out = model(x)[0, 0]
+        ys, xs = torch.nonzero(out >= out.max() - 1e-6, as_tuple=True)
+        # Conv1 (3x3, pad 68) puts image pixel p at padded position p + 67; three 2x2 pools put
+        # it in cell (p + 67) // 8, whose centre is at 8 * cell + 3.5 in padded coordinates.
+        for got, p in ((ys, py), (xs, px)):
+            centre = 8 * ((p + 67) // 8) + 3.5 - 67
+            assert got.double().mean().item() == pytest.approx(centre)
 
 
 def test_fcn_init_and_stagewise_copy():
@@ -222,7 +226,8 @@ def test_fcn_train_eval_smoke(synth):
     torch.manual_seed(0)
     ds = voc_seg.VOCSegmentation(synth, "train")
     x, y = (torch.from_numpy(a) for a in ds.arrays())
-    model = fcn.FCN(ds.num_classes, "8s", fcn.Layout(((8,), (16,), (16,), (16,), (16,)), 32, 5, 68))
+    layout = fcn.Layout(((8,), (16,), (16,), (16,), (16,)), 32, 5, 68, batch_norm=True)
+    model = fcn.FCN(ds.num_classes, "8s", layout)
     losses = fit(model, x, y, epochs=25, batch_size=8, lr=3e-3)
     assert losses[-1] < 0.6 * losses[0]
     s = evaluate(predict_scores(model, x), y, ds.num_classes)

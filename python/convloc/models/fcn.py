@@ -40,17 +40,20 @@ except ImportError:
 @dataclass(frozen=True)
 class Layout:
     """Channels of the conv layers in each of the five pooled stages, fully connected width,
-    the kernel that fc6 becomes once convolutionized, and the padding of the very first conv."""
+    the kernel that fc6 becomes once convolutionized, the padding of the very first conv, and
+    whether convs are followed by batch normalisation (not in VGG; it makes the small variant
+    trainable from scratch in a few CPU minutes)."""
 
     stages: tuple[tuple[int, ...], ...]
     fc: int
     fc_kernel: int
     pad: int
+    batch_norm: bool = False
 
 
 VGG16 = Layout(((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)), 4096, 7, 100)
 # CPU-trainable: same five stride-2 stages (strides 8/16/32 at pool3/4/5), narrow, one conv each.
-SMALL = Layout(((16,), (32,), (48,), (64,), (96,)), 128, 5, 68)
+SMALL = Layout(((16,), (32,), (48,), (64,), (96,)), 128, 5, 68, batch_norm=True)
 
 
 def vgg_features(layout: Layout, first_pad: int = 1) -> nn.Sequential:
@@ -60,7 +63,10 @@ def vgg_features(layout: Layout, first_pad: int = 1) -> nn.Sequential:
         layers: list[nn.Module] = []
         for j, w in enumerate(widths):
             pad = first_pad if i == 0 and j == 0 else 1
-            layers += [nn.Conv2d(in_ch, w, 3, padding=pad), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_ch, w, 3, padding=pad))
+            if layout.batch_norm:
+                layers.append(nn.BatchNorm2d(w))
+            layers.append(nn.ReLU(inplace=True))
             in_ch = w
         layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
         stages.append(nn.Sequential(*layers))
