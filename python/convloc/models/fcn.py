@@ -286,3 +286,22 @@ def _zero(conv: nn.Conv2d) -> nn.Conv2d:
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     return conv
+
+
+class FCNWithCRF(nn.Module):
+    """An FCN whose scores are the unaries of a CRF-as-RNN over the same (normalised) images:
+    ``forward(images [N, 3, H, W]) -> logits [N, L, H, W]``, trainable end to end."""
+
+    def __init__(self, fcn: FCN, **crf_args) -> None:
+        super().__init__()
+        from convloc.data.voc_seg import MEAN, STD
+        from convloc.nn.crfrnn import CRFasRNN
+
+        self.fcn = fcn
+        self.crf = CRFasRNN(fcn.num_classes, **crf_args)
+        self.register_buffer("mean", torch.from_numpy(MEAN).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.from_numpy(STD).reshape(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rgb = (x * self.std + self.mean) * 255  # back to the colours the bilateral kernel compares
+        return self.crf(self.fcn(x), rgb)

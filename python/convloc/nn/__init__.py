@@ -2,3 +2,4 @@
 ``nn.Module`` wrappers. Importing this module registers every convloc op with torch."""
 
 from convloc.nn import boxes  # noqa: F401 - registers convloc::box_area, box_iou, nms, batched_nms
+from convloc.nn.crfrnn import CRFasRNN  # noqa: F401 - CRF-as-RNN over the lattice filter
