@@ -27,6 +27,7 @@ int64_t TensorView::numel() const {
 }
 
 bool TensorView::is_contiguous() const {
+  if (numel() == 0) return true;  // no elements, so any strides (NumPy gives zeros) will do
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (shape[i] != 1 && strides[i] != expected) return false;

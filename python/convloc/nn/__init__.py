@@ -3,3 +3,4 @@
 
 from convloc.nn import boxes  # noqa: F401 - registers convloc::box_area, box_iou, nms, batched_nms
 from convloc.nn.crfrnn import CRFasRNN  # noqa: F401 - CRF-as-RNN over the lattice filter
+from convloc.nn.deconv import BilinearUpsample, ConvTranspose2d  # noqa: F401 - registers conv_transpose2d
