@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from convloc import _C, ops
+from convloc.ops.lattice import PermutohedralLattice
 
 __version__: str = _C.info()["version"]
 
@@ -33,4 +34,4 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(int(n))
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "ops"]
+__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "ops", "PermutohedralLattice"]

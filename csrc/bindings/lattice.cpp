@@ -1,0 +1,199 @@
+#include "lattice/lattice.h"
+
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include <pybind11/stl.h>
+
+#include "bindings/array.h"
+#include "core/dispatch.h"
+#include "core/parallel.h"
+
+namespace convloc {
+namespace {
+
+using py::arg;
+
+// features: [N, d] or [B, N, d] float, finite. Returns (batch, points, dim).
+std::tuple<int64_t, int64_t, int> check_features(const TensorView& f) {
+  if (f.dim() != 2 && f.dim() != 3)
+    fail_value(f.name, ": expected shape [N, d] or [B, N, d], got ", f.shape_str());
+  check_float(f);
+  const int64_t d = f.size(-1);
+  if (d < 1 || d > kLatticeMaxDim)
+    fail_value(f.name, ": expected 1 <= d <= ", kLatticeMaxDim, " features per point, got shape ", f.shape_str());
+  check_finite(f);
+  return {f.dim() == 3 ? f.size(0) : 1, f.size(-2), static_cast<int>(d)};
+}
+
+// values / out: [N, C] or [B, N, C] matching the features' batch and points.
+void check_values(const TensorView& v, const TensorView& f, int64_t batch, int64_t n) {
+  check_same_dtype(f, v);
+  check_same_device(f, v);
+  if (f.dim() == 3) check_shape(v, {batch, n, -1}, "[B, N, C] (B, N from features)");
+  else check_shape(v, {n, -1}, "[N, C] (N from features)");
+}
+
+// B lattices of one dtype, built from features [B, N, d] (or one from [N, d]).
+class LatticeBatch {
+ public:
+  explicit LatticeBatch(py::handle features_obj) {
+    Array f = as_array(features_obj, "features");
+    if (f->is_cuda())
+      fail_value("features: PermutohedralLattice is built on the CPU; use ops.permutohedral_filter for CUDA arrays");
+    check_cpu_or_cuda(*f);
+    std::tie(batch_, n_, d_) = check_features(*f);
+    batched_ = f->dim() == 3;
+    double_ = f->dtype == DType::Float64;
+    py::gil_scoped_release nogil;
+    CONVLOC_DISPATCH_FLOAT(*f, [&] {
+      auto& lat = lattices<scalar_t>();
+      lat.resize(batch_);
+      const auto* p = f->ptr<scalar_t>();
+      // Several items: one per thread (each builds inline); one item: threads within its build.
+      parallel_for(batch_, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b)
+          lat[b] = std::make_unique<PermutohedralLattice<scalar_t>>(p + b * n_ * d_, n_, d_);
+      });
+    });
+  }
+
+  int64_t batch() const { return batch_; }
+  int64_t num_points() const { return n_; }
+  int dim() const { return d_; }
+  bool batched() const { return batched_; }
+  bool is_double() const { return double_; }
+
+  template <typename F>
+  auto each(F&& fn) const {
+    return double_ ? fn(d64_) : fn(f32_);
+  }
+
+  template <typename T>
+  std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lattices() {
+    if constexpr (std::is_same_v<T, float>) return f32_;
+    else return d64_;
+  }
+  template <typename T>
+  const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lattices() const {
+    if constexpr (std::is_same_v<T, float>) return f32_;
+    else return d64_;
+  }
+
+ private:
+  int64_t batch_ = 0, n_ = 0;
+  int d_ = 0;
+  bool batched_ = false, double_ = false;
+  std::vector<std::unique_ptr<PermutohedralLattice<float>>> f32_;
+  std::vector<std::unique_ptr<PermutohedralLattice<double>>> d64_;
+};
+
+// Filters values [B, N, C] through B lattices into out (same shape).
+template <typename T>
+void filter_batch(const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lat, const T* in, T* out,
+                  int64_t n, int64_t c, bool transpose) {
+  const int64_t batch = static_cast<int64_t>(lat.size());
+  auto one = [&](int64_t b) { lat[b]->filter(in + b * n * c, out + b * n * c, c, transpose); };
+  if (batch >= get_num_threads()) {
+    parallel_for(batch, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) one(b);
+    });
+  } else {
+    for (int64_t b = 0; b < batch; ++b) one(b);
+  }
+}
+
+void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::handle out_obj, bool transpose) {
+  Array v = as_array(values_obj, "values"), out = as_output(out_obj, "out");
+  if (v->is_cuda()) fail_value("values: expected a CPU array (the lattice lives on the CPU)");
+  const DType want = self.is_double() ? DType::Float64 : DType::Float32;
+  if (v->dtype != want)
+    fail_type("values: expected ", dtype_name(want), " like the lattice's features, got ", dtype_name(v->dtype));
+  if (self.batched()) check_shape(*v, {self.batch(), self.num_points(), -1}, "[B, N, C] (B, N from the lattice)");
+  else check_shape(*v, {self.num_points(), -1}, "[N, C] (N from the lattice)");
+  check_same_dtype(*v, *out);
+  check_same_device(*v, *out);
+  if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
+  const int64_t c = v->size(-1);
+  py::gil_scoped_release nogil;
+  CONVLOC_DISPATCH_FLOAT(*v, [&] {
+    filter_batch(self.lattices<scalar_t>(), v->ptr<scalar_t>(), out->ptr<scalar_t>(), self.num_points(), c,
+                 transpose);
+  });
+}
+
+void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
+  Array out = as_output(out_obj, "out");
+  const DType want = self.is_double() ? DType::Float64 : DType::Float32;
+  check_dtype(*out, want);
+  if (self.batched()) check_shape(*out, {self.batch(), self.num_points()}, "[B, N] (B, N from the lattice)");
+  else check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
+  py::gil_scoped_release nogil;
+  CONVLOC_DISPATCH_FLOAT(*out, [&] {
+    const auto& lat = self.lattices<scalar_t>();
+    for (size_t b = 0; b < lat.size(); ++b) lat[b]->diagonal(out->ptr<scalar_t>() + b * self.num_points());
+  });
+}
+
+std::vector<int64_t> per_item(const LatticeBatch& self, bool memory) {
+  std::vector<int64_t> r;
+  auto collect = [&](const auto& lat) {
+    for (const auto& l : lat) r.push_back(memory ? l->memory_bytes() : l->num_vertices());
+    return 0;
+  };
+  self.each(collect);
+  return r;
+}
+
+// One-shot filtering (build + filter), CPU or CUDA: features [B?, N, d], values/out [B?, N, C].
+void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py::handle out_obj, bool transpose,
+                             bool exclude_self, uintptr_t stream_id) {
+  Array f = as_array(features_obj, "features"), v = as_array(values_obj, "values"), out = as_output(out_obj, "out");
+  check_cpu_or_cuda(*f);
+  const auto [batch, n, d] = check_features(*f);
+  check_values(*v, *f, batch, n);
+  check_same_dtype(*v, *out);
+  check_same_device(*v, *out);
+  if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
+  const int64_t c = v->size(-1);
+  void* stream = reinterpret_cast<void*>(stream_id);
+  (void)stream;
+  py::gil_scoped_release nogil;
+  CONVLOC_DISPATCH_FLOAT(*f, [&] {
+    const auto* pf = f->ptr<scalar_t>();
+    const auto* pv = v->ptr<scalar_t>();
+    auto* po = out->ptr<scalar_t>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto* fb = pf + b * n * d;
+      const auto* vb = pv + b * n * c;
+      auto* ob = po + b * n * c;
+      CONVLOC_ON_DEVICE(*f, permutohedral_filter_cpu(fb, n, d, vb, ob, c, transpose, exclude_self),
+                        permutohedral_filter_cuda(fb, n, d, vb, ob, c, transpose, exclude_self, stream));
+    }
+  });
+}
+
+}  // namespace
+
+void bind_lattice(py::module_& m) {
+  py::class_<LatticeBatch>(m, "PermutohedralLattice",
+                           "B permutohedral lattices built from features [B, N, d] (or one from [N, d]).")
+      .def(py::init<py::handle>(), arg("features"))
+      .def("filter", &py_lattice_filter, arg("values"), arg("out"), py::kw_only(), arg("transpose") = false,
+           "out ≈ Gaussian filtering of values [B?, N, C] (transpose: the exact adjoint).")
+      .def("diagonal", &py_lattice_diagonal, arg("out"), "out[b, i] = the lattice's own weight of point i.")
+      .def_property_readonly("batch", &LatticeBatch::batch)
+      .def_property_readonly("batched", &LatticeBatch::batched)
+      .def_property_readonly("num_points", &LatticeBatch::num_points)
+      .def_property_readonly("dim", &LatticeBatch::dim)
+      .def_property_readonly("dtype", [](const LatticeBatch& s) { return s.is_double() ? "float64" : "float32"; })
+      .def_property_readonly("num_vertices", [](const LatticeBatch& s) { return per_item(s, false); })
+      .def_property_readonly("memory_bytes", [](const LatticeBatch& s) { return per_item(s, true); });
+  m.def("permutohedral_filter", &py_permutohedral_filter, arg("features"), arg("values"), arg("out"),
+        py::kw_only(), arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
+        "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
+        "(exclude_self: minus each point's own lattice weight).");
+}
+
+}  // namespace convloc

@@ -1,0 +1,232 @@
+// Permutohedral lattice (Adams, Baek & Davis 2010): approximate high-dimensional Gaussian filtering
+//   out_i = sum_j exp(-|f_i - f_j|^2 / 2) in_j
+// by splatting each point onto the d+1 vertices of its enclosing simplex, blurring with [1 2 1]/2
+// along the d+1 lattice directions, and slicing back with the same barycentric weights.
+//
+// The lattice is built once per feature set; filter() then only gathers through stored indices
+// (no hashing), so a dense CRF can filter many times per build. The per-point math (embedding,
+// simplex, weights, vertex keys, hashing) is shared with the CUDA path through CONVLOC_HD functions.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/common.h"
+
+namespace convloc {
+
+// Largest feature dimension (the per-point scratch lives on the stack).
+constexpr int kLatticeMaxDim = 32;
+// Lattice coordinates are stored as int32: features whose embedded coordinates exceed this are refused
+// (a feature range about 10^8 / (d + 1) standard deviations; pydensecrf's int16 keys overflow at 32767).
+constexpr double kLatticeMaxCoord = 1 << 29;
+
+// Lattice units per feature unit: the [1 2 1] blur along all d+1 directions then has a standard
+// deviation close to 1 in feature units (Adams et al.; Krähenbühl's dense CRF uses the same value).
+CONVLOC_HD double lattice_scale(int d) { return 0.816496580927726 * (d + 1); }  // sqrt(2/3) (d + 1)
+
+// Factor that turns splat-blur-slice into an approximation of the unnormalised Gaussian sum: each vertex
+// stands for a cell of volume sqrt(d+1)^-1 (3/2)^(d/2) in feature units, the blur multiplies mass by 2^(d+1),
+// and the Gaussian integrates to (2 pi)^(d/2).
+CONVLOC_HD double lattice_amplitude(int d) {
+  return std::sqrt(double(d + 1)) * std::pow(4.0 * 3.14159265358979323846 / 3.0, 0.5 * d) / std::ldexp(1.0, d + 1);
+}
+
+// Embeds features f[0..d) in the hyperplane sum(x) = 0 of R^(d+1), finds the enclosing simplex and writes
+// its vertices' keys (the first d integer coordinates of each vertex; the last is minus their sum) to
+// keys[k * d + i] and the barycentric weights to weights[k], k = 0..d; ranks (nullable) gets each
+// coordinate's rank, which says along which directions the simplex's vertices differ.
+template <typename T>
+CONVLOC_HD void lattice_simplex(const T* f, int d, const T* scale, int32_t* keys, T* weights, uint8_t* ranks) {
+  T elevated[kLatticeMaxDim + 1];
+  int32_t rem0[kLatticeMaxDim + 1];
+  int rank[kLatticeMaxDim + 1];
+  T bary[kLatticeMaxDim + 2];
+  // Elevation: an isometry (times lattice_scale) onto the hyperplane.
+  T sm = 0;
+  for (int i = d; i > 0; --i) {
+    const T cf = f[i - 1] * scale[i - 1];
+    elevated[i] = sm - T(i) * cf;
+    sm += cf;
+  }
+  elevated[0] = sm;
+  // Nearest remainder-0 point, coordinate by coordinate.
+  const T down_factor = T(1) / T(d + 1);
+  int sum = 0;
+  for (int i = 0; i <= d; ++i) {
+    const T v = elevated[i] * down_factor;
+    const T up = std::ceil(v) * T(d + 1);
+    const T down = std::floor(v) * T(d + 1);
+    const T r = (up - elevated[i] < elevated[i] - down) ? up : down;
+    rem0[i] = static_cast<int32_t>(r);
+    sum += static_cast<int>(rem0[i] / (d + 1));
+    rank[i] = 0;
+  }
+  // Rank the differences to find the simplex.
+  for (int i = 0; i < d; ++i)
+    for (int j = i + 1; j <= d; ++j) {
+      if (elevated[i] - T(rem0[i]) < elevated[j] - T(rem0[j])) ++rank[i];
+      else ++rank[j];
+    }
+  // Move the point onto the plane if the rounding left it off.
+  if (sum > 0) {
+    for (int i = 0; i <= d; ++i) {
+      if (rank[i] >= d + 1 - sum) {
+        rem0[i] -= d + 1;
+        rank[i] += sum - (d + 1);
+      } else {
+        rank[i] += sum;
+      }
+    }
+  } else if (sum < 0) {
+    for (int i = 0; i <= d; ++i) {
+      if (rank[i] < -sum) {
+        rem0[i] += d + 1;
+        rank[i] += (d + 1) + sum;
+      } else {
+        rank[i] += sum;
+      }
+    }
+  }
+  // Barycentric coordinates.
+  for (int i = 0; i <= d + 1; ++i) bary[i] = 0;
+  for (int i = 0; i <= d; ++i) {
+    const T v = (elevated[i] - T(rem0[i])) * down_factor;
+    bary[d - rank[i]] += v;
+    bary[d + 1 - rank[i]] -= v;
+  }
+  bary[0] += T(1) + bary[d + 1];
+  // Vertex k of the simplex: rem0 + the canonical simplex point of remainder k, permuted by rank.
+  for (int k = 0; k <= d; ++k) {
+    for (int i = 0; i < d; ++i) keys[k * d + i] = rem0[i] + (rank[i] <= d - k ? k : k - (d + 1));
+    weights[k] = bary[k];
+  }
+  if (ranks)
+    for (int i = 0; i <= d; ++i) ranks[i] = static_cast<uint8_t>(rank[i]);
+}
+
+// 64-bit hash of a d-coordinate key (full int32 coordinates: no overflow for any accepted feature range).
+CONVLOC_HD uint64_t lattice_hash(const int32_t* key, int d) {
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < d; ++i) {
+    h ^= static_cast<uint32_t>(key[i]);
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+  }
+  h ^= h >> 29;
+  h *= 0xC4CEB9FE1A85EC53ull;
+  h ^= h >> 32;
+  return h;
+}
+
+CONVLOC_HD bool lattice_key_equal(const int32_t* a, const int32_t* b, int d) {
+  for (int i = 0; i < d; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+// Neighbour of `key` one step along lattice direction j (sign +1 or -1): every coordinate moves by
+// -sign, coordinate j by +sign * d (the (d+1)-th, implicit coordinate keeps the sum at zero).
+CONVLOC_HD void lattice_neighbour(const int32_t* key, int d, int j, int sign, int32_t* out) {
+  for (int i = 0; i < d; ++i) out[i] = key[i] - sign;
+  if (j < d) out[j] = key[j] + sign * d;
+}
+
+// The lattice's own weight of one point, (A)_ii / amplitude = sum_{a,b} w_a w_b (blur)[v_a, v_b], from its
+// simplex (vertex ids off[0..d], weights w, coordinate ranks) and the blur neighbours (nb[(v*(d+1)+j)*2 + side],
+// absent ones = absent). Simplex vertex a lies at vertex b minus the lattice directions j with
+// d - a < rank_j <= d - b (a > b; the mirror for a < b); since the d + 1 directions sum to zero, the blur
+// reaches it by exactly two step patterns (s and s + 1 within {-1, 0, 1}; a == b: all 0, all +1, all -1).
+// A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
+template <typename T>
+CONVLOC_HD double lattice_self_weight(const int32_t* off, const T* w, const uint8_t* rank, const int32_t* nb,
+                                      int64_t absent, int d) {
+  const int k1 = d + 1;
+  double total = 0;
+  for (int a = 0; a < k1; ++a)
+    for (int b = 0; b < k1; ++b) {
+      const double wab = double(w[a]) * double(w[b]);
+      if (wab == 0) continue;
+      const int lo = a > b ? d - a : d - b, hi = a > b ? d - b : d - a;
+      const int base = a > b ? -1 : 1;
+      for (int shift = -1; shift <= 1; ++shift) {
+        bool ok = true;
+        for (int j = 0; j < k1; ++j) {
+          const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
+          ok &= s >= -1 && s <= 1;
+        }
+        if (!ok) continue;
+        int64_t cur = off[b];
+        int steps = 0;
+        for (int j = 0; j < k1 && cur != absent; ++j) {
+          const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
+          if (s == 0) continue;
+          cur = nb[(cur * k1 + j) * 2 + (s > 0)];
+          ++steps;
+        }
+        if (cur != absent) total += wab * std::ldexp(1.0, -steps);
+      }
+    }
+  return total;
+}
+
+// Per-coordinate factors of the elevation, times lattice_scale(d).
+template <typename T>
+CONVLOC_HD void lattice_scale_factors(int d, T* scale) {
+  const double s = lattice_scale(d);
+  for (int i = 0; i < d; ++i) scale[i] = static_cast<T>(s / std::sqrt(double(i + 1) * double(i + 2)));
+}
+
+template <typename T>  // float or double
+class PermutohedralLattice {
+ public:
+  // features [n, d] row-major, already divided by the kernel's standard deviations; 1 <= d <= kLatticeMaxDim.
+  // Throws ValueError for NaN/inf features or coordinates beyond kLatticeMaxCoord.
+  PermutohedralLattice(const T* features, int64_t n, int d);
+  int64_t num_points() const { return n_; }
+  int dim() const { return d_; }
+  int64_t num_vertices() const { return num_vertices_; }
+  int64_t memory_bytes() const;
+  // out[i, :] ≈ sum_j exp(-|f_i - f_j|^2 / 2) in[j, :]   (transpose=true: the exact adjoint of that linear map)
+  // in, out: [n, channels] row-major (channels innermost); must not alias. No hashing here (neighbours are
+  // stored at build time); runs on convloc::parallel_for; results independent of the thread count.
+  void filter(const T* in, T* out, int64_t channels, bool transpose = false) const;
+  // out[i] = the lattice's own weight of point i, (A)_ii: what filter() adds of in[i] to out[i]. Subtracting
+  // diagonal[i] * in[i] excludes each point's own contribution (j != i) without ever going negative.
+  // Computed on demand by walking the stored blur neighbours (no hashing); costs about one filtering.
+  void diagonal(T* out) const;
+
+ private:
+  int64_t n_ = 0;
+  int d_ = 0;
+  int64_t num_vertices_ = 0;
+  T amplitude_ = 0;
+  // Slice: point i reads vertices offset_[i*(d+1)+k] with weights weight_[i*(d+1)+k].
+  std::vector<int32_t> offset_;
+  std::vector<T> weight_;
+  // Splat as a gather: vertex v sums splat_point_[e] * splat_weight_[e], e in [splat_start_[v], splat_start_[v+1]).
+  std::vector<int64_t> splat_start_;
+  std::vector<int32_t> splat_point_;
+  std::vector<T> splat_weight_;
+  // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
+  // the always-zero row num_vertices_.
+  std::vector<int32_t> blur_;
+  // Ranks of each point's coordinates (for diagonal()).
+  std::vector<uint8_t> rank_;
+};
+
+// One-shot filtering (build + filter): features [n, d], in/out [n, channels]; exclude_self subtracts each
+// point's own lattice weight (diagonal()) times its value.
+template <typename T>
+void permutohedral_filter_cpu(const T* features, int64_t n, int d, const T* in, T* out, int64_t channels,
+                              bool transpose, bool exclude_self);
+#ifdef CONVLOC_WITH_CUDA
+// The same on the GPU, on the caller's stream.
+template <typename T>
+void permutohedral_filter_cuda(const T* features, int64_t n, int d, const T* in, T* out, int64_t channels,
+                               bool transpose, bool exclude_self, void* stream);
+#endif
+
+}  // namespace convloc

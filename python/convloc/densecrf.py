@@ -1,0 +1,233 @@
+"""A drop-in replacement for ``pydensecrf.densecrf``: change one import line, keep your code.
+
+    import convloc.densecrf as dcrf          # was: import pydensecrf.densecrf as dcrf
+
+    d = dcrf.DenseCRF2D(W, H, n_labels)
+    d.setUnaryEnergy(U)                      # [n_labels, H*W] float32, -log P
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)   # image [H, W, 3] uint8
+    Q = d.inference(5)                       # [n_labels, H*W]; np.argmax(Q, axis=0) for labels
+
+Same classes, methods, constants, array layouts and results (up to the lattice's rounding) as
+pydensecrf. Differences: ``inference`` returns a NumPy float32 array (``np.array(Q)`` still works);
+where pydensecrf silently computes garbage or fails obscurely — image W and H swapped, a float or
+non-contiguous image, NaN in the unary, features with the wrong number of points, inference before
+``setUnaryEnergy`` — this module raises ``ValueError`` / ``TypeError`` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+
+import numpy as np
+
+from convloc import _C
+from convloc.ops.crf import _compat_matrix
+
+__all__ = [
+    "DenseCRF",
+    "DenseCRF2D",
+    "CONST_KERNEL",
+    "DIAG_KERNEL",
+    "FULL_KERNEL",
+    "NO_NORMALIZATION",
+    "NORMALIZE_BEFORE",
+    "NORMALIZE_AFTER",
+    "NORMALIZE_SYMMETRIC",
+]
+
+# pydensecrf's KernelType (all three are the same Gaussian at inference) and NormalizationType.
+CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
+NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
+
+
+class DenseCRF:
+    """A fully connected CRF over ``nvar`` points with ``nlabels`` labels (pydensecrf.DenseCRF)."""
+
+    def __init__(self, nvar: int, nlabels: int, *_args, **_kwargs):
+        if int(nvar) < 1:
+            raise ValueError(f"nvar: expected at least one point, got {nvar}")
+        if int(nlabels) < 2:
+            raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
+        self._n, self._labels = int(nvar), int(nlabels)
+        self._unary: np.ndarray | None = None
+        self._features: list[np.ndarray] = []  # [N, d] float32 each
+        self._compat: list[np.ndarray] = []  # [L, L] apply form
+        self._norm: list[int] = []
+
+    def setUnaryEnergy(self, u, f=None) -> None:  # noqa: N802 - pydensecrf's name
+        """Sets the unary: -log P as [nlabels, nvar] (float32; other shapes with that many values
+        and float64 are accepted)."""
+        if f is not None:
+            raise NotImplementedError(
+                "setUnaryEnergy: learned unaries (the f argument) are not supported"
+            )
+        u = np.asarray(u)
+        if u.ndim < 2 or u.shape[0] != self._labels or u.size != self._labels * self._n:
+            raise ValueError(
+                f"u: expected shape ({self._labels}, {self._n}) [nlabels, nvar], got {u.shape}"
+                + (" (transposed?)" if u.shape == (self._n, self._labels) else "")
+            )
+        u = np.ascontiguousarray(u.reshape(self._labels, self._n), dtype=np.float32)
+        if not np.all(np.isfinite(u)):
+            raise ValueError(
+                "u: expected finite energies, got NaN or inf (clip probabilities before -log)"
+            )
+        self._unary = u
+
+    def setUnary(self, u) -> None:  # noqa: N802
+        raise NotImplementedError("setUnary: pass the energies to setUnaryEnergy instead")
+
+    def addPairwiseEnergy(  # noqa: N802
+        self, features, compat, kernel: int = DIAG_KERNEL, normalization: int = NORMALIZE_SYMMETRIC
+    ) -> None:
+        """Adds a Gaussian kernel over features [d, nvar] (already divided by their standard
+        deviations). compat: a number (Potts), [nlabels] (diagonal) or [nlabels, nlabels]."""
+        f = np.asarray(features)
+        if f.ndim != 2 or f.shape[1] != self._n:
+            raise ValueError(
+                f"features: expected shape (d, {self._n}) [feature dim, nvar], got {f.shape}"
+            )
+        if not np.issubdtype(f.dtype, np.floating):
+            raise TypeError(f"features: expected float32 features, got {f.dtype}")
+        if not np.all(np.isfinite(f)):
+            raise ValueError("features: expected finite values, got NaN or inf")
+        if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
+            raise ValueError(
+                f"kernel: expected CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel}"
+            )
+        if normalization not in (
+            NO_NORMALIZATION,
+            NORMALIZE_BEFORE,
+            NORMALIZE_AFTER,
+            NORMALIZE_SYMMETRIC,
+        ):
+            raise ValueError(
+                f"normalization: expected a pydensecrf NormalizationType, got {normalization}"
+            )
+        c = compat if isinstance(compat, Number) else np.asarray(compat, np.float64)
+        self._compat.append(_compat_matrix(c, self._labels, 1.0, "compat").astype(np.float32))
+        self._features.append(np.ascontiguousarray(f.T, dtype=np.float32))
+        self._norm.append(int(normalization))
+
+    def _run(self, iterations: int, init: np.ndarray | None = None, energy: bool = False):
+        if self._unary is None:
+            raise ValueError("setUnaryEnergy must be called before inference")
+        u = self._unary[None]
+        if not self._features:  # no pairwise term: Q = softmax(-U), as pydensecrf
+            q = np.exp(-(u[0] - u[0].min(0)))
+            q = (q / q.sum(0)) if init is None else init.copy()
+            return q, None
+        q = np.empty_like(u)
+        e = np.empty((1, iterations + 1), np.float64) if energy else None
+        _C.dense_crf(
+            u,
+            [f[None] for f in self._features],
+            np.stack(self._compat),
+            self._norm,
+            int(iterations),
+            False,
+            q,
+            None,
+            e,
+            None if init is None else np.ascontiguousarray(init, np.float32)[None],
+        )
+        return q[0], e
+
+    def inference(self, niter: int) -> np.ndarray:
+        """Marginals Q [nlabels, nvar] (float32) after niter mean-field iterations."""
+        if int(niter) < 0:
+            raise ValueError(f"niter: expected an integer >= 0, got {niter}")
+        return self._run(int(niter))[0]
+
+    def startInference(self):  # noqa: N802
+        """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-U)."""
+        q = self._run(0)[0]
+        return q, np.zeros_like(q), np.zeros_like(q)
+
+    def stepInference(self, Q, tmp1=None, tmp2=None) -> None:  # noqa: N802, N803
+        """One mean-field iteration, updating Q [nlabels, nvar] in place (rebuilds the lattices)."""
+        if (
+            not isinstance(Q, np.ndarray)
+            or Q.shape != (self._labels, self._n)
+            or Q.dtype != np.float32
+        ):
+            raise TypeError(
+                f"Q: expected the float32 [{self._labels}, {self._n}] array from startInference"
+            )
+        Q[...] = self._run(1, init=Q)[0]
+
+    def klDivergence(self, Q) -> float:  # noqa: N802, N803
+        """pydensecrf's KL value: sum Q log Q + sum U Q + sum Q * message(Q) (no 1/2 on the pairwise term)."""
+        q = np.ascontiguousarray(Q, dtype=np.float32)
+        if q.shape != (self._labels, self._n):
+            raise ValueError(f"Q: expected shape ({self._labels}, {self._n}), got {q.shape}")
+        if self._unary is None:
+            raise ValueError("setUnaryEnergy must be called before klDivergence")
+        q64, u64 = q.astype(np.float64), self._unary.astype(np.float64)
+        base = float((q64 * np.log(np.maximum(q64, 1e-20))).sum() + (u64 * q64).sum())
+        if not self._features:
+            return base
+        # energy = base + 1/2 sum Q·message, so the full pairwise term is 2 (energy - base).
+        energy = float(self._run(0, init=q, energy=True)[1][0, 0])
+        return base + 2.0 * (energy - base)
+
+
+class DenseCRF2D(DenseCRF):
+    """A dense CRF over the pixels of a W×H image (pydensecrf.DenseCRF2D: note W first)."""
+
+    def __init__(self, w: int, h: int, nlabels: int, *_args, **_kwargs):
+        if int(w) < 1 or int(h) < 1:
+            raise ValueError(f"w, h: expected a positive image size, got {w}×{h}")
+        super().__init__(int(w) * int(h), nlabels)
+        self._w, self._h = int(w), int(h)
+
+    def _positions(self, sxy) -> np.ndarray:
+        sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
+        if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
+            raise ValueError(f"sxy: expected positive standard deviations, got {sxy!r}")
+        y, x = np.mgrid[0 : self._h, 0 : self._w].astype(np.float32)
+        return np.stack([x.ravel() / np.float32(sx), y.ravel() / np.float32(sy)])
+
+    def addPairwiseGaussian(  # noqa: N802
+        self, sxy, compat, kernel: int = DIAG_KERNEL, normalization: int = NORMALIZE_SYMMETRIC
+    ) -> None:
+        """Smoothness kernel over pixel positions (x/sx, y/sy)."""
+        self.addPairwiseEnergy(self._positions(sxy), compat, kernel, normalization)
+
+    def addPairwiseBilateral(  # noqa: N802
+        self,
+        sxy,
+        srgb,
+        rgbim,
+        compat,
+        kernel: int = DIAG_KERNEL,
+        normalization: int = NORMALIZE_SYMMETRIC,
+    ) -> None:
+        """Appearance kernel over (x/sx, y/sy, r/sr, g/sg, b/sb); rgbim [H, W, 3] uint8 C-contiguous."""
+        im = rgbim
+        if not isinstance(im, np.ndarray):
+            raise TypeError(f"rgbim: expected a NumPy array, got {type(im).__name__}")
+        if im.dtype != np.uint8:
+            raise TypeError(
+                f"rgbim: expected a uint8 image (0..255), got {im.dtype}; convert with "
+                "(img * 255).astype(np.uint8) if it is a float image in [0, 1]"
+            )
+        if im.ndim != 3 or im.shape[2] != 3 or im.shape[:2] != (self._h, self._w):
+            swapped = im.ndim == 3 and im.shape[:2] == (self._w, self._h) and self._w != self._h
+            raise ValueError(
+                f"rgbim: expected shape ({self._h}, {self._w}, 3) [H, W, 3] for DenseCRF2D(w={self._w}, "
+                f"h={self._h}), got {im.shape}"
+                + (" (DenseCRF2D takes W first, then H: W and H swapped?)" if swapped else "")
+            )
+        if not im.flags.c_contiguous:
+            raise ValueError(
+                "rgbim: expected a C-contiguous image; pass np.ascontiguousarray(rgbim)"
+            )
+        sr = (srgb,) * 3 if isinstance(srgb, Number) else tuple(srgb)
+        if len(sr) != 3 or not all(np.isfinite(s) and s > 0 for s in sr):
+            raise ValueError(f"srgb: expected positive standard deviations, got {srgb!r}")
+        col = im.reshape(-1, 3).T.astype(np.float32) / np.asarray(sr, np.float32)[:, None]
+        self.addPairwiseEnergy(
+            np.concatenate([self._positions(sxy), col]), compat, kernel, normalization
+        )

@@ -1,0 +1,430 @@
+"""Conditional random fields for segmentation: the fully connected (dense) CRF and the grid CRF.
+
+The dense CRF of Krähenbühl & Koltun (2011): energy ``sum_i U_i(y_i) + sum_{i<j} μ(y_i, y_j)
+sum_m w_m k_m(f_i, f_j)`` with Gaussian kernels ``k_m = exp(-|f_i - f_j|² / 2)`` over scaled features
+(positions / sxy, colours / srgb), minimised approximately by parallel mean-field updates whose
+kernel sums are computed with the permutohedral lattice. The conventions are pydensecrf's:
+
+* ``unary`` is the negative log-probability, labels first: ``[L, H, W]`` (or ``[B, L, H, W]``,
+  or ``[L, D, H, W]`` volumes with ``ndim=3``).
+* ``compat``: a scalar ``c`` is Potts (the same labels attract with strength ``c·w_m``); a vector
+  ``[L]`` or a matrix ``[L, L]`` is an energy added for the label pair, exactly as pydensecrf's
+  ``DiagonalCompatibility`` / ``MatrixCompatibility`` (the matrix is symmetrised, as there).
+* ``normalization``: ``"symmetric"`` (default), ``"before"``, ``"after"`` as in pydensecrf, or
+  ``"none"`` (the plain Gaussian sums; pydensecrf's NO_NORMALIZATION returns its lattice's raw
+  output, which differs by a constant factor); the kernel sum includes the pixel itself unless
+  ``exclude_self=True``.
+
+The grid CRF is the lecture's baseline: 4- or 8-neighbour Potts with weight
+``w1·exp(-beta·|x_i - x_j|²) + w2``, by the same mean-field updates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from convloc import _C
+from convloc import _bridge as B
+from convloc._bridge import Array
+
+__all__ = [
+    "Gaussian",
+    "Bilateral",
+    "Features",
+    "dense_crf",
+    "grid_crf",
+    "unary_from_softmax",
+    "unary_from_labels",
+    "create_pairwise_gaussian",
+    "create_pairwise_bilateral",
+]
+
+Compat = Union[str, float, Sequence[float], np.ndarray, None]
+NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Smoothness kernel over positions: ``exp(-sum_a (p_a - q_a)² / (2 sxy_a²))``.
+
+    ``sxy`` is in the units of ``spacing`` (pixels by default): a number or one per spatial axis.
+    ``compat`` / ``normalization`` override :func:`dense_crf`'s for this kernel.
+    """
+
+    sxy: float | Sequence[float] = 3.0
+    weight: float = 3.0
+    compat: Compat = None
+    normalization: str | None = None
+
+
+@dataclass(frozen=True)
+class Bilateral:
+    """Appearance kernel over positions and image values (any number of channels).
+
+    ``srgb`` is a number or one per image channel.
+    """
+
+    sxy: float | Sequence[float] = 80.0
+    srgb: float | Sequence[float] = 13.0
+    weight: float = 10.0
+    compat: Compat = None
+    normalization: str | None = None
+
+
+@dataclass(frozen=True)
+class Features:
+    """A kernel over user features, already divided by their standard deviations.
+
+    ``features``: ``[d, *spatial]`` or ``[d, N]`` (pydensecrf's layout, e.g. from
+    :func:`create_pairwise_bilateral`), or batched ``[B, d, ...]``.
+    """
+
+    features: Any
+    weight: float = 1.0
+    compat: Compat = None
+    normalization: str | None = None
+
+
+def _positive(value: Any, count: int, name: str) -> np.ndarray:
+    """A float64 vector of `count` positive finite numbers from a number or a sequence."""
+    v = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if v.ndim != 1 or (v.size != 1 and v.size != count):
+        raise ValueError(f"{name}: expected a number or {count} numbers, got {value!r}")
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"{name}: expected positive finite numbers, got {value!r}")
+    return np.broadcast_to(v, (count,)).copy()
+
+
+def _compat_matrix(compat: Compat, labels: int, weight: float, name: str) -> np.ndarray:
+    """pydensecrf's compatibility in its apply form (message = C @ filtered Q), times the weight."""
+    if isinstance(compat, str):
+        if compat != "potts":
+            raise ValueError(f"{name}: expected 'potts', a number, [L] or [L, L], got {compat!r}")
+        compat = 1.0
+    c = np.asarray(compat, dtype=np.float64)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{name}: expected finite values")
+    if c.ndim == 0:
+        return -weight * float(c) * np.eye(labels)
+    if c.shape == (labels,):
+        return weight * np.diag(c)
+    if c.shape == (labels, labels):
+        return weight * 0.5 * (c + c.T)
+    raise ValueError(
+        f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}"
+    )
+
+
+def _norm_code(mode: str | int, name: str) -> int:
+    if isinstance(mode, (int, np.integer)) and 0 <= int(mode) <= 3:
+        return int(mode)
+    if mode in NORMALIZATIONS:
+        return NORMALIZATIONS[mode]
+    raise ValueError(f"{name}: expected one of {sorted(NORMALIZATIONS)}, got {mode!r}")
+
+
+def _positions(spatial: tuple[int, ...], scale: np.ndarray, dtype) -> np.ndarray:
+    """[N, ndim] pixel positions times scale (spacing / sxy per axis), C order."""
+    axes = [np.arange(s, dtype=dtype) * dtype(scale[a]) for a, s in enumerate(spatial)]
+    grids = np.meshgrid(*axes, indexing="ij")
+    return np.stack([g.reshape(-1) for g in grids], axis=1)
+
+
+def _split_batch(unary: Array, ndim: int) -> tuple[bool, int, int, tuple[int, ...]]:
+    if unary.ndim == ndim + 1:
+        batched, b, labels = False, 1, unary.shape[0]
+    elif unary.ndim == ndim + 2:
+        batched, b, labels = True, unary.shape[0], unary.shape[1]
+    else:
+        raise ValueError(
+            f"unary: expected [L, *spatial] or [B, L, *spatial] with {ndim} spatial axes, "
+            f"got shape {tuple(unary.shape)}"
+        )
+    return batched, b, labels, tuple(int(s) for s in unary.shape[-ndim:])
+
+
+def _swapped(shape: tuple[int, ...], lead: tuple[int, ...]) -> bool:
+    """True when shape starts with lead whose last two axes are exchanged."""
+    want = lead[:-2] + (lead[-1], lead[-2])
+    return len(lead) >= 2 and want != lead and shape[: len(lead)] == want
+
+
+def _image_channels(
+    image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype
+) -> np.ndarray:
+    """The image as [B, N, C] float of the unary's dtype, checked against the unary's shape."""
+    img = np.asarray(image.detach().cpu() if B.is_torch(image) else image)
+    lead = ((batch,) if batched else ()) + spatial
+    if img.shape == lead:
+        img = img[..., None]
+    if img.shape[:-1] != lead:
+        raise ValueError(
+            f"image: expected shape {lead} or {lead + ('C',)} (matching the unary), got {img.shape}"
+            + (" (height and width swapped?)" if _swapped(img.shape, lead) else "")
+        )
+    if not np.issubdtype(img.dtype, np.number) and img.dtype != np.bool_:
+        raise TypeError(f"image: expected a numeric array, got {img.dtype}")
+    img = img.astype(dtype, copy=False)
+    if not np.all(np.isfinite(img)):
+        raise ValueError("image: expected finite values, got NaN or inf")
+    return img.reshape(batch, -1, img.shape[-1])
+
+
+def _user_features(
+    feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype
+) -> np.ndarray:
+    f = np.asarray(feats.detach().cpu() if B.is_torch(feats) else feats, dtype=dtype)
+    n = int(np.prod(spatial))
+    if batched and f.ndim >= 2 and f.shape[0] == batch and f.ndim in (3, 2 + len(spatial)):
+        f = f.reshape(batch, f.shape[1], -1)
+    elif f.ndim in (2, 1 + len(spatial)):
+        f = f.reshape(1, f.shape[0], -1)
+    else:
+        raise ValueError(
+            f"features: expected [d, N] or [d, *spatial] (or batched), got shape {f.shape}"
+        )
+    if f.shape[2] != n:
+        raise ValueError(f"features: expected {n} points (the unary's pixels), got {f.shape[2]}")
+    return np.ascontiguousarray(np.broadcast_to(f.transpose(0, 2, 1), (batch, n, f.shape[1])))
+
+
+def dense_crf(
+    unary: Array,
+    *,
+    image: Any = None,
+    kernels: Sequence[Gaussian | Bilateral | Features] | None = None,
+    compat: Compat = "potts",
+    iterations: int = 5,
+    normalization: str = "symmetric",
+    spacing: float | Sequence[float] | None = None,
+    ndim: int = 2,
+    exclude_self: bool = False,
+    return_labels: bool = False,
+    return_energy: bool = False,
+):
+    """Mean-field inference in a fully connected CRF with Gaussian edge potentials.
+
+    Args:
+        unary: negative log-probabilities ``[L, *spatial]`` or ``[B, L, *spatial]`` (float32 or
+            float64; NumPy or CPU torch). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
+        image: ``[*spatial]`` or ``[*spatial, C]`` (batched: ``[B, ...]``), any channel count;
+            needed by :class:`Bilateral` kernels. uint8 RGB images as in pydensecrf.
+        kernels: the pairwise terms; default ``Gaussian(3, 3)`` plus, when an image is given,
+            ``Bilateral(80, 13, 10)`` (the values most pydensecrf users run).
+        compat: label compatibility for every kernel: ``"potts"`` (= 1.0), a number (Potts
+            strength), ``[L]`` (diagonal) or ``[L, L]`` (pydensecrf's meanings; see the module doc).
+        iterations: mean-field updates (0 returns ``softmax(-unary)``).
+        normalization: kernel normalisation, pydensecrf's modes.
+        spacing: physical size of a pixel along each spatial axis (``sxy`` is in these units).
+        exclude_self: leave ``j = i`` out of the kernel sums, as in the paper's formula.
+        return_labels: also return the MAP labels ``argmax_l Q`` (int64, the unary's shape without L).
+        return_energy: also return, per image, the KL divergence (up to log Z) of Q_0 .. Q_T:
+            ``sum Q log Q + sum U Q + 1/2 sum Q·message(Q)``, float64 ``[T + 1]`` (``[B, T + 1]``).
+
+    Returns:
+        Q, the marginals, with the unary's shape, dtype and framework; then the labels and the
+        energy when asked for (a tuple).
+    """
+    unary = B.as_array(unary, "unary")
+    if B.dtype_name(unary) not in ("float32", "float64"):
+        unary = B.prepare(unary, "float32")
+    unary = B.prepare(unary)
+    if not isinstance(ndim, (int, np.integer)) or ndim < 1:
+        raise ValueError(f"ndim: expected a positive number of spatial axes, got {ndim!r}")
+    batched, batch, labels, spatial = _split_batch(unary, ndim)
+    if labels < 2:
+        raise ValueError(f"unary: expected at least 2 labels, got {labels}")
+    n = int(np.prod(spatial))
+    if n == 0:
+        raise ValueError(f"unary: expected at least one pixel, got shape {tuple(unary.shape)}")
+    if not isinstance(iterations, (int, np.integer)) or iterations < 0:
+        raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
+    dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
+    step = _positive(1.0 if spacing is None else spacing, ndim, "spacing")
+    if kernels is None:
+        kernels = [Gaussian()] + ([Bilateral()] if image is not None else [])
+    if len(kernels) == 0:
+        raise ValueError("kernels: expected at least one pairwise kernel")
+    norm_default = _norm_code(normalization, "normalization")
+
+    feats, compats, norms = [], [], []
+    img = None
+    for k, kern in enumerate(kernels):
+        if isinstance(kern, Gaussian):
+            pos = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)
+            f = np.broadcast_to(pos, (batch,) + pos.shape)
+        elif isinstance(kern, Bilateral):
+            if image is None:
+                raise ValueError("image: a Bilateral kernel needs the image")
+            if img is None:
+                img = _image_channels(image, batch, batched, spatial, dtype)
+            pos = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)
+            col = img / _positive(kern.srgb, img.shape[2], "srgb").astype(dtype)
+            f = np.concatenate([np.broadcast_to(pos, (batch,) + pos.shape), col], axis=2)
+        elif isinstance(kern, Features):
+            f = _user_features(kern.features, batch, batched, spatial, dtype)
+        else:
+            raise TypeError(
+                f"kernels[{k}]: expected Gaussian, Bilateral or Features, got {type(kern).__name__}"
+            )
+        weight = B.as_float(kern.weight, f"kernels[{k}].weight")
+        feats.append(np.ascontiguousarray(f, dtype=dtype))
+        compats.append(
+            _compat_matrix(compat if kern.compat is None else kern.compat, labels, weight, "compat")
+        )
+        norms.append(
+            norm_default
+            if kern.normalization is None
+            else _norm_code(kern.normalization, "normalization")
+        )
+
+    u3 = unary.reshape(batch, labels, n)
+    q = B.empty(unary, (batch, labels, n))
+    lab = B.empty(unary, (batch, n), "int64") if return_labels else None
+    energy = np.empty((batch, iterations + 1), np.float64) if return_energy else None
+    _C.dense_crf(
+        u3,
+        feats,
+        np.stack(compats).astype(dtype),
+        norms,
+        int(iterations),
+        bool(exclude_self),
+        q,
+        lab,
+        energy,
+    )
+    out = [q.reshape(tuple(unary.shape))]
+    if return_labels:
+        out.append(lab.reshape(((batch,) if batched else ()) + spatial))
+    if return_energy:
+        out.append(energy if batched else energy[0])
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def grid_crf(
+    unary: Array,
+    image: Any,
+    *,
+    neighbors: int = 4,
+    w1: float = 10.0,
+    w2: float = 1.0,
+    beta: float | None = None,
+    iterations: int = 5,
+) -> Array:
+    """Mean-field in the lecture's grid CRF (the baseline the dense CRF is compared with).
+
+    Pairwise Potts ``[y_i != y_j]·(w1·exp(-beta·|x_i - x_j|²) + w2)`` between 4- or 8-neighbours.
+
+    Args:
+        unary: ``[L, H, W]`` or ``[B, L, H, W]`` negative log-probabilities.
+        image: ``[H, W]`` or ``[H, W, C]`` (batched: ``[B, ...]``).
+        beta: default ``1 / (2·mean |x_i - x_j|²)`` over 4-neighbour pairs (GrabCut's choice).
+
+    Returns:
+        Q with the unary's shape.
+    """
+    unary = B.as_array(unary, "unary")
+    if B.dtype_name(unary) not in ("float32", "float64"):
+        unary = B.prepare(unary, "float32")
+    unary = B.prepare(unary)
+    batched, batch, labels, spatial = _split_batch(unary, 2)
+    dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
+    img = _image_channels(image, batch, batched, spatial, dtype).reshape(batch, *spatial, -1)
+    if beta is None:
+        d2 = [
+            ((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel(),
+            ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel(),
+        ]
+        mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
+        beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
+    q = B.empty(unary, (batch, labels) + spatial)
+    _C.grid_crf(
+        unary.reshape(batch, labels, *spatial),
+        np.ascontiguousarray(img),
+        int(neighbors),
+        B.as_float(w1, "w1"),
+        B.as_float(w2, "w2"),
+        B.as_float(beta, "beta"),
+        int(iterations),
+        q,
+    )
+    return q.reshape(tuple(unary.shape))
+
+
+def unary_from_softmax(
+    probs: Any, scale: float | None = None, clip: float | None = 1e-5
+) -> np.ndarray:
+    """``-log(clip(P, clip, 1))`` as float32, keeping P's shape ([L, ...], labels first).
+
+    ``scale`` in (0, 1] mixes P with the uniform distribution first (pydensecrf's "certainty").
+    Unlike pydensecrf the result is not flattened; :func:`dense_crf` takes it as it is.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim < 1 or p.shape[0] < 1:
+        raise ValueError(f"probs: expected [L, ...], got shape {p.shape}")
+    if scale is not None:
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale: expected a number in (0, 1], got {scale}")
+        p = scale * p + (1 - scale) / p.shape[0]
+    if clip is not None:
+        p = np.clip(p, clip, 1.0)
+    with np.errstate(divide="ignore"):
+        return (-np.log(p)).astype(np.float32)
+
+
+def unary_from_labels(
+    labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True
+) -> np.ndarray:
+    """Unary [n_labels, *labels.shape] from a label map trusted with probability ``gt_prob``.
+
+    As in pydensecrf: with ``zero_unsure`` the value 0 means "unknown" (uniform) and 1..n_labels
+    are the classes; otherwise 0..n_labels-1 are the classes.
+    """
+    if not 0 < gt_prob < 1:
+        raise ValueError(f"gt_prob: expected a number in (0, 1), got {gt_prob}")
+    if n_labels < 2:
+        raise ValueError(f"n_labels: expected at least 2, got {n_labels}")
+    lab = np.asarray(labels)
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise TypeError(f"labels: expected an integer array, got {lab.dtype}")
+    flat = lab.reshape(-1).astype(np.int64)
+    cls = flat - 1 if zero_unsure else flat
+    lo = -1 if zero_unsure else 0
+    if flat.size and (cls.min() < lo or cls.max() >= n_labels):
+        raise ValueError(
+            f"labels: expected values in [{lo + (1 if zero_unsure else 0)}, {n_labels - (0 if zero_unsure else 1)}], got [{flat.min()}, {flat.max()}]"
+        )
+    u = np.full((n_labels, flat.size), -math.log((1.0 - gt_prob) / (n_labels - 1)), np.float32)
+    known = cls >= 0
+    u[cls[known], np.nonzero(known)[0]] = -math.log(gt_prob)
+    if zero_unsure:
+        u[:, ~known] = -math.log(1.0 / n_labels)
+    return u.reshape((n_labels,) + lab.shape)
+
+
+def create_pairwise_gaussian(sdims: Sequence[float], shape: Sequence[int]) -> np.ndarray:
+    """Position features [len(sdims), N] (float32), index / sdim per axis, as pydensecrf."""
+    s = _positive(sdims, len(shape), "sdims")
+    return np.ascontiguousarray(_positions(tuple(shape), 1.0 / s, np.float32).T)
+
+
+def create_pairwise_bilateral(
+    sdims: Sequence[float], schan: float | Sequence[float], img: Any, chdim: int = -1
+):
+    """Position and channel features [len(sdims) + C, N] (float32), as pydensecrf.
+
+    ``chdim``: the image's channel axis, or -1 for a single-channel image.
+    """
+    im = np.asarray(img)
+    chan = im[None] if chdim == -1 else np.moveaxis(im, chdim, 0)
+    spatial = chan.shape[1:]
+    pos = create_pairwise_gaussian(sdims, spatial)
+    c = (
+        chan.reshape(chan.shape[0], -1).astype(np.float32)
+        / _positive(schan, chan.shape[0], "schan").astype(np.float32)[:, None]
+    )
+    return np.ascontiguousarray(np.concatenate([pos, c], axis=0))

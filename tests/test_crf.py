@@ -1,0 +1,330 @@
+import numpy as np
+import pytest
+from reference import crf as ref
+
+import convloc
+import convloc.densecrf as dcrf
+from convloc import ops
+from convloc.ops import crf as C
+
+
+def smooth_unary(rng, labels, h, w, sigma=3.0, strength=3.0):
+    """Spatially smooth random unaries (-log of a softmax), the kind a segmentation net gives."""
+    from scipy.ndimage import gaussian_filter
+
+    z = gaussian_filter(
+        rng.standard_normal((labels, h, w)), sigma=(0, sigma, sigma), mode="reflect"
+    )
+    logits = strength * z / z.std()
+    p = np.exp(logits - logits.max(0))
+    p /= p.sum(0)
+    return (-np.log(np.clip(p, 1e-3, 1.0))).astype(np.float32)
+
+
+def blocky_image(rng, h, w):
+    """A piecewise-constant RGB image with noise (edges for the bilateral kernel)."""
+    base = rng.integers(0, 256, (4, 4, 3))
+    img = np.kron(base, np.ones((h // 4 + 1, w // 4 + 1, 1)))[:h, :w]
+    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+
+
+def reference_kernels(
+    h, w, image, labels, gauss=(3.0, 3.0), bil=(8.0, 13.0, 10.0), mode="symmetric"
+):
+    pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
+    return [
+        (pos / gauss[0], C._compat_matrix("potts", labels, gauss[1], "c"), mode),
+        (
+            np.concatenate([pos / bil[0], image.reshape(-1, 3) / bil[1]], 1),
+            C._compat_matrix("potts", labels, bil[2], "c"),
+            mode,
+        ),
+    ]
+
+
+def test_agrees_with_exact_mean_field(rng):
+    # Label agreement over several small images (pydensecrf scores about the same here: both are
+    # lattice approximations of the same exact updates).
+    labels = 5
+    kernels = [ops.Gaussian(3, 3), ops.Bilateral(8, 13, 10)]
+    agree = {1: [], 10: []}
+    for h, w in ((48, 48), (48, 48), (40, 31), (17, 9)):
+        u, img = smooth_unary(rng, labels, h, w), blocky_image(rng, h, w)
+        ks = reference_kernels(h, w, img, labels)
+        for it in agree:
+            lab = ops.dense_crf(u, image=img, kernels=kernels, iterations=it, return_labels=True)[1]
+            q_ref, _ = ref.dense_crf(u.reshape(labels, -1), ks, it)
+            agree[it].append(lab.ravel() == q_ref.argmax(0))
+    # pydensecrf itself scores 0.988-0.995 after 1 iteration on these inputs.
+    assert np.concatenate(agree[1]).mean() >= 0.985
+    assert np.concatenate(agree[10]).mean() >= 0.97
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "before", "after", "none"])
+@pytest.mark.parametrize("compat", ["potts", "diag", "matrix"])
+def test_modes_and_compat_close_to_exact(rng, mode, compat):
+    h, w, labels = 16, 20, 4
+    u = smooth_unary(rng, labels, h, w, sigma=2)
+    c = {
+        "potts": 2.0,
+        "diag": -rng.random(labels) * 2,
+        "matrix": rng.standard_normal((labels, labels)),
+    }[compat]
+    pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
+    q = ops.dense_crf(
+        u.astype(np.float64),
+        kernels=[ops.Gaussian(2.0, 1.5)],
+        compat=c,
+        normalization=mode,
+        iterations=3,
+    )
+    q_ref, _ = ref.dense_crf(
+        u.reshape(labels, -1), [(pos / 2.0, C._compat_matrix(c, labels, 1.5, "c"), mode)], 3
+    )
+    assert np.abs(q.reshape(labels, -1) - q_ref).mean() < 0.01
+    assert (q.reshape(labels, -1).argmax(0) == q_ref.argmax(0)).mean() > 0.97
+
+
+def test_exclude_self_and_energy_close_to_exact(rng):
+    h, w, labels = 20, 18, 3
+    u, img = smooth_unary(rng, labels, h, w), blocky_image(rng, h, w)
+    kernels = [ops.Gaussian(3, 3), ops.Bilateral(8, 13, 10)]
+    for exclude in (False, True):
+        q, e = ops.dense_crf(
+            u.astype(np.float64),
+            image=img,
+            kernels=kernels,
+            iterations=4,
+            exclude_self=exclude,
+            return_energy=True,
+        )
+        ks = reference_kernels(h, w, img.astype(np.float64), labels)
+        q_ref, e_ref = ref.dense_crf(u.reshape(labels, -1), ks, 4, exclude_self=exclude)
+        assert (q.reshape(labels, -1).argmax(0) == q_ref.argmax(0)).mean() > 0.97
+        np.testing.assert_allclose(e, e_ref, rtol=0.05)
+
+
+def test_energy_decreases_for_potts_symmetric(rng):
+    u, img = smooth_unary(rng, 6, 40, 50), blocky_image(rng, 40, 50)
+    for dtype in (np.float32, np.float64):
+        _, e = ops.dense_crf(u.astype(dtype), image=img, iterations=10, return_energy=True)
+        assert e.shape == (11,)
+        assert np.all(np.diff(e) <= 1e-6 * np.abs(e[:-1])), e
+
+
+def test_shapes_batch_and_labels(rng):
+    u = np.stack([smooth_unary(rng, 3, 12, 15) for _ in range(3)])
+    img = np.stack([blocky_image(rng, 12, 15) for _ in range(3)])
+    q, lab = ops.dense_crf(u, image=img, iterations=3, return_labels=True)
+    assert (
+        q.shape == u.shape
+        and q.dtype == np.float32
+        and lab.shape == (3, 12, 15)
+        and lab.dtype == np.int64
+    )
+    np.testing.assert_allclose(q.sum(1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(lab, q.argmax(1))
+    for b in range(3):  # batched = one image at a time
+        q1 = ops.dense_crf(u[b], image=img[b], iterations=3)
+        np.testing.assert_allclose(q1, q[b], rtol=1e-5, atol=1e-6)
+    q0 = ops.dense_crf(u, image=img, iterations=0)
+    np.testing.assert_allclose(q0, ref.softmax(-u.astype(np.float64), axis=1), rtol=1e-5, atol=1e-7)
+
+
+def test_volume_with_spacing_and_user_features(rng):
+    u = smooth_unary(rng, 3, 8, 10).reshape(3, 2, 4, 10)  # [L, D, H, W]
+    q = ops.dense_crf(
+        u, kernels=[ops.Gaussian(2.0, 3.0)], ndim=3, spacing=(2.0, 1.0, 1.0), iterations=2
+    )
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(
+        np.float32
+    )
+    feats = grid * np.array([2.0, 1.0, 1.0], np.float32)[:, None, None, None] / 2.0
+    q2 = ops.dense_crf(u, kernels=[ops.Features(feats, 3.0)], ndim=3, iterations=2)
+    np.testing.assert_allclose(q, q2, rtol=1e-5, atol=1e-6)
+    # a single-channel (grayscale) image for the bilateral kernel
+    img = rng.integers(0, 255, (2, 4, 10)).astype(np.uint8)
+    assert ops.dense_crf(u, image=img, ndim=3, iterations=1).shape == u.shape
+
+
+def test_thread_count_independent(rng, threads):
+    u, img = smooth_unary(rng, 5, 64, 80), blocky_image(rng, 64, 80)
+    convloc.set_num_threads(1)
+    a = ops.dense_crf(u, image=img, iterations=5, return_energy=True)
+    convloc.set_num_threads(2)
+    b = ops.dense_crf(u, image=img, iterations=5, return_energy=True)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_torch_in_torch_out(rng):
+    torch = pytest.importorskip("torch")
+    u, img = smooth_unary(rng, 3, 10, 12), blocky_image(rng, 10, 12)
+    q = ops.dense_crf(torch.from_numpy(u), image=img, iterations=2)
+    assert isinstance(q, torch.Tensor)
+    np.testing.assert_allclose(q.numpy(), ops.dense_crf(u, image=img, iterations=2), rtol=1e-6)
+
+
+def test_bad_inputs(rng):
+    u, img = smooth_unary(rng, 3, 10, 12), blocky_image(rng, 10, 12)
+    with pytest.raises(ValueError, match="image"):
+        ops.dense_crf(u, image=img.transpose(1, 0, 2), iterations=1)
+    with pytest.raises(ValueError, match="image"):
+        ops.dense_crf(u, image=img[:9], iterations=1)
+    bad = u.copy()
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="unary"):
+        ops.dense_crf(bad, image=img)
+    with pytest.raises(ValueError, match="sxy"):
+        ops.dense_crf(u, kernels=[ops.Gaussian(-1.0, 3.0)])
+    with pytest.raises(ValueError, match="srgb"):
+        ops.dense_crf(u, image=img, kernels=[ops.Bilateral(80, 0.0, 3.0)])
+    with pytest.raises(ValueError, match="unary"):
+        ops.dense_crf(u[:1])
+    with pytest.raises(ValueError, match="unary"):
+        ops.dense_crf(np.zeros((3, 0, 5), np.float32))
+    with pytest.raises(ValueError, match="compat"):
+        ops.dense_crf(u, compat=np.ones(4))
+    with pytest.raises(ValueError, match="iterations"):
+        ops.dense_crf(u, iterations=-1)
+    with pytest.raises(ValueError, match="features"):
+        ops.dense_crf(u, kernels=[ops.Features(np.zeros((2, 7), np.float32))])
+    with pytest.raises(ValueError, match="image"):
+        ops.dense_crf(u, kernels=[ops.Bilateral()])
+
+
+def test_unary_helpers_match_pydensecrf(rng):
+    utils = pytest.importorskip("pydensecrf.utils")
+    p = rng.dirichlet(np.ones(4), (6, 7)).transpose(2, 0, 1)
+    np.testing.assert_allclose(
+        ops.unary_from_softmax(p).reshape(4, -1), utils.unary_from_softmax(p), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ops.unary_from_softmax(p, scale=0.7, clip=0.01).reshape(4, -1),
+        utils.unary_from_softmax(p, scale=0.7, clip=0.01),
+        rtol=1e-6,
+    )
+    lab = rng.integers(0, 4, (6, 7))
+    for zero_unsure in (True, False):
+        n = 3 if zero_unsure else 4
+        np.testing.assert_allclose(
+            ops.unary_from_labels(lab, n, 0.7, zero_unsure).reshape(n, -1),
+            utils.unary_from_labels(lab, n, 0.7, zero_unsure),
+            rtol=1e-6,
+        )
+    img = rng.integers(0, 255, (6, 7, 3)).astype(np.uint8)
+    np.testing.assert_allclose(
+        ops.create_pairwise_gaussian((2, 3), (6, 7)),
+        utils.create_pairwise_gaussian((2, 3), (6, 7)),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        ops.create_pairwise_bilateral((2, 3), (4, 5, 6), img, chdim=2),
+        utils.create_pairwise_bilateral((2, 3), (4, 5, 6), img, chdim=2),
+        rtol=1e-6,
+    )
+
+
+def _both(mod, u, img):
+    labels, h, w = u.shape
+    d = mod.DenseCRF2D(w, h, labels)
+    d.setUnaryEnergy(np.ascontiguousarray(u.reshape(labels, -1)))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=20, srgb=13, rgbim=img, compat=10)
+    return d
+
+
+def test_densecrf_is_a_drop_in_for_pydensecrf(rng):
+    pd = pytest.importorskip("pydensecrf.densecrf")
+    u, img = smooth_unary(rng, 5, 60, 70), blocky_image(rng, 60, 70)
+    ours, theirs = _both(dcrf, u, img), _both(pd, u, img)
+    q, q_pd = ours.inference(5), np.array(theirs.inference(5))
+    assert q.shape == q_pd.shape == (5, 60 * 70)
+    assert (q.argmax(0) == q_pd.argmax(0)).mean() > 0.97
+    assert np.abs(q - q_pd).mean() < 0.02
+    # step by step, and pydensecrf's KL value
+    Q, t1, t2 = ours.startInference()
+    Qp, p1, p2 = theirs.startInference()
+    for _ in range(2):
+        ours.stepInference(Q, t1, t2)
+        theirs.stepInference(Qp, p1, p2)
+    np.testing.assert_allclose(Q, ours.inference(2), rtol=1e-4, atol=1e-6)
+    assert (Q.argmax(0) == np.array(Qp).argmax(0)).mean() > 0.97
+    kl, kl_pd = ours.klDivergence(Q), theirs.klDivergence(Qp)
+    assert abs(kl - kl_pd) < 0.02 * abs(kl_pd)
+
+
+def test_densecrf_clear_errors(rng):
+    u, img = smooth_unary(rng, 3, 10, 12), blocky_image(rng, 10, 12)
+    d = dcrf.DenseCRF2D(12, 10, 3)
+    with pytest.raises(ValueError, match="setUnaryEnergy"):
+        d.inference(1)
+    with pytest.raises(ValueError, match="u"):
+        d.setUnaryEnergy(u.reshape(3, -1).T)
+    bad = u.reshape(3, -1).copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="u"):
+        d.setUnaryEnergy(bad)
+    with pytest.raises(ValueError, match="swapped"):
+        d.addPairwiseBilateral(
+            sxy=3, srgb=3, rgbim=np.ascontiguousarray(img.transpose(1, 0, 2)), compat=3
+        )
+    with pytest.raises(TypeError, match="uint8"):
+        d.addPairwiseBilateral(sxy=3, srgb=3, rgbim=img / 255.0, compat=3)
+    with pytest.raises(ValueError, match="contiguous"):
+        d.addPairwiseBilateral(sxy=3, srgb=3, rgbim=np.asfortranarray(img), compat=3)
+    with pytest.raises(ValueError, match="features"):
+        d.addPairwiseEnergy(np.zeros((2, 7), np.float32), compat=3)
+    with pytest.raises(ValueError, match="sxy"):
+        d.addPairwiseGaussian(sxy=-3, compat=3)
+
+
+@pytest.mark.parametrize("neighbors", [4, 8])
+def test_grid_crf_matches_reference(rng, neighbors):
+    u, img = smooth_unary(rng, 4, 9, 11), blocky_image(rng, 9, 11)
+    for dtype in (np.float32, np.float64):
+        q = ops.grid_crf(
+            u.astype(dtype), img, neighbors=neighbors, w1=2.0, w2=0.5, beta=1e-3, iterations=4
+        )
+        q_ref = ref.grid_crf(u, img, 2.0, 0.5, 1e-3, neighbors, 4)
+        np.testing.assert_allclose(q, q_ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
+    qb = ops.grid_crf(np.stack([u, u]), np.stack([img, img]), neighbors=neighbors)
+    np.testing.assert_allclose(qb[1], ops.grid_crf(u, img, neighbors=neighbors), rtol=1e-6)
+    with pytest.raises(ValueError, match="neighbors"):
+        ops.grid_crf(u, img, neighbors=6)
+    with pytest.raises(ValueError, match="image"):
+        ops.grid_crf(u, img[:, :5])
+
+
+def test_cli_crf_and_demo(tmp_path, rng):
+    from PIL import Image
+
+    from convloc.cli import main
+
+    img = blocky_image(rng, 24, 32)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    p = np.exp(-smooth_unary(rng, 3, 24, 32))
+    np.save(tmp_path / "a.npy", p / p.sum(0))
+    assert main(["crf", str(tmp_path / "a.png"), str(tmp_path / "a.npy"), "-o", str(tmp_path / "out.png")]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (24, 32) and out.max() < 3
+    assert Image.open(tmp_path / "out_overlay.png").size == (32, 24)
+    # a directory of images with label PNGs
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "labs").mkdir()
+    for k in range(2):
+        Image.fromarray(img).save(tmp_path / "imgs" / f"i{k}.png")
+        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(tmp_path / "labs" / f"i{k}.png")
+    args = ["crf", str(tmp_path / "imgs"), str(tmp_path / "labs"), "-o", str(tmp_path / "res"), "--gt-prob", "0.6"]
+    assert main(args) == 0
+    assert sorted(f.name for f in (tmp_path / "res").iterdir()) == [
+        "i0.png",
+        "i0_overlay.png",
+        "i1.png",
+        "i1_overlay.png",
+    ]
+    # a probability map of the wrong size is refused with a message, not a traceback
+    np.save(tmp_path / "bad.npy", p[:, :10])
+    assert main(["crf", str(tmp_path / "a.png"), str(tmp_path / "bad.npy"), "-o", str(tmp_path / "b.png")]) == 2
+    assert main(["demo", "-o", str(tmp_path / "demo.png")]) == 0
+    assert Image.open(tmp_path / "demo.png").size == (3 * 256, 256)
