@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+import convloc.nn
 from convloc.data import voc_seg
 from convloc.metrics import segmentation as seg
 from convloc.models import fcn
@@ -210,10 +211,10 @@ def test_fcn_init_and_stagewise_copy():
         assert not m16.state_dict()[name].any()  # zero-initialised score layers
     torch.testing.assert_close(m16.state_dict()["fc.0.weight"], m32.state_dict()["fc.0.weight"])
     up = m16.upscore2.weight
-    # Bilinear initialisation: channel c maps only to channel c, separable triangle [.25 .75 .75 .25].
+    # convloc's BilinearUpsample: per channel (depthwise), separable triangle [.25 .75 .75 .25].
+    assert isinstance(m16.upscore2, convloc.nn.BilinearUpsample) and up.shape == (3, 1, 4, 4)
     t = torch.tensor([0.25, 0.75, 0.75, 0.25])
-    torch.testing.assert_close(up[1, 1].detach(), t[:, None] * t[None, :])
-    assert not up[0, 1].any()
+    torch.testing.assert_close(up[1, 0].detach(), t[:, None] * t[None, :])
     assert up.requires_grad
     with pytest.raises(ValueError, match="variant"):
         fcn.FCN(3, "4s")

@@ -14,27 +14,7 @@ import torch
 from torch import Tensor, nn
 
 
-
-class _TorchBilinearUpsample(nn.ConvTranspose2d):
-    """Stand-in for convloc.nn.BilinearUpsample until the deconvolution branch is merged:
-    kernel 2f, stride f, no padding, channel c to c initialised with bilinear weights."""
-
-    def __init__(self, channels: int, factor: int, learnable: bool = True) -> None:
-        super().__init__(channels, channels, 2 * factor, stride=factor, bias=False)
-        k = 2 * factor
-        centre = factor - 0.5
-        t = 1 - (torch.arange(k, dtype=torch.float32) - centre).abs() / factor
-        with torch.no_grad():
-            self.weight.zero_()
-            for c in range(channels):
-                self.weight[c, c] = t[:, None] * t[None, :]
-        self.weight.requires_grad_(learnable)
-
-
-try:
-    from convloc.nn import BilinearUpsample
-except ImportError:
-    BilinearUpsample = _TorchBilinearUpsample
+from convloc.nn import BilinearUpsample
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,18 @@ FILTERS = ("lattice", "exact")
 
 
 def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
-    """``out[i] = sum_j exp(-|f_i - f_j|^2 / 2) values[j]`` for values ``[N, C]``, features ``[N, D]``."""
+    """``out[i] = sum_{j != i} exp(-|f_i - f_j|^2 / 2) values[j]`` for values ``[N, C]``,
+    features ``[N, D]``."""
     sq = (features * features).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2 * features @ features.T).clamp_min(0)
-    return torch.exp(-0.5 * d2) @ values
+    return torch.exp(-0.5 * d2) @ values - values
 
 
 def gaussian_filter_lattice(values: Tensor, features: Tensor) -> Tensor:
     """The same filtering through convloc's permutohedral lattice (approximate, O(N))."""
     from convloc.ops import permutohedral_filter
 
-    return permutohedral_filter(values, features)
+    return permutohedral_filter(values, features, exclude_self=True)
 
 
 def pixel_features(image: Tensor, spatial_width: Tensor, colour_width: Tensor | None) -> Tensor:
@@ -83,9 +84,7 @@ def crf_mean_field(
         logits = u
         for _ in range(iterations):
             q = torch.softmax(logits, dim=1)
-            m_sp = gauss(q, f_sp) - q  # j != i: drop each pixel's own contribution
-            m_bil = gauss(q, f_bil) - q
-            message = m_sp * spatial_weight + m_bil * bilateral_weight
+            message = gauss(q, f_sp) * spatial_weight + gauss(q, f_bil) * bilateral_weight
             logits = u - message @ compatibility.T
         outputs.append(logits.T.reshape(n_labels, h, w))
     return torch.stack(outputs)
