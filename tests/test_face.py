@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from convloc.data import lfw
 from convloc.metrics import verification as ver
 from convloc.models import face
@@ -38,16 +37,25 @@ def test_synthetic_faces_layout_and_determinism(faces, tmp_path):
     paths, labels, names = lfw.read_identities(faces / "train")
     assert len(names) == 16 and len(paths) == 80 and np.bincount(labels).tolist() == [5] * 16
     pairs = lfw.read_pairs(faces / "pairs.txt", faces / "lfw")
-    assert len(pairs) == 120 and pairs.same.sum() == 60 and np.bincount(pairs.fold).tolist() == [12] * 10
+    assert (
+        len(pairs) == 120
+        and pairs.same.sum() == 60
+        and np.bincount(pairs.fold).tolist() == [12] * 10
+    )
     assert all(p.is_file() for p in pairs.a + pairs.b)
     # Folds are identity-disjoint, as in LFW.
-    ids = [{p.parent.name for k, p in enumerate(pairs.a + pairs.b) if pairs.fold[k % 120] == f} for f in range(10)]
+    ids = [
+        {p.parent.name for k, p in enumerate(pairs.a + pairs.b) if pairs.fold[k % 120] == f}
+        for f in range(10)
+    ]
     assert all(not (ids[i] & ids[j]) for i in range(10) for j in range(i))
     images = lfw.load_images(paths[:3])
     assert images.shape == (3, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
     again = lfw.make_synthetic_faces(tmp_path, 16, 20, 5, pairs_per_fold=6, size=16, seed=1)
     assert (again / "pairs.txt").read_text() == (faces / "pairs.txt").read_text()
-    np.testing.assert_array_equal(lfw.load_images(lfw.read_identities(again / "train")[0][:3]), images)
+    np.testing.assert_array_equal(
+        lfw.load_images(lfw.read_identities(again / "train")[0][:3]), images
+    )
 
 
 # ---- verification metrics -------------------------------------------------------------------
@@ -82,7 +90,9 @@ def test_roc_auc_eer_hand_made(tmp_path):
     assert th[1:].tolist() == [4, 3, 2, 1]
     assert ver.auc(fpr, tpr) == 0.75
     assert ver.equal_error_rate(fpr, tpr) == 0.5
-    fpr, tpr, _ = ver.roc_curve(np.array([3.0, 2.0, 1.0, 0.0]), np.array([True, True, False, False]))
+    fpr, tpr, _ = ver.roc_curve(
+        np.array([3.0, 2.0, 1.0, 0.0]), np.array([True, True, False, False])
+    )
     assert ver.auc(fpr, tpr) == 1.0 and ver.equal_error_rate(fpr, tpr) == 0.0
     ver.save_roc_png(tmp_path / "roc.png", fpr, tpr, "test")
     from PIL import Image
@@ -101,7 +111,9 @@ def test_triplet_loss_against_reference(rng, mining, n):
     x = rng.normal(size=(n, 3)) * 0.3
     labels = rng.integers(0, 3, size=n)
     got = face.triplet_loss(torch.from_numpy(x), torch.from_numpy(labels), 0.2, mining)
-    want = {"all": ref.triplet_all, "hard": ref.triplet_hard, "semihard": ref.triplet_semihard}[mining]
+    want = {"all": ref.triplet_all, "hard": ref.triplet_hard, "semihard": ref.triplet_semihard}[
+        mining
+    ]
     assert got.item() == pytest.approx(want(x, labels, 0.2), abs=1e-12)
 
 
@@ -111,7 +123,9 @@ def test_triplet_loss_gradients_and_edge_cases():
     loss = face.triplet_loss(x, labels, 1.0, "all")
     loss.backward()
     assert loss.item() > 0 and x.grad.abs().sum() > 0
-    torch.autograd.gradcheck(lambda v: face.triplet_loss(v, labels, 1.0, "hard"), (x.detach().requires_grad_(),))
+    torch.autograd.gradcheck(
+        lambda v: face.triplet_loss(v, labels, 1.0, "hard"), (x.detach().requires_grad_(),)
+    )
     single = face.triplet_loss(x, torch.tensor([0, 1, 2]), 1.0, "semihard")
     assert single.item() == 0 and single.requires_grad
     with pytest.raises(ValueError, match="mining"):
@@ -127,9 +141,30 @@ def test_face_train_eval_smoke(faces):
     model = face.FaceVerifier(len(names), feature_dim=32, dim=16, width=8)
     losses = face.pretrain_classifier(model, x, y, epochs=15, batch_size=16, lr=1e-2)
     assert losses[-1] < 0.8 * losses[0]
-    tl = face.train_projection(model, x, y, 10, "semihard", identities_per_batch=8, images_per_identity=4)
+    tl = face.train_projection(
+        model, x, y, 10, "semihard", identities_per_batch=8, images_per_identity=4
+    )
     assert tl[-1] <= tl[0]
     pairs = lfw.read_pairs(faces / "pairs.txt", faces / "lfw")
-    scores = face.pair_scores(model, torch.from_numpy(lfw.load_images(pairs.a)), torch.from_numpy(lfw.load_images(pairs.b)))
+    scores = face.pair_scores(
+        model,
+        torch.from_numpy(lfw.load_images(pairs.a)),
+        torch.from_numpy(lfw.load_images(pairs.b)),
+    )
     result = ver.kfold_accuracy(scores, pairs.same, pairs.fold)
     assert result.mean > 0.7, result
+
+
+def test_cli_train_face_and_verify(faces, tmp_path, capsys):
+    from convloc.cli import main
+
+    ckpt = str(tmp_path / "face.pt")
+    args = ["train", "face", "--data", str(faces), "--pretrain-epochs", "1"]
+    args += ["--triplet-epochs", "1"]
+    args += ["--mining", "semihard,all", "--threads", "1", "--roc", str(tmp_path / "roc.png")]
+    assert main([*args, "-o", ckpt]) == 0
+    out = capsys.readouterr().out
+    assert '"mining": "all"' in out and (tmp_path / "roc.png").is_file()
+    a = faces / "lfw" / "Synth_Lfw0000" / "Synth_Lfw0000_0001.jpg"
+    assert main(["verify", ckpt, str(a), str(a)]) == 0  # an image is always its own match
+    assert '"same": true' in capsys.readouterr().out

@@ -1,13 +1,11 @@
+import convloc.nn
 import numpy as np
 import pytest
 import torch
-
-import convloc.nn
 from convloc.data import voc_seg
 from convloc.metrics import segmentation as seg
 from convloc.models import fcn
 from reference import segface as ref
-
 
 # ---- metrics --------------------------------------------------------------------------------
 
@@ -32,7 +30,7 @@ def test_scores_perfect_and_absent_classes():
     # Classes 1 and 3 are neither labelled nor predicted (the void pixel's prediction is dropped).
     assert s.pixel_acc == s.mean_acc == s.mean_iu == s.fw_iu == 1.0
     assert np.isnan(s.iu[1]) and np.isnan(s.iu[3])
-    # A class predicted but never labelled counts in the mean IU with IU 0, not in the mean accuracy.
+    # A class predicted but never labelled counts in the mean IU (IU 0), not in the mean accuracy.
     s = seg.segmentation_scores(np.array([0, 0]), np.array([0, 1]), 2)
     assert s.mean_iu == pytest.approx((1 / 2 + 0) / 2)
     assert s.mean_acc == pytest.approx(1 / 2)
@@ -91,7 +89,9 @@ def test_palette_roundtrip(tmp_path, rng):
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    return voc_seg.make_synthetic_segmentation(tmp_path_factory.mktemp("seg"), 24, 8, size=32, seed=3)
+    return voc_seg.make_synthetic_segmentation(
+        tmp_path_factory.mktemp("seg"), 24, 8, size=32, seed=3
+    )
 
 
 def test_synthetic_set_is_voc_and_deterministic(synth, tmp_path):
@@ -152,7 +152,10 @@ def test_convolutionize_dense_output_is_the_classifier_on_each_window():
 def test_convolutionize_drops_identity_adaptive_pool_and_checks_size():
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(6), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 5)
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.AdaptiveAvgPool2d(6),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, 5),
     ).eval()
     conv = fcn.convolutionize(model, (8, 8))
     x = torch.randn(1, 3, 8, 8)
@@ -234,3 +237,24 @@ def test_fcn_train_eval_smoke(synth):
     s = evaluate(predict_scores(model, x), y, ds.num_classes)
     # Always predicting the majority (background) class scores a mean IU under 0.2.
     assert s.mean_iu > 0.35, s
+
+
+def test_cli_train_fcn_crfrnn_and_segment(synth, tmp_path, capsys):
+    from convloc.cli import main
+
+    common = ["--data", str(synth), "--threads", "1", "--batch-size", "8"]
+    fcn_ckpt = str(tmp_path / "fcn.pt")
+    args = ["train", "fcn", *common, "--variant", "8s", "--epochs", "1", "-o", fcn_ckpt]
+    assert main(args) == 0
+    crf_ckpt = str(tmp_path / "crf.pt")
+    args = ["train", "crfrnn", *common, "--fcn", fcn_ckpt, "--epochs", "1", "--iterations", "2"]
+    assert main([*args, "-o", crf_ckpt]) == 0
+    out = capsys.readouterr().out
+    assert "FCN + dense CRF" in out and "CRF-as-RNN (end to end)" in out
+    image = synth / "JPEGImages" / "synth_00000.jpg"
+    for ckpt in (fcn_ckpt, crf_ckpt):
+        png = tmp_path / "overlay.png"
+        labels = str(tmp_path / "l.png")
+        assert main(["segment", ckpt, str(image), "-o", str(png), "--labels", labels]) == 0
+        assert voc_seg.read_label(tmp_path / "l.png").shape == (32, 32)
+        assert png.is_file()

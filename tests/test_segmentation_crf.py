@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from convloc.nn import crfrnn
 from convloc.nn.crfrnn import CRFasRNN, crf_mean_field
 
@@ -39,7 +38,10 @@ def test_mean_field_matches_hand_written_step(rng):
             if i == j:
                 continue
             ks = torch.exp(-0.5 * (((pos[i] - pos[j]) / theta_g) ** 2).sum())
-            kb = torch.exp(-0.5 * (((pos[i] - pos[j]) / theta_a) ** 2).sum() - 0.5 * (((rgb[i] - rgb[j]) / theta_b) ** 2).sum())
+            kb = torch.exp(
+                -0.5 * (((pos[i] - pos[j]) / theta_a) ** 2).sum()
+                - 0.5 * (((rgb[i] - rgb[j]) / theta_b) ** 2).sum()
+            )
             msg = 3.0 * ks * q[j] + 5.0 * kb * q[j]
             want[i] -= msg.flip(0)  # Potts: label l pays for the other label's mass
     want += u
@@ -67,7 +69,14 @@ def test_potts_smooths_an_isolated_pixel():
 def test_gradcheck_all_inputs_and_parameters(rng):
     unary, image = _inputs(rng, b=1, labels=2, h=2, w=3)
     crf = CRFasRNN(2, iterations=2, learn_widths=True, filter="exact").double()
-    params = [unary, image, crf.spatial_weight, crf.bilateral_weight, crf.compatibility, crf.log_widths]
+    params = [
+        unary,
+        image,
+        crf.spatial_weight,
+        crf.bilateral_weight,
+        crf.compatibility,
+        crf.log_widths,
+    ]
     params = [p.detach().clone().requires_grad_() for p in params]
     # Scale the widths so the kernels are far from 0 and 1 and every input matters.
     params[5].data = torch.log(torch.tensor([2.0, 60.0, 1.5], dtype=torch.float64))
@@ -113,7 +122,10 @@ def test_lattice_mean_field_close_to_exact(rng):
     results = []
     for filt in ("exact", "lattice"):
         out = CRFasRNN(3, filter=filt).double()(unary, image)
-        gu, gi = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).reshape(out.shape).double()).sum(), (unary, image))
+        gu, gi = torch.autograd.grad(
+            (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape).double()).sum(),
+            (unary, image),
+        )
         results.append((out.detach(), gu, gi))
     (e, eu, ei), (lat, lu, li) = results
     assert (e.argmax(1) == lat.argmax(1)).double().mean() > 0.9

@@ -30,7 +30,12 @@ def scores(hist):
     total = hist.sum()
     fw = sum(hist[i, :].sum() * hist[i, i] / (hist[i, :].sum() + hist[:, i].sum() - hist[i, i])
              for i in range(n) if hist[i, :].sum()) / total  # fmt: skip
-    return {"pixel_acc": np.trace(hist) / total, "mean_acc": np.mean(accs), "mean_iu": np.mean(ius), "fw_iu": fw}
+    return {
+        "pixel_acc": np.trace(hist) / total,
+        "mean_acc": np.mean(accs),
+        "mean_iu": np.mean(ius),
+        "fw_iu": fw,
+    }
 
 
 def best_accuracy(scores, same):
@@ -55,7 +60,9 @@ def triplet_all(x, labels, margin):
 def triplet_hard(x, labels, margin):
     losses = []
     for a in range(len(x)):
-        dp = [np.sum((x[a] - x[p]) ** 2) for p in range(len(x)) if p != a and labels[p] == labels[a]]
+        dp = [
+            np.sum((x[a] - x[p]) ** 2) for p in range(len(x)) if p != a and labels[p] == labels[a]
+        ]
         dn = [np.sum((x[a] - x[n]) ** 2) for n in range(len(x)) if labels[n] != labels[a]]
         if dp and dn:
             losses.append(max(0.0, margin + max(dp) - min(dn)))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -20,12 +19,16 @@ def register_data(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_segmentation)
 
-    p = sub.add_parser("make-faces", help="write the synthetic LFW-format identity set and pairs file")
+    p = sub.add_parser(
+        "make-faces", help="write the synthetic LFW-format identity set and pairs file"
+    )
     p.add_argument("root")
     p.add_argument("--train-identities", type=int, default=200)
     p.add_argument("--test-identities", type=int, default=100)
     p.add_argument("--images", type=int, default=8, help="images per identity")
-    p.add_argument("--pairs-per-fold", type=int, default=60, help="matched (= mismatched) pairs per fold")
+    p.add_argument(
+        "--pairs-per-fold", type=int, default=60, help="matched (= mismatched) pairs per fold"
+    )
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_faces)
@@ -36,9 +39,16 @@ def register_train(sub) -> None:
     _seg_args(p)
     p.add_argument("--variant", choices=("32s", "16s", "8s"), default="8s")
     p.add_argument("--layout", choices=("small", "vgg16"), default="small")
-    p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
+    p.add_argument(
+        "--pad", type=int, help="padding of conv1 (default: the layout's, any input size)"
+    )
+    p.add_argument("--fc-kernel", type=int, help="kernel of fc6 (default: the layout's)")
+    p.add_argument(
+        "--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)"
+    )
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.set_defaults(func=_train_fcn)
 
     p = sub.add_parser("crfrnn", help="CRF-as-RNN on top of a trained FCN, trained end to end")
@@ -52,8 +62,12 @@ def register_train(sub) -> None:
     p.set_defaults(func=_train_crfrnn)
 
     p = sub.add_parser("face", help="face embedding + triplet-loss projection on an LFW-style tree")
-    p.add_argument("--data", required=True, help="root written by `convloc data make-faces` or a real one")
-    p.add_argument("--train-dir", default="train", help="identity folders to train on (under --data)")
+    p.add_argument(
+        "--data", required=True, help="root written by `convloc data make-faces` or a real one"
+    )
+    p.add_argument(
+        "--train-dir", default="train", help="identity folders to train on (under --data)"
+    )
     p.add_argument("--test-dir", default="lfw", help="identity folders the pairs refer to")
     p.add_argument("--pairs", default="pairs.txt")
     p.add_argument("--pretrain-epochs", type=int, default=15)
@@ -73,7 +87,9 @@ def register_train(sub) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("segment", help="segment an image with a trained FCN / CRF-as-RNN checkpoint")
+    p = sub.add_parser(
+        "segment", help="segment an image with a trained FCN / CRF-as-RNN checkpoint"
+    )
     p.add_argument("checkpoint")
     p.add_argument("image")
     p.add_argument("-o", "--output", required=True, help="overlay PNG")
@@ -123,7 +139,15 @@ def _load_split(root, split):
 
 
 def _report(name: str, scores, extra: dict | None = None) -> None:
-    print(json.dumps({"model": name, **{k: round(v, 4) for k, v in scores.as_dict().items()}, **(extra or {})}))
+    print(
+        json.dumps(
+            {
+                "model": name,
+                **{k: round(v, 4) for k, v in scores.as_dict().items()},
+                **(extra or {}),
+            }
+        )
+    )
 
 
 def load_checkpoint(path):
@@ -151,7 +175,9 @@ def load_checkpoint(path):
 def _build_fcn(ckpt):
     from convloc.models.fcn import FCN, Layout
 
-    layout = Layout(**{k: (tuple(map(tuple, v)) if k == "stages" else v) for k, v in ckpt["layout"].items()})
+    layout = Layout(
+        **{k: (tuple(map(tuple, v)) if k == "stages" else v) for k, v in ckpt["layout"].items()}
+    )
     return FCN(ckpt["num_classes"], ckpt["variant"], layout)
 
 
@@ -175,16 +201,20 @@ def _train_fcn(args) -> int:
     _setup(args)
     ds, x, y = _load_split(args.data, args.train_split)
     _, xv, yv = _load_split(args.data, args.val_split)
-    model = fcn.FCN(ds.num_classes, args.variant, fcn.SMALL if args.layout == "small" else fcn.VGG16)
+    layout = fcn.SMALL if args.layout == "small" else fcn.VGG16
+    overrides = {"pad": args.pad, "fc_kernel": args.fc_kernel}
+    layout = dataclasses.replace(layout, **{k: v for k, v in overrides.items() if v is not None})
+    model = fcn.FCN(ds.num_classes, args.variant, layout)
     if args.init:
         coarser, _ = load_checkpoint(args.init)
         model.init_from(coarser)
-    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, seed=args.seed, progress=True)
+    losses = fit(
+        model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, True
+    )
     scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
     _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
     torch.save(_fcn_ckpt(model, ds.classes), args.output)
     return 0
-
 
 
 def _make_faces(args) -> int:
@@ -237,10 +267,13 @@ def _train_face(args) -> int:
     for mining in minings:
         torch.manual_seed(args.seed)
         nn.init.orthogonal_(model.projection.weight)
-        face.train_projection(model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=True)
+        face.train_projection(
+            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=True
+        )
         kf, fpr, tpr, scores = evaluate_face(model, pairs, size)
         print(json.dumps({
-            "stage": "projected", "mining": mining, "acc": round(kf.mean, 4), "std": round(kf.std, 4),
+            "stage": "projected", "mining": mining,
+            "acc": round(kf.mean, 4), "std": round(kf.std, 4),
             "auc": round(ver.auc(fpr, tpr), 4), "eer": round(ver.equal_error_rate(fpr, tpr), 4),
         }))  # fmt: skip
         if mining == minings[0]:
@@ -270,12 +303,81 @@ def _verify(args) -> int:
     e = embed(model, x)
     score = -float(((e[0] - e[1]) ** 2).sum())
     same = score >= ckpt["threshold"]
-    print(json.dumps({"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}))
+    print(
+        json.dumps(
+            {"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}
+        )
+    )
     return 0 if same else 1
 
 
 def _train_crfrnn(args) -> int:
-    raise NotImplementedError
+    import torch
+
+    from convloc.models.fcn import FCNWithCRF
+    from convloc.models.segmentation import (
+        dense_crf_refiner,
+        evaluate,
+        fit,
+        predict_scores,
+        tune_dense_crf,
+    )
+
+    _setup(args)
+    ds, x, y = _load_split(args.data, args.train_split)
+    vds, xv, yv = _load_split(args.data, args.val_split)
+    fcn_model, fcn_ckpt = load_checkpoint(args.fcn)
+    n = ds.num_classes
+    train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
+    _report("FCN", evaluate(val_scores, yv, n))
+    # Dense CRF post-processing (convloc.ops.dense_crf), its bilateral kernel tuned on train.
+    raw = lambda d: np.stack([d[i][0] for i in range(len(d))])  # noqa: E731
+    kernels, train_miu = tune_dense_crf(train_scores, y, raw(ds), n)
+    post = evaluate(val_scores, yv, n, dense_crf_refiner(raw(vds), kernels))
+    _report("FCN + dense CRF", post, {"kernels": repr(kernels)})
+    crf_args = {"iterations": args.iterations, "filter": args.filter}
+    model = FCNWithCRF(fcn_model, **crf_args)
+    _report("FCN + CRF-as-RNN (untrained, Potts init)", evaluate(predict_scores(model, xv), yv, n))
+    groups = [{"params": model.crf.parameters(), "lr": 1e-2}]
+    if not args.freeze_fcn:
+        groups.append({"params": model.fcn.parameters(), "lr": args.lr})
+    fit(
+        model,
+        x,
+        y,
+        args.epochs,
+        args.batch_size,
+        args.lr,
+        seed=args.seed,
+        progress=True,
+        params=groups,
+    )
+    _report("FCN + CRF-as-RNN (end to end)", evaluate(predict_scores(model, xv), yv, n))
+    fcn_ckpt = {**fcn_ckpt, "state_dict": model.fcn.state_dict()}
+    ckpt = {"kind": "crfrnn", "fcn": fcn_ckpt, "crf_args": crf_args, "classes": fcn_ckpt["classes"],
+            "state_dict": model.state_dict()}  # fmt: skip
+    torch.save(ckpt, args.output)
+    return 0
 
 
-_segment = _train_crfrnn
+def _segment(args) -> int:
+    import torch
+    from PIL import Image
+
+    from convloc.data.voc_seg import colorize, normalize, write_label
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    with Image.open(args.image) as im:
+        image = np.array(im.convert("RGB"))
+    with torch.no_grad():
+        labels = (
+            model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
+        )
+    overlay = (0.5 * image + 0.5 * colorize(labels)).astype(np.uint8)
+    Image.fromarray(overlay).save(args.output)
+    if args.labels:
+        write_label(args.labels, labels)
+    classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
+    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    print(json.dumps({classes[i]: round(c / labels.size, 4) for i, c in enumerate(counts) if c}))
+    return 0

@@ -1,1 +1,1 @@
-"""Datasets: VOC-format segmentation and LFW-format face verification, real trees and synthetic ones."""
+"""Datasets: VOC-format segmentation and LFW-format face verification, real and synthetic."""

@@ -122,7 +122,12 @@ def render_face(person: dict, rng: np.random.Generator, size: int = 32) -> np.nd
     yaw = rng.uniform(-0.06, 0.06)  # a turned head shifts the inner features sideways
 
     def box(x, y, rx, ry):
-        return [cx + (x - rx) * scale, cy + (y - ry) * scale, cx + (x + rx) * scale, cy + (y + ry) * scale]
+        return [
+            cx + (x - rx) * scale,
+            cy + (y - ry) * scale,
+            cx + (x + rx) * scale,
+            cy + (y + ry) * scale,
+        ]
 
     def col(c):
         return tuple(int(v) for v in np.clip(c, 0, 255))
@@ -137,13 +142,18 @@ def render_face(person: dict, rng: np.random.Generator, size: int = 32) -> np.nd
         ex = side * p["eye_dx"] + yaw
         d.ellipse(box(ex, p["eye_y"], p["eye_r"] * 1.6, p["eye_r"]), fill=(245, 245, 245))
         d.ellipse(box(ex, p["eye_y"], p["eye_r"] * 0.8, p["eye_r"] * 0.8), fill=col(p["eye_col"]))
-        d.rectangle(box(ex, p["eye_y"] - p["brow"] - p["eye_r"], p["eye_r"] * 1.8, 0.012), fill=col(p["hair"] * 0.6))
+        d.rectangle(
+            box(ex, p["eye_y"] - p["brow"] - p["eye_r"], p["eye_r"] * 1.8, 0.012),
+            fill=col(p["hair"] * 0.6),
+        )
     d.line([(cx + yaw * scale, cy + (p["eye_y"] + 0.04) * scale),
             (cx + (yaw + 0.02) * scale, cy + (p["eye_y"] + 0.04 + p["nose"]) * scale)],
            fill=col(p["skin"] * 0.7), width=max(1, s // 40))  # fmt: skip
     open_mouth = rng.uniform(0.005, 0.04)
     d.ellipse(box(yaw, p["mouth_y"], p["mouth_w"], open_mouth), fill=(120, 30, 40))
-    im = im.rotate(rng.uniform(-12, 12), resample=Image.BILINEAR, center=(cx, cy), fillcolor=col(bg))
+    im = im.rotate(
+        rng.uniform(-12, 12), resample=Image.BILINEAR, center=(cx, cy), fillcolor=col(bg)
+    )
     im = im.resize((size, size), Image.BOX)
     arr = np.asarray(im, dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
@@ -166,7 +176,9 @@ def make_synthetic_faces(
     ``root/pairs.txt`` over ``root/lfw``: ``folds`` identity-disjoint folds, each with
     ``pairs_per_fold`` matched and as many mismatched pairs. Deterministic in ``seed``."""
     if test_identities < 2 * folds:
-        raise ValueError(f"test_identities: expected >= {2 * folds} (2 per fold), got {test_identities}")
+        raise ValueError(
+            f"test_identities: expected >= {2 * folds} (2 per fold), got {test_identities}"
+        )
     if images_per_identity < 2:
         raise ValueError(f"images_per_identity: expected >= 2, got {images_per_identity}")
     root = Path(root)
@@ -178,7 +190,9 @@ def make_synthetic_faces(
             person = _identity(rng)
             (root / split / name).mkdir(parents=True, exist_ok=True)
             for i in range(1, images_per_identity + 1):
-                Image.fromarray(render_face(person, rng, size)).save(image_path(root / split, name, i), quality=95)
+                Image.fromarray(render_face(person, rng, size)).save(
+                    image_path(root / split, name, i), quality=95
+                )
             names[split].append(name)
     lines = [f"{folds}\t{pairs_per_fold}"]
     groups = np.array_split(np.array(names["lfw"]), folds)

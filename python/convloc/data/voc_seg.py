@@ -62,7 +62,9 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     try:
         idx = np.array([lut[int(u)] for u in uniq], dtype=np.uint8)
     except KeyError as e:
-        raise ValueError(f"path: colour {e.args[0]:06x} of {path} is not in the VOC palette") from None
+        raise ValueError(
+            f"path: colour {e.args[0]:06x} of {path} is not in the VOC palette"
+        ) from None
     return idx[inverse].reshape(flat.shape)
 
 
@@ -80,11 +82,13 @@ def colorize(label: np.ndarray) -> np.ndarray:
 
 def normalize(image: np.ndarray) -> np.ndarray:
     """``[H, W, 3]`` uint8 to the ``[3, H, W]`` float32 input of the models."""
-    return np.ascontiguousarray(((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1))
+    return np.ascontiguousarray(
+        ((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    )
 
 
 class VOCSegmentation:
-    """``dataset[i]`` = ``(image [H, W, 3] uint8, label [H, W] uint8)``; ``dataset.ids[i]`` its id."""
+    """``dataset[i]`` = ``(image [H, W, 3] uint8, label [H, W] uint8)``; ``ids[i]`` its id."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
         self.root = Path(root)
@@ -93,9 +97,7 @@ class VOCSegmentation:
             raise FileNotFoundError(f"split: no {split_file}")
         self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
         names = self.root / "classes.txt"
-        self.classes = (
-            tuple(names.read_text().split()) if names.is_file() else VOC_CLASSES
-        )
+        self.classes = tuple(names.read_text().split()) if names.is_file() else VOC_CLASSES
 
     @property
     def num_classes(self) -> int:
@@ -114,7 +116,7 @@ class VOCSegmentation:
         return image, label
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All images ``[N, 3, H, W]`` normalised float32 and labels ``[N, H, W]`` int64 (same-size sets)."""
+        """Images ``[N, 3, H, W]`` normalised float32, labels ``[N, H, W]`` int64 (same-size sets)."""
         pairs = [self[i] for i in range(len(self))]
         images = np.stack([normalize(im) for im, _ in pairs])
         labels = np.stack([lab for _, lab in pairs]).astype(np.int64)
@@ -139,7 +141,9 @@ def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarr
             draw.polygon([(cx + r * np.cos(a), cy + r * np.sin(a)) for a in corners], fill=cls)
         elif cls == 3:
             corners = [theta + k * 2 * np.pi / 3 for k in range(3)]
-            draw.polygon([(cx + 1.2 * r * np.cos(a), cy + 1.2 * r * np.sin(a)) for a in corners], fill=cls)
+            draw.polygon(
+                [(cx + 1.2 * r * np.cos(a), cy + 1.2 * r * np.sin(a)) for a in corners], fill=cls
+            )
         else:
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=cls)
             draw.ellipse([cx - r / 2, cy - r / 2, cx + r / 2, cy + r / 2], fill=0)
@@ -148,7 +152,10 @@ def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarr
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     ground = rng.uniform(40, 215, size=3).astype(np.float32)
-    image = ground + 25 * np.sin(2 * np.pi * (rng.uniform(1, 4) * xx + rng.uniform(1, 4) * yy))[..., None]
+    image = (
+        ground
+        + 25 * np.sin(2 * np.pi * (rng.uniform(1, 4) * xx + rng.uniform(1, 4) * yy))[..., None]
+    )
     # Each object gets its own colour far from the ground's, and a stripe or noise texture.
     owner = np.zeros((size, size), dtype=np.int64)
     previous = np.zeros((size, size), dtype=np.uint8)
@@ -190,6 +197,8 @@ def make_synthetic_segmentation(
         write_label(root / "SegmentationClass" / f"{id_}.png", label)
         splits["train" if i < n_train else "val"].append(id_)
     for split, ids in splits.items():
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
+            "".join(f"{i}\n" for i in ids)
+        )
     (root / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")
     return root

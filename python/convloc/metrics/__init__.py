@@ -1,1 +1,1 @@
-"""Evaluation metrics: segmentation (pixel accuracy, mean IU) and face verification (k-fold accuracy, ROC, EER)."""
+"""Metrics: segmentation (pixel accuracy, mean IU), face verification (k-fold accuracy, ROC, EER)."""

@@ -25,10 +25,11 @@ IGNORE_LABEL = 255
 def confusion_histogram(
     label: np.ndarray, pred: np.ndarray, num_classes: int, ignore_label: int = IGNORE_LABEL
 ) -> np.ndarray:
-    """Confusion histogram ``[num_classes, num_classes]`` (int64; rows ground truth, columns prediction).
+    """Confusion histogram ``[num_classes, num_classes]`` int64: rows truth, columns prediction.
 
     ``label`` and ``pred`` are integer arrays of the same shape (any number of dimensions, torch
-    tensors are accepted). Pixels labelled ``ignore_label`` or outside ``[0, num_classes)`` are skipped.
+    tensors are accepted). Pixels labelled ``ignore_label`` or outside ``[0, num_classes)`` are
+    skipped.
     """
     label = np.asarray(_to_numpy(label)).astype(np.int64, copy=False).ravel()
     pred = np.asarray(_to_numpy(pred)).astype(np.int64, copy=False).ravel()

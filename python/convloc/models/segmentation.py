@@ -25,7 +25,8 @@ def fit(
     params=None,
 ) -> list[float]:
     """Trains ``model`` (images ``[N, 3, H, W]`` -> scores ``[N, L, H, W]``) with pixelwise
-    cross-entropy, ignoring label 255, Adam, random horizontal flips. Returns the mean loss per epoch."""
+    cross-entropy ignoring label 255, Adam, random horizontal flips. Returns each epoch's mean
+    loss."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(
         params if params is not None else [p for p in model.parameters() if p.requires_grad],
@@ -76,3 +77,35 @@ def evaluate(
         s = scores[i] if refine is None else refine(i, scores[i])
         meter.update(labels[i], s.argmax(0))
     return meter.scores()
+
+
+def dense_crf_refiner(images: np.ndarray, kernels, iterations: int = 5):
+    """``refine(i, scores [L, H, W]) -> Q [L, H, W]`` for :func:`evaluate`: convloc's dense CRF
+    (``convloc.ops.dense_crf``) over image ``images[i]`` (``[H, W, 3]`` uint8) with the scores'
+    negative log-softmax as unary."""
+    from convloc.ops import dense_crf
+
+    def refine(i: int, scores: np.ndarray) -> np.ndarray:
+        unary = -torch.log_softmax(torch.from_numpy(scores), 0).numpy()
+        return dense_crf(
+            np.ascontiguousarray(unary), image=images[i], kernels=kernels, iterations=iterations
+        )
+
+    return refine
+
+
+def tune_dense_crf(scores: Tensor, labels: Tensor, images: np.ndarray, num_classes: int, grid=None):
+    """Picks the dense CRF's bilateral kernel (sxy, srgb, weight) by mean IU on the given
+    (training) images; returns ``(kernels, mean IU)``."""
+    from convloc.ops import Bilateral, Gaussian
+
+    grid = grid or [
+        (s, c, w) for s in (5.0, 10.0, 20.0) for c in (10.0, 20.0, 40.0) for w in (3.0, 5.0, 10.0)
+    ]
+    best = (None, -1.0)
+    for sxy, srgb, weight in grid:
+        kernels = [Gaussian(1.0, 3.0), Bilateral(sxy, srgb, weight)]
+        miu = evaluate(scores, labels, num_classes, dense_crf_refiner(images, kernels)).mean_iu
+        if miu > best[1]:
+            best = (kernels, miu)
+    return best

@@ -38,7 +38,8 @@ def gaussian_filter_lattice(values: Tensor, features: Tensor) -> Tensor:
 
 
 def pixel_features(image: Tensor, spatial_width: Tensor, colour_width: Tensor | None) -> Tensor:
-    """``[H*W, 2]`` positions / width, or ``[H*W, 5]`` with the colours ``image [3, H, W]`` / colour width."""
+    """``[H*W, 2]`` positions / width, or ``[H*W, 5]`` with the colours of ``image [3, H, W]``
+    / colour width."""
     h, w = image.shape[-2:]
     yy, xx = torch.meshgrid(
         torch.arange(h, dtype=image.dtype, device=image.device),
@@ -62,17 +63,24 @@ def crf_mean_field(
     filter: str = "lattice",
 ) -> Tensor:
     """Mean-field logits ``[B, L, H, W]`` from unary logits ``[B, L, H, W]`` (higher = likelier)
-    and images ``[B, 3, H, W]`` (0..255). ``log_widths`` = log(theta_alpha, theta_beta, theta_gamma):
-    bilateral position and colour widths, spatial width (pixels, colour units)."""
+    and images ``[B, 3, H, W]`` (0..255). ``log_widths`` = log of (theta_alpha, theta_beta,
+    theta_gamma): bilateral position and colour widths, spatial width (pixels, colour units)."""
     if filter not in FILTERS:
         raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
-    if unary.dim() != 4 or image.dim() != 4 or image.shape[0] != unary.shape[0] or image.shape[1] != 3:
+    if (
+        unary.dim() != 4
+        or image.dim() != 4
+        or image.shape[0] != unary.shape[0]
+        or image.shape[1] != 3
+    ):
         raise ValueError(
             f"image: expected [B, 3, H, W] matching unary [B, L, H, W], got {list(image.shape)} "
             f"and {list(unary.shape)}"
         )
     if image.shape[-2:] != unary.shape[-2:]:
-        raise ValueError(f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}")
+        raise ValueError(
+            f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}"
+        )
     gauss = gaussian_filter_exact if filter == "exact" else gaussian_filter_lattice
     b, n_labels, h, w = unary.shape
     theta = torch.exp(log_widths)
