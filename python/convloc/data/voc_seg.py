@@ -116,7 +116,7 @@ class VOCSegmentation:
         return image, label
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Images ``[N, 3, H, W]`` normalised float32, labels ``[N, H, W]`` int64 (same-size sets)."""
+        """Images ``[N, 3, H, W]`` normalised float32, labels ``[N, H, W]`` int64 (one size)."""
         pairs = [self[i] for i in range(len(self))]
         images = np.stack([normalize(im) for im, _ in pairs])
         labels = np.stack([lab for _, lab in pairs]).astype(np.int64)
