@@ -305,7 +305,18 @@ def test_cli_crf_and_demo(tmp_path, rng):
     Image.fromarray(img).save(tmp_path / "a.png")
     p = np.exp(-smooth_unary(rng, 3, 24, 32))
     np.save(tmp_path / "a.npy", p / p.sum(0))
-    assert main(["crf", str(tmp_path / "a.png"), str(tmp_path / "a.npy"), "-o", str(tmp_path / "out.png")]) == 0
+    assert (
+        main(
+            [
+                "crf",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "a.npy"),
+                "-o",
+                str(tmp_path / "out.png"),
+            ]
+        )
+        == 0
+    )
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (24, 32) and out.max() < 3
     assert Image.open(tmp_path / "out_overlay.png").size == (32, 24)
@@ -314,8 +325,18 @@ def test_cli_crf_and_demo(tmp_path, rng):
     (tmp_path / "labs").mkdir()
     for k in range(2):
         Image.fromarray(img).save(tmp_path / "imgs" / f"i{k}.png")
-        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(tmp_path / "labs" / f"i{k}.png")
-    args = ["crf", str(tmp_path / "imgs"), str(tmp_path / "labs"), "-o", str(tmp_path / "res"), "--gt-prob", "0.6"]
+        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(
+            tmp_path / "labs" / f"i{k}.png"
+        )
+    args = [
+        "crf",
+        str(tmp_path / "imgs"),
+        str(tmp_path / "labs"),
+        "-o",
+        str(tmp_path / "res"),
+        "--gt-prob",
+        "0.6",
+    ]
     assert main(args) == 0
     assert sorted(f.name for f in (tmp_path / "res").iterdir()) == [
         "i0.png",
@@ -325,6 +346,17 @@ def test_cli_crf_and_demo(tmp_path, rng):
     ]
     # a probability map of the wrong size is refused with a message, not a traceback
     np.save(tmp_path / "bad.npy", p[:, :10])
-    assert main(["crf", str(tmp_path / "a.png"), str(tmp_path / "bad.npy"), "-o", str(tmp_path / "b.png")]) == 2
+    assert (
+        main(
+            [
+                "crf",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "bad.npy"),
+                "-o",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 2
+    )
     assert main(["demo", "-o", str(tmp_path / "demo.png")]) == 0
     assert Image.open(tmp_path / "demo.png").size == (3 * 256, 256)

@@ -132,15 +132,24 @@ def test_triplet_loss_gradients_and_edge_cases():
         face.triplet_loss(x, labels, 1.0, "easy")
 
 
-def test_face_train_eval_smoke(faces):
+@pytest.fixture
+def one_thread():
+    """Training results depend on torch's thread count (reduction order): pin it, then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_face_train_eval_smoke(faces, one_thread):
     """Classification pre-training + triplet W' on 16 synthetic people: verification of unseen
-    people well above the 50 % of chance."""
+    people well above the 50 % of chance (0.82 here)."""
     torch.manual_seed(0)
     paths, labels, names = lfw.read_identities(faces / "train")
     x, y = torch.from_numpy(lfw.load_images(paths)), torch.from_numpy(labels)
     model = face.FaceVerifier(len(names), feature_dim=32, dim=16, width=8)
-    losses = face.pretrain_classifier(model, x, y, epochs=15, batch_size=16, lr=1e-2)
-    assert losses[-1] < 0.8 * losses[0]
+    losses = face.pretrain_classifier(model, x, y, epochs=25, batch_size=16, lr=3e-3)
+    assert losses[-1] < 0.5 * losses[0]
     tl = face.train_projection(
         model, x, y, 10, "semihard", identities_per_batch=8, images_per_identity=4
     )
@@ -155,7 +164,7 @@ def test_face_train_eval_smoke(faces):
     assert result.mean > 0.7, result
 
 
-def test_cli_train_face_and_verify(faces, tmp_path, capsys):
+def test_cli_train_face_and_verify(faces, tmp_path, capsys, one_thread):
     from convloc.cli import main
 
     ckpt = str(tmp_path / "face.pt")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import convloc.nn
 import numpy as np
 import pytest
@@ -165,10 +167,15 @@ def test_convolutionize_drops_identity_adaptive_pool_and_checks_size():
 
 
 def test_vgg16_crop_offsets_match_the_paper():
-    # The offsets of the reference FCN prototxts (pad 100): 19; 5 and 27; 5, 9 and 31.
-    assert fcn.FCN(21, "32s", fcn.VGG16).crop_offsets == {"out": 19}
-    assert fcn.FCN(21, "16s", fcn.VGG16).crop_offsets == {"pool4": 5, "out": 27}
-    assert fcn.FCN(21, "8s", fcn.VGG16).crop_offsets == {"pool4": 5, "pool3": 9, "out": 31}
+    # The offsets of the reference FCN prototxts (pad 100): 19; 5 and 27; 5, 9 and 31. They depend
+    # on the geometry only: VGG16's layers at one channel each, to keep the test light.
+    vgg = dataclasses.replace(
+        fcn.VGG16, stages=tuple((1,) * len(s) for s in fcn.VGG16.stages), fc=1
+    )
+    assert fcn.FCN(21, "32s", vgg).crop_offsets == {"out": 19}
+    assert fcn.FCN(21, "16s", vgg).crop_offsets == {"pool4": 5, "out": 27}
+    assert fcn.FCN(21, "8s", vgg).crop_offsets == {"pool4": 5, "pool3": 9, "out": 31}
+    assert fcn.FCN(21, "8s", vgg)(torch.zeros(1, 3, 50, 70)).shape == (1, 21, 50, 70)
 
 
 TINY = fcn.Layout(((4,), (4,), (6,), (6,), (8,)), 8, 5, 68)
@@ -223,28 +230,40 @@ def test_fcn_init_and_stagewise_copy():
         fcn.FCN(3, "4s")
 
 
-def test_fcn_train_eval_smoke(synth):
+@pytest.fixture
+def one_thread():
+    """Training results depend on torch's thread count (reduction order): pin it, then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_fcn_train_eval_smoke(synth, one_thread):
     """A tiny FCN-8s learns the synthetic shapes far above chance in a few seconds."""
     from convloc.models.segmentation import evaluate, fit, predict_scores
 
     torch.manual_seed(0)
     ds = voc_seg.VOCSegmentation(synth, "train")
     x, y = (torch.from_numpy(a) for a in ds.arrays())
-    layout = fcn.Layout(((8,), (16,), (16,), (16,), (16,)), 32, 5, 68, batch_norm=True)
+    # pad 26 with a 3x3 fc6 fits 32 x 32 inputs exactly (cheaper than SMALL's any-size pad 68).
+    layout = fcn.Layout(((8,), (16,), (16,), (16,), (16,)), 32, 3, 26, batch_norm=True)
     model = fcn.FCN(ds.num_classes, "8s", layout)
-    losses = fit(model, x, y, epochs=25, batch_size=8, lr=3e-3)
-    assert losses[-1] < 0.6 * losses[0]
+    losses = fit(model, x, y, epochs=40, batch_size=8, lr=1e-2)
+    assert losses[-1] < 0.4 * losses[0]
     s = evaluate(predict_scores(model, x), y, ds.num_classes)
-    # Always predicting the majority (background) class scores a mean IU under 0.2.
-    assert s.mean_iu > 0.35, s
+    # Always predicting the majority (background) class scores a mean IU of 0.17.
+    assert s.mean_iu > 0.3, s
 
 
-def test_cli_train_fcn_crfrnn_and_segment(synth, tmp_path, capsys):
+def test_cli_train_fcn_crfrnn_and_segment(synth, tmp_path, capsys, one_thread):
     from convloc.cli import main
 
     common = ["--data", str(synth), "--threads", "1", "--batch-size", "8"]
     fcn_ckpt = str(tmp_path / "fcn.pt")
-    args = ["train", "fcn", *common, "--variant", "8s", "--epochs", "1", "-o", fcn_ckpt]
+    args = ["train", "fcn", *common, "--variant", "8s", "--pad", "26", "--fc-kernel", "3"]
+    args += ["--epochs", "1"]
+    args += ["-o", fcn_ckpt]
     assert main(args) == 0
     crf_ckpt = str(tmp_path / "crf.pt")
     args = ["train", "crfrnn", *common, "--fcn", fcn_ckpt, "--epochs", "1", "--iterations", "2"]
