@@ -1,0 +1,1 @@
+"""Datasets: VOC-format segmentation and LFW-format face verification, real and synthetic."""

@@ -1,0 +1,1 @@
+"""Metrics: segmentation (pixel accuracy, mean IU), face verification (k-fold accuracy, ROC)."""

@@ -1,0 +1,1 @@
+"""Pipelines and backbones built on convloc's kernels."""

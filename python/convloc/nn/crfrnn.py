@@ -1,0 +1,137 @@
+"""CRF-as-RNN (Zheng et al. 2015): mean-field inference of a fully connected CRF with Gaussian
+edge potentials (Kraehenbuehl & Koltun 2011), unrolled as recurrent steps and trained end to end.
+
+One step, with Q = softmax(logits) of shape [L, N] over the N pixels:
+    m_k      = sum_{j != i} k_k(f_i, f_j) Q_j       Gaussian filtering (k: spatial, bilateral)
+    pairwise = mu @ (w_spatial * m_spatial + w_bilateral * m_bilateral)
+    logits   = unary - pairwise
+with per-label kernel weights w, a label compatibility mu (initialised to Potts, 1 - identity)
+and features f = position / theta_gamma (spatial) and (position / theta_alpha, rgb / theta_beta)
+(bilateral). The filter is convloc's permutohedral lattice (O(N), approximate) or exact
+Gaussian filtering (O(N^2), for tiny images and gradient checks); both are differentiable w.r.t.
+the values and the features, so the unary, the image and every parameter get gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+FILTERS = ("lattice", "exact")
+
+
+def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
+    """``out[i] = sum_{j != i} exp(-|f_i - f_j|^2 / 2) values[j]`` for values ``[N, C]``,
+    features ``[N, D]``."""
+    sq = (features * features).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * features @ features.T).clamp_min(0)
+    return torch.exp(-0.5 * d2) @ values - values
+
+
+def gaussian_filter_lattice(values: Tensor, features: Tensor) -> Tensor:
+    """The same filtering through convloc's permutohedral lattice (approximate, O(N))."""
+    from convloc.ops import permutohedral_filter
+
+    return permutohedral_filter(values, features, exclude_self=True)
+
+
+def pixel_features(image: Tensor, spatial_width: Tensor, colour_width: Tensor | None) -> Tensor:
+    """``[H*W, 2]`` positions / width, or ``[H*W, 5]`` with the colours of ``image [3, H, W]``
+    / colour width."""
+    h, w = image.shape[-2:]
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=image.dtype, device=image.device),
+        torch.arange(w, dtype=image.dtype, device=image.device),
+        indexing="ij",
+    )
+    pos = torch.stack([yy.reshape(-1), xx.reshape(-1)], 1) / spatial_width
+    if colour_width is None:
+        return pos
+    return torch.cat([pos, image.reshape(image.shape[0], -1).T / colour_width], 1)
+
+
+def crf_mean_field(
+    unary: Tensor,
+    image: Tensor,
+    spatial_weight: Tensor,
+    bilateral_weight: Tensor,
+    compatibility: Tensor,
+    log_widths: Tensor,
+    iterations: int = 5,
+    filter: str = "lattice",
+) -> Tensor:
+    """Mean-field logits ``[B, L, H, W]`` from unary logits ``[B, L, H, W]`` (higher = likelier)
+    and images ``[B, 3, H, W]`` (0..255). ``log_widths`` = log of (theta_alpha, theta_beta,
+    theta_gamma): bilateral position and colour widths, spatial width (pixels, colour units)."""
+    if filter not in FILTERS:
+        raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
+    if (
+        unary.dim() != 4
+        or image.dim() != 4
+        or image.shape[0] != unary.shape[0]
+        or image.shape[1] != 3
+    ):
+        raise ValueError(
+            f"image: expected [B, 3, H, W] matching unary [B, L, H, W], got {list(image.shape)} "
+            f"and {list(unary.shape)}"
+        )
+    if image.shape[-2:] != unary.shape[-2:]:
+        raise ValueError(
+            f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}"
+        )
+    gauss = gaussian_filter_exact if filter == "exact" else gaussian_filter_lattice
+    b, n_labels, h, w = unary.shape
+    theta = torch.exp(log_widths)
+    outputs = []
+    for k in range(b):
+        u = unary[k].reshape(n_labels, -1).T  # [N, L]
+        f_bil = pixel_features(image[k], theta[0], theta[1])
+        f_sp = pixel_features(image[k], theta[2], None)
+        logits = u
+        for _ in range(iterations):
+            q = torch.softmax(logits, dim=1)
+            message = gauss(q, f_sp) * spatial_weight + gauss(q, f_bil) * bilateral_weight
+            logits = u - message @ compatibility.T
+        outputs.append(logits.T.reshape(n_labels, h, w))
+    return torch.stack(outputs)
+
+
+class CRFasRNN(nn.Module):
+    """``forward(unary [B, L, H, W], image [B, 3, H, W] in 0..255) -> logits [B, L, H, W]``.
+
+    Learnable: per-label spatial and bilateral kernel weights, the L x L compatibility
+    (Potts-initialised), and, with ``learn_widths``, the kernel widths. ``filter="exact"`` uses
+    O(N^2) exact Gaussian filtering (tiny images, gradient checks).
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        iterations: int = 5,
+        spatial_weight: float = 3.0,
+        bilateral_weight: float = 5.0,
+        theta_alpha: float = 10.0,
+        theta_beta: float = 20.0,
+        theta_gamma: float = 3.0,
+        learn_widths: bool = False,
+        filter: str = "lattice",
+    ) -> None:
+        super().__init__()
+        if filter not in FILTERS:
+            raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
+        if num_labels < 2:
+            raise ValueError(f"num_labels: expected >= 2, got {num_labels}")
+        self.iterations, self.filter = iterations, filter
+        self.spatial_weight = nn.Parameter(torch.full((num_labels,), float(spatial_weight)))
+        self.bilateral_weight = nn.Parameter(torch.full((num_labels,), float(bilateral_weight)))
+        self.compatibility = nn.Parameter(1 - torch.eye(num_labels))
+        widths = torch.tensor([math.log(theta_alpha), math.log(theta_beta), math.log(theta_gamma)])
+        self.log_widths = nn.Parameter(widths, requires_grad=learn_widths)
+
+    def forward(self, unary: Tensor, image: Tensor) -> Tensor:
+        return crf_mean_field(
+            unary, image, self.spatial_weight, self.bilateral_weight, self.compatibility,
+            self.log_widths, self.iterations, self.filter,
+        )  # fmt: skip
