@@ -1,0 +1,1 @@
+"""Pipelines and backbones built from convloc's kernels."""
