@@ -1,5 +1,14 @@
 """Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out."""
 
 from convloc.ops.boxes import batched_nms, box_area, box_iou, nms
+from convloc.ops.proposals import felzenszwalb, selective_search, sliding_windows
 
-__all__ = ["box_area", "box_iou", "nms", "batched_nms"]
+__all__ = [
+    "box_area",
+    "box_iou",
+    "nms",
+    "batched_nms",
+    "sliding_windows",
+    "felzenszwalb",
+    "selective_search",
+]
