@@ -31,7 +31,7 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] RGB → normalised float32 [3, H, W]."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+    x = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1) / 255
     return (x - MEAN) / STD
 
 

@@ -42,6 +42,7 @@ __all__ = [
 class FastRCNNConfig:
     backbone: str = "small"
     fc_dim: int = 512
+    dropout: float = 0.5
     scale: int = 600
     max_size: int = 1000
     images_per_batch: int = 2
@@ -54,6 +55,7 @@ class FastRCNNConfig:
     score_threshold: float = 0.05
     max_detections: int = 100
     iterations: int = 2000
+    optimizer: str = "sgd"  # or "adam" (trains a from-scratch net faster)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -70,7 +72,7 @@ class FastRCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes  # object classes; index 0 of the outputs is background
-        self.backbone = backbone or build_backbone(cfg.backbone, fc_dim=cfg.fc_dim)
+        self.backbone = backbone or build_backbone(cfg.backbone, fc_dim=cfg.fc_dim, dropout=cfg.dropout)
         b = self.backbone
         self.roi_pool = RoIPool((b.roi_size, b.roi_size), 1.0 / b.stride)
         self.cls_score = nn.Linear(b.fc_dim, num_classes + 1)
@@ -242,6 +244,17 @@ def _batch(dataset, proposals, indices, cfg, model, generator):
     return batch, torch.cat(rois), torch.cat(labels), torch.cat(targets)
 
 
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay as in the papers, or Adam (decoupled weight decay)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {cfg.optimizer!r}")
+
+
 def train_fast_rcnn(
     dataset,
     proposals: list[np.ndarray],
@@ -266,9 +279,7 @@ def train_fast_rcnn(
     model = FastRCNN(len(dataset.classes), cfg)
     if pretrained:
         load_torchvision_vgg(model.backbone, pretrained)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    optimizer = make_optimizer(model, cfg)
     milestones = [int(f * cfg.iterations) for f in cfg.lr_steps]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
     start = 0

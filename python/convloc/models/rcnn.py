@@ -46,12 +46,14 @@ __all__ = ["RCNNConfig", "RCNN", "warp_regions", "train_svm", "train_rcnn", "loa
 class RCNNConfig:
     backbone: str = "small"
     fc_dim: int = 512
+    dropout: float = 0.5
     context_pad: int = 16  # at a 227-pixel input; scaled to the backbone's crop size
     finetune_iterations: int = 1000
     batch_size: int = 128
     images_per_batch: int = 8
     fg_fraction: float = 0.25
     fg_iou: float = 0.5
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -100,7 +102,7 @@ class RCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
-        self.cnn = backbone or build_backbone(cfg.backbone, fc_dim=cfg.fc_dim)
+        self.cnn = backbone or build_backbone(cfg.backbone, fc_dim=cfg.fc_dim, dropout=cfg.dropout)
         self.classifier = nn.Linear(self.cnn.fc_dim, num_classes + 1)  # fine-tuning only
         d = self.cnn.out_channels * self.cnn.roi_size**2
         self.register_buffer("svm_weight", torch.zeros(num_classes, self.cnn.fc_dim))
@@ -321,13 +323,15 @@ def train_rcnn(
     the SVMs and regressors are fitted on rank 0."""
     import torch.distributed as dist
 
+    from convloc.models.fast_rcnn import make_optimizer
+
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     torch.manual_seed(cfg.seed)
     model = RCNN(len(dataset.classes), cfg)
     if pretrained:
         load_torchvision_vgg(model.cnn, pretrained)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     milestones = [int(f * cfg.finetune_iterations) for f in cfg.lr_steps]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
