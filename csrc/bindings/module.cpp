@@ -11,6 +11,7 @@ namespace py = pybind11;
 namespace convloc {
 void bind_boxes(py::module_& m);
 void bind_proposals(py::module_& m);
+void bind_roi(py::module_& m);
 }  // namespace convloc
 
 namespace {
@@ -67,4 +68,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"));
   convloc::bind_boxes(m);
   convloc::bind_proposals(m);
+  convloc::bind_roi(m);
 }

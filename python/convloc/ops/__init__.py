@@ -2,6 +2,7 @@
 
 from convloc.ops.boxes import batched_nms, box_area, box_iou, nms
 from convloc.ops.proposals import felzenszwalb, selective_search, sliding_windows
+from convloc.ops.roi import roi_align, roi_pool
 
 __all__ = [
     "box_area",
@@ -11,4 +12,6 @@ __all__ = [
     "sliding_windows",
     "felzenszwalb",
     "selective_search",
+    "roi_pool",
+    "roi_align",
 ]
