@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from convloc.metrics.detection import average_precision, eval_class, evaluate
 
 
@@ -46,10 +45,13 @@ def test_iou_must_exceed_half():
 
 
 def test_pixel_inclusive_matches_devkit():
-    # Devkit boxes (1-based, inclusive): GT (1,1,10,10) has 10x10 pixels; det (1,1,10,5) 10x5 → IoU 0.5
+    # Devkit boxes (1-based, inclusive): GT (1,1,10,10) has 10x10 pixels, det (1,1,10,5) 10x5:
+    # IoU 0.5
     gt = [_gt([[1, 1, 10, 10]], [0])]
     assert evaluate([_det([[1, 1, 10, 5]], [1.0], [0])], gt, 1, pixel_inclusive=True)["ap"][0] == 0
-    assert evaluate([_det([[1, 1, 10, 6]], [1.0], [0])], gt, 1, pixel_inclusive=True)["ap"][0] == pytest.approx(1)
+    assert evaluate([_det([[1, 1, 10, 6]], [1.0], [0])], gt, 1, pixel_inclusive=True)["ap"][
+        0
+    ] == pytest.approx(1)
     # Small boxes show the +1: inclusive (1,1,2,3) vs (1,1,2,2) has IoU 4/6 with +1, 1/2 without
     gt = [_gt([[1, 1, 2, 3]], [0])]
     det = [_det([[1, 1, 2, 2]], [1.0], [0])]

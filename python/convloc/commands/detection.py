@@ -1,4 +1,5 @@
-"""``convloc train rcnn|fast-rcnn``, ``convloc eval``, ``convloc detect``, ``convloc data make-shapes``."""
+"""Detection commands: ``convloc train rcnn|fast-rcnn``, ``convloc eval``, ``convloc detect``,
+``convloc data make-shapes``."""
 
 from __future__ import annotations
 
@@ -10,24 +11,34 @@ import numpy as np
 
 
 def register_data(sub) -> None:
-    p = sub.add_parser("make-shapes", help="write the synthetic shapes detection dataset as a VOC tree")
+    p = sub.add_parser(
+        "make-shapes", help="write the synthetic shapes detection dataset as a VOC tree"
+    )
     p.add_argument("dir")
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--image-size", type=int, nargs=2, default=(128, 192), metavar=("MIN", "MAX"),
+                   help="image sides are drawn from [MIN, MAX]")  # fmt: skip
+    p.add_argument("--object-size", type=int, nargs=2, default=(16, 64), metavar=("MIN", "MAX"))
     p.set_defaults(func=_make_shapes)
 
 
 def _make_shapes(args) -> int:
     from convloc.data.shapes import make_shapes
 
-    make_shapes(args.dir, args.images, seed=args.seed, test_fraction=args.test_fraction)
+    make_shapes(
+        args.dir, args.images, seed=args.seed, test_fraction=args.test_fraction,
+        size=tuple(args.image_size), min_size=args.object_size[0], max_size=args.object_size[1],
+    )  # fmt: skip
     print(f"wrote {args.images} images to {args.dir}")
     return 0
 
 
 def _proposal_args(p) -> None:
-    p.add_argument("--proposals", choices=["selective-search", "sliding"], default="selective-search")
+    p.add_argument(
+        "--proposals", choices=["selective-search", "sliding"], default="selective-search"
+    )
     p.add_argument("--ss-mode", choices=["fast", "quality", "single"], default="fast")
     p.add_argument("--max-proposals", type=int, default=500)
     p.add_argument("--cache", help="proposal cache folder (default: DATA/cache)")
@@ -44,9 +55,13 @@ def register_train(sub) -> None:
         p.add_argument("--fc-dim", type=int, help="fc6/fc7 width (default 512 small, 4096 vgg16)")
         p.add_argument("--pretrained", help="torchvision-style VGG state dict file")
         p.add_argument("--iterations", type=int, default=2000 if kind == "fast-rcnn" else 1000)
+        p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
         p.add_argument("--lr", type=float, default=0.01)
+        p.add_argument("--dropout", type=float, default=0.5)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
+        p.add_argument(
+            "--threads", type=int, default=0, help="torch threads per process (0: default)"
+        )
         if kind == "fast-rcnn":
             p.add_argument("--scale", type=int, default=600)
             p.add_argument("--max-size", type=int, default=1000)
@@ -71,7 +86,11 @@ def _setup(args):
 def _proposals(dataset, args, settings=None):
     from convloc.models.common import load_proposals
 
-    s = settings or {"method": args.proposals, "mode": args.ss_mode, "max_boxes": args.max_proposals}
+    s = settings or {
+        "method": args.proposals,
+        "mode": args.ss_mode,
+        "max_boxes": args.max_proposals,
+    }
     cache = getattr(args, "cache", None) or os.path.join(dataset.root, "cache")
     return load_proposals(dataset, cache, s["method"], s["mode"], s["max_boxes"]), s
 
@@ -80,11 +99,16 @@ def _train(args) -> int:
     dataset, rank, world = _setup(args)
     proposals, settings = _proposals(dataset, args)
     fc_dim = args.fc_dim or (512 if args.backbone == "small" else 4096)
-    common = dict(backbone=args.backbone, fc_dim=fc_dim, lr=args.lr, seed=args.seed, proposals=settings)
+    common = dict(
+        backbone=args.backbone, fc_dim=fc_dim, optimizer=args.optimizer, lr=args.lr,
+        dropout=args.dropout, seed=args.seed, proposals=settings,
+    )  # fmt: skip
     if args.model == "fast-rcnn":
         from convloc.models.fast_rcnn import FastRCNNConfig, train_fast_rcnn
 
-        cfg = FastRCNNConfig(iterations=args.iterations, scale=args.scale, max_size=args.max_size, **common)
+        cfg = FastRCNNConfig(
+            iterations=args.iterations, scale=args.scale, max_size=args.max_size, **common
+        )
         train_fast_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
     else:
         from convloc.models.rcnn import RCNNConfig, train_rcnn
@@ -111,7 +135,9 @@ def load_detector(path: str, svd_rank=None):
         if svd_rank:
             raise ValueError("--svd: only for fast-rcnn checkpoints")
         if state["stage"] != "done":
-            raise ValueError(f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun train")
+            raise ValueError(
+                f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun train"
+            )
         model = load_rcnn(state)
     else:
         raise ValueError(f"checkpoint: unknown kind {state['kind']!r}")
@@ -183,7 +209,10 @@ def _eval(args) -> int:
     proposals, _ = _proposals(dataset, args, settings)
     r = evaluate_detector(model, dataset, proposals, args.limit)
     print(format_table(classes, {"AP (VOC07)": r["voc07"], "AP (area)": r["area"]}))
-    print(f"test time: {1000 * r['seconds_per_image']:.1f} ms/image over {r['images']} images (proposals excluded)")
+    print(
+        f"test time: {1000 * r['seconds_per_image']:.1f} ms/image over {r['images']} images"
+        " (proposals excluded)"
+    )
     if args.json:
         out = {
             "checkpoint": args.checkpoint, "svd": args.svd, "classes": list(classes),
@@ -207,10 +236,21 @@ def _detect(args) -> int:
         image = np.asarray(im.convert("RGB"))
     props = compute_proposals(image, settings["method"], settings["mode"], settings["max_boxes"])
     det = model.detect(image, props)
-    threshold = args.threshold if args.threshold is not None else (0.5 if hasattr(model, "roi_pool") else 0.0)
+    threshold = (
+        args.threshold
+        if args.threshold is not None
+        else (0.5 if hasattr(model, "roi_pool") else 0.0)
+    )
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    palette = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255), (0, 220, 220)]
+    palette = [
+        (255, 64, 64),
+        (64, 200, 64),
+        (64, 128, 255),
+        (255, 200, 0),
+        (200, 64, 255),
+        (0, 220, 220),
+    ]
     shown = 0
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
         if score < threshold:

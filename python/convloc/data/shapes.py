@@ -86,7 +86,8 @@ def render_image(
     max_size: int = 64,
     difficult_size: int = 16,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One image: (uint8 [H, W, 3], boxes float32 [N, 4] continuous, labels int64 [N], difficult bool [N])."""
+    """One image: (uint8 [H, W, 3], boxes float32 [N, 4] continuous, labels int64 [N],
+    difficult bool [N])."""
     h = int(rng.integers(size[0], size[1] + 1))
     w = int(rng.integers(size[0], size[1] + 1))
     img = _background(h, w, rng)
@@ -141,17 +142,30 @@ def make_shapes(root: str, images: int, seed: int = 0, test_fraction: float = 0.
     n_test = int(round(images * test_fraction))
     trainval, test = ids[: images - n_test], ids[images - n_test :]
     n_val = len(trainval) // 2
-    splits = {"train": trainval[n_val:], "val": trainval[:n_val], "trainval": trainval, "test": test}
+    splits = {
+        "train": trainval[n_val:],
+        "val": trainval[:n_val],
+        "trainval": trainval,
+        "test": test,
+    }
     main = os.path.join(root, "ImageSets", "Main")
     index = {image_id: k for k, image_id in enumerate(ids)}
     for name, members in splits.items():
         with open(os.path.join(main, f"{name}.txt"), "w") as f:
             f.writelines(f"{m}\n" for m in members)
-        for c, cls in enumerate(SHAPE_CLASSES):  # VOC's per-class lists: 1 present, 0 only difficult
+        for c, cls in enumerate(
+            SHAPE_CLASSES
+        ):  # VOC's per-class lists: 1 present, 0 only difficult
             with open(os.path.join(main, f"{cls}_{name}.txt"), "w") as f:
                 for m in members:
                     labels, difficult = present[index[m]]
-                    flag = 1 if np.any((labels == c) & ~difficult) else 0 if np.any(labels == c) else -1
+                    flag = (
+                        1
+                        if np.any((labels == c) & ~difficult)
+                        else 0
+                        if np.any(labels == c)
+                        else -1
+                    )
                     f.write(f"{m} {flag:2d}\n")
     with open(os.path.join(root, "classes.txt"), "w") as f:
         f.writelines(f"{c}\n" for c in SHAPE_CLASSES)

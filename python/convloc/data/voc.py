@@ -28,7 +28,8 @@ VOC_CLASSES = (
 
 @dataclass
 class Annotation:
-    """One image's objects: ``boxes`` float32 [N, 4] continuous, ``names`` [N], ``difficult`` bool [N]."""
+    """One image's objects: ``boxes`` float32 [N, 4] continuous, ``names`` [N],
+    ``difficult`` bool [N]."""
 
     filename: str
     width: int
@@ -91,11 +92,14 @@ class VOCDetection:
         root: the year folder (``.../VOCdevkit/VOC2007``) or a folder holding ``VOCdevkit/VOC2007``
             or ``VOC2007``.
         split: a name in ``ImageSets/Main`` (``train``, ``val``, ``trainval``, ``test``).
-        classes: class names; default the 20 VOC classes, or ``classes.txt`` in ``root`` when present.
+        classes: class names; default ``classes.txt`` in ``root`` when present, else the 20 VOC
+            classes.
         use_difficult: keep objects marked difficult (flagged; the metrics ignore them).
     """
 
-    def __init__(self, root: str, split: str = "trainval", classes=None, use_difficult: bool = True):
+    def __init__(
+        self, root: str, split: str = "trainval", classes=None, use_difficult: bool = True
+    ):
         self.root = _find_year_dir(root)
         self.split = split
         if classes is None:

@@ -27,7 +27,9 @@ import numpy as np
 __all__ = ["average_precision", "eval_class", "evaluate", "format_table"]
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
+def average_precision(
+    recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True
+) -> float:
     """AP from a precision/recall curve (recall ascending, as :func:`eval_class` returns)."""
     recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
     if use_07_metric:
@@ -65,7 +67,8 @@ def eval_class(
 
     Args:
         det_images: int [D] image index of each detection; det_boxes [D, 4]; det_scores [D].
-        gt_boxes: per image, [G_i, 4] ground truth of this class; gt_difficult: per image, bool [G_i].
+        gt_boxes: per image, [G_i, 4] ground truth of this class.
+        gt_difficult: per image, bool [G_i].
 
     Returns:
         (recall [D'], precision [D'], npos) where D' counts the detections not ignored as
@@ -151,7 +154,7 @@ def evaluate(
 
 
 def format_table(classes: Sequence[str], results: dict[str, dict]) -> str:
-    """A per-class AP table, one column per entry of ``results`` (name → :func:`evaluate` output)."""
+    """A per-class AP table, one column per ``results`` entry (name → :func:`evaluate` output)."""
     names = list(results)
     width = max([len(c) for c in classes] + [5])
     lines = [f"{'class':<{width}}  " + "  ".join(f"{n:>9}" for n in names)]

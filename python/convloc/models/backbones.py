@@ -15,7 +15,7 @@ from torch import nn
 __all__ = ["VGG", "vgg16", "small_vgg", "load_torchvision_vgg", "build_backbone"]
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-# Three 3x3 stages at stride 1, 2, 4: fine enough for 16-70 px objects, cheap enough to train on CPU.
+# 3x3 convs at stride 1, 2, 4: fine enough for 16-64 px objects, cheap enough to train on CPU.
 SMALL_CFG = (32, "M", 64, "M", 64, 64)
 
 
@@ -51,7 +51,12 @@ class VGG(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
         )
-        self.stride, self.out_channels, self.roi_size, self.fc_dim = stride, channels, roi_size, fc_dim
+        self.stride, self.out_channels, self.roi_size, self.fc_dim = (
+            stride,
+            channels,
+            roi_size,
+            fc_dim,
+        )
 
     @property
     def crop_size(self) -> int:
@@ -88,7 +93,7 @@ def build_backbone(name: str, **kw) -> VGG:
 def load_torchvision_vgg(model: VGG, state_dict: dict | str) -> VGG:
     """Loads a torchvision-style VGG state dict (a dict or a path to a ``torch.save`` file) into
     ``model``: ``features.*`` one to one, ``classifier.0`` → fc6, ``classifier.3`` → fc7; the
-    1000-way ``classifier.6`` is dropped. Raises ``ValueError`` naming any missing or misshaped key."""
+    1000-way ``classifier.6`` is dropped. Raises ``ValueError`` naming missing or misshaped keys."""
     if isinstance(state_dict, str):
         state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
     rename = {"classifier.0.": "head.0.", "classifier.3.": "head.3."}
@@ -106,7 +111,8 @@ def load_torchvision_vgg(model: VGG, state_dict: dict | str) -> VGG:
     bad = [k for k in own if k in mapped and own[k].shape != mapped[k].shape]
     if missing or unexpected or bad:
         raise ValueError(
-            f"state_dict: does not fit this VGG (missing {missing[:4]}, unexpected {unexpected[:4]}, "
+            f"state_dict: does not fit this VGG (missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, "
             f"shape mismatch {bad[:4]})"
         )
     model.load_state_dict(mapped)

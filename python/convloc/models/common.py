@@ -24,7 +24,7 @@ __all__ = [
     "load_proposals",
 ]
 
-# torchvision's ImageNet statistics, so a user's pretrained VGG-16 sees the inputs it was trained on.
+# torchvision's ImageNet statistics: a user's pretrained VGG-16 sees the inputs it was trained on.
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
@@ -73,7 +73,11 @@ def barrier() -> None:
 
 
 def compute_proposals(
-    image: np.ndarray, method: str = "selective-search", mode: str = "fast", max_boxes: int = 500, seed: int = 0
+    image: np.ndarray,
+    method: str = "selective-search",
+    mode: str = "fast",
+    max_boxes: int = 500,
+    seed: int = 0,
 ) -> np.ndarray:
     """Region proposals for one image → float32 [K, 4] (x1, y1, x2, y2).
 
@@ -93,7 +97,9 @@ def compute_proposals(
                 sizes.append((hh, ww))
                 strides.append((max(hh // 4, 1), max(ww // 4, 1)))
             side = int(side * 1.5)
-        boxes = np.concatenate([ops.sliding_windows((h, w), [s], [t]) for s, t in zip(sizes, strides)])
+        boxes = np.concatenate(
+            [ops.sliding_windows((h, w), [s], [t]) for s, t in zip(sizes, strides)]
+        )
         if len(boxes) > max_boxes:
             boxes = boxes[np.random.default_rng(seed).choice(len(boxes), max_boxes, replace=False)]
     else:
@@ -102,7 +108,11 @@ def compute_proposals(
 
 
 def load_proposals(
-    dataset, cache_dir: str, method: str = "selective-search", mode: str = "fast", max_boxes: int = 500
+    dataset,
+    cache_dir: str,
+    method: str = "selective-search",
+    mode: str = "fast",
+    max_boxes: int = 500,
 ) -> list[np.ndarray]:
     """Proposals for every image of ``dataset``, computed once and cached in ``cache_dir``.
 
@@ -111,7 +121,11 @@ def load_proposals(
     folder = os.path.join(cache_dir, f"proposals-{method}-{mode}-{max_boxes}-{key}")
     os.makedirs(folder, exist_ok=True)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    todo = [i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))]
+    todo = [
+        i
+        for i in range(len(dataset))
+        if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))
+    ]
     for i in tqdm(todo[rank::world], desc="proposals", unit="img", disable=not todo or rank != 0):
         boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes, seed=i)
         path = os.path.join(folder, f"{dataset.ids[i]}.npy")

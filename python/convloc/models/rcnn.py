@@ -94,7 +94,7 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, crop: int, pad: float
     grid = F.affine_grid(theta, [k, 3, crop, crop], align_corners=False)
     # One image, K crops stacked along the height: no copy of the image per crop.
     out = F.grid_sample(image[None], grid.reshape(1, k * crop, crop, 2), align_corners=False)
-    return out[0].reshape(3, k, crop, crop).transpose(0, 1)
+    return out[0].reshape(3, k, crop, crop).transpose(0, 1).contiguous()
 
 
 class RCNN(nn.Module):
@@ -127,7 +127,9 @@ class RCNN(nn.Module):
         return self.classifier(self.cnn(crops))
 
     @torch.no_grad()
-    def features(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(
+        self, image: torch.Tensor, boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pool5 [K, D], fc7 [K, fc_dim]) of ``boxes`` in normalised ``image``, in batches."""
         pool5, fc7 = [], []
         for s in range(0, len(boxes), self.cfg.extract_batch):
@@ -158,7 +160,9 @@ def _squared_hinge_svm(x, y, weights, c, bias_mult, w0=None):
     """Minimises ½‖w‖² + C Σ weights_i · max(0, 1 − y_i (w·[x_i, bias_mult]))² with L-BFGS."""
     xb = torch.cat((x, torch.full((len(x), 1), bias_mult)), 1).double()
     y, weights = y.double(), weights.double()
-    w = (w0.clone() if w0 is not None else torch.zeros(xb.shape[1], dtype=torch.float64)).requires_grad_()
+    w = (
+        w0.clone() if w0 is not None else torch.zeros(xb.shape[1], dtype=torch.float64)
+    ).requires_grad_()
     opt = torch.optim.LBFGS([w], max_iter=200, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
 
     def closure():
@@ -195,7 +199,9 @@ def train_svm(
         nonlocal w, cache
         x = torch.cat((positives, cache))
         y = torch.cat((torch.ones(len(positives)), -torch.ones(len(cache))))
-        weights = torch.cat((torch.full((len(positives),), cfg.svm_pos_weight), torch.ones(len(cache))))
+        weights = torch.cat(
+            (torch.full((len(positives),), cfg.svm_pos_weight), torch.ones(len(cache)))
+        )
         w = _squared_hinge_svm(x, y, weights, cfg.svm_c, cfg.svm_bias, w)
         cache = cache[score(cache) >= cfg.easy_threshold]
 
@@ -273,8 +279,14 @@ def _extract(model, dataset, proposals, folder, rank, world):
 
     os.makedirs(folder, exist_ok=True)
     cfg = model.cfg
-    todo = [i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npz"))]
-    for i in tqdm(todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo):
+    todo = [
+        i
+        for i in range(len(dataset))
+        if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npz"))
+    ]
+    for i in tqdm(
+        todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo
+    ):
         t = dataset.target(i)
         gt_all = torch.as_tensor(t["boxes"]).reshape(-1, 4)
         keep = ~t["difficult"]
@@ -282,7 +294,11 @@ def _extract(model, dataset, proposals, folder, rank, world):
         boxes = torch.cat((gt, torch.as_tensor(proposals[i]).reshape(-1, 4)))
         pool5, fc7 = model.features(to_tensor(_image(dataset, i)), boxes)
         class_iou = torch.zeros(len(boxes), model.num_classes)
-        reg_idx, reg_cls, reg_t = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+        reg_idx, reg_cls, reg_t = (
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros((0, 4), np.float32),
+        )
         if len(gt_all):
             iou = box_iou(boxes, gt_all).nan_to_num(0)
             for c in range(model.num_classes):
@@ -300,7 +316,8 @@ def _extract(model, dataset, proposals, folder, rank, world):
         buf = io.BytesIO()
         np.savez(
             buf, fc7=fc7.numpy().astype(np.float16), n_gt=len(gt), gt_labels=t["labels"][keep],
-            class_iou=class_iou.numpy().astype(np.float16), pool5=pool5[reg_idx].numpy().astype(np.float16),
+            class_iou=class_iou.numpy().astype(np.float16),
+            pool5=pool5[reg_idx].numpy().astype(np.float16),
             reg_cls=reg_cls, reg_targets=reg_t,
         )  # fmt: skip
         with open(path + ".tmp", "wb") as f:
@@ -384,7 +401,9 @@ def train_rcnn(
         stage = "features"
     model.eval()
     if stage == "features":
-        folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _digest(model.cnn))
+        folder = os.path.join(
+            os.path.dirname(os.path.abspath(checkpoint)), "features", _digest(model.cnn)
+        )
         _extract(model, dataset, proposals, folder, rank, world)
         if is_main():
             _fit_svms_and_regressors(model, dataset, folder, cfg)
@@ -409,10 +428,13 @@ def _fit_svms_and_regressors(model: RCNN, dataset, folder: str, cfg: RCNNConfig)
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     for c in tqdm(range(model.num_classes), desc="svm + bbox regression", unit="class"):
         scale = float(model.fc7_scale)
-        pos = [torch.from_numpy(f["fc7"][: int(f["n_gt"])][f["gt_labels"] == c].astype(np.float32)) for f in files]
+        pos = [
+            torch.from_numpy(f["fc7"][: int(f["n_gt"])][f["gt_labels"] == c].astype(np.float32))
+            for f in files
+        ]
         positives = torch.cat(pos) * scale
 
-        def negatives():
+        def negatives(c=c, scale=scale):
             for i in order:
                 f = files[i]
                 n_gt = int(f["n_gt"])
