@@ -71,7 +71,8 @@ void check_output(const TensorView& out, const TensorView& like, std::initialize
 void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spatial_scale, int64_t pooled_h,
                          int64_t pooled_w, py::handle out_obj, py::handle argmax_obj, uintptr_t stream_id) {
   Array input = as_array(input_obj, "input"), rois = as_array(rois_obj, "boxes");
-  Array out = as_output(out_obj, "out"), argmax = as_output(argmax_obj, "argmax");
+  Array out = as_output(out_obj, "out");
+  Array argmax = argmax_obj.is_none() ? as_optional_array(argmax_obj, "argmax") : as_output(argmax_obj, "argmax");
   void* stream = as_stream(stream_id);
   check_input(*input);
   check_rois(*rois, *input, input->size(0), stream);
@@ -80,13 +81,15 @@ void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spati
   checked_numel({k, c, pooled_h, pooled_w}, "roi_pool output");
   check_output(*out, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
   check_same_dtype(*input, *out);
-  check_output(*argmax, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
-  check_dtype(*argmax, DType::Int32);
+  if (!argmax_obj.is_none()) {
+    check_output(*argmax, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
+    check_dtype(*argmax, DType::Int32);
+  }
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
-    auto* am = argmax->ptr<int32_t>();
+    auto* am = argmax_obj.is_none() ? nullptr : argmax->ptr<int32_t>();
     const auto s = static_cast<scalar_t>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w);
     CONVLOC_ON_DEVICE(*input, roi_pool_forward_cpu(x, b, c, h, w, r, k, s, ph, pw, o, am),
@@ -94,36 +97,46 @@ void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spati
   });
 }
 
-// grad [K, C, PH, PW] and grad_input [B, C, H, W] of one dtype and device; boxes as in the forward.
-void check_backward(const TensorView& grad, const TensorView& rois, const TensorView& gi, void* stream) {
+// grad broadcastable to [K, C, PH, PW] (each size equal or 1) and grad_input [B, C, H, W], of one
+// dtype and device; boxes as in the forward. Returns grad's view with stride 0 on broadcast sizes.
+template <typename T>
+GradView<T> check_backward(const TensorView& grad, const TensorView& rois, const TensorView& gi, int64_t pooled_h,
+                           int64_t pooled_w, double spatial_scale, void* stream) {
   check_ndim(grad, 4, "[K, C, PH, PW]");
-  check_float(grad);
   check_input(gi);
-  check_same_device(grad, gi);
-  check_same_dtype(grad, gi);
-  check_rois(rois, grad, gi.size(0), stream);
-  check_same_size(rois, 0, grad, 0);
-  check_same_size(gi, 1, grad, 1);
-  check_pooling(1.0, grad.size(2), grad.size(3));
+  check_same_device(gi, grad);
+  check_same_dtype(gi, grad);
+  check_rois(rois, gi, gi.size(0), stream);
+  check_pooling(spatial_scale, pooled_h, pooled_w);
+  const int64_t want[4] = {rois.size(0), gi.size(1), pooled_h, pooled_w};
+  int64_t strides[4], stride = 1;
+  for (int i = 3; i >= 0; --i) {
+    if (grad.size(i) != want[i] && grad.size(i) != 1)
+      fail_value(grad.name, ": expected a shape broadcastable to [K, C, PH, PW] = [", want[0], ", ", want[1], ", ",
+                 want[2], ", ", want[3], "], got ", grad.shape_str());
+    strides[i] = grad.size(i) == 1 ? 0 : stride;
+    stride *= grad.size(i);
+  }
+  return GradView<T>{grad.ptr<T>(), strides[0], strides[1], strides[2], strides[3]};
 }
 
-void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle argmax_obj, py::handle gi_obj,
-                          uintptr_t stream_id) {
+void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle input_obj, double spatial_scale,
+                          int64_t pooled_h, int64_t pooled_w, py::handle gi_obj, uintptr_t stream_id) {
   Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes");
-  Array argmax = as_array(argmax_obj, "argmax"), gi = as_output(gi_obj, "grad_input");
+  Array input = as_array(input_obj, "input"), gi = as_output(gi_obj, "grad_input");
   void* stream = as_stream(stream_id);
-  check_backward(*grad, *rois, *gi, stream);
-  check_output(*argmax, *grad, {grad->size(0), grad->size(1), grad->size(2), grad->size(3)}, "[K, C, PH, PW]");
-  check_dtype(*argmax, DType::Int32);
-  py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*grad, [&] {
-    const auto *g = grad->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
-    const auto* am = argmax->ptr<int32_t>();
+  check_output(*input, *gi, {gi->size(0), gi->size(1), gi->size(2), gi->size(3)}, "[B, C, H, W] (grad_input's)");
+  check_same_dtype(*gi, *input);
+  CONVLOC_DISPATCH_FLOAT(*gi, [&] {
+    const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, stream);
+    py::gil_scoped_release nogil;
+    const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = gi->ptr<scalar_t>();
-    const int64_t k = grad->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
-    const int ph = int(grad->size(2)), pw = int(grad->size(3));
-    CONVLOC_ON_DEVICE(*grad, roi_pool_backward_cpu(g, am, r, k, b, c, h, w, ph, pw, o),
-                      roi_pool_backward_cuda(g, am, r, k, b, c, h, w, ph, pw, o, stream));
+    const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
+    const auto s = static_cast<scalar_t>(spatial_scale);
+    const int ph = int(pooled_h), pw = int(pooled_w);
+    CONVLOC_ON_DEVICE(*gi, roi_pool_backward_cpu(g, x, r, k, b, c, h, w, s, ph, pw, o),
+                      roi_pool_backward_cuda(g, x, r, k, b, c, h, w, s, ph, pw, o, stream));
   });
 }
 
@@ -151,21 +164,22 @@ void py_roi_align_forward(py::handle input_obj, py::handle rois_obj, double spat
   });
 }
 
-void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spatial_scale, int64_t sampling_ratio,
-                           bool aligned, py::handle gi_obj, uintptr_t stream_id) {
+void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spatial_scale, int64_t pooled_h,
+                           int64_t pooled_w, int64_t sampling_ratio, bool aligned, py::handle gi_obj,
+                           uintptr_t stream_id) {
   Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes"), gi = as_output(gi_obj, "grad_input");
   void* stream = as_stream(stream_id);
-  check_backward(*grad, *rois, *gi, stream);
-  check_pooling(spatial_scale, grad->size(2), grad->size(3));
+  check_input(*gi);
   if (sampling_ratio > (1 << 16)) fail_value("sampling_ratio: expected at most 65536, got ", sampling_ratio);
-  py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*grad, [&] {
-    const auto *g = grad->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
+  CONVLOC_DISPATCH_FLOAT(*gi, [&] {
+    const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, stream);
+    py::gil_scoped_release nogil;
+    const auto* r = rois->ptr<scalar_t>();
     auto* o = gi->ptr<scalar_t>();
-    const int64_t k = grad->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
+    const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
     const auto s = static_cast<scalar_t>(spatial_scale);
-    const int ph = int(grad->size(2)), pw = int(grad->size(3)), sr = int(sampling_ratio);
-    CONVLOC_ON_DEVICE(*grad, roi_align_backward_cpu(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o),
+    const int ph = int(pooled_h), pw = int(pooled_w), sr = int(sampling_ratio);
+    CONVLOC_ON_DEVICE(*gi, roi_align_backward_cpu(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o),
                       roi_align_backward_cuda(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o, stream));
   });
 }
@@ -174,20 +188,21 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
 
 void bind_roi(py::module_& m) {
   m.def("roi_pool_forward", &py_roi_pool_forward, arg("input"), arg("boxes"), arg("spatial_scale"),
-        arg("pooled_h"), arg("pooled_w"), arg("out"), arg("argmax"), py::kw_only(), arg("stream") = 0,
-        "RoI max pooling: out, argmax [K, C, PH, PW] (argmax: int32 offset in the H*W plane, -1 for an empty "
-        "bin) from input [B, C, H, W] and boxes [K, 5] = (batch index, x1, y1, x2, y2).");
-  m.def("roi_pool_backward", &py_roi_pool_backward, arg("grad"), arg("boxes"), arg("argmax"), arg("grad_input"),
-        py::kw_only(), arg("stream") = 0,
-        "grad_input [B, C, H, W] = sum of grad [K, C, PH, PW] at each bin's argmax (entries outside [0, H*W) "
-        "are skipped); deterministic: fixed summation order, no atomics.");
+        arg("pooled_h"), arg("pooled_w"), arg("out"), arg("argmax") = py::none(), py::kw_only(), arg("stream") = 0,
+        "RoI max pooling: out [K, C, PH, PW] from input [B, C, H, W] and boxes [K, 5] = (batch index, x1, y1, "
+        "x2, y2); argmax (int32 [K, C, PH, PW] or None) receives each bin's offset y * W + x, -1 for an empty bin.");
+  m.def("roi_pool_backward", &py_roi_pool_backward, arg("grad"), arg("boxes"), arg("input"), arg("spatial_scale"),
+        arg("pooled_h"), arg("pooled_w"), arg("grad_input"), py::kw_only(), arg("stream") = 0,
+        "grad_input [B, C, H, W]: each grad [K, C, PH, PW] entry (sizes of 1 broadcast) added at its bin's argmax, "
+        "recomputed from input; deterministic: fixed summation order, no atomics.");
   m.def("roi_align_forward", &py_roi_align_forward, arg("input"), arg("boxes"), arg("spatial_scale"),
         arg("pooled_h"), arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("out"), py::kw_only(),
         arg("stream") = 0, "RoI align (bilinear, averaged over a sample grid): out [K, C, PH, PW].");
   m.def("roi_align_backward", &py_roi_align_backward, arg("grad"), arg("boxes"), arg("spatial_scale"),
-        arg("sampling_ratio"), arg("aligned"), arg("grad_input"), py::kw_only(), arg("stream") = 0,
-        "grad_input [B, C, H, W] of roi_align from grad [K, C, PH, PW]; deterministic: fixed summation order, "
-        "no atomics.");
+        arg("pooled_h"), arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("grad_input"), py::kw_only(),
+        arg("stream") = 0,
+        "grad_input [B, C, H, W] of roi_align from grad [K, C, PH, PW] (sizes of 1 broadcast); deterministic: "
+        "fixed summation order, no atomics.");
 }
 
 }  // namespace convloc

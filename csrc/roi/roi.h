@@ -181,9 +181,24 @@ CONVLOC_HD T align_interpolate(const AlignSample<T>& s, T v1, T v2, T v3, T v4) 
   return add_rn(add_rn(add_rn(mul_rn(s.w1, v1), mul_rn(s.w2, v2)), mul_rn(s.w3, v3)), mul_rn(s.w4, v4));
 }
 
+// ---- gradients ----
+
+// An output gradient [K, C, PH, PW] addressed by strides (in elements); a stride of 0 broadcasts
+// that dimension, so autograd's expanded gradients (e.g. of out.sum()) need no copy.
+template <typename T>
+struct GradView {
+  const T* data;
+  int64_t sk, sc, sh, sw;
+  CONVLOC_HD T operator()(int64_t k, int64_t c, int64_t ph, int64_t pw) const {
+    return data[k * sk + c * sc + ph * sh + pw * sw];
+  }
+};
+
 // ---- host API ----
 // All arrays contiguous; rois already validated (integral batch index in range, finite, x2 >= x1, y2 >= y1).
 // Forward kernels write every output element; backward kernels write every grad_input element.
+// roi_pool: argmax (nullable) receives each bin's winning offset y * W + x (-1: empty bin). The
+// backward recomputes the argmax from the input instead of reading it back.
 
 template <typename T>
 bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch);
@@ -192,13 +207,13 @@ template <typename T>
 void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                           T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax);
 template <typename T>
-void roi_pool_backward_cpu(const T* grad, const int32_t* argmax, const T* rois, int64_t k, int64_t b, int64_t c,
-                           int64_t h, int64_t w, int pooled_h, int pooled_w, T* grad_input);
+void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                           int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input);
 template <typename T>
 void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                            T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out);
 template <typename T>
-void roi_align_backward_cpu(const T* grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
                             T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input);
 
 #ifdef CONVLOC_WITH_CUDA
@@ -208,14 +223,14 @@ template <typename T>
 void roi_pool_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                            T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax, void* stream);
 template <typename T>
-void roi_pool_backward_cuda(const T* grad, const int32_t* argmax, const T* rois, int64_t k, int64_t b, int64_t c,
-                            int64_t h, int64_t w, int pooled_h, int pooled_w, T* grad_input, void* stream);
+void roi_pool_backward_cuda(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                            int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream);
 template <typename T>
 void roi_align_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
                             T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out,
                             void* stream);
 template <typename T>
-void roi_align_backward_cuda(const T* grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+void roi_align_backward_cuda(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
                              T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input,
                              void* stream);
 #endif

@@ -24,38 +24,35 @@ def _out_shape(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int):
 @torch.library.custom_op("convloc::roi_pool", mutates_args=())
 def roi_pool(
     input: Tensor, rois: Tensor, spatial_scale: float, pooled_h: int, pooled_w: int
-) -> tuple[Tensor, Tensor]:
-    """(out, argmax) [K, C, PH, PW]; argmax is int32 (offset in the H*W plane, -1: empty bin)."""
+) -> Tensor:
     return roi_ops._roi_pool(input, rois, spatial_scale, pooled_h, pooled_w)
 
 
 @roi_pool.register_fake
 def _(input, rois, spatial_scale, pooled_h, pooled_w):
-    shape = _out_shape(input, rois, pooled_h, pooled_w)
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int32)
+    return input.new_empty(_out_shape(input, rois, pooled_h, pooled_w))
 
 
 @torch.library.custom_op("convloc::roi_pool_backward", mutates_args=())
-def roi_pool_backward(
-    grad: Tensor, rois: Tensor, argmax: Tensor, batch: int, channels: int, height: int, width: int
-) -> Tensor:
-    return roi_ops._roi_pool_backward(grad, rois, argmax, (batch, channels, height, width))
+def roi_pool_backward(grad: Tensor, rois: Tensor, input: Tensor, spatial_scale: float) -> Tensor:
+    """Gradient w.r.t. input; each bin's argmax is recomputed from input, not stored."""
+    return roi_ops._roi_pool_backward(grad, rois, input, spatial_scale)
 
 
 @roi_pool_backward.register_fake
-def _(grad, rois, argmax, batch, channels, height, width):
-    return grad.new_empty((batch, channels, height, width))
+def _(grad, rois, input, spatial_scale):
+    return input.new_empty(input.shape)
 
 
 def _roi_pool_setup(ctx, inputs, output):
-    input, rois = inputs[0], inputs[1]
-    ctx.save_for_backward(rois, output[1])
-    ctx.input_shape = tuple(input.shape)
+    input, rois, spatial_scale = inputs[:3]
+    ctx.save_for_backward(input, rois)
+    ctx.spatial_scale = spatial_scale
 
 
-def _roi_pool_grad(ctx, grad, _grad_argmax):
-    rois, argmax = ctx.saved_tensors
-    grad_input = torch.ops.convloc.roi_pool_backward(grad.contiguous(), rois, argmax, *ctx.input_shape)
+def _roi_pool_grad(ctx, grad):
+    input, rois = ctx.saved_tensors
+    grad_input = torch.ops.convloc.roi_pool_backward(grad, rois, input, ctx.spatial_scale)
     return grad_input, None, None, None, None
 
 
@@ -75,7 +72,9 @@ def roi_align(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    return roi_ops._roi_align(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned)
+    return roi_ops._roi_align(
+        input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned
+    )
 
 
 @roi_align.register_fake
@@ -112,7 +111,7 @@ def _roi_align_setup(ctx, inputs, output):
 
 def _roi_align_grad(ctx, grad):
     (rois,) = ctx.saved_tensors
-    grad_input = torch.ops.convloc.roi_align_backward(grad.contiguous(), rois, *ctx.args)
+    grad_input = torch.ops.convloc.roi_align_backward(grad, rois, *ctx.args)
     return grad_input, None, None, None, None, None, None
 
 
@@ -154,7 +153,9 @@ class RoIAlign(nn.Module):
         self.aligned = aligned
 
     def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
-        return roi_ops.roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_ops.roi_align(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -18,7 +18,10 @@ integer in range) raise ``ValueError``.
 Gradients (torch) are deterministic on CPU and CUDA: the backward kernels are gathers /
 owner-computes without atomics, summing each input cell's contributions in a fixed order
 (roi, bin row, bin column, sample row, sample column, tap), so they do not depend on the thread
-count, and the CUDA gradient equals the CPU one bit for bit.
+count, and the CUDA gradient equals the CPU one bit for bit (and torchvision's CPU gradient).
+``roi_pool``'s backward recomputes each bin's argmax from the input that autograd keeps anyway,
+rather than storing a [K, C, PH, PW] index array; broadcast output gradients (``out.sum()``) are
+read in place.
 
 NumPy and CuPy arrays get the forward results; torch tensors go through the registered
 ``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``).
@@ -36,7 +39,10 @@ __all__ = ["roi_pool", "roi_align"]
 
 
 def roi_pool(
-    input: Array, boxes: Array | Sequence[Array], output_size: int | tuple[int, int], spatial_scale: float = 1.0
+    input: Array,
+    boxes: Array | Sequence[Array],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
 ) -> Array:
     """RoI max pooling.
 
@@ -54,8 +60,8 @@ def roi_pool(
     ph, pw = _pair(output_size)
     scale = B.as_float(spatial_scale, "spatial_scale")
     if B.is_torch(input):
-        return B.torch_op("roi_pool")(input, rois, scale, ph, pw)[0]
-    return _roi_pool(input, rois, scale, ph, pw)[0]
+        return B.torch_op("roi_pool")(input, rois, scale, ph, pw)
+    return _roi_pool(input, rois, scale, ph, pw)
 
 
 def roi_align(
@@ -95,7 +101,9 @@ def _int(x, name: str) -> int:
 
 
 def _pair(output_size) -> tuple[int, int]:
-    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    size = (
+        tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    )
     if len(size) != 2:
         raise ValueError(f"output_size: expected an int or a pair (h, w), got {output_size!r}")
     h, w = (_int(s, "output_size") for s in size)
@@ -120,11 +128,15 @@ def _as_rois(boxes, input) -> Array:
 
         if not parts:
             return input.new_empty((0, 5))
-        return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
+        return torch.cat(
+            [torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)]
+        )
     xp = _namespace(input)
     if not parts:
         return xp.empty((0, 5), dtype=input.dtype)
-    return xp.concatenate([xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
+    return xp.concatenate(
+        [xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)]
+    )
 
 
 def _namespace(x):
@@ -144,39 +156,74 @@ def _dims(input: Array, rois: Array) -> tuple[int, int]:
     return k, c
 
 
+def _compact_grad(grad: Array) -> Array:
+    """grad with its broadcast (stride-0) dimensions cut to size 1, contiguous: autograd's
+    gradient of ``out.sum()`` is an expanded scalar, and _C broadcasts sizes of 1 itself."""
+    strides = grad.stride() if B.is_torch(grad) else grad.strides
+    grad = grad[tuple(slice(0, 1) if s == 0 else slice(None) for s in strides)]
+    # An empty array keeps odd strides through .contiguous(), which _C would refuse.
+    return B.empty(grad, tuple(grad.shape)) if 0 in tuple(grad.shape) else B.prepare(grad)
+
+
 # Framework-generic implementations; the torch ops in convloc.nn call these too.
 
 
-def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int) -> tuple[Array, Array]:
+def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int) -> Array:
     input, rois = B.prepare(input), B.prepare(rois)
     k, c = _dims(input, rois)
     out = B.empty(input, (k, c, ph, pw))
-    argmax = B.empty(input, (k, c, ph, pw), "int32")
-    _C.roi_pool_forward(input, rois, spatial_scale, ph, pw, out, argmax, stream=B.stream(input))
-    return out, argmax
+    _C.roi_pool_forward(input, rois, spatial_scale, ph, pw, out, stream=B.stream(input))
+    return out
 
 
-def _roi_pool_backward(grad: Array, rois: Array, argmax: Array, input_shape: Sequence[int]) -> Array:
-    grad, rois, argmax = B.prepare(grad), B.prepare(rois), B.prepare(argmax)
-    grad_input = B.empty(grad, tuple(input_shape))
-    _C.roi_pool_backward(grad, rois, argmax, grad_input, stream=B.stream(grad))
+def _roi_pool_backward(grad: Array, rois: Array, input: Array, spatial_scale: float) -> Array:
+    ph, pw = grad.shape[2:]
+    grad, rois, input = _compact_grad(grad), B.prepare(rois), B.prepare(input)
+    grad_input = B.empty(input, tuple(input.shape))
+    _C.roi_pool_backward(
+        grad, rois, input, spatial_scale, ph, pw, grad_input, stream=B.stream(input)
+    )
     return grad_input
 
 
 def _roi_align(
-    input: Array, rois: Array, spatial_scale: float, ph: int, pw: int, sampling_ratio: int, aligned: bool
+    input: Array,
+    rois: Array,
+    spatial_scale: float,
+    ph: int,
+    pw: int,
+    sampling_ratio: int,
+    aligned: bool,
 ) -> Array:
     input, rois = B.prepare(input), B.prepare(rois)
     k, c = _dims(input, rois)
     out = B.empty(input, (k, c, ph, pw))
-    _C.roi_align_forward(input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, out, stream=B.stream(input))
+    _C.roi_align_forward(
+        input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, out, stream=B.stream(input)
+    )
     return out
 
 
 def _roi_align_backward(
-    grad: Array, rois: Array, input_shape: Sequence[int], spatial_scale: float, sampling_ratio: int, aligned: bool
+    grad: Array,
+    rois: Array,
+    input_shape: Sequence[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
 ) -> Array:
-    grad, rois = B.prepare(grad), B.prepare(rois)
+    ph, pw = grad.shape[2:]
+    grad, rois = _compact_grad(grad), B.prepare(rois)
     grad_input = B.empty(grad, tuple(input_shape))
-    _C.roi_align_backward(grad, rois, spatial_scale, sampling_ratio, aligned, grad_input, stream=B.stream(grad))
+    _C.roi_align_backward(
+        grad,
+        rois,
+        spatial_scale,
+        ph,
+        pw,
+        sampling_ratio,
+        aligned,
+        grad_input,
+        stream=B.stream(grad),
+    )
     return grad_input
