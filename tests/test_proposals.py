@@ -1,9 +1,8 @@
+import convloc
 import numpy as np
 import pytest
-from reference import proposals as ref
-
-import convloc
 from convloc.ops import proposals as P
+from reference import proposals as ref
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:
@@ -26,8 +25,10 @@ def shapes_image(rng, h=48, w=64):
     for _ in range(4):
         colour = rng.integers(0, 256, 3)
         cy, cx, r = rng.integers(8, h - 8), rng.integers(8, w - 8), rng.integers(4, 10)
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r if rng.random() < 0.5 else (
-            (abs(yy - cy) < r) & (abs(xx - cx) < r + 2)
+        mask = (
+            (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            if rng.random() < 0.5
+            else ((abs(yy - cy) < r) & (abs(xx - cx) < r + 2))
         )
         im[mask] = colour + rng.integers(-15, 16, (mask.sum(), 3))
     return np.clip(im, 0, 255).astype(np.uint8)
@@ -57,10 +58,15 @@ def test_sliding_windows_too_large_and_errors():
 # ---------------------------------------------------------------- Felzenszwalb
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 9, 3), (11, 1, 1), (13, 17, 3), (16, 12, 1), (9, 14, 5)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 3), (1, 9, 3), (11, 1, 1), (13, 17, 3), (16, 12, 1), (9, 14, 5)]
+)
 @pytest.mark.parametrize("params", [(1.0, 0.8, 5), (0.25, 0.5, 3), (3.0, 0.0, 1), (0.5, 1.3, 0)])
 def test_felzenszwalb_matches_reference(rng, shape, params):
-    for image in (rng.random(shape, dtype=np.float32), blocky(rng, *shape).astype(np.float32) / 255):
+    for image in (
+        rng.random(shape, dtype=np.float32),
+        blocky(rng, *shape).astype(np.float32) / 255,
+    ):
         got = convloc.ops.felzenszwalb(image, *params)
         want = ref.felzenszwalb(image, *params)
         assert got.dtype == np.int32 and got.shape == shape[:2]
@@ -70,12 +76,17 @@ def test_felzenszwalb_matches_reference(rng, shape, params):
 def test_felzenszwalb_dtypes_and_layouts(rng):
     image = blocky(rng, 20, 23, 3)
     want = convloc.ops.felzenszwalb(image, 0.5, 0.8, 10)
-    np.testing.assert_array_equal(want, canonical(ref.felzenszwalb(image.astype(np.float32) / 255, 0.5, 0.8, 10)))
+    np.testing.assert_array_equal(
+        want, canonical(ref.felzenszwalb(image.astype(np.float32) / 255, 0.5, 0.8, 10))
+    )
     as_float = image.astype(np.float32) / np.float32(255)
-    np.testing.assert_array_equal(convloc.ops.felzenszwalb(as_float.astype(np.float64), 0.5, 0.8, 10), want)
+    np.testing.assert_array_equal(
+        convloc.ops.felzenszwalb(as_float.astype(np.float64), 0.5, 0.8, 10), want
+    )
     grey = image[:, :, 0]
     np.testing.assert_array_equal(
-        convloc.ops.felzenszwalb(grey, 0.5, 0.8, 10), convloc.ops.felzenszwalb(grey[:, :, None], 0.5, 0.8, 10)
+        convloc.ops.felzenszwalb(grey, 0.5, 0.8, 10),
+        convloc.ops.felzenszwalb(grey[:, :, None], 0.5, 0.8, 10),
     )
 
 
@@ -153,8 +164,10 @@ def test_selective_search_initial_regions_are_felzenszwalb_regions(rng):
     # through the "single" strategy's HSV: V = grey, H = S = 0.
     grey = blocky(rng, 30, 40, 1, levels=3)
     image = np.repeat(grey, 3, axis=2)
-    (hier, initial), = P._hierarchies(image.astype(np.float32) / 255, "single", 20, 0.8)
-    hsv = np.concatenate([np.zeros((30, 40, 2), np.float32), image[:, :, :1].astype(np.float32) / 255], 2)
+    ((hier, initial),) = P._hierarchies(image.astype(np.float32) / 255, "single", 20, 0.8)
+    hsv = np.concatenate(
+        [np.zeros((30, 40, 2), np.float32), image[:, :, :1].astype(np.float32) / 255], 2
+    )
     labels = convloc.ops.felzenszwalb(hsv, 100 / 255, 0.8, 20)
     assert initial == labels.max() + 1
     for r in range(initial):
@@ -183,15 +196,26 @@ def test_selective_search_threads(rng, threads):
 def test_selective_search_inputs(rng):
     image = shapes_image(rng, 30, 36)
     want = convloc.ops.selective_search(image)
-    np.testing.assert_array_equal(convloc.ops.selective_search(image.astype(np.float64) / 255), want)
+    np.testing.assert_array_equal(
+        convloc.ops.selective_search(image.astype(np.float64) / 255), want
+    )
     rgba = np.concatenate([image, np.full((30, 36, 1), 255, np.uint8)], 2)
     np.testing.assert_array_equal(convloc.ops.selective_search(rgba), want)
     grey = image[:, :, 1]
     np.testing.assert_array_equal(
-        convloc.ops.selective_search(grey), convloc.ops.selective_search(np.repeat(grey[:, :, None], 3, 2))
+        convloc.ops.selective_search(grey),
+        convloc.ops.selective_search(np.repeat(grey[:, :, None], 3, 2)),
     )
     one_pixel = convloc.ops.selective_search(np.zeros((1, 1, 3), np.uint8))
     np.testing.assert_array_equal(one_pixel, [[0, 0, 1, 1]])
+
+
+def test_selective_search_torch_in_torch_out(rng):
+    torch = pytest.importorskip("torch")
+    image = shapes_image(rng, 30, 36)
+    got = convloc.ops.selective_search(torch.from_numpy(image))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), convloc.ops.selective_search(image))
 
 
 @pytest.mark.parametrize(
@@ -201,6 +225,7 @@ def test_selective_search_inputs(rng):
         (dict(image=np.zeros((4, 4, 2), np.uint8)), ValueError, "image"),
         (dict(image=np.zeros((4, 4, 5), np.float32)), ValueError, "image"),
         (dict(image=np.full((4, 4, 3), np.nan, np.float32)), ValueError, "image"),
+        (dict(image=np.full((4, 4, 3), 255.0, np.float32)), ValueError, "image"),
         (dict(mode="slow"), ValueError, "mode"),
         (dict(min_size=-3), ValueError, "min_size"),
         (dict(max_boxes=-1), ValueError, "max_boxes"),

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/common.h"
 #include "core/parallel.h"
 #include "proposals/proposals.h"
 
@@ -39,6 +40,20 @@ struct SrgbTable {
     return lin[i] + (x - i) * (lin[i + 1] - lin[i]);
   }
 };
+
+// Bins of the 8 directional responses of n pixels x c channels; to_bin[k * 8 + o] maps channel
+// k's direction-o response to [0, kTextureBins).
+CONVLOC_SIMD_CLONES void texture_bins(const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c,
+                                      const float* cosv, const float* sinv, const float* to_bin,
+                                      uint8_t* __restrict out) {
+  for (int64_t i = 0; i < n * c; ++i) {
+    const float* scale = to_bin + (i % c) * kOrientations;
+    for (int o = 0; o < kOrientations; ++o) {
+      const float r = std::max(0.f, cosv[o] * gx[i] + sinv[o] * gy[i]) * scale[o];
+      out[i * kOrientations + o] = static_cast<uint8_t>(std::min(float(kTextureBins - 1), r));
+    }
+  }
+}
 
 inline float lab_f(float t) { return t > 0.008856f ? std::cbrt(t) : 7.787f * t + 16.f / 116.f; }
 
@@ -124,13 +139,7 @@ void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, ui
     to_bin[j] = mx > 0 ? kTextureBins / mx : 0.f;
   }
   parallel_for(n, 1 << 12, [&](int64_t lo, int64_t hi) {
-    for (int64_t p = lo; p < hi; ++p)
-      for (int64_t k = 0; k < c; ++k)
-        for (int o = 0; o < kOrientations; ++o) {
-          const int64_t j = k * kOrientations + o;
-          texture[p * m + j] =
-              static_cast<uint8_t>(std::min(kTextureBins - 1, static_cast<int>(response(p * c + k, o) * to_bin[j])));
-        }
+    texture_bins(gx.data() + lo * c, gy.data() + lo * c, hi - lo, c, cosv, sinv, to_bin.data(), texture + lo * m);
   });
 }
 

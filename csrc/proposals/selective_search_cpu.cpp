@@ -13,7 +13,7 @@ namespace convloc {
 namespace {
 
 struct Features {
-  ColourSpace space;
+  ColourSpace space = ColourSpace::RGB;
   int c = 0;
   bool bins = false;  // colour and texture bins wanted
   std::vector<float> image;
@@ -21,11 +21,58 @@ struct Features {
 };
 
 struct Segmentation {
-  ColourSpace space;
-  double k;
-  int64_t min_size;
+  ColourSpace space = ColourSpace::RGB;
+  double k = 0;
+  int64_t min_size = 0;
   std::vector<int32_t> labels;
   int64_t count = 0;
+};
+
+// The initial regions of a segmentation, shared by the strategies that start from it:
+// sizes, boxes, unnormalised colour / texture histograms and adjacent pairs (a < b).
+struct Regions {
+  int64_t count = 0;
+  bool colour = false, texture = false;
+  std::vector<int64_t> size;
+  std::vector<int32_t> box;
+  std::vector<float> colour_hist, texture_hist;
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+
+  void build(const Segmentation& seg, const Features& f, int64_t h, int64_t w) {
+    count = seg.count;
+    const int c = f.c, dc = c * kColourBins, dt = c * kOrientations * kTextureBins;
+    size.assign(count, 0);
+    box.resize(4 * count);
+    for (int64_t r = 0; r < count; ++r) box[4 * r] = box[4 * r + 1] = INT32_MAX, box[4 * r + 2] = box[4 * r + 3] = -1;
+    if (colour) colour_hist.assign(count * dc, 0.f);
+    if (texture) texture_hist.assign(count * dt, 0.f);
+    const int32_t* lab = seg.labels.data();
+    std::vector<uint64_t> touching;
+    auto touch = [&](int32_t a, int32_t b) {
+      if (a != b) touching.push_back(uint64_t(std::min(a, b)) << 32 | uint32_t(std::max(a, b)));
+    };
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t p = y * w + x, r = lab[p];
+        ++size[r];
+        int32_t* b = &box[4 * r];
+        b[0] = std::min<int32_t>(b[0], x), b[1] = std::min<int32_t>(b[1], y);
+        b[2] = std::max<int32_t>(b[2], x + 1), b[3] = std::max<int32_t>(b[3], y + 1);
+        if (colour)
+          for (int k = 0; k < c; ++k) colour_hist[r * dc + k * kColourBins + f.colour[p * c + k]] += 1.f;
+        if (texture)
+          for (int j = 0; j < c * kOrientations; ++j)
+            texture_hist[r * dt + j * kTextureBins + f.texture[p * c * kOrientations + j]] += 1.f;
+        // Regions touching horizontally or vertically are neighbours.
+        if (x + 1 < w) touch(lab[p], lab[p + 1]);
+        if (y + 1 < h) touch(lab[p], lab[p + w]);
+      }
+    std::sort(touching.begin(), touching.end());
+    touching.erase(std::unique(touching.begin(), touching.end()), touching.end());
+    pairs.resize(touching.size());
+    for (size_t i = 0; i < touching.size(); ++i)
+      pairs[i] = {int32_t(touching[i] >> 32), int32_t(touching[i] & 0xffffffffu)};
+  }
 };
 
 struct Candidate {
@@ -39,54 +86,30 @@ struct Candidate {
 
 class Grouping {
  public:
-  Grouping(const Segmentation& seg, const Features& f, const SelectiveSearchStrategy& s, int64_t h, int64_t w)
-      : s_(s), n0_(seg.count), image_size_(double(h) * double(w)) {
+  Grouping(const Regions& regions, int c, const SelectiveSearchStrategy& s, int64_t h, int64_t w)
+      : s_(s), n0_(regions.count), image_size_(double(h) * double(w)) {
     const int64_t total = 2 * n0_ - 1;
-    const int c = f.c;
-    dc_ = s.colour ? c * kColourBins : 0;
-    dim_ = dc_ + (s.texture ? c * kOrientations * kTextureBins : 0);
-    hist_.assign(total * dim_, 0.f);
-    size_.assign(total, 0);
+    const int64_t dc = c * kColourBins, dt = c * kOrientations * kTextureBins;
+    dc_ = s.colour ? dc : 0;
+    dim_ = dc_ + (s.texture ? dt : 0);
+    hist_.resize(total * dim_);
+    size_.resize(total);
     box_.resize(4 * total);
-    for (int64_t r = 0; r < n0_; ++r) box_[4 * r] = box_[4 * r + 1] = INT32_MAX, box_[4 * r + 2] = box_[4 * r + 3] = -1;
-    const int32_t* lab = seg.labels.data();
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t p = y * w + x, r = lab[p];
-        ++size_[r];
-        int32_t* b = &box_[4 * r];
-        b[0] = std::min<int32_t>(b[0], x), b[1] = std::min<int32_t>(b[1], y);
-        b[2] = std::max<int32_t>(b[2], x + 1), b[3] = std::max<int32_t>(b[3], y + 1);
-        float* hr = &hist_[r * dim_];
-        if (s.colour)
-          for (int k = 0; k < c; ++k) hr[k * kColourBins + f.colour[p * c + k]] += 1.f;
-        if (s.texture)
-          for (int j = 0; j < c * kOrientations; ++j)
-            hr[dc_ + j * kTextureBins + f.texture[p * c * kOrientations + j]] += 1.f;
-      }
+    std::copy(regions.size.begin(), regions.size.end(), size_.begin());
+    std::copy(regions.box.begin(), regions.box.end(), box_.begin());
     // L1-normalised descriptors.
     for (int64_t r = 0; r < n0_; ++r) {
       float* hr = &hist_[r * dim_];
       const float cn = 1.f / (size_[r] * c), tn = cn / kOrientations;
-      for (int64_t j = 0; j < dim_; ++j) hr[j] *= j < dc_ ? cn : tn;
+      if (s.colour)
+        for (int64_t j = 0; j < dc; ++j) hr[j] = regions.colour_hist[r * dc + j] * cn;
+      if (s.texture)
+        for (int64_t j = 0; j < dt; ++j) hr[dc_ + j] = regions.texture_hist[r * dt + j] * tn;
     }
-    // Regions touching horizontally or vertically are neighbours.
-    std::vector<uint64_t> pairs;
-    auto touch = [&](int32_t a, int32_t b) {
-      if (a != b) pairs.push_back(uint64_t(std::min(a, b)) << 32 | uint32_t(std::max(a, b)));
-    };
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        if (x + 1 < w) touch(lab[y * w + x], lab[y * w + x + 1]);
-        if (y + 1 < h) touch(lab[y * w + x], lab[(y + 1) * w + x]);
-      }
-    std::sort(pairs.begin(), pairs.end());
-    pairs.erase(std::unique(pairs.begin(), pairs.end()), pairs.end());
     neighbours_.resize(total);
     alive_.assign(total, 0);
     std::fill(alive_.begin(), alive_.begin() + n0_, 1);
-    for (uint64_t pr : pairs) {
-      const int32_t a = int32_t(pr >> 32), b = int32_t(pr & 0xffffffffu);
+    for (const auto& [a, b] : regions.pairs) {
       neighbours_[a].push_back(b), neighbours_[b].push_back(a);
       queue_.push({similarity(a, b), a, b});
     }
@@ -178,12 +201,19 @@ std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t
   for (const auto& s : strategies) {
     size_t fi = 0;
     while (fi < spaces.size() && spaces[fi].space != s.space) ++fi;
-    if (fi == spaces.size()) spaces.push_back({s.space, colour_channels(s.space)});
+    if (fi == spaces.size()) {
+      spaces.emplace_back();
+      spaces.back().space = s.space;
+      spaces.back().c = colour_channels(s.space);
+    }
     spaces[fi].bins |= s.colour || s.texture;
     size_t si = 0;
     while (si < segs.size() && !(segs[si].space == s.space && segs[si].k == s.k && segs[si].min_size == s.min_size))
       ++si;
-    if (si == segs.size()) segs.push_back({s.space, s.k, s.min_size});
+    if (si == segs.size()) {
+      segs.emplace_back();
+      segs.back().space = s.space, segs.back().k = s.k, segs.back().min_size = s.min_size;
+    }
     uses.emplace_back(fi, si);
   }
   parallel_for(static_cast<int64_t>(spaces.size()), 1, [&](int64_t lo, int64_t hi) {
@@ -207,10 +237,22 @@ std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t
                                   sg.labels.data());
     }
   });
+  std::vector<Regions> regions(segs.size());
+  for (size_t i = 0; i < strategies.size(); ++i) {
+    regions[uses[i].second].colour |= strategies[i].colour;
+    regions[uses[i].second].texture |= strategies[i].texture;
+  }
+  parallel_for(static_cast<int64_t>(segs.size()), 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      size_t fi = 0;
+      while (spaces[fi].space != segs[i].space) ++fi;
+      regions[i].build(segs[i], spaces[fi], h, w);
+    }
+  });
   std::vector<Hierarchy> out(strategies.size());
   parallel_for(static_cast<int64_t>(strategies.size()), 1, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i)
-      out[i] = Grouping(segs[uses[i].second], spaces[uses[i].first], strategies[i], h, w).run();
+      out[i] = Grouping(regions[uses[i].second], spaces[uses[i].first].c, strategies[i], h, w).run();
   });
   return out;
 }

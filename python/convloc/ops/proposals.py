@@ -17,7 +17,7 @@ is ``(x, y, x + 1, y + 1)``), like the rest of convloc.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,12 +30,10 @@ __all__ = ["sliding_windows", "felzenszwalb", "selective_search"]
 # Colour spaces as numbered in csrc/proposals/proposals.h.
 _SPACES = {"rgb": 0, "hsv": 1, "lab": 2, "rgi": 3, "i": 4, "h": 5}
 # Similarity combinations of Uijlings et al. 2013 (colour, texture, size, fill).
-_CTSF, _TSF, _F, _S = (True, True, True, True), (False, True, True, True), (False, False, False, True), (
-    False,
-    False,
-    True,
-    False,
-)
+_CTSF = (True, True, True, True)
+_TSF = (False, True, True, True)
+_F = (False, False, False, True)
+_S = (False, False, True, False)
 # Table 5 of the paper: colour spaces, similarity combinations and k of each mode.
 _MODES = {
     "single": (("hsv",), (_CTSF,), (100,)),
@@ -106,7 +104,8 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
     framework_image = B.as_array(image, "image")
     im = _image(framework_image)
     labels = np.empty(im.shape[:2], np.int32)
-    _C.felzenszwalb(im, labels, B.as_float(scale, "scale"), B.as_float(sigma, "sigma"), _int(min_size, "min_size"))
+    scale, sigma = B.as_float(scale, "scale"), B.as_float(sigma, "sigma")
+    _C.felzenszwalb(im, labels, scale, sigma, _int(min_size, "min_size"))
     return _like(labels, framework_image)
 
 
@@ -139,7 +138,8 @@ def selective_search(
     (smallest first) and duplicate boxes are dropped, keeping the first.
 
     Args:
-        image: [H, W] grey or [H, W, 3] RGB (a 4th, alpha channel is ignored); uint8 or float.
+        image: [H, W] grey or [H, W, 3] RGB (a 4th, alpha channel is ignored); uint8, or float
+            in [0, 1].
         mode: "single", "fast" or "quality".
         seed: seed of the random ranking (the same seed gives the same boxes); None: fresh.
         min_size: Felzenszwalb's minimum region size; None uses k, as the paper's code does.
@@ -150,7 +150,13 @@ def selective_search(
         float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.
     """
     framework_image = B.as_array(image, "image")
-    hierarchies = _hierarchies(_image(framework_image, rgb=True), mode, min_size, sigma)
+    rgb = _image(framework_image, rgb=True)
+    if rgb.size and (rgb.min() < 0 or rgb.max() > 1):  # NaN passes here and is refused in _C
+        raise ValueError(
+            f"image: float images must be in [0, 1], got values in [{rgb.min()}, {rgb.max()}]; "
+            "pass uint8 or divide by 255"
+        )
+    hierarchies = _hierarchies(rgb, mode, min_size, sigma)
     rng = np.random.default_rng(seed)
     boxes = np.concatenate([b for b, _ in hierarchies])
     # Position 1 is the last region formed; the product with U(0, 1) spreads ranks as in the paper.
@@ -177,7 +183,10 @@ def _hierarchies(
         min_size = _int(min_size, "min_size")
     spaces, sims, ks = _MODES[mode]
     strategies = [
-        (_SPACES[s], float(k), k if min_size is None else min_size, *sim) for s in spaces for k in ks for sim in sims
+        (_SPACES[s], float(k), k if min_size is None else min_size, *sim)
+        for s in spaces
+        for k in ks
+        for sim in sims
     ]
     return _C.selective_search(rgb, strategies, B.as_float(sigma, "sigma"))
 
@@ -220,7 +229,10 @@ def _image(image: Array, rgb: bool = False) -> np.ndarray:
         elif image.shape[2] == 4:
             image = image[:, :, :3]
         elif image.shape[2] != 3:
-            raise ValueError(f"image: expected 1, 3 or 4 channels (grey, RGB, RGBA), got shape {list(image.shape)}")
+            raise ValueError(
+                "image: expected 1, 3 or 4 channels (grey, RGB, RGBA), "
+                f"got shape {list(image.shape)}"
+            )
     return np.ascontiguousarray(image)
 
 
