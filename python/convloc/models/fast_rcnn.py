@@ -9,6 +9,10 @@ scenes, unlike VOC, most proposals touch no object, and never seeing them costs 
 Regression targets are normalised by (0, 0, 0, 0) / (0.1, 0.1, 0.2, 0.2). Images are resized
 so the short side is ``scale`` (600) unless the long side would exceed ``max_size`` (1000).
 Test time: per-class NMS at IoU 0.3, scores above 0.05, at most 100 detections per image.
+
+The paper fine-tunes an ImageNet VGG-16 with SGD; without pretrained weights, the small backbone
+trained from scratch converges several times faster with AdamW (``optimizer="adam"``, lr 1e-3) and
+no dropout, which is what the synthetic-data runs use.
 """
 
 from __future__ import annotations
