@@ -1,1 +1,2 @@
-"""Metrics: segmentation (pixel accuracy, mean IU), face verification (k-fold accuracy, ROC)."""
+"""Evaluation metrics: detection (VOC AP), segmentation (pixel accuracy, mean IU) and face
+verification (k-fold accuracy, ROC, EER)."""

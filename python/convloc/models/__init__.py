@@ -1,1 +1,2 @@
-"""Pipelines and backbones built on convloc's kernels."""
+"""Pipelines and backbones built from convloc's kernels: R-CNN, Fast R-CNN, FCN, CRF-as-RNN,
+face verification."""
