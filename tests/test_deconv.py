@@ -1,9 +1,10 @@
-import convloc
-import convloc.nn as cnn
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+import convloc
+import convloc.nn as cnn
 from convloc import _C
 from convloc.ops import bilinear_kernel, conv_transpose2d, crop_like
 from reference import deconv as ref

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from convloc.data import VOCDetection, read_annotation
 from convloc.data.shapes import SHAPE_CLASSES, make_shapes, render_image
 from convloc.models import box_coder
@@ -25,9 +26,7 @@ def _blocks(image: np.ndarray, k: int = 8) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return make_shapes(
-        str(tmp_path_factory.mktemp("shapes")), 48, seed=3, test_fraction=0.25, **TINY
-    )
+    return make_shapes(str(tmp_path_factory.mktemp("shapes")), 48, seed=3, test_fraction=0.25, **TINY)
 
 
 def test_shapes_tree_reads_back(shapes):
@@ -52,9 +51,7 @@ def test_shapes_tree_reads_back(shapes):
         n_difficult += int(difficult.sum())
     assert n_objects >= 2 * len(ds) and 0 < n_difficult < n_objects / 2
     # per-class image lists agree with the annotations
-    lines = (
-        open(os.path.join(shapes, "ImageSets", "Main", "circle_trainval.txt")).read().split("\n")
-    )
+    lines = open(os.path.join(shapes, "ImageSets", "Main", "circle_trainval.txt")).read().split("\n")
     flags = dict(line.split() for line in lines if line)
     for i in range(len(ds)):
         t = ds.target(i)
@@ -235,11 +232,7 @@ def test_load_torchvision_vgg16_state_dict(tmp_path):
 def _cli(*args, nproc=0):
     """``convloc ARGS`` in a subprocess, under ``torchrun --nproc_per_node nproc`` when nproc."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    launcher = (
-        ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        if nproc
-        else []
-    )
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
     cmd = [sys.executable, *launcher, "-m", "convloc.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -300,9 +293,7 @@ def test_rcnn_train_eval_smoke(tmp_path):
     ckpt = str(tmp_path / "r" / "rcnn.pt")
     model = train_rcnn(train, ptrain, cfg, ckpt)
     assert os.listdir(os.path.join(tmp_path, "r", "features"))  # the on-disk feature cache
-    assert (model.svm_weight.abs().sum(1) > 0).all() and (
-        model.bbox_weight.abs().sum((1, 2)) > 0
-    ).all()
+    assert (model.svm_weight.abs().sum(1) > 0).all() and (model.bbox_weight.abs().sum((1, 2)) > 0).all()
     result = evaluate_detector(model, test, ptest, progress=False)
     assert result["voc07"]["map"] > 0.15
     # resuming a finished run reloads it and changes nothing

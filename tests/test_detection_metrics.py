@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from convloc.metrics.detection import average_precision, eval_class, evaluate
 
 

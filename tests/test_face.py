@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+
 from convloc.data import lfw
 from convloc.metrics import verification as ver
 from convloc.models import face
@@ -37,11 +38,7 @@ def test_synthetic_faces_layout_and_determinism(faces, tmp_path):
     paths, labels, names = lfw.read_identities(faces / "train")
     assert len(names) == 16 and len(paths) == 80 and np.bincount(labels).tolist() == [5] * 16
     pairs = lfw.read_pairs(faces / "pairs.txt", faces / "lfw")
-    assert (
-        len(pairs) == 120
-        and pairs.same.sum() == 60
-        and np.bincount(pairs.fold).tolist() == [12] * 10
-    )
+    assert len(pairs) == 120 and pairs.same.sum() == 60 and np.bincount(pairs.fold).tolist() == [12] * 10
     assert all(p.is_file() for p in pairs.a + pairs.b)
     # Folds are identity-disjoint, as in LFW.
     ids = [
@@ -53,9 +50,7 @@ def test_synthetic_faces_layout_and_determinism(faces, tmp_path):
     assert images.shape == (3, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
     again = lfw.make_synthetic_faces(tmp_path, 16, 20, 5, pairs_per_fold=6, size=16, seed=1)
     assert (again / "pairs.txt").read_text() == (faces / "pairs.txt").read_text()
-    np.testing.assert_array_equal(
-        lfw.load_images(lfw.read_identities(again / "train")[0][:3]), images
-    )
+    np.testing.assert_array_equal(lfw.load_images(lfw.read_identities(again / "train")[0][:3]), images)
 
 
 # ---- verification metrics -------------------------------------------------------------------
@@ -90,9 +85,7 @@ def test_roc_auc_eer_hand_made(tmp_path):
     assert th[1:].tolist() == [4, 3, 2, 1]
     assert ver.auc(fpr, tpr) == 0.75
     assert ver.equal_error_rate(fpr, tpr) == 0.5
-    fpr, tpr, _ = ver.roc_curve(
-        np.array([3.0, 2.0, 1.0, 0.0]), np.array([True, True, False, False])
-    )
+    fpr, tpr, _ = ver.roc_curve(np.array([3.0, 2.0, 1.0, 0.0]), np.array([True, True, False, False]))
     assert ver.auc(fpr, tpr) == 1.0 and ver.equal_error_rate(fpr, tpr) == 0.0
     ver.save_roc_png(tmp_path / "roc.png", fpr, tpr, "test")
     from PIL import Image
@@ -111,9 +104,7 @@ def test_triplet_loss_against_reference(rng, mining, n):
     x = rng.normal(size=(n, 3)) * 0.3
     labels = rng.integers(0, 3, size=n)
     got = face.triplet_loss(torch.from_numpy(x), torch.from_numpy(labels), 0.2, mining)
-    want = {"all": ref.triplet_all, "hard": ref.triplet_hard, "semihard": ref.triplet_semihard}[
-        mining
-    ]
+    want = {"all": ref.triplet_all, "hard": ref.triplet_hard, "semihard": ref.triplet_semihard}[mining]
     assert got.item() == pytest.approx(want(x, labels, 0.2), abs=1e-12)
 
 
@@ -150,9 +141,7 @@ def test_face_train_eval_smoke(faces, one_thread):
     model = face.FaceVerifier(len(names), feature_dim=32, dim=16, width=8)
     losses = face.pretrain_classifier(model, x, y, epochs=25, batch_size=16, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0]
-    tl = face.train_projection(
-        model, x, y, 10, "semihard", identities_per_batch=8, images_per_identity=4
-    )
+    tl = face.train_projection(model, x, y, 10, "semihard", identities_per_batch=8, images_per_identity=4)
     assert tl[-1] <= tl[0]
     pairs = lfw.read_pairs(faces / "pairs.txt", faces / "lfw")
     scores = face.pair_scores(

@@ -1,8 +1,9 @@
 """Permutohedral lattice against exact O(N^2) Gaussian filtering (tests/reference/lattice.py)."""
 
-import convloc
 import numpy as np
 import pytest
+
+import convloc
 from convloc import ops
 from reference import lattice as ref
 

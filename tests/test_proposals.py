@@ -1,6 +1,7 @@
-import convloc
 import numpy as np
 import pytest
+
+import convloc
 from convloc.ops import proposals as P
 from reference import proposals as ref
 

@@ -1,8 +1,9 @@
 import functools
 
-import convloc
 import numpy as np
 import pytest
+
+import convloc
 from convloc import _C
 from convloc.ops import roi as roi_ops
 from reference import roi as ref

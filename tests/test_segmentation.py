@@ -1,9 +1,10 @@
 import dataclasses
 
-import convloc.nn
 import numpy as np
 import pytest
 import torch
+
+import convloc.nn
 from convloc.data import voc_seg
 from convloc.metrics import segmentation as seg
 from convloc.models import fcn
@@ -91,9 +92,7 @@ def test_palette_roundtrip(tmp_path, rng):
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    return voc_seg.make_synthetic_segmentation(
-        tmp_path_factory.mktemp("seg"), 24, 8, size=32, seed=3
-    )
+    return voc_seg.make_synthetic_segmentation(tmp_path_factory.mktemp("seg"), 24, 8, size=32, seed=3)
 
 
 def test_synthetic_set_is_voc_and_deterministic(synth, tmp_path):
@@ -169,9 +168,7 @@ def test_convolutionize_drops_identity_adaptive_pool_and_checks_size():
 def test_vgg16_crop_offsets_match_the_paper():
     # The offsets of the reference FCN prototxts (pad 100): 19; 5 and 27; 5, 9 and 31. They depend
     # on the geometry only: VGG16's layers at one channel each, to keep the test light.
-    vgg = dataclasses.replace(
-        fcn.VGG16, stages=tuple((1,) * len(s) for s in fcn.VGG16.stages), fc=1
-    )
+    vgg = dataclasses.replace(fcn.VGG16, stages=tuple((1,) * len(s) for s in fcn.VGG16.stages), fc=1)
     assert fcn.FCN(21, "32s", vgg).crop_offsets == {"out": 19}
     assert fcn.FCN(21, "16s", vgg).crop_offsets == {"pool4": 5, "out": 27}
     assert fcn.FCN(21, "8s", vgg).crop_offsets == {"pool4": 5, "pool3": 9, "out": 31}

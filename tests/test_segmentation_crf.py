@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+
 from convloc.nn import crfrnn
 from convloc.nn.crfrnn import CRFasRNN, crf_mean_field
 

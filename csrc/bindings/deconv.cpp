@@ -1,9 +1,9 @@
 #include "deconv/deconv.h"
 
+#include <pybind11/stl.h>
+
 #include <array>
 #include <vector>
-
-#include <pybind11/stl.h>
 
 #include "bindings/array.h"
 #include "core/dispatch.h"
@@ -116,8 +116,8 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
 // Any of input (needed for grad_weight only), grad_input, grad_weight, grad_bias may be None.
 // The input's shape comes from input or grad_input.
 void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weight_obj, py::handle gi_obj,
-                 py::handle gw_obj, py::handle gb_obj, Pair stride, Pair padding, Pair output_padding,
-                 Pair dilation, int64_t groups, uintptr_t stream_id) {
+                 py::handle gw_obj, py::handle gb_obj, Pair stride, Pair padding, Pair output_padding, Pair dilation,
+                 int64_t groups, uintptr_t stream_id) {
   Array grad_out = as_array(grad_out_obj, "grad_output"), weight = as_array(weight_obj, "weight");
   Array input = as_optional_array(input_obj, "input");
   Array gi = as_optional_array(gi_obj, "grad_input"), gw = as_optional_array(gw_obj, "grad_weight");
@@ -171,8 +171,8 @@ void bind_deconv(py::module_& m) {
         arg("padding"), arg("output_padding"), arg("dilation"), arg("groups"), py::kw_only(), arg("stream") = 0,
         "out = conv_transpose2d(input, weight, bias); weight [C_in, C_out / groups, kH, kW], bias [C_out] or None.");
   m.def("deconv2d_backward", &py_backward, arg("grad_output"), arg("input"), arg("weight"), arg("grad_input"),
-        arg("grad_weight"), arg("grad_bias"), arg("stride"), arg("padding"), arg("output_padding"),
-        arg("dilation"), arg("groups"), py::kw_only(), arg("stream") = 0,
+        arg("grad_weight"), arg("grad_bias"), arg("stride"), arg("padding"), arg("output_padding"), arg("dilation"),
+        arg("groups"), py::kw_only(), arg("stream") = 0,
         "Writes the gradients that are not None (grad_weight needs input) in one pass over grad_output.");
   m.def(
       "deconv2d_grad_input",

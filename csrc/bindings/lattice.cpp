@@ -1,10 +1,10 @@
 #include "lattice/lattice.h"
 
+#include <pybind11/stl.h>
+
 #include <memory>
 #include <tuple>
 #include <vector>
-
-#include <pybind11/stl.h>
 
 #include "bindings/array.h"
 #include "core/dispatch.h"
@@ -17,8 +17,7 @@ using py::arg;
 
 // features: [N, d] or [B, N, d] float, finite. Returns (batch, points, dim).
 std::tuple<int64_t, int64_t, int> check_features(const TensorView& f) {
-  if (f.dim() != 2 && f.dim() != 3)
-    fail_value(f.name, ": expected shape [N, d] or [B, N, d], got ", f.shape_str());
+  if (f.dim() != 2 && f.dim() != 3) fail_value(f.name, ": expected shape [N, d] or [B, N, d], got ", f.shape_str());
   check_float(f);
   const int64_t d = f.size(-1);
   if (d < 1 || d > kLatticeMaxDim)
@@ -31,8 +30,10 @@ std::tuple<int64_t, int64_t, int> check_features(const TensorView& f) {
 void check_values(const TensorView& v, const TensorView& f, int64_t batch, int64_t n) {
   check_same_dtype(f, v);
   check_same_device(f, v);
-  if (f.dim() == 3) check_shape(v, {batch, n, -1}, "[B, N, C] (B, N from features)");
-  else check_shape(v, {n, -1}, "[N, C] (N from features)");
+  if (f.dim() == 3)
+    check_shape(v, {batch, n, -1}, "[B, N, C] (B, N from features)");
+  else
+    check_shape(v, {n, -1}, "[N, C] (N from features)");
 }
 
 // B lattices of one dtype, built from features [B, N, d] (or one from [N, d]).
@@ -72,13 +73,17 @@ class LatticeBatch {
 
   template <typename T>
   std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lattices() {
-    if constexpr (std::is_same_v<T, float>) return f32_;
-    else return d64_;
+    if constexpr (std::is_same_v<T, float>)
+      return f32_;
+    else
+      return d64_;
   }
   template <typename T>
   const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lattices() const {
-    if constexpr (std::is_same_v<T, float>) return f32_;
-    else return d64_;
+    if constexpr (std::is_same_v<T, float>)
+      return f32_;
+    else
+      return d64_;
   }
 
  private:
@@ -91,8 +96,8 @@ class LatticeBatch {
 
 // Filters values [B, N, C] through B lattices into out (same shape).
 template <typename T>
-void filter_batch(const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lat, const T* in, T* out,
-                  int64_t n, int64_t c, bool transpose) {
+void filter_batch(const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lat, const T* in, T* out, int64_t n,
+                  int64_t c, bool transpose) {
   const int64_t batch = static_cast<int64_t>(lat.size());
   auto one = [&](int64_t b) { lat[b]->filter(in + b * n * c, out + b * n * c, c, transpose); };
   if (batch >= get_num_threads()) {
@@ -110,16 +115,17 @@ void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::hand
   const DType want = self.is_double() ? DType::Float64 : DType::Float32;
   if (v->dtype != want)
     fail_type("values: expected ", dtype_name(want), " like the lattice's features, got ", dtype_name(v->dtype));
-  if (self.batched()) check_shape(*v, {self.batch(), self.num_points(), -1}, "[B, N, C] (B, N from the lattice)");
-  else check_shape(*v, {self.num_points(), -1}, "[N, C] (N from the lattice)");
+  if (self.batched())
+    check_shape(*v, {self.batch(), self.num_points(), -1}, "[B, N, C] (B, N from the lattice)");
+  else
+    check_shape(*v, {self.num_points(), -1}, "[N, C] (N from the lattice)");
   check_same_dtype(*v, *out);
   check_same_device(*v, *out);
   if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
   const int64_t c = v->size(-1);
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*v, [&] {
-    filter_batch(self.lattices<scalar_t>(), v->ptr<scalar_t>(), out->ptr<scalar_t>(), self.num_points(), c,
-                 transpose);
+    filter_batch(self.lattices<scalar_t>(), v->ptr<scalar_t>(), out->ptr<scalar_t>(), self.num_points(), c, transpose);
   });
 }
 
@@ -127,8 +133,10 @@ void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
   Array out = as_output(out_obj, "out");
   const DType want = self.is_double() ? DType::Float64 : DType::Float32;
   check_dtype(*out, want);
-  if (self.batched()) check_shape(*out, {self.batch(), self.num_points()}, "[B, N] (B, N from the lattice)");
-  else check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
+  if (self.batched())
+    check_shape(*out, {self.batch(), self.num_points()}, "[B, N] (B, N from the lattice)");
+  else
+    check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*out, [&] {
     const auto& lat = self.lattices<scalar_t>();
@@ -190,8 +198,8 @@ void bind_lattice(py::module_& m) {
       .def_property_readonly("dtype", [](const LatticeBatch& s) { return s.is_double() ? "float64" : "float32"; })
       .def_property_readonly("num_vertices", [](const LatticeBatch& s) { return per_item(s, false); })
       .def_property_readonly("memory_bytes", [](const LatticeBatch& s) { return per_item(s, true); });
-  m.def("permutohedral_filter", &py_permutohedral_filter, arg("features"), arg("values"), arg("out"),
-        py::kw_only(), arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
+  m.def("permutohedral_filter", &py_permutohedral_filter, arg("features"), arg("values"), arg("out"), py::kw_only(),
+        arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
         "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
         "(exclude_self: minus each point's own lattice weight).");
 }

@@ -30,15 +30,14 @@ int64_t py_felzenszwalb(py::handle image_obj, py::handle labels_obj, double scal
   if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
   if (min_size < 0) fail_value("min_size: expected an integer >= 0, got ", min_size);
   py::gil_scoped_release nogil;
-  return felzenszwalb_cpu(image->ptr<float>(), image->size(0), image->size(1), image->size(2), scale, sigma,
-                          min_size, labels->ptr<int32_t>());
+  return felzenszwalb_cpu(image->ptr<float>(), image->size(0), image->size(1), image->size(2), scale, sigma, min_size,
+                          labels->ptr<int32_t>());
 }
 
 using StrategyTuple = std::tuple<int, double, int64_t, bool, bool, bool, bool>;
 
 // Returns, per strategy, (boxes int32 [2 n - 1, 4] in generation order, n initial regions).
-py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTuple>& strategy_tuples,
-                             double sigma) {
+py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTuple>& strategy_tuples, double sigma) {
   Array image = as_array(image_obj, "image");
   check_image(*image);
   if (image->size(2) != 3) fail_value("image: expected 3 channels (RGB), got shape ", image->shape_str());

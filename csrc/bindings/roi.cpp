@@ -49,8 +49,8 @@ void check_rois(const TensorView& rois, const TensorView& input, int64_t batch, 
     const bool ok = CONVLOC_ON_DEVICE(rois, rois_valid_cpu(p, k, batch), rois_valid_cuda(p, k, batch, stream));
     if (ok) return;
     if (!rois.is_cuda()) fail_value(rois.name, ": ", explain_bad_row(p, k, batch));
-    fail_value(rois.name, ": expected rows (batch index, x1, y1, x2, y2) with an integer batch index in [0, ",
-               batch, "), finite coordinates, x2 >= x1 and y2 >= y1");
+    fail_value(rois.name, ": expected rows (batch index, x1, y1, x2, y2) with an integer batch index in [0, ", batch,
+               "), finite coordinates, x2 >= x1 and y2 >= y1");
   });
   (void)stream;
 }
@@ -187,20 +187,19 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
 }  // namespace
 
 void bind_roi(py::module_& m) {
-  m.def("roi_pool_forward", &py_roi_pool_forward, arg("input"), arg("boxes"), arg("spatial_scale"),
-        arg("pooled_h"), arg("pooled_w"), arg("out"), arg("argmax") = py::none(), py::kw_only(), arg("stream") = 0,
+  m.def("roi_pool_forward", &py_roi_pool_forward, arg("input"), arg("boxes"), arg("spatial_scale"), arg("pooled_h"),
+        arg("pooled_w"), arg("out"), arg("argmax") = py::none(), py::kw_only(), arg("stream") = 0,
         "RoI max pooling: out [K, C, PH, PW] from input [B, C, H, W] and boxes [K, 5] = (batch index, x1, y1, "
         "x2, y2); argmax (int32 [K, C, PH, PW] or None) receives each bin's offset y * W + x, -1 for an empty bin.");
   m.def("roi_pool_backward", &py_roi_pool_backward, arg("grad"), arg("boxes"), arg("input"), arg("spatial_scale"),
         arg("pooled_h"), arg("pooled_w"), arg("grad_input"), py::kw_only(), arg("stream") = 0,
         "grad_input [B, C, H, W]: each grad [K, C, PH, PW] entry (sizes of 1 broadcast) added at its bin's argmax, "
         "recomputed from input; deterministic: fixed summation order, no atomics.");
-  m.def("roi_align_forward", &py_roi_align_forward, arg("input"), arg("boxes"), arg("spatial_scale"),
-        arg("pooled_h"), arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("out"), py::kw_only(),
-        arg("stream") = 0, "RoI align (bilinear, averaged over a sample grid): out [K, C, PH, PW].");
-  m.def("roi_align_backward", &py_roi_align_backward, arg("grad"), arg("boxes"), arg("spatial_scale"),
-        arg("pooled_h"), arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("grad_input"), py::kw_only(),
-        arg("stream") = 0,
+  m.def("roi_align_forward", &py_roi_align_forward, arg("input"), arg("boxes"), arg("spatial_scale"), arg("pooled_h"),
+        arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("out"), py::kw_only(), arg("stream") = 0,
+        "RoI align (bilinear, averaged over a sample grid): out [K, C, PH, PW].");
+  m.def("roi_align_backward", &py_roi_align_backward, arg("grad"), arg("boxes"), arg("spatial_scale"), arg("pooled_h"),
+        arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("grad_input"), py::kw_only(), arg("stream") = 0,
         "grad_input [B, C, H, W] of roi_align from grad [K, C, PH, PW] (sizes of 1 broadcast); deterministic: "
         "fixed summation order, no atomics.");
 }

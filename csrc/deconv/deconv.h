@@ -1,6 +1,7 @@
 // Transposed 2-D convolution ("deconvolution"), torch's semantics and weight layout:
 //   input [N, C_in, H, W], weight [C_in, C_out / groups, kH, kW], output [N, C_out, OH, OW],
-//   out[n, co, ih * sh - ph + kh * dh, iw * sw - pw + kw * dw] += in[n, ci, ih, iw] * weight[ci, co % (C_out / g), kh, kw]
+//   out[n, co, ih * sh - ph + kh * dh, iw * sw - pw + kw * dw] += in[n, ci, ih, iw] * weight[ci, co % (C_out / g), kh,
+//   kw]
 // for ci and co in the same group, OH = (H - 1) sh - 2 ph + dh (kH - 1) + oph + 1 (likewise OW).
 #pragma once
 
@@ -35,16 +36,15 @@ CONVLOC_HD int64_t deconv_source(int64_t o, int64_t k, int64_t stride, int64_t p
 template <typename T>
 void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out);
 template <typename T>
-void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight,
-                           T* grad_input, T* grad_weight, T* grad_bias);
+void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+                           T* grad_weight, T* grad_bias);
 
 #ifdef CONVLOC_WITH_CUDA
 template <typename T>
-void deconv2d_forward_cuda(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out,
-                           void* stream);
+void deconv2d_forward_cuda(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out, void* stream);
 template <typename T>
-void deconv2d_backward_cuda(const DeconvShape& s, const T* grad_out, const T* input, const T* weight,
-                            T* grad_input, T* grad_weight, T* grad_bias, void* stream);
+void deconv2d_backward_cuda(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+                            T* grad_weight, T* grad_bias, void* stream);
 #endif
 
 }  // namespace convloc

@@ -100,8 +100,8 @@ void dense_forward(const DeconvShape& s, const T* input, const T* weight, const 
   for (int64_t n = 0; n < s.n; ++n)
     for (int64_t g = 0; g < s.groups; ++g) {
       // cols[rows, hw] = weight_gᵀ [rows, cig] · input_g [cig, hw]
-      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + (n * s.c_in + g * cig) * hw, hw, 1,
-                  false, cols.get(), hw);
+      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + (n * s.c_in + g * cig) * hw, hw, 1, false,
+                  cols.get(), hw);
       col2im(s, cols.get(), bias ? bias + g * cog : nullptr, out + (n * s.c_out + g * cog) * s.oh * s.ow);
     }
 }
@@ -230,12 +230,18 @@ CONVLOC_ALWAYS_INLINE bool phase_row(const DeconvShape& s, const T* __restrict x
                                      const int64_t* taps, int64_t n_taps, T bias, T* __restrict buf,
                                      T* __restrict out) {
   switch (s.sw) {
-    case 4: return phase_row_fixed<T, 4>(s, x, wt, taps, n_taps, bias, out), true;
-    case 8: return phase_row_fixed<T, 8>(s, x, wt, taps, n_taps, bias, out), true;
-    case 16: return phase_row_fixed<T, 16>(s, x, wt, taps, n_taps, bias, out), true;
-    case 32: return phase_row_fixed<T, 32>(s, x, wt, taps, n_taps, bias, out), true;
-    case 64: return phase_row_fixed<T, 64>(s, x, wt, taps, n_taps, bias, out), true;
-    default: break;
+    case 4:
+      return phase_row_fixed<T, 4>(s, x, wt, taps, n_taps, bias, out), true;
+    case 8:
+      return phase_row_fixed<T, 8>(s, x, wt, taps, n_taps, bias, out), true;
+    case 16:
+      return phase_row_fixed<T, 16>(s, x, wt, taps, n_taps, bias, out), true;
+    case 32:
+      return phase_row_fixed<T, 32>(s, x, wt, taps, n_taps, bias, out), true;
+    case 64:
+      return phase_row_fixed<T, 64>(s, x, wt, taps, n_taps, bias, out), true;
+    default:
+      break;
   }
   const int64_t sw = s.sw, n_j = (s.kw + sw - 1) / sw, blocks = s.w + n_j;
   std::fill(buf, buf + blocks * sw, T(0));
@@ -253,9 +259,9 @@ CONVLOC_ALWAYS_INLINE bool phase_row(const DeconvShape& s, const T* __restrict x
 
 // taps: the (ih, kh) pairs that reach this row.
 template <typename T>
-CONVLOC_ALWAYS_INLINE void dw_forward_row(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
-                                          T bias, const int64_t* taps, int64_t n_taps, T* __restrict buf,
-                                          int64_t first, int64_t width, T* __restrict out) {
+CONVLOC_ALWAYS_INLINE void dw_forward_row(const DeconvShape& s, const T* __restrict x, const T* __restrict wt, T bias,
+                                          const int64_t* taps, int64_t n_taps, T* __restrict buf, int64_t first,
+                                          int64_t width, T* __restrict out) {
   if (phase_path(s)) {
     if (!phase_row(s, x, wt, taps, n_taps, bias, buf, out))
       for (int64_t ow = 0; ow < s.ow; ++ow) out[ow] = bias + buf[ow + s.pw];
@@ -369,12 +375,18 @@ template <typename T>
 CONVLOC_ALWAYS_INLINE void dw_backward_plane_any(const DeconvShape& s, const T* gpad, int64_t first, int64_t width,
                                                  const T* x, const T* wt, T* gi, T* gw, T* part) {
   if (s.dw == 1) switch (s.kw) {
-      case 4: return dw_backward_plane<T, 4>(s, gpad, first, width, x, wt, gi, gw, part);
-      case 8: return dw_backward_plane<T, 8>(s, gpad, first, width, x, wt, gi, gw, part);
-      case 16: return dw_backward_plane<T, 16>(s, gpad, first, width, x, wt, gi, gw, part);
-      case 32: return dw_backward_plane<T, 32>(s, gpad, first, width, x, wt, gi, gw, part);
-      case 64: return dw_backward_plane<T, 64>(s, gpad, first, width, x, wt, gi, gw, part);
-      default: break;
+      case 4:
+        return dw_backward_plane<T, 4>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 8:
+        return dw_backward_plane<T, 8>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 16:
+        return dw_backward_plane<T, 16>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 32:
+        return dw_backward_plane<T, 32>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 64:
+        return dw_backward_plane<T, 64>(s, gpad, first, width, x, wt, gi, gw, part);
+      default:
+        break;
     }
   dw_backward_plane<T, 0>(s, gpad, first, width, x, wt, gi, gw, part);
 }
@@ -390,19 +402,17 @@ CONVLOC_SIMD_CLONES void dw_forward_row_f64(const DeconvShape& s, const double* 
                                             int64_t width, double* out) {
   dw_forward_row(s, x, wt, bias, taps, n_taps, buf, first, width, out);
 }
-CONVLOC_SIMD_CLONES void dw_backward_plane_f32(const DeconvShape& s, const float* gpad, int64_t first,
-                                               int64_t width, const float* x, const float* wt, float* gi,
-                                               float* gw, float* part) {
+CONVLOC_SIMD_CLONES void dw_backward_plane_f32(const DeconvShape& s, const float* gpad, int64_t first, int64_t width,
+                                               const float* x, const float* wt, float* gi, float* gw, float* part) {
   dw_backward_plane_any(s, gpad, first, width, x, wt, gi, gw, part);
 }
-CONVLOC_SIMD_CLONES void dw_backward_plane_f64(const DeconvShape& s, const double* gpad, int64_t first,
-                                               int64_t width, const double* x, const double* wt, double* gi,
-                                               double* gw, double* part) {
+CONVLOC_SIMD_CLONES void dw_backward_plane_f64(const DeconvShape& s, const double* gpad, int64_t first, int64_t width,
+                                               const double* x, const double* wt, double* gi, double* gw,
+                                               double* part) {
   dw_backward_plane_any(s, gpad, first, width, x, wt, gi, gw, part);
 }
-inline void dw_forward_row_simd(const DeconvShape& s, const float* x, const float* wt, float bias,
-                                const int64_t* taps, int64_t n_taps, float* buf, int64_t first, int64_t width,
-                                float* out) {
+inline void dw_forward_row_simd(const DeconvShape& s, const float* x, const float* wt, float bias, const int64_t* taps,
+                                int64_t n_taps, float* buf, int64_t first, int64_t width, float* out) {
   dw_forward_row_f32(s, x, wt, bias, taps, n_taps, buf, first, width, out);
 }
 inline void dw_forward_row_simd(const DeconvShape& s, const double* x, const double* wt, double bias,
@@ -499,15 +509,19 @@ T sum_of(const T* __restrict p, int64_t n) {
 
 template <typename T>
 void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
-  if (s.depthwise()) depthwise_forward(s, input, weight, bias, out);
-  else dense_forward(s, input, weight, bias, out);
+  if (s.depthwise())
+    depthwise_forward(s, input, weight, bias, out);
+  else
+    dense_forward(s, input, weight, bias, out);
 }
 
 template <typename T>
-void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight,
-                           T* grad_input, T* grad_weight, T* grad_bias) {
-  if (s.depthwise()) depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
-  else dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
+void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+                           T* grad_weight, T* grad_bias) {
+  if (s.depthwise())
+    depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
+  else
+    dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
   if (grad_bias) {
     const int64_t ohw = s.oh * s.ow;
     parallel_for(s.c_out, 1, [&](int64_t lo, int64_t hi) {
@@ -520,7 +534,7 @@ void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* inp
   }
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                   \
+#define CONVLOC_INSTANTIATE(T)                                                                 \
   template void deconv2d_forward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*); \
   template void deconv2d_backward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*, T*, T*);
 CONVLOC_INSTANTIATE(float)

@@ -103,8 +103,7 @@ __global__ void grad_bias_kernel(DeconvShape s, const T* __restrict__ gout, T* _
 }  // namespace
 
 template <typename T>
-void deconv2d_forward_cuda(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out,
-                           void* stream) {
+void deconv2d_forward_cuda(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out, void* stream) {
   const int64_t total = s.n * s.c_out * s.oh * s.ow;
   if (total == 0) return;
   forward_kernel<<<blocks_for(total), kThreadsPerBlock, 0, (cudaStream_t)stream>>>(s, input, weight, bias, out);
@@ -112,8 +111,8 @@ void deconv2d_forward_cuda(const DeconvShape& s, const T* input, const T* weight
 }
 
 template <typename T>
-void deconv2d_backward_cuda(const DeconvShape& s, const T* grad_out, const T* input, const T* weight,
-                            T* grad_input, T* grad_weight, T* grad_bias, void* stream) {
+void deconv2d_backward_cuda(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+                            T* grad_weight, T* grad_bias, void* stream) {
   auto st = (cudaStream_t)stream;
   const int64_t in_total = s.n * s.c_in * s.h * s.w;
   if (grad_input && in_total > 0) {
@@ -131,10 +130,9 @@ void deconv2d_backward_cuda(const DeconvShape& s, const T* grad_out, const T* in
   }
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                            \
-  template void deconv2d_forward_cuda<T>(const DeconvShape&, const T*, const T*, const T*, T*, void*);  \
-  template void deconv2d_backward_cuda<T>(const DeconvShape&, const T*, const T*, const T*, T*, T*, T*, \
-                                          void*);
+#define CONVLOC_INSTANTIATE(T)                                                                         \
+  template void deconv2d_forward_cuda<T>(const DeconvShape&, const T*, const T*, const T*, T*, void*); \
+  template void deconv2d_backward_cuda<T>(const DeconvShape&, const T*, const T*, const T*, T*, T*, T*, void*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)
 #undef CONVLOC_INSTANTIATE

@@ -23,8 +23,7 @@ struct VecOf {
 // C[0:mr, 0:nr] (+)= sum_k a[k, 0:MR] b[k, 0:NR] over packed panels, NR = NV * W.
 template <typename T, int MR, int NV, int W>
 __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
-                                                        T* __restrict c, int64_t ldc, bool accumulate, int mr,
-                                                        int nr) {
+                                                        T* __restrict c, int64_t ldc, bool accumulate, int mr, int nr) {
   using V = typename VecOf<T, W>::type;
   constexpr int NR = NV * W;
   V acc[MR][NV];
@@ -71,9 +70,9 @@ using MicroFn = void (*)(int64_t, const T*, const T*, T*, int64_t, bool, int, in
 // One plain function per (ISA, type): target attributes apply to whole functions, and
 // contracting a * b + c into an FMA is allowed here only (the project builds with
 // -ffp-contract=off so that the element-wise kernels match their references exactly).
-#define CONVLOC_MICRO(name, attrs, T, MR, NV, W)                                                       \
+#define CONVLOC_MICRO(name, attrs, T, MR, NV, W)                                                            \
   attrs void name(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate, int mr, int nr) { \
-    micro_kernel<T, MR, NV, W>(kc, a, b, c, ldc, accumulate, mr, nr);                                  \
+    micro_kernel<T, MR, NV, W>(kc, a, b, c, ldc, accumulate, mr, nr);                                       \
   }
 // Register tiles: AVX-512 has 32 vector registers (24 accumulators), AVX2 and SSE 16 (12).
 CONVLOC_MICRO(micro_base_f32, , float, 6, 2, 4)
@@ -113,16 +112,22 @@ Kernel<T> pick_kernel() {
   (void)isa;
 #ifdef CONVLOC_X86_DISPATCH
   if (isa == Isa::Avx512) {
-    if constexpr (f32) return {micro_avx512_f32, 12, 32};
-    else return {micro_avx512_f64, 12, 16};
+    if constexpr (f32)
+      return {micro_avx512_f32, 12, 32};
+    else
+      return {micro_avx512_f64, 12, 16};
   }
   if (isa == Isa::Avx2) {
-    if constexpr (f32) return {micro_avx2_f32, 6, 16};
-    else return {micro_avx2_f64, 6, 8};
+    if constexpr (f32)
+      return {micro_avx2_f32, 6, 16};
+    else
+      return {micro_avx2_f64, 6, 8};
   }
 #endif
-  if constexpr (f32) return {micro_base_f32, 6, 8};
-  else return {micro_base_f64, 6, 4};
+  if constexpr (f32)
+    return {micro_base_f32, 6, 8};
+  else
+    return {micro_base_f64, 6, 4};
 }
 
 // Cache blocking: a kc x NR panel of B stays in L1 while the micro-kernel runs down a
@@ -163,8 +168,8 @@ void pack(const T* src, int64_t rows, int64_t depth, int64_t s_r, int64_t s_q, i
 }  // namespace
 
 template <typename T>
-void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_t a_col, const T* b,
-              int64_t b_row, int64_t b_col, bool accumulate, T* c, int64_t ldc) {
+void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t b_row,
+              int64_t b_col, bool accumulate, T* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!accumulate)
@@ -199,8 +204,7 @@ void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_
             const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jp * nr));
             for (int64_t ip = ti * kMPanels; ip < i_end; ++ip) {
               const int rows = static_cast<int>(std::min<int64_t>(mr, m - ip * mr));
-              ker.fn(kc, ap + ip * mr * kc, bp + jp * nr * kc, c + ip * mr * ldc + jc + jp * nr, ldc, acc, rows,
-                     cols);
+              ker.fn(kc, ap + ip * mr * kc, bp + jp * nr * kc, c + ip * mr * ldc + jc + jp * nr, ldc, acc, rows, cols);
             }
           }
         }
@@ -209,8 +213,8 @@ void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_
   }
 }
 
-template void gemm_cpu<float>(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t,
-                              int64_t, bool, float*, int64_t);
+template void gemm_cpu<float>(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t,
+                              bool, float*, int64_t);
 template void gemm_cpu<double>(int64_t, int64_t, int64_t, const double*, int64_t, int64_t, const double*, int64_t,
                                int64_t, bool, double*, int64_t);
 

@@ -13,7 +13,7 @@ namespace convloc {
 // accumulate = false overwrites C without reading it (C may hold garbage or NaN).
 // Parallel over blocks of C with a static split: the result does not depend on the thread count.
 template <typename T>
-void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_t a_col, const T* b,
-              int64_t b_row, int64_t b_col, bool accumulate, T* c, int64_t ldc);
+void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t b_row,
+              int64_t b_col, bool accumulate, T* c, int64_t ldc);
 
 }  // namespace convloc

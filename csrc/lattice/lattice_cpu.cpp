@@ -94,8 +94,9 @@ struct BuildChunk {
       lattice_simplex(f, d, scale, key, weight + i * k1, rank + i * k1);
       for (int k = 0; k <= d; ++k) {
         const int32_t* kk = key + k * d;
-        offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d) ? offset[(i - 1) * k1 + k]
-                                                                                  : table.insert(kk, lattice_hash(kk, d));
+        offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
+                                 ? offset[(i - 1) * k1 + k]
+                                 : table.insert(kk, lattice_hash(kk, d));
       }
     }
     return false;
@@ -109,8 +110,7 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   if (d < 1 || d > kLatticeMaxDim) fail_value("features: expected 1 <= d <= ", kLatticeMaxDim, ", got d = ", d);
   const int64_t k1 = d + 1;
   if (n < 0 || n * k1 >= std::numeric_limits<int32_t>::max())
-    fail_value("features: at most ", std::numeric_limits<int32_t>::max() / k1 - 1, " points for d = ", d,
-               ", got ", n);
+    fail_value("features: at most ", std::numeric_limits<int32_t>::max() / k1 - 1, " points for d = ", d, ", got ", n);
   amplitude_ = static_cast<T>(lattice_amplitude(d));
   T scale[kLatticeMaxDim];
   lattice_scale_factors(d, scale);
@@ -127,10 +127,18 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
     for (int64_t c = c0; c < c1; ++c) {
       // Small dimensions with the dimension known at compile time: the per-point loops unroll.
       switch (d) {
-        case 2: bad[c] = chunk.template run<2>(c, d, local[c]); break;
-        case 3: bad[c] = chunk.template run<3>(c, d, local[c]); break;
-        case 5: bad[c] = chunk.template run<5>(c, d, local[c]); break;
-        default: bad[c] = chunk.template run<0>(c, d, local[c]); break;
+        case 2:
+          bad[c] = chunk.template run<2>(c, d, local[c]);
+          break;
+        case 3:
+          bad[c] = chunk.template run<3>(c, d, local[c]);
+          break;
+        case 5:
+          bad[c] = chunk.template run<5>(c, d, local[c]);
+          break;
+        default:
+          bad[c] = chunk.template run<0>(c, d, local[c]);
+          break;
       }
     }
   });
@@ -208,10 +216,9 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
 template <typename T>
 int64_t PermutohedralLattice<T>::memory_bytes() const {
   return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
-                              splat_start_.capacity() * sizeof(int64_t) +
-                              splat_point_.capacity() * sizeof(int32_t) + splat_weight_.capacity() * sizeof(T) +
-                              blur_.capacity() * sizeof(int32_t) + rank_.capacity() +
-                              scratch_->data.capacity() * sizeof(T)) +
+                              splat_start_.capacity() * sizeof(int64_t) + splat_point_.capacity() * sizeof(int32_t) +
+                              splat_weight_.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
+                              rank_.capacity() + scratch_->data.capacity() * sizeof(T)) +
          static_cast<int64_t>(sizeof(*this));
 }
 
@@ -328,8 +335,10 @@ inline void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
 }
 
 // Plain functions per type and width, so that the SIMD clones apply (GCC clones no templates).
-#define CONVLOC_LATTICE_TILES(T, W)                                                                       \
-  CONVLOC_SIMD_CLONES void splat_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { splat_tile<T, W>(a, b, e); } \
+#define CONVLOC_LATTICE_TILES(T, W)                                                        \
+  CONVLOC_SIMD_CLONES void splat_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { \
+    splat_tile<T, W>(a, b, e);                                                             \
+  }                                                                                        \
   CONVLOC_SIMD_CLONES void slice_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { slice_tile<T, W>(a, b, e); }
 CONVLOC_LATTICE_TILES(float, 8)
 CONVLOC_LATTICE_TILES(float, 16)
@@ -343,16 +352,19 @@ CONVLOC_LATTICE_TILES(double, 32)
 CONVLOC_SIMD_CLONES void blur_float(const FilterPass<float>& a, int64_t b, int64_t e) { blur_rows(a, b, e); }
 CONVLOC_SIMD_CLONES void blur_double(const FilterPass<double>& a, int64_t b, int64_t e) { blur_rows(a, b, e); }
 
-
 template <typename T>
 void (*splat_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
-  if constexpr (std::is_same_v<T, float>) return w == 8 ? splat_float_8 : w == 16 ? splat_float_16 : w == 24 ? splat_float_24 : splat_float_32;
-  else return w == 8 ? splat_double_8 : w == 16 ? splat_double_16 : w == 24 ? splat_double_24 : splat_double_32;
+  if constexpr (std::is_same_v<T, float>)
+    return w == 8 ? splat_float_8 : w == 16 ? splat_float_16 : w == 24 ? splat_float_24 : splat_float_32;
+  else
+    return w == 8 ? splat_double_8 : w == 16 ? splat_double_16 : w == 24 ? splat_double_24 : splat_double_32;
 }
 template <typename T>
 void (*slice_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
-  if constexpr (std::is_same_v<T, float>) return w == 8 ? slice_float_8 : w == 16 ? slice_float_16 : w == 24 ? slice_float_24 : slice_float_32;
-  else return w == 8 ? slice_double_8 : w == 16 ? slice_double_16 : w == 24 ? slice_double_24 : slice_double_32;
+  if constexpr (std::is_same_v<T, float>)
+    return w == 8 ? slice_float_8 : w == 16 ? slice_float_16 : w == 24 ? slice_float_24 : slice_float_32;
+  else
+    return w == 8 ? slice_double_8 : w == 16 ? slice_double_16 : w == 24 ? slice_double_24 : slice_double_32;
 }
 inline void blur_fn(const FilterPass<float>& a, int64_t b, int64_t e) { blur_float(a, b, e); }
 inline void blur_fn(const FilterPass<double>& a, int64_t b, int64_t e) { blur_double(a, b, e); }
@@ -379,8 +391,21 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
   T* b = a + (V + 1) * stride;
   std::fill(a + V * stride, a + (V + 1) * stride, T(0));
   std::fill(b + V * stride, b + (V + 1) * stride, T(0));
-  FilterPass<T> pass{n, k1, channels, stride, 0, in, out, nullptr, a, nullptr, splat_start_.data(),
-                     splat_point_.data(), splat_weight_.data(), 0, amplitude_};
+  FilterPass<T> pass{n,
+                     k1,
+                     channels,
+                     stride,
+                     0,
+                     in,
+                     out,
+                     nullptr,
+                     a,
+                     nullptr,
+                     splat_start_.data(),
+                     splat_point_.data(),
+                     splat_weight_.data(),
+                     0,
+                     amplitude_};
   const int64_t vgrain = std::max<int64_t>(64, 16384 / stride), pgrain = std::max<int64_t>(64, 8192 / stride);
 
   // Splat (a gather per vertex), one channel tile at a time.
@@ -415,8 +440,8 @@ void PermutohedralLattice<T>::diagonal(T* out) const {
   const double amp = amplitude_;
   parallel_for(n_, 256, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
-      out[i] = static_cast<T>(
-          amp * lattice_self_weight(&offset_[i * k1], &weight_[i * k1], &rank_[i * k1], blur_.data(), num_vertices_, d_));
+      out[i] = static_cast<T>(amp * lattice_self_weight(&offset_[i * k1], &weight_[i * k1], &rank_[i * k1],
+                                                        blur_.data(), num_vertices_, d_));
   });
 }
 

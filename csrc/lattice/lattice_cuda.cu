@@ -99,8 +99,8 @@ __global__ void blur_kernel(const T* src, const int32_t* blur, int64_t vertices,
 }
 
 template <typename T>
-__global__ void slice_kernel(const T* buf, const int32_t* offset, const T* weights, const T* in,
-                             const T* self_weight, int64_t n, int64_t k1, int64_t c, T amp, T* out) {
+__global__ void slice_kernel(const T* buf, const int32_t* offset, const T* weights, const T* in, const T* self_weight,
+                             int64_t n, int64_t k1, int64_t c, T amp, T* out) {
   CONVLOC_CUDA_LOOP(t, n * c) {
     const int64_t i = t / c, q = t % c;
     T acc = 0;
@@ -203,7 +203,7 @@ void permutohedral_filter_cuda(const T* features, int64_t n, int d, const T* in,
   if (exclude_self) {
     self_weight = scratch.get<T>(n);
     self_weight_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(offset, weights, ranks, blur, n, vertices, d,
-                                                                   self_weight);
+                                                                  self_weight);
   }
   slice_kernel<<<blocks_for(n * c), kThreadsPerBlock, 0, s>>>(a, offset, weights, in, self_weight, n, k1, c,
                                                               static_cast<T>(lattice_amplitude(d)), out);

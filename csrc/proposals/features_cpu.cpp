@@ -101,8 +101,7 @@ void convert_colour_cpu(const float* rgb, int64_t n, ColourSpace cs, float* out)
   });
 }
 
-void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, uint8_t* colour,
-                         uint8_t* texture) {
+void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, uint8_t* colour, uint8_t* texture) {
   const int64_t n = h * w;
   parallel_for(n * c, 1 << 15, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i)

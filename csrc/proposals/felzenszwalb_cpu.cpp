@@ -195,9 +195,12 @@ int64_t felzenszwalb_cpu(const float* image, int64_t h, int64_t w, int64_t c, do
   parallel_for(h, 16, [&](int64_t lo, int64_t hi) {
     for (int64_t y = lo; y < hi; ++y) {
       uint64_t* out = edges.get() + row_start(y);
-      if (c == 3) row_edges<3>(smooth.get(), h, w, c, y, out);
-      else if (c == 1) row_edges<1>(smooth.get(), h, w, c, y, out);
-      else row_edges<0>(smooth.get(), h, w, c, y, out);
+      if (c == 3)
+        row_edges<3>(smooth.get(), h, w, c, y, out);
+      else if (c == 1)
+        row_edges<1>(smooth.get(), h, w, c, y, out);
+      else
+        row_edges<0>(smooth.get(), h, w, c, y, out);
     }
   });
   sort_by_upper_bits(edges, m);

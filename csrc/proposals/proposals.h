@@ -42,8 +42,7 @@ constexpr int kOrientations = 8;  // Gaussian derivatives (sigma 1) in 8 directi
 constexpr int kTextureBins = 10;  // per channel and direction
 // colour: [h*w, c] bin of each channel value; texture: [h*w, c, 8] bin of each directional
 // derivative response (half-wave rectified, scaled by its maximum over the image).
-void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, uint8_t* colour,
-                         uint8_t* texture);
+void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, uint8_t* colour, uint8_t* texture);
 
 struct SelectiveSearchStrategy {
   ColourSpace space;
@@ -62,7 +61,6 @@ struct Hierarchy {
 
 // rgb: [h, w, 3] in [0, 1]. Strategies run in parallel; the result does not depend on threads.
 std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t w,
-                                            const std::vector<SelectiveSearchStrategy>& strategies,
-                                            double sigma);
+                                            const std::vector<SelectiveSearchStrategy>& strategies, double sigma);
 
 }  // namespace convloc

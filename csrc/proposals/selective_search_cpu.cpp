@@ -79,9 +79,7 @@ struct Candidate {
   double sim;
   int32_t a, b;
   // Highest similarity first; ties go to the lower pair of region ids, for determinism.
-  bool operator<(const Candidate& o) const {
-    return sim != o.sim ? sim < o.sim : std::tie(a, b) > std::tie(o.a, o.b);
-  }
+  bool operator<(const Candidate& o) const { return sim != o.sim ? sim < o.sim : std::tie(a, b) > std::tie(o.a, o.b); }
 };
 
 class Grouping {
@@ -162,8 +160,10 @@ class Grouping {
     alive_[a] = alive_[b] = 0;
     alive_[t] = 1;
     std::vector<int32_t>& nt = neighbours_[t];
-    for (int32_t u : neighbours_[a]) if (u != b) nt.push_back(u);
-    for (int32_t u : neighbours_[b]) if (u != a) nt.push_back(u);
+    for (int32_t u : neighbours_[a])
+      if (u != b) nt.push_back(u);
+    for (int32_t u : neighbours_[b])
+      if (u != a) nt.push_back(u);
     std::sort(nt.begin(), nt.end());
     nt.erase(std::unique(nt.begin(), nt.end()), nt.end());
     for (int32_t u : nt) {
@@ -191,8 +191,7 @@ class Grouping {
 }  // namespace
 
 std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t w,
-                                            const std::vector<SelectiveSearchStrategy>& strategies,
-                                            double sigma) {
+                                            const std::vector<SelectiveSearchStrategy>& strategies, double sigma) {
   const int64_t n = h * w;
   // Colour spaces and segmentations are computed once and shared by the strategies using them.
   std::vector<Features> spaces;

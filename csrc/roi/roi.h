@@ -27,9 +27,13 @@ CONVLOC_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
 CONVLOC_HD double add_rn(double a, double b) { return __dadd_rn(a, b); }
 #else
 template <typename T>
-CONVLOC_HD T mul_rn(T a, T b) { return a * b; }
+CONVLOC_HD T mul_rn(T a, T b) {
+  return a * b;
+}
 template <typename T>
-CONVLOC_HD T add_rn(T a, T b) { return a + b; }
+CONVLOC_HD T add_rn(T a, T b) {
+  return a + b;
+}
 #endif
 
 CONVLOC_HD float round_half_away(float x) { return roundf(x); }
@@ -74,7 +78,9 @@ CONVLOC_HD void pool_bin(int i, T bin, int start, int size, int& lo, int& hi) {
 
 // The running maximum starts here in a non-empty bin (torchvision's -FLT_MAX, also for double).
 template <typename T>
-CONVLOC_HD T pool_initial_max() { return static_cast<T>(-FLT_MAX); }
+CONVLOC_HD T pool_initial_max() {
+  return static_cast<T>(-FLT_MAX);
+}
 
 // ---- RoI align ----
 
@@ -87,8 +93,7 @@ struct AlignRoi {
 };
 
 template <typename T>
-CONVLOC_HD AlignRoi<T> align_roi(const T* roi, T scale, int pooled_h, int pooled_w, int sampling_ratio,
-                                 bool aligned) {
+CONVLOC_HD AlignRoi<T> align_roi(const T* roi, T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned) {
   AlignRoi<T> r;
   r.batch = static_cast<int64_t>(roi[0]);
   const T offset = aligned ? T(0.5) : T(0);
@@ -204,8 +209,8 @@ template <typename T>
 bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch);
 
 template <typename T>
-void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
-                          T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax);
+void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k, T scale,
+                          int pooled_h, int pooled_w, T* out, int32_t* argmax);
 template <typename T>
 void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
                            int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input);

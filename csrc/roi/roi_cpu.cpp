@@ -26,8 +26,8 @@ namespace {
 
 // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (cache-blocked).
 template <typename S, typename D>
-CONVLOC_ALWAYS_INLINE void transpose(const S* __restrict src, int64_t src_stride, D* __restrict dst,
-                                     int64_t dst_stride, int64_t rows, int64_t cols) {
+CONVLOC_ALWAYS_INLINE void transpose(const S* __restrict src, int64_t src_stride, D* __restrict dst, int64_t dst_stride,
+                                     int64_t rows, int64_t cols) {
   constexpr int64_t kTile = 32;
   for (int64_t i0 = 0; i0 < rows; i0 += kTile)
     for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
@@ -112,8 +112,7 @@ constexpr int kLanes = int(64 / sizeof(T));
 // running maxima stay in registers). Strict >: the first maximum wins.
 template <typename T>
 CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, int64_t width, int hs, int he, int ws,
-                                      int we, bool empty, T* __restrict best, int32_t* __restrict where,
-                                      int lanes) {
+                                      int we, bool empty, T* __restrict best, int32_t* __restrict where, int lanes) {
   T m[kLanes<T>];
   int32_t at[kLanes<T>];
   for (int l = 0; l < lanes; ++l) m[l] = empty ? T(0) : pool_initial_max<T>(), at[l] = -1;
@@ -207,7 +206,8 @@ CONVLOC_ALWAYS_INLINE void pool_bin_channels(const T* img, int64_t stride, int64
   const bool empty = he <= hs || we <= ws;
   int64_t ch = 0;
 #if defined(__GNUC__)
-  for (; ch + kLanes<T> <= n; ch += kLanes<T>) pool_vector(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
+  for (; ch + kLanes<T> <= n; ch += kLanes<T>)
+    pool_vector(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
 #endif
   if (ch < n) pool_lanes(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
 }
@@ -349,10 +349,8 @@ CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, 
   for (int l = 0; l < lanes; ++l) acc[l] = T(0);
   for (int64_t i = 0; i < count; ++i) {
     const AlignSample<T>& s = samples[i];
-    const T *__restrict v1 = img + s.p1 * stride, *__restrict v2 = img + s.p2 * stride,
-                        *__restrict v3 = img + s.p3 * stride, *__restrict v4 = img + s.p4 * stride;
-    for (int l = 0; l < lanes; ++l)
-      acc[l] = acc[l] + (((s.w1 * v1[l] + s.w2 * v2[l]) + s.w3 * v3[l]) + s.w4 * v4[l]);
+    const T* __restrict v1 = img + s.p1 * stride, * __restrict v2 = img + s.p2 * stride, * __restrict v3 = img + s.p3 * stride, * __restrict v4 = img + s.p4 * stride;
+    for (int l = 0; l < lanes; ++l) acc[l] = acc[l] + (((s.w1 * v1[l] + s.w2 * v2[l]) + s.w3 * v3[l]) + s.w4 * v4[l]);
   }
   for (int l = 0; l < lanes; ++l) out[l] = acc[l] / divisor;
 }
@@ -455,7 +453,6 @@ CONVLOC_SIMD_CLONES void align_backward_f64(const AlignBackwardArgs<double>& a, 
 void align_backward(const AlignBackwardArgs<float>& a, int64_t c0, int64_t n) { align_backward_f32(a, c0, n); }
 void align_backward(const AlignBackwardArgs<double>& a, int64_t c0, int64_t n) { align_backward_f64(a, c0, n); }
 
-
 }  // namespace
 
 template <typename T>
@@ -463,16 +460,15 @@ bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch) {
   bool ok = true;
   for (int64_t i = 0; i < k; ++i) {
     const T* r = rois + 5 * i;
-    ok &= std::isfinite(r[0]) & std::isfinite(r[1]) & std::isfinite(r[2]) & std::isfinite(r[3]) &
-          std::isfinite(r[4]) & (r[0] >= 0) & (r[0] < T(batch)) & (r[0] == std::floor(r[0])) & (r[3] >= r[1]) &
-          (r[4] >= r[2]);
+    ok &= std::isfinite(r[0]) & std::isfinite(r[1]) & std::isfinite(r[2]) & std::isfinite(r[3]) & std::isfinite(r[4]) &
+          (r[0] >= 0) & (r[0] < T(batch)) & (r[0] == std::floor(r[0])) & (r[3] >= r[1]) & (r[4] >= r[2]);
   }
   return ok;
 }
 
 template <typename T>
-void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
-                          T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax) {
+void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k, T scale,
+                          int pooled_h, int pooled_w, T* out, int32_t* argmax) {
   if (k == 0 || c == 0) return;
   advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(T)));
   if (argmax) advise_huge_pages(argmax, k * c * pooled_h * pooled_w * int64_t(sizeof(int32_t)));
@@ -487,8 +483,9 @@ void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int6
                            int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input) {
   if (c == 0) return;
   const std::vector<T> x = channels_last(input, b, c, h * w);
-  const PoolBackwardArgs<T> a{x.data(), grad, rois, k, b, c, h, w, backward_block(c, b * h * w, sizeof(T)),
-                              scale, pooled_h, pooled_w, grad_input};
+  const PoolBackwardArgs<T> a{
+      x.data(), grad,     rois,     k,         b, c, h, w, backward_block(c, b * h * w, sizeof(T)),
+      scale,    pooled_h, pooled_w, grad_input};
   const int64_t blocks = (c + a.block - 1) / a.block;
   parallel_for(blocks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) pool_backward(a, i * a.block, std::min(a.block, c - i * a.block));
@@ -527,15 +524,15 @@ void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t 
   });
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                                  \
-  template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                \
-  template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
-                                        int, T*, int32_t*);                                                   \
+#define CONVLOC_INSTANTIATE(T)                                                                                         \
+  template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                         \
+  template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, int,  \
+                                        T*, int32_t*);                                                                 \
   template void roi_pool_backward_cpu<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                         T, int, int, T*);                                                    \
-  template void roi_align_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
-                                         int, int, bool, T*);                                                 \
-  template void roi_align_backward_cpu<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
+                                         T, int, int, T*);                                                             \
+  template void roi_align_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, int, \
+                                         int, bool, T*);                                                               \
+  template void roi_align_backward_cpu<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int,  \
                                           int, int, bool, T*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

@@ -45,8 +45,7 @@ __global__ void roi_pool_forward_kernel(const T* input, int64_t c, int64_t h, in
 
 template <typename T>
 __global__ void roi_pool_backward_kernel(GradView<T> grad, const T* input, const T* rois, int64_t k_n, int64_t b_n,
-                                         int64_t c, int64_t h, int64_t w, T scale, int ph_n, int pw_n,
-                                         T* grad_input) {
+                                         int64_t c, int64_t h, int64_t w, T scale, int ph_n, int pw_n, T* grad_input) {
   CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
     const int x = int(idx % w), y = int((idx / w) % h);
     const int64_t ch = (idx / (h * w)) % c, b = idx / (c * h * w);
@@ -196,14 +195,14 @@ void roi_align_backward_cuda(GradView<T> grad, const T* rois, int64_t k, int64_t
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                                   \
-  template bool rois_valid_cuda<T>(const T*, int64_t, int64_t, void*);                                         \
-  template void roi_pool_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
-                                         int, T*, int32_t*, void*);                                            \
-  template void roi_pool_backward_cuda<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                          T, int, int, T*, void*);                                             \
-  template void roi_align_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
-                                          int, int, bool, T*, void*);                                          \
+#define CONVLOC_INSTANTIATE(T)                                                                                         \
+  template bool rois_valid_cuda<T>(const T*, int64_t, int64_t, void*);                                                 \
+  template void roi_pool_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, int, \
+                                         T*, int32_t*, void*);                                                         \
+  template void roi_pool_backward_cuda<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t,         \
+                                          int64_t, T, int, int, T*, void*);                                            \
+  template void roi_align_forward_cuda<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int,     \
+                                          int, int, bool, T*, void*);                                                  \
   template void roi_align_backward_cuda<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
                                            int, int, bool, T*, void*);
 CONVLOC_INSTANTIATE(float)

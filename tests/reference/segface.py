@@ -60,9 +60,7 @@ def triplet_all(x, labels, margin):
 def triplet_hard(x, labels, margin):
     losses = []
     for a in range(len(x)):
-        dp = [
-            np.sum((x[a] - x[p]) ** 2) for p in range(len(x)) if p != a and labels[p] == labels[a]
-        ]
+        dp = [np.sum((x[a] - x[p]) ** 2) for p in range(len(x)) if p != a and labels[p] == labels[a]]
         dn = [np.sum((x[a] - x[n]) ** 2) for n in range(len(x)) if labels[n] != labels[a]]
         if dp and dn:
             losses.append(max(0.0, margin + max(dp) - min(dn)))

@@ -11,9 +11,7 @@ import numpy as np
 
 
 def register_data(sub) -> None:
-    p = sub.add_parser(
-        "make-shapes", help="write the synthetic shapes detection dataset as a VOC tree"
-    )
+    p = sub.add_parser("make-shapes", help="write the synthetic shapes detection dataset as a VOC tree")
     p.add_argument("dir")
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
@@ -36,9 +34,7 @@ def _make_shapes(args) -> int:
 
 
 def _proposal_args(p) -> None:
-    p.add_argument(
-        "--proposals", choices=["selective-search", "sliding"], default="selective-search"
-    )
+    p.add_argument("--proposals", choices=["selective-search", "sliding"], default="selective-search")
     p.add_argument("--ss-mode", choices=["fast", "quality", "single"], default="fast")
     p.add_argument("--max-proposals", type=int, default=500)
     p.add_argument("--cache", help="proposal cache folder (default: DATA/cache)")
@@ -59,9 +55,7 @@ def register_train(sub) -> None:
         p.add_argument("--lr", type=float, default=0.01)
         p.add_argument("--dropout", type=float, default=0.5)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--threads", type=int, default=0, help="torch threads per process (0: default)"
-        )
+        p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
         if kind == "fast-rcnn":
             p.add_argument("--scale", type=int, default=600)
             p.add_argument("--max-size", type=int, default=1000)
@@ -106,9 +100,7 @@ def _train(args) -> int:
     if args.model == "fast-rcnn":
         from convloc.models.fast_rcnn import FastRCNNConfig, train_fast_rcnn
 
-        cfg = FastRCNNConfig(
-            iterations=args.iterations, scale=args.scale, max_size=args.max_size, **common
-        )
+        cfg = FastRCNNConfig(iterations=args.iterations, scale=args.scale, max_size=args.max_size, **common)
         train_fast_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
     else:
         from convloc.models.rcnn import RCNNConfig, train_rcnn
@@ -135,9 +127,7 @@ def load_detector(path: str, svd_rank=None):
         if svd_rank:
             raise ValueError("--svd: only for fast-rcnn checkpoints")
         if state["stage"] != "done":
-            raise ValueError(
-                f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun train"
-            )
+            raise ValueError(f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun train")
         model = load_rcnn(state)
     else:
         raise ValueError(f"checkpoint: unknown kind {state['kind']!r}")
@@ -236,11 +226,7 @@ def _detect(args) -> int:
         image = np.asarray(im.convert("RGB"))
     props = compute_proposals(image, settings["method"], settings["mode"], settings["max_boxes"])
     det = model.detect(image, props)
-    threshold = (
-        args.threshold
-        if args.threshold is not None
-        else (0.5 if hasattr(model, "roi_pool") else 0.0)
-    )
+    threshold = args.threshold if args.threshold is not None else (0.5 if hasattr(model, "roi_pool") else 0.0)
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     palette = [

@@ -19,16 +19,12 @@ def register_data(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_segmentation)
 
-    p = sub.add_parser(
-        "make-faces", help="write the synthetic LFW-format identity set and pairs file"
-    )
+    p = sub.add_parser("make-faces", help="write the synthetic LFW-format identity set and pairs file")
     p.add_argument("root")
     p.add_argument("--train-identities", type=int, default=200)
     p.add_argument("--test-identities", type=int, default=100)
     p.add_argument("--images", type=int, default=8, help="images per identity")
-    p.add_argument(
-        "--pairs-per-fold", type=int, default=60, help="matched (= mismatched) pairs per fold"
-    )
+    p.add_argument("--pairs-per-fold", type=int, default=60, help="matched (= mismatched) pairs per fold")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_faces)
@@ -39,13 +35,9 @@ def register_train(sub) -> None:
     _seg_args(p)
     p.add_argument("--variant", choices=("32s", "16s", "8s"), default="8s")
     p.add_argument("--layout", choices=("small", "vgg16"), default="small")
-    p.add_argument(
-        "--pad", type=int, help="padding of conv1 (default: the layout's, any input size)"
-    )
+    p.add_argument("--pad", type=int, help="padding of conv1 (default: the layout's, any input size)")
     p.add_argument("--fc-kernel", type=int, help="kernel of fc6 (default: the layout's)")
-    p.add_argument(
-        "--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)"
-    )
+    p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -62,12 +54,8 @@ def register_train(sub) -> None:
     p.set_defaults(func=_train_crfrnn)
 
     p = sub.add_parser("face", help="face embedding + triplet-loss projection on an LFW-style tree")
-    p.add_argument(
-        "--data", required=True, help="root written by `convloc data make-faces` or a real one"
-    )
-    p.add_argument(
-        "--train-dir", default="train", help="identity folders to train on (under --data)"
-    )
+    p.add_argument("--data", required=True, help="root written by `convloc data make-faces` or a real one")
+    p.add_argument("--train-dir", default="train", help="identity folders to train on (under --data)")
     p.add_argument("--test-dir", default="lfw", help="identity folders the pairs refer to")
     p.add_argument("--pairs", default="pairs.txt")
     p.add_argument("--pretrain-epochs", type=int, default=15)
@@ -87,9 +75,7 @@ def register_train(sub) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "segment", help="segment an image with a trained FCN / CRF-as-RNN checkpoint"
-    )
+    p = sub.add_parser("segment", help="segment an image with a trained FCN / CRF-as-RNN checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("image")
     p.add_argument("-o", "--output", required=True, help="overlay PNG")
@@ -175,9 +161,7 @@ def load_checkpoint(path):
 def _build_fcn(ckpt):
     from convloc.models.fcn import FCN, Layout
 
-    layout = Layout(
-        **{k: (tuple(map(tuple, v)) if k == "stages" else v) for k, v in ckpt["layout"].items()}
-    )
+    layout = Layout(**{k: (tuple(map(tuple, v)) if k == "stages" else v) for k, v in ckpt["layout"].items()})
     return FCN(ckpt["num_classes"], ckpt["variant"], layout)
 
 
@@ -208,9 +192,7 @@ def _train_fcn(args) -> int:
     if args.init:
         coarser, _ = load_checkpoint(args.init)
         model.init_from(coarser)
-    losses = fit(
-        model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, True
-    )
+    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, True)
     scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
     _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
     torch.save(_fcn_ckpt(model, ds.classes), args.output)
@@ -303,11 +285,7 @@ def _verify(args) -> int:
     e = embed(model, x)
     score = -float(((e[0] - e[1]) ** 2).sum())
     same = score >= ckpt["threshold"]
-    print(
-        json.dumps(
-            {"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}
-        )
-    )
+    print(json.dumps({"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}))
     return 0 if same else 1
 
 
@@ -370,9 +348,7 @@ def _segment(args) -> int:
     with Image.open(args.image) as im:
         image = np.array(im.convert("RGB"))
     with torch.no_grad():
-        labels = (
-            model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
-        )
+        labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
     overlay = (0.5 * image + 0.5 * colorize(labels)).astype(np.uint8)
     Image.fromarray(overlay).save(args.output)
     if args.labels:

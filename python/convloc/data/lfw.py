@@ -151,9 +151,7 @@ def render_face(person: dict, rng: np.random.Generator, size: int = 32) -> np.nd
            fill=col(p["skin"] * 0.7), width=max(1, s // 40))  # fmt: skip
     open_mouth = rng.uniform(0.005, 0.04)
     d.ellipse(box(yaw, p["mouth_y"], p["mouth_w"], open_mouth), fill=(120, 30, 40))
-    im = im.rotate(
-        rng.uniform(-12, 12), resample=Image.BILINEAR, center=(cx, cy), fillcolor=col(bg)
-    )
+    im = im.rotate(rng.uniform(-12, 12), resample=Image.BILINEAR, center=(cx, cy), fillcolor=col(bg))
     im = im.resize((size, size), Image.BOX)
     arr = np.asarray(im, dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
@@ -176,9 +174,7 @@ def make_synthetic_faces(
     ``root/pairs.txt`` over ``root/lfw``: ``folds`` identity-disjoint folds, each with
     ``pairs_per_fold`` matched and as many mismatched pairs. Deterministic in ``seed``."""
     if test_identities < 2 * folds:
-        raise ValueError(
-            f"test_identities: expected >= {2 * folds} (2 per fold), got {test_identities}"
-        )
+        raise ValueError(f"test_identities: expected >= {2 * folds} (2 per fold), got {test_identities}")
     if images_per_identity < 2:
         raise ValueError(f"images_per_identity: expected >= 2, got {images_per_identity}")
     root = Path(root)

@@ -153,19 +153,11 @@ def make_shapes(root: str, images: int, seed: int = 0, test_fraction: float = 0.
     for name, members in splits.items():
         with open(os.path.join(main, f"{name}.txt"), "w") as f:
             f.writelines(f"{m}\n" for m in members)
-        for c, cls in enumerate(
-            SHAPE_CLASSES
-        ):  # VOC's per-class lists: 1 present, 0 only difficult
+        for c, cls in enumerate(SHAPE_CLASSES):  # VOC's per-class lists: 1 present, 0 only difficult
             with open(os.path.join(main, f"{cls}_{name}.txt"), "w") as f:
                 for m in members:
                     labels, difficult = present[index[m]]
-                    flag = (
-                        1
-                        if np.any((labels == c) & ~difficult)
-                        else 0
-                        if np.any(labels == c)
-                        else -1
-                    )
+                    flag = 1 if np.any((labels == c) & ~difficult) else 0 if np.any(labels == c) else -1
                     f.write(f"{m} {flag:2d}\n")
     with open(os.path.join(root, "classes.txt"), "w") as f:
         f.writelines(f"{c}\n" for c in SHAPE_CLASSES)

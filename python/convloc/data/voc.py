@@ -97,9 +97,7 @@ class VOCDetection:
         use_difficult: keep objects marked difficult (flagged; the metrics ignore them).
     """
 
-    def __init__(
-        self, root: str, split: str = "trainval", classes=None, use_difficult: bool = True
-    ):
+    def __init__(self, root: str, split: str = "trainval", classes=None, use_difficult: bool = True):
         self.root = _find_year_dir(root)
         self.split = split
         if classes is None:

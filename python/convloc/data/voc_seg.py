@@ -62,9 +62,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     try:
         idx = np.array([lut[int(u)] for u in uniq], dtype=np.uint8)
     except KeyError as e:
-        raise ValueError(
-            f"path: colour {e.args[0]:06x} of {path} is not in the VOC palette"
-        ) from None
+        raise ValueError(f"path: colour {e.args[0]:06x} of {path} is not in the VOC palette") from None
     return idx[inverse].reshape(flat.shape)
 
 
@@ -82,9 +80,7 @@ def colorize(label: np.ndarray) -> np.ndarray:
 
 def normalize(image: np.ndarray) -> np.ndarray:
     """``[H, W, 3]`` uint8 to the ``[3, H, W]`` float32 input of the models."""
-    return np.ascontiguousarray(
-        ((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
-    )
+    return np.ascontiguousarray(((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1))
 
 
 class VOCSegmentation:
@@ -141,9 +137,7 @@ def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarr
             draw.polygon([(cx + r * np.cos(a), cy + r * np.sin(a)) for a in corners], fill=cls)
         elif cls == 3:
             corners = [theta + k * 2 * np.pi / 3 for k in range(3)]
-            draw.polygon(
-                [(cx + 1.2 * r * np.cos(a), cy + 1.2 * r * np.sin(a)) for a in corners], fill=cls
-            )
+            draw.polygon([(cx + 1.2 * r * np.cos(a), cy + 1.2 * r * np.sin(a)) for a in corners], fill=cls)
         else:
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=cls)
             draw.ellipse([cx - r / 2, cy - r / 2, cx + r / 2, cy + r / 2], fill=0)
@@ -152,10 +146,7 @@ def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarr
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     ground = rng.uniform(40, 215, size=3).astype(np.float32)
-    image = (
-        ground
-        + 25 * np.sin(2 * np.pi * (rng.uniform(1, 4) * xx + rng.uniform(1, 4) * yy))[..., None]
-    )
+    image = ground + 25 * np.sin(2 * np.pi * (rng.uniform(1, 4) * xx + rng.uniform(1, 4) * yy))[..., None]
     # Each object gets its own colour far from the ground's, and a stripe or noise texture.
     owner = np.zeros((size, size), dtype=np.int64)
     previous = np.zeros((size, size), dtype=np.uint8)
@@ -197,8 +188,6 @@ def make_synthetic_segmentation(
         write_label(root / "SegmentationClass" / f"{id_}.png", label)
         splits["train" if i < n_train else "val"].append(id_)
     for split, ids in splits.items():
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
-            "".join(f"{i}\n" for i in ids)
-        )
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     (root / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")
     return root

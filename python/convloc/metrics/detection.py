@@ -27,9 +27,7 @@ import numpy as np
 __all__ = ["average_precision", "eval_class", "evaluate", "format_table"]
 
 
-def average_precision(
-    recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True
-) -> float:
+def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
     """AP from a precision/recall curve (recall ascending, as :func:`eval_class` returns)."""
     recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
     if use_07_metric:

@@ -16,9 +16,7 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     scores = np.asarray(scores, dtype=np.float64)
     same = np.asarray(same, dtype=bool)
     if scores.shape != same.shape or scores.ndim != 1:
-        raise ValueError(
-            f"same: expected shape {list(scores.shape)} like scores, got {list(same.shape)}"
-        )
+        raise ValueError(f"same: expected shape {list(scores.shape)} like scores, got {list(same.shape)}")
     if scores.size == 0:
         raise ValueError("scores: expected at least one pair, got none")
     uniq = np.unique(scores)
@@ -26,9 +24,7 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     # Correct decisions at threshold t: positives with score >= t plus negatives with score < t.
     pos = np.sort(scores[same])
     neg = np.sort(scores[~same])
-    correct = (pos.size - np.searchsorted(pos, cands, side="left")) + np.searchsorted(
-        neg, cands, side="left"
-    )
+    correct = (pos.size - np.searchsorted(pos, cands, side="left")) + np.searchsorted(neg, cands, side="left")
     best = int(np.argmax(correct))
     return float(cands[best]), float(correct[best] / scores.size)
 
@@ -47,9 +43,7 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> K
     same = np.asarray(same, dtype=bool)
     folds = np.asarray(folds)
     if folds.shape != scores.shape:
-        raise ValueError(
-            f"folds: expected shape {list(scores.shape)} like scores, got {list(folds.shape)}"
-        )
+        raise ValueError(f"folds: expected shape {list(scores.shape)} like scores, got {list(folds.shape)}")
     ids = np.unique(folds)
     if ids.size < 2:
         raise ValueError(f"folds: expected at least 2 folds, got {ids.size}")

@@ -97,9 +97,7 @@ def compute_proposals(
                 sizes.append((hh, ww))
                 strides.append((max(hh // 4, 1), max(ww // 4, 1)))
             side = int(side * 1.5)
-        boxes = np.concatenate(
-            [ops.sliding_windows((h, w), [s], [t]) for s, t in zip(sizes, strides)]
-        )
+        boxes = np.concatenate([ops.sliding_windows((h, w), [s], [t]) for s, t in zip(sizes, strides)])
         if len(boxes) > max_boxes:
             boxes = boxes[np.random.default_rng(seed).choice(len(boxes), max_boxes, replace=False)]
     else:
@@ -122,9 +120,7 @@ def load_proposals(
     os.makedirs(folder, exist_ok=True)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     todo = [
-        i
-        for i in range(len(dataset))
-        if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))
+        i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))
     ]
     for i in tqdm(todo[rank::world], desc="proposals", unit="img", disable=not todo or rank != 0):
         boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes, seed=i)

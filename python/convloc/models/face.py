@@ -20,9 +20,7 @@ class FaceVerifier(nn.Module):
     Images are ``[N, 3, S, S]`` in [-1, 1]; any S >= 8 works (global average pooling).
     """
 
-    def __init__(
-        self, num_identities: int, feature_dim: int = 128, dim: int = 64, width: int = 32
-    ) -> None:
+    def __init__(self, num_identities: int, feature_dim: int = 128, dim: int = 64, width: int = 32) -> None:
         super().__init__()
 
         def block(i, o):
@@ -57,9 +55,7 @@ def pairwise_sq_distances(x: Tensor) -> Tensor:
     return d * (1 - torch.eye(len(x), dtype=x.dtype, device=x.device))
 
 
-def triplet_loss(
-    x: Tensor, labels: Tensor, margin: float = 0.2, mining: str = "semihard"
-) -> Tensor:
+def triplet_loss(x: Tensor, labels: Tensor, margin: float = 0.2, mining: str = "semihard") -> Tensor:
     """Triplet loss over the triplets (a, p, n) of a batch, ``mining`` choosing which:
 
     - ``"all"``: every valid triplet; the mean over those with a positive loss (easy ones would
@@ -156,9 +152,7 @@ def train_projection(
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.eval()
-        desc = torch.cat(
-            [model.descriptor(images[i : i + 256]) for i in range(0, len(images), 256)]
-        )
+        desc = torch.cat([model.descriptor(images[i : i + 256]) for i in range(0, len(images), 256)])
     by_id = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
     by_id = [ix for ix in by_id if len(ix) >= 2]
     opt = torch.optim.Adam(model.projection.parameters(), lr=lr)
@@ -183,9 +177,7 @@ def train_projection(
 
 
 @torch.no_grad()
-def embed(
-    model: FaceVerifier, images: Tensor, projected: bool = True, batch_size: int = 256
-) -> Tensor:
+def embed(model: FaceVerifier, images: Tensor, projected: bool = True, batch_size: int = 256) -> Tensor:
     model.eval()
     f = model if projected else model.descriptor
     return torch.cat([f(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])

@@ -76,9 +76,7 @@ class FastRCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes  # object classes; index 0 of the outputs is background
-        self.backbone = backbone or build_backbone(
-            cfg.backbone, fc_dim=cfg.fc_dim, dropout=cfg.dropout
-        )
+        self.backbone = backbone or build_backbone(cfg.backbone, fc_dim=cfg.fc_dim, dropout=cfg.dropout)
         b = self.backbone
         self.roi_pool = RoIPool((b.roi_size, b.roi_size), 1.0 / b.stride)
         self.cls_score = nn.Linear(b.fc_dim, num_classes + 1)
@@ -89,9 +87,7 @@ class FastRCNN(nn.Module):
         nn.init.zeros_(self.bbox_pred.bias)
         self.register_buffer("bbox_stds", torch.tensor(cfg.bbox_stds, dtype=torch.float32))
 
-    def forward(
-        self, images: torch.Tensor, rois: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B, 3, H, W] normalised, rois [K, 5] (batch index, x1, y1, x2, y2) in those
         images' pixels → (class logits [K, C+1], normalised box deltas [K, 4(C+1)])."""
         pooled = self.roi_pool(self.backbone.features(images), rois)
@@ -144,9 +140,7 @@ def resize(x: torch.Tensor, s: float) -> torch.Tensor:
         return x
     h, w = x.shape[1:]
     size = (max(1, round(h * s)), max(1, round(w * s)))
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=s < 1)[
-        0
-    ]
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=s < 1)[0]
 
 
 def compress_fc(model: nn.Module, rank: int | tuple[int, int]) -> nn.Module:
@@ -320,16 +314,12 @@ def train_fast_rcnn(
         scheduler.step()
         running += (cls.item(), box.item())
         if (it + 1) % log_every == 0:
-            bar.set_postfix(
-                cls=f"{running[0] / log_every:.3f}", box=f"{running[1] / log_every:.3f}"
-            )
+            bar.set_postfix(cls=f"{running[0] / log_every:.3f}", box=f"{running[1] / log_every:.3f}")
             running[:] = 0
         if (it + 1) % save_every == 0 or it + 1 == cfg.iterations:
             _save(checkpoint, model, optimizer, scheduler, it + 1, generator, dataset.classes, cfg)
     if start < cfg.iterations and is_main():
-        bar.write(
-            f"fast-rcnn: {cfg.iterations - start} iterations in {time.perf_counter() - t0:.0f} s"
-        )
+        bar.write(f"fast-rcnn: {cfg.iterations - start} iterations in {time.perf_counter() - t0:.0f} s")
     model.eval()
     return model
 

@@ -30,9 +30,7 @@ class Layout:
     batch_norm: bool = False
 
 
-VGG16 = Layout(
-    ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)), 4096, 7, 100
-)
+VGG16 = Layout(((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)), 4096, 7, 100)
 # CPU-trainable: same five stride-2 stages (strides 8/16/32 at pool3/4/5), narrow, one conv each.
 SMALL = Layout(((16,), (32,), (48,), (64,), (96,)), 128, 5, 68, batch_norm=True)
 
@@ -211,9 +209,7 @@ class FCN(nn.Module):
         image, from the composed coordinate maps (all must come out as whole pixels)."""
         m3 = coord_map(self.pool3)
         m4 = _compose(m3, coord_map(self.pool4))
-        fr = _compose(
-            _compose(m4, coord_map(self.pool5)), coord_map(nn.Sequential(self.fc, self.score_fr))
-        )
+        fr = _compose(_compose(m4, coord_map(self.pool5)), coord_map(nn.Sequential(self.fc, self.score_fr)))
         offsets = {}
         if self.variant == "32s":
             top = fr
@@ -231,9 +227,7 @@ class FCN(nn.Module):
         offsets["out"] = -out[1]
         for k, v in offsets.items():
             if v != int(v) or v < 0:
-                raise ValueError(
-                    f"layout: crop offset of {k} is {v}, not a whole non-negative pixel"
-                )
+                raise ValueError(f"layout: crop offset of {k} is {v}, not a whole non-negative pixel")
         return {k: int(v) for k, v in offsets.items()}
 
     @property
@@ -261,9 +255,7 @@ class FCN(nn.Module):
         """Copies every parameter ``coarser`` (an FCN-32s for a 16s, a 16s for an 8s) shares by
         name and shape, the paper's stage-wise training; the new score layers stay zero."""
         own = self.state_dict()
-        shared = {
-            k: v for k, v in coarser.state_dict().items() if k in own and own[k].shape == v.shape
-        }
+        shared = {k: v for k, v in coarser.state_dict().items() if k in own and own[k].shape == v.shape}
         own.update(shared)
         self.load_state_dict(own)
         return self

@@ -127,9 +127,7 @@ class RCNN(nn.Module):
         return self.classifier(self.cnn(crops))
 
     @torch.no_grad()
-    def features(
-        self, image: torch.Tensor, boxes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pool5 [K, D], fc7 [K, fc_dim]) of ``boxes`` in normalised ``image``, in batches."""
         pool5, fc7 = [], []
         for s in range(0, len(boxes), self.cfg.extract_batch):
@@ -160,9 +158,7 @@ def _squared_hinge_svm(x, y, weights, c, bias_mult, w0=None):
     """Minimises ½‖w‖² + C Σ weights_i · max(0, 1 − y_i (w·[x_i, bias_mult]))² with L-BFGS."""
     xb = torch.cat((x, torch.full((len(x), 1), bias_mult)), 1).double()
     y, weights = y.double(), weights.double()
-    w = (
-        w0.clone() if w0 is not None else torch.zeros(xb.shape[1], dtype=torch.float64)
-    ).requires_grad_()
+    w = (w0.clone() if w0 is not None else torch.zeros(xb.shape[1], dtype=torch.float64)).requires_grad_()
     opt = torch.optim.LBFGS([w], max_iter=200, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
 
     def closure():
@@ -199,9 +195,7 @@ def train_svm(
         nonlocal w, cache
         x = torch.cat((positives, cache))
         y = torch.cat((torch.ones(len(positives)), -torch.ones(len(cache))))
-        weights = torch.cat(
-            (torch.full((len(positives),), cfg.svm_pos_weight), torch.ones(len(cache)))
-        )
+        weights = torch.cat((torch.full((len(positives),), cfg.svm_pos_weight), torch.ones(len(cache))))
         w = _squared_hinge_svm(x, y, weights, cfg.svm_c, cfg.svm_bias, w)
         cache = cache[score(cache) >= cfg.easy_threshold]
 
@@ -280,13 +274,9 @@ def _extract(model, dataset, proposals, folder, rank, world):
     os.makedirs(folder, exist_ok=True)
     cfg = model.cfg
     todo = [
-        i
-        for i in range(len(dataset))
-        if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npz"))
+        i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npz"))
     ]
-    for i in tqdm(
-        todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo
-    ):
+    for i in tqdm(todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo):
         t = dataset.target(i)
         gt_all = torch.as_tensor(t["boxes"]).reshape(-1, 4)
         keep = ~t["difficult"]
@@ -401,9 +391,7 @@ def train_rcnn(
         stage = "features"
     model.eval()
     if stage == "features":
-        folder = os.path.join(
-            os.path.dirname(os.path.abspath(checkpoint)), "features", _digest(model.cnn)
-        )
+        folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _digest(model.cnn))
         _extract(model, dataset, proposals, folder, rank, world)
         if is_main():
             _fit_svms_and_regressors(model, dataset, folder, cfg)

@@ -87,9 +87,7 @@ def dense_crf_refiner(images: np.ndarray, kernels, iterations: int = 5):
 
     def refine(i: int, scores: np.ndarray) -> np.ndarray:
         unary = -torch.log_softmax(torch.from_numpy(scores), 0).numpy()
-        return dense_crf(
-            np.ascontiguousarray(unary), image=images[i], kernels=kernels, iterations=iterations
-        )
+        return dense_crf(np.ascontiguousarray(unary), image=images[i], kernels=kernels, iterations=iterations)
 
     return refine
 

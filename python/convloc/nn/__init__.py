@@ -3,8 +3,8 @@
 
 from convloc.nn import boxes, crfrnn, deconv, lattice, roi  # noqa: F401 - registers the ops
 from convloc.nn.crfrnn import CRFasRNN
-from convloc.nn.deconv import ConvTranspose2d, BilinearUpsample
+from convloc.nn.deconv import BilinearUpsample, ConvTranspose2d
 from convloc.nn.lattice import PermutohedralFilter
-from convloc.nn.roi import RoIPool, RoIAlign
+from convloc.nn.roi import RoIAlign, RoIPool
 
 __all__ = ["CRFasRNN", "ConvTranspose2d", "BilinearUpsample", "PermutohedralFilter", "RoIPool", "RoIAlign"]

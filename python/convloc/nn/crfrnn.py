@@ -67,20 +67,13 @@ def crf_mean_field(
     theta_gamma): bilateral position and colour widths, spatial width (pixels, colour units)."""
     if filter not in FILTERS:
         raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
-    if (
-        unary.dim() != 4
-        or image.dim() != 4
-        or image.shape[0] != unary.shape[0]
-        or image.shape[1] != 3
-    ):
+    if unary.dim() != 4 or image.dim() != 4 or image.shape[0] != unary.shape[0] or image.shape[1] != 3:
         raise ValueError(
             f"image: expected [B, 3, H, W] matching unary [B, L, H, W], got {list(image.shape)} "
             f"and {list(unary.shape)}"
         )
     if image.shape[-2:] != unary.shape[-2:]:
-        raise ValueError(
-            f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}"
-        )
+        raise ValueError(f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}")
     gauss = gaussian_filter_exact if filter == "exact" else gaussian_filter_lattice
     b, n_labels, h, w = unary.shape
     theta = torch.exp(log_widths)
