@@ -79,7 +79,7 @@ def bilinear_kernel(channels: int, factor: int, dtype: str = "float32") -> np.nd
     centre = factor - 1 if size % 2 == 1 else factor - 0.5
     taps = 1 - np.abs(np.arange(size) - centre) / factor
     kernel = np.outer(taps, taps).astype(dtype)
-    return np.ascontiguousarray(np.broadcast_to(kernel, (channels, 1, size, size)))
+    return np.broadcast_to(kernel, (channels, 1, size, size)).copy()  # writable, one per channel
 
 
 def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
