@@ -218,7 +218,7 @@ class ImageCrf {
         s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
       } else {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
-        s.tmp.resize(n * labels);
+        s.tmp.resize(s.grid->scratch_size(labels));
       }
       std::vector<T> ones(n, T(1)), norm(n);
       s.filter(ones.data(), norm.data(), 1);
