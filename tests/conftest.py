@@ -1,6 +1,6 @@
 import os
-import zlib
 import sys
+import zlib
 
 import numpy as np
 import pytest

@@ -36,29 +36,51 @@ DType dtype_from_dlpack(DLDataType t) {
   if (t.lanes != 1) return DType::Other;
   switch (t.code) {
     case kDLFloat:
-      return t.bits == 32 ? DType::Float32 : t.bits == 64 ? DType::Float64 : t.bits == 16 ? DType::Float16 : DType::Other;
-    case kDLBfloat: return t.bits == 16 ? DType::BFloat16 : DType::Other;
+      return t.bits == 32   ? DType::Float32
+             : t.bits == 64 ? DType::Float64
+             : t.bits == 16 ? DType::Float16
+                            : DType::Other;
+    case kDLBfloat:
+      return t.bits == 16 ? DType::BFloat16 : DType::Other;
     case kDLInt:
-      return t.bits == 64 ? DType::Int64 : t.bits == 32 ? DType::Int32 : t.bits == 16 ? DType::Int16 : t.bits == 8 ? DType::Int8 : DType::Other;
-    case kDLUInt: return t.bits == 8 ? DType::UInt8 : DType::Other;
-    case kDLBool: return t.bits == 8 ? DType::Bool : DType::Other;
-    default: return DType::Other;
+      return t.bits == 64   ? DType::Int64
+             : t.bits == 32 ? DType::Int32
+             : t.bits == 16 ? DType::Int16
+             : t.bits == 8  ? DType::Int8
+                            : DType::Other;
+    case kDLUInt:
+      return t.bits == 8 ? DType::UInt8 : DType::Other;
+    case kDLBool:
+      return t.bits == 8 ? DType::Bool : DType::Other;
+    default:
+      return DType::Other;
   }
 }
 
 DType dtype_from_format(const std::string& f, ssize_t itemsize) {
   char c = f.empty() ? '?' : f.back();  // skip byte-order prefixes like '<' or '='
   switch (c) {
-    case 'f': return itemsize == 4 ? DType::Float32 : DType::Other;
-    case 'd': return itemsize == 8 ? DType::Float64 : DType::Other;
-    case 'e': return DType::Float16;
-    case 'q': case 'l': return itemsize == 8 ? DType::Int64 : itemsize == 4 ? DType::Int32 : DType::Other;
-    case 'i': return itemsize == 4 ? DType::Int32 : DType::Other;
-    case 'h': return DType::Int16;
-    case 'b': return DType::Int8;
-    case 'B': return DType::UInt8;
-    case '?': return itemsize == 1 ? DType::Bool : DType::Other;
-    default: return DType::Other;
+    case 'f':
+      return itemsize == 4 ? DType::Float32 : DType::Other;
+    case 'd':
+      return itemsize == 8 ? DType::Float64 : DType::Other;
+    case 'e':
+      return DType::Float16;
+    case 'q':
+    case 'l':
+      return itemsize == 8 ? DType::Int64 : itemsize == 4 ? DType::Int32 : DType::Other;
+    case 'i':
+      return itemsize == 4 ? DType::Int32 : DType::Other;
+    case 'h':
+      return DType::Int16;
+    case 'b':
+      return DType::Int8;
+    case 'B':
+      return DType::UInt8;
+    case '?':
+      return itemsize == 1 ? DType::Bool : DType::Other;
+    default:
+      return DType::Other;
   }
 }
 
@@ -99,9 +121,16 @@ Array from_dlpack(py::handle obj, const char* name) {
   a.view.data = static_cast<char*>(t.data) + t.byte_offset;
   a.view.dtype = dtype_from_dlpack(t.dtype);
   switch (t.device.device_type) {
-    case kDLCPU: case kDLCUDAHost: a.view.device = DeviceType::CPU; break;
-    case kDLCUDA: case kDLCUDAManaged: a.view.device = DeviceType::CUDA; break;
-    default: a.view.device = DeviceType::Other;
+    case kDLCPU:
+    case kDLCUDAHost:
+      a.view.device = DeviceType::CPU;
+      break;
+    case kDLCUDA:
+    case kDLCUDAManaged:
+      a.view.device = DeviceType::CUDA;
+      break;
+    default:
+      a.view.device = DeviceType::Other;
   }
   a.view.device_id = t.device.device_id;
   int64_t expected = 1;

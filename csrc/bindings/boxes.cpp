@@ -14,8 +14,8 @@ void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
 // boxes: [N, 4] float, finite, x2 >= x1 and y2 >= y1.
 void check_boxes(const TensorView& b, void* stream) {
-  check_shape(b, {-1, 4}, "[N, 4]");
   check_float(b);
+  check_shape(b, {-1, 4}, "[N, 4]");
   const bool ok = CONVLOC_DISPATCH_FLOAT(b, [&] {
     const auto* p = b.ptr<scalar_t>();
     return CONVLOC_ON_DEVICE(b, boxes_valid_cpu(p, b.size(0)), boxes_valid_cuda(p, b.size(0), stream));
@@ -60,7 +60,7 @@ void py_box_iou(py::handle a_obj, py::handle b_obj, py::handle out_obj, uintptr_
 }
 
 int64_t py_nms(py::handle boxes_obj, py::handle scores_obj, py::handle classes_obj, double iou_threshold,
-            py::handle keep_obj, uintptr_t stream_id) {
+               py::handle keep_obj, uintptr_t stream_id) {
   Array boxes = as_array(boxes_obj, "boxes"), scores = as_array(scores_obj, "scores");
   Array classes = as_optional_array(classes_obj, "idxs"), keep = as_output(keep_obj, "keep");
   void* stream = as_stream(stream_id);
@@ -99,8 +99,8 @@ void bind_boxes(py::module_& m) {
         "out[i] = area of boxes[i]; boxes [N, 4].");
   m.def("box_iou", &py_box_iou, arg("boxes1"), arg("boxes2"), arg("out"), py::kw_only(), arg("stream") = 0,
         "out[i, j] = IoU(boxes1[i], boxes2[j]).");
-  m.def("nms", &py_nms, arg("boxes"), arg("scores"), arg("idxs"), arg("iou_threshold"), arg("keep"),
-        py::kw_only(), arg("stream") = 0,
+  m.def("nms", &py_nms, arg("boxes"), arg("scores"), arg("idxs"), arg("iou_threshold"), arg("keep"), py::kw_only(),
+        arg("stream") = 0,
         "Greedy NMS; writes kept indices (descending score) to keep[:count] and returns count. "
         "idxs (int64 [N] or None): boxes of different idxs never suppress each other.");
 }

@@ -10,8 +10,11 @@ namespace py = pybind11;
 
 namespace convloc {
 void bind_boxes(py::module_& m);
+void bind_proposals(py::module_& m);
+void bind_deconv(py::module_& m);
 void bind_crf(py::module_& m);
 void bind_lattice(py::module_& m);
+void bind_roi(py::module_& m);
 }  // namespace convloc
 
 namespace {
@@ -67,6 +70,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &convloc::get_num_threads);
   m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"));
   convloc::bind_boxes(m);
+  convloc::bind_proposals(m);
+  convloc::bind_deconv(m);
   convloc::bind_crf(m);
   convloc::bind_lattice(m);
+  convloc::bind_roi(m);
 }

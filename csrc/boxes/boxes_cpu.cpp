@@ -21,8 +21,8 @@ bool boxes_valid_cpu(const T* boxes, int64_t n) {
   bool ok = true;
   for (int64_t i = 0; i < n; ++i) {
     const T* b = boxes + 4 * i;
-    ok &= std::isfinite(b[0]) & std::isfinite(b[1]) & std::isfinite(b[2]) & std::isfinite(b[3]) &
-          (b[2] >= b[0]) & (b[3] >= b[1]);
+    ok &= std::isfinite(b[0]) & std::isfinite(b[1]) & std::isfinite(b[2]) & std::isfinite(b[3]) & (b[2] >= b[0]) &
+          (b[3] >= b[1]);
   }
   return ok;
 }
@@ -51,16 +51,16 @@ inline void iou_row(T ax1, T ay1, T ax2, T ay2, T aa, const T* __restrict x1, co
 
 // Marks every box j in [begin, end) whose IoU with box i exceeds thr (same class only, if given).
 template <typename T>
-inline void suppress_row(const BoxColumns<T>& c, const int64_t* __restrict cls, int64_t i, int64_t begin,
-                         int64_t end, T thr, uint8_t* __restrict suppressed) {
+inline void suppress_row(const BoxColumns<T>& c, const int64_t* __restrict cls, int64_t i, int64_t begin, int64_t end,
+                         T thr, uint8_t* __restrict suppressed) {
   const T ax1 = c.x1[i], ay1 = c.y1[i], ax2 = c.x2[i], ay2 = c.y2[i], aa = c.area[i];
   const T *__restrict x1 = c.x1.data(), *__restrict y1 = c.y1.data(), *__restrict x2 = c.x2.data(),
                       *__restrict y2 = c.y2.data(), *__restrict area = c.area.data();
   if (cls) {
     const int64_t ci = cls[i];
     for (int64_t j = begin; j < end; ++j)
-      suppressed[j] |= (box_iou_pair(ax1, ay1, ax2, ay2, aa, x1[j], y1[j], x2[j], y2[j], area[j]) > thr) &
-                       (cls[j] == ci);
+      suppressed[j] |=
+          (box_iou_pair(ax1, ay1, ax2, ay2, aa, x1[j], y1[j], x2[j], y2[j], area[j]) > thr) & (cls[j] == ci);
   } else {
     for (int64_t j = begin; j < end; ++j)
       suppressed[j] |= box_iou_pair(ax1, ay1, ax2, ay2, aa, x1[j], y1[j], x2[j], y2[j], area[j]) > thr;
@@ -69,8 +69,8 @@ inline void suppress_row(const BoxColumns<T>& c, const int64_t* __restrict cls, 
 
 // Non-template entry points so the SIMD clones apply (GCC clones only plain functions).
 CONVLOC_SIMD_CLONES void iou_row_f32(float ax1, float ay1, float ax2, float ay2, float aa, const float* x1,
-                                     const float* y1, const float* x2, const float* y2, const float* area,
-                                     int64_t m, float* out) {
+                                     const float* y1, const float* x2, const float* y2, const float* area, int64_t m,
+                                     float* out) {
   iou_row(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out);
 }
 CONVLOC_SIMD_CLONES void iou_row_f64(double ax1, double ay1, double ax2, double ay2, double aa, const double* x1,
@@ -82,25 +82,24 @@ CONVLOC_SIMD_CLONES void suppress_row_f32(const BoxColumns<float>& c, const int6
                                           int64_t end, float thr, uint8_t* suppressed) {
   suppress_row(c, cls, i, begin, end, thr, suppressed);
 }
-CONVLOC_SIMD_CLONES void suppress_row_f64(const BoxColumns<double>& c, const int64_t* cls, int64_t i,
-                                          int64_t begin, int64_t end, double thr, uint8_t* suppressed) {
+CONVLOC_SIMD_CLONES void suppress_row_f64(const BoxColumns<double>& c, const int64_t* cls, int64_t i, int64_t begin,
+                                          int64_t end, double thr, uint8_t* suppressed) {
   suppress_row(c, cls, i, begin, end, thr, suppressed);
 }
 inline void iou_row_simd(float ax1, float ay1, float ax2, float ay2, float aa, const float* x1, const float* y1,
                          const float* x2, const float* y2, const float* area, int64_t m, float* out) {
   iou_row_f32(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out);
 }
-inline void iou_row_simd(double ax1, double ay1, double ax2, double ay2, double aa, const double* x1,
-                         const double* y1, const double* x2, const double* y2, const double* area, int64_t m,
-                         double* out) {
+inline void iou_row_simd(double ax1, double ay1, double ax2, double ay2, double aa, const double* x1, const double* y1,
+                         const double* x2, const double* y2, const double* area, int64_t m, double* out) {
   iou_row_f64(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out);
 }
-inline void suppress_row_simd(const BoxColumns<float>& c, const int64_t* cls, int64_t i, int64_t begin,
-                              int64_t end, float thr, uint8_t* suppressed) {
+inline void suppress_row_simd(const BoxColumns<float>& c, const int64_t* cls, int64_t i, int64_t begin, int64_t end,
+                              float thr, uint8_t* suppressed) {
   suppress_row_f32(c, cls, i, begin, end, thr, suppressed);
 }
-inline void suppress_row_simd(const BoxColumns<double>& c, const int64_t* cls, int64_t i, int64_t begin,
-                              int64_t end, double thr, uint8_t* suppressed) {
+inline void suppress_row_simd(const BoxColumns<double>& c, const int64_t* cls, int64_t i, int64_t begin, int64_t end,
+                              double thr, uint8_t* suppressed) {
   suppress_row_f64(c, cls, i, begin, end, thr, suppressed);
 }
 
@@ -112,8 +111,8 @@ void box_iou_cpu(const T* a, int64_t n, const T* b, int64_t m, T* out) {
   parallel_for(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(m, 1)), [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const T* r = a + 4 * i;
-      iou_row_simd(r[0], r[1], r[2], r[3], box_area(r[0], r[1], r[2], r[3]), cb.x1.data(), cb.y1.data(),
-                   cb.x2.data(), cb.y2.data(), cb.area.data(), m, out + i * m);
+      iou_row_simd(r[0], r[1], r[2], r[3], box_area(r[0], r[1], r[2], r[3]), cb.x1.data(), cb.y1.data(), cb.x2.data(),
+                   cb.y2.data(), cb.area.data(), m, out + i * m);
     }
   });
 }
@@ -143,16 +142,18 @@ int64_t nms_cpu(const T* boxes, const T* scores, const int64_t* classes, int64_t
     auto row = [&](int64_t lo, int64_t hi) {
       suppress_row_simd(c, classes ? cls.data() : nullptr, i, i + 1 + lo, i + 1 + hi, thr, suppressed.data());
     };
-    if (rest >= (int64_t(1) << 16)) parallel_for(rest, int64_t(1) << 14, row);
-    else row(0, rest);
+    if (rest >= (int64_t(1) << 16))
+      parallel_for(rest, int64_t(1) << 14, row);
+    else
+      row(0, rest);
   }
   return count;
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                       \
-  template void box_area_cpu<T>(const T*, int64_t, T*);                                            \
-  template void box_iou_cpu<T>(const T*, int64_t, const T*, int64_t, T*);                          \
-  template bool boxes_valid_cpu<T>(const T*, int64_t);                                             \
+#define CONVLOC_INSTANTIATE(T)                                            \
+  template void box_area_cpu<T>(const T*, int64_t, T*);                   \
+  template void box_iou_cpu<T>(const T*, int64_t, const T*, int64_t, T*); \
+  template bool boxes_valid_cpu<T>(const T*, int64_t);                    \
   template int64_t nms_cpu<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

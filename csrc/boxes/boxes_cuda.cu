@@ -34,16 +34,16 @@ template <typename T>
 __global__ void boxes_valid_kernel(const T* boxes, int64_t n, int* invalid) {
   CONVLOC_CUDA_LOOP(i, n) {
     const T* b = boxes + 4 * i;
-    const bool ok = isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) && b[2] >= b[0] &&
-                    b[3] >= b[1];
+    const bool ok =
+        isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) && b[2] >= b[0] && b[3] >= b[1];
     if (!ok) *invalid = 1;
   }
 }
 
 // Bit j of mask[i * words + w] is set when sorted box (64 w + j) > i overlaps sorted box i above the threshold.
 template <typename T>
-__global__ void nms_mask_kernel(const T* boxes, const int64_t* order, const int64_t* classes, int64_t n,
-                                int64_t words, T thr, uint64_t* mask) {
+__global__ void nms_mask_kernel(const T* boxes, const int64_t* order, const int64_t* classes, int64_t n, int64_t words,
+                                T thr, uint64_t* mask) {
   CONVLOC_CUDA_LOOP(k, n * words) {
     const int64_t i = k / words, w = k % words;
     const T* a = boxes + 4 * order[i];
@@ -54,8 +54,7 @@ __global__ void nms_mask_kernel(const T* boxes, const int64_t* order, const int6
       if (jj <= i || jj >= n) continue;
       if (classes && classes[order[jj]] != classes[order[i]]) continue;
       const T* b = boxes + 4 * order[jj];
-      if (box_iou_pair(a[0], a[1], a[2], a[3], area_a, b[0], b[1], b[2], b[3], box_area(b[0], b[1], b[2], b[3])) >
-          thr)
+      if (box_iou_pair(a[0], a[1], a[2], a[3], area_a, b[0], b[1], b[2], b[3], box_area(b[0], b[1], b[2], b[3])) > thr)
         bits |= uint64_t(1) << j;
     }
     mask[k] = bits;
@@ -112,7 +111,7 @@ int64_t nms_cuda(const T* boxes, const T* scores, const int64_t* classes, int64_
   thrust::sequence(thrust::cuda::par.on(s), order, order + n);
   thrust::stable_sort(thrust::cuda::par.on(s), order, order + n, ScoreGreater<T>{scores});
   nms_mask_kernel<<<blocks_for(n * words), kThreadsPerBlock, 0, s>>>(boxes, order, classes, n, words,
-                                                                      threshold_below<T>(iou_threshold), mask);
+                                                                     threshold_below<T>(iou_threshold), mask);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
   std::vector<uint64_t> host_mask(n * words);
   std::vector<int64_t> host_order(n);
@@ -135,10 +134,10 @@ int64_t nms_cuda(const T* boxes, const T* scores, const int64_t* classes, int64_
   return static_cast<int64_t>(kept.size());
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                   \
-  template void box_area_cuda<T>(const T*, int64_t, T*, void*);                                \
-  template void box_iou_cuda<T>(const T*, int64_t, const T*, int64_t, T*, void*);              \
-  template bool boxes_valid_cuda<T>(const T*, int64_t, void*);                                 \
+#define CONVLOC_INSTANTIATE(T)                                                    \
+  template void box_area_cuda<T>(const T*, int64_t, T*, void*);                   \
+  template void box_iou_cuda<T>(const T*, int64_t, const T*, int64_t, T*, void*); \
+  template bool boxes_valid_cuda<T>(const T*, int64_t, void*);                    \
   template int64_t nms_cuda<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*, void*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

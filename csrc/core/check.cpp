@@ -8,8 +8,7 @@
 namespace convloc {
 
 void check_ndim(const TensorView& t, int64_t ndim, const char* pattern) {
-  if (t.dim() != ndim)
-    fail_value(t.name, ": expected a ", ndim, "-D array ", pattern, ", got shape ", t.shape_str());
+  if (t.dim() != ndim) fail_value(t.name, ": expected a ", ndim, "-D array ", pattern, ", got shape ", t.shape_str());
 }
 
 void check_shape(const TensorView& t, std::initializer_list<int64_t> dims, const char* pattern) {
@@ -33,14 +32,12 @@ void check_dtype(const TensorView& t, DType dtype) {
 
 void check_same_dtype(const TensorView& a, const TensorView& b) {
   if (a.dtype != b.dtype)
-    fail_type(b.name, ": expected the dtype of ", a.name, " (", dtype_name(a.dtype), "), got ",
-              dtype_name(b.dtype));
+    fail_type(b.name, ": expected the dtype of ", a.name, " (", dtype_name(a.dtype), "), got ", dtype_name(b.dtype));
 }
 
 void check_same_device(const TensorView& a, const TensorView& b) {
   if (a.device != b.device || a.device_id != b.device_id)
-    fail_value(b.name, ": expected an array on ", a.name, "'s device (", a.device_str(), "), got ",
-               b.device_str());
+    fail_value(b.name, ": expected an array on ", a.name, "'s device (", a.device_str(), "), got ", b.device_str());
 }
 
 void check_contiguous(const TensorView& t) {
@@ -56,8 +53,9 @@ void check_cpu_or_cuda(const TensorView& t) {
   if (t.device == DeviceType::Other) fail_value(t.name, ": expected a CPU or CUDA array");
 #ifndef CONVLOC_WITH_CUDA
   if (t.device == DeviceType::CUDA)
-    fail_value(t.name, ": got a CUDA array, but this convloc build has no CUDA kernels "
-                       "(convloc.info()['compiled_with_cuda'] is False)");
+    fail_value(t.name,
+               ": got a CUDA array, but this convloc build has no CUDA kernels "
+               "(convloc.info()['compiled_with_cuda'] is False)");
 #endif
 }
 
@@ -72,15 +70,17 @@ void check_finite(const TensorView& t) {
   if (t.device != DeviceType::CPU) return;
   const int64_t n = t.numel();
   bool ok = true;
-  if (t.dtype == DType::Float32) ok = all_finite(t.ptr<float>(), n);
-  else if (t.dtype == DType::Float64) ok = all_finite(t.ptr<double>(), n);
+  if (t.dtype == DType::Float32)
+    ok = all_finite(t.ptr<float>(), n);
+  else if (t.dtype == DType::Float64)
+    ok = all_finite(t.ptr<double>(), n);
   if (!ok) fail_value(t.name, ": expected finite values, got NaN or inf");
 }
 
 void check_same_size(const TensorView& a, int64_t dim_a, const TensorView& b, int64_t dim_b) {
   if (a.size(dim_a) != b.size(dim_b))
-    fail_value(b.name, ": expected ", a.size(dim_a), " entries along dimension ", dim_b, " (as ",
-               a.name, " has), got ", b.size(dim_b));
+    fail_value(b.name, ": expected ", a.size(dim_a), " entries along dimension ", dim_b, " (as ", a.name, " has), got ",
+               b.size(dim_b));
 }
 
 int64_t checked_numel(std::initializer_list<int64_t> sizes, const char* what) {

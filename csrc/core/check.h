@@ -27,9 +27,13 @@ std::string cat(const Args&... args) {
 }
 
 template <typename... Args>
-[[noreturn]] void fail_value(const Args&... args) { throw ValueError(cat(args...)); }
+[[noreturn]] void fail_value(const Args&... args) {
+  throw ValueError(cat(args...));
+}
 template <typename... Args>
-[[noreturn]] void fail_type(const Args&... args) { throw TypeError(cat(args...)); }
+[[noreturn]] void fail_type(const Args&... args) {
+  throw TypeError(cat(args...));
+}
 
 // Shape pattern: -1 matches any size. `pattern` is how the message spells it, e.g. "[N, 4]".
 void check_shape(const TensorView& t, std::initializer_list<int64_t> dims, const char* pattern);

@@ -20,8 +20,12 @@
 namespace convloc {
 
 template <typename T>
-CONVLOC_HD T min_of(T a, T b) { return b < a ? b : a; }
+CONVLOC_HD T min_of(T a, T b) {
+  return b < a ? b : a;
+}
 template <typename T>
-CONVLOC_HD T max_of(T a, T b) { return a < b ? b : a; }
+CONVLOC_HD T max_of(T a, T b) {
+  return a < b ? b : a;
+}
 
 }  // namespace convloc

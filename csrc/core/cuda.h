@@ -9,12 +9,11 @@
 
 namespace convloc {
 
-#define CONVLOC_CUDA_CHECK(expr)                                                            \
-  do {                                                                                      \
-    cudaError_t err_ = (expr);                                                              \
-    if (err_ != cudaSuccess)                                                                \
-      throw std::runtime_error(::convloc::cat("CUDA error in ", #expr, ": ",              \
-                                              cudaGetErrorString(err_)));                   \
+#define CONVLOC_CUDA_CHECK(expr)                                                                         \
+  do {                                                                                                   \
+    cudaError_t err_ = (expr);                                                                           \
+    if (err_ != cudaSuccess)                                                                             \
+      throw std::runtime_error(::convloc::cat("CUDA error in ", #expr, ": ", cudaGetErrorString(err_))); \
   } while (0)
 
 constexpr int kThreadsPerBlock = 256;

@@ -3,15 +3,15 @@
 
 #include "core/check.h"
 
-#define CONVLOC_DISPATCH_FLOAT(view, ...)                      \
-  [&] {                                                        \
-    ::convloc::check_float(view);                              \
-    if ((view).dtype == ::convloc::DType::Float32) {           \
-      using scalar_t = float;                                  \
-      return __VA_ARGS__();                                    \
-    }                                                          \
-    using scalar_t = double;                                   \
-    return __VA_ARGS__();                                      \
+#define CONVLOC_DISPATCH_FLOAT(view, ...)            \
+  [&] {                                              \
+    ::convloc::check_float(view);                    \
+    if ((view).dtype == ::convloc::DType::Float32) { \
+      using scalar_t = float;                        \
+      return __VA_ARGS__();                          \
+    }                                                \
+    using scalar_t = double;                         \
+    return __VA_ARGS__();                            \
   }()
 
 // Runs the CPU or the CUDA variant of a kernel, by the array's device.

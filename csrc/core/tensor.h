@@ -28,7 +28,9 @@ struct TensorView {
   bool is_contiguous() const;
   bool is_cuda() const { return device == DeviceType::CUDA; }
   template <typename T>
-  T* ptr() const { return static_cast<T*>(data); }
+  T* ptr() const {
+    return static_cast<T*>(data);
+  }
   std::string shape_str() const;
   std::string device_str() const;
 };

@@ -41,9 +41,12 @@ def as_array(x: Any, name: str) -> Array:
     if is_torch(x) or is_cupy(x) or isinstance(x, np.ndarray):
         return x
     try:
-        return np.asarray(x)
+        arr = np.asarray(x)
     except Exception as e:  # noqa: BLE001 - any failure means "not array-like"
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}") from e
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} of dtype {arr.dtype}")
+    return arr
 
 
 def as_float(x: Any, name: str) -> float:

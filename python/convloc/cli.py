@@ -12,7 +12,9 @@ import sys
 def _bench_families() -> list[str]:
     import convloc.benchmarks as b
 
-    return sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(b.__path__) if m.name.startswith("bench_"))
+    return sorted(
+        m.name[len("bench_") :] for m in pkgutil.iter_modules(b.__path__) if m.name.startswith("bench_")
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         owners = [m for m in modules if hasattr(m, hook)]
         if owners:
-            group = sub.add_parser(command, help=help_text).add_subparsers(dest="kind", required=True, metavar="KIND")
+            group = sub.add_parser(command, help=help_text).add_subparsers(
+                dest="kind", required=True, metavar="KIND"
+            )
             for m in owners:
                 getattr(m, hook)(group)
     for m in modules:

@@ -92,7 +92,9 @@ class Report:
 
     @staticmethod
     def format_row(r: Row) -> str:
-        peer = f"{r.peer_name:>18} {r.peer.median_ms:9.2f} {r.speedup:8.2f}x" if r.peer else f"{'(no peer)':>18}"
+        peer = (
+            f"{r.peer_name:>18} {r.peer.median_ms:9.2f} {r.speedup:8.2f}x" if r.peer else f"{'(no peer)':>18}"
+        )
         extra = "  " + " ".join(f"{k}={v}" for k, v in r.extra.items()) if r.extra else ""
         return f"{r.case:<52} {r.ours.median_ms:11.2f} {peer}{extra}"
 

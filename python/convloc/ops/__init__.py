@@ -1,34 +1,13 @@
-"""Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out."""
+"""Framework-agnostic functional API: NumPy in gives NumPy out, torch in gives torch out.
 
-from convloc.ops.boxes import batched_nms, box_area, box_iou, nms
-from convloc.ops.crf import (
-    Bilateral,
-    Features,
-    Gaussian,
-    create_pairwise_bilateral,
-    create_pairwise_gaussian,
-    dense_crf,
-    grid_crf,
-    unary_from_labels,
-    unary_from_softmax,
-)
-from convloc.ops.lattice import PermutohedralLattice, bilateral_filter, permutohedral_filter
+One module per kernel family; every public name is re-exported here."""
 
-__all__ = [
-    "box_area",
-    "box_iou",
-    "nms",
-    "batched_nms",
-    "dense_crf",
-    "grid_crf",
-    "Gaussian",
-    "Bilateral",
-    "Features",
-    "unary_from_softmax",
-    "unary_from_labels",
-    "create_pairwise_gaussian",
-    "create_pairwise_bilateral",
-    "PermutohedralLattice",
-    "permutohedral_filter",
-    "bilateral_filter",
-]
+from convloc.ops import boxes, crf, deconv, lattice, proposals, roi
+from convloc.ops.boxes import *  # noqa: F403
+from convloc.ops.crf import *  # noqa: F403
+from convloc.ops.deconv import *  # noqa: F403
+from convloc.ops.lattice import *  # noqa: F403
+from convloc.ops.proposals import *  # noqa: F403
+from convloc.ops.roi import *  # noqa: F403
+
+__all__ = [*boxes.__all__, *crf.__all__, *deconv.__all__, *lattice.__all__, *proposals.__all__, *roi.__all__]

@@ -63,7 +63,9 @@ def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) 
     Returns:
         int64 [K] indices of the kept boxes, highest score first (across categories).
     """
-    boxes, scores, idxs = (B.as_array(a, n) for a, n in ((boxes, "boxes"), (scores, "scores"), (idxs, "idxs")))
+    boxes, scores, idxs = (
+        B.as_array(a, n) for a, n in ((boxes, "boxes"), (scores, "scores"), (idxs, "idxs"))
+    )
     B.same_framework(("boxes", boxes), ("scores", scores), ("idxs", idxs))
     if B.is_torch(boxes):
         return B.torch_op("batched_nms")(boxes, scores, idxs, B.as_float(iou_threshold, "iou_threshold"))
@@ -95,5 +97,7 @@ def _nms(boxes: Array, scores: Array, idxs: Array | None, iou_threshold: float) 
             raise TypeError(f"idxs: expected an integer array, got {B.dtype_name(idxs)}")
         idxs = B.prepare(idxs, "int64")
     keep = B.empty(boxes, (boxes.shape[0] if boxes.ndim else 0,), "int64")
-    count = _C.nms(boxes, scores, idxs, B.as_float(iou_threshold, "iou_threshold"), keep, stream=B.stream(boxes))
+    count = _C.nms(
+        boxes, scores, idxs, B.as_float(iou_threshold, "iou_threshold"), keep, stream=B.stream(boxes)
+    )
     return keep[:count].copy() if not B.is_torch(keep) else keep[:count].clone()

@@ -1,0 +1,530 @@
+// CPU transposed convolution.
+//
+// Dense path (any groups): per image and group, the product weightᵀ · input gives one column
+// per input pixel holding its C_out/g x kH x kW contributions (gemm_cpu), and col2im adds them
+// into the output. The backward pass gathers grad_out into the same columns (im2col), then
+// grad_input = weight · columns and grad_weight += input · columnsᵀ.
+//
+// Depthwise path (C_in = C_out = groups, FCN's bilinear upsampling): direct loops; each output
+// pixel receives at most ceil(kH / sh) x ceil(kW / sw) inputs, which is far less work than a
+// GEMM over mostly-zero columns.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "core/parallel.h"
+#include "deconv/deconv.h"
+#include "deconv/gemm.h"
+
+namespace convloc {
+namespace {
+
+// Indices i in [0, n) with 0 <= i * stride + offset < size, as [lo, hi).
+struct Range {
+  int64_t lo, hi;
+};
+Range valid_range(int64_t n, int64_t stride, int64_t offset, int64_t size) {
+  const int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t hi = size - 1 - offset < 0 ? 0 : (size - 1 - offset) / stride + 1;
+  return {std::min(lo, n), std::max(std::min(hi, n), std::min(lo, n))};
+}
+
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);
+}
+
+// ---- dense path ----
+
+// out[co] = bias[co] + sum over taps of cols[(co, kh, kw), (ih, iw)] at its output pixel;
+// channels [0, c_out_g) of one group, in parallel (each output channel from one task).
+template <typename T>
+void col2im(const DeconvShape& s, const T* cols, const T* bias, T* out) {
+  const int64_t hw = s.h * s.w, ohw = s.oh * s.ow;
+  parallel_for(s.c_out_g(), 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t co = lo; co < hi; ++co) {
+      T* o = out + co * ohw;
+      std::fill(o, o + ohw, bias ? bias[co] : T(0));
+      for (int64_t kh = 0; kh < s.kh; ++kh) {
+        const Range rh = valid_range(s.h, s.sh, kh * s.dh - s.ph, s.oh);
+        for (int64_t kw = 0; kw < s.kw; ++kw) {
+          const int64_t off_w = kw * s.dw - s.pw;
+          const Range rw = valid_range(s.w, s.sw, off_w, s.ow);
+          const T* col = cols + ((co * s.kh + kh) * s.kw + kw) * hw;
+          const int64_t sw = s.sw;
+          for (int64_t ih = rh.lo; ih < rh.hi; ++ih) {
+            T* __restrict orow = o + (ih * s.sh - s.ph + kh * s.dh) * s.ow + off_w;
+            const T* __restrict crow = col + ih * s.w;
+            for (int64_t iw = rw.lo; iw < rw.hi; ++iw) orow[iw * sw] += crow[iw];
+          }
+        }
+      }
+    }
+  });
+}
+
+// cols[(co, kh, kw), (ih, iw)] = grad_out[co] at the pixel that tap reads (0 outside).
+template <typename T>
+void im2col(const DeconvShape& s, const T* grad_out, T* cols) {
+  const int64_t hw = s.h * s.w, ohw = s.oh * s.ow;
+  parallel_for(s.c_out_g() * s.kh, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t co = r / s.kh, kh = r % s.kh;
+      const T* g = grad_out + co * ohw;
+      const Range rh = valid_range(s.h, s.sh, kh * s.dh - s.ph, s.oh);
+      for (int64_t kw = 0; kw < s.kw; ++kw) {
+        const int64_t off_w = kw * s.dw - s.pw;
+        const Range rw = valid_range(s.w, s.sw, off_w, s.ow);
+        T* col = cols + (r * s.kw + kw) * hw;
+        std::fill(col, col + rh.lo * s.w, T(0));
+        const int64_t sw = s.sw;
+        for (int64_t ih = rh.lo; ih < rh.hi; ++ih) {
+          T* __restrict crow = col + ih * s.w;
+          const T* __restrict grow = g + (ih * s.sh - s.ph + kh * s.dh) * s.ow + off_w;
+          std::fill(crow, crow + rw.lo, T(0));
+          for (int64_t iw = rw.lo; iw < rw.hi; ++iw) crow[iw] = grow[iw * sw];
+          std::fill(crow + rw.hi, crow + s.w, T(0));
+        }
+        std::fill(col + rh.hi * s.w, col + hw, T(0));
+      }
+    }
+  });
+}
+
+template <typename T>
+void dense_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
+  const int64_t cig = s.c_in_g(), cog = s.c_out_g(), kk = s.kh * s.kw, hw = s.h * s.w;
+  const int64_t rows = cog * kk;
+  auto cols = scratch<T>(rows * hw);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      // cols[rows, hw] = weight_gᵀ [rows, cig] · input_g [cig, hw]
+      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + (n * s.c_in + g * cig) * hw, hw, 1,
+                  false, cols.get(), hw);
+      col2im(s, cols.get(), bias ? bias + g * cog : nullptr, out + (n * s.c_out + g * cog) * s.oh * s.ow);
+    }
+}
+
+template <typename T>
+void dense_backward(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+                    T* grad_weight) {
+  const int64_t cig = s.c_in_g(), cog = s.c_out_g(), kk = s.kh * s.kw, hw = s.h * s.w;
+  const int64_t rows = cog * kk;
+  if (grad_weight && s.n == 0) std::fill(grad_weight, grad_weight + s.c_in * rows, T(0));
+  if (!grad_input && !grad_weight) return;
+  auto cols = scratch<T>(rows * hw);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t g = 0; g < s.groups; ++g) {
+      im2col(s, grad_out + (n * s.c_out + g * cog) * s.oh * s.ow, cols.get());
+      if (grad_input)  // [cig, hw] = weight_g [cig, rows] · cols [rows, hw]
+        gemm_cpu<T>(cig, hw, rows, weight + g * cig * rows, rows, 1, cols.get(), hw, 1, false,
+                    grad_input + (n * s.c_in + g * cig) * hw, hw);
+      if (grad_weight)  // [cig, rows] += input_g [cig, hw] · colsᵀ [hw, rows]
+        gemm_cpu<T>(cig, rows, hw, input + (n * s.c_in + g * cig) * hw, hw, 1, cols.get(), 1, hw, n > 0,
+                    grad_weight + g * cig * rows, rows);
+    }
+}
+
+// ---- depthwise path ----
+
+// A row of the output plane, padded on both sides so every tap lands inside it:
+// buffer index = output column - first.
+struct PaddedRow {
+  int64_t first, width;
+  explicit PaddedRow(const DeconvShape& s)
+      : first(std::min<int64_t>(0, -s.pw)),
+        width(std::max<int64_t>(s.ow, (s.w - 1) * s.sw - s.pw + (s.kw - 1) * s.dw + 1) - first) {}
+};
+
+// One output row: out[ow] = bias + sum over the kernel taps that land on it.
+//
+// Unit dilation and stride >= kPhaseStride (FCN's kernel 2f, stride f): output column
+// q * sw + r - pw receives x[q - j] * w[j * sw + r] for j < ceil(kW / sw), so each block of sw
+// outputs is a few length-sw vector updates, written once (wpad: weight rows zero-padded to
+// a multiple of sw). Otherwise the inputs are scattered one by one into the padded row.
+constexpr int64_t kPhaseStride = 4;
+
+bool phase_path(const DeconvShape& s) { return s.dw == 1 && s.sw >= kPhaseStride; }
+
+#define CONVLOC_ALWAYS_INLINE __attribute__((always_inline)) inline
+
+// A GCC/Clang vector of N values (N * sizeof(T) a power of two); loads and stores go through
+// memcpy (unaligned, no aliasing assumptions).
+template <typename T, int N>
+struct VecOf {
+  typedef T type __attribute__((vector_size(N * sizeof(T))));
+};
+
+// N values as NV vectors of at most 64 bytes (one AVX-512 register; GCC handles wider
+// generic vectors poorly).
+template <typename T, int N>
+struct Lanes {
+  static constexpr int kWidth = N * sizeof(T) > 64 ? 64 / static_cast<int>(sizeof(T)) : N;
+  static constexpr int kCount = N / kWidth;
+  using V = typename VecOf<T, kWidth>::type;
+  V v[kCount];
+
+  CONVLOC_ALWAYS_INLINE void load(const T* p) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) std::memcpy(&v[i], p + i * kWidth, sizeof(V));
+  }
+  CONVLOC_ALWAYS_INLINE void store(T* p) const {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) std::memcpy(p + i * kWidth, &v[i], sizeof(V));
+  }
+  CONVLOC_ALWAYS_INLINE void fill(T a) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) v[i] = V{} + a;
+  }
+  // this += a * b
+  CONVLOC_ALWAYS_INLINE void fma(T a, const Lanes& b) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) v[i] += a * b.v[i];
+  }
+  CONVLOC_ALWAYS_INLINE void fma(const Lanes& a, const Lanes& b) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) v[i] += a.v[i] * b.v[i];
+  }
+  CONVLOC_ALWAYS_INLINE void add(const Lanes& b) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kCount; ++i) v[i] += b.v[i];
+  }
+};
+
+// The phase path for a compile-time stride SW: a block's SW sums live in one vector.
+template <typename T, int SW>
+CONVLOC_ALWAYS_INLINE void phase_row_fixed(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
+                                           const int64_t* taps, int64_t n_taps, T bias, T* __restrict out) {
+  using L = Lanes<T, SW>;
+  const int64_t n_j = (s.kw + SW - 1) / SW, blocks = s.w + n_j;
+  for (int64_t q = 0; q < blocks; ++q) {
+    const int64_t p0 = q * SW - s.pw;  // output column of the block's first value
+    if (p0 >= s.ow) break;
+    if (p0 + SW <= 0) continue;
+    L acc, w;
+    acc.fill(bias);
+    const int64_t j_lo = std::max<int64_t>(0, q - s.w + 1), j_hi = std::min(n_j, q + 1);
+    for (int64_t t = 0; t < n_taps; ++t) {
+      const T* __restrict xr = x + taps[2 * t] * s.w;
+      const T* __restrict wr = wt + taps[2 * t + 1] * n_j * SW;
+      for (int64_t j = j_lo; j < j_hi; ++j) {
+        w.load(wr + j * SW);
+        acc.fma(xr[q - j], w);
+      }
+    }
+    if (p0 >= 0 && p0 + SW <= s.ow) {
+      acc.store(out + p0);
+    } else {
+      T tmp[SW];
+      acc.store(tmp);
+      for (int64_t r = std::max<int64_t>(0, -p0); r < std::min<int64_t>(SW, s.ow - p0); ++r) out[p0 + r] = tmp[r];
+    }
+  }
+}
+
+// Writes the row to out (fixed strides) and returns true, or leaves the block sums in buf
+// (column q * sw + r - pw at buf[q * sw + r]) and returns false.
+template <typename T>
+CONVLOC_ALWAYS_INLINE bool phase_row(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
+                                     const int64_t* taps, int64_t n_taps, T bias, T* __restrict buf,
+                                     T* __restrict out) {
+  switch (s.sw) {
+    case 4: return phase_row_fixed<T, 4>(s, x, wt, taps, n_taps, bias, out), true;
+    case 8: return phase_row_fixed<T, 8>(s, x, wt, taps, n_taps, bias, out), true;
+    case 16: return phase_row_fixed<T, 16>(s, x, wt, taps, n_taps, bias, out), true;
+    case 32: return phase_row_fixed<T, 32>(s, x, wt, taps, n_taps, bias, out), true;
+    case 64: return phase_row_fixed<T, 64>(s, x, wt, taps, n_taps, bias, out), true;
+    default: break;
+  }
+  const int64_t sw = s.sw, n_j = (s.kw + sw - 1) / sw, blocks = s.w + n_j;
+  std::fill(buf, buf + blocks * sw, T(0));
+  for (int64_t t = 0; t < n_taps; ++t) {
+    const T* __restrict xr = x + taps[2 * t] * s.w;
+    const T* __restrict wr = wt + taps[2 * t + 1] * n_j * sw;
+    for (int64_t q = 0; q < blocks; ++q)
+      for (int64_t j = std::max<int64_t>(0, q - s.w + 1); j < std::min(n_j, q + 1); ++j) {
+        const T v = xr[q - j];
+        for (int64_t r = 0; r < sw; ++r) buf[q * sw + r] += v * wr[j * sw + r];
+      }
+  }
+  return false;
+}
+
+// taps: the (ih, kh) pairs that reach this row.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void dw_forward_row(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
+                                          T bias, const int64_t* taps, int64_t n_taps, T* __restrict buf,
+                                          int64_t first, int64_t width, T* __restrict out) {
+  if (phase_path(s)) {
+    if (!phase_row(s, x, wt, taps, n_taps, bias, buf, out))
+      for (int64_t ow = 0; ow < s.ow; ++ow) out[ow] = bias + buf[ow + s.pw];
+    return;
+  }
+  std::fill(buf, buf + width, T(0));
+  for (int64_t t = 0; t < n_taps; ++t) {
+    const T* __restrict xr = x + taps[2 * t] * s.w;
+    const T* __restrict wr = wt + taps[2 * t + 1] * s.kw;
+    for (int64_t iw = 0; iw < s.w; ++iw) {
+      const T v = xr[iw];
+      T* __restrict d = buf + iw * s.sw - s.pw - first;
+      for (int64_t kw = 0; kw < s.kw; ++kw) d[kw * s.dw] += v * wr[kw];
+    }
+  }
+  const T* b = buf - first;
+  for (int64_t ow = 0; ow < s.ow; ++ow) out[ow] = bias + b[ow];
+}
+
+// Pairwise sum of N values (short dependency chains, vectorisable halves).
+template <typename T, int N>
+CONVLOC_ALWAYS_INLINE T tree_sum(const T* p) {
+  if constexpr (N == 1) {
+    return p[0];
+  } else {
+    T half[N / 2];
+    for (int i = 0; i < N / 2; ++i) half[i] = p[i] + p[i + N / 2];
+    const T rest = N % 2 ? p[N - 1] : T(0);
+    return tree_sum<T, N / 2>(half) + rest;
+  }
+}
+
+// One (image, channel) plane of the backward pass. gpad: grad_out plane with padded rows
+// (PaddedRow layout, zeros outside); part: scratch [W, kW]. grad_input row ih gets
+// sum_{kh, kw} gpad * weight; grad_weight (if given) accumulates input * gpad.
+// KW > 0: the kernel width, known at compile time, with unit dilation.
+template <typename T, int KW>
+CONVLOC_ALWAYS_INLINE void dw_backward_plane(const DeconvShape& s, const T* __restrict gpad, int64_t first,
+                                             int64_t width, const T* __restrict x, const T* __restrict wt,
+                                             T* __restrict gi, T* __restrict gw, T* __restrict part) {
+  const int64_t kw_n = KW > 0 ? KW : s.kw, dw = KW > 0 ? 1 : s.dw;
+  for (int64_t ih = 0; ih < s.h; ++ih) {
+    if (gi) std::fill(part, part + s.w * kw_n, T(0));
+    for (int64_t kh = 0; kh < s.kh; ++kh) {
+      const int64_t oh = ih * s.sh - s.ph + kh * s.dh;
+      if (oh < 0 || oh >= s.oh) continue;
+      const T* __restrict grow = gpad + oh * width - first - s.pw;
+      const T* __restrict wr = wt + kh * kw_n;
+      T* __restrict gwr = gw ? gw + kh * kw_n : nullptr;
+      const T* __restrict xr = x + ih * s.w;
+      if constexpr (KW > 0) {
+        // Whole kernel rows as vectors; grad_weight's row in two registers (even and odd iw).
+        using L = Lanes<T, KW>;
+        L w, g0, g1;
+        w.load(wr);
+        if (gi)
+          for (int64_t iw = 0; iw < s.w; ++iw) {
+            L p;
+            g0.load(grow + iw * s.sw);
+            p.load(part + iw * KW);
+            p.fma(g0, w);
+            p.store(part + iw * KW);
+          }
+        if (gwr) {
+          L acc0, acc1;
+          acc0.load(gwr);
+          acc1.fill(T(0));
+          int64_t iw = 0;
+          for (; iw + 1 < s.w; iw += 2) {
+            g0.load(grow + iw * s.sw);
+            g1.load(grow + (iw + 1) * s.sw);
+            acc0.fma(xr[iw], g0);
+            acc1.fma(xr[iw + 1], g1);
+          }
+          if (iw < s.w) {
+            g0.load(grow + iw * s.sw);
+            acc0.fma(xr[iw], g0);
+          }
+          acc0.add(acc1);
+          acc0.store(gwr);
+        }
+      } else {
+        if (gi)
+          for (int64_t iw = 0; iw < s.w; ++iw) {
+            const T* __restrict g = grow + iw * s.sw;
+            T* __restrict p = part + iw * kw_n;
+            for (int64_t kw = 0; kw < kw_n; ++kw) p[kw] += g[kw * dw] * wr[kw];
+          }
+        if (gwr)
+          for (int64_t iw = 0; iw < s.w; ++iw) {
+            const T* __restrict g = grow + iw * s.sw;
+            for (int64_t kw = 0; kw < kw_n; ++kw) gwr[kw] += xr[iw] * g[kw * dw];
+          }
+      }
+    }
+    if (gi)
+      for (int64_t iw = 0; iw < s.w; ++iw) {
+        const T* p = part + iw * kw_n;
+        T sum = 0;
+        if constexpr (KW > 0) {
+          sum = tree_sum<T, KW>(p);
+        } else {
+          for (int64_t kw = 0; kw < kw_n; ++kw) sum += p[kw];
+        }
+        gi[ih * s.w + iw] = sum;
+      }
+  }
+}
+
+template <typename T>
+CONVLOC_ALWAYS_INLINE void dw_backward_plane_any(const DeconvShape& s, const T* gpad, int64_t first, int64_t width,
+                                                 const T* x, const T* wt, T* gi, T* gw, T* part) {
+  if (s.dw == 1) switch (s.kw) {
+      case 4: return dw_backward_plane<T, 4>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 8: return dw_backward_plane<T, 8>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 16: return dw_backward_plane<T, 16>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 32: return dw_backward_plane<T, 32>(s, gpad, first, width, x, wt, gi, gw, part);
+      case 64: return dw_backward_plane<T, 64>(s, gpad, first, width, x, wt, gi, gw, part);
+      default: break;
+    }
+  dw_backward_plane<T, 0>(s, gpad, first, width, x, wt, gi, gw, part);
+}
+
+// Plain entry points so the SIMD clones apply (GCC clones only non-template functions).
+CONVLOC_SIMD_CLONES void dw_forward_row_f32(const DeconvShape& s, const float* x, const float* wt, float bias,
+                                            const int64_t* taps, int64_t n_taps, float* buf, int64_t first,
+                                            int64_t width, float* out) {
+  dw_forward_row(s, x, wt, bias, taps, n_taps, buf, first, width, out);
+}
+CONVLOC_SIMD_CLONES void dw_forward_row_f64(const DeconvShape& s, const double* x, const double* wt, double bias,
+                                            const int64_t* taps, int64_t n_taps, double* buf, int64_t first,
+                                            int64_t width, double* out) {
+  dw_forward_row(s, x, wt, bias, taps, n_taps, buf, first, width, out);
+}
+CONVLOC_SIMD_CLONES void dw_backward_plane_f32(const DeconvShape& s, const float* gpad, int64_t first,
+                                               int64_t width, const float* x, const float* wt, float* gi,
+                                               float* gw, float* part) {
+  dw_backward_plane_any(s, gpad, first, width, x, wt, gi, gw, part);
+}
+CONVLOC_SIMD_CLONES void dw_backward_plane_f64(const DeconvShape& s, const double* gpad, int64_t first,
+                                               int64_t width, const double* x, const double* wt, double* gi,
+                                               double* gw, double* part) {
+  dw_backward_plane_any(s, gpad, first, width, x, wt, gi, gw, part);
+}
+inline void dw_forward_row_simd(const DeconvShape& s, const float* x, const float* wt, float bias,
+                                const int64_t* taps, int64_t n_taps, float* buf, int64_t first, int64_t width,
+                                float* out) {
+  dw_forward_row_f32(s, x, wt, bias, taps, n_taps, buf, first, width, out);
+}
+inline void dw_forward_row_simd(const DeconvShape& s, const double* x, const double* wt, double bias,
+                                const int64_t* taps, int64_t n_taps, double* buf, int64_t first, int64_t width,
+                                double* out) {
+  dw_forward_row_f64(s, x, wt, bias, taps, n_taps, buf, first, width, out);
+}
+inline void dw_backward_plane_simd(const DeconvShape& s, const float* gpad, int64_t first, int64_t width,
+                                   const float* x, const float* wt, float* gi, float* gw, float* part) {
+  dw_backward_plane_f32(s, gpad, first, width, x, wt, gi, gw, part);
+}
+inline void dw_backward_plane_simd(const DeconvShape& s, const double* gpad, int64_t first, int64_t width,
+                                   const double* x, const double* wt, double* gi, double* gw, double* part) {
+  dw_backward_plane_f64(s, gpad, first, width, x, wt, gi, gw, part);
+}
+
+template <typename T>
+void depthwise_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
+  const PaddedRow pr(s);
+  const int64_t c = s.c_out;
+  // The phase path reads weight rows zero-padded to a multiple of the stride.
+  const int64_t row = phase_path(s) ? (s.kw + s.sw - 1) / s.sw * s.sw : s.kw;
+  std::vector<T> wpad(c * s.kh * row, T(0));
+  for (int64_t r = 0; r < c * s.kh; ++r) std::copy(weight + r * s.kw, weight + (r + 1) * s.kw, &wpad[r * row]);
+  const int64_t buf_size = std::max(pr.width, (s.w + row / s.sw + 1) * s.sw);
+  // The (ih, kh) taps of each output row, grouped by row (no division per row and tap).
+  std::vector<int64_t> tap_start(s.oh + 1, 0), taps;
+  for (int64_t ih = 0; ih < s.h; ++ih)
+    for (int64_t kh = 0; kh < s.kh; ++kh) {
+      const int64_t oh = ih * s.sh - s.ph + kh * s.dh;
+      if (oh >= 0 && oh < s.oh) ++tap_start[oh + 1];
+    }
+  for (int64_t oh = 0; oh < s.oh; ++oh) tap_start[oh + 1] += tap_start[oh];
+  taps.resize(2 * tap_start[s.oh]);
+  std::vector<int64_t> fill(tap_start.begin(), tap_start.end() - 1);
+  for (int64_t ih = 0; ih < s.h; ++ih)
+    for (int64_t kh = 0; kh < s.kh; ++kh) {
+      const int64_t oh = ih * s.sh - s.ph + kh * s.dh;
+      if (oh < 0 || oh >= s.oh) continue;
+      taps[2 * fill[oh]] = ih, taps[2 * fill[oh] + 1] = kh;
+      ++fill[oh];
+    }
+  parallel_for(s.n * c * s.oh, 16, [&](int64_t lo, int64_t hi) {
+    auto buf = scratch<T>(buf_size);
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t plane = r / s.oh, oh = r % s.oh, ch = plane % c;
+      dw_forward_row_simd(s, input + plane * s.h * s.w, wpad.data() + ch * s.kh * row, bias ? bias[ch] : T(0),
+                          taps.data() + 2 * tap_start[oh], tap_start[oh + 1] - tap_start[oh], buf.get(), pr.first,
+                          pr.width, out + r * s.ow);
+    }
+  });
+}
+
+template <typename T>
+void depthwise_backward(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+                        T* grad_weight) {
+  if (!grad_input && !grad_weight) return;
+  const PaddedRow pr(s);
+  const int64_t c = s.c_out, kk = s.kh * s.kw, hw = s.h * s.w, ohw = s.oh * s.ow;
+  // Parallel over channels; each task owns its channel's grad_weight and grad_input planes.
+  parallel_for(c, 1, [&](int64_t lo, int64_t hi) {
+    auto gpad = scratch<T>(s.oh * pr.width);
+    auto part = scratch<T>(s.w * s.kw);
+    std::fill(gpad.get(), gpad.get() + s.oh * pr.width, T(0));
+    for (int64_t ch = lo; ch < hi; ++ch) {
+      T* gw = grad_weight ? grad_weight + ch * kk : nullptr;
+      if (gw) std::fill(gw, gw + kk, T(0));
+      for (int64_t n = 0; n < s.n; ++n) {
+        const int64_t plane = n * c + ch;
+        for (int64_t oh = 0; oh < s.oh; ++oh)
+          std::memcpy(gpad.get() + oh * pr.width - pr.first, grad_out + plane * ohw + oh * s.ow, s.ow * sizeof(T));
+        dw_backward_plane_simd(s, gpad.get(), pr.first, pr.width, input + plane * hw, weight + ch * kk,
+                               grad_input ? grad_input + plane * hw : nullptr, gw, part.get());
+      }
+    }
+  });
+}
+
+// Sum of n values with independent partial sums, so the loop vectorises without reassociation flags.
+template <typename T>
+T sum_of(const T* __restrict p, int64_t n) {
+  constexpr int kLanes = 16;
+  T lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lanes[j] += p[i + j];
+  T total = 0;
+  for (int j = 0; j < kLanes; ++j) total += lanes[j];
+  for (; i < n; ++i) total += p[i];
+  return total;
+}
+
+}  // namespace
+
+template <typename T>
+void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
+  if (s.depthwise()) depthwise_forward(s, input, weight, bias, out);
+  else dense_forward(s, input, weight, bias, out);
+}
+
+template <typename T>
+void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight,
+                           T* grad_input, T* grad_weight, T* grad_bias) {
+  if (s.depthwise()) depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
+  else dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
+  if (grad_bias) {
+    const int64_t ohw = s.oh * s.ow;
+    parallel_for(s.c_out, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t co = lo; co < hi; ++co) {
+        T total = 0;
+        for (int64_t n = 0; n < s.n; ++n) total += sum_of(grad_out + (n * s.c_out + co) * ohw, ohw);
+        grad_bias[co] = total;
+      }
+    });
+  }
+}
+
+#define CONVLOC_INSTANTIATE(T)                                                                   \
+  template void deconv2d_forward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*); \
+  template void deconv2d_backward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*, T*, T*);
+CONVLOC_INSTANTIATE(float)
+CONVLOC_INSTANTIATE(double)
+#undef CONVLOC_INSTANTIATE
+
+}  // namespace convloc

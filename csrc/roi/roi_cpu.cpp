@@ -1,0 +1,544 @@
+// CPU RoI pool / align. Layout choice: the input is copied once to channels-last (NHWC), so
+// each bilinear tap or max-pool cell is a contiguous run of channels and the per-channel
+// arithmetic (identical, operation for operation, to torchvision's) vectorises across channels.
+// Work is split over (roi, channel block) in the forward passes and over channel blocks in the
+// backward passes; every output element is written by exactly one chunk.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "core/parallel.h"
+#include "roi/roi.h"
+
+namespace convloc {
+namespace {
+
+#if defined(__GNUC__)
+#define CONVLOC_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define CONVLOC_ALWAYS_INLINE inline
+#endif
+
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (cache-blocked).
+template <typename S, typename D>
+CONVLOC_ALWAYS_INLINE void transpose(const S* __restrict src, int64_t src_stride, D* __restrict dst,
+                                     int64_t dst_stride, int64_t rows, int64_t cols) {
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+    for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+      const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) dst[j * dst_stride + i] = src[i * src_stride + j];
+    }
+}
+
+// input [B, C, HW] -> [B, HW, C].
+template <typename T>
+std::vector<T> channels_last(const T* input, int64_t b, int64_t c, int64_t hw) {
+  std::vector<T> out(b * c * hw);
+  constexpr int64_t kRows = 64;  // spatial positions per chunk
+  const int64_t per_image = (hw + kRows - 1) / kRows;
+  parallel_for(b * per_image, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t i = t / per_image, p0 = (t % per_image) * kRows, np = std::min(kRows, hw - p0);
+      transpose(input + i * c * hw + p0, hw, out.data() + (i * hw + p0) * c, c, c, np);
+    }
+  });
+  return out;
+}
+
+// The forward outputs are fresh buffers of up to hundreds of MB, and on Linux filling them costs
+// more in 4 KiB page faults than in arithmetic; asking for transparent huge pages (honoured when
+// the system's THP mode is "madvise" or "always") cuts the faults 512-fold. Advice only: the
+// memory stays the caller's and nothing changes where THP is off.
+void advise_huge_pages(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (bytes < int64_t(8 * kHuge)) return;
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+// Channels per forward work item: enough for long vector loops, few enough that one item's
+// outputs ([PH * PW, block]) stay in L1.
+int64_t forward_block(int64_t c) { return std::min<int64_t>(c, 128); }
+
+// Channels per backward block: the block's private gradient ([B, HW, block]) should fit in L2,
+// and there should be enough blocks (8 or more) to share among threads. The block size does not
+// change any sum: each cell adds its contributions in the same order whatever the split.
+int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
+  constexpr int64_t kBudget = int64_t(512) << 10;
+  const int64_t fit = kBudget / std::max<int64_t>(cells * elem_size, 1);
+  const int64_t block = std::max<int64_t>(16, std::min<int64_t>(fit, c / 8) / 16 * 16);
+  return std::min(block, std::max<int64_t>(c, 1));
+}
+
+// g[bin * n + ch] = grad(k, c0 + ch, bin): one roi's gradient for a channel block, channels last.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64_t c0, int64_t n, int ph, int pw,
+                                       T* __restrict g) {
+  for (int64_t ch = 0; ch < n; ++ch)
+    for (int i = 0; i < ph; ++i)
+      for (int j = 0; j < pw; ++j) g[(i * pw + j) * n + ch] = grad(k, c0 + ch, i, j);
+}
+
+// ---- roi_pool ----
+
+template <typename T>
+struct PoolArgs {
+  const T* x;  // [B, HW, C]
+  const T* rois;
+  int64_t c, h, w, block, blocks;
+  T scale;
+  int ph, pw;
+  T* out;
+  int32_t* argmax;
+};
+
+// Channels kept in registers by the innermost loops (one 64-byte vector).
+template <typename T>
+constexpr int kLanes = int(64 / sizeof(T));
+
+// Max and argmax of one bin for `lanes` channels (a compile-time constant after inlining, so the
+// running maxima stay in registers). Strict >: the first maximum wins.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, int64_t width, int hs, int he, int ws,
+                                      int we, bool empty, T* __restrict best, int32_t* __restrict where,
+                                      int lanes) {
+  T m[kLanes<T>];
+  int32_t at[kLanes<T>];
+  for (int l = 0; l < lanes; ++l) m[l] = empty ? T(0) : pool_initial_max<T>(), at[l] = -1;
+  for (int y = hs; y < he; ++y)
+    for (int x = ws; x < we; ++x) {
+      const int32_t p = int32_t(y * width + x);
+      const T* __restrict v = img + p * stride;
+      for (int l = 0; l < lanes; ++l) {
+        const bool gt = v[l] > m[l];
+        m[l] = gt ? v[l] : m[l];
+        at[l] = gt ? p : at[l];
+      }
+    }
+  for (int l = 0; l < lanes; ++l) best[l] = m[l], where[l] = at[l];
+}
+
+#if defined(__GNUC__)
+// The same for a full vector, written with vector extensions: GCC turns the scalar version's
+// selects into branches and masked stores instead of blends.
+template <typename T>
+struct Vec64;
+template <>
+struct Vec64<float> {
+  typedef float V __attribute__((vector_size(64)));
+  typedef int32_t Index;
+  typedef Index I __attribute__((vector_size(64)));
+};
+template <>
+struct Vec64<double> {
+  typedef double V __attribute__((vector_size(64)));
+  typedef int64_t Index;
+  typedef Index I __attribute__((vector_size(64)));
+};
+
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t width, int hs, int he, int ws, int we,
+                                       bool empty, T* best, int32_t* where) {
+  using V = typename Vec64<T>::V;
+  using I = typename Vec64<T>::I;
+  V m = V{} + (empty ? T(0) : pool_initial_max<T>());
+  I at = I{} - 1;
+  for (int y = hs; y < he; ++y)
+    for (int x = ws; x < we; ++x) {
+      const int32_t p = int32_t(y * width + x);
+      V v;
+      std::memcpy(&v, img + p * stride, sizeof(V));
+      const I gt = v > m;
+      m = gt ? v : m;
+      at = gt ? I{} + static_cast<typename Vec64<T>::Index>(p) : at;
+    }
+  std::memcpy(best, &m, sizeof(V));
+  for (int l = 0; l < kLanes<T>; ++l) where[l] = int32_t(at[l]);
+}
+
+// Backward of one non-empty bin for a full vector of channels: finds each channel's argmax as
+// above, then adds the bin's gradient g to the cells that won (dst: channels last, row stride
+// `row`). A masked add per cell of the bin, instead of a scalar scatter per channel.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
+                                                int we, const T* g, T* dst, int64_t row) {
+  using V = typename Vec64<T>::V;
+  using I = typename Vec64<T>::I;
+  V m = V{} + pool_initial_max<T>();
+  I at = I{} - 1;
+  for (int y = hs; y < he; ++y)
+    for (int x = ws; x < we; ++x) {
+      const int32_t p = int32_t(y * width + x);
+      V v;
+      std::memcpy(&v, img + p * stride, sizeof(V));
+      const I gt = v > m;
+      m = gt ? v : m;
+      at = gt ? I{} + static_cast<typename Vec64<T>::Index>(p) : at;
+    }
+  V gv;
+  std::memcpy(&gv, g, sizeof(V));
+  for (int y = hs; y < he; ++y)
+    for (int x = ws; x < we; ++x) {
+      const int32_t p = int32_t(y * width + x);
+      V d;
+      std::memcpy(&d, dst + p * row, sizeof(V));
+      d = at == static_cast<typename Vec64<T>::Index>(p) ? d + gv : d;
+      std::memcpy(dst + p * row, &d, sizeof(V));
+    }
+}
+#endif
+
+// Max and argmax of one bin for n channels.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_bin_channels(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
+                                             int we, T* best, int32_t* where, int64_t n) {
+  const bool empty = he <= hs || we <= ws;
+  int64_t ch = 0;
+#if defined(__GNUC__)
+  for (; ch + kLanes<T> <= n; ch += kLanes<T>) pool_vector(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
+#endif
+  if (ch < n) pool_lanes(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
+}
+
+// Bin edges of one roi: rows [hs[i], he[i]), columns [ws[j], we[j]).
+struct PoolBins {
+  std::vector<int> hs, he, ws, we;
+  template <typename T>
+  void set(const PoolRoi<T>& r, int ph, int pw, int64_t h, int64_t w) {
+    hs.resize(ph), he.resize(ph), ws.resize(pw), we.resize(pw);
+    for (int i = 0; i < ph; ++i) pool_bin(i, r.bin_h, r.start_h, int(h), hs[i], he[i]);
+    for (int j = 0; j < pw; ++j) pool_bin(j, r.bin_w, r.start_w, int(w), ws[j], we[j]);
+  }
+};
+
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, int64_t hi) {
+  const int64_t bins = int64_t(a.ph) * a.pw;
+  std::vector<T> best(bins * a.block);
+  std::vector<int32_t> where(bins * a.block);
+  PoolBins e;
+  for (int64_t item = lo; item < hi; ++item) {
+    const int64_t k = item / a.blocks, c0 = (item % a.blocks) * a.block, n = std::min(a.block, a.c - c0);
+    const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
+    e.set(r, a.ph, a.pw, a.h, a.w);
+    const T* img = a.x + r.batch * a.h * a.w * a.c + c0;
+    for (int i = 0; i < a.ph; ++i)
+      for (int j = 0; j < a.pw; ++j)
+        pool_bin_channels(img, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], best.data() + (i * a.pw + j) * n,
+                          where.data() + (i * a.pw + j) * n, n);
+    const int64_t o = (k * a.c + c0) * bins;
+    transpose(best.data(), n, a.out + o, bins, bins, n);
+    if (a.argmax) transpose(where.data(), n, a.argmax + o, bins, bins, n);
+  }
+}
+
+template <typename T>
+struct PoolBackwardArgs {
+  const T* x;  // [B, HW, C]
+  GradView<T> grad;
+  const T* rois;
+  int64_t k, b, c, h, w, block;
+  T scale;
+  int ph, pw;
+  T* grad_input;
+};
+
+// Owner computes: a chunk owns channels [c0, c0 + n) of every image, recomputes each bin's
+// argmax for them (cheaper than storing [K, C, PH, PW] indices and reading them back) and adds
+// the bin's gradient there, rois and bins in torchvision's order, in private channels-last memory.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int64_t c0, int64_t n) {
+  const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
+  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanes<T>);
+  std::vector<int32_t> where(kLanes<T>);
+  PoolBins e;
+  for (int64_t k = 0; k < a.k; ++k) {
+    const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
+    e.set(r, a.ph, a.pw, a.h, a.w);
+    gather_grad(a.grad, k, c0, n, a.ph, a.pw, g.data());
+    const T* img = a.x + r.batch * hw * a.c + c0;
+    T* __restrict dst = acc.data() + r.batch * hw * n;
+    for (int i = 0; i < a.ph; ++i)
+      for (int j = 0; j < a.pw; ++j) {
+        if (e.he[i] <= e.hs[i] || e.we[j] <= e.ws[j]) continue;
+        const T* gb = g.data() + (i * a.pw + j) * n;
+        int64_t ch = 0;
+#if defined(__GNUC__)
+        for (; ch + kLanes<T> <= n; ch += kLanes<T>)
+          pool_vector_backward(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], gb + ch, dst + ch, n);
+#endif
+        if (ch == n) continue;
+        pool_lanes(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], false, best.data(), where.data(),
+                   int(n - ch));
+        for (int64_t l = 0; l < n - ch; ++l)
+          if (where[l] >= 0) dst[where[l] * n + ch + l] += gb[ch + l];
+      }
+  }
+  for (int64_t i = 0; i < a.b; ++i)
+    transpose(acc.data() + i * hw * n, n, a.grad_input + (i * a.c + c0) * hw, hw, hw, n);
+}
+
+CONVLOC_SIMD_CLONES void pool_backward_f32(const PoolBackwardArgs<float>& a, int64_t c0, int64_t n) {
+  pool_backward_block(a, c0, n);
+}
+CONVLOC_SIMD_CLONES void pool_backward_f64(const PoolBackwardArgs<double>& a, int64_t c0, int64_t n) {
+  pool_backward_block(a, c0, n);
+}
+void pool_backward(const PoolBackwardArgs<float>& a, int64_t c0, int64_t n) { pool_backward_f32(a, c0, n); }
+void pool_backward(const PoolBackwardArgs<double>& a, int64_t c0, int64_t n) { pool_backward_f64(a, c0, n); }
+
+CONVLOC_SIMD_CLONES void pool_forward_f32(const PoolArgs<float>& a, int64_t lo, int64_t hi) {
+  pool_forward_items(a, lo, hi);
+}
+CONVLOC_SIMD_CLONES void pool_forward_f64(const PoolArgs<double>& a, int64_t lo, int64_t hi) {
+  pool_forward_items(a, lo, hi);
+}
+void pool_forward(const PoolArgs<float>& a, int64_t lo, int64_t hi) { pool_forward_f32(a, lo, hi); }
+void pool_forward(const PoolArgs<double>& a, int64_t lo, int64_t hi) { pool_forward_f64(a, lo, hi); }
+
+// ---- roi_align ----
+
+template <typename T>
+struct AlignArgs {
+  const T* rois;
+  int64_t c, h, w;
+  T scale;
+  int ph, pw, sampling_ratio;
+  bool aligned;
+};
+
+// Per-axis sample taps of one RoI: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
+template <typename T>
+CONVLOC_ALWAYS_INLINE void align_axes(const AlignArgs<T>& a, const AlignRoi<T>& r, std::vector<AlignAxis<T>>& ys,
+                                      std::vector<AlignAxis<T>>& xs) {
+  ys.resize(size_t(a.ph) * r.grid_h);
+  xs.resize(size_t(a.pw) * r.grid_w);
+  for (int i = 0; i < a.ph; ++i)
+    for (int s = 0; s < r.grid_h; ++s)
+      ys[i * r.grid_h + s] = align_axis(align_sample(r.start_h, r.bin_h, i, s, r.grid_h), int(a.h));
+  for (int j = 0; j < a.pw; ++j)
+    for (int s = 0; s < r.grid_w; ++s)
+      xs[j * r.grid_w + s] = align_axis(align_sample(r.start_w, r.bin_w, j, s, r.grid_w), int(a.w));
+}
+
+template <typename T>
+struct AlignForwardArgs : AlignArgs<T> {
+  const T* x;  // [B, HW, C]
+  int64_t block, blocks;
+  T* out;
+};
+
+// One output bin for `lanes` channels: the mean of its bilinear samples, each summed as
+// ((w1 v1 + w2 v2) + w3 v3) + w4 v4 and accumulated in sample order, as torchvision does.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, const AlignSample<T>* samples,
+                                       int64_t count, T divisor, T* __restrict out, int lanes) {
+  T acc[kLanes<T>];
+  for (int l = 0; l < lanes; ++l) acc[l] = T(0);
+  for (int64_t i = 0; i < count; ++i) {
+    const AlignSample<T>& s = samples[i];
+    const T *__restrict v1 = img + s.p1 * stride, *__restrict v2 = img + s.p2 * stride,
+                        *__restrict v3 = img + s.p3 * stride, *__restrict v4 = img + s.p4 * stride;
+    for (int l = 0; l < lanes; ++l)
+      acc[l] = acc[l] + (((s.w1 * v1[l] + s.w2 * v2[l]) + s.w3 * v3[l]) + s.w4 * v4[l]);
+  }
+  for (int l = 0; l < lanes; ++l) out[l] = acc[l] / divisor;
+}
+
+template <typename T>
+CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int64_t lo, int64_t hi) {
+  const int64_t bins = int64_t(a.ph) * a.pw;
+  std::vector<T> acc(bins * a.block);
+  std::vector<AlignAxis<T>> ys, xs;
+  std::vector<AlignSample<T>> samples;
+  for (int64_t item = lo; item < hi; ++item) {
+    const int64_t k = item / a.blocks, c0 = (item % a.blocks) * a.block, n = std::min(a.block, a.c - c0);
+    const AlignRoi<T> r = align_roi(a.rois + 5 * k, a.scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
+    align_axes(a, r, ys, xs);
+    samples.resize(size_t(r.grid_h) * std::max(r.grid_w, 0));
+    const T* img = a.x + r.batch * a.h * a.w * a.c + c0;
+    for (int i = 0; i < a.ph; ++i)
+      for (int j = 0; j < a.pw; ++j) {
+        int64_t count = 0;
+        for (int sy = 0; sy < r.grid_h; ++sy)
+          for (int sx = 0; sx < r.grid_w; ++sx)
+            samples[count++] = align_sample_at(ys[i * r.grid_h + sy], xs[j * r.grid_w + sx], a.w);
+        T* o = acc.data() + (i * a.pw + j) * n;
+        int64_t ch = 0;
+        for (; ch + kLanes<T> <= n; ch += kLanes<T>)
+          align_lanes(img + ch, a.c, samples.data(), count, r.count, o + ch, kLanes<T>);
+        if (ch < n) align_lanes(img + ch, a.c, samples.data(), count, r.count, o + ch, int(n - ch));
+      }
+    transpose(acc.data(), n, a.out + (k * a.c + c0) * bins, bins, bins, n);
+  }
+}
+
+CONVLOC_SIMD_CLONES void align_forward_f32(const AlignForwardArgs<float>& a, int64_t lo, int64_t hi) {
+  align_forward_items(a, lo, hi);
+}
+CONVLOC_SIMD_CLONES void align_forward_f64(const AlignForwardArgs<double>& a, int64_t lo, int64_t hi) {
+  align_forward_items(a, lo, hi);
+}
+void align_forward(const AlignForwardArgs<float>& a, int64_t lo, int64_t hi) { align_forward_f32(a, lo, hi); }
+void align_forward(const AlignForwardArgs<double>& a, int64_t lo, int64_t hi) { align_forward_f64(a, lo, hi); }
+
+template <typename T>
+struct AlignBackwardArgs : AlignArgs<T> {
+  GradView<T> grad;
+  int64_t k, b, block;
+  T* grad_input;  // [B, C, H, W]
+};
+
+// dst[c] += g[c] w / count, with the division done as torchvision does it; a power-of-two count
+// is a multiplication by its exact reciprocal, which rounds to the same value.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void add_tap(T* __restrict dst, const T* __restrict g, T w, T count, bool pow2, int64_t n) {
+  if (pow2) {
+    const T inv = T(1) / count;
+    for (int64_t ch = 0; ch < n; ++ch) dst[ch] += (g[ch] * w) * inv;
+  } else {
+    for (int64_t ch = 0; ch < n; ++ch) dst[ch] += (g[ch] * w) / count;
+  }
+}
+
+// Owner computes: a chunk owns channels [c0, c0 + n) of every image and accumulates their
+// gradient channels-last in private memory, visiting rois, bins, samples and taps in
+// torchvision's order, then writes them out NCHW.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<T>& a, int64_t c0, int64_t n) {
+  const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
+  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n);
+  std::vector<AlignAxis<T>> ys, xs;
+  for (int64_t k = 0; k < a.k; ++k) {
+    const AlignRoi<T> r = align_roi(a.rois + 5 * k, a.scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
+    if (r.grid_h <= 0 || r.grid_w <= 0) continue;
+    align_axes(a, r, ys, xs);
+    gather_grad(a.grad, k, c0, n, a.ph, a.pw, g.data());
+    T* img = acc.data() + r.batch * hw * n;
+    const bool pow2 = std::ilogb(r.count) >= 0 && std::scalbn(T(1), std::ilogb(r.count)) == r.count;
+    for (int i = 0; i < a.ph; ++i)
+      for (int j = 0; j < a.pw; ++j) {
+        const T* gb = g.data() + (i * a.pw + j) * n;
+        for (int sy = 0; sy < r.grid_h; ++sy)
+          for (int sx = 0; sx < r.grid_w; ++sx) {
+            const AlignSample<T> s = align_sample_at(ys[i * r.grid_h + sy], xs[j * r.grid_w + sx], a.w);
+            if (!s.valid) continue;
+            add_tap(img + s.p1 * n, gb, s.w1, r.count, pow2, n);
+            add_tap(img + s.p2 * n, gb, s.w2, r.count, pow2, n);
+            add_tap(img + s.p3 * n, gb, s.w3, r.count, pow2, n);
+            add_tap(img + s.p4 * n, gb, s.w4, r.count, pow2, n);
+          }
+      }
+  }
+  for (int64_t i = 0; i < a.b; ++i)
+    transpose(acc.data() + i * hw * n, n, a.grad_input + (i * a.c + c0) * hw, hw, hw, n);
+}
+
+CONVLOC_SIMD_CLONES void align_backward_f32(const AlignBackwardArgs<float>& a, int64_t c0, int64_t n) {
+  align_backward_block(a, c0, n);
+}
+CONVLOC_SIMD_CLONES void align_backward_f64(const AlignBackwardArgs<double>& a, int64_t c0, int64_t n) {
+  align_backward_block(a, c0, n);
+}
+void align_backward(const AlignBackwardArgs<float>& a, int64_t c0, int64_t n) { align_backward_f32(a, c0, n); }
+void align_backward(const AlignBackwardArgs<double>& a, int64_t c0, int64_t n) { align_backward_f64(a, c0, n); }
+
+
+}  // namespace
+
+template <typename T>
+bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch) {
+  bool ok = true;
+  for (int64_t i = 0; i < k; ++i) {
+    const T* r = rois + 5 * i;
+    ok &= std::isfinite(r[0]) & std::isfinite(r[1]) & std::isfinite(r[2]) & std::isfinite(r[3]) &
+          std::isfinite(r[4]) & (r[0] >= 0) & (r[0] < T(batch)) & (r[0] == std::floor(r[0])) & (r[3] >= r[1]) &
+          (r[4] >= r[2]);
+  }
+  return ok;
+}
+
+template <typename T>
+void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
+                          T scale, int pooled_h, int pooled_w, T* out, int32_t* argmax) {
+  if (k == 0 || c == 0) return;
+  advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(T)));
+  if (argmax) advise_huge_pages(argmax, k * c * pooled_h * pooled_w * int64_t(sizeof(int32_t)));
+  const std::vector<T> x = channels_last(input, b, c, h * w);
+  PoolArgs<T> a{x.data(), rois, c, h, w, forward_block(c), 0, scale, pooled_h, pooled_w, out, argmax};
+  a.blocks = (c + a.block - 1) / a.block;
+  parallel_for(k * a.blocks, 1, [&](int64_t lo, int64_t hi) { pool_forward(a, lo, hi); });
+}
+
+template <typename T>
+void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
+                           int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input) {
+  if (c == 0) return;
+  const std::vector<T> x = channels_last(input, b, c, h * w);
+  const PoolBackwardArgs<T> a{x.data(), grad, rois, k, b, c, h, w, backward_block(c, b * h * w, sizeof(T)),
+                              scale, pooled_h, pooled_w, grad_input};
+  const int64_t blocks = (c + a.block - 1) / a.block;
+  parallel_for(blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) pool_backward(a, i * a.block, std::min(a.block, c - i * a.block));
+  });
+}
+
+template <typename T>
+void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
+                           T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out) {
+  if (k == 0 || c == 0) return;
+  advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(T)));
+  const std::vector<T> x = channels_last(input, b, c, h * w);
+  AlignForwardArgs<T> a;
+  static_cast<AlignArgs<T>&>(a) = {rois, c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned};
+  a.x = x.data();
+  a.block = forward_block(c);
+  a.blocks = (c + a.block - 1) / a.block;
+  a.out = out;
+  parallel_for(k * a.blocks, 1, [&](int64_t lo, int64_t hi) { align_forward(a, lo, hi); });
+}
+
+template <typename T>
+void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+                            T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input) {
+  if (c == 0) return;
+  AlignBackwardArgs<T> a;
+  static_cast<AlignArgs<T>&>(a) = {rois, c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned};
+  a.grad = grad;
+  a.k = k;
+  a.b = b;
+  a.block = backward_block(c, b * h * w, sizeof(T));
+  a.grad_input = grad_input;
+  const int64_t blocks = (c + a.block - 1) / a.block;
+  parallel_for(blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) align_backward(a, i * a.block, std::min(a.block, c - i * a.block));
+  });
+}
+
+#define CONVLOC_INSTANTIATE(T)                                                                                  \
+  template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                \
+  template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
+                                        int, T*, int32_t*);                                                   \
+  template void roi_pool_backward_cpu<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                         T, int, int, T*);                                                    \
+  template void roi_align_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, \
+                                         int, int, bool, T*);                                                 \
+  template void roi_align_backward_cpu<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int, \
+                                          int, int, bool, T*);
+CONVLOC_INSTANTIATE(float)
+CONVLOC_INSTANTIATE(double)
+#undef CONVLOC_INSTANTIATE
+
+}  // namespace convloc

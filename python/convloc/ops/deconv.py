@@ -1,0 +1,173 @@
+"""Transposed convolution ("deconvolution") and the FCN upsampling helpers.
+
+``conv_transpose2d`` has exactly the semantics, argument order and weight layout of
+``torch.nn.functional.conv_transpose2d``: input [N, C_in, H, W] (or unbatched [C_in, H, W]),
+weight [C_in, C_out / groups, kH, kW], output [N, C_out, OH, OW] with
+``OH = (H - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1``.
+Torch tensors go through the registered ``convloc::conv_transpose2d`` op (differentiable).
+
+``bilinear_kernel`` and ``crop_like`` are the two other pieces of FCN's upsampling: the
+deconvolution weights FCN initialises with, and its Crop layer that aligns the upsampled
+score map with the input image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+
+from convloc import _C
+from convloc import _bridge as B
+from convloc._bridge import Array
+
+__all__ = ["conv_transpose2d", "bilinear_kernel", "crop_like"]
+
+IntPair = Union[int, Sequence[int]]
+
+
+def conv_transpose2d(
+    input: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> Array:
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    Args:
+        input: [N, C_in, H, W] or [C_in, H, W], float32 or float64.
+        weight: [C_in, C_out / groups, kH, kW], same dtype.
+        bias: [C_out] or None.
+        stride, padding, output_padding, dilation: an int or a pair (height, width).
+            output_padding must be smaller than stride or dilation in each dimension.
+        groups: C_in must be divisible by it; C_out = groups * weight.shape[1].
+
+    Returns:
+        [N, C_out, OH, OW] (or [C_out, OH, OW] for an unbatched input).
+    """
+    input, weight = B.as_array(input, "input"), B.as_array(weight, "weight")
+    bias = None if bias is None else B.as_array(bias, "bias")
+    B.same_framework(("input", input), ("weight", weight), ("bias", bias))
+    geometry = _geometry(stride, padding, output_padding, groups, dilation)
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input[None]
+    if B.is_torch(input):
+        out = B.torch_op("conv_transpose2d")(input, weight, bias, *geometry)
+    else:
+        out = _conv_transpose2d(input, weight, bias, *geometry)
+    return out[0] if unbatched else out
+
+
+def bilinear_kernel(channels: int, factor: int, dtype: str = "float32") -> np.ndarray:
+    """FCN's bilinear upsampling weights for a per-channel (grouped) transposed convolution.
+
+    The kernel is ``size = 2 * factor - factor % 2`` wide; tap t weighs ``1 - |t - c| / factor``
+    in each direction, with c the kernel's centre. With stride ``factor`` (and
+    ``groups = channels``) it interpolates bilinearly between input pixels.
+
+    Returns:
+        [channels, 1, size, size] NumPy array.
+    """
+    channels, factor = _positive(channels, "channels"), _positive(factor, "factor")
+    size = 2 * factor - factor % 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    taps = 1 - np.abs(np.arange(size) - centre) / factor
+    kernel = np.outer(taps, taps).astype(dtype)
+    return np.ascontiguousarray(np.broadcast_to(kernel, (channels, 1, size, size)))
+
+
+def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
+    """FCN's Crop layer: ``x[..., oy:oy + H, ox:ox + W]``, (H, W) = the reference's last two sizes.
+
+    Args:
+        x: [..., H_x, W_x] (any framework; the result is a view of it).
+        reference: an array whose last two sizes give the crop (its values are not read).
+        offset: int or (oy, ox), e.g. 19 after FCN-32s' 64 x 64 stride-32 upsampling.
+    """
+    oy, ox = _pair(offset, "offset")
+    if min(oy, ox) < 0:
+        raise ValueError(f"offset: expected non-negative values, got {(oy, ox)}")
+    if x.ndim < 2 or reference.ndim < 2:
+        raise ValueError("x, reference: expected at least 2 dimensions (..., H, W)")
+    h, w = reference.shape[-2:]
+    if oy + h > x.shape[-2] or ox + w > x.shape[-1]:
+        raise ValueError(
+            f"offset: a {h} x {w} crop at {(oy, ox)} does not fit in x of spatial size "
+            f"{tuple(x.shape[-2:])}"
+        )
+    return x[..., oy : oy + h, ox : ox + w]
+
+
+# Framework-generic implementations; the torch ops in convloc.nn call these too.
+
+
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    input, weight = B.prepare(input), B.prepare(weight)
+    bias = None if bias is None else B.prepare(bias)
+    shape = output_shape(
+        input.shape, weight.shape, stride, padding, output_padding, groups, dilation
+    )
+    out = B.empty(input, tuple(shape))
+    _C.deconv2d_forward(
+        input, weight, bias, out, stride, padding, output_padding, dilation, groups,
+        stream=B.stream(input),
+    )  # fmt: skip
+    return out
+
+
+def _conv_transpose2d_backward(
+    grad_out, input, weight, stride, padding, output_padding, groups, dilation, mask
+):
+    """(grad_input, grad_weight, grad_bias), each None where mask says it is not needed."""
+    grad_out, input, weight = B.prepare(grad_out), B.prepare(input), B.prepare(weight)
+    gi = B.empty(input, tuple(input.shape)) if mask[0] else None
+    gw = B.empty(weight, tuple(weight.shape)) if mask[1] else None
+    gb = B.empty(grad_out, (grad_out.shape[1],)) if mask[2] else None
+    if gi is not None or gw is not None or gb is not None:
+        _C.deconv2d_backward(
+            grad_out, input, weight, gi, gw, gb, stride, padding, output_padding, dilation, groups,
+            stream=B.stream(grad_out),
+        )  # fmt: skip
+    return gi, gw, gb
+
+
+def output_shape(input_shape, weight_shape, stride, padding, output_padding, groups, dilation):
+    """[N, C_out, OH, OW] of a transposed convolution; ValueError for an invalid geometry."""
+    return _C.deconv2d_output_shape(
+        [int(s) for s in input_shape], [int(s) for s in weight_shape],
+        stride, padding, output_padding, dilation, groups,
+    )  # fmt: skip
+
+
+def _geometry(stride, padding, output_padding, groups, dilation):
+    """(stride, padding, output_padding, groups, dilation) as int pairs and an int."""
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"groups: expected an int, got {type(groups).__name__}")
+    return (
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(output_padding, "output_padding"),
+        int(groups),
+        _pair(dilation, "dilation"),
+    )
+
+
+def _pair(v: IntPair, name: str) -> list[int]:
+    items = [v, v] if isinstance(v, (int, np.integer)) else list(v)
+    if len(items) != 2 or not all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items
+    ):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
+    return [int(i) for i in items]
+
+
+def _positive(v: int, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    return int(v)

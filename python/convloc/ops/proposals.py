@@ -1,0 +1,249 @@
+"""Region proposals: sliding windows, Felzenszwalb–Huttenlocher segmentation, selective search.
+
+Images are ``H x W x C`` (or ``H x W`` for grey), channels last in **RGB** order — what NumPy,
+PIL (``np.asarray(pil_image)``) and scikit-image give; OpenCV users convert with
+``cv2.cvtColor(im, cv2.COLOR_BGR2RGB)`` first. ``uint8`` images are divided by 255; float images
+are used as they are and are expected in ``[0, 1]``. NumPy, PyTorch and CuPy arrays are
+accepted and the result comes back in the caller's framework (on the CPU for torch).
+
+Both algorithms run on the CPU only: they are sequential graph algorithms (Kruskal merging of a
+pixel graph, greedy hierarchical grouping of a region adjacency graph) with little data
+parallelism, so there is no CUDA path. Filtering is split over image rows and selective
+search's strategies run in parallel threads; results do not depend on the thread count.
+
+Boxes are ``(x1, y1, x2, y2)`` float32 with exclusive ``x2, y2`` (a one-pixel region at (x, y)
+is ``(x, y, x + 1, y + 1)``), like the rest of convloc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from convloc import _C
+from convloc import _bridge as B
+from convloc._bridge import Array
+
+__all__ = ["sliding_windows", "felzenszwalb", "selective_search"]
+
+# Colour spaces as numbered in csrc/proposals/proposals.h.
+_SPACES = {"rgb": 0, "hsv": 1, "lab": 2, "rgi": 3, "i": 4, "h": 5}
+# Similarity combinations of Uijlings et al. 2013 (colour, texture, size, fill).
+_CTSF = (True, True, True, True)
+_TSF = (False, True, True, True)
+_F = (False, False, False, True)
+_S = (False, False, True, False)
+# Table 5 of the paper: colour spaces, similarity combinations and k of each mode.
+_MODES = {
+    "single": (("hsv",), (_CTSF,), (100,)),
+    "fast": (("hsv", "lab"), (_CTSF, _TSF), (50, 100)),
+    "quality": (("hsv", "lab", "rgi", "h", "i"), (_CTSF, _TSF, _F, _S), (50, 100, 150, 300)),
+}
+
+
+def sliding_windows(
+    image_size: tuple[int, int],
+    window_sizes: Sequence[int | tuple[int, int]],
+    strides: int | Sequence[int | tuple[int, int]],
+) -> np.ndarray:
+    """Every window of each size that fits inside the image, on a regular grid.
+
+    Args:
+        image_size: (height, width).
+        window_sizes: window (height, width) pairs, or ints for square windows.
+        strides: one int for every size, or one stride per window size (an int or (sy, sx)).
+
+    Returns:
+        float32 [K, 4] boxes (x1, y1, x2, y2): for each window size in turn, rows top to bottom,
+        left to right, starting at (0, 0) and stepping by the stride while the window fits.
+    """
+    height, width = (_int(v, "image_size") for v in image_size)
+    if height < 0 or width < 0:
+        raise ValueError(f"image_size: expected (height, width) >= 0, got {tuple(image_size)}")
+    sizes = [_pair(s, "window_sizes") for s in window_sizes]
+    if isinstance(strides, (int, np.integer)):
+        steps = [_pair(strides, "strides")] * len(sizes)
+    else:
+        steps = [_pair(s, "strides") for s in strides]
+        if len(steps) != len(sizes):
+            raise ValueError(f"strides: expected an int or {len(sizes)} strides, got {len(steps)}")
+    out = [np.zeros((0, 4), np.float32)]
+    for (wh, ww), (sy, sx) in zip(sizes, steps):
+        if wh <= 0 or ww <= 0:
+            raise ValueError(f"window_sizes: expected positive sizes, got {(wh, ww)}")
+        if sy <= 0 or sx <= 0:
+            raise ValueError(f"strides: expected positive strides, got {(sy, sx)}")
+        ys, xs = np.arange(0, height - wh + 1, sy), np.arange(0, width - ww + 1, sx)
+        y, x = np.meshgrid(ys, xs, indexing="ij")
+        y, x = y.ravel(), x.ravel()
+        out.append(np.stack([x, y, x + ww, y + wh], 1).astype(np.float32))
+    return np.concatenate(out)
+
+
+def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size: int = 20) -> Array:
+    """Felzenszwalb–Huttenlocher graph segmentation (IJCV 2004).
+
+    Each channel is smoothed with a Gaussian (``sigma``, radius ``ceil(4 sigma)``, edge pixels
+    replicated); pixels are joined to their 8 neighbours by edges weighted with the Euclidean
+    distance of their (smoothed) channel vectors; edges are taken in increasing weight (ties in
+    raster order) and two components merge when the edge weight is at most both components'
+    ``Int(C) + scale / |C|``; finally components smaller than ``min_size`` are merged along
+    the sorted edges. Channel values are in ``[0, 1]`` (uint8 / 255), so ``scale`` is the
+    paper's ``k / 255`` — the same convention as ``skimage.segmentation.felzenszwalb``.
+
+    Args:
+        image: [H, W] grey, [H, W, 3] RGB or any [H, W, C]; uint8 or float.
+        scale: > 0; larger gives larger segments.
+        sigma: >= 0 Gaussian smoothing before segmentation (0: none).
+        min_size: minimum component size in pixels (after the main pass).
+
+    Returns:
+        int32 [H, W] labels 0..K-1, numbered in raster order of first appearance.
+    """
+    framework_image = B.as_array(image, "image")
+    im = _image(framework_image)
+    labels = np.empty(im.shape[:2], np.int32)
+    scale, sigma = B.as_float(scale, "scale"), B.as_float(sigma, "sigma")
+    _C.felzenszwalb(im, labels, scale, sigma, _int(min_size, "min_size"))
+    return _like(labels, framework_image)
+
+
+def selective_search(
+    image: Array,
+    mode: str = "fast",
+    *,
+    seed: int | None = 0,
+    min_size: int | None = None,
+    max_boxes: int | None = None,
+    sigma: float = 0.8,
+) -> Array:
+    """Selective search object proposals (Uijlings et al., IJCV 2013).
+
+    The image is over-segmented with Felzenszwalb–Huttenlocher; adjacent regions are then merged
+    greedily by similarity until one region remains, and every region of that hierarchy is a
+    proposal. Similarity is a sum of colour (25-bin histograms per channel, histogram
+    intersection), texture (Gaussian derivatives, sigma 1, in 8 directions, 10 bins each), size
+    (``1 - (|a| + |b|) / |image|``) and fill (``1 - (|bbox(a, b)| - |a| - |b|) / |image|``).
+    Diversification, as in the paper's Table 5:
+
+    - ``"single"``: HSV, k = 100, colour + texture + size + fill (1 strategy);
+    - ``"fast"``: HSV and Lab, k in {50, 100}, C+T+S+F and T+S+F (8 strategies);
+    - ``"quality"``: HSV, Lab, rg+I, H and I, k in {50, 100, 150, 300}, C+T+S+F, T+S+F, F and S
+      (80 strategies).
+
+    Ranking follows the paper: in each hierarchy the region formed last (the whole image) has
+    position 1, the one before it 2, and so on down to the initial regions; each position is
+    multiplied by a uniform random number, all strategies' regions are sorted by that value
+    (smallest first) and duplicate boxes are dropped, keeping the first.
+
+    Args:
+        image: [H, W] grey or [H, W, 3] RGB (a 4th, alpha channel is ignored); uint8, or float
+            in [0, 1].
+        mode: "single", "fast" or "quality".
+        seed: seed of the random ranking (the same seed gives the same boxes); None: fresh.
+        min_size: Felzenszwalb's minimum region size; None uses k, as the paper's code does.
+        max_boxes: keep at most this many top-ranked boxes.
+        sigma: Gaussian smoothing before segmentation.
+
+    Returns:
+        float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.
+    """
+    framework_image = B.as_array(image, "image")
+    rgb = _image(framework_image, rgb=True)
+    if rgb.size and (rgb.min() < 0 or rgb.max() > 1):  # NaN passes here and is refused in _C
+        raise ValueError(
+            f"image: float images must be in [0, 1], got values in [{rgb.min()}, {rgb.max()}]; "
+            "pass uint8 or divide by 255"
+        )
+    hierarchies = _hierarchies(rgb, mode, min_size, sigma)
+    rng = np.random.default_rng(seed)
+    boxes = np.concatenate([b for b, _ in hierarchies])
+    # Position 1 is the last region formed; the product with U(0, 1) spreads ranks as in the paper.
+    position = np.concatenate([np.arange(len(b), 0, -1) for b, _ in hierarchies]).astype(np.float64)
+    order = np.argsort(position * rng.random(len(position)), kind="stable")
+    boxes = boxes[order]
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    boxes = boxes[np.sort(first)]
+    if max_boxes is not None:
+        max_boxes = _int(max_boxes, "max_boxes")
+        if max_boxes < 0:
+            raise ValueError(f"max_boxes: expected an integer >= 0, got {max_boxes}")
+        boxes = boxes[:max_boxes]
+    return _like(boxes.astype(np.float32), framework_image)
+
+
+def _hierarchies(
+    rgb: np.ndarray, mode: str, min_size: int | None, sigma: float
+) -> list[tuple[np.ndarray, int]]:
+    """Per strategy: (int32 [2 n - 1, 4] boxes in generation order, n initial regions)."""
+    if mode not in _MODES:
+        raise ValueError(f"mode: expected one of {sorted(_MODES)}, got {mode!r}")
+    if min_size is not None:
+        min_size = _int(min_size, "min_size")
+    spaces, sims, ks = _MODES[mode]
+    strategies = [
+        (_SPACES[s], float(k), k if min_size is None else min_size, *sim)
+        for s in spaces
+        for k in ks
+        for sim in sims
+    ]
+    return _C.selective_search(rgb, strategies, B.as_float(sigma, "sigma"))
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    try:
+        a, b = v
+        return int(a), int(b)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: expected an int or a (height, width) pair, got {v!r}") from e
+
+
+def _int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+    return int(v)
+
+
+def _image(image: Array, rgb: bool = False) -> np.ndarray:
+    """float32 [H, W, C] NumPy copy/view of image in [0, 1] units; rgb: grey -> 3 channels."""
+    if B.is_torch(image):
+        image = image.detach().cpu().numpy()
+    elif B.is_cupy(image):
+        image = image.get()
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / np.float32(255)
+    elif image.dtype.kind == "f":
+        image = image.astype(np.float32, copy=False)
+    else:
+        raise TypeError(f"image: expected uint8 or float pixels, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ValueError(f"image: expected [H, W] or [H, W, C], got shape {list(image.shape)}")
+    if rgb:
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        elif image.shape[2] == 4:
+            image = image[:, :, :3]
+        elif image.shape[2] != 3:
+            raise ValueError(
+                "image: expected 1, 3 or 4 channels (grey, RGB, RGBA), "
+                f"got shape {list(image.shape)}"
+            )
+    return np.ascontiguousarray(image)
+
+
+def _like(result: np.ndarray, like: Array) -> Array:
+    """result in like's framework (torch on the CPU, CuPy on its device)."""
+    if B.is_torch(like):
+        import torch
+
+        return torch.from_numpy(result)
+    if B.is_cupy(like):
+        import cupy
+
+        return cupy.asarray(result)
+    return result

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds convloc for the GPU in this machine and runs the CUDA tests, then the whole suite, there.
+# Usage (repo root, on a machine with a GPU, nvcc, torch, pybind11 and scikit-build-core):
+#   bash tools/gpu_check.sh [OUTDIR]
+set -euo pipefail
+out=${1:-${OUT:-/tmp/convloc-gpu}}
+mkdir -p "$out"
+arch=$(python3 -c "import torch; m, n = torch.cuda.get_device_capability(); print(f'{m}{n}')")
+export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+start=$(date +%s)
+python3 -m pip install --no-build-isolation --no-deps -q -Cbuild-dir=/tmp/convloc-build \
+  -Ccmake.define.CONVLOC_CUDA=ON -Ccmake.define.CONVLOC_CUDA_ARCHITECTURES="$arch" . 2>&1 | tail -30
+echo "build: $(( $(date +%s) - start )) s"
+(cd /tmp && python3 -c "import convloc, json; print(json.dumps(convloc.info()))")
+python3 -m pytest tests -q -m cuda -p no:cacheprovider -rs 2>&1 | tee "$out/cuda_tests.log"
+python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/fuzz -x 2>&1 | tail -15 | tee "$out/all_tests.log"
