@@ -1,7 +1,8 @@
-import convloc
-import convloc.densecrf as dcrf
 import numpy as np
 import pytest
+
+import convloc
+import convloc.densecrf as dcrf
 from convloc import ops
 from convloc.ops import crf as C
 from reference import crf as ref
@@ -11,9 +12,7 @@ def smooth_unary(rng, labels, h, w, sigma=3.0, strength=3.0):
     """Spatially smooth random unaries (-log of a softmax), the kind a segmentation net gives."""
     from scipy.ndimage import gaussian_filter
 
-    z = gaussian_filter(
-        rng.standard_normal((labels, h, w)), sigma=(0, sigma, sigma), mode="reflect"
-    )
+    z = gaussian_filter(rng.standard_normal((labels, h, w)), sigma=(0, sigma, sigma), mode="reflect")
     logits = strength * z / z.std()
     p = np.exp(logits - logits.max(0))
     p /= p.sum(0)
@@ -27,9 +26,7 @@ def blocky_image(rng, h, w):
     return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
 
 
-def reference_kernels(
-    h, w, image, labels, gauss=(3.0, 3.0), bil=(8.0, 13.0, 10.0), mode="symmetric"
-):
+def reference_kernels(h, w, image, labels, gauss=(3.0, 3.0), bil=(8.0, 13.0, 10.0), mode="symmetric"):
     pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
     return [
         (pos / gauss[0], C._compat_matrix("potts", labels, gauss[1], "c"), mode),
@@ -143,12 +140,7 @@ def test_shapes_batch_and_labels(rng):
     u = np.stack([smooth_unary(rng, 3, 12, 15) for _ in range(3)])
     img = np.stack([blocky_image(rng, 12, 15) for _ in range(3)])
     q, lab = ops.dense_crf(u, image=img, iterations=3, return_labels=True)
-    assert (
-        q.shape == u.shape
-        and q.dtype == np.float32
-        and lab.shape == (3, 12, 15)
-        and lab.dtype == np.int64
-    )
+    assert q.shape == u.shape and q.dtype == np.float32 and lab.shape == (3, 12, 15) and lab.dtype == np.int64
     np.testing.assert_allclose(q.sum(1), 1, rtol=1e-5)
     np.testing.assert_array_equal(lab, q.argmax(1))
     for b in range(3):  # batched = one image at a time
@@ -166,9 +158,7 @@ def test_volume_with_spacing_and_user_features(rng):
         q, ops.dense_crf(u, kernels=[ops.Gaussian((1.0, 2.0, 2.0), 3.0)], **kw), rtol=1e-6
     )
     # the same kernel through the lattice (user features) and through the exact reference
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(
-        np.float32
-    )
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(np.float32)
     feats = grid * np.array([2.0, 1.0, 1.0], np.float32)[:, None, None, None] / 2.0
     q_lattice = ops.dense_crf(u, kernels=[ops.Features(feats, 3.0)], **kw)
     compat = C._compat_matrix("potts", 3, 3.0, "c")
@@ -299,9 +289,7 @@ def test_densecrf_clear_errors(rng):
     with pytest.raises(ValueError, match="u"):
         d.setUnaryEnergy(bad)
     with pytest.raises(ValueError, match="swapped"):
-        d.addPairwiseBilateral(
-            sxy=3, srgb=3, rgbim=np.ascontiguousarray(img.transpose(1, 0, 2)), compat=3
-        )
+        d.addPairwiseBilateral(sxy=3, srgb=3, rgbim=np.ascontiguousarray(img.transpose(1, 0, 2)), compat=3)
     with pytest.raises(TypeError, match="uint8"):
         d.addPairwiseBilateral(sxy=3, srgb=3, rgbim=img / 255.0, compat=3)
     with pytest.raises(ValueError, match="contiguous"):
@@ -316,9 +304,7 @@ def test_densecrf_clear_errors(rng):
 def test_grid_crf_matches_reference(rng, neighbors):
     u, img = smooth_unary(rng, 4, 9, 11), blocky_image(rng, 9, 11)
     for dtype in (np.float32, np.float64):
-        q = ops.grid_crf(
-            u.astype(dtype), img, neighbors=neighbors, w1=2.0, w2=0.5, beta=1e-3, iterations=4
-        )
+        q = ops.grid_crf(u.astype(dtype), img, neighbors=neighbors, w1=2.0, w2=0.5, beta=1e-3, iterations=4)
         q_ref = ref.grid_crf(u, img, 2.0, 0.5, 1e-3, neighbors, 4)
         np.testing.assert_allclose(q, q_ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
     qb = ops.grid_crf(np.stack([u, u]), np.stack([img, img]), neighbors=neighbors)
@@ -330,8 +316,9 @@ def test_grid_crf_matches_reference(rng, neighbors):
 
 
 def test_cli_crf_and_demo(tmp_path, rng):
-    from convloc.cli import main
     from PIL import Image
+
+    from convloc.cli import main
 
     img = blocky_image(rng, 24, 32)
     Image.fromarray(img).save(tmp_path / "a.png")
@@ -357,9 +344,7 @@ def test_cli_crf_and_demo(tmp_path, rng):
     (tmp_path / "labs").mkdir()
     for k in range(2):
         Image.fromarray(img).save(tmp_path / "imgs" / f"i{k}.png")
-        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(
-            tmp_path / "labs" / f"i{k}.png"
-        )
+        Image.fromarray(rng.integers(0, 3, (24, 32)).astype(np.uint8)).save(tmp_path / "labs" / f"i{k}.png")
     args = [
         "crf",
         str(tmp_path / "imgs"),

@@ -68,8 +68,7 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
   std::vector<std::vector<double>> sigmas(K);
   for (int64_t k = 0; k < K; ++k) {
     if (norms[k] < 0 || norms[k] > 3)
-      fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ",
-                 norms[k]);
+      fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ", norms[k]);
     py::handle item = features_obj[k];
     const std::string name = "features[" + std::to_string(k) + "]";
     if (py::isinstance<py::tuple>(item)) {  // a grid Gaussian: sigma per spatial axis
@@ -107,13 +106,12 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
       kernels[k].norm = static_cast<CrfNorm>(norms[k]);
     }
     int64_t* map_ptr = map_obj.is_none() ? nullptr : map->ptr<int64_t>();
-    CONVLOC_ON_DEVICE(
-        *unary,
-        dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, spatial, kernels, iterations, exclude_self,
-                      init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(), map_ptr,
-                      energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes),
-        dense_crf_cuda(unary->ptr<scalar_t>(), B, L, N, kernels, compat->ptr<scalar_t>(), iterations, exclude_self,
-                       q->ptr<scalar_t>(), map_ptr, stream));
+    CONVLOC_ON_DEVICE(*unary,
+                      dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, spatial, kernels, iterations, exclude_self,
+                                    init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(), map_ptr,
+                                    energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes),
+                      dense_crf_cuda(unary->ptr<scalar_t>(), B, L, N, kernels, compat->ptr<scalar_t>(), iterations,
+                                     exclude_self, q->ptr<scalar_t>(), map_ptr, stream));
   });
   return bytes;
 }
@@ -153,12 +151,13 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
 
 void bind_crf(py::module_& m) {
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("features"), arg("compat"), arg("normalization"),
-        arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(), arg("init") = py::none(),
-        arg("spatial") = std::vector<int64_t>(), py::kw_only(), arg("stream") = 0,
+        arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
+        arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), py::kw_only(), arg("stream") = 0,
         "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k] (lattice kernels) or tuples of "
         "per-axis sigmas (exact Gaussians over the grid `spatial`); compat [K, L, L] (apply "
         "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "
-        "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). Returns the lattice memory of one image in bytes.");
+        "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). "
+        "Returns the lattice memory of one image in bytes.");
   m.def("grid_crf", &py_grid_crf, arg("unary"), arg("image"), arg("neighbors"), arg("w1"), arg("w2"), arg("beta"),
         arg("iterations"), arg("q"), py::kw_only(), arg("stream") = 0,
         "Grid (4/8-neighbour) Potts CRF mean-field. unary [B, L, H, W]; image [B, H, W, C]; writes q [B, L, H, W].");

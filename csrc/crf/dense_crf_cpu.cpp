@@ -179,8 +179,10 @@ struct KernelState {
   std::vector<T> tmp;  // [N, L] scratch of the grid filter
 
   void filter(const T* in, T* out, int64_t channels) {
-    if (lattice) lattice->filter(in, out, channels);
-    else grid->filter(in, out, channels, tmp.data());
+    if (lattice)
+      lattice->filter(in, out, channels);
+    else
+      grid->filter(in, out, channels, tmp.data());
   }
   std::vector<T> pre, post;  // [N] scales around the filtering
   std::vector<T> in, out;    // [N, L] filter input (pre * Q) and output
@@ -278,9 +280,10 @@ class ImageCrf {
     if (fused)
       for (size_t k = 0; k < ks_.size(); ++k) {
         auto& s = ks_[k];
-        terms[k] = FusedTerm{reinterpret_cast<const float*>(s.out.data()), reinterpret_cast<const float*>(s.post.data()),
-                             reinterpret_cast<const float*>(s.diag.data()), reinterpret_cast<const float*>(s.pre.data()),
-                             reinterpret_cast<float*>(s.in.data())};
+        terms[k] =
+            FusedTerm{reinterpret_cast<const float*>(s.out.data()), reinterpret_cast<const float*>(s.post.data()),
+                      reinterpret_cast<const float*>(s.diag.data()), reinterpret_cast<const float*>(s.pre.data()),
+                      reinterpret_cast<float*>(s.in.data())};
       }
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
       std::vector<T> zbuf(kBlock * L), tmp(L);
@@ -290,7 +293,8 @@ class ImageCrf {
         if (init) {  // a given Q_0 instead of softmax(-U)
           gather_rows(init, n, L, i0, i1, T(1), z);
           if (map)
-            for (int64_t r = 0; r < count; ++r) map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+            for (int64_t r = 0; r < count; ++r)
+              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
         } else if (fused) {
           fused_update_f32(reinterpret_cast<const float*>(neg_unary_.data()), i0, i1, L, terms.data(),
                            static_cast<int>(ks_.size()), with_message, reinterpret_cast<float*>(z));
@@ -370,7 +374,9 @@ class ImageCrf {
     }
     return e;
   }
-  double pixel_energy(const T* q, const T* neg_unary, const T* z) const { return pixel_energy(q, neg_unary, z, labels_); }
+  double pixel_energy(const T* q, const T* neg_unary, const T* z) const {
+    return pixel_energy(q, neg_unary, z, labels_);
+  }
 
   double energy_only() {
     const int64_t L = labels_, n = n_;
@@ -408,15 +414,14 @@ class ImageCrf {
 
 template <typename T>
 void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
-                   const std::vector<CrfKernel<T>>& kernels,
-                   int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
-                   double* energy, int64_t* lattice_bytes) {
+                   const std::vector<CrfKernel<T>>& kernels, int64_t iterations, bool exclude_self, const T* init, T* q,
+                   int64_t* map_labels, double* energy, int64_t* lattice_bytes) {
   std::vector<int64_t> bytes(batch, 0);
   auto one = [&](int64_t b) {
     ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self);
     bytes[b] = crf.lattice_bytes();
-    crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n, map_labels ? map_labels + b * n : nullptr,
-            energy ? energy + b * (iterations + 1) : nullptr);
+    crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n,
+            map_labels ? map_labels + b * n : nullptr, energy ? energy + b * (iterations + 1) : nullptr);
   };
   if (batch == 1) {
     one(0);  // parallel inside
@@ -430,10 +435,10 @@ void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, con
 }
 
 template void dense_crf_cpu<float>(const float*, int64_t, int64_t, int64_t, const std::vector<int64_t>&,
-                                   const std::vector<CrfKernel<float>>&,
-                                   int64_t, bool, const float*, float*, int64_t*, double*, int64_t*);
+                                   const std::vector<CrfKernel<float>>&, int64_t, bool, const float*, float*, int64_t*,
+                                   double*, int64_t*);
 template void dense_crf_cpu<double>(const double*, int64_t, int64_t, int64_t, const std::vector<int64_t>&,
-                                    const std::vector<CrfKernel<double>>&,
-                                    int64_t, bool, const double*, double*, int64_t*, double*, int64_t*);
+                                    const std::vector<CrfKernel<double>>&, int64_t, bool, const double*, double*,
+                                    int64_t*, double*, int64_t*);
 
 }  // namespace convloc

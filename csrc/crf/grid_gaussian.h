@@ -86,8 +86,7 @@ class GridGaussian {
 
  private:
   // dst[o, x, :] = sum_t w[t] src[o, x + t, :] over the t that stay inside the axis.
-  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner,
-                        const std::vector<T>& kernel) {
+  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner, const std::vector<T>& kernel) {
     const int r = static_cast<int>(kernel.size() / 2);
     const T* w = kernel.data() + r;
     // Tasks: (outer, strip of `strip` elements of the inner dimension, chunk of rows); every output

@@ -59,9 +59,7 @@ class DenseCRF:
         """Sets the unary: -log P as [nlabels, nvar] (float32; other shapes with that many values
         and float64 are accepted)."""
         if f is not None:
-            raise NotImplementedError(
-                "setUnaryEnergy: learned unaries (the f argument) are not supported"
-            )
+            raise NotImplementedError("setUnaryEnergy: learned unaries (the f argument) are not supported")
         u = np.asarray(u)
         if u.ndim < 2 or u.shape[0] != self._labels or u.size != self._labels * self._n:
             raise ValueError(
@@ -70,9 +68,7 @@ class DenseCRF:
             )
         u = np.ascontiguousarray(u.reshape(self._labels, self._n), dtype=np.float32)
         if not np.all(np.isfinite(u)):
-            raise ValueError(
-                "u: expected finite energies, got NaN or inf (clip probabilities before -log)"
-            )
+            raise ValueError("u: expected finite energies, got NaN or inf (clip probabilities before -log)")
         self._unary = u
 
     def setUnary(self, u) -> None:  # noqa: N802
@@ -85,26 +81,20 @@ class DenseCRF:
         deviations). compat: a number (Potts), [nlabels] (diagonal) or [nlabels, nlabels]."""
         f = np.asarray(features)
         if f.ndim != 2 or f.shape[1] != self._n:
-            raise ValueError(
-                f"features: expected shape (d, {self._n}) [feature dim, nvar], got {f.shape}"
-            )
+            raise ValueError(f"features: expected shape (d, {self._n}) [feature dim, nvar], got {f.shape}")
         if not np.issubdtype(f.dtype, np.floating):
             raise TypeError(f"features: expected float32 features, got {f.dtype}")
         if not np.all(np.isfinite(f)):
             raise ValueError("features: expected finite values, got NaN or inf")
         if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
-            raise ValueError(
-                f"kernel: expected CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel}"
-            )
+            raise ValueError(f"kernel: expected CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel}")
         if normalization not in (
             NO_NORMALIZATION,
             NORMALIZE_BEFORE,
             NORMALIZE_AFTER,
             NORMALIZE_SYMMETRIC,
         ):
-            raise ValueError(
-                f"normalization: expected a pydensecrf NormalizationType, got {normalization}"
-            )
+            raise ValueError(f"normalization: expected a pydensecrf NormalizationType, got {normalization}")
         c = compat if isinstance(compat, Number) else np.asarray(compat, np.float64)
         self._compat.append(_compat_matrix(c, self._labels, 1.0, "compat").astype(np.float32))
         self._features.append(np.ascontiguousarray(f.T, dtype=np.float32))
@@ -148,14 +138,8 @@ class DenseCRF:
 
     def stepInference(self, Q, tmp1=None, tmp2=None) -> None:  # noqa: N802, N803
         """One mean-field iteration, updating Q [nlabels, nvar] in place (rebuilds the lattices)."""
-        if (
-            not isinstance(Q, np.ndarray)
-            or Q.shape != (self._labels, self._n)
-            or Q.dtype != np.float32
-        ):
-            raise TypeError(
-                f"Q: expected the float32 [{self._labels}, {self._n}] array from startInference"
-            )
+        if not isinstance(Q, np.ndarray) or Q.shape != (self._labels, self._n) or Q.dtype != np.float32:
+            raise TypeError(f"Q: expected the float32 [{self._labels}, {self._n}] array from startInference")
         Q[...] = self._run(1, init=Q)[0]
 
     def klDivergence(self, Q) -> float:  # noqa: N802, N803
@@ -235,13 +219,9 @@ class DenseCRF2D(DenseCRF):
                 + (" (DenseCRF2D takes W first, then H: W and H swapped?)" if swapped else "")
             )
         if not im.flags.c_contiguous:
-            raise ValueError(
-                "rgbim: expected a C-contiguous image; pass np.ascontiguousarray(rgbim)"
-            )
+            raise ValueError("rgbim: expected a C-contiguous image; pass np.ascontiguousarray(rgbim)")
         sr = (srgb,) * 3 if isinstance(srgb, Number) else tuple(srgb)
         if len(sr) != 3 or not all(np.isfinite(s) and s > 0 for s in sr):
             raise ValueError(f"srgb: expected positive standard deviations, got {srgb!r}")
         col = im.reshape(-1, 3).T.astype(np.float32) / np.asarray(sr, np.float32)[:, None]
-        self.addPairwiseEnergy(
-            np.concatenate([self._positions(sxy), col]), compat, kernel, normalization
-        )
+        self.addPairwiseEnergy(np.concatenate([self._positions(sxy), col]), compat, kernel, normalization)

@@ -67,9 +67,7 @@ def dense_crf(
         return sum(c @ (q @ m.T) for m, c in maps)
 
     def kl(q, msg):
-        return float(
-            (q * np.log(np.maximum(q, 1e-20))).sum() + (u * q).sum() + 0.5 * (q * msg).sum()
-        )
+        return float((q * np.log(np.maximum(q, 1e-20))).sum() + (u * q).sum() + 0.5 * (q * msg).sum())
 
     q = softmax(-u)
     kls = []

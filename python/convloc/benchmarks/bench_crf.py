@@ -103,9 +103,7 @@ def run(args: argparse.Namespace) -> harness.Report:
             )
             extra = {}
             if have_peer:
-                extra["agreement"] = (
-                    f"{(ours(img, u, it) == pydensecrf_labels(img, u, it)).mean():.4f}"
-                )
+                extra["agreement"] = f"{(ours(img, u, it) == pydensecrf_labels(img, u, it)).mean():.4f}"
             report.add(f"dense_crf {name} L=21 it={it}", t_ours, "pydensecrf", t_peer, **extra)
     threads = convloc.get_num_threads()
     if threads > 1:
@@ -131,9 +129,7 @@ def run(args: argparse.Namespace) -> harness.Report:
         )
 
     t_b, _ = harness.compare(batched, None, warmup=1, min_repeats=3, budget_s=args.budget)
-    report.add(
-        "dense_crf batch of 8 512x512 it=10", t_b, images_per_s=f"{8000 / t_b.median_ms:.1f}"
-    )
+    report.add("dense_crf batch of 8 512x512 it=10", t_b, images_per_s=f"{8000 / t_b.median_ms:.1f}")
     mem = _peak_rss_delta_mb(lambda: ours(image, unary, 10))
     note = f"peak RSS growth of one 512x512 it=10 call: {mem:.0f} MB (convloc)"
     if have_peer:
@@ -142,9 +138,7 @@ def run(args: argparse.Namespace) -> harness.Report:
     report.note(note)
     t0 = time.perf_counter()
     convloc.ops.dense_crf(unary, image=image, iterations=0)
-    report.note(
-        f"build only (iterations=0, incl. softmax): {1e3 * (time.perf_counter() - t0):.1f} ms"
-    )
+    report.note(f"build only (iterations=0, incl. softmax): {1e3 * (time.perf_counter() - t0):.1f} ms")
     return harness.finish(report, args)
 
 

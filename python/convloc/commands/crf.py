@@ -58,18 +58,14 @@ def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> 
     if path.suffix == ".npy":
         p = np.load(path)
         if p.ndim != 3 or p.shape[1:] != shape:
-            raise ValueError(
-                f"{path}: expected probabilities [L, {shape[0]}, {shape[1]}], got {p.shape}"
-            )
+            raise ValueError(f"{path}: expected probabilities [L, {shape[0]}, {shape[1]}], got {p.shape}")
         if not np.all(np.isfinite(p)) or p.min() < 0:
             raise ValueError(f"{path}: expected finite non-negative probabilities")
         return ops.unary_from_softmax(p, clip=1e-5)
     from PIL import Image
 
     with Image.open(path) as im:
-        lab = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(
-            np.int64
-        )
+        lab = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(np.int64)
     if lab.shape != shape:
         raise ValueError(
             f"{path}: expected a {shape[0]}x{shape[1]} label map like the image, got {lab.shape}"
@@ -91,9 +87,9 @@ def refine(image: np.ndarray, unary: np.ndarray, args: argparse.Namespace) -> np
         ops.Gaussian(args.gauss_sxy, args.gauss_compat),
         ops.Bilateral(args.sxy, args.srgb, args.compat),
     ]
-    return ops.dense_crf(
-        unary, image=image, kernels=kernels, iterations=args.iterations, return_labels=True
-    )[1]
+    return ops.dense_crf(unary, image=image, kernels=kernels, iterations=args.iterations, return_labels=True)[
+        1
+    ]
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
@@ -173,9 +169,7 @@ def demo_unary(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         coarse[:, y0 + 1][:, :, x0 + 1],
     )
     up = (c[0] * (1 - fx) + c[1] * fx) * (1 - fy) + (c[2] * (1 - fx) + c[3] * fx) * fy
-    noise = (
-        np.random.default_rng(seed).standard_normal((n, h // 8, w // 8)).repeat(8, 1).repeat(8, 2)
-    )
+    noise = np.random.default_rng(seed).standard_normal((n, h // 8, w // 8)).repeat(8, 1).repeat(8, 2)
     logits = 4.0 * up + 0.5 * noise
     p = np.exp(logits - logits.max(0))
     return ops.unary_from_softmax(p / p.sum(0), clip=1e-5)
@@ -216,9 +210,7 @@ def _crf_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sxy", type=float, default=80.0, help="bilateral spatial std in pixels (80)")
     g.add_argument("--srgb", type=float, default=13.0, help="bilateral colour std (13)")
     g.add_argument("--compat", type=float, default=10.0, help="bilateral Potts weight (10)")
-    g.add_argument(
-        "--gauss-sxy", type=float, default=3.0, help="smoothness spatial std in pixels (3)"
-    )
+    g.add_argument("--gauss-sxy", type=float, default=3.0, help="smoothness spatial std in pixels (3)")
     g.add_argument("--gauss-compat", type=float, default=3.0, help="smoothness Potts weight (3)")
     g.add_argument("--iterations", type=int, default=5, help="mean-field iterations (5)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
@@ -239,12 +231,8 @@ def register(sub) -> None:
     )
     p.add_argument("-o", "--out", required=True, help="output label PNG (one image) or directory")
     g = p.add_argument_group("label PNG input")
-    g.add_argument(
-        "--gt-prob", type=float, default=0.7, help="confidence in a label PNG's labels (0.7)"
-    )
-    g.add_argument(
-        "--n-labels", type=int, default=0, help="number of labels (default: the largest + 1)"
-    )
+    g.add_argument("--gt-prob", type=float, default=0.7, help="confidence in a label PNG's labels (0.7)")
+    g.add_argument("--n-labels", type=int, default=0, help="number of labels (default: the largest + 1)")
     g.add_argument("--unsure", type=int, default=255, help="label value meaning 'unknown' (255)")
     _crf_args(p)
     p.set_defaults(func=_cmd_crf)

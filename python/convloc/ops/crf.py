@@ -119,9 +119,7 @@ def _compat_matrix(compat: Compat, labels: int, weight: float, name: str) -> np.
         return weight * np.diag(c)
     if c.shape == (labels, labels):
         return weight * 0.5 * (c + c.T)
-    raise ValueError(
-        f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}"
-    )
+    raise ValueError(f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}")
 
 
 def _norm_code(mode: str | int, name: str) -> int:
@@ -158,9 +156,7 @@ def _swapped(shape: tuple[int, ...], lead: tuple[int, ...]) -> bool:
     return len(lead) >= 2 and want != lead and shape[: len(lead)] == want
 
 
-def _image_channels(
-    image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype
-) -> np.ndarray:
+def _image_channels(image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
     """The image as [B, N, C] float of the unary's dtype, checked against the unary's shape."""
     img = np.asarray(image.detach().cpu() if B.is_torch(image) else image)
     lead = ((batch,) if batched else ()) + spatial
@@ -179,9 +175,7 @@ def _image_channels(
     return img.reshape(batch, -1, img.shape[-1])
 
 
-def _user_features(
-    feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype
-) -> np.ndarray:
+def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
     f = np.asarray(feats.detach().cpu() if B.is_torch(feats) else feats, dtype=dtype)
     n = int(np.prod(spatial))
     if batched and f.ndim >= 2 and f.shape[0] == batch and f.ndim in (3, 2 + len(spatial)):
@@ -189,9 +183,7 @@ def _user_features(
     elif f.ndim in (2, 1 + len(spatial)):
         f = f.reshape(1, f.shape[0], -1)
     else:
-        raise ValueError(
-            f"features: expected [d, N] or [d, *spatial] (or batched), got shape {f.shape}"
-        )
+        raise ValueError(f"features: expected [d, N] or [d, *spatial] (or batched), got shape {f.shape}")
     if f.shape[2] != n:
         raise ValueError(f"features: expected {n} points (the unary's pixels), got {f.shape[2]}")
     return np.ascontiguousarray(np.broadcast_to(f.transpose(0, 2, 1), (batch, n, f.shape[1])))
@@ -302,9 +294,7 @@ def dense_crf(
             _compat_matrix(compat if kern.compat is None else kern.compat, labels, weight, "compat")
         )
         norms.append(
-            norm_default
-            if kern.normalization is None
-            else _norm_code(kern.normalization, "normalization")
+            norm_default if kern.normalization is None else _norm_code(kern.normalization, "normalization")
         )
 
     u3 = unary.reshape(batch, labels, n)
@@ -390,9 +380,7 @@ def grid_crf(
     return q.reshape(tuple(unary.shape))
 
 
-def unary_from_softmax(
-    probs: Any, scale: float | None = None, clip: float | None = 1e-5
-) -> np.ndarray:
+def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | None = 1e-5) -> np.ndarray:
     """``-log(clip(P, clip, 1))`` as float32, keeping P's shape ([L, ...], labels first).
 
     ``scale`` in (0, 1] mixes P with the uniform distribution first (pydensecrf's "certainty").
@@ -411,9 +399,7 @@ def unary_from_softmax(
         return (-np.log(p)).astype(np.float32)
 
 
-def unary_from_labels(
-    labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True
-) -> np.ndarray:
+def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True) -> np.ndarray:
     """Unary [n_labels, *labels.shape] from a label map trusted with probability ``gt_prob``.
 
     As in pydensecrf: with ``zero_unsure`` the value 0 means "unknown" (uniform) and 1..n_labels
