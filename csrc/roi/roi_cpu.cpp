@@ -86,6 +86,10 @@ int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
 template <typename T>
 CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64_t c0, int64_t n, int ph, int pw,
                                        T* __restrict g) {
+  const int64_t bins = int64_t(ph) * pw;
+  const T* src = grad.data + k * grad.sk + c0 * grad.sc;
+  if (grad.sc == 0 && grad.sh == 0 && grad.sw == 0) return std::fill(g, g + bins * n, *src);  // out.sum()
+  if (grad.sw == 1 && grad.sh == pw) return transpose(src, grad.sc, g, n, n, bins);           // bins contiguous
   for (int64_t ch = 0; ch < n; ++ch)
     for (int i = 0; i < ph; ++i)
       for (int j = 0; j < pw; ++j) g[(i * pw + j) * n + ch] = grad(k, c0 + ch, i, j);
@@ -267,7 +271,7 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
   for (int64_t k = 0; k < a.k; ++k) {
     const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
     e.set(r, a.ph, a.pw, a.h, a.w);
-    gather_grad(a.grad, k, c0, n, a.ph, a.pw, g.data());
+    if (k == 0 || a.grad.sk != 0) gather_grad(a.grad, k, c0, n, a.ph, a.pw, g.data());  // sk == 0: same for all rois
     const T* img = a.x + r.batch * hw * a.c + c0;
     T* __restrict dst = acc.data() + r.batch * hw * n;
     for (int i = 0; i < a.ph; ++i)
