@@ -2,7 +2,8 @@
 # Builds convloc with AddressSanitizer + UndefinedBehaviorSanitizer (CPU only) into its own venv
 # and build dir, then runs the test suite under it. The Python process itself is not instrumented,
 # so the ASan runtime is preloaded; leak detection is off because CPython keeps objects alive
-# until exit by design. Any ASan report or UB diagnostic fails the run.
+# until exit by design. Any ASan report or UB diagnostic aborts the run; the report is written to
+# build/sanitize/asan.<pid> or ubsan.<pid> (pytest would swallow it from stderr).
 #
 #   tools/sanitize.sh [pytest args]      (PYTHON: an interpreter with the test deps; default python3)
 set -euo pipefail
@@ -22,12 +23,14 @@ echo "$deps" > "$site/_convloc_test_deps.pth"
 CONVLOC_CUDA=OFF "$dir/venv/bin/python" -m pip install -q --no-build-isolation --no-deps \
   -Cbuild-dir="$dir/cmake" -Ccmake.define.CONVLOC_SANITIZE=ON -Ccmake.define.CONVLOC_CUDA=OFF .
 
-asan=$(gcc -print-file-name=libasan.so)
+# libstdc++ is preloaded too: python does not link it, and ASan's __cxa_throw interceptor
+# aborts ("real___cxa_throw != 0") when no libstdc++ is loaded at startup.
+asan="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"
 # Run from outside the source tree so that `import convloc` finds the sanitized build.
 cd "$dir"
 LD_PRELOAD="$asan" \
-  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1:log_path=$dir/asan \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$dir/ubsan \
   "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests" \
   --ignore="$root/tests/test_detection.py" --ignore="$root/tests/test_segmentation.py" \
   --ignore="$root/tests/test_segmentation_crf.py" \
