@@ -1,7 +1,8 @@
-import convloc
-import convloc.densecrf as dcrf
 import numpy as np
 import pytest
+
+import convloc
+import convloc.densecrf as dcrf
 from convloc import ops
 from convloc.ops import crf as C
 from reference import crf as ref
@@ -315,8 +316,9 @@ def test_grid_crf_matches_reference(rng, neighbors):
 
 
 def test_cli_crf_and_demo(tmp_path, rng):
-    from convloc.cli import main
     from PIL import Image
+
+    from convloc.cli import main
 
     img = blocky_image(rng, 24, 32)
     Image.fromarray(img).save(tmp_path / "a.png")

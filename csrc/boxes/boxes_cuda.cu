@@ -87,15 +87,8 @@ template <typename T>
 bool boxes_valid_cuda(const T* boxes, int64_t n, void* stream) {
   if (n == 0) return true;
   auto s = (cudaStream_t)stream;
-  int* flag = nullptr;
-  CONVLOC_CUDA_CHECK(cudaMallocAsync(&flag, sizeof(int), s));
-  CONVLOC_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), s));
-  boxes_valid_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(boxes, n, flag);
-  int invalid = 0;
-  CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&invalid, flag, sizeof(int), cudaMemcpyDeviceToHost, s));
-  CONVLOC_CUDA_CHECK(cudaFreeAsync(flag, s));
-  CONVLOC_CUDA_CHECK(cudaStreamSynchronize(s));
-  return invalid == 0;
+  return cuda_none_flagged(
+      s, [&](int* flag) { boxes_valid_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(boxes, n, flag); });
 }
 
 template <typename T>

@@ -27,6 +27,22 @@ inline unsigned blocks_for(int64_t n, int threads = kThreadsPerBlock) {
 #define CONVLOC_CUDA_LOOP(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
 
+// Validation on the device: launch(flag) starts a kernel that sets *flag = 1 on any bad element;
+// returns true when none did. Synchronises the stream (the answer is needed on the host).
+template <typename Launch>
+bool cuda_none_flagged(cudaStream_t stream, Launch launch) {
+  int* flag = nullptr;
+  CONVLOC_CUDA_CHECK(cudaMallocAsync(&flag, sizeof(int), stream));
+  CONVLOC_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  launch(flag);
+  CONVLOC_CUDA_CHECK(cudaGetLastError());
+  int flagged = 0;
+  CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&flagged, flag, sizeof(int), cudaMemcpyDeviceToHost, stream));
+  CONVLOC_CUDA_CHECK(cudaFreeAsync(flag, stream));
+  CONVLOC_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return flagged == 0;
+}
+
 // Makes `device` current for the lifetime of the guard.
 class DeviceGuard {
  public:

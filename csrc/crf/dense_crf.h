@@ -26,7 +26,7 @@ struct CrfKernel {
   const T* features = nullptr;  // [B, N, dim], already divided by the standard deviations
   int dim = 0;
   std::vector<double> grid_sigma;  // in grid steps, one per axis of `spatial`
-  const T* compat = nullptr;    // [L, L], "apply" convention: message[l] = sum_l' compat[l, l'] (K̃Q)[l']
+  const T* compat = nullptr;       // [L, L], "apply" convention: message[l] = sum_l' compat[l, l'] (K̃Q)[l']
   CrfNorm norm = CrfNorm::Symmetric;
 };
 
@@ -53,10 +53,18 @@ CONVLOC_HD int64_t softmax_row(T* z, int64_t labels) {
 template <typename T>
 CONVLOC_HD void crf_norm_scales(CrfNorm mode, T norm, T* pre, T* post) {
   switch (mode) {
-    case CrfNorm::None: *pre = *post = 1; break;
-    case CrfNorm::Before: *pre = T(1) / (norm + T(1e-20)), *post = 1; break;
-    case CrfNorm::After: *pre = 1, *post = T(1) / (norm + T(1e-20)); break;
-    default: *pre = *post = T(1) / std::sqrt(norm + T(1e-20)); break;
+    case CrfNorm::None:
+      *pre = *post = 1;
+      break;
+    case CrfNorm::Before:
+      *pre = T(1) / (norm + T(1e-20)), *post = 1;
+      break;
+    case CrfNorm::After:
+      *pre = 1, *post = T(1) / (norm + T(1e-20));
+      break;
+    default:
+      *pre = *post = T(1) / std::sqrt(norm + T(1e-20));
+      break;
   }
 }
 
@@ -69,9 +77,8 @@ CONVLOC_HD void crf_norm_scales(CrfNorm mode, T norm, T* pre, T* post) {
 // spatial: the grid shape (product n), used by grid kernels.
 template <typename T>
 void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
-                   const std::vector<CrfKernel<T>>& kernels,
-                   int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
-                   double* energy, int64_t* lattice_bytes);
+                   const std::vector<CrfKernel<T>>& kernels, int64_t iterations, bool exclude_self, const T* init, T* q,
+                   int64_t* map_labels, double* energy, int64_t* lattice_bytes);
 
 // Grid CRF: unary [B, L, H, W]; image [B, H, W, C]; q [B, L, H, W].
 template <typename T>

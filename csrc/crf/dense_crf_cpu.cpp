@@ -1,8 +1,16 @@
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
+#include <type_traits>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "core/parallel.h"
 #include "crf/dense_crf.h"
@@ -19,8 +27,14 @@ constexpr int64_t kBlock = 2048;
 // exp(x) for x <= 0 (softmax arguments), float: 2^n · p(r) with a degree-6 polynomial on
 // |r| <= ln2/2 (relative error below 2e-7); written so the loops vectorise. Double uses std::exp.
 inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
+  // x = max(x, -87) on the bits (a float compare may trap, which keeps it from vectorising): as
+  // unsigned, every x >= -87 (and +0) is below -87's pattern, every x < -87 (-inf too) above.
+  uint32_t xb;
+  std::memcpy(&xb, &x, sizeof xb);
+  xb = std::min(xb, 0xc2ae0000u);
+  std::memcpy(&x, &xb, sizeof x);
+  // Round to nearest by the 1.5·2^23 trick (vectorises without SSE4.1's roundps).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   float p = 1.3888949e-3f;
   p = p * r + 8.3333334e-3f;
@@ -41,6 +55,79 @@ CONVLOC_SIMD_CLONES void exp_inplace_f32(float* __restrict z, int64_t count) {
 inline void exp_inplace(float* z, int64_t count) { exp_inplace_f32(z, count); }
 inline void exp_inplace(double* z, int64_t count) {
   for (int64_t j = 0; j < count; ++j) z[j] = std::exp(z[j]);
+}
+
+// The fused update for float, diagonal compatibilities and no exclude_self (Potts: the common
+// case): per row, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
+// in one pass. The elementwise loops vectorise; the row reductions (max, sum), which the compiler
+// will not reassociate, use 8-lane vectors (lowered to the clone's instruction set).
+typedef float v8f __attribute__((vector_size(32)));
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline float row_max(const float* z, int64_t L) {
+  float m = z[0];
+  int64_t l = 0;
+  if (L >= 8) {
+    v8f acc = load8(z);
+    for (l = 8; l + 8 <= L; l += 8) {
+      const v8f x = load8(z + l);
+      acc = x > acc ? x : acc;
+    }
+    for (int j = 0; j < 8; ++j) m = std::max(m, acc[j]);
+  }
+  for (; l < L; ++l) m = std::max(m, z[l]);
+  return m;
+}
+inline float row_sum(const float* z, int64_t L) {
+  v8f acc = {};
+  int64_t l = 0;
+  for (; l + 8 <= L; l += 8) acc += load8(z + l);
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; l < L; ++l) s += z[l];
+  return s;
+}
+
+struct FusedTerm {
+  const float* out;   // [N, L] filter output
+  const float* post;  // [N]
+  const float* c;     // [L] compat diagonal
+  const float* pre;   // [N]
+  float* in;          // [N, L] next filter input
+};
+constexpr int kMaxFused = 4;
+
+// z [i1 - i0, L]: the block's Q on return. The exponentials run over the whole block at once, so
+// that only the block (not every row of L labels) has a scalar tail.
+CONVLOC_SIMD_CLONES void fused_update_f32(const float* __restrict neg_unary, int64_t i0, int64_t i1, int64_t L,
+                                          const FusedTerm* terms, int nterms, bool with_message, float* __restrict z) {
+  for (int64_t i = i0; i < i1; ++i) {
+    float* __restrict zi = z + (i - i0) * L;
+    const float* __restrict u = neg_unary + i * L;
+    for (int64_t l = 0; l < L; ++l) zi[l] = u[l];
+    for (int k = 0; with_message && k < nterms; ++k) {
+      const float post = terms[k].post[i];
+      const float* __restrict o = terms[k].out + i * L;
+      const float* __restrict c = terms[k].c;
+      for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * o[l]);
+    }
+    const float m = row_max(zi, L);
+    for (int64_t l = 0; l < L; ++l) zi[l] -= m;
+  }
+  const int64_t count = (i1 - i0) * L;
+  for (int64_t j = 0; j < count; ++j) z[j] = exp_nonpositive(z[j]);
+  for (int64_t i = i0; i < i1; ++i) {
+    float* __restrict zi = z + (i - i0) * L;
+    const float inv = 1.0f / row_sum(zi, L);
+    for (int64_t l = 0; l < L; ++l) zi[l] *= inv;
+    for (int k = 0; k < nterms; ++k) {
+      const float pre = terms[k].pre[i];
+      float* __restrict in = terms[k].in + i * L;
+      for (int64_t l = 0; l < L; ++l) in[l] = pre * zi[l];
+    }
+  }
 }
 
 // Softmax of `rows` rows of length L in place; map (nullable) gets each row's argmax (first on ties).
@@ -91,6 +178,32 @@ void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t i0, in
   }
 }
 
+// The [N, L] buffers (tens of MB, each written in full before it is read): uninitialised, and on
+// Linux in transparent huge pages, so that first touching them takes a few hundred page faults
+// instead of tens of thousands, and every pass over them misses the TLB less.
+template <typename T>
+class BigBuffer {
+ public:
+  explicit BigBuffer(int64_t size = 0) { resize(size); }
+  void resize(int64_t size) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t bytes = (size_t(std::max<int64_t>(size, 1)) * sizeof(T) + kHuge - 1) / kHuge * kHuge;
+    data_.reset(static_cast<T*>(std::aligned_alloc(kHuge, bytes)));
+    if (!data_) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(data_.get(), bytes, MADV_HUGEPAGE);  // a hint: failure only costs the speed-up
+#endif
+  }
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+};
+
 template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
@@ -98,11 +211,13 @@ struct KernelState {
   std::vector<T> tmp;  // [N, L] scratch of the grid filter
 
   void filter(const T* in, T* out, int64_t channels) {
-    if (lattice) lattice->filter(in, out, channels);
-    else grid->filter(in, out, channels, tmp.data());
+    if (lattice)
+      lattice->filter(in, out, channels);
+    else
+      grid->filter(in, out, channels, tmp.data());
   }
   std::vector<T> pre, post;  // [N] scales around the filtering
-  std::vector<T> in, out;    // [N, L] filter input (pre * Q) and output
+  BigBuffer<T> in, out;      // [N, L] filter input (pre * Q) and output
   std::vector<T> diag;       // [L] compat diagonal when the compat matrix is diagonal, else empty
   std::vector<T> self;       // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
@@ -137,7 +252,7 @@ class ImageCrf {
         s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
       } else {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
-        s.tmp.resize(n * labels);
+        s.tmp.resize(s.grid->scratch_size(labels));
       }
       std::vector<T> ones(n, T(1)), norm(n);
       s.filter(ones.data(), norm.data(), 1);
@@ -192,6 +307,16 @@ class ImageCrf {
     const int64_t L = labels_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(energy_prev ? blocks : 0);
+    std::array<FusedTerm, kMaxFused> terms{};
+    const bool fused = fusable() && !energy_prev;
+    if (fused)
+      for (size_t k = 0; k < ks_.size(); ++k) {
+        auto& s = ks_[k];
+        terms[k] =
+            FusedTerm{reinterpret_cast<const float*>(s.out.data()), reinterpret_cast<const float*>(s.post.data()),
+                      reinterpret_cast<const float*>(s.diag.data()), reinterpret_cast<const float*>(s.pre.data()),
+                      reinterpret_cast<float*>(s.in.data())};
+      }
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
       std::vector<T> zbuf(kBlock * L), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
@@ -200,7 +325,14 @@ class ImageCrf {
         if (init) {  // a given Q_0 instead of softmax(-U)
           gather_rows(init, n, L, i0, i1, T(1), z);
           if (map)
-            for (int64_t r = 0; r < count; ++r) map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+            for (int64_t r = 0; r < count; ++r)
+              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+        } else if (fused) {
+          fused_update_f32(reinterpret_cast<const float*>(neg_unary_.data()), i0, i1, L, terms.data(),
+                           static_cast<int>(ks_.size()), with_message, reinterpret_cast<float*>(z));
+          if (map)
+            for (int64_t r = 0; r < count; ++r)
+              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
         } else {
           std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, z);
           if (with_message) messages(i0, i1, z, tmp.data());
@@ -212,12 +344,20 @@ class ImageCrf {
           }
           softmax_rows(z, count, L, map ? map + i0 : nullptr);
         }
-        for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, L, s.in.data() + i0 * L);
+        if (!fused || init)
+          for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, L, s.in.data() + i0 * L);
         if (q_nl) std::copy(z, z + count * L, q_nl + i0 * L);
         if (q_ln) scatter_rows(z, n, L, i0, i1, q_ln);
       }
     });
     if (energy_prev) *energy_prev = sum(partial);
+  }
+
+  bool fusable() const {
+    if (!std::is_same<T, float>::value || exclude_self_ || ks_.size() > size_t(kMaxFused)) return false;
+    for (const auto& s : ks_)
+      if (s.diag.empty()) return false;
+    return true;
   }
 
   // z[i - i0, :] -= sum_k C_k (post_k[i] * (out_k - self_k)[i, :]) for pixels [i0, i1).
@@ -266,7 +406,9 @@ class ImageCrf {
     }
     return e;
   }
-  double pixel_energy(const T* q, const T* neg_unary, const T* z) const { return pixel_energy(q, neg_unary, z, labels_); }
+  double pixel_energy(const T* q, const T* neg_unary, const T* z) const {
+    return pixel_energy(q, neg_unary, z, labels_);
+  }
 
   double energy_only() {
     const int64_t L = labels_, n = n_;
@@ -295,7 +437,7 @@ class ImageCrf {
 
   int64_t labels_, n_;
   bool exclude_self_;
-  std::vector<T> neg_unary_;  // [N, L]
+  BigBuffer<T> neg_unary_;  // [N, L]
   std::vector<KernelState<T>> ks_;
   std::vector<T> q_;  // [N, L], kept only for the energy
 };
@@ -304,15 +446,14 @@ class ImageCrf {
 
 template <typename T>
 void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
-                   const std::vector<CrfKernel<T>>& kernels,
-                   int64_t iterations, bool exclude_self, const T* init, T* q, int64_t* map_labels,
-                   double* energy, int64_t* lattice_bytes) {
+                   const std::vector<CrfKernel<T>>& kernels, int64_t iterations, bool exclude_self, const T* init, T* q,
+                   int64_t* map_labels, double* energy, int64_t* lattice_bytes) {
   std::vector<int64_t> bytes(batch, 0);
   auto one = [&](int64_t b) {
     ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self);
     bytes[b] = crf.lattice_bytes();
-    crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n, map_labels ? map_labels + b * n : nullptr,
-            energy ? energy + b * (iterations + 1) : nullptr);
+    crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n,
+            map_labels ? map_labels + b * n : nullptr, energy ? energy + b * (iterations + 1) : nullptr);
   };
   if (batch == 1) {
     one(0);  // parallel inside
@@ -326,10 +467,10 @@ void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, con
 }
 
 template void dense_crf_cpu<float>(const float*, int64_t, int64_t, int64_t, const std::vector<int64_t>&,
-                                   const std::vector<CrfKernel<float>>&,
-                                   int64_t, bool, const float*, float*, int64_t*, double*, int64_t*);
+                                   const std::vector<CrfKernel<float>>&, int64_t, bool, const float*, float*, int64_t*,
+                                   double*, int64_t*);
 template void dense_crf_cpu<double>(const double*, int64_t, int64_t, int64_t, const std::vector<int64_t>&,
-                                    const std::vector<CrfKernel<double>>&,
-                                    int64_t, bool, const double*, double*, int64_t*, double*, int64_t*);
+                                    const std::vector<CrfKernel<double>>&, int64_t, bool, const double*, double*,
+                                    int64_t*, double*, int64_t*);
 
 }  // namespace convloc

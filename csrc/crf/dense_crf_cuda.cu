@@ -27,8 +27,8 @@ __global__ void softmax_neg_kernel(const T* unary, int64_t n, int64_t labels, T*
 }
 
 template <typename T>
-__global__ void grid_step_kernel(const T* unary, const T* image, int64_t h, int64_t w, int64_t channels,
-                                 int64_t labels, int neighbors, T w1, T w2, T beta, const T* q, T* next) {
+__global__ void grid_step_kernel(const T* unary, const T* image, int64_t h, int64_t w, int64_t channels, int64_t labels,
+                                 int neighbors, T w1, T w2, T beta, const T* q, T* next) {
   CONVLOC_CUDA_LOOP(i, h * w) {
     const int64_t y = i / w, x = i % w;
     T z[kMaxLabels];
@@ -139,8 +139,7 @@ void dense_crf_cuda(const T* unary, int64_t batch, int64_t labels, int64_t n, co
   if (labels > kMaxLabels) fail_value("unary: the CUDA dense CRF supports up to ", kMaxLabels, " labels");
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t K = static_cast<int64_t>(kernels.size());
-  DeviceBuffer<T> qn(n * labels), in(K * n * labels), out(K * n * labels), pre(K * n), post(K * n), ones(n),
-      norm(n);
+  DeviceBuffer<T> qn(n * labels), in(K * n * labels), out(K * n * labels), pre(K * n), post(K * n), ones(n), norm(n);
   std::vector<T> host_ones(n, T(1));
   CONVLOC_CUDA_CHECK(cudaMemcpyAsync(ones.ptr, host_ones.data(), sizeof(T) * n, cudaMemcpyHostToDevice, s));
   for (int64_t im = 0; im < batch; ++im) {
@@ -152,8 +151,7 @@ void dense_crf_cuda(const T* unary, int64_t batch, int64_t labels, int64_t n, co
                                                                     post.ptr + k * n);
     }
     softmax_neg_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(u, n, labels, qn.ptr);
-    scale_inputs_kernel<<<blocks_for(K * n * labels), kThreadsPerBlock, 0, s>>>(qn.ptr, pre.ptr, n, labels, K,
-                                                                              in.ptr);
+    scale_inputs_kernel<<<blocks_for(K * n * labels), kThreadsPerBlock, 0, s>>>(qn.ptr, pre.ptr, n, labels, K, in.ptr);
     for (int64_t it = 0; it < iterations; ++it) {
       for (int64_t k = 0; k < K; ++k) {
         const T* f = kernels[k].features + im * n * kernels[k].dim;
@@ -170,10 +168,10 @@ void dense_crf_cuda(const T* unary, int64_t batch, int64_t labels, int64_t n, co
   CONVLOC_CUDA_CHECK(cudaStreamSynchronize(s));  // the scratch buffers are freed on return
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                                   \
-  template void grid_crf_cuda<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int, double,   \
-                                 double, double, int64_t, T*, void*);                                            \
-  template void dense_crf_cuda<T>(const T*, int64_t, int64_t, int64_t, const std::vector<CrfKernel<T>>&, const T*, \
+#define CONVLOC_INSTANTIATE(T)                                                                                         \
+  template void grid_crf_cuda<T>(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int, double, double, \
+                                 double, int64_t, T*, void*);                                                          \
+  template void dense_crf_cuda<T>(const T*, int64_t, int64_t, int64_t, const std::vector<CrfKernel<T>>&, const T*,     \
                                   int64_t, bool, T*, int64_t*, void*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

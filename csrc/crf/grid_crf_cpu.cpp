@@ -12,8 +12,8 @@ CONVLOC_SIMD_CLONES void gaussian_taps_f32(float* d, const float* s, int64_t str
                                            int64_t count) {
   gaussian_taps(d, s, stride, w, t0, t1, count);
 }
-CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* d, const double* s, int64_t stride, const double* w, int t0,
-                                           int t1, int64_t count) {
+CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* d, const double* s, int64_t stride, const double* w, int t0, int t1,
+                                           int64_t count) {
   gaussian_taps(d, s, stride, w, t0, t1, count);
 }
 
@@ -22,8 +22,8 @@ namespace {
 constexpr int kOffsets[8][2] = {{0, 1}, {1, 0}, {0, -1}, {-1, 0}, {1, 1}, {1, -1}, {-1, 1}, {-1, -1}};
 
 template <typename T>
-void grid_one(const T* unary, const T* image, int64_t L, int64_t h, int64_t w, int64_t C, int nb, double w1,
-              double w2, double beta, int64_t iterations, T* q_out) {
+void grid_one(const T* unary, const T* image, int64_t L, int64_t h, int64_t w, int64_t C, int nb, double w1, double w2,
+              double beta, int64_t iterations, T* q_out) {
   const int64_t n = h * w;
   // Edge weights [N, nb] (0 across the border) and -U in [N, L].
   std::vector<T> weight(n * nb), neg_u(n * L), q(n * L), next(n * L);

@@ -61,9 +61,18 @@ class GridGaussian {
     }
   }
 
-  // in, out: [n, channels]; tmp: [n, channels] scratch (used when there are 2 or more axes).
+  // Elements of scratch filter() needs: none for 1-D and 2-D grids.
+  int64_t scratch_size(int64_t channels) const {
+    if (shape_.size() <= 2) return 0;
+    int64_t n = channels;
+    for (int64_t s : shape_) n *= s;
+    return n;
+  }
+
+  // in, out: [n, channels]; tmp: scratch_size(channels) elements.
   void filter(const T* in, T* out, int64_t channels, T* tmp) const {
     const int nd = static_cast<int>(shape_.size());
+    if (nd == 2) return filter_2d(in, out, channels);
     const T* src = in;
     for (int a = 0; a < nd; ++a) {
       T* dst = ((nd - 1 - a) % 2 == 0) ? out : tmp;
@@ -77,8 +86,7 @@ class GridGaussian {
 
  private:
   // dst[o, x, :] = sum_t w[t] src[o, x + t, :] over the t that stay inside the axis.
-  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner,
-                        const std::vector<T>& kernel) {
+  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner, const std::vector<T>& kernel) {
     const int r = static_cast<int>(kernel.size() / 2);
     const T* w = kernel.data() + r;
     // Tasks: (outer, strip of `strip` elements of the inner dimension, chunk of rows); every output
@@ -100,6 +108,26 @@ class GridGaussian {
           const int t1 = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
           taps(db + x * inner + j0, sb + x * inner + j0, inner, w, t0, t1, j1 - j0);
         }
+      }
+    });
+  }
+
+  // Both axes row by row: each output row's vertical sum goes to a row buffer that the horizontal
+  // pass reads while it is in cache, so no full-size intermediate array is written and read back
+  // (the filter is bound by memory traffic). Rows are split in fixed chunks.
+  void filter_2d(const T* in, T* out, int64_t channels) const {
+    const int64_t h = shape_[0], w = shape_[1], row = w * channels;
+    const int r0 = static_cast<int>(taps_[0].size() / 2), r1 = static_cast<int>(taps_[1].size() / 2);
+    const T* w0 = taps_[0].data() + r0;
+    const T* w1 = taps_[1].data() + r1;
+    constexpr int64_t kRows = 8;
+    parallel_for((h + kRows - 1) / kRows, 1, [&](int64_t c0, int64_t c1) {
+      std::vector<T> buf(row);
+      for (int64_t y = c0 * kRows; y < std::min(h, c1 * kRows); ++y) {
+        const int t0 = static_cast<int>(std::max<int64_t>(-r0, -y));
+        const int t1 = static_cast<int>(std::min<int64_t>(r0, h - 1 - y));
+        taps(buf.data(), in + y * row, row, w0, t0, t1, row);
+        row_pass(buf.data(), out + y * row, w, channels, w1, r1);
       }
     });
   }

@@ -140,15 +140,8 @@ template <typename T>
 bool rois_valid_cuda(const T* rois, int64_t k, int64_t batch, void* stream) {
   if (k == 0) return true;
   auto s = (cudaStream_t)stream;
-  int* flag = nullptr;
-  CONVLOC_CUDA_CHECK(cudaMallocAsync(&flag, sizeof(int), s));
-  CONVLOC_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), s));
-  rois_valid_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, batch, flag);
-  int invalid = 0;
-  CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&invalid, flag, sizeof(int), cudaMemcpyDeviceToHost, s));
-  CONVLOC_CUDA_CHECK(cudaFreeAsync(flag, s));
-  CONVLOC_CUDA_CHECK(cudaStreamSynchronize(s));
-  return invalid == 0;
+  return cuda_none_flagged(
+      s, [&](int* flag) { rois_valid_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, batch, flag); });
 }
 
 template <typename T>

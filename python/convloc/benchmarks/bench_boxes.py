@@ -43,13 +43,8 @@ def run(args: argparse.Namespace) -> harness.Report:
         as_tensor = torch.from_numpy  # convloc is called the way a torch user calls it
     except ImportError:
         as_tensor = np.asarray
-    try:
-        import torchvision.ops as tv
-    except Exception:  # noqa: BLE001 - torchvision missing or built for another torch
-        tv = None
     report = harness.start("boxes: NMS and IoU vs torchvision.ops", args)
-    if tv is None:
-        report.note("torchvision is not importable: convloc times only")
+    tv = harness.import_peer(report, "torchvision.ops")
     rng = np.random.default_rng(0)
     for n in (2000, 12000):
         for kind, make in (("uniform", uniform_boxes), ("clustered", clustered_boxes)):

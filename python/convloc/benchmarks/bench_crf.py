@@ -82,15 +82,8 @@ def _peak_rss_delta_mb(fn) -> float:
 def run(args: argparse.Namespace) -> harness.Report:
     import convloc
 
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-
-        have_peer = True
-    except ImportError:
-        have_peer = False
     report = harness.start("crf: dense CRF (build + inference + argmax) vs pydensecrf", args)
-    if not have_peer:
-        report.note("pydensecrf is not importable: convloc times only")
+    have_peer = harness.import_peer(report, "pydensecrf.densecrf") is not None
     image, unary = benchmark_input()
     cases = [("512x512", image, unary), ("320x213 crop", image[CROP], unary[(slice(None),) + CROP])]
     for name, img, u in cases:

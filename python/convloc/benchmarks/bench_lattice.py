@@ -111,14 +111,9 @@ def bench_case(report, args, image, values, name, sxy, srgb, dcrf, matrixXf) -> 
 
 
 def run(args: argparse.Namespace) -> harness.Report:
-    try:
-        import pydensecrf.densecrf as dcrf
-        from pydensecrf.eigen import matrixXf
-    except ImportError:
-        dcrf = matrixXf = None
     report = harness.start("lattice: build and 21-channel filtering vs pydensecrf", args)
-    if dcrf is None:
-        report.note("pydensecrf is not importable: convloc times only")
+    dcrf = harness.import_peer(report, "pydensecrf.densecrf")
+    matrixXf = dcrf and harness.import_peer(report, "pydensecrf.eigen").matrixXf
     image = test_image()
     n = image.shape[0] * image.shape[1]
     values = np.random.default_rng(0).random((n, LABELS), dtype=np.float32)

@@ -165,16 +165,12 @@ def _time_image(report: harness.Report, label: str, image: np.ndarray, cv2, budg
 def run(args: argparse.Namespace) -> harness.Report:
     import convloc
 
-    try:
-        import cv2
-
-        cv2.ximgproc.segmentation  # noqa: B018 - needs opencv-contrib
-    except Exception:  # noqa: BLE001 - OpenCV (contrib) missing
-        cv2 = None
     report = harness.start("proposals: selective search and graph segmentation vs OpenCV", args)
-    if cv2 is None:
-        report.note("opencv-contrib-python is not importable: convloc only")
-    else:
+    cv2 = harness.import_peer(report, "cv2")
+    if cv2 is not None and not hasattr(cv2, "ximgproc"):
+        report.note("OpenCV lacks ximgproc (install opencv-contrib-python-headless): convloc only")
+        cv2 = None
+    if cv2 is not None:
         report.note(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
     scenes = [synthetic_scene(seed) for seed in range(getattr(args, "scenes", 12))]
     samples = sample_images()

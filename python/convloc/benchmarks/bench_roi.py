@@ -45,13 +45,8 @@ def run(args: argparse.Namespace) -> harness.Report:
 
     import convloc
 
-    try:
-        import torchvision.ops as tv
-    except Exception:  # noqa: BLE001 - torchvision missing or built for another torch
-        tv = None
     report = harness.start("roi: RoI pool / RoI align vs torchvision.ops", args)
-    if tv is None:
-        report.note("torchvision is not importable: convloc times only")
+    tv = harness.import_peer(report, "torchvision.ops")
     rng = np.random.default_rng(0)
     for batch, n in ((1, 2000), (2, 256)):
         x = torch.from_numpy(rng.standard_normal((batch, 512, 38, 50)).astype(np.float32))

@@ -7,6 +7,7 @@ timed alternately in the same process and only their ratio is reported as meanin
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -104,6 +105,15 @@ class Report:
             "rows": [dict(asdict(r), speedup=r.speedup) for r in self.rows],
             "notes": self.notes,
         }
+
+
+def import_peer(report: Report, name: str):
+    """The peer's module, or None (with a note) when it is missing or broken."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - missing, or built against another torch
+        report.note(f"{name} is not importable ({type(e).__name__}): convloc times only")
+        return None
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
