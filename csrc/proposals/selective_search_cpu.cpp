@@ -97,7 +97,7 @@ class Grouping {
     std::copy(regions.box.begin(), regions.box.end(), box_.begin());
     // L1-normalised descriptors.
     for (int64_t r = 0; r < n0_; ++r) {
-      float* hr = &hist_[r * dim_];
+      float* hr = hist_.data() + r * dim_;  // data(): dim_ is 0 for size/fill-only strategies
       const float cn = 1.f / (size_[r] * c), tn = cn / kOrientations;
       if (s.colour)
         for (int64_t j = 0; j < dc; ++j) hr[j] = regions.colour_hist[r * dc + j] * cn;
@@ -129,7 +129,7 @@ class Grouping {
  private:
   double similarity(int32_t a, int32_t b) const {
     double sim = 0;
-    const float *ha = &hist_[a * dim_], *hb = &hist_[b * dim_];
+    const float *ha = hist_.data() + a * dim_, *hb = hist_.data() + b * dim_;
     if (dim_ > 0) {
       float colour = 0, texture = 0;
       for (int64_t j = 0; j < dc_; ++j) colour += std::min(ha[j], hb[j]);
@@ -154,8 +154,8 @@ class Grouping {
     bt[0] = std::min(ba[0], bb[0]), bt[1] = std::min(ba[1], bb[1]);
     bt[2] = std::max(ba[2], bb[2]), bt[3] = std::max(ba[3], bb[3]);
     const float wa = float(size_[a]) / float(size_[t]), wb = float(size_[b]) / float(size_[t]);
-    const float *ha = &hist_[a * dim_], *hb = &hist_[b * dim_];
-    float* ht = &hist_[int64_t(t) * dim_];
+    const float *ha = hist_.data() + a * dim_, *hb = hist_.data() + b * dim_;
+    float* ht = hist_.data() + int64_t(t) * dim_;
     for (int64_t j = 0; j < dim_; ++j) ht[j] = wa * ha[j] + wb * hb[j];
     alive_[a] = alive_[b] = 0;
     alive_[t] = 1;

@@ -15,6 +15,8 @@ def hostile_arrays(draw, shape=None, dtypes=DTYPES, finite_only=False):
     """Arrays of random dtype and shape, sometimes non-contiguous, reversed, NaN or inf."""
     if shape is None:
         shape = tuple(draw(st.lists(st.integers(0, 6), min_size=0, max_size=4)))
+    elif isinstance(shape, st.SearchStrategy):
+        shape = draw(shape)
     dtype = draw(st.sampled_from(dtypes))
     n = int(np.prod(shape)) if shape else 1
     raw = draw(st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=n, max_size=n))
@@ -29,6 +31,15 @@ def hostile_arrays(draw, shape=None, dtypes=DTYPES, finite_only=False):
     elif layout == "strided" and a.ndim:
         a = np.repeat(a, 2, axis=0)[::2]
     return a
+
+
+def shapes(*dims, max_side: int = 6):
+    """Mostly shapes of the expected rank (an int fixes a side, None draws 0..max_side), sometimes
+    any shape: the ops must refuse those by name."""
+    side = st.integers(0, max_side)
+    right = st.tuples(*(st.just(d) if isinstance(d, int) else side for d in dims))
+    anything = st.lists(side, min_size=0, max_size=5).map(tuple)
+    return st.one_of(right, right, right, anything)
 
 
 def names_argument(err: Exception, arguments: list[str]) -> bool:

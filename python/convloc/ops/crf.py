@@ -137,6 +137,16 @@ def _positions(spatial: tuple[int, ...], scale: np.ndarray, dtype) -> np.ndarray
     return np.stack([g.reshape(-1) for g in grids], axis=1)
 
 
+def _real_unary(unary: Any) -> Array:
+    """Float32/float64 as given; other real dtypes as float32 (pydensecrf's energies); complex and
+    bool refused, as a silent cast would drop the imaginary part or mean nothing."""
+    unary = B.as_array(unary, "unary")
+    kind = B.dtype_name(unary)
+    if kind.startswith("complex") or kind == "bool":
+        raise TypeError(f"unary: expected real negative log-probabilities, got dtype {kind}")
+    return B.prepare(unary, None if kind in ("float32", "float64") else "float32")
+
+
 def _split_batch(unary: Array, ndim: int) -> tuple[bool, int, int, tuple[int, ...]]:
     if unary.ndim == ndim + 1:
         batched, b, labels = False, 1, unary.shape[0]
@@ -147,7 +157,12 @@ def _split_batch(unary: Array, ndim: int) -> tuple[bool, int, int, tuple[int, ..
             f"unary: expected [L, *spatial] or [B, L, *spatial] with {ndim} spatial axes, "
             f"got shape {tuple(unary.shape)}"
         )
-    return batched, b, labels, tuple(int(s) for s in unary.shape[-ndim:])
+    if labels < 2:
+        raise ValueError(f"unary: expected at least 2 labels, got {labels}")
+    spatial = tuple(int(s) for s in unary.shape[-ndim:])
+    if b == 0 or 0 in spatial:
+        raise ValueError(f"unary: expected at least one pixel, got shape {tuple(unary.shape)}")
+    return batched, b, labels, spatial
 
 
 def _swapped(shape: tuple[int, ...], lead: tuple[int, ...]) -> bool:
@@ -167,7 +182,7 @@ def _image_channels(image: Any, batch: int, batched: bool, spatial: tuple[int, .
             f"image: expected shape {lead} or {lead + ('C',)} (matching the unary), got {img.shape}"
             + (" (height and width swapped?)" if _swapped(img.shape, lead) else "")
         )
-    if not np.issubdtype(img.dtype, np.number) and img.dtype != np.bool_:
+    if img.dtype.kind not in "biuf":
         raise TypeError(f"image: expected a numeric array, got {img.dtype}")
     img = img.astype(dtype, copy=False)
     if not np.all(np.isfinite(img)):
@@ -238,18 +253,11 @@ def dense_crf(
         Q, the marginals, with the unary's shape, dtype and framework; then the labels and the
         energy when asked for (a tuple).
     """
-    unary = B.as_array(unary, "unary")
-    if B.dtype_name(unary) not in ("float32", "float64"):
-        unary = B.prepare(unary, "float32")
-    unary = B.prepare(unary)
+    unary = _real_unary(unary)
     if not isinstance(ndim, (int, np.integer)) or ndim < 1:
         raise ValueError(f"ndim: expected a positive number of spatial axes, got {ndim!r}")
     batched, batch, labels, spatial = _split_batch(unary, ndim)
-    if labels < 2:
-        raise ValueError(f"unary: expected at least 2 labels, got {labels}")
     n = int(np.prod(spatial))
-    if n == 0:
-        raise ValueError(f"unary: expected at least one pixel, got shape {tuple(unary.shape)}")
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
     dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
@@ -348,10 +356,7 @@ def grid_crf(
     Returns:
         Q with the unary's shape.
     """
-    unary = B.as_array(unary, "unary")
-    if B.dtype_name(unary) not in ("float32", "float64"):
-        unary = B.prepare(unary, "float32")
-    unary = B.prepare(unary)
+    unary = _real_unary(unary)
     batched, batch, labels, spatial = _split_batch(unary, 2)
     dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
     img = _image_channels(image, batch, batched, spatial, dtype).reshape(batch, *spatial, -1)

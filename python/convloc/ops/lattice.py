@@ -202,9 +202,13 @@ def bilateral_filter(
         raise ValueError(f"image: expected shape [H, W] or [H, W, C], got {tuple(image.shape)}")
     xp = _namespace(image)
     dtype = B.dtype_name(image)
+    if dtype.startswith("complex") or dtype in ("bool", "object"):
+        raise TypeError(f"image: expected a real image, got dtype {dtype}")
     work = "float64" if dtype == "float64" else "float32"
     img = image if image.ndim == 3 else image[..., None]
     if image.ndim == 3:
+        if isinstance(channel_axis, bool) or not -3 <= channel_axis < 3:
+            raise ValueError(f"channel_axis: expected an axis of a 3-D image (-3..2), got {channel_axis!r}")
         img = xp.moveaxis(img, channel_axis, -1)
     img = B.prepare(img, work)
     h, w, c = img.shape
