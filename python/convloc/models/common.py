@@ -54,12 +54,13 @@ def load_checkpoint(path: str) -> dict:
 
 
 def init_distributed() -> tuple[int, int]:
-    """Joins the process group when started by ``torchrun`` (gloo on CPU, nccl on GPU).
+    """Joins the process group when started by ``torchrun``. The pipelines train on the CPU, so the
+    backend is gloo even where a GPU exists (nccl refuses CPU tensors and several ranks per GPU).
     Returns ``(rank, world_size)``; ``(0, 1)`` for a plain run."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
