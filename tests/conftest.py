@@ -42,3 +42,14 @@ def threads():
     before = convloc.get_num_threads()
     yield
     convloc.set_num_threads(0 if before == os.cpu_count() else before)
+
+
+@pytest.fixture
+def one_thread():
+    """Training results depend on torch's thread count (reduction order): pin it, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -123,15 +123,6 @@ def test_triplet_loss_gradients_and_edge_cases():
         face.triplet_loss(x, labels, 1.0, "easy")
 
 
-@pytest.fixture
-def one_thread():
-    """Training results depend on torch's thread count (reduction order): pin it, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_face_train_eval_smoke(faces, one_thread):
     """Classification pre-training + triplet W' on 16 synthetic people: verification of unseen
     people well above the 50 % of chance (0.82 here)."""

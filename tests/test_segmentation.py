@@ -227,15 +227,6 @@ def test_fcn_init_and_stagewise_copy():
         fcn.FCN(3, "4s")
 
 
-@pytest.fixture
-def one_thread():
-    """Training results depend on torch's thread count (reduction order): pin it, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_fcn_train_eval_smoke(synth, one_thread):
     """A tiny FCN-8s learns the synthetic shapes far above chance in a few seconds."""
     from convloc.models.segmentation import evaluate, fit, predict_scores
