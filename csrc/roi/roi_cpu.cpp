@@ -95,6 +95,14 @@ CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64
       for (int j = 0; j < pw; ++j) g[(i * pw + j) * n + ch] = grad(k, c0 + ch, i, j);
 }
 
+// GCC clones only plain functions: `name` gets one SIMD-cloned entry per scalar type, each
+// running the inlined template `body` (work items or channels [p, q)).
+#define ROI_SIMD_ENTRY(name, Args, body)                                                              \
+  CONVLOC_SIMD_CLONES void name##_f32(const Args<float>& a, int64_t p, int64_t q) { body(a, p, q); }  \
+  CONVLOC_SIMD_CLONES void name##_f64(const Args<double>& a, int64_t p, int64_t q) { body(a, p, q); } \
+  void name(const Args<float>& a, int64_t p, int64_t q) { name##_f32(a, p, q); }                      \
+  void name(const Args<double>& a, int64_t p, int64_t q) { name##_f64(a, p, q); }
+
 // ---- roi_pool ----
 
 template <typename T>
@@ -294,23 +302,9 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
     transpose(acc.data() + i * hw * n, n, a.grad_input + (i * a.c + c0) * hw, hw, hw, n);
 }
 
-CONVLOC_SIMD_CLONES void pool_backward_f32(const PoolBackwardArgs<float>& a, int64_t c0, int64_t n) {
-  pool_backward_block(a, c0, n);
-}
-CONVLOC_SIMD_CLONES void pool_backward_f64(const PoolBackwardArgs<double>& a, int64_t c0, int64_t n) {
-  pool_backward_block(a, c0, n);
-}
-void pool_backward(const PoolBackwardArgs<float>& a, int64_t c0, int64_t n) { pool_backward_f32(a, c0, n); }
-void pool_backward(const PoolBackwardArgs<double>& a, int64_t c0, int64_t n) { pool_backward_f64(a, c0, n); }
+ROI_SIMD_ENTRY(pool_backward, PoolBackwardArgs, pool_backward_block)
 
-CONVLOC_SIMD_CLONES void pool_forward_f32(const PoolArgs<float>& a, int64_t lo, int64_t hi) {
-  pool_forward_items(a, lo, hi);
-}
-CONVLOC_SIMD_CLONES void pool_forward_f64(const PoolArgs<double>& a, int64_t lo, int64_t hi) {
-  pool_forward_items(a, lo, hi);
-}
-void pool_forward(const PoolArgs<float>& a, int64_t lo, int64_t hi) { pool_forward_f32(a, lo, hi); }
-void pool_forward(const PoolArgs<double>& a, int64_t lo, int64_t hi) { pool_forward_f64(a, lo, hi); }
+ROI_SIMD_ENTRY(pool_forward, PoolArgs, pool_forward_items)
 
 // ---- roi_align ----
 
@@ -387,14 +381,7 @@ CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int
   }
 }
 
-CONVLOC_SIMD_CLONES void align_forward_f32(const AlignForwardArgs<float>& a, int64_t lo, int64_t hi) {
-  align_forward_items(a, lo, hi);
-}
-CONVLOC_SIMD_CLONES void align_forward_f64(const AlignForwardArgs<double>& a, int64_t lo, int64_t hi) {
-  align_forward_items(a, lo, hi);
-}
-void align_forward(const AlignForwardArgs<float>& a, int64_t lo, int64_t hi) { align_forward_f32(a, lo, hi); }
-void align_forward(const AlignForwardArgs<double>& a, int64_t lo, int64_t hi) { align_forward_f64(a, lo, hi); }
+ROI_SIMD_ENTRY(align_forward, AlignForwardArgs, align_forward_items)
 
 template <typename T>
 struct AlignBackwardArgs : AlignArgs<T> {
@@ -448,14 +435,7 @@ CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<T>& a, i
     transpose(acc.data() + i * hw * n, n, a.grad_input + (i * a.c + c0) * hw, hw, hw, n);
 }
 
-CONVLOC_SIMD_CLONES void align_backward_f32(const AlignBackwardArgs<float>& a, int64_t c0, int64_t n) {
-  align_backward_block(a, c0, n);
-}
-CONVLOC_SIMD_CLONES void align_backward_f64(const AlignBackwardArgs<double>& a, int64_t c0, int64_t n) {
-  align_backward_block(a, c0, n);
-}
-void align_backward(const AlignBackwardArgs<float>& a, int64_t c0, int64_t n) { align_backward_f32(a, c0, n); }
-void align_backward(const AlignBackwardArgs<double>& a, int64_t c0, int64_t n) { align_backward_f64(a, c0, n); }
+ROI_SIMD_ENTRY(align_backward, AlignBackwardArgs, align_backward_block)
 
 }  // namespace
 
