@@ -142,6 +142,26 @@ def test_batched_matches_individual(rng):
     np.testing.assert_allclose(ops.permutohedral_filter(v, f), lat.filter(v))
 
 
+@pytest.mark.parametrize("d", [1, 3, 5])
+def test_structure_reproduces_the_filter(rng, d):
+    # Splat, [1 2 1]/2 blur along each direction and slice written from the exposed structure alone.
+    n, c = 150, 3
+    feats = rng.normal(size=(n, d)) * 1.5
+    values = rng.normal(size=(n, c))
+    lattice = ops.PermutohedralLattice(feats)
+    s = lattice.structure()
+    off, w, nb = s["offsets"], s["weights"], s["neighbours"]
+    v = lattice.num_vertices
+    assert off.shape == (n, d + 1) and nb.shape == (v, d + 1, 2) and off.max() < v
+    np.testing.assert_allclose(w.sum(1), 1, atol=1e-12)
+    grid = np.zeros((v + 1, c))
+    np.add.at(grid, off.ravel(), (w[..., None] * values[:, None, :]).reshape(-1, c))
+    for j in range(d + 1):
+        grid[:v] = grid[:v] + 0.5 * (grid[nb[:, j, 0]] + grid[nb[:, j, 1]])
+    expected = s["amplitude"] * (w[..., None] * grid[off]).sum(1)
+    np.testing.assert_allclose(lattice.filter(values), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_empty_single_and_duplicates(rng):
     assert ops.permutohedral_filter(np.zeros((0, 3)), np.zeros((0, 2))).shape == (0, 3)
     assert ops.permutohedral_filter(np.zeros((5, 0)), rng.random((5, 2))).shape == (5, 0)

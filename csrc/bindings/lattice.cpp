@@ -1,5 +1,6 @@
 #include "lattice/lattice.h"
 
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <memory>
@@ -154,6 +155,26 @@ std::vector<int64_t> per_item(const LatticeBatch& self, bool memory) {
   return r;
 }
 
+// Item b's structure as NumPy arrays: offsets [N, d+1] int32, weights [N, d+1], neighbours [V, d+1, 2] int32
+// (V = absent), amplitude.
+py::dict lattice_structure(const LatticeBatch& self, int64_t b) {
+  if (b < 0 || b >= self.batch()) fail_value("item: expected 0 <= item < ", self.batch(), ", got ", b);
+  const py::ssize_t n = self.num_points(), k1 = self.dim() + 1;
+  py::dict out;
+  auto fill = [&](const auto& lattices) {
+    const auto& lat = *lattices[b];
+    using T = typename std::decay_t<decltype(lat.slice_weights())>::value_type;
+    const py::ssize_t v = lat.num_vertices();
+    out["offsets"] = py::array_t<int32_t>({n, k1}, lat.slice_offsets().data());
+    out["weights"] = py::array_t<T>({n, k1}, lat.slice_weights().data());
+    out["neighbours"] = py::array_t<int32_t>({v, k1, py::ssize_t(2)}, lat.blur_neighbours().data());
+    out["amplitude"] = static_cast<double>(lat.amplitude());
+    return 0;
+  };
+  self.each(fill);
+  return out;
+}
+
 // One-shot filtering (build + filter), CPU or CUDA: features [B?, N, d], values/out [B?, N, C].
 void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py::handle out_obj, bool transpose,
                              bool exclude_self, uintptr_t stream_id) {
@@ -191,6 +212,8 @@ void bind_lattice(py::module_& m) {
       .def("filter", &py_lattice_filter, arg("values"), arg("out"), py::kw_only(), arg("transpose") = false,
            "out ≈ Gaussian filtering of values [B?, N, C] (transpose: the exact adjoint).")
       .def("diagonal", &py_lattice_diagonal, arg("out"), "out[b, i] = the lattice's own weight of point i.")
+      .def("structure", &lattice_structure, arg("item") = 0,
+           "Item's simplex offsets/weights per point, blur neighbours per vertex, amplitude (copies).")
       .def_property_readonly("batch", &LatticeBatch::batch)
       .def_property_readonly("batched", &LatticeBatch::batched)
       .def_property_readonly("num_points", &LatticeBatch::num_points)

@@ -205,6 +205,15 @@ class PermutohedralLattice {
   // Computed on demand by walking the stored blur neighbours (no hashing); costs about one filtering.
   void diagonal(T* out) const;
 
+  // The structure, for learned filters built on the lattice (convloc.nn.PermutohedralConv): point i's
+  // simplex vertices slice_offsets()[i*(d+1)+k] with barycentric weights slice_weights()[...]; vertex v's
+  // neighbours along direction j, blur_neighbours()[(v*(d+1)+j)*2 + {0: minus, 1: plus}] (num_vertices()
+  // when absent); amplitude(): the factor splat-blur-slice carries to approximate the Gaussian sum.
+  const std::vector<int32_t>& slice_offsets() const { return offset_; }
+  const std::vector<T>& slice_weights() const { return weight_; }
+  const std::vector<int32_t>& blur_neighbours() const { return blur_; }
+  T amplitude() const { return amplitude_; }
+
  private:
   int64_t n_ = 0;
   int d_ = 0;

@@ -24,6 +24,8 @@ drops mass into vertices that do not exist; on dense data it is unbiased.
 
 from __future__ import annotations
 
+from typing import Any
+
 from convloc import _C
 from convloc import _bridge as B
 from convloc._bridge import Array
@@ -100,6 +102,17 @@ class PermutohedralLattice:
     @property
     def dim(self) -> int:
         return self._lattice.dim
+
+    def structure(self, item: int = 0) -> dict[str, Any]:
+        """The lattice of batch item ``item`` as NumPy arrays, for filters learned on it.
+
+        Returns a dict: ``offsets`` [N, d+1] int32, the vertices of each point's enclosing simplex;
+        ``weights`` [N, d+1], its barycentric weights (they sum to 1); ``neighbours`` [V, d+1, 2]
+        int32, each vertex's neighbour one step back (0) and forward (1) along each of the d+1
+        lattice directions, V where the lattice has no such vertex; ``amplitude``, the factor that
+        makes splat → [1 2 1]/2 blur along every direction → slice approximate the Gaussian sum.
+        """
+        return self._lattice.structure(int(item))
 
     def filter(
         self,
