@@ -58,123 +58,160 @@ inline void exp_inplace(double* z, int64_t count) {
 }
 
 // The fused update for float, diagonal compatibilities and no exclude_self (Potts: the common
-// case): per row, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
-// in one pass. The elementwise loops vectorise; the row reductions (max, sum), which the compiler
-// will not reassociate, use 8-lane vectors (lowered to the clone's instruction set).
+// case): per pixel, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
+// in one pass. Rows are padded to B whole 8-lane vectors (B fixed at compile time), so every step
+// is a vector operation: the padding lanes of -U are -1e30 and of c_k zero, which makes their
+// exponentials exactly 0 and keeps the filters' padding channels at zero.
 typedef float v8f __attribute__((vector_size(32)));
-inline v8f load8(const float* p) {
+typedef int32_t v8i __attribute__((vector_size(32)));
+CONVLOC_ALWAYS_INLINE v8f load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline float row_max(const float* z, int64_t L) {
-  float m = z[0];
-  int64_t l = 0;
-  if (L >= 8) {
-    v8f acc = load8(z);
-    for (l = 8; l + 8 <= L; l += 8) {
-      const v8f x = load8(z + l);
-      acc = x > acc ? x : acc;
-    }
-    for (int j = 0; j < 8; ++j) m = std::max(m, acc[j]);
-  }
-  for (; l < L; ++l) m = std::max(m, z[l]);
-  return m;
+CONVLOC_ALWAYS_INLINE void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+CONVLOC_ALWAYS_INLINE v8f max8(v8f a, v8f b) { return a > b ? a : b; }
+CONVLOC_ALWAYS_INLINE float hmax8(v8f v) {
+  v = max8(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = max8(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  return std::max(v[0], v[1]);
 }
-inline float row_sum(const float* z, int64_t L) {
-  v8f acc = {};
-  int64_t l = 0;
-  for (; l + 8 <= L; l += 8) acc += load8(z + l);
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; l < L; ++l) s += z[l];
-  return s;
+CONVLOC_ALWAYS_INLINE float hsum8(v8f v) {
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  return v[0] + v[1];
+}
+// exp_nonpositive on 8 lanes; 0 below -87.
+CONVLOC_ALWAYS_INLINE v8f exp8(v8f x) {
+  const v8i tiny = x < -87.0f;
+  x = tiny ? v8f{} - 87.0f : x;
+  const v8f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const v8f r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  v8f p = r * 1.3888949e-3f + 8.3333334e-3f;
+  p = p * r + 4.1666668e-2f;
+  p = p * r + 1.6666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+  return tiny ? v8f{} : p * reinterpret_cast<const v8f&>(bits);
 }
 
 struct FusedTerm {
-  const float* out;   // [N, L] filter output
+  const float* out;   // [N, LP] filter output
   const float* post;  // [N]
-  const float* c;     // [L] compat diagonal
+  const float* c;     // [LP] compat diagonal (zero padding)
   const float* pre;   // [N]
-  float* in;          // [N, L] next filter input
+  float* in;          // [N, LP] next filter input
 };
 constexpr int kMaxFused = 4;
 
-// z [i1 - i0, L]: the block's Q on return. The exponentials run over the whole block at once, so
-// that only the block (not every row of L labels) has a scalar tail.
-CONVLOC_SIMD_CLONES void fused_update_f32(const float* __restrict neg_unary, int64_t i0, int64_t i1, int64_t L,
-                                          const FusedTerm* terms, int nterms, bool with_message, float* __restrict z) {
+// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q.
+template <int B>
+CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1,
+                                        const FusedTerm* terms, int nterms, bool with_message, float* __restrict z) {
+  constexpr int64_t LP = 8 * B;
   for (int64_t i = i0; i < i1; ++i) {
-    float* __restrict zi = z + (i - i0) * L;
-    const float* __restrict u = neg_unary + i * L;
-    for (int64_t l = 0; l < L; ++l) zi[l] = u[l];
+    v8f q[B];
+    for (int b = 0; b < B; ++b) q[b] = load8(neg_unary + i * LP + 8 * b);
     for (int k = 0; with_message && k < nterms; ++k) {
       const float post = terms[k].post[i];
-      const float* __restrict o = terms[k].out + i * L;
-      const float* __restrict c = terms[k].c;
-      for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * o[l]);
+      const float* o = terms[k].out + i * LP;
+      for (int b = 0; b < B; ++b) q[b] -= post * (load8(terms[k].c + 8 * b) * load8(o + 8 * b));
     }
-    const float m = row_max(zi, L);
-    for (int64_t l = 0; l < L; ++l) zi[l] -= m;
-  }
-  const int64_t count = (i1 - i0) * L;
-  for (int64_t j = 0; j < count; ++j) z[j] = exp_nonpositive(z[j]);
-  for (int64_t i = i0; i < i1; ++i) {
-    float* __restrict zi = z + (i - i0) * L;
-    const float inv = 1.0f / row_sum(zi, L);
-    for (int64_t l = 0; l < L; ++l) zi[l] *= inv;
+    v8f m = q[0];
+    for (int b = 1; b < B; ++b) m = max8(m, q[b]);
+    const float mx = hmax8(m);
+    v8f sum = {};
+    for (int b = 0; b < B; ++b) {
+      q[b] = exp8(q[b] - mx);
+      sum += q[b];
+    }
+    const float inv = 1.0f / hsum8(sum);
+    for (int b = 0; b < B; ++b) q[b] *= inv;
     for (int k = 0; k < nterms; ++k) {
       const float pre = terms[k].pre[i];
-      float* __restrict in = terms[k].in + i * L;
-      for (int64_t l = 0; l < L; ++l) in[l] = pre * zi[l];
+      float* in = terms[k].in + i * LP;
+      for (int b = 0; b < B; ++b) store8(in + 8 * b, pre * q[b]);
     }
+    if (z)
+      for (int b = 0; b < B; ++b) store8(z + (i - i0) * LP + 8 * b, q[b]);
   }
 }
+#define CONVLOC_FUSED_UPDATE(B)                                                                                     \
+  CONVLOC_SIMD_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerm* terms, \
+                                            int nterms, bool with_message, float* z) {                              \
+    fused_update<B>(neg_unary, i0, i1, terms, nterms, with_message, z);                                             \
+  }
+CONVLOC_FUSED_UPDATE(1)
+CONVLOC_FUSED_UPDATE(2)
+CONVLOC_FUSED_UPDATE(3)
+CONVLOC_FUSED_UPDATE(4)
+#undef CONVLOC_FUSED_UPDATE
+constexpr int64_t kMaxFusedLabels = 32;
+void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerm* terms, int nterms,
+                      bool with_message, float* z) {
+  const auto fn = lp == 8 ? fused_update_1 : lp == 16 ? fused_update_2 : lp == 24 ? fused_update_3 : fused_update_4;
+  fn(neg_unary, i0, i1, terms, nterms, with_message, z);
+}
 
-// Softmax of `rows` rows of length L in place; map (nullable) gets each row's argmax (first on ties).
+// Softmax of `rows` rows of L labels (row stride LP) in place; map (nullable) gets each row's argmax
+// (first on ties).
 template <typename T>
-void softmax_rows(T* z, int64_t rows, int64_t L, int64_t* map) {
+void softmax_rows(T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
   for (int64_t r = 0; r < rows; ++r) {
-    T* zr = z + r * L;
+    T* zr = z + r * LP;
     int64_t best = 0;
     T m = zr[0];
     for (int64_t l = 1; l < L; ++l)
       if (zr[l] > m) m = zr[l], best = l;
     for (int64_t l = 0; l < L; ++l) zr[l] -= m;
+    for (int64_t l = L; l < LP; ++l) zr[l] = T(-100);  // exp underflows to 0 (float)
     if (map) map[r] = best;
   }
-  exp_inplace(z, rows * L);
+  exp_inplace(z, rows * LP);
   for (int64_t r = 0; r < rows; ++r) {
-    T* zr = z + r * L;
+    T* zr = z + r * LP;
     T s = 0;
     for (int64_t l = 0; l < L; ++l) s += zr[l];
     const T inv = T(1) / s;
     for (int64_t l = 0; l < L; ++l) zr[l] *= inv;
+    for (int64_t l = L; l < LP; ++l) zr[l] = 0;
   }
 }
 
-// out[r, :] = scale[r] * z[r, :].
+// out[r, :] = scale[r] * z[r, :] (whole padded rows of LP).
 template <typename T>
-void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, int64_t L, T* __restrict out) {
+void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, int64_t LP, T* __restrict out) {
   for (int64_t r = 0; r < rows; ++r) {
     const T s = scale[r];
-    for (int64_t l = 0; l < L; ++l) out[r * L + l] = s * z[r * L + l];
+    for (int64_t l = 0; l < LP; ++l) out[r * LP + l] = s * z[r * LP + l];
   }
 }
 
-// Between the public [L, N] layout and the kernels' [N, L] rows, one block of pixels at a time so
-// that each label's values are read (written) contiguously.
+// Argmax of each of `rows` rows of L labels (row stride LP), first on ties.
 template <typename T>
-void gather_rows(const T* src, int64_t n, int64_t L, int64_t i0, int64_t i1, T sign, T* __restrict rows) {
+void argmax_rows(const T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
+  for (int64_t r = 0; r < rows; ++r) map[r] = std::max_element(z + r * LP, z + r * LP + L) - (z + r * LP);
+}
+
+// Between the public [L, N] layout and the kernels' [N, LP] rows (LP >= L; the padding lanes get
+// `pad`), one block of pixels at a time so that each label's values are read (written) contiguously.
+template <typename T>
+void gather_rows(const T* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T sign, T pad,
+                 T* __restrict rows) {
   for (int64_t l = 0; l < L; ++l) {
     const T* __restrict s = src + l * n + i0;
-    for (int64_t r = 0; r < i1 - i0; ++r) rows[r * L + l] = sign * s[r];
+    for (int64_t r = 0; r < i1 - i0; ++r) rows[r * LP + l] = sign * s[r];
   }
+  for (int64_t r = 0; r < i1 - i0; ++r)
+    for (int64_t l = L; l < LP; ++l) rows[r * LP + l] = pad;
 }
 template <typename T>
-void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t i0, int64_t i1, T* dst) {
+void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T* dst) {
   for (int64_t l = 0; l < L; ++l) {
     T* __restrict d = dst + l * n + i0;
-    for (int64_t r = 0; r < i1 - i0; ++r) d[r] = rows[r * L + l];
+    for (int64_t r = 0; r < i1 - i0; ++r) d[r] = rows[r * LP + l];
   }
 }
 
@@ -208,7 +245,7 @@ template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
   std::unique_ptr<GridGaussian<T>> grid;
-  std::vector<T> tmp;  // [N, L] scratch of the grid filter
+  std::vector<T> tmp;  // [N, LP] scratch of the grid filter
 
   void filter(const T* in, T* out, int64_t channels) {
     if (lattice)
@@ -217,8 +254,8 @@ struct KernelState {
       grid->filter(in, out, channels, tmp.data());
   }
   std::vector<T> pre, post;  // [N] scales around the filtering
-  BigBuffer<T> in, out;      // [N, L] filter input (pre * Q) and output
-  std::vector<T> diag;       // [L] compat diagonal when the compat matrix is diagonal, else empty
+  BigBuffer<T> in, out;      // [N, LP] filter input (pre * Q, zero padding lanes) and output
+  std::vector<T> diag;       // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
   std::vector<T> self;       // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
 };
@@ -231,18 +268,24 @@ bool is_diagonal(const T* c, int64_t labels) {
   return true;
 }
 
-// Mean-field for one image. Every pass over the pixels is a parallel_for over fixed blocks.
+// Mean-field for one image. Every pass over the pixels is a parallel_for over fixed blocks. Rows of
+// labels are padded to LP, a multiple of 8: the filters then move whole vectors, with no tails.
 template <typename T>
 class ImageCrf {
  public:
   ImageCrf(const T* unary, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
            const std::vector<CrfKernel<T>>& kernels, int64_t image, bool exclude_self)
-      : labels_(labels), n_(n), exclude_self_(exclude_self), neg_unary_(n * labels), ks_(kernels.size()) {
+      : labels_(labels),
+        lp_((labels + 7) & ~int64_t(7)),
+        n_(n),
+        exclude_self_(exclude_self),
+        neg_unary_(n * lp_),
+        ks_(kernels.size()) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        gather_rows(unary, n, labels, i0, i1, T(-1), neg_unary_.data() + i0 * labels);
+        gather_rows(unary, n, labels, lp_, i0, i1, T(-1), T(-1e30), neg_unary_.data() + i0 * lp_);
       }
     });
     for (size_t k = 0; k < kernels.size(); ++k) {
@@ -252,7 +295,7 @@ class ImageCrf {
         s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
       } else {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
-        s.tmp.resize(s.grid->scratch_size(labels));
+        s.tmp.resize(s.grid->scratch_size(lp_));
       }
       std::vector<T> ones(n, T(1)), norm(n);
       s.filter(ones.data(), norm.data(), 1);
@@ -263,10 +306,10 @@ class ImageCrf {
       }
       s.pre.resize(n), s.post.resize(n);
       for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
-      s.in.resize(n * labels), s.out.resize(n * labels);
+      s.in.resize(n * lp_), s.out.resize(n * lp_);
       s.compat = spec.compat;
       if (is_diagonal(spec.compat, labels)) {
-        s.diag.resize(labels);
+        s.diag.assign(lp_, T(0));
         for (int64_t l = 0; l < labels; ++l) s.diag[l] = spec.compat[l * labels + l];
       }
     }
@@ -280,7 +323,7 @@ class ImageCrf {
 
   // Runs the iterations; writes q [L, N], map [N] (nullable), energy [iterations + 1] (nullable).
   void run(int64_t iterations, const T* init, T* q, int64_t* map, double* energy) {
-    if (energy) q_.resize(n_ * labels_);
+    if (energy) q_.resize(n_ * lp_);
     // Q_0 = softmax(-U).
     update(false, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map, init);
     for (int64_t it = 0; it < iterations; ++it) {
@@ -297,14 +340,14 @@ class ImageCrf {
 
  private:
   void filter_all() {
-    for (auto& s : ks_) s.filter(s.in.data(), s.out.data(), labels_);
+    for (auto& s : ks_) s.filter(s.in.data(), s.out.data(), lp_);
   }
 
   // One fused pass over blocks of pixels: logits from the unary (and the messages when
-  // with_message), softmax, the filter inputs of the next iteration; optionally Q in [N, L] (q_nl,
+  // with_message), softmax, the filter inputs of the next iteration; optionally Q in [N, LP] (q_nl,
   // also read for the energy of the previous iterate), Q in [L, N] and the argmax.
   void update(bool with_message, T* q_nl, double* energy_prev, T* q_ln, int64_t* map, const T* init = nullptr) {
-    const int64_t L = labels_, n = n_;
+    const int64_t L = labels_, LP = lp_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(energy_prev ? blocks : 0);
     std::array<FusedTerm, kMaxFused> terms{};
@@ -318,43 +361,41 @@ class ImageCrf {
                       reinterpret_cast<float*>(s.in.data())};
       }
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> zbuf(kBlock * L), tmp(L);
+      std::vector<T> zbuf(kBlock * LP), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock), count = i1 - i0;
         T* z = zbuf.data();
         if (init) {  // a given Q_0 instead of softmax(-U)
-          gather_rows(init, n, L, i0, i1, T(1), z);
-          if (map)
-            for (int64_t r = 0; r < count; ++r)
-              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+          gather_rows(init, n, L, LP, i0, i1, T(1), T(0), z);
+          if (map) argmax_rows(z, count, L, LP, map + i0);
         } else if (fused) {
-          fused_update_f32(reinterpret_cast<const float*>(neg_unary_.data()), i0, i1, L, terms.data(),
-                           static_cast<int>(ks_.size()), with_message, reinterpret_cast<float*>(z));
-          if (map)
-            for (int64_t r = 0; r < count; ++r)
-              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+          const bool rows = map || q_ln;  // Q only goes to the filter inputs otherwise
+          fused_update_f32(LP, reinterpret_cast<const float*>(neg_unary_.data()), i0, i1, terms.data(),
+                           static_cast<int>(ks_.size()), with_message, rows ? reinterpret_cast<float*>(z) : nullptr);
+          if (map) argmax_rows(z, count, L, LP, map + i0);
         } else {
-          std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, z);
+          std::copy(neg_unary_.data() + i0 * LP, neg_unary_.data() + i1 * LP, z);
           if (with_message) messages(i0, i1, z, tmp.data());
           if (energy_prev) {
             double e = 0;
             for (int64_t i = i0; i < i1; ++i)
-              e += pixel_energy(q_nl + i * L, neg_unary_.data() + i * L, z + (i - i0) * L);
+              e += pixel_energy(q_nl + i * LP, neg_unary_.data() + i * LP, z + (i - i0) * LP);
             partial[b] = e;
           }
-          softmax_rows(z, count, L, map ? map + i0 : nullptr);
+          softmax_rows(z, count, L, LP, map ? map + i0 : nullptr);
         }
         if (!fused || init)
-          for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, L, s.in.data() + i0 * L);
-        if (q_nl) std::copy(z, z + count * L, q_nl + i0 * L);
-        if (q_ln) scatter_rows(z, n, L, i0, i1, q_ln);
+          for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, LP, s.in.data() + i0 * LP);
+        if (q_nl) std::copy(z, z + count * LP, q_nl + i0 * LP);
+        if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
       }
     });
     if (energy_prev) *energy_prev = sum(partial);
   }
 
   bool fusable() const {
-    if (!std::is_same<T, float>::value || exclude_self_ || ks_.size() > size_t(kMaxFused)) return false;
+    if (!std::is_same<T, float>::value || exclude_self_ || ks_.size() > size_t(kMaxFused) || lp_ > kMaxFusedLabels)
+      return false;
     for (const auto& s : ks_)
       if (s.diag.empty()) return false;
     return true;
@@ -362,7 +403,7 @@ class ImageCrf {
 
   // z[i - i0, :] -= sum_k C_k (post_k[i] * (out_k - self_k)[i, :]) for pixels [i0, i1).
   void messages(int64_t i0, int64_t i1, T* z, T* tmp) const {
-    const int64_t L = labels_;
+    const int64_t L = labels_, LP = lp_;
     for (const auto& s : ks_) {
       const T* __restrict out = s.out.data();
       const T* __restrict in = s.in.data();
@@ -370,11 +411,11 @@ class ImageCrf {
         const T* __restrict c = s.diag.data();
         for (int64_t i = i0; i < i1; ++i) {
           const T post = s.post[i];
-          T* __restrict zi = z + (i - i0) * L;
-          const T* oi = out + i * L;
+          T* __restrict zi = z + (i - i0) * LP;
+          const T* oi = out + i * LP;
           for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * oi[l]);
           if (exclude_self_) {
-            const T* ii = in + i * L;
+            const T* ii = in + i * LP;
             const T ps = post * s.self[i];
             for (int64_t l = 0; l < L; ++l) zi[l] += ps * (c[l] * ii[l]);
           }
@@ -382,9 +423,10 @@ class ImageCrf {
       } else {
         for (int64_t i = i0; i < i1; ++i) {
           const T post = s.post[i];
-          T* zi = z + (i - i0) * L;
-          for (int64_t l = 0; l < L; ++l)
-            tmp[l] = post * (exclude_self_ ? out[i * L + l] - s.self[i] * in[i * L + l] : out[i * L + l]);
+          T* zi = z + (i - i0) * LP;
+          const T* oi = out + i * LP;
+          const T* ii = in + i * LP;
+          for (int64_t l = 0; l < L; ++l) tmp[l] = post * (exclude_self_ ? oi[l] - s.self[i] * ii[l] : oi[l]);
           for (int64_t a = 0; a < L; ++a) {
             const T* row = s.compat + a * L;
             T acc = 0;
@@ -411,18 +453,18 @@ class ImageCrf {
   }
 
   double energy_only() {
-    const int64_t L = labels_, n = n_;
+    const int64_t L = labels_, LP = lp_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(blocks);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> zbuf(kBlock * L), tmp(L);
+      std::vector<T> zbuf(kBlock * LP), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, zbuf.data());
+        std::copy(neg_unary_.data() + i0 * LP, neg_unary_.data() + i1 * LP, zbuf.data());
         messages(i0, i1, zbuf.data(), tmp.data());
         double e = 0;
         for (int64_t i = i0; i < i1; ++i)
-          e += pixel_energy(q_.data() + i * L, neg_unary_.data() + i * L, zbuf.data() + (i - i0) * L);
+          e += pixel_energy(q_.data() + i * LP, neg_unary_.data() + i * LP, zbuf.data() + (i - i0) * LP);
         partial[b] = e;
       }
     });
@@ -435,11 +477,11 @@ class ImageCrf {
     return s;
   }
 
-  int64_t labels_, n_;
+  int64_t labels_, lp_, n_;
   bool exclude_self_;
-  BigBuffer<T> neg_unary_;  // [N, L]
+  BigBuffer<T> neg_unary_;  // [N, LP], padding lanes -1e30
   std::vector<KernelState<T>> ks_;
-  std::vector<T> q_;  // [N, L], kept only for the energy
+  std::vector<T> q_;  // [N, LP], kept only for the energy
 };
 
 }  // namespace

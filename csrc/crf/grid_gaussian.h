@@ -17,8 +17,8 @@ namespace convloc {
 // d[j] = sum_{t = t0..t1} w[t] s[j + t * stride] for j in [0, count): blocks of outputs stay in
 // registers while the taps stream past (one load per tap and value, one store per value).
 template <typename T>
-inline void gaussian_taps(T* __restrict d, const T* __restrict s, int64_t stride, const T* w, int t0, int t1,
-                          int64_t count) {
+CONVLOC_ALWAYS_INLINE void gaussian_taps(T* __restrict d, const T* __restrict s, int64_t stride, const T* w, int t0,
+                                         int t1, int64_t count) {
   constexpr int64_t kB = 64;
   int64_t j = 0;
   for (; j + kB <= count; j += kB) {

@@ -260,19 +260,19 @@ template <typename T>
 using Vec8 = typename Vec8Of<T>::type;
 
 template <typename T>
-inline Vec8<T> load8(const T* p) {
+CONVLOC_ALWAYS_INLINE Vec8<T> load8(const T* p) {
   Vec8<T> v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 template <typename T>
-inline void store8(T* p, const Vec8<T>& v) {
+CONVLOC_ALWAYS_INLINE void store8(T* p, const Vec8<T>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
 // Vertex rows v0..v1 of the tile: sum of weight * in[point] over the vertex's entries.
 template <typename T, int W>
-inline void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
+CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
   constexpr int B = W / 8;
   // Points below `safe` can be read W lanes wide without leaving `in` (lanes past c fall on the next point
   // and only ever reach padding lanes, which are never written out).
@@ -300,7 +300,7 @@ inline void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
 
 // Points i0..i1 of the tile: amp * sum_k weight * vertices[offset].
 template <typename T, int W>
-inline void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
+CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
   constexpr int B = W / 8;
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
   const int full = static_cast<int>(live / 8);
@@ -323,7 +323,7 @@ inline void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
 
 // Whole padded rows v0..v1: dst = src + (src[lo] + src[hi]) / 2 along direction dir.
 template <typename T>
-inline void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
+CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
   for (int64_t v = v0; v < v1; ++v) {
     const int32_t* nb = a.index + (v * a.k1 + a.dir) * 2;
     const T* p = a.src + v * a.stride;
