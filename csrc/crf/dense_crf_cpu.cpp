@@ -8,11 +8,8 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 #include "core/parallel.h"
+#include "core/workspace.h"
 #include "crf/dense_crf.h"
 #include "crf/grid_gaussian.h"
 #include "lattice/lattice.h"
@@ -215,37 +212,11 @@ void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, in
   }
 }
 
-// The [N, L] buffers (tens of MB, each written in full before it is read): uninitialised, and on
-// Linux in transparent huge pages, so that first touching them takes a few hundred page faults
-// instead of tens of thousands, and every pass over them misses the TLB less.
-template <typename T>
-class BigBuffer {
- public:
-  explicit BigBuffer(int64_t size = 0) { resize(size); }
-  void resize(int64_t size) {
-    constexpr size_t kHuge = size_t(2) << 20;
-    const size_t bytes = (size_t(std::max<int64_t>(size, 1)) * sizeof(T) + kHuge - 1) / kHuge * kHuge;
-    data_.reset(static_cast<T*>(std::aligned_alloc(kHuge, bytes)));
-    if (!data_) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    madvise(data_.get(), bytes, MADV_HUGEPAGE);  // a hint: failure only costs the speed-up
-#endif
-  }
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> data_;
-};
-
 template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
   std::unique_ptr<GridGaussian<T>> grid;
-  std::vector<T> tmp;  // [N, LP] scratch of the grid filter
+  WorkspaceVector<T> tmp;  // [N, LP] scratch of the grid filter
 
   void filter(const T* in, T* out, int64_t channels) {
     if (lattice)
@@ -253,10 +224,10 @@ struct KernelState {
     else
       grid->filter(in, out, channels, tmp.data());
   }
-  std::vector<T> pre, post;  // [N] scales around the filtering
-  BigBuffer<T> in, out;      // [N, LP] filter input (pre * Q, zero padding lanes) and output
-  std::vector<T> diag;       // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
-  std::vector<T> self;       // [N] the lattice's weight of each point on itself (exclude_self only)
+  std::vector<T> pre, post;    // [N] scales around the filtering
+  WorkspaceVector<T> in, out;  // [N, LP] filter input (pre * Q, zero padding lanes) and output
+  std::vector<T> diag;         // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
+  std::vector<T> self;         // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
 };
 
@@ -479,9 +450,9 @@ class ImageCrf {
 
   int64_t labels_, lp_, n_;
   bool exclude_self_;
-  BigBuffer<T> neg_unary_;  // [N, LP], padding lanes -1e30
+  WorkspaceVector<T> neg_unary_;  // [N, LP], padding lanes -1e30
   std::vector<KernelState<T>> ks_;
-  std::vector<T> q_;  // [N, LP], kept only for the energy
+  WorkspaceVector<T> q_;  // [N, LP], kept only for the energy
 };
 
 }  // namespace

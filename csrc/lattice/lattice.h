@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/common.h"
+#include "core/workspace.h"
 
 namespace convloc {
 
@@ -209,9 +210,9 @@ class PermutohedralLattice {
   // simplex vertices slice_offsets()[i*(d+1)+k] with barycentric weights slice_weights()[...]; vertex v's
   // neighbours along direction j, blur_neighbours()[(v*(d+1)+j)*2 + {0: minus, 1: plus}] (num_vertices()
   // when absent); amplitude(): the factor splat-blur-slice carries to approximate the Gaussian sum.
-  const std::vector<int32_t>& slice_offsets() const { return offset_; }
-  const std::vector<T>& slice_weights() const { return weight_; }
-  const std::vector<int32_t>& blur_neighbours() const { return blur_; }
+  const WorkspaceVector<int32_t>& slice_offsets() const { return offset_; }
+  const WorkspaceVector<T>& slice_weights() const { return weight_; }
+  const WorkspaceVector<int32_t>& blur_neighbours() const { return blur_; }
   T amplitude() const { return amplitude_; }
 
  private:
@@ -220,22 +221,22 @@ class PermutohedralLattice {
   int64_t num_vertices_ = 0;
   T amplitude_ = 0;
   // Slice: point i reads vertices offset_[i*(d+1)+k] with weights weight_[i*(d+1)+k].
-  std::vector<int32_t> offset_;
-  std::vector<T> weight_;
+  WorkspaceVector<int32_t> offset_;
+  WorkspaceVector<T> weight_;
   // Splat as a gather: vertex v sums splat_point_[e] * splat_weight_[e], e in [splat_start_[v], splat_start_[v+1]).
-  std::vector<int64_t> splat_start_;
-  std::vector<int32_t> splat_point_;
-  std::vector<T> splat_weight_;
+  WorkspaceVector<int64_t> splat_start_;
+  WorkspaceVector<int32_t> splat_point_;
+  WorkspaceVector<T> splat_weight_;
   // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
   // the always-zero row num_vertices_.
-  std::vector<int32_t> blur_;
+  WorkspaceVector<int32_t> blur_;
   // Ranks of each point's coordinates (for diagonal()).
-  std::vector<uint8_t> rank_;
+  WorkspaceVector<uint8_t> rank_;
   // filter()'s vertex buffers, kept between calls (fresh pages cost more than the blur); a concurrent call
   // that finds them busy allocates its own.
   struct Scratch {
     std::mutex mutex;
-    std::vector<T> data;
+    WorkspaceVector<T> data;
   };
   std::unique_ptr<Scratch> scratch_ = std::make_unique<Scratch>();
 };
