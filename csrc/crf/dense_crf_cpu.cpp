@@ -94,27 +94,60 @@ CONVLOC_ALWAYS_INLINE v8f exp8(v8f x) {
   return tiny ? v8f{} : p * reinterpret_cast<const v8f&>(bits);
 }
 
-struct FusedTerm {
+// A Gaussian term filtered outside the update: its input pre * Q is written here, its output read.
+struct GridTerm {
   const float* out;   // [N, LP] filter output
   const float* post;  // [N]
   const float* c;     // [LP] compat diagonal (zero padding)
   const float* pre;   // [N]
   float* in;          // [N, LP] next filter input
 };
+// A lattice term sliced and splatted inside the update (the lattice's vertex rows stay in cache,
+// and no [N, LP] input or output array is written and read back).
+struct LatticeTerm {
+  const float* blurred;   // [V + 1, LP] vertex values after the blur (last row zero)
+  const int32_t* offset;  // [N, k1] simplex vertices
+  const float* weight;    // [N, k1] barycentric weights
+  int k1;
+  float amp;
+  const float* post;  // [N]
+  const float* c;     // [LP]
+  const float* pre;   // [N]
+  float* partial;     // [V + 1, LP] this band's splat sums of pre * Q
+};
+struct FusedTerms {
+  const GridTerm* grid;
+  int ngrid;
+  const LatticeTerm* lattice;
+  int nlattice;
+};
 constexpr int kMaxFused = 4;
 
 // Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q.
 template <int B>
-CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1,
-                                        const FusedTerm* terms, int nterms, bool with_message, float* __restrict z) {
+CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
+                                        bool with_message, float* __restrict z) {
   constexpr int64_t LP = 8 * B;
   for (int64_t i = i0; i < i1; ++i) {
     v8f q[B];
     for (int b = 0; b < B; ++b) q[b] = load8(neg_unary + i * LP + 8 * b);
-    for (int k = 0; with_message && k < nterms; ++k) {
-      const float post = terms[k].post[i];
-      const float* o = terms[k].out + i * LP;
-      for (int b = 0; b < B; ++b) q[b] -= post * (load8(terms[k].c + 8 * b) * load8(o + 8 * b));
+    for (int k = 0; with_message && k < t.ngrid; ++k) {
+      const GridTerm& g = t.grid[k];
+      const float post = g.post[i];
+      const float* o = g.out + i * LP;
+      for (int b = 0; b < B; ++b) q[b] -= post * (load8(g.c + 8 * b) * load8(o + 8 * b));
+    }
+    for (int k = 0; with_message && k < t.nlattice; ++k) {
+      const LatticeTerm& l = t.lattice[k];
+      const int32_t* off = l.offset + i * l.k1;
+      const float* w = l.weight + i * l.k1;
+      v8f acc[B] = {};
+      for (int j = 0; j < l.k1; ++j) {
+        const float* row = l.blurred + static_cast<int64_t>(off[j]) * LP;
+        for (int b = 0; b < B; ++b) acc[b] += w[j] * load8(row + 8 * b);
+      }
+      const float post = l.post[i] * l.amp;
+      for (int b = 0; b < B; ++b) q[b] -= post * (load8(l.c + 8 * b) * acc[b]);
     }
     v8f m = q[0];
     for (int b = 1; b < B; ++b) m = max8(m, q[b]);
@@ -126,19 +159,30 @@ CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64
     }
     const float inv = 1.0f / hsum8(sum);
     for (int b = 0; b < B; ++b) q[b] *= inv;
-    for (int k = 0; k < nterms; ++k) {
-      const float pre = terms[k].pre[i];
-      float* in = terms[k].in + i * LP;
+    for (int k = 0; k < t.ngrid; ++k) {
+      const float pre = t.grid[k].pre[i];
+      float* in = t.grid[k].in + i * LP;
       for (int b = 0; b < B; ++b) store8(in + 8 * b, pre * q[b]);
+    }
+    for (int k = 0; k < t.nlattice; ++k) {
+      const LatticeTerm& l = t.lattice[k];
+      const int32_t* off = l.offset + i * l.k1;
+      const float* w = l.weight + i * l.k1;
+      const float pre = l.pre[i];
+      for (int j = 0; j < l.k1; ++j) {
+        float* row = l.partial + static_cast<int64_t>(off[j]) * LP;
+        const float s = w[j] * pre;
+        for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + s * q[b]);
+      }
     }
     if (z)
       for (int b = 0; b < B; ++b) store8(z + (i - i0) * LP + 8 * b, q[b]);
   }
 }
-#define CONVLOC_FUSED_UPDATE(B)                                                                                     \
-  CONVLOC_SIMD_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerm* terms, \
-                                            int nterms, bool with_message, float* z) {                              \
-    fused_update<B>(neg_unary, i0, i1, terms, nterms, with_message, z);                                             \
+#define CONVLOC_FUSED_UPDATE(B)                                                                                  \
+  CONVLOC_SIMD_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
+                                            bool with_message, float* z) {                                       \
+    fused_update<B>(neg_unary, i0, i1, t, with_message, z);                                                      \
   }
 CONVLOC_FUSED_UPDATE(1)
 CONVLOC_FUSED_UPDATE(2)
@@ -146,11 +190,16 @@ CONVLOC_FUSED_UPDATE(3)
 CONVLOC_FUSED_UPDATE(4)
 #undef CONVLOC_FUSED_UPDATE
 constexpr int64_t kMaxFusedLabels = 32;
-void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerm* terms, int nterms,
+void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
                       bool with_message, float* z) {
   const auto fn = lp == 8 ? fused_update_1 : lp == 16 ? fused_update_2 : lp == 24 ? fused_update_3 : fused_update_4;
-  fn(neg_unary, i0, i1, terms, nterms, with_message, z);
+  fn(neg_unary, i0, i1, t, with_message, z);
 }
+
+// The fused update splats into one partial sum per band of pixels (kBands, fixed: results do not
+// depend on the thread count), added in band order before the blur; used while the partial sums
+// take at most as much memory as the [N, LP] arrays they replace.
+constexpr int64_t kBands = 8;
 
 // Softmax of `rows` rows of L labels (row stride LP) in place; map (nullable) gets each row's argmax
 // (first on ties).
@@ -226,10 +275,38 @@ struct KernelState {
   }
   std::vector<T> pre, post;    // [N] scales around the filtering
   WorkspaceVector<T> in, out;  // [N, LP] filter input (pre * Q, zero padding lanes) and output
-  std::vector<T> diag;         // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
-  std::vector<T> self;         // [N] the lattice's weight of each point on itself (exclude_self only)
+  // Fused lattice terms instead of in/out: kBands partial splat sums, and the blur's two buffers
+  // ([V + 1, LP] each); `blurred` points at the one holding the blurred values.
+  WorkspaceVector<T> partial, blur_a, blur_b;
+  const T* blurred = nullptr;
+  std::vector<T> diag;  // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
+  std::vector<T> self;  // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
 };
+
+// norm = K·1 for a lattice kernel without the lattice's splat lists (the fused path never builds
+// them): one channel splatted by scattering in point order (the sums of the gathering splat, in the
+// same order), blurred, sliced.
+template <typename T>
+void lattice_norm(const PermutohedralLattice<T>& lattice, T* norm) {
+  const int64_t n = lattice.num_points(), k1 = lattice.dim() + 1, V = lattice.num_vertices();
+  constexpr int64_t kStride = 8;  // the blur moves whole 8-lane rows; lane 0 carries the values
+  WorkspaceVector<T> a((V + 1) * kStride), b((V + 1) * kStride);
+  std::fill(a.begin(), a.end(), T(0));
+  std::fill(b.end() - kStride, b.end(), T(0));
+  const int32_t* off = lattice.slice_offsets().data();
+  const T* w = lattice.slice_weights().data();
+  for (int64_t e = 0; e < n * k1; ++e) a[off[e] * kStride] += w[e];
+  const T* blurred = lattice.blur(a.data(), b.data(), kStride);
+  const T amp = lattice.amplitude();
+  parallel_for(n, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T acc = 0;
+      for (int64_t j = 0; j < k1; ++j) acc += w[i * k1 + j] * blurred[off[i * k1 + j] * kStride];
+      norm[i] = amp * acc;
+    }
+  });
+}
 
 template <typename T>
 bool is_diagonal(const T* c, int64_t labels) {
@@ -244,8 +321,9 @@ bool is_diagonal(const T* c, int64_t labels) {
 template <typename T>
 class ImageCrf {
  public:
+  // with_energy / with_init: run() will be given energy / init (the fused path has neither).
   ImageCrf(const T* unary, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
-           const std::vector<CrfKernel<T>>& kernels, int64_t image, bool exclude_self)
+           const std::vector<CrfKernel<T>>& kernels, int64_t image, bool exclude_self, bool with_energy, bool with_init)
       : labels_(labels),
         lp_((labels + 7) & ~int64_t(7)),
         n_(n),
@@ -268,8 +346,13 @@ class ImageCrf {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
         s.tmp.resize(s.grid->scratch_size(lp_));
       }
-      std::vector<T> ones(n, T(1)), norm(n);
-      s.filter(ones.data(), norm.data(), 1);
+      std::vector<T> norm(n);
+      if (s.lattice) {
+        lattice_norm(*s.lattice, norm.data());
+      } else {
+        const std::vector<T> ones(n, T(1));
+        s.filter(ones.data(), norm.data(), 1);
+      }
       if (exclude_self) {  // each point's weight on itself, as the filter applies it
         s.self.assign(n, T(1));
         if (s.lattice) s.lattice->diagonal(s.self.data());
@@ -277,18 +360,40 @@ class ImageCrf {
       }
       s.pre.resize(n), s.post.resize(n);
       for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
-      s.in.resize(n * lp_), s.out.resize(n * lp_);
       s.compat = spec.compat;
       if (is_diagonal(spec.compat, labels)) {
         s.diag.assign(lp_, T(0));
         for (int64_t l = 0; l < labels; ++l) s.diag[l] = spec.compat[l * labels + l];
       }
     }
+    fused_ = std::is_same<T, float>::value && !exclude_self && !with_energy && !with_init &&
+             ks_.size() <= size_t(kMaxFused) && lp_ <= kMaxFusedLabels;
+    for (const auto& s : ks_) {
+      fused_ = fused_ && !s.diag.empty();
+      if (s.lattice) fused_ = fused_ && kBands * (s.lattice->num_vertices() + 1) <= 2 * n;
+    }
+    for (auto& s : ks_) {
+      if (fused_ && s.lattice) {
+        const int64_t rows = (s.lattice->num_vertices() + 1) * lp_;
+        s.partial.resize(kBands * rows);
+        s.blur_a.resize(rows), s.blur_b.resize(rows);
+        parallel_for(kBands, 1, [&](int64_t b0, int64_t b1) {
+          std::fill(s.partial.data() + b0 * rows, s.partial.data() + b1 * rows, T(0));
+        });
+        std::fill(s.blur_a.end() - lp_, s.blur_a.end(), T(0));
+        std::fill(s.blur_b.end() - lp_, s.blur_b.end(), T(0));
+      } else {
+        s.in.resize(n * lp_), s.out.resize(n * lp_);
+      }
+    }
   }
 
   int64_t lattice_bytes() const {
     int64_t b = 0;
-    for (const auto& s : ks_) b += s.lattice ? s.lattice->memory_bytes() : int64_t(s.tmp.size() * sizeof(T));
+    for (const auto& s : ks_)
+      b += s.lattice ? s.lattice->memory_bytes() +
+                           int64_t(s.partial.size() + s.blur_a.size() + s.blur_b.size()) * int64_t(sizeof(T))
+                     : int64_t(s.tmp.size() * sizeof(T));
     return b;
   }
 
@@ -311,7 +416,25 @@ class ImageCrf {
 
  private:
   void filter_all() {
-    for (auto& s : ks_) s.filter(s.in.data(), s.out.data(), lp_);
+    for (auto& s : ks_) {
+      if (!s.partial.empty()) {
+        // The bands' splat sums, added in band order (and zeroed for the next update), then blurred.
+        const int64_t rows = s.lattice->num_vertices();
+        parallel_for(rows, 256, [&](int64_t v0, int64_t v1) {
+          for (int64_t v = v0; v < v1; ++v) {
+            T* dst = s.blur_a.data() + v * lp_;
+            std::fill(dst, dst + lp_, T(0));
+            for (int64_t band = 0; band < kBands; ++band) {
+              T* src = s.partial.data() + (band * (rows + 1) + v) * lp_;
+              for (int64_t l = 0; l < lp_; ++l) dst[l] += src[l], src[l] = 0;
+            }
+          }
+        });
+        s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
+      } else {
+        s.filter(s.in.data(), s.out.data(), lp_);
+      }
+    }
   }
 
   // One fused pass over blocks of pixels: logits from the unary (and the messages when
@@ -321,16 +444,7 @@ class ImageCrf {
     const int64_t L = labels_, LP = lp_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(energy_prev ? blocks : 0);
-    std::array<FusedTerm, kMaxFused> terms{};
-    const bool fused = fusable() && !energy_prev;
-    if (fused)
-      for (size_t k = 0; k < ks_.size(); ++k) {
-        auto& s = ks_[k];
-        terms[k] =
-            FusedTerm{reinterpret_cast<const float*>(s.out.data()), reinterpret_cast<const float*>(s.post.data()),
-                      reinterpret_cast<const float*>(s.diag.data()), reinterpret_cast<const float*>(s.pre.data()),
-                      reinterpret_cast<float*>(s.in.data())};
-      }
+    if (fused_) return update_fused(with_message, q_ln, map);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
       std::vector<T> zbuf(kBlock * LP), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
@@ -338,11 +452,6 @@ class ImageCrf {
         T* z = zbuf.data();
         if (init) {  // a given Q_0 instead of softmax(-U)
           gather_rows(init, n, L, LP, i0, i1, T(1), T(0), z);
-          if (map) argmax_rows(z, count, L, LP, map + i0);
-        } else if (fused) {
-          const bool rows = map || q_ln;  // Q only goes to the filter inputs otherwise
-          fused_update_f32(LP, reinterpret_cast<const float*>(neg_unary_.data()), i0, i1, terms.data(),
-                           static_cast<int>(ks_.size()), with_message, rows ? reinterpret_cast<float*>(z) : nullptr);
           if (map) argmax_rows(z, count, L, LP, map + i0);
         } else {
           std::copy(neg_unary_.data() + i0 * LP, neg_unary_.data() + i1 * LP, z);
@@ -355,8 +464,7 @@ class ImageCrf {
           }
           softmax_rows(z, count, L, LP, map ? map + i0 : nullptr);
         }
-        if (!fused || init)
-          for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, LP, s.in.data() + i0 * LP);
+        for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, LP, s.in.data() + i0 * LP);
         if (q_nl) std::copy(z, z + count * LP, q_nl + i0 * LP);
         if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
       }
@@ -364,12 +472,49 @@ class ImageCrf {
     if (energy_prev) *energy_prev = sum(partial);
   }
 
-  bool fusable() const {
-    if (!std::is_same<T, float>::value || exclude_self_ || ks_.size() > size_t(kMaxFused) || lp_ > kMaxFusedLabels)
-      return false;
-    for (const auto& s : ks_)
-      if (s.diag.empty()) return false;
-    return true;
+  // The fused update (float): pixel bands in parallel, blocks of a band in order (each band splats
+  // into its own partial sums).
+  void update_fused(bool with_message, T* q_ln, int64_t* map) {
+    if constexpr (std::is_same<T, float>::value) {
+      const int64_t L = labels_, LP = lp_, n = n_;
+      std::array<GridTerm, kMaxFused> grid{};
+      std::array<LatticeTerm, kMaxFused> lattice{};
+      std::array<T*, kMaxFused> partial{};  // band 0's partial sums; band b's start b * band_size[k] later
+      std::array<int64_t, kMaxFused> band_size{};
+      int ngrid = 0, nlattice = 0;
+      for (auto& s : ks_) {
+        if (s.lattice) {
+          partial[nlattice] = s.partial.data();
+          band_size[nlattice] = (s.lattice->num_vertices() + 1) * LP;
+          lattice[nlattice++] = LatticeTerm{s.blurred,
+                                            s.lattice->slice_offsets().data(),
+                                            s.lattice->slice_weights().data(),
+                                            s.lattice->dim() + 1,
+                                            s.lattice->amplitude(),
+                                            s.post.data(),
+                                            s.diag.data(),
+                                            s.pre.data(),
+                                            nullptr};
+        } else {
+          grid[ngrid++] = GridTerm{s.out.data(), s.post.data(), s.diag.data(), s.pre.data(), s.in.data()};
+        }
+      }
+      parallel_for(kBands, 1, [&](int64_t band0, int64_t band1) {
+        std::vector<T> zbuf(kBlock * LP);
+        for (int64_t band = band0; band < band1; ++band) {
+          std::array<LatticeTerm, kMaxFused> mine = lattice;
+          for (int k = 0; k < nlattice; ++k) mine[k].partial = partial[k] + band * band_size[k];
+          const FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice};
+          for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
+            const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
+            T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
+            fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, z);
+            if (map) argmax_rows(z, count, L, LP, map + i0);
+            if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
+          }
+        }
+      });
+    }
   }
 
   // z[i - i0, :] -= sum_k C_k (post_k[i] * (out_k - self_k)[i, :]) for pixels [i0, i1).
@@ -449,7 +594,7 @@ class ImageCrf {
   }
 
   int64_t labels_, lp_, n_;
-  bool exclude_self_;
+  bool exclude_self_, fused_ = false;
   WorkspaceVector<T> neg_unary_;  // [N, LP], padding lanes -1e30
   std::vector<KernelState<T>> ks_;
   WorkspaceVector<T> q_;  // [N, LP], kept only for the energy
@@ -463,7 +608,8 @@ void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, con
                    int64_t* map_labels, double* energy, int64_t* lattice_bytes) {
   std::vector<int64_t> bytes(batch, 0);
   auto one = [&](int64_t b) {
-    ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self);
+    ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self, energy != nullptr,
+                    init != nullptr);
     bytes[b] = crf.lattice_bytes();
     crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n,
             map_labels ? map_labels + b * n : nullptr, energy ? energy + b * (iterations + 1) : nullptr);
