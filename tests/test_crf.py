@@ -191,6 +191,22 @@ def test_thread_count_independent(rng, threads, labels):
     np.testing.assert_allclose(fused, double, atol=2e-5)
 
 
+@pytest.mark.cuda
+def test_cuda_matches_cpu(rng):
+    # Both kernels on the lattice (σ > GRID_MAX_SIGMA keeps the Gaussian off the CPU's grid filter).
+    torch = pytest.importorskip("torch")
+    u = torch.from_numpy(smooth_unary(rng, 5, 40, 56).astype(np.float64))
+    img = blocky_image(rng, 40, 56)
+    kw = dict(
+        image=img, kernels=[ops.Gaussian(8, 3), ops.Bilateral(20, 13, 10)], iterations=5, return_labels=True
+    )
+    q_cpu, lab_cpu = ops.dense_crf(u, **kw)
+    q_gpu, lab_gpu = ops.dense_crf(u.cuda(), **kw)
+    assert q_gpu.is_cuda and lab_gpu.is_cuda
+    torch.testing.assert_close(q_gpu.cpu(), q_cpu, rtol=1e-8, atol=1e-8)
+    assert torch.equal(lab_gpu.cpu(), lab_cpu)
+
+
 def test_torch_in_torch_out(rng):
     torch = pytest.importorskip("torch")
     u, img = smooth_unary(rng, 3, 10, 12), blocky_image(rng, 10, 12)
