@@ -3,9 +3,9 @@
 
 from convloc.nn import boxes, crfrnn, deconv, lattice, permutohedral_conv, roi  # noqa: F401 - registers the ops
 from convloc.nn.crfrnn import CRFasRNN
-from convloc.nn.permutohedral_conv import PermutohedralConv
 from convloc.nn.deconv import BilinearUpsample, ConvTranspose2d
 from convloc.nn.lattice import PermutohedralFilter
+from convloc.nn.permutohedral_conv import PermutohedralConv
 from convloc.nn.roi import RoIAlign, RoIPool
 
 __all__ = [

@@ -119,16 +119,14 @@ class LatticeTables:
 
     @torch.no_grad()
     def self_weights(self, dtype: torch.dtype) -> Tensor:
-        """``[B*N, 1]``: each point's own weight in the lattice Gaussian filter, the diagonal that
-        ``exclude_self`` removes in :mod:`convloc.ops.lattice`."""
+        """``[N, 1]`` or ``[B, N, 1]``: each point's own weight in the lattice Gaussian filter, the
+        diagonal that ``exclude_self`` removes in :mod:`convloc.ops.lattice`."""
         key = ("self", dtype)
         if key not in self._cache:
-            if self._lattice is None:
-                diag = torch.zeros((0, 1), dtype=dtype)
-            else:
-                shape = (self.items, self.num_points, 1) if self.batched else (self.num_points, 1)
-                diag = self._lattice._diagonal(torch.empty(shape, dtype=self._features_dtype))
-            self._cache[key] = diag.reshape(-1, 1).to(self.device, dtype)
+            shape = (self.items, self.num_points, 1) if self.batched else (self.num_points, 1)
+            like = torch.empty(shape, dtype=self._features_dtype)
+            diag = like.new_zeros(shape) if self._lattice is None else self._lattice._diagonal(like)
+            self._cache[key] = diag.to(self.device, dtype)
         return self._cache[key]
 
 
