@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from convloc.nn import crfrnn
+from convloc.nn import PermutohedralConv, crfrnn
 from convloc.nn.crfrnn import CRFasRNN, crf_mean_field
 
 
@@ -182,3 +182,23 @@ def test_learned_filters_batched_backward_and_training(rng, one_thread):
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
     assert accuracy() > before, (before, accuracy())
+
+
+def test_cli_train_crfrnn_with_learned_filters(tmp_path, capsys, one_thread):
+    from convloc.cli import main
+    from convloc.commands.segface import load_checkpoint
+    from convloc.data import voc_seg
+
+    data = voc_seg.make_synthetic_segmentation(tmp_path / "seg", 8, 4, size=32, seed=5)
+    common = ["--data", str(data), "--threads", "1", "--batch-size", "4"]
+    fcn_ckpt, crf_ckpt = str(tmp_path / "fcn.pt"), str(tmp_path / "crf.pt")
+    args = ["train", "fcn", *common, "--pad", "26", "--fc-kernel", "3", "--epochs", "1", "-o", fcn_ckpt]
+    assert main(args) == 0
+    args = ["train", "crfrnn", *common, "--fcn", fcn_ckpt, "--epochs", "1", "--iterations", "2"]
+    assert main([*args, "--filter", "learned", "--freeze-fcn", "-o", crf_ckpt]) == 0
+    assert "CRF-as-RNN (end to end)" in capsys.readouterr().out
+    model, _ = load_checkpoint(crf_ckpt)
+    # Training moved the taps away from the Gaussian init, and the checkpoint keeps them.
+    taps = model.crf.bilateral_filter.taps
+    init = PermutohedralConv(taps.shape[-1], taps.shape[-1], 5).taps
+    assert taps.shape == init.shape and (taps - init).abs().max() > 1e-3
