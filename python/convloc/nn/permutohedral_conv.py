@@ -52,37 +52,14 @@ class LatticeTables:
         f = features.detach().cpu()
         self.items = f.shape[0] if self.batched else 1
         self.num_points, self.dim = f.shape[-2], f.shape[-1]
-        if self.items == 0:  # no lattice to build
-            d = self.dim
-            self.amplitude, self.num_vertices = 1.0, 0
-            self._offsets = torch.zeros((0, d + 1), dtype=torch.long)
-            self._weights = torch.zeros((0, d + 1), dtype=torch.float64)
-            self._neighbours = torch.zeros((1, d + 1, 2), dtype=torch.long)
-            self._lattice = None
-        else:
-            self._lattice = PermutohedralLattice(f)
-            self._stack([self._lattice.structure(b) for b in range(self.items)])
-        self._offsets = self._offsets.to(self.device)
-        self._steps = [self._neighbours.to(self.device)]
-        del self._neighbours
+        self._lattice = PermutohedralLattice(f) if self.items else None
+        structures = [self._lattice.structure(b) for b in range(self.items)]
+        self.amplitude = float(structures[0]["amplitude"]) if structures else 1.0
+        offsets, self._weights, neighbours = _stack(structures, self.dim)
+        self.num_vertices = len(neighbours) - 1
+        self._offsets = offsets.to(self.device)
+        self._steps = [neighbours.to(self.device)]
         self._cache: dict = {}
-
-    def _stack(self, structures: list[dict]) -> None:
-        offsets, weights, neighbours, base = [], [], [], 0
-        counts = [len(s["neighbours"]) for s in structures]
-        total = sum(counts)
-        for s, v in zip(structures, counts):
-            offsets.append(torch.from_numpy(s["offsets"]).long() + base)
-            weights.append(torch.from_numpy(s["weights"]).double())
-            nb = torch.from_numpy(s["neighbours"]).long()
-            neighbours.append(torch.where(nb == v, total, nb + base))
-            base += v
-        d = self.dim
-        neighbours.append(torch.full((1, d + 1, 2), total, dtype=torch.long))  # absent → absent
-        self._offsets, self._weights = torch.cat(offsets), torch.cat(weights)
-        self._neighbours = torch.cat(neighbours)
-        self.num_vertices = total
-        self.amplitude = float(structures[0]["amplitude"])
 
     def offsets(self) -> Tensor:
         """``[B*N, d+1]`` stacked-vertex indices of each point's enclosing simplex."""
@@ -120,7 +97,7 @@ class LatticeTables:
     @torch.no_grad()
     def self_weights(self, dtype: torch.dtype) -> Tensor:
         """``[N, 1]`` or ``[B, N, 1]``: each point's own weight in the lattice Gaussian filter, the
-        diagonal that ``exclude_self`` removes in :mod:`convloc.ops.lattice`."""
+        diagonal that ``exclude_self`` removes in :mod:`convloc.ops.lattice` (from that lattice)."""
         key = ("self", dtype)
         if key not in self._cache:
             shape = (self.items, self.num_points, 1) if self.batched else (self.num_points, 1)
@@ -128,6 +105,24 @@ class LatticeTables:
             diag = like.new_zeros(shape) if self._lattice is None else self._lattice._diagonal(like)
             self._cache[key] = diag.to(self.device, dtype)
         return self._cache[key]
+
+
+def _stack(structures: list[dict], dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Offsets, weights and neighbours (plus the absent row) of several lattices, their vertices
+    numbered one after the other."""
+    total = sum(len(s["neighbours"]) for s in structures)
+    offsets = [torch.zeros((0, dim + 1), dtype=torch.long)]
+    weights = [torch.zeros((0, dim + 1), dtype=torch.float64)]
+    neighbours, base = [], 0
+    for s in structures:
+        v = len(s["neighbours"])
+        offsets.append(torch.from_numpy(s["offsets"]).long() + base)
+        weights.append(torch.from_numpy(s["weights"]).double())
+        nb = torch.from_numpy(s["neighbours"]).long()
+        neighbours.append(torch.where(nb == v, total, nb + base))
+        base += v
+    neighbours.append(torch.full((1, dim + 1, 2), total, dtype=torch.long))  # absent → absent
+    return torch.cat(offsets), torch.cat(weights), torch.cat(neighbours)
 
 
 def gaussian_taps(dim: int, radius: int, channels: int, dtype=None, device=None) -> Tensor:
