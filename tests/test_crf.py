@@ -170,14 +170,25 @@ def test_volume_with_spacing_and_user_features(rng):
     assert ops.dense_crf(u, image=img, **kw).shape == u.shape
 
 
-def test_thread_count_independent(rng, threads):
-    u, img = smooth_unary(rng, 5, 64, 80), blocky_image(rng, 64, 80)
-    convloc.set_num_threads(1)
-    a = ops.dense_crf(u, image=img, iterations=5, return_energy=True)
-    convloc.set_num_threads(2)
-    b = ops.dense_crf(u, image=img, iterations=5, return_energy=True)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+@pytest.mark.parametrize("labels", [5, 21, 30])
+def test_thread_count_independent(rng, threads, labels):
+    # float32 without the energy takes the fused update (lattice sliced and splatted per pixel band);
+    # with the energy, or in float64, the general one. Both must not depend on the thread count.
+    u, img = smooth_unary(rng, labels, 64, 80), blocky_image(rng, 64, 80)
+    results = {}
+    for n in (1, 2):
+        convloc.set_num_threads(n)
+        results[n] = (
+            ops.dense_crf(u, image=img, iterations=5),
+            ops.dense_crf(u, image=img, iterations=5, return_energy=True),
+            ops.dense_crf(u.astype(np.float64), image=img, iterations=5),
+        )
+    for a, b in zip(results[1], results[2]):
+        for x, y in zip(*(((a,), (b,)) if isinstance(a, np.ndarray) else (a, b))):
+            np.testing.assert_array_equal(x, y)
+    fused, general, double = results[1]
+    np.testing.assert_allclose(fused, general[0], atol=2e-5)
+    np.testing.assert_allclose(fused, double, atol=2e-5)
 
 
 def test_torch_in_torch_out(rng):
