@@ -102,7 +102,7 @@ class LatticeTables:
         if key not in self._cache:
             shape = (self.items, self.num_points, 1) if self.batched else (self.num_points, 1)
             like = torch.empty(shape, dtype=self._features_dtype)
-            diag = like.new_zeros(shape) if self._lattice is None else self._lattice._diagonal(like)
+            diag = like.new_zeros(shape) if self._lattice is None else self._lattice.diagonal(like)
             self._cache[key] = diag.to(self.device, dtype)
         return self._cache[key]
 
