@@ -18,53 +18,78 @@ constexpr int64_t kChunks = 64;
 
 int64_t chunk_begin(int64_t n, int64_t c) { return n * c / kChunks; }
 
-// Open-addressing table of keys (d int32 coordinates) → dense ids in insertion order; grows at half load.
+// Open-addressing table of keys (d int32 coordinates) → dense ids in insertion order, probed from the high bits
+// of lattice_hash_raw (linearly). A slot holds the hash next to the id, so a probe reads one cache line, and the
+// key only when the hashes match. Grows at half load. D > 0: the dimension, fixed at compile time.
 class KeyTable {
  public:
-  explicit KeyTable(int d) : d_(d) { rehash(64); }
+  KeyTable(int d, int64_t expected) : d_(d) {
+    int bits = 6;
+    while ((int64_t(1) << bits) < 2 * expected) ++bits;
+    rehash(bits);
+  }
   int64_t size() const { return static_cast<int64_t>(hashes_.size()); }
   const int32_t* key(int64_t id) const { return &keys_[id * d_]; }
   uint64_t hash(int64_t id) const { return hashes_[id]; }
+  void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h >> shift_]); }
 
+  template <int D>
   int32_t find(const int32_t* key, uint64_t h) const {
-    for (uint64_t slot = h & mask_;; slot = (slot + 1) & mask_) {
-      const int32_t id = table_[slot];
-      if (id < 0) return -1;
-      if (hashes_[id] == h && lattice_key_equal(&keys_[static_cast<int64_t>(id) * d_], key, d_)) return id;
+    for (uint64_t s = h >> shift_;; s = (s + 1) & mask_) {
+      const Slot slot = slots_[s];
+      if (slot.id < 0) return -1;
+      if (slot.hash == h && lattice_key_equal(this->key(slot.id), key, D > 0 ? D : d_)) return slot.id;
     }
   }
 
+  template <int D>
   int32_t insert(const int32_t* key, uint64_t h) {
-    for (uint64_t slot = h & mask_;; slot = (slot + 1) & mask_) {
-      const int32_t id = table_[slot];
-      if (id < 0) {
+    const int d = D > 0 ? D : d_;
+    for (uint64_t s = h >> shift_;; s = (s + 1) & mask_) {
+      const Slot slot = slots_[s];
+      if (slot.id < 0) {
         const int32_t fresh = static_cast<int32_t>(hashes_.size());
-        table_[slot] = fresh;
+        slots_[s] = Slot{h, fresh};
         hashes_.push_back(h);
-        keys_.insert(keys_.end(), key, key + d_);
-        if (2 * hashes_.size() > table_.size()) rehash(2 * table_.size());
+        keys_.insert(keys_.end(), key, key + d);
+        if (2 * hashes_.size() > slots_.size()) rehash(bits_ + 1);
         return fresh;
       }
-      if (hashes_[id] == h && lattice_key_equal(&keys_[static_cast<int64_t>(id) * d_], key, d_)) return id;
+      if (slot.hash == h && lattice_key_equal(this->key(slot.id), key, d)) return slot.id;
     }
   }
 
  private:
-  void rehash(size_t slots) {
-    table_.assign(slots, -1);
-    mask_ = slots - 1;
+  struct Slot {
+    uint64_t hash;
+    int32_t id;  // -1: empty
+  };
+  void rehash(int bits) {
+    bits_ = bits;
+    shift_ = 64 - bits;
+    mask_ = (uint64_t(1) << bits) - 1;
+    slots_.assign(size_t(1) << bits, Slot{0, -1});
     for (size_t id = 0; id < hashes_.size(); ++id) {
-      uint64_t slot = hashes_[id] & mask_;
-      while (table_[slot] >= 0) slot = (slot + 1) & mask_;
-      table_[slot] = static_cast<int32_t>(id);
+      uint64_t s = hashes_[id] >> shift_;
+      while (slots_[s].id >= 0) s = (s + 1) & mask_;
+      slots_[s] = Slot{hashes_[id], static_cast<int32_t>(id)};
     }
   }
   int d_;
+  int bits_ = 0, shift_ = 0;
   uint64_t mask_ = 0;
-  std::vector<int32_t> table_;
+  std::vector<Slot> slots_;
   std::vector<int32_t> keys_;
   std::vector<uint64_t> hashes_;
 };
+
+// lattice_hash_raw with the multipliers precomputed.
+template <int D>
+CONVLOC_ALWAYS_INLINE uint64_t hash_key(const int32_t* key, int d, const uint64_t* mult) {
+  uint64_t h = 0;
+  for (int i = 0; i < (D > 0 ? D : d); ++i) h += static_cast<uint64_t>(static_cast<int64_t>(key[i])) * mult[i];
+  return h;
+}
 
 // Step 1 of the build for one chunk of points: simplices, weights, ranks and chunk-local vertex ids. An entry
 // whose key equals the previous point's entry of the same remainder (neighbouring pixels mostly share
@@ -75,6 +100,7 @@ struct BuildChunk {
   const T* features;
   int64_t n;
   const T* scale;
+  const uint64_t* mult;
   T* weight;
   uint8_t* rank;
   int32_t* offset;
@@ -96,7 +122,7 @@ struct BuildChunk {
         const int32_t* kk = key + k * d;
         offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
                                  ? offset[(i - 1) * k1 + k]
-                                 : table.insert(kk, lattice_hash(kk, d));
+                                 : table.template insert<D>(kk, hash_key<D>(kk, d, mult));
       }
     }
     return false;
@@ -114,15 +140,17 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   amplitude_ = static_cast<T>(lattice_amplitude(d));
   T scale[kLatticeMaxDim];
   lattice_scale_factors(d, scale);
+  uint64_t mult[kLatticeMaxDim];
+  for (int i = 0; i < d; ++i) mult[i] = lattice_hash_multiplier(i);
   const int64_t entries = n * k1;
   weight_.resize(entries);
   rank_.resize(entries);
   offset_.resize(entries);
 
   // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_ (BuildChunk).
-  std::vector<KeyTable> local(kChunks, KeyTable(d));
+  std::vector<KeyTable> local(kChunks, KeyTable(d, 256));
   std::vector<uint8_t> bad(kChunks, 0);
-  const BuildChunk<T> chunk{features, n, scale, weight_.data(), rank_.data(), offset_.data()};
+  const BuildChunk<T> chunk{features, n, scale, mult, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       // Small dimensions with the dimension known at compile time: the per-point loops unroll.
@@ -150,12 +178,14 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   }
 
   // 2. Merge the chunks' vertices in order into the global table.
-  KeyTable global(d);
+  int64_t local_vertices = 0;
+  for (const KeyTable& table : local) local_vertices += table.size();
+  KeyTable global(d, local_vertices);  // never grows
   std::vector<std::vector<int32_t>> to_global(kChunks);
   for (int64_t c = 0; c < kChunks; ++c) {
     const KeyTable& table = local[c];
     to_global[c].resize(table.size());
-    for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.insert(table.key(id), table.hash(id));
+    for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.template insert<0>(table.key(id), table.hash(id));
     if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
   }
   const int64_t vertices = global.size();
@@ -169,17 +199,28 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
     }
   });
 
-  // 4. Blur neighbours, looked up once here so that filter() never hashes.
+  // 4. Blur neighbours, looked up once here so that filter() never hashes. One step along direction j moves
+  // the (linear) hash by +-step[j]; the d+1 neighbours' first slots are prefetched before the probes.
+  uint64_t step[kLatticeMaxDim + 1];
+  uint64_t mult_sum = 0;
+  for (int i = 0; i < d; ++i) mult_sum += mult[i];
+  for (int j = 0; j <= d; ++j) step[j] = (j < d ? uint64_t(k1) * mult[j] : 0) - mult_sum;
   blur_.resize(vertices * k1 * 2);
   parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
     int32_t nkey[kLatticeMaxDim];
-    for (int64_t v = v0; v < v1; ++v)
-      for (int j = 0; j <= d; ++j)
-        for (int side = 0; side < 2; ++side) {
-          lattice_neighbour(global.key(v), d, j, side ? 1 : -1, nkey);
-          const int32_t u = global.find(nkey, lattice_hash(nkey, d));
-          blur_[(v * k1 + j) * 2 + side] = static_cast<int32_t>(u < 0 ? vertices : u);
-        }
+    uint64_t nh[2 * (kLatticeMaxDim + 1)];
+    for (int64_t v = v0; v < v1; ++v) {
+      const uint64_t h = global.hash(v);
+      for (int t = 0; t < 2 * k1; ++t) {
+        nh[t] = t & 1 ? h + step[t >> 1] : h - step[t >> 1];
+        global.prefetch(nh[t]);
+      }
+      for (int t = 0; t < 2 * k1; ++t) {
+        lattice_neighbour(global.key(v), d, t >> 1, t & 1 ? 1 : -1, nkey);
+        const int32_t u = global.template find<0>(nkey, nh[t]);
+        blur_[v * k1 * 2 + t] = static_cast<int32_t>(u < 0 ? vertices : u);
+      }
+    }
   });
 }
 
