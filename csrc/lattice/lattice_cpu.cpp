@@ -18,6 +18,35 @@ constexpr int64_t kChunks = 64;
 
 int64_t chunk_begin(int64_t n, int64_t c) { return n * c / kChunks; }
 
+// 8-lane vectors (GCC/Clang vector extensions): one AVX2 register of floats, whatever the clone's target.
+// They never cross a non-inlined call, so the ABI note GCC gives for vector returns does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+template <typename T>
+struct Vec8Of;
+template <>
+struct Vec8Of<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Vec8Of<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec8 = typename Vec8Of<T>::type;
+typedef int32_t IVec8 __attribute__((vector_size(32)));
+typedef int64_t LVec8 __attribute__((vector_size(64)));
+
+template <typename T>
+CONVLOC_ALWAYS_INLINE Vec8<T> load8(const T* p) {
+  Vec8<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+CONVLOC_ALWAYS_INLINE void store8(T* p, const Vec8<T>& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
 // Open-addressing table of keys (d int32 coordinates) → dense ids in insertion order, probed from the high bits
 // of lattice_hash_raw (linearly). A slot holds the hash next to the id, so a probe reads one cache line, and the
 // key only when the hashes match. Grows at half load. D > 0: the dimension, fixed at compile time.
@@ -83,6 +112,150 @@ class KeyTable {
   std::vector<uint64_t> hashes_;
 };
 
+// Lane masks (-1 where true) of a comparison of Vec8<T>, as 32-bit lanes; and T-wide selects on them.
+CONVLOC_ALWAYS_INLINE IVec8 lanes32(IVec8 m) { return m; }
+CONVLOC_ALWAYS_INLINE IVec8 lanes32(LVec8 m) { return __builtin_convertvector(m, IVec8); }
+template <typename T>
+CONVLOC_ALWAYS_INLINE Vec8<T> select_or_zero(IVec8 m, Vec8<T> a) {
+  if constexpr (std::is_same_v<T, float>)
+    return m ? a : Vec8<T>{};
+  else
+    return __builtin_convertvector(m, LVec8) ? a : Vec8<T>{};
+}
+
+// lattice_simplex for points [0, count) of f, 8 at a time in vector lanes: on each lane the same operations in
+// the same order (no fused multiply-adds: -ffp-contract=off), hence bitwise the same keys [count, d+1, d],
+// weights and ranks [count, d+1]. Returns true if a point is out of range or not finite: the same test as
+// sum_k |f_k * scale_k| * (d + 1) < kLatticeMaxCoord in double, per point. D > 0: d fixed at compile time.
+template <typename T, int D>
+CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale, int32_t* keys,
+                                         T* weight, uint8_t* rank) {
+  using V = Vec8<T>;
+  using DV = Vec8<double>;
+  constexpr int M = D > 0 ? D : kLatticeMaxDim;
+  const int d = D > 0 ? D : d_runtime, k1 = d + 1;
+  const T down_factor = T(1) / T(d + 1);
+  for (int64_t p0 = 0; p0 < count; p0 += 8) {
+    const int live = static_cast<int>(std::min<int64_t>(8, count - p0));
+    // Lane l = point p0 + l (lanes past the last point repeat it).
+    V x[M];
+    for (int i = 0; i < d; ++i) {
+      T lane[8];
+      for (int l = 0; l < 8; ++l) lane[l] = f[(p0 + std::min(l, live - 1)) * d + i];
+      x[i] = load8(lane);
+    }
+    DV reach{};
+    for (int i = 0; i < d; ++i) {
+      const DV r = __builtin_convertvector(x[i], DV) * double(scale[i]);
+      reach += r < 0 ? -r : r;
+    }
+    const LVec8 ok = reach * double(k1) < kLatticeMaxCoord;  // false for NaN
+    for (int l = 0; l < 8; ++l)
+      if (!ok[l]) return true;
+    // Elevation.
+    V elevated[M + 1];
+    V sm{};
+    for (int i = d; i > 0; --i) {
+      const V cf = x[i - 1] * scale[i - 1];
+      elevated[i] = sm - T(i) * cf;
+      sm += cf;
+    }
+    elevated[0] = sm;
+    // Nearest remainder-0 point.
+    IVec8 rem0[M + 1], rk[M + 1], sum{};
+    for (int i = 0; i <= d; ++i) {
+      const V v = elevated[i] * down_factor;
+      IVec8 fl = __builtin_convertvector(v, IVec8);
+      fl += lanes32(__builtin_convertvector(fl, V) > v);
+      const V down = __builtin_convertvector(fl, V) * T(d + 1);
+      const IVec8 up = -lanes32(down + T(d + 1) - elevated[i] < elevated[i] - down);
+      rem0[i] = (fl + up) * (d + 1);
+      sum += fl + up;
+      rk[i] = IVec8{};
+    }
+    // Ranks.
+    for (int i = 0; i < d; ++i) {
+      const V di = elevated[i] - __builtin_convertvector(rem0[i], V);
+      for (int j = i + 1; j <= d; ++j) {
+        const IVec8 lt = lanes32(di < elevated[j] - __builtin_convertvector(rem0[j], V));
+        rk[i] -= lt;
+        rk[j] += 1 + lt;
+      }
+    }
+    // Onto the plane: both of lattice_simplex's branches as masks (sum == 0 changes nothing).
+    const IVec8 pos = sum > 0, neg = sum < 0;
+    for (int i = 0; i <= d; ++i) {
+      const IVec8 move = ((d + 1) & (neg & (rk[i] < -sum))) - ((d + 1) & (pos & (rk[i] >= (d + 1) - sum)));
+      rem0[i] += move;
+      rk[i] += sum + move;
+    }
+    // Barycentric coordinates: bary[m] gets the same additions in the same order (and exact zeros).
+    V v[M + 1], bary[M + 2];
+    for (int i = 0; i <= d; ++i) v[i] = (elevated[i] - __builtin_convertvector(rem0[i], V)) * down_factor;
+    for (int m = 0; m <= d + 1; ++m) {
+      V acc{};
+      for (int i = 0; i <= d; ++i) {
+        acc += select_or_zero<T>(rk[i] == d - m, v[i]);
+        acc -= select_or_zero<T>(rk[i] == d + 1 - m, v[i]);
+      }
+      bary[m] = acc;
+    }
+    bary[0] += T(1) + bary[d + 1];
+    // Vertex keys; then lanes back to points.
+    int32_t key_lanes[(M + 1) * M][8];
+    for (int k = 0; k <= d; ++k)
+      for (int i = 0; i < d; ++i) {
+        const IVec8 key = rem0[i] + k - ((d + 1) & (rk[i] > d - k));
+        std::memcpy(key_lanes[k * d + i], &key, sizeof key);
+      }
+    T bary_lanes[M + 1][8];
+    int32_t rank_lanes[M + 1][8];
+    for (int k = 0; k <= d; ++k) {
+      store8(bary_lanes[k], bary[k]);
+      std::memcpy(rank_lanes[k], &rk[k], sizeof rk[k]);
+    }
+    for (int l = 0; l < live; ++l) {
+      const int64_t p = p0 + l;
+      for (int e = 0; e < k1 * d; ++e) keys[p * k1 * d + e] = key_lanes[e][l];
+      for (int k = 0; k <= d; ++k) {
+        weight[p * k1 + k] = bary_lanes[k][l];
+        rank[p * k1 + k] = static_cast<uint8_t>(rank_lanes[k][l]);
+      }
+    }
+  }
+  return false;
+}
+
+// Plain functions per type and dimension, so that the SIMD clones apply.
+#define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                       \
+  CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale, int32_t* keys, \
+                                             T* weight, uint8_t* rank) {                                    \
+    return simplex_lanes<T, D>(f, count, d, scale, keys, weight, rank);                                     \
+  }
+CONVLOC_LATTICE_SIMPLEX(float, 0)
+CONVLOC_LATTICE_SIMPLEX(float, 2)
+CONVLOC_LATTICE_SIMPLEX(float, 3)
+CONVLOC_LATTICE_SIMPLEX(float, 5)
+CONVLOC_LATTICE_SIMPLEX(double, 0)
+CONVLOC_LATTICE_SIMPLEX(double, 2)
+CONVLOC_LATTICE_SIMPLEX(double, 3)
+CONVLOC_LATTICE_SIMPLEX(double, 5)
+#undef CONVLOC_LATTICE_SIMPLEX
+
+template <typename T, int D>
+bool simplex_points(const T* f, int64_t count, int d, const T* scale, int32_t* keys, T* weight, uint8_t* rank) {
+  if constexpr (std::is_same_v<T, float>)
+    return (D == 2   ? simplex_float_2
+            : D == 3 ? simplex_float_3
+            : D == 5 ? simplex_float_5
+                     : simplex_float_0)(f, count, d, scale, keys, weight, rank);
+  else
+    return (D == 2   ? simplex_double_2
+            : D == 3 ? simplex_double_3
+            : D == 5 ? simplex_double_5
+                     : simplex_double_0)(f, count, d, scale, keys, weight, rank);
+}
+
 // lattice_hash_raw with the multipliers precomputed.
 template <int D>
 CONVLOC_ALWAYS_INLINE uint64_t hash_key(const int32_t* key, int d, const uint64_t* mult) {
@@ -90,6 +263,9 @@ CONVLOC_ALWAYS_INLINE uint64_t hash_key(const int32_t* key, int d, const uint64_
   for (int i = 0; i < (D > 0 ? D : d); ++i) h += static_cast<uint64_t>(static_cast<int64_t>(key[i])) * mult[i];
   return h;
 }
+
+// Points per simplex_points call.
+constexpr int64_t kBlock = 64;
 
 // Step 1 of the build for one chunk of points: simplices, weights, ranks and chunk-local vertex ids. An entry
 // whose key equals the previous point's entry of the same remainder (neighbouring pixels mostly share
@@ -108,22 +284,25 @@ struct BuildChunk {
   template <int D>
   bool run(int64_t c, int d_runtime, KeyTable& table) const {
     const int d = D > 0 ? D : d_runtime;
-    const int64_t k1 = d + 1;
-    int32_t keys[2][(kLatticeMaxDim + 1) * kLatticeMaxDim];
-    for (int64_t i = chunk_begin(n, c), first = i; i < chunk_begin(n, c + 1); ++i) {
-      const T* f = features + i * d;
-      double reach = 0;
-      for (int k = 0; k < d; ++k) reach += std::fabs(double(f[k]) * double(scale[k]));
-      if (!(reach * k1 < kLatticeMaxCoord)) return true;  // also catches NaN
-      int32_t* key = keys[i & 1];
-      const int32_t* prev = keys[(i & 1) ^ 1];
-      lattice_simplex(f, d, scale, key, weight + i * k1, rank + i * k1);
-      for (int k = 0; k <= d; ++k) {
-        const int32_t* kk = key + k * d;
-        offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
-                                 ? offset[(i - 1) * k1 + k]
-                                 : table.template insert<D>(kk, hash_key<D>(kk, d, mult));
+    const int64_t k1 = d + 1, kd = k1 * d;
+    // A block's keys, after those of the point before the block.
+    std::vector<int32_t> keys((kBlock + 1) * kd);
+    const int64_t first = chunk_begin(n, c), end = chunk_begin(n, c + 1);
+    for (int64_t b = first; b < end; b += kBlock) {
+      const int64_t count = std::min(kBlock, end - b);
+      if (simplex_points<T, D>(features + b * d, count, d, scale, &keys[kd], weight + b * k1, rank + b * k1))
+        return true;
+      for (int64_t i = b; i < b + count; ++i) {
+        const int32_t* key = &keys[(i - b + 1) * kd];
+        const int32_t* prev = key - kd;
+        for (int k = 0; k <= d; ++k) {
+          const int32_t* kk = key + k * d;
+          offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
+                                   ? offset[(i - 1) * k1 + k]
+                                   : table.template insert<D>(kk, hash_key<D>(kk, d, mult));
+        }
       }
+      std::copy(&keys[count * kd], &keys[(count + 1) * kd], keys.begin());
     }
     return false;
   }
@@ -274,33 +453,6 @@ struct FilterPass {
   int64_t dir;  // blur direction
   T amp;
 };
-
-// 8-lane vectors (GCC/Clang vector extensions): one AVX2 register of floats, whatever the clone's target.
-// They never cross a non-inlined call, so the ABI note GCC gives for vector returns does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-template <typename T>
-struct Vec8Of;
-template <>
-struct Vec8Of<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct Vec8Of<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <typename T>
-using Vec8 = typename Vec8Of<T>::type;
-
-template <typename T>
-CONVLOC_ALWAYS_INLINE Vec8<T> load8(const T* p) {
-  Vec8<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <typename T>
-CONVLOC_ALWAYS_INLINE void store8(T* p, const Vec8<T>& v) {
-  std::memcpy(p, &v, sizeof v);
-}
 
 // Vertex rows v0..v1 of the tile: sum of weight * in[point] over the vertex's entries.
 template <typename T, int W>
