@@ -114,32 +114,17 @@ CONVLOC_HD void lattice_simplex(const T* f, int d, const T* scale, int32_t* keys
     for (int i = 0; i <= d; ++i) ranks[i] = static_cast<uint8_t>(rank[i]);
 }
 
-// Multiplier of coordinate i in lattice_hash_raw: odd and a mix of i, so that small key differences never
-// cancel out.
-CONVLOC_HD uint64_t lattice_hash_multiplier(int i) {
-  uint64_t z = (static_cast<uint64_t>(i) + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return (z ^ (z >> 31)) | 1;
-}
-
-// Linear hash of a d-coordinate key, sum_i key[i] * multiplier(i) mod 2^64 (full int32 coordinates: no
-// overflow for any accepted feature range): independent multiplies, and a neighbour's hash is the vertex's
-// plus a constant per direction. Its high bits are well mixed, its low bits are not (see lattice_hash).
-CONVLOC_HD uint64_t lattice_hash_raw(const int32_t* key, int d) {
-  uint64_t h = 0;
-  for (int i = 0; i < d; ++i) h += static_cast<uint64_t>(static_cast<int64_t>(key[i])) * lattice_hash_multiplier(i);
-  return h;
-}
-
-// lattice_hash_raw through a bijective finaliser, for tables that take the low bits.
+// 64-bit hash of a d-coordinate key (full int32 coordinates: no overflow for any accepted feature range).
 CONVLOC_HD uint64_t lattice_hash(const int32_t* key, int d) {
-  uint64_t h = lattice_hash_raw(key, d);
-  h ^= h >> 33;
-  h *= 0xFF51AFD7ED558CCDull;
-  h ^= h >> 33;
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < d; ++i) {
+    h ^= static_cast<uint32_t>(key[i]);
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+  }
+  h ^= h >> 29;
   h *= 0xC4CEB9FE1A85EC53ull;
-  h ^= h >> 33;
+  h ^= h >> 32;
   return h;
 }
 

@@ -34,6 +34,7 @@ struct Vec8Of<double> {
 template <typename T>
 using Vec8 = typename Vec8Of<T>::type;
 typedef int32_t IVec8 __attribute__((vector_size(32)));
+typedef uint32_t UVec8 __attribute__((vector_size(32)));
 typedef int64_t LVec8 __attribute__((vector_size(64)));
 
 template <typename T>
@@ -47,9 +48,19 @@ CONVLOC_ALWAYS_INLINE void store8(T* p, const Vec8<T>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// Open-addressing table of keys (d int32 coordinates) → dense ids in insertion order, probed from the high bits
-// of lattice_hash_raw (linearly). A slot holds the hash next to the id, so a probe reads one cache line, and the
-// key only when the hashes match. Grows at half load. D > 0: the dimension, fixed at compile time.
+// The CPU tables' hash of a key: sum_i key[i] * multiplier(i) mod 2^32, whose high bits pick the slot
+// (multiply-shift hashing). Independent multiplies that vectorise across points, and a neighbour's hash is
+// the vertex's plus a constant per direction. Only speed depends on it: keys are always compared.
+uint32_t hash_multiplier(int i) {
+  uint64_t z = (static_cast<uint64_t>(i) + 1) * 0x9E3779B97F4A7C15ull;  // a splitmix64 step
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<uint32_t>(z >> 32) | 1;
+}
+
+// Open-addressing table of keys (d int32 coordinates) → dense ids in insertion order, probed linearly from the
+// high bits of the hash. A slot holds the hash next to the id, so a probe reads one cache line, and the key only
+// when the hashes match. Grows at half load. D > 0: the dimension, fixed at compile time.
 class KeyTable {
  public:
   KeyTable(int d, int64_t expected) : d_(d) {
@@ -59,12 +70,12 @@ class KeyTable {
   }
   int64_t size() const { return static_cast<int64_t>(hashes_.size()); }
   const int32_t* key(int64_t id) const { return &keys_[id * d_]; }
-  uint64_t hash(int64_t id) const { return hashes_[id]; }
-  void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h >> shift_]); }
+  uint32_t hash(int64_t id) const { return hashes_[id]; }
+  void prefetch(uint32_t h) const { __builtin_prefetch(&slots_[h >> shift_]); }
 
   template <int D>
-  int32_t find(const int32_t* key, uint64_t h) const {
-    for (uint64_t s = h >> shift_;; s = (s + 1) & mask_) {
+  int32_t find(const int32_t* key, uint32_t h) const {
+    for (uint32_t s = h >> shift_;; s = (s + 1) & mask_) {
       const Slot slot = slots_[s];
       if (slot.id < 0) return -1;
       if (slot.hash == h && lattice_key_equal(this->key(slot.id), key, D > 0 ? D : d_)) return slot.id;
@@ -72,9 +83,9 @@ class KeyTable {
   }
 
   template <int D>
-  int32_t insert(const int32_t* key, uint64_t h) {
+  int32_t insert(const int32_t* key, uint32_t h) {
     const int d = D > 0 ? D : d_;
-    for (uint64_t s = h >> shift_;; s = (s + 1) & mask_) {
+    for (uint32_t s = h >> shift_;; s = (s + 1) & mask_) {
       const Slot slot = slots_[s];
       if (slot.id < 0) {
         const int32_t fresh = static_cast<int32_t>(hashes_.size());
@@ -90,26 +101,26 @@ class KeyTable {
 
  private:
   struct Slot {
-    uint64_t hash;
+    uint32_t hash;
     int32_t id;  // -1: empty
   };
   void rehash(int bits) {
     bits_ = bits;
-    shift_ = 64 - bits;
-    mask_ = (uint64_t(1) << bits) - 1;
+    shift_ = 32 - bits;
+    mask_ = (uint32_t(1) << bits) - 1;
     slots_.assign(size_t(1) << bits, Slot{0, -1});
     for (size_t id = 0; id < hashes_.size(); ++id) {
-      uint64_t s = hashes_[id] >> shift_;
+      uint32_t s = hashes_[id] >> shift_;
       while (slots_[s].id >= 0) s = (s + 1) & mask_;
       slots_[s] = Slot{hashes_[id], static_cast<int32_t>(id)};
     }
   }
   int d_;
   int bits_ = 0, shift_ = 0;
-  uint64_t mask_ = 0;
+  uint32_t mask_ = 0;
   std::vector<Slot> slots_;
   std::vector<int32_t> keys_;
-  std::vector<uint64_t> hashes_;
+  std::vector<uint32_t> hashes_;
 };
 
 // Lane masks (-1 where true) of a comparison of Vec8<T>, as 32-bit lanes; and T-wide selects on them.
@@ -125,11 +136,12 @@ CONVLOC_ALWAYS_INLINE Vec8<T> select_or_zero(IVec8 m, Vec8<T> a) {
 
 // lattice_simplex for points [0, count) of f, 8 at a time in vector lanes: on each lane the same operations in
 // the same order (no fused multiply-adds: -ffp-contract=off), hence bitwise the same keys [count, d+1, d],
-// weights and ranks [count, d+1]. Returns true if a point is out of range or not finite: the same test as
+// weights and ranks [count, d+1]; and the keys' hashes [count, d+1] (multipliers mult[0..d)). Returns true if a point is out of range or not finite: the same test as
 // sum_k |f_k * scale_k| * (d + 1) < kLatticeMaxCoord in double, per point. D > 0: d fixed at compile time.
 template <typename T, int D>
-CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale, int32_t* keys,
-                                         T* weight, uint8_t* rank) {
+CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale,
+                                         const uint32_t* mult, int32_t* keys, uint32_t* hashes, T* weight,
+                                         uint8_t* rank) {
   using V = Vec8<T>;
   using DV = Vec8<double>;
   constexpr int M = D > 0 ? D : kLatticeMaxDim;
@@ -203,11 +215,16 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
     bary[0] += T(1) + bary[d + 1];
     // Vertex keys; then lanes back to points.
     int32_t key_lanes[(M + 1) * M][8];
-    for (int k = 0; k <= d; ++k)
+    uint32_t hash_lanes[M + 1][8];
+    for (int k = 0; k <= d; ++k) {
+      UVec8 h{};
       for (int i = 0; i < d; ++i) {
         const IVec8 key = rem0[i] + k - ((d + 1) & (rk[i] > d - k));
         std::memcpy(key_lanes[k * d + i], &key, sizeof key);
+        h += reinterpret_cast<const UVec8&>(key) * mult[i];
       }
+      std::memcpy(hash_lanes[k], &h, sizeof h);
+    }
     T bary_lanes[M + 1][8];
     int32_t rank_lanes[M + 1][8];
     for (int k = 0; k <= d; ++k) {
@@ -218,6 +235,7 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
       const int64_t p = p0 + l;
       for (int e = 0; e < k1 * d; ++e) keys[p * k1 * d + e] = key_lanes[e][l];
       for (int k = 0; k <= d; ++k) {
+        hashes[p * k1 + k] = hash_lanes[k][l];
         weight[p * k1 + k] = bary_lanes[k][l];
         rank[p * k1 + k] = static_cast<uint8_t>(rank_lanes[k][l]);
       }
@@ -228,9 +246,10 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
 
 // Plain functions per type and dimension, so that the SIMD clones apply.
 #define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                       \
-  CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale, int32_t* keys, \
+  CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale,           \
+                                             const uint32_t* mult, int32_t* keys, uint32_t* hashes,          \
                                              T* weight, uint8_t* rank) {                                    \
-    return simplex_lanes<T, D>(f, count, d, scale, keys, weight, rank);                                     \
+    return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, weight, rank);                       \
   }
 CONVLOC_LATTICE_SIMPLEX(float, 0)
 CONVLOC_LATTICE_SIMPLEX(float, 2)
@@ -243,40 +262,33 @@ CONVLOC_LATTICE_SIMPLEX(double, 5)
 #undef CONVLOC_LATTICE_SIMPLEX
 
 template <typename T, int D>
-bool simplex_points(const T* f, int64_t count, int d, const T* scale, int32_t* keys, T* weight, uint8_t* rank) {
+bool simplex_points(const T* f, int64_t count, int d, const T* scale, const uint32_t* mult, int32_t* keys,
+                    uint32_t* hashes, T* weight, uint8_t* rank) {
   if constexpr (std::is_same_v<T, float>)
     return (D == 2   ? simplex_float_2
             : D == 3 ? simplex_float_3
             : D == 5 ? simplex_float_5
-                     : simplex_float_0)(f, count, d, scale, keys, weight, rank);
+                     : simplex_float_0)(f, count, d, scale, mult, keys, hashes, weight, rank);
   else
     return (D == 2   ? simplex_double_2
             : D == 3 ? simplex_double_3
             : D == 5 ? simplex_double_5
-                     : simplex_double_0)(f, count, d, scale, keys, weight, rank);
+                     : simplex_double_0)(f, count, d, scale, mult, keys, hashes, weight, rank);
 }
 
-// lattice_hash_raw with the multipliers precomputed.
-template <int D>
-CONVLOC_ALWAYS_INLINE uint64_t hash_key(const int32_t* key, int d, const uint64_t* mult) {
-  uint64_t h = 0;
-  for (int i = 0; i < (D > 0 ? D : d); ++i) h += static_cast<uint64_t>(static_cast<int64_t>(key[i])) * mult[i];
-  return h;
-}
-
-// Points per simplex_points call.
-constexpr int64_t kBlock = 64;
+// Points per simplex_points call; table slots prefetched this many entries ahead.
+constexpr int64_t kBlock = 64, kAhead = 8;
 
 // Step 1 of the build for one chunk of points: simplices, weights, ranks and chunk-local vertex ids. An entry
 // whose key equals the previous point's entry of the same remainder (neighbouring pixels mostly share
-// vertices) skips the hash. D > 0: the dimension, fixed at compile time; D == 0: d at run time.
+// vertices) takes its id without a lookup. D > 0: the dimension, fixed at compile time; D == 0: d at run time.
 // Returns true if a point's coordinates are out of range (or not finite).
 template <typename T>
 struct BuildChunk {
   const T* features;
   int64_t n;
   const T* scale;
-  const uint64_t* mult;
+  const uint32_t* mult;
   T* weight;
   uint8_t* rank;
   int32_t* offset;
@@ -285,23 +297,35 @@ struct BuildChunk {
   bool run(int64_t c, int d_runtime, KeyTable& table) const {
     const int d = D > 0 ? D : d_runtime;
     const int64_t k1 = d + 1, kd = k1 * d;
-    // A block's keys, after those of the point before the block.
+    // A block's keys, after those of the point before the block; the entries that need a lookup.
     std::vector<int32_t> keys((kBlock + 1) * kd);
+    std::vector<uint32_t> hashes(kBlock * k1);
+    std::vector<int32_t> todo(kBlock * k1);
+    std::vector<uint8_t> same(kBlock * k1);
     const int64_t first = chunk_begin(n, c), end = chunk_begin(n, c + 1);
     for (int64_t b = first; b < end; b += kBlock) {
-      const int64_t count = std::min(kBlock, end - b);
-      if (simplex_points<T, D>(features + b * d, count, d, scale, &keys[kd], weight + b * k1, rank + b * k1))
+      const int64_t count = std::min(kBlock, end - b), entries = count * k1;
+      const int32_t* key = &keys[kd];
+      int32_t* off = offset + b * k1;
+      if (simplex_points<T, D>(features + b * d, count, d, scale, mult, &keys[kd], hashes.data(), weight + b * k1,
+                               rank + b * k1))
         return true;
-      for (int64_t i = b; i < b + count; ++i) {
-        const int32_t* key = &keys[(i - b + 1) * kd];
-        const int32_t* prev = key - kd;
-        for (int k = 0; k <= d; ++k) {
-          const int32_t* kk = key + k * d;
-          offset[i * k1 + k] = i > first && lattice_key_equal(kk, prev + k * d, d)
-                                   ? offset[(i - 1) * k1 + k]
-                                   : table.template insert<D>(kk, hash_key<D>(kk, d, mult));
-        }
+      // Branch-free passes (whether an entry repeats the previous point's is unpredictable): list the new
+      // entries, look them up (slots prefetched ahead), then copy the repeated ones forward in order.
+      const int64_t fresh = b == first ? k1 : 0;  // the chunk's first point has no previous one
+      int64_t m = 0;
+      for (int64_t e = 0; e < entries; ++e) {
+        same[e] = e >= fresh && lattice_key_equal(key + e * d, key + (e - k1) * d, d);
+        todo[m] = static_cast<int32_t>(e);
+        m += !same[e];
       }
+      for (int64_t t = 0; t < std::min(m, kAhead); ++t) table.prefetch(hashes[todo[t]]);
+      for (int64_t t = 0; t < m; ++t) {
+        if (t + kAhead < m) table.prefetch(hashes[todo[t + kAhead]]);
+        const int64_t e = todo[t];
+        off[e] = table.template insert<D>(key + e * d, hashes[e]);
+      }
+      for (int64_t e = 0; e < entries; ++e) off[e] = off[same[e] ? e - k1 : e];
       std::copy(&keys[count * kd], &keys[(count + 1) * kd], keys.begin());
     }
     return false;
@@ -319,8 +343,8 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   amplitude_ = static_cast<T>(lattice_amplitude(d));
   T scale[kLatticeMaxDim];
   lattice_scale_factors(d, scale);
-  uint64_t mult[kLatticeMaxDim];
-  for (int i = 0; i < d; ++i) mult[i] = lattice_hash_multiplier(i);
+  uint32_t mult[kLatticeMaxDim];
+  for (int i = 0; i < d; ++i) mult[i] = hash_multiplier(i);
   const int64_t entries = n * k1;
   weight_.resize(entries);
   rank_.resize(entries);
@@ -380,16 +404,16 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
 
   // 4. Blur neighbours, looked up once here so that filter() never hashes. One step along direction j moves
   // the (linear) hash by +-step[j]; the d+1 neighbours' first slots are prefetched before the probes.
-  uint64_t step[kLatticeMaxDim + 1];
-  uint64_t mult_sum = 0;
+  uint32_t step[kLatticeMaxDim + 1];
+  uint32_t mult_sum = 0;
   for (int i = 0; i < d; ++i) mult_sum += mult[i];
-  for (int j = 0; j <= d; ++j) step[j] = (j < d ? uint64_t(k1) * mult[j] : 0) - mult_sum;
+  for (int j = 0; j <= d; ++j) step[j] = (j < d ? uint32_t(k1) * mult[j] : 0) - mult_sum;
   blur_.resize(vertices * k1 * 2);
   parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
     int32_t nkey[kLatticeMaxDim];
-    uint64_t nh[2 * (kLatticeMaxDim + 1)];
+    uint32_t nh[2 * (kLatticeMaxDim + 1)];
     for (int64_t v = v0; v < v1; ++v) {
-      const uint64_t h = global.hash(v);
+      const uint32_t h = global.hash(v);
       for (int t = 0; t < 2 * k1; ++t) {
         nh[t] = t & 1 ? h + step[t >> 1] : h - step[t >> 1];
         global.prefetch(nh[t]);
