@@ -325,7 +325,7 @@ struct BuildChunk {
         const int64_t e = todo[t];
         off[e] = table.template insert<D>(key + e * d, hashes[e]);
       }
-      for (int64_t e = 0; e < entries; ++e) off[e] = off[same[e] ? e - k1 : e];
+      for (int64_t e = 0; e < entries; ++e) off[e] = off[e - k1 * same[e]];  // (no branch: unpredictable)
       std::copy(&keys[count * kd], &keys[(count + 1) * kd], keys.begin());
     }
     return false;
