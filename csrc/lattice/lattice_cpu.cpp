@@ -381,9 +381,10 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   }
 
   // 2. Merge the chunks' vertices in order into the global table.
+  // (Chunks share many vertices: sized by the largest chunk, not the sum, it stays small enough to cache.)
   int64_t local_vertices = 0;
-  for (const KeyTable& table : local) local_vertices += table.size();
-  KeyTable global(d, local_vertices);  // never grows
+  for (const KeyTable& table : local) local_vertices = std::max(local_vertices, table.size());
+  KeyTable global(d, 2 * local_vertices);
   std::vector<std::vector<int32_t>> to_global(kChunks);
   for (int64_t c = 0; c < kChunks; ++c) {
     const KeyTable& table = local[c];
