@@ -135,13 +135,15 @@ CONVLOC_ALWAYS_INLINE Vec8<T> select_or_zero(IVec8 m, Vec8<T> a) {
 }
 
 // lattice_simplex for points [0, count) of f, 8 at a time in vector lanes: on each lane the same operations in
-// the same order (no fused multiply-adds: -ffp-contract=off), hence bitwise the same keys [count, d+1, d],
-// weights and ranks [count, d+1]; and the keys' hashes [count, d+1] (multipliers mult[0..d)). Returns true if a point is out of range or not finite: the same test as
+// the same order (no fused multiply-adds: -ffp-contract=off), hence bitwise the same keys, weights and ranks
+// [count, d+1]. Keys are written by groups of 8 points, keys[((p / 8) * (d+1) * d + k * d + i) * 8 + p % 8],
+// and read from group -1 for the point before p = 0. Also per entry [count, d+1]: the key's hash (multipliers
+// mult[0..d)) and whether it equals the previous point's of the same remainder. Returns true if a point is out of range or not finite: the same test as
 // sum_k |f_k * scale_k| * (d + 1) < kLatticeMaxCoord in double, per point. D > 0: d fixed at compile time.
 template <typename T, int D>
 CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale,
-                                         const uint32_t* mult, int32_t* keys, uint32_t* hashes, T* weight,
-                                         uint8_t* rank) {
+                                         const uint32_t* mult, int32_t* keys, uint32_t* hashes, uint8_t* same,
+                                         T* weight, uint8_t* rank) {
   using V = Vec8<T>;
   using DV = Vec8<double>;
   constexpr int M = D > 0 ? D : kLatticeMaxDim;
@@ -213,17 +215,25 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
       bary[m] = acc;
     }
     bary[0] += T(1) + bary[d + 1];
-    // Vertex keys; then lanes back to points.
-    int32_t key_lanes[(M + 1) * M][8];
+    // Vertex keys, lane-major by groups of 8 points (after the previous group's: for the first, the caller's);
+    // each entry's hash, and whether its key repeats the previous point's (a lane shift).
+    int32_t* group = keys + (p0 / 8) * k1 * d * 8;
     uint32_t hash_lanes[M + 1][8];
+    int32_t same_lanes[M + 1][8];
     for (int k = 0; k <= d; ++k) {
       UVec8 h{};
+      IVec8 diff{};
       for (int i = 0; i < d; ++i) {
         const IVec8 key = rem0[i] + k - ((d + 1) & (rk[i] > d - k));
-        std::memcpy(key_lanes[k * d + i], &key, sizeof key);
+        IVec8 before;
+        std::memcpy(&before, group + (k * d + i - k1 * d) * 8, sizeof before);
+        diff |= key ^ __builtin_shuffle(before, key, IVec8{7, 8, 9, 10, 11, 12, 13, 14});
+        std::memcpy(group + (k * d + i) * 8, &key, sizeof key);
         h += reinterpret_cast<const UVec8&>(key) * mult[i];
       }
       std::memcpy(hash_lanes[k], &h, sizeof h);
+      const IVec8 repeated = diff == 0;
+      std::memcpy(same_lanes[k], &repeated, sizeof repeated);
     }
     T bary_lanes[M + 1][8];
     int32_t rank_lanes[M + 1][8];
@@ -233,9 +243,9 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
     }
     for (int l = 0; l < live; ++l) {
       const int64_t p = p0 + l;
-      for (int e = 0; e < k1 * d; ++e) keys[p * k1 * d + e] = key_lanes[e][l];
       for (int k = 0; k <= d; ++k) {
         hashes[p * k1 + k] = hash_lanes[k][l];
+        same[p * k1 + k] = static_cast<uint8_t>(same_lanes[k][l] & 1);
         weight[p * k1 + k] = bary_lanes[k][l];
         rank[p * k1 + k] = static_cast<uint8_t>(rank_lanes[k][l]);
       }
@@ -248,8 +258,8 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
 #define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                       \
   CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale,           \
                                              const uint32_t* mult, int32_t* keys, uint32_t* hashes,          \
-                                             T* weight, uint8_t* rank) {                                    \
-    return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, weight, rank);                       \
+                                             uint8_t* same, T* weight, uint8_t* rank) {                     \
+    return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, same, weight, rank);                 \
   }
 CONVLOC_LATTICE_SIMPLEX(float, 0)
 CONVLOC_LATTICE_SIMPLEX(float, 2)
@@ -263,17 +273,17 @@ CONVLOC_LATTICE_SIMPLEX(double, 5)
 
 template <typename T, int D>
 bool simplex_points(const T* f, int64_t count, int d, const T* scale, const uint32_t* mult, int32_t* keys,
-                    uint32_t* hashes, T* weight, uint8_t* rank) {
+                    uint32_t* hashes, uint8_t* same, T* weight, uint8_t* rank) {
   if constexpr (std::is_same_v<T, float>)
     return (D == 2   ? simplex_float_2
             : D == 3 ? simplex_float_3
             : D == 5 ? simplex_float_5
-                     : simplex_float_0)(f, count, d, scale, mult, keys, hashes, weight, rank);
+                     : simplex_float_0)(f, count, d, scale, mult, keys, hashes, same, weight, rank);
   else
     return (D == 2   ? simplex_double_2
             : D == 3 ? simplex_double_3
             : D == 5 ? simplex_double_5
-                     : simplex_double_0)(f, count, d, scale, mult, keys, hashes, weight, rank);
+                     : simplex_double_0)(f, count, d, scale, mult, keys, hashes, same, weight, rank);
 }
 
 // Points per simplex_points call; table slots prefetched this many entries ahead.
@@ -296,37 +306,39 @@ struct BuildChunk {
   template <int D>
   bool run(int64_t c, int d_runtime, KeyTable& table) const {
     const int d = D > 0 ? D : d_runtime;
-    const int64_t k1 = d + 1, kd = k1 * d;
-    // A block's keys, after those of the point before the block; the entries that need a lookup.
-    std::vector<int32_t> keys((kBlock + 1) * kd);
+    const int64_t k1 = d + 1, kd = k1 * d, group = 8 * kd;
+    // A block's keys (as simplex_points writes them), after the group of points before the block.
+    std::vector<int32_t> keys((kBlock / 8 + 1) * group);
     std::vector<uint32_t> hashes(kBlock * k1);
-    std::vector<int32_t> todo(kBlock * k1);
     std::vector<uint8_t> same(kBlock * k1);
+    std::vector<int32_t> todo(kBlock * k1);
     const int64_t first = chunk_begin(n, c), end = chunk_begin(n, c + 1);
     for (int64_t b = first; b < end; b += kBlock) {
       const int64_t count = std::min(kBlock, end - b), entries = count * k1;
-      const int32_t* key = &keys[kd];
+      const int32_t* key = &keys[group];
       int32_t* off = offset + b * k1;
-      if (simplex_points<T, D>(features + b * d, count, d, scale, mult, &keys[kd], hashes.data(), weight + b * k1,
-                               rank + b * k1))
+      if (simplex_points<T, D>(features + b * d, count, d, scale, mult, &keys[group], hashes.data(), same.data(),
+                               weight + b * k1, rank + b * k1))
         return true;
+      if (b == first) std::fill(same.begin(), same.begin() + k1, 0);  // the chunk's first point has no previous
       // Branch-free passes (whether an entry repeats the previous point's is unpredictable): list the new
       // entries, look them up (slots prefetched ahead), then copy the repeated ones forward in order.
-      const int64_t fresh = b == first ? k1 : 0;  // the chunk's first point has no previous one
       int64_t m = 0;
       for (int64_t e = 0; e < entries; ++e) {
-        same[e] = e >= fresh && lattice_key_equal(key + e * d, key + (e - k1) * d, d);
         todo[m] = static_cast<int32_t>(e);
         m += !same[e];
       }
       for (int64_t t = 0; t < std::min(m, kAhead); ++t) table.prefetch(hashes[todo[t]]);
       for (int64_t t = 0; t < m; ++t) {
         if (t + kAhead < m) table.prefetch(hashes[todo[t + kAhead]]);
-        const int64_t e = todo[t];
-        off[e] = table.template insert<D>(key + e * d, hashes[e]);
+        const int64_t e = todo[t], p = e / k1, k = e - p * k1;
+        const int32_t* lanes = key + (p / 8) * group + k * d * 8 + p % 8;
+        int32_t kk[D > 0 ? D : kLatticeMaxDim];
+        for (int i = 0; i < d; ++i) kk[i] = lanes[i * 8];
+        off[e] = table.template insert<D>(kk, hashes[e]);
       }
       for (int64_t e = 0; e < entries; ++e) off[e] = off[e - k1 * same[e]];  // (no branch: unpredictable)
-      std::copy(&keys[count * kd], &keys[(count + 1) * kd], keys.begin());
+      std::copy_n(&keys[(count + 7) / 8 * group], group, keys.begin());
     }
     return false;
   }
