@@ -137,12 +137,13 @@ CONVLOC_ALWAYS_INLINE Vec8<T> select_or_zero(IVec8 m, Vec8<T> a) {
 // lattice_simplex for points [0, count) of f, 8 at a time in vector lanes: on each lane the same operations in
 // the same order (no fused multiply-adds: -ffp-contract=off), hence bitwise the same keys, weights and ranks
 // [count, d+1]. Keys are written by groups of 8 points, keys[((p / 8) * (d+1) * d + k * d + i) * 8 + p % 8],
-// and read from group -1 for the point before p = 0. Also per entry [count, d+1]: the key's hash (multipliers
-// mult[0..d)) and whether it equals the previous point's of the same remainder. Returns true if a point is out of range or not finite: the same test as
+// and read from group -1 for the point before p = 0. Also per entry, at ((p / 8) * (d+1) + k) * 8 + p % 8: the
+// key's hash (multipliers mult[0..d)), and whether it equals the previous point's of the same remainder
+// (-1, else 0). Returns true if a point is out of range or not finite: the same test as
 // sum_k |f_k * scale_k| * (d + 1) < kLatticeMaxCoord in double, per point. D > 0: d fixed at compile time.
 template <typename T, int D>
 CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale,
-                                         const uint32_t* mult, int32_t* keys, uint32_t* hashes, uint8_t* same,
+                                         const uint32_t* mult, int32_t* keys, uint32_t* hashes, int32_t* same,
                                          T* weight, uint8_t* rank) {
   using V = Vec8<T>;
   using DV = Vec8<double>;
@@ -164,8 +165,9 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
       reach += r < 0 ? -r : r;
     }
     const LVec8 ok = reach * double(k1) < kLatticeMaxCoord;  // false for NaN
-    for (int l = 0; l < 8; ++l)
-      if (!ok[l]) return true;
+    int64_t all_ok = -1;
+    for (int l = 0; l < 8; ++l) all_ok &= ok[l];
+    if (!all_ok) return true;
     // Elevation.
     V elevated[M + 1];
     V sm{};
@@ -218,8 +220,6 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
     // Vertex keys, lane-major by groups of 8 points (after the previous group's: for the first, the caller's);
     // each entry's hash, and whether its key repeats the previous point's (a lane shift).
     int32_t* group = keys + (p0 / 8) * k1 * d * 8;
-    uint32_t hash_lanes[M + 1][8];
-    int32_t same_lanes[M + 1][8];
     for (int k = 0; k <= d; ++k) {
       UVec8 h{};
       IVec8 diff{};
@@ -231,9 +231,9 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
         std::memcpy(group + (k * d + i) * 8, &key, sizeof key);
         h += reinterpret_cast<const UVec8&>(key) * mult[i];
       }
-      std::memcpy(hash_lanes[k], &h, sizeof h);
+      std::memcpy(hashes + ((p0 / 8) * k1 + k) * 8, &h, sizeof h);
       const IVec8 repeated = diff == 0;
-      std::memcpy(same_lanes[k], &repeated, sizeof repeated);
+      std::memcpy(same + ((p0 / 8) * k1 + k) * 8, &repeated, sizeof repeated);
     }
     T bary_lanes[M + 1][8];
     int32_t rank_lanes[M + 1][8];
@@ -244,8 +244,6 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
     for (int l = 0; l < live; ++l) {
       const int64_t p = p0 + l;
       for (int k = 0; k <= d; ++k) {
-        hashes[p * k1 + k] = hash_lanes[k][l];
-        same[p * k1 + k] = static_cast<uint8_t>(same_lanes[k][l] & 1);
         weight[p * k1 + k] = bary_lanes[k][l];
         rank[p * k1 + k] = static_cast<uint8_t>(rank_lanes[k][l]);
       }
@@ -258,7 +256,7 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
 #define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                       \
   CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale,           \
                                              const uint32_t* mult, int32_t* keys, uint32_t* hashes,          \
-                                             uint8_t* same, T* weight, uint8_t* rank) {                     \
+                                             int32_t* same, T* weight, uint8_t* rank) {                     \
     return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, same, weight, rank);                 \
   }
 CONVLOC_LATTICE_SIMPLEX(float, 0)
@@ -273,7 +271,7 @@ CONVLOC_LATTICE_SIMPLEX(double, 5)
 
 template <typename T, int D>
 bool simplex_points(const T* f, int64_t count, int d, const T* scale, const uint32_t* mult, int32_t* keys,
-                    uint32_t* hashes, uint8_t* same, T* weight, uint8_t* rank) {
+                    uint32_t* hashes, int32_t* same, T* weight, uint8_t* rank) {
   if constexpr (std::is_same_v<T, float>)
     return (D == 2   ? simplex_float_2
             : D == 3 ? simplex_float_3
@@ -310,34 +308,41 @@ struct BuildChunk {
     // A block's keys (as simplex_points writes them), after the group of points before the block.
     std::vector<int32_t> keys((kBlock / 8 + 1) * group);
     std::vector<uint32_t> hashes(kBlock * k1);
-    std::vector<uint8_t> same(kBlock * k1);
-    std::vector<int32_t> todo(kBlock * k1);
+    std::vector<int32_t> same(kBlock * k1), todo(kBlock * k1);
     const int64_t first = chunk_begin(n, c), end = chunk_begin(n, c + 1);
     for (int64_t b = first; b < end; b += kBlock) {
-      const int64_t count = std::min(kBlock, end - b), entries = count * k1;
+      const int64_t count = std::min(kBlock, end - b);
       const int32_t* key = &keys[group];
       int32_t* off = offset + b * k1;
       if (simplex_points<T, D>(features + b * d, count, d, scale, mult, &keys[group], hashes.data(), same.data(),
                                weight + b * k1, rank + b * k1))
         return true;
-      if (b == first) std::fill(same.begin(), same.begin() + k1, 0);  // the chunk's first point has no previous
+      if (b == first)  // the chunk's first point has no previous one
+        for (int k = 0; k < k1; ++k) same[k * 8] = 0;
       // Branch-free passes (whether an entry repeats the previous point's is unpredictable): list the new
-      // entries, look them up (slots prefetched ahead), then copy the repeated ones forward in order.
+      // entries (as lane indices of simplex_points's layout), look them up (slots prefetched ahead), then copy
+      // the repeated ones forward in order.
       int64_t m = 0;
-      for (int64_t e = 0; e < entries; ++e) {
-        todo[m] = static_cast<int32_t>(e);
-        m += !same[e];
-      }
+      for (int64_t p = 0; p < count; ++p)
+        for (int64_t k = 0; k < k1; ++k) {
+          const int64_t lane = ((p / 8) * k1 + k) * 8 + p % 8;
+          todo[m] = static_cast<int32_t>(lane);
+          m += same[lane] + 1;
+        }
       for (int64_t t = 0; t < std::min(m, kAhead); ++t) table.prefetch(hashes[todo[t]]);
       for (int64_t t = 0; t < m; ++t) {
         if (t + kAhead < m) table.prefetch(hashes[todo[t + kAhead]]);
-        const int64_t e = todo[t], p = e / k1, k = e - p * k1;
-        const int32_t* lanes = key + (p / 8) * group + k * d * 8 + p % 8;
+        const int64_t lane = todo[t], g = lane / (8 * k1), k = lane / 8 - g * k1, l = lane % 8;
+        const int32_t* lanes = key + g * group + k * d * 8 + l;
         int32_t kk[D > 0 ? D : kLatticeMaxDim];
         for (int i = 0; i < d; ++i) kk[i] = lanes[i * 8];
-        off[e] = table.template insert<D>(kk, hashes[e]);
+        off[(g * 8 + l) * k1 + k] = table.template insert<D>(kk, hashes[lane]);
       }
-      for (int64_t e = 0; e < entries; ++e) off[e] = off[e - k1 * same[e]];  // (no branch: unpredictable)
+      for (int64_t p = 0; p < count; ++p)
+        for (int64_t k = 0; k < k1; ++k) {
+          const int64_t e = p * k1 + k;
+          off[e] = off[e + k1 * same[((p / 8) * k1 + k) * 8 + p % 8]];  // (no branch: unpredictable)
+        }
       std::copy_n(&keys[(count + 7) / 8 * group], group, keys.begin());
     }
     return false;
