@@ -142,6 +142,31 @@ def test_batched_matches_individual(rng):
     np.testing.assert_allclose(ops.permutohedral_filter(v, f), lat.filter(v))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 8, 16])
+def test_vectorised_simplices_match_scalar(rng, d, dtype):
+    # The CPU build computes simplices 8 points at a time in vector lanes (specialised code for d = 2, 3,
+    # 5); they must be bitwise those of the scalar lattice_simplex that the CUDA path runs.
+    from convloc import _C
+
+    clouds = [
+        rng.normal(size=(1001, d)) * 5,
+        np.round(rng.normal(size=(203, d)) * 4) / 2,  # ties and points on lattice planes
+        rng.normal(size=(77, d)) * 0.01 + rng.uniform(-1e4, 1e4, d),  # large coordinates
+    ]
+    if d == 2:
+        clouds.append(ref.image_features(synthetic_image(rng, 37)[..., :0], 3.0))
+    if d == 5:
+        clouds.append(ref.image_features(synthetic_image(rng, 37), 80.0, 13.0))
+    for f in clouds:
+        f = np.ascontiguousarray(f, dtype=dtype)
+        got = _C._lattice_simplices(f, True)
+        want = _C._lattice_simplices(f, False)
+        for name, g, w in zip(("keys", "weights", "ranks"), got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape == (len(f), d + 1) + (d,) * (name == "keys")
+            assert g.tobytes() == w.tobytes(), name
+
+
 @pytest.mark.parametrize("d", [1, 3, 5])
 def test_structure_reproduces_the_filter(rng, d):
     # Splat, [1 2 1]/2 blur along each direction and slice written from the exposed structure alone.

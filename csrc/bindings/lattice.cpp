@@ -203,6 +203,31 @@ void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py:
   });
 }
 
+// Test hook: (keys [N, d+1, d], weights [N, d+1], ranks [N, d+1]) of features [N, d] on the CPU, from the build's
+// vectorised simplices or from the scalar lattice_simplex.
+py::tuple py_lattice_simplices(py::handle features_obj, bool vectorised) {
+  Array f = as_array(features_obj, "features");
+  if (f->is_cuda() || f->dim() != 2) fail_value("features: expected a CPU array [N, d], got ", f->shape_str());
+  const auto [batch, n, d] = check_features(*f);
+  (void)batch;
+  const py::ssize_t k1 = d + 1;
+  py::tuple out;
+  CONVLOC_DISPATCH_FLOAT(*f, [&] {
+    py::array_t<int32_t> keys({py::ssize_t(n), k1, py::ssize_t(d)});
+    py::array_t<scalar_t> weights({py::ssize_t(n), k1});
+    py::array_t<uint8_t> ranks({py::ssize_t(n), k1});
+    int32_t* pk = keys.mutable_data();
+    scalar_t* pw = weights.mutable_data();
+    uint8_t* pr = ranks.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      lattice_simplices_cpu(f->ptr<scalar_t>(), n, d, vectorised, pk, pw, pr);
+    }
+    out = py::make_tuple(keys, weights, ranks);
+  });
+  return out;
+}
+
 }  // namespace
 
 void bind_lattice(py::module_& m) {
@@ -225,6 +250,8 @@ void bind_lattice(py::module_& m) {
         arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
         "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
         "(exclude_self: minus each point's own lattice weight).");
+  m.def("_lattice_simplices", &py_lattice_simplices, arg("features"), arg("vectorised"),
+        "Test hook: (keys, weights, ranks) of features [N, d], vectorised as the build or by lattice_simplex.");
 }
 
 }  // namespace convloc

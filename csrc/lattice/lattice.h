@@ -257,6 +257,12 @@ class PermutohedralLattice {
 template <typename T>
 void permutohedral_filter_cpu(const T* features, int64_t n, int d, const T* in, T* out, int64_t channels,
                               bool transpose, bool exclude_self);
+// The simplices of features [n, d] as the CPU build computes them (vectorised: 8 points at a time in vector lanes)
+// or as lattice_simplex computes them (vectorised = false; the CUDA path's): keys [n, d+1, d], weights and ranks
+// [n, d+1]. The two must agree bitwise (a test checks it). Throws ValueError for out-of-range features.
+template <typename T>
+void lattice_simplices_cpu(const T* features, int64_t n, int d, bool vectorised, int32_t* keys, T* weights,
+                           uint8_t* ranks);
 #ifdef CONVLOC_WITH_CUDA
 // The same on the GPU, on the caller's stream.
 template <typename T>

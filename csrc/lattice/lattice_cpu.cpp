@@ -287,6 +287,22 @@ bool simplex_points(const T* f, int64_t count, int d, const T* scale, const uint
 // Points per simplex_points call; table slots prefetched this many entries ahead.
 constexpr int64_t kBlock = 64, kAhead = 8;
 
+// fn(std::integral_constant<int, D>{}): D = d for the dimensions compiled specially (the per-point loops
+// unroll), else 0 (d at run time).
+template <typename F>
+auto with_dim(int d, F&& fn) {
+  switch (d) {
+    case 2:
+      return fn(std::integral_constant<int, 2>{});
+    case 3:
+      return fn(std::integral_constant<int, 3>{});
+    case 5:
+      return fn(std::integral_constant<int, 5>{});
+    default:
+      return fn(std::integral_constant<int, 0>{});
+  }
+}
+
 // Step 1 of the build for one chunk of points: simplices, weights, ranks and chunk-local vertex ids. An entry
 // whose key equals the previous point's entry of the same remainder (neighbouring pixels mostly share
 // vertices) takes its id without a lookup. D > 0: the dimension, fixed at compile time; D == 0: d at run time.
@@ -373,21 +389,7 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   const BuildChunk<T> chunk{features, n, scale, mult, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      // Small dimensions with the dimension known at compile time: the per-point loops unroll.
-      switch (d) {
-        case 2:
-          bad[c] = chunk.template run<2>(c, d, local[c]);
-          break;
-        case 3:
-          bad[c] = chunk.template run<3>(c, d, local[c]);
-          break;
-        case 5:
-          bad[c] = chunk.template run<5>(c, d, local[c]);
-          break;
-        default:
-          bad[c] = chunk.template run<0>(c, d, local[c]);
-          break;
-      }
+      bad[c] = with_dim(d, [&](auto D) { return chunk.template run<decltype(D)::value>(c, d, local[c]); });
     }
   });
   if (std::find(bad.begin(), bad.end(), 1) != bad.end()) {
@@ -693,10 +695,40 @@ void permutohedral_filter_cpu(const T* features, int64_t n, int d, const T* in, 
     for (int64_t c = 0; c < channels; ++c) out[i * channels + c] -= diag[i] * in[i * channels + c];
 }
 
+template <typename T>
+void lattice_simplices_cpu(const T* features, int64_t n, int d, bool vectorised, int32_t* keys, T* weights,
+                           uint8_t* ranks) {
+  if (d < 1 || d > kLatticeMaxDim) fail_value("features: expected 1 <= d <= ", kLatticeMaxDim, ", got d = ", d);
+  T scale[kLatticeMaxDim];
+  lattice_scale_factors(d, scale);
+  const int64_t k1 = d + 1, kd = k1 * d;
+  if (!vectorised) {
+    for (int64_t i = 0; i < n; ++i)
+      lattice_simplex(features + i * d, d, scale, keys + i * kd, weights + i * k1, ranks + i * k1);
+    return;
+  }
+  uint32_t mult[kLatticeMaxDim];
+  for (int i = 0; i < d; ++i) mult[i] = hash_multiplier(i);
+  std::vector<int32_t> lanes((kBlock / 8 + 1) * 8 * kd), same(kBlock * k1);
+  std::vector<uint32_t> hashes(kBlock * k1);
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t count = std::min(kBlock, n - b);
+    const bool bad = with_dim(d, [&](auto D) {
+      return simplex_points<T, decltype(D)::value>(features + b * d, count, d, scale, mult, &lanes[8 * kd],
+                                                   hashes.data(), same.data(), weights + b * k1, ranks + b * k1);
+    });
+    if (bad) fail_value("features: coordinates out of range or not finite");
+    for (int64_t p = 0; p < count; ++p)
+      for (int64_t e = 0; e < kd; ++e) keys[(b + p) * kd + e] = lanes[((p / 8 + 1) * kd + e) * 8 + p % 8];
+  }
+}
+
 template class PermutohedralLattice<float>;
 template class PermutohedralLattice<double>;
 template void permutohedral_filter_cpu<float>(const float*, int64_t, int, const float*, float*, int64_t, bool, bool);
 template void permutohedral_filter_cpu<double>(const double*, int64_t, int, const double*, double*, int64_t, bool,
                                                bool);
+template void lattice_simplices_cpu<float>(const float*, int64_t, int, bool, int32_t*, float*, uint8_t*);
+template void lattice_simplices_cpu<double>(const double*, int64_t, int, bool, int32_t*, double*, uint8_t*);
 
 }  // namespace convloc
