@@ -429,21 +429,25 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   for (int i = 0; i < d; ++i) mult_sum += mult[i];
   for (int j = 0; j <= d; ++j) step[j] = (j < d ? uint32_t(k1) * mult[j] : 0) - mult_sum;
   blur_.resize(vertices * k1 * 2);
-  parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
-    int32_t nkey[kLatticeMaxDim];
-    uint32_t nh[2 * (kLatticeMaxDim + 1)];
-    for (int64_t v = v0; v < v1; ++v) {
-      const uint32_t h = global.hash(v);
-      for (int t = 0; t < 2 * k1; ++t) {
-        nh[t] = t & 1 ? h + step[t >> 1] : h - step[t >> 1];
-        global.prefetch(nh[t]);
+  with_dim(d, [&](auto D) {
+    parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
+      int32_t nkey[kLatticeMaxDim];
+      uint32_t nh[2 * (kLatticeMaxDim + 1)];
+      for (int64_t v = v0; v < v1; ++v) {
+        const uint32_t h = global.hash(v);
+        for (int t = 0; t < 2 * k1; ++t) {
+          nh[t] = t & 1 ? h + step[t >> 1] : h - step[t >> 1];
+          global.prefetch(nh[t]);
+        }
+        for (int t = 0; t < 2 * k1; ++t) {
+          lattice_neighbour(global.key(v), decltype(D)::value > 0 ? decltype(D)::value : d, t >> 1, t & 1 ? 1 : -1,
+                            nkey);
+          const int32_t u = global.template find<decltype(D)::value>(nkey, nh[t]);
+          blur_[v * k1 * 2 + t] = static_cast<int32_t>(u < 0 ? vertices : u);
+        }
       }
-      for (int t = 0; t < 2 * k1; ++t) {
-        lattice_neighbour(global.key(v), d, t >> 1, t & 1 ? 1 : -1, nkey);
-        const int32_t u = global.template find<0>(nkey, nh[t]);
-        blur_[v * k1 * 2 + t] = static_cast<int32_t>(u < 0 ? vertices : u);
-      }
-    }
+    });
+    return 0;
   });
 }
 
