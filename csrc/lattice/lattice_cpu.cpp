@@ -384,7 +384,8 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   offset_.resize(entries);
 
   // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_ (BuildChunk).
-  std::vector<KeyTable> local(kChunks, KeyTable(d, 256));
+  // Sized for image-like features, whose neighbouring points share most vertices (a guess: only speed depends on it).
+  std::vector<KeyTable> local(kChunks, KeyTable(d, (n / kChunks + 1) * k1 / 16));
   std::vector<uint8_t> bad(kChunks, 0);
   const BuildChunk<T> chunk{features, n, scale, mult, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
