@@ -65,7 +65,7 @@ class KeyTable {
  public:
   KeyTable(int d, int64_t expected) : d_(d) {
     int bits = 6;
-    while ((int64_t(1) << bits) < 2 * expected) ++bits;
+    while ((int64_t(1) << bits) < 4 * expected) ++bits;
     rehash(bits);
   }
   int64_t size() const { return static_cast<int64_t>(hashes_.size()); }
@@ -92,7 +92,7 @@ class KeyTable {
         slots_[s] = Slot{h, fresh};
         hashes_.push_back(h);
         keys_.insert(keys_.end(), key, key + d);
-        if (2 * hashes_.size() > slots_.size()) rehash(bits_ + 1);
+        if (4 * hashes_.size() > slots_.size()) rehash(bits_ + 1);
         return fresh;
       }
       if (slot.hash == h && lattice_key_equal(this->key(slot.id), key, d)) return slot.id;
