@@ -82,7 +82,8 @@ class KeyTable {
     }
   }
 
-  template <int D>
+  // The key's coordinates are key[i * stride].
+  template <int D, int stride = 1>
   int32_t insert(const int32_t* key, uint32_t h) {
     const int d = D > 0 ? D : d_;
     for (uint32_t s = h >> shift_;; s = (s + 1) & mask_) {
@@ -91,11 +92,16 @@ class KeyTable {
         const int32_t fresh = static_cast<int32_t>(hashes_.size());
         slots_[s] = Slot{h, fresh};
         hashes_.push_back(h);
-        keys_.insert(keys_.end(), key, key + d);
+        for (int i = 0; i < d; ++i) keys_.push_back(key[i * stride]);
         if (4 * hashes_.size() > slots_.size()) rehash(bits_ + 1);
         return fresh;
       }
-      if (slot.hash == h && lattice_key_equal(this->key(slot.id), key, d)) return slot.id;
+      if (slot.hash == h) {
+        const int32_t* other = this->key(slot.id);
+        int32_t diff = 0;  // branch-free, as lattice_key_equal
+        for (int i = 0; i < d; ++i) diff |= other[i] ^ key[i * stride];
+        if (diff == 0) return slot.id;
+      }
     }
   }
 
@@ -349,10 +355,7 @@ struct BuildChunk {
       for (int64_t t = 0; t < m; ++t) {
         if (t + kAhead < m) table.prefetch(hashes[todo[t + kAhead]]);
         const int64_t lane = todo[t], g = lane / (8 * k1), k = lane / 8 - g * k1, l = lane % 8;
-        const int32_t* lanes = key + g * group + k * d * 8 + l;
-        int32_t kk[D > 0 ? D : kLatticeMaxDim];
-        for (int i = 0; i < d; ++i) kk[i] = lanes[i * 8];
-        off[(g * 8 + l) * k1 + k] = table.template insert<D>(kk, hashes[lane]);
+        off[(g * 8 + l) * k1 + k] = table.template insert<D, 8>(key + g * group + k * d * 8 + l, hashes[lane]);
       }
       for (int64_t p = 0; p < count; ++p)
         for (int64_t k = 0; k < k1; ++k) {
