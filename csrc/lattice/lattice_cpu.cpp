@@ -10,13 +10,16 @@
 namespace convloc {
 namespace {
 
-// The build runs on kChunks fixed chunks of points (the same for any thread count). Each chunk deduplicates
-// its vertices in a small local table; the chunks' tables are then merged, in chunk order, into the global
-// one, so the vertices are numbered by first use: the numbering depends on the input only, and vertices close
-// in the numbering are close in space (the splat gathers and the slice walk memory nearly in order).
-constexpr int64_t kChunks = 64;
+// The build runs on chunks of about kChunkPoints points (their number depends on n only, never on the thread
+// count). Each chunk deduplicates its vertices in a small local table; the chunks' tables are then merged, in
+// chunk order, into the global one, so the vertices are numbered by first use: the numbering depends on the
+// input only (not even on the chunking), and vertices close in the numbering are close in space (the splat
+// gathers and the slice walk memory nearly in order). Larger chunks share fewer vertices with each other (less
+// to merge) but have larger tables.
+constexpr int64_t kChunkPoints = 8192;
 
-int64_t chunk_begin(int64_t n, int64_t c) { return n * c / kChunks; }
+int64_t num_chunks(int64_t n) { return std::clamp<int64_t>((n + kChunkPoints - 1) / kChunkPoints, 1, 4096); }
+int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
 
 // 8-lane vectors (GCC/Clang vector extensions): one AVX2 register of floats, whatever the clone's target.
 // They never cross a non-inlined call, so the ABI note GCC gives for vector returns does not apply.
@@ -316,7 +319,7 @@ auto with_dim(int d, F&& fn) {
 template <typename T>
 struct BuildChunk {
   const T* features;
-  int64_t n;
+  int64_t n, chunks;
   const T* scale;
   const uint32_t* mult;
   T* weight;
@@ -331,7 +334,7 @@ struct BuildChunk {
     std::vector<int32_t> keys((kBlock / 8 + 1) * group);
     std::vector<uint32_t> hashes(kBlock * k1);
     std::vector<int32_t> same(kBlock * k1), todo(kBlock * k1);
-    const int64_t first = chunk_begin(n, c), end = chunk_begin(n, c + 1);
+    const int64_t first = chunk_begin(n, chunks, c), end = chunk_begin(n, chunks, c + 1);
     for (int64_t b = first; b < end; b += kBlock) {
       const int64_t count = std::min(kBlock, end - b);
       const int32_t* key = &keys[group];
@@ -388,10 +391,11 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
 
   // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_ (BuildChunk).
   // Sized for image-like features, whose neighbouring points share most vertices (a guess: only speed depends on it).
-  std::vector<KeyTable> local(kChunks, KeyTable(d, (n / kChunks + 1) * k1 / 16));
-  std::vector<uint8_t> bad(kChunks, 0);
-  const BuildChunk<T> chunk{features, n, scale, mult, weight_.data(), rank_.data(), offset_.data()};
-  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
+  const int64_t chunks = num_chunks(n);
+  std::vector<KeyTable> local(chunks, KeyTable(d, (n / chunks + 1) * k1 / 16));
+  std::vector<uint8_t> bad(chunks, 0);
+  const BuildChunk<T> chunk{features, n, chunks, scale, mult, weight_.data(), rank_.data(), offset_.data()};
+  parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       bad[c] = with_dim(d, [&](auto D) { return chunk.template run<decltype(D)::value>(c, d, local[c]); });
     }
@@ -408,8 +412,8 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   int64_t local_vertices = 0;
   for (const KeyTable& table : local) local_vertices = std::max(local_vertices, table.size());
   KeyTable global(d, 2 * local_vertices);
-  std::vector<std::vector<int32_t>> to_global(kChunks);
-  for (int64_t c = 0; c < kChunks; ++c) {
+  std::vector<std::vector<int32_t>> to_global(chunks);
+  for (int64_t c = 0; c < chunks; ++c) {
     const KeyTable& table = local[c];
     to_global[c].resize(table.size());
     for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.template insert<0>(table.key(id), table.hash(id));
@@ -419,10 +423,11 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   num_vertices_ = vertices;
 
   // 3. Chunk-local → global vertex ids.
-  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
+  parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int32_t* map = to_global[c].data();
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) offset_[e] = map[offset_[e]];
+      for (int64_t e = chunk_begin(n, chunks, c) * k1; e < chunk_begin(n, chunks, c + 1) * k1; ++e)
+        offset_[e] = map[offset_[e]];
     }
   });
 
