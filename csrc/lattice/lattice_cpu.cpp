@@ -431,28 +431,33 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
     }
   });
 
-  // 4. Blur neighbours, looked up once here so that filter() never hashes. One step along direction j moves
-  // the (linear) hash by +-step[j]; the d+1 neighbours' first slots are prefetched before the probes.
+  // 4. Blur neighbours, looked up once here so that filter() never hashes. Only the forward ones are looked up:
+  // u = v + direction j exactly when v = u - direction j, so each lookup fills both (every backward entry has
+  // one writer at most). One step along direction j moves the (linear) hash by step[j]; the d+1 lookups' first
+  // slots are prefetched before the probes.
   uint32_t step[kLatticeMaxDim + 1];
   uint32_t mult_sum = 0;
   for (int i = 0; i < d; ++i) mult_sum += mult[i];
   for (int j = 0; j <= d; ++j) step[j] = (j < d ? uint32_t(k1) * mult[j] : 0) - mult_sum;
   blur_.resize(vertices * k1 * 2);
+  parallel_for(vertices * k1, 16384, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) blur_[e * 2] = static_cast<int32_t>(vertices);
+  });
   with_dim(d, [&](auto D) {
     parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
       int32_t nkey[kLatticeMaxDim];
-      uint32_t nh[2 * (kLatticeMaxDim + 1)];
+      uint32_t nh[kLatticeMaxDim + 1];
       for (int64_t v = v0; v < v1; ++v) {
         const uint32_t h = global.hash(v);
-        for (int t = 0; t < 2 * k1; ++t) {
-          nh[t] = t & 1 ? h + step[t >> 1] : h - step[t >> 1];
-          global.prefetch(nh[t]);
+        for (int j = 0; j < k1; ++j) {
+          nh[j] = h + step[j];
+          global.prefetch(nh[j]);
         }
-        for (int t = 0; t < 2 * k1; ++t) {
-          lattice_neighbour(global.key(v), decltype(D)::value > 0 ? decltype(D)::value : d, t >> 1, t & 1 ? 1 : -1,
-                            nkey);
-          const int32_t u = global.template find<decltype(D)::value>(nkey, nh[t]);
-          blur_[v * k1 * 2 + t] = static_cast<int32_t>(u < 0 ? vertices : u);
+        for (int j = 0; j < k1; ++j) {
+          lattice_neighbour(global.key(v), decltype(D)::value > 0 ? decltype(D)::value : d, j, 1, nkey);
+          const int32_t u = global.template find<decltype(D)::value>(nkey, nh[j]);
+          blur_[(v * k1 + j) * 2 + 1] = static_cast<int32_t>(u < 0 ? vertices : u);
+          if (u >= 0) blur_[(u * k1 + j) * 2] = static_cast<int32_t>(v);
         }
       }
     });
