@@ -159,13 +159,19 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
   constexpr int M = D > 0 ? D : kLatticeMaxDim;
   const int d = D > 0 ? D : d_runtime, k1 = d + 1;
   const T down_factor = T(1) / T(d + 1);
+  const LVec8 kAllLanes = LVec8{} - 1;
+  uint32_t mult_sum = 0;
+  for (int i = 0; i < d; ++i) mult_sum += mult[i];
   for (int64_t p0 = 0; p0 < count; p0 += 8) {
     const int live = static_cast<int>(std::min<int64_t>(8, count - p0));
     // Lane l = point p0 + l (lanes past the last point repeat it).
     V x[M];
     for (int i = 0; i < d; ++i) {
       T lane[8];
-      for (int l = 0; l < 8; ++l) lane[l] = f[(p0 + std::min(l, live - 1)) * d + i];
+      if (live == 8)
+        for (int l = 0; l < 8; ++l) lane[l] = f[(p0 + l) * d + i];
+      else
+        for (int l = 0; l < 8; ++l) lane[l] = f[(p0 + std::min(l, live - 1)) * d + i];
       x[i] = load8(lane);
     }
     DV reach{};
@@ -174,9 +180,7 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
       reach += r < 0 ? -r : r;
     }
     const LVec8 ok = reach * double(k1) < kLatticeMaxCoord;  // false for NaN
-    int64_t all_ok = -1;
-    for (int l = 0; l < 8; ++l) all_ok &= ok[l];
-    if (!all_ok) return true;
+    if (std::memcmp(&ok, &kAllLanes, sizeof ok) != 0) return true;
     // Elevation.
     V elevated[M + 1];
     V sm{};
@@ -214,32 +218,36 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
       rem0[i] += move;
       rk[i] += sum + move;
     }
-    // Barycentric coordinates: bary[m] gets the same additions in the same order (and exact zeros).
-    V v[M + 1], bary[M + 2];
-    for (int i = 0; i <= d; ++i) v[i] = (elevated[i] - __builtin_convertvector(rem0[i], V)) * down_factor;
-    for (int m = 0; m <= d + 1; ++m) {
-      V acc{};
-      for (int i = 0; i <= d; ++i) {
-        acc += select_or_zero<T>(rk[i] == d - m, v[i]);
-        acc -= select_or_zero<T>(rk[i] == d + 1 - m, v[i]);
-      }
-      bary[m] = acc;
+    // Barycentric coordinates. lattice_simplex adds v_i to bary[d - rank_i] and subtracts it from
+    // bary[d + 1 - rank_i], both from zero, so bary[m] = by_rank[d - m] - by_rank[d + 1 - m] exactly, whatever the
+    // order (by_rank[r]: v of the coordinate of rank r, never -0).
+    V by_rank[M + 1], bary[M + 1];
+    for (int r = 0; r <= d; ++r) by_rank[r] = V{};
+    for (int i = 0; i <= d; ++i) {
+      const V v = (elevated[i] - __builtin_convertvector(rem0[i], V)) * down_factor;
+      for (int r = 0; r <= d; ++r) by_rank[r] += select_or_zero<T>(rk[i] == r, v);
     }
-    bary[0] += T(1) + bary[d + 1];
+    for (int m = 1; m <= d; ++m) bary[m] = by_rank[d - m] - by_rank[d + 1 - m];
+    bary[0] = by_rank[d] + (T(1) - by_rank[0]);
     // Vertex keys, lane-major by groups of 8 points (after the previous group's: for the first, the caller's);
     // each entry's hash, and whether its key repeats the previous point's (a lane shift).
     int32_t* group = keys + (p0 / 8) * k1 * d * 8;
+    // Hashes (mod 2^32, so exact in any order): sum_i key_i * mult_i with key_i = rem0_i + k - (d+1) [rank_i > d-k].
+    UVec8 h0{};
+    for (int i = 0; i < d; ++i) h0 += reinterpret_cast<const UVec8&>(rem0[i]) * mult[i];
     for (int k = 0; k <= d; ++k) {
-      UVec8 h{};
+      UVec8 wrapped{};
       IVec8 diff{};
       for (int i = 0; i < d; ++i) {
-        const IVec8 key = rem0[i] + k - ((d + 1) & (rk[i] > d - k));
+        const IVec8 over = rk[i] > d - k;
+        const IVec8 key = rem0[i] + k - ((d + 1) & over);
         IVec8 before;
         std::memcpy(&before, group + (k * d + i - k1 * d) * 8, sizeof before);
         diff |= key ^ __builtin_shuffle(before, key, IVec8{7, 8, 9, 10, 11, 12, 13, 14});
         std::memcpy(group + (k * d + i) * 8, &key, sizeof key);
-        h += reinterpret_cast<const UVec8&>(key) * mult[i];
+        wrapped += reinterpret_cast<const UVec8&>(over) & mult[i];
       }
+      const UVec8 h = h0 + uint32_t(k) * mult_sum - uint32_t(d + 1) * wrapped;
       std::memcpy(hashes + ((p0 / 8) * k1 + k) * 8, &h, sizeof h);
       const IVec8 repeated = diff == 0;
       std::memcpy(same + ((p0 / 8) * k1 + k) * 8, &repeated, sizeof repeated);
