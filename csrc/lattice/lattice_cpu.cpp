@@ -70,6 +70,8 @@ class KeyTable {
     int bits = 6;
     while ((int64_t(1) << bits) < 4 * expected) ++bits;
     rehash(bits);
+    hashes_.reserve(expected);
+    keys_.reserve(expected * d);
   }
   int64_t size() const { return static_cast<int64_t>(hashes_.size()); }
   const int32_t* key(int64_t id) const { return &keys_[id * d_]; }
@@ -424,7 +426,11 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   for (int64_t c = 0; c < chunks; ++c) {
     const KeyTable& table = local[c];
     to_global[c].resize(table.size());
-    for (int64_t id = 0; id < table.size(); ++id) to_global[c][id] = global.template insert<0>(table.key(id), table.hash(id));
+    with_dim(d, [&](auto D) {
+      for (int64_t id = 0; id < table.size(); ++id)
+        to_global[c][id] = global.template insert<decltype(D)::value>(table.key(id), table.hash(id));
+      return 0;
+    });
     if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
   }
   const int64_t vertices = global.size();
@@ -454,16 +460,15 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   with_dim(d, [&](auto D) {
     parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
       int32_t nkey[kLatticeMaxDim];
-      uint32_t nh[kLatticeMaxDim + 1];
+      for (int64_t v = v0; v < std::min(v0 + 2, v1); ++v)
+        for (int j = 0; j < k1; ++j) global.prefetch(global.hash(v) + step[j]);
       for (int64_t v = v0; v < v1; ++v) {
         const uint32_t h = global.hash(v);
-        for (int j = 0; j < k1; ++j) {
-          nh[j] = h + step[j];
-          global.prefetch(nh[j]);
-        }
+        if (v + 2 < v1)
+          for (int j = 0; j < k1; ++j) global.prefetch(global.hash(v + 2) + step[j]);
         for (int j = 0; j < k1; ++j) {
           lattice_neighbour(global.key(v), decltype(D)::value > 0 ? decltype(D)::value : d, j, 1, nkey);
-          const int32_t u = global.template find<decltype(D)::value>(nkey, nh[j]);
+          const int32_t u = global.template find<decltype(D)::value>(nkey, h + step[j]);
           blur_[(v * k1 + j) * 2 + 1] = static_cast<int32_t>(u < 0 ? vertices : u);
           if (u >= 0) blur_[(u * k1 + j) * 2] = static_cast<int32_t>(v);
         }
