@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "core/check.h"
@@ -400,14 +401,15 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   offset_.resize(entries);
 
   // 1. Per chunk: simplices, weights, and chunk-local vertex ids in offset_ (BuildChunk).
-  // Sized for image-like features, whose neighbouring points share most vertices (a guess: only speed depends on it).
   const int64_t chunks = num_chunks(n);
-  std::vector<KeyTable> local(chunks, KeyTable(d, (n / chunks + 1) * k1 / 16));
+  std::vector<std::optional<KeyTable>> local(chunks);  // made by the thread that fills it
   std::vector<uint8_t> bad(chunks, 0);
   const BuildChunk<T> chunk{features, n, chunks, scale, mult, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      bad[c] = with_dim(d, [&](auto D) { return chunk.template run<decltype(D)::value>(c, d, local[c]); });
+      // Sized for image-like features, whose neighbouring points share most vertices (only speed depends on it).
+      local[c].emplace(d, (n / chunks + 1) * k1 / 16);
+      bad[c] = with_dim(d, [&](auto D) { return chunk.template run<decltype(D)::value>(c, d, *local[c]); });
     }
   });
   if (std::find(bad.begin(), bad.end(), 1) != bad.end()) {
@@ -420,11 +422,11 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   // 2. Merge the chunks' vertices in order into the global table.
   // (Chunks share many vertices: sized by the largest chunk, not the sum, it stays small enough to cache.)
   int64_t local_vertices = 0;
-  for (const KeyTable& table : local) local_vertices = std::max(local_vertices, table.size());
+  for (const auto& table : local) local_vertices = std::max(local_vertices, table->size());
   KeyTable global(d, 2 * local_vertices);
   std::vector<std::vector<int32_t>> to_global(chunks);
   for (int64_t c = 0; c < chunks; ++c) {
-    const KeyTable& table = local[c];
+    const KeyTable& table = *local[c];
     to_global[c].resize(table.size());
     with_dim(d, [&](auto D) {
       for (int64_t id = 0; id < table.size(); ++id)
