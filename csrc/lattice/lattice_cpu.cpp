@@ -344,7 +344,7 @@ struct BuildChunk {
     // A block's keys (as simplex_points writes them), after the group of points before the block.
     std::vector<int32_t> keys((kBlock / 8 + 1) * group);
     std::vector<uint32_t> hashes(kBlock * k1);
-    std::vector<int32_t> same(kBlock * k1), todo(kBlock * k1);
+    std::vector<int32_t> same(kBlock * k1), todo(kBlock * k1), todo_entry(kBlock * k1);
     const int64_t first = chunk_begin(n, chunks, c), end = chunk_begin(n, chunks, c + 1);
     for (int64_t b = first; b < end; b += kBlock) {
       const int64_t count = std::min(kBlock, end - b);
@@ -363,13 +363,14 @@ struct BuildChunk {
         for (int64_t k = 0; k < k1; ++k) {
           const int64_t lane = ((p / 8) * k1 + k) * 8 + p % 8;
           todo[m] = static_cast<int32_t>(lane);
+          todo_entry[m] = static_cast<int32_t>(p * k1 + k);
           m += same[lane] + 1;
         }
       for (int64_t t = 0; t < std::min(m, kAhead); ++t) table.prefetch(hashes[todo[t]]);
       for (int64_t t = 0; t < m; ++t) {
         if (t + kAhead < m) table.prefetch(hashes[todo[t + kAhead]]);
-        const int64_t lane = todo[t], g = lane / (8 * k1), k = lane / 8 - g * k1, l = lane % 8;
-        off[(g * 8 + l) * k1 + k] = table.template insert<D, 8>(key + g * group + k * d * 8 + l, hashes[lane]);
+        const int64_t lane = todo[t];  // the key's coordinates: (lane / 8) * 8 * d + lane % 8, step 8
+        off[todo_entry[t]] = table.template insert<D, 8>(key + (lane / 8) * 8 * d + lane % 8, hashes[lane]);
       }
       for (int64_t p = 0; p < count; ++p)
         for (int64_t k = 0; k < k1; ++k) {
