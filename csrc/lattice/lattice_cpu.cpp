@@ -19,7 +19,7 @@ namespace {
 // to merge) but have larger tables.
 constexpr int64_t kChunkPoints = 8192;
 
-int64_t num_chunks(int64_t n) { return std::clamp<int64_t>((n + kChunkPoints - 1) / kChunkPoints, 1, 4096); }
+int64_t num_chunks(int64_t n) { return std::clamp<int64_t>((n + kChunkPoints - 1) / kChunkPoints, 1, 256); }
 int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
 
 // 8-lane vectors (GCC/Clang vector extensions): one AVX2 register of floats, whatever the clone's target.
@@ -408,8 +408,9 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   const BuildChunk<T> chunk{features, n, chunks, scale, mult, weight_.data(), rank_.data(), offset_.data()};
   parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      // Sized for image-like features, whose neighbouring points share most vertices (only speed depends on it).
-      local[c].emplace(d, (n / chunks + 1) * k1 / 16);
+      // Sized for image-like features, whose neighbouring points share most vertices (only speed depends on it;
+      // capped, so that the 256 chunks at most hold little memory before they grow).
+      local[c].emplace(d, std::min<int64_t>((n / chunks + 1) * k1 / 16, 4096));
       bad[c] = with_dim(d, [&](auto D) { return chunk.template run<decltype(D)::value>(c, d, *local[c]); });
     }
   });
