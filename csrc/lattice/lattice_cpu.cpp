@@ -69,7 +69,7 @@ class KeyTable {
  public:
   KeyTable(int d, int64_t expected) : d_(d) {
     int bits = 6;
-    while ((int64_t(1) << bits) < 4 * expected) ++bits;
+    while ((int64_t(1) << bits) < 2 * expected) ++bits;
     rehash(bits);
     hashes_.reserve(expected);
     keys_.reserve(expected * d);
@@ -99,7 +99,7 @@ class KeyTable {
         slots_[s] = Slot{h, fresh};
         hashes_.push_back(h);
         for (int i = 0; i < d; ++i) keys_.push_back(key[i * stride]);
-        if (4 * hashes_.size() > slots_.size()) rehash(bits_ + 1);
+        if (2 * hashes_.size() > slots_.size()) rehash(bits_ + 1);
         return fresh;
       }
       if (slot.hash == h) {
@@ -435,6 +435,7 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
         to_global[c][id] = global.template insert<decltype(D)::value>(table.key(id), table.hash(id));
       return 0;
     });
+    local[c].reset();
     if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
   }
   const int64_t vertices = global.size();
