@@ -223,6 +223,7 @@ def test_fcn_init_and_stagewise_copy():
     t = torch.tensor([0.25, 0.75, 0.75, 0.25])
     torch.testing.assert_close(up[1, 0].detach(), t[:, None] * t[None, :])
     assert up.requires_grad
+    assert not m16.upscore.weight.requires_grad  # the final upsampling stays bilinear (the paper's)
     with pytest.raises(ValueError, match="variant"):
         fcn.FCN(3, "4s")
 

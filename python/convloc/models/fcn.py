@@ -1,8 +1,8 @@
 """Fully convolutional networks for semantic segmentation (Long, Shelhamer & Darrell 2015).
 
 A VGG-style classifier becomes dense by :func:`convolutionize`; FCN-32s/16s/8s add zero-initialised
-score layers, skips from pool4 and pool3, learnable upsampling initialised to bilinear
-interpolation, and crops whose offsets are derived from the layers' coordinate maps (first conv
+score layers, skips from pool4 and pool3, learnable 2x upsampling initialised to bilinear
+interpolation (the final upsampling stays bilinear), and crops whose offsets are derived from the layers' coordinate maps (first conv
 padded by ``pad`` so any input size gives an output covering it, as in the paper's nets).
 """
 
@@ -191,17 +191,19 @@ class FCN(nn.Module):
             nn.Dropout2d(),
         )
         self.score_fr = _zero(nn.Conv2d(layout.fc, num_classes, 1))
+        # As in the paper, the 2x upsamplings between skips are learned from bilinear and the
+        # final one stays fixed bilinear interpolation.
         if variant == "32s":
-            self.upscore = BilinearUpsample(num_classes, 32)
+            self.upscore = BilinearUpsample(num_classes, 32, learnable=False)
         else:
             self.upscore2 = BilinearUpsample(num_classes, 2)
             self.score_pool4 = _zero(nn.Conv2d(c4, num_classes, 1))
         if variant == "16s":
-            self.upscore = BilinearUpsample(num_classes, 16)
+            self.upscore = BilinearUpsample(num_classes, 16, learnable=False)
         if variant == "8s":
             self.upscore_pool4 = BilinearUpsample(num_classes, 2)
             self.score_pool3 = _zero(nn.Conv2d(c3, num_classes, 1))
-            self.upscore = BilinearUpsample(num_classes, 8)
+            self.upscore = BilinearUpsample(num_classes, 8, learnable=False)
         self._offsets = self._crop_offsets()
 
     def _crop_offsets(self) -> dict[str, int]:
