@@ -35,7 +35,11 @@ def register_train(sub) -> None:
     _seg_args(p)
     p.add_argument("--variant", choices=("32s", "16s", "8s"), default="8s")
     p.add_argument("--layout", choices=("small", "vgg16"), default="small")
-    p.add_argument("--pad", type=int, help="padding of conv1 (default: the layout's, any input size)")
+    p.add_argument(
+        "--pad", type=int,
+        help="padding of conv1 (default: the layout's, any input size; an exact fit such as 17 with "
+        "--fc-kernel 3 for 64 px images leaves FCN-32s a 1x1 score map)",
+    )  # fmt: skip
     p.add_argument("--fc-kernel", type=int, help="kernel of fc6 (default: the layout's)")
     p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
     p.add_argument("--epochs", type=int, default=20)
