@@ -210,9 +210,6 @@ class PermutohedralLattice {
   // `stride` values (a multiple of 8), the last row zero; blurs a (b is scratch) and returns the one of
   // the two that holds the result.
   T* blur(T* a, T* b, int64_t stride, bool transpose = false) const;
-  // The splat step of filter(): vertices[v, :] = sum over the points i of v's simplices of weight * in[i, :],
-  // in [n, channels] row-major, vertices num_vertices() rows of channels rounded up to a multiple of 8.
-  void splat(const T* in, int64_t channels, T* vertices) const;
 
   // The structure, for learned filters built on the lattice (convloc.nn.PermutohedralConv): point i's
   // simplex vertices slice_offsets()[i*(d+1)+k] with barycentric weights slice_weights()[...]; vertex v's

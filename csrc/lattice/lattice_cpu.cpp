@@ -366,6 +366,7 @@ template <typename T>
 void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool transpose) const {
   const int64_t n = n_, k1 = d_ + 1, V = num_vertices_;
   if (n == 0 || channels == 0) return;
+  const SplatLists& lists = splat_lists();
   // Vertex rows padded to whole 8-lane vectors; row V stays zero (absent neighbours point at it).
   const int64_t stride = (channels + 7) & ~int64_t(7);
   const int64_t need = 2 * (V + 1) * stride;
@@ -382,33 +383,37 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
   T* b = a + (V + 1) * stride;
   std::fill(a + V * stride, a + (V + 1) * stride, T(0));
   std::fill(b + V * stride, b + (V + 1) * stride, T(0));
-  splat(in, channels, a);
+  FilterPass<T> pass{n,
+                     k1,
+                     channels,
+                     stride,
+                     0,
+                     in,
+                     out,
+                     nullptr,
+                     a,
+                     nullptr,
+                     lists.start.data(),
+                     lists.point.data(),
+                     lists.weight.data(),
+                     0,
+                     amplitude_};
+  const int64_t vgrain = std::max<int64_t>(64, 16384 / stride), pgrain = std::max<int64_t>(64, 8192 / stride);
+
+  // Splat (a gather per vertex), one channel tile at a time.
+  for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
+    pass.cofs = cofs;
+    const auto fn = splat_fn<T>(std::min(kTile, stride - cofs));
+    parallel_for(V, vgrain, [&](int64_t v0, int64_t v1) { fn(pass, v0, v1); });
+  }
   // Slice.
-  FilterPass<T> pass{};
-  pass.n = n, pass.k1 = k1, pass.c = channels, pass.stride = stride, pass.out = out, pass.amp = amplitude_;
   pass.vertices = blur(a, b, stride, transpose);
   pass.index = offset_.data();
   pass.weight = weight_.data();
-  const int64_t pgrain = std::max<int64_t>(64, 8192 / stride);
   for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
     pass.cofs = cofs;
     const auto fn = slice_fn<T>(std::min(kTile, stride - cofs));
     parallel_for(n, pgrain, [&](int64_t i0, int64_t i1) { fn(pass, i0, i1); });
-  }
-}
-
-template <typename T>
-void PermutohedralLattice<T>::splat(const T* in, int64_t channels, T* vertices) const {
-  const SplatLists& lists = splat_lists();
-  const int64_t stride = (channels + 7) & ~int64_t(7);
-  FilterPass<T> pass{};
-  pass.n = n_, pass.k1 = d_ + 1, pass.c = channels, pass.stride = stride, pass.in = in, pass.dst = vertices;
-  pass.start = lists.start.data(), pass.index = lists.point.data(), pass.weight = lists.weight.data();
-  // A gather per vertex, one channel tile at a time.
-  for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
-    pass.cofs = cofs;
-    const auto fn = splat_fn<T>(std::min(kTile, stride - cofs));
-    parallel_for(num_vertices_, std::max<int64_t>(64, 16384 / stride), [&](int64_t v0, int64_t v1) { fn(pass, v0, v1); });
   }
 }
 
