@@ -170,14 +170,41 @@ def test_volume_with_spacing_and_user_features(rng):
     assert ops.dense_crf(u, image=img, **kw).shape == u.shape
 
 
-def test_thread_count_independent(rng, threads):
-    u, img = smooth_unary(rng, 5, 64, 80), blocky_image(rng, 64, 80)
-    convloc.set_num_threads(1)
-    a = ops.dense_crf(u, image=img, iterations=5, return_energy=True)
-    convloc.set_num_threads(2)
-    b = ops.dense_crf(u, image=img, iterations=5, return_energy=True)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+@pytest.mark.parametrize("labels", [5, 21, 30])
+def test_thread_count_independent(rng, threads, labels):
+    # float32 without the energy takes the fused update (lattice sliced and splatted per pixel band);
+    # with the energy, or in float64, the general one. Both must not depend on the thread count.
+    u, img = smooth_unary(rng, labels, 64, 80), blocky_image(rng, 64, 80)
+    results = {}
+    for n in (1, 2):
+        convloc.set_num_threads(n)
+        results[n] = (
+            ops.dense_crf(u, image=img, iterations=5),
+            ops.dense_crf(u, image=img, iterations=5, return_energy=True),
+            ops.dense_crf(u.astype(np.float64), image=img, iterations=5),
+        )
+    for a, b in zip(results[1], results[2]):
+        for x, y in zip(*(((a,), (b,)) if isinstance(a, np.ndarray) else (a, b))):
+            np.testing.assert_array_equal(x, y)
+    fused, general, double = results[1]
+    np.testing.assert_allclose(fused, general[0], atol=2e-5)
+    np.testing.assert_allclose(fused, double, atol=2e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(rng):
+    # Both kernels on the lattice (σ > GRID_MAX_SIGMA keeps the Gaussian off the CPU's grid filter).
+    torch = pytest.importorskip("torch")
+    u = torch.from_numpy(smooth_unary(rng, 5, 40, 56).astype(np.float64))
+    img = blocky_image(rng, 40, 56)
+    kw = dict(
+        image=img, kernels=[ops.Gaussian(8, 3), ops.Bilateral(20, 13, 10)], iterations=5, return_labels=True
+    )
+    q_cpu, lab_cpu = ops.dense_crf(u, **kw)
+    q_gpu, lab_gpu = ops.dense_crf(u.cuda(), **kw)
+    assert q_gpu.is_cuda and lab_gpu.is_cuda
+    torch.testing.assert_close(q_gpu.cpu(), q_cpu, rtol=1e-8, atol=1e-8)
+    assert torch.equal(lab_gpu.cpu(), lab_cpu)
 
 
 def test_torch_in_torch_out(rng):

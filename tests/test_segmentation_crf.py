@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from convloc.nn import crfrnn
+from convloc.nn import PermutohedralConv, crfrnn
 from convloc.nn.crfrnn import CRFasRNN, crf_mean_field
 
 
@@ -154,3 +154,72 @@ def test_lattice_mean_field_close_to_exact(rng):
     assert np.corrcoef(e.ravel(), lat.ravel())[0, 1] > 0.95
     assert torch.nn.functional.cosine_similarity(eu.ravel(), lu.ravel(), 0) > 0.9
     assert torch.nn.functional.cosine_similarity(ei.ravel(), li.ravel(), 0) > 0.5
+
+
+def test_learned_filters_start_as_the_lattice_crf(rng):
+    unary, image = _inputs(rng, b=2, labels=3, h=9, w=7)
+    want = CRFasRNN(3, filter="lattice").double()(unary, image)
+    learned = CRFasRNN(3, filter="learned", filter_radius=2).double()
+    torch.testing.assert_close(learned(unary, image), want, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="learn_widths"):
+        CRFasRNN(3, filter="learned", learn_widths=True)
+    with pytest.raises(ValueError, match="filter"):
+        crf_mean_field(unary, image, *list(learned.parameters())[:4], filter="learned")
+
+
+def test_learned_filters_batched_backward_and_training(rng, one_thread):
+    # Tiny synthetic task: two flat regions split by a colour edge, noisy unaries favouring the
+    # right label at about 60 % of the pixels; filters, weights and compatibility are trained
+    # (weak kernels at the start, so that the CRF is not already saturated).
+    torch.manual_seed(0)
+    b, h, w = 4, 8, 10
+    truth = torch.zeros(b, h, w, dtype=torch.long)
+    truth[..., w // 2 :] = 1
+    image = truth[:, None].double().expand(b, 3, h, w) * 200 + 20
+    noise = torch.from_numpy(rng.normal(size=(b, 2, h, w))) * 1.5
+    unary = torch.nn.functional.one_hot(truth, 2).permute(0, 3, 1, 2).double() * 0.5 + noise
+    crf = CRFasRNN(2, iterations=3, spatial_weight=0.1, bilateral_weight=0.1, filter="learned").double()
+    out = crf(unary.requires_grad_(), image)
+    for k in range(b):
+        torch.testing.assert_close(out[k : k + 1], crf(unary[k : k + 1], image[k : k + 1]))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn(out, truth).backward()
+    assert unary.grad.abs().sum() > 0
+    for name, p in crf.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+    def accuracy():
+        return (crf(unary.detach(), image).argmax(1) == truth).double().mean()
+
+    before = accuracy()
+    opt = torch.optim.Adam(crf.parameters(), lr=0.01)
+    losses = []
+    for _ in range(20):
+        loss = loss_fn(crf(unary.detach(), image), truth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert accuracy() > before, (before, accuracy())
+
+
+def test_cli_train_crfrnn_with_learned_filters(tmp_path, capsys, one_thread):
+    from convloc.cli import main
+    from convloc.commands.segface import load_checkpoint
+    from convloc.data import voc_seg
+
+    data = voc_seg.make_synthetic_segmentation(tmp_path / "seg", 8, 4, size=32, seed=5)
+    common = ["--data", str(data), "--threads", "1", "--batch-size", "4"]
+    fcn_ckpt, crf_ckpt = str(tmp_path / "fcn.pt"), str(tmp_path / "crf.pt")
+    args = ["train", "fcn", *common, "--pad", "26", "--fc-kernel", "3", "--epochs", "1", "-o", fcn_ckpt]
+    assert main(args) == 0
+    args = ["train", "crfrnn", *common, "--fcn", fcn_ckpt, "--epochs", "1", "--iterations", "2"]
+    assert main([*args, "--filter", "learned", "--freeze-fcn", "-o", crf_ckpt]) == 0
+    assert "CRF-as-RNN (end to end)" in capsys.readouterr().out
+    model, _ = load_checkpoint(crf_ckpt)
+    # Training moved the taps away from the Gaussian init, and the checkpoint keeps them.
+    taps = model.crf.bilateral_filter.taps
+    init = PermutohedralConv(taps.shape[-1], taps.shape[-1], 5).taps
+    assert taps.shape == init.shape and (taps - init).abs().max() > 1e-3

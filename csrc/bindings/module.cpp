@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/cuda_runtime.h"
 #include "core/parallel.h"
+#include "core/workspace.h"
 
 namespace py = pybind11;
 
@@ -69,6 +70,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("info", &build_info, "What was compiled and what is usable.");
   m.def("get_num_threads", &convloc::get_num_threads);
   m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"));
+  m.def("empty_cache", &convloc::empty_workspace_cache, "Frees the cached scratch blocks; returns the bytes freed.");
+  m.def("cached_bytes", &convloc::workspace_cached_bytes, "Bytes of scratch kept for reuse by later calls.");
   convloc::bind_boxes(m);
   convloc::bind_proposals(m);
   convloc::bind_deconv(m);

@@ -16,6 +16,12 @@
 #else
 #define CONVLOC_SIMD_CLONES
 #endif
+// Helpers of SIMD-cloned functions must be inlined into each clone to get its instruction set.
+#if defined(__GNUC__)
+#define CONVLOC_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define CONVLOC_ALWAYS_INLINE inline
+#endif
 
 namespace convloc {
 

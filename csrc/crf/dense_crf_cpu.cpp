@@ -8,11 +8,8 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 #include "core/parallel.h"
+#include "core/workspace.h"
 #include "crf/dense_crf.h"
 #include "crf/grid_gaussian.h"
 #include "lattice/lattice.h"
@@ -58,157 +55,217 @@ inline void exp_inplace(double* z, int64_t count) {
 }
 
 // The fused update for float, diagonal compatibilities and no exclude_self (Potts: the common
-// case): per row, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
-// in one pass. The elementwise loops vectorise; the row reductions (max, sum), which the compiler
-// will not reassociate, use 8-lane vectors (lowered to the clone's instruction set).
+// case): per pixel, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
+// in one pass. Rows are padded to B whole 8-lane vectors (B fixed at compile time), so every step
+// is a vector operation: the padding lanes of -U are -1e30 and of c_k zero, which makes their
+// exponentials exactly 0 and keeps the filters' padding channels at zero.
 typedef float v8f __attribute__((vector_size(32)));
-inline v8f load8(const float* p) {
+typedef int32_t v8i __attribute__((vector_size(32)));
+CONVLOC_ALWAYS_INLINE v8f load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline float row_max(const float* z, int64_t L) {
-  float m = z[0];
-  int64_t l = 0;
-  if (L >= 8) {
-    v8f acc = load8(z);
-    for (l = 8; l + 8 <= L; l += 8) {
-      const v8f x = load8(z + l);
-      acc = x > acc ? x : acc;
-    }
-    for (int j = 0; j < 8; ++j) m = std::max(m, acc[j]);
-  }
-  for (; l < L; ++l) m = std::max(m, z[l]);
-  return m;
+CONVLOC_ALWAYS_INLINE void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+CONVLOC_ALWAYS_INLINE v8f max8(v8f a, v8f b) { return a > b ? a : b; }
+CONVLOC_ALWAYS_INLINE float hmax8(v8f v) {
+  v = max8(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = max8(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  return std::max(v[0], v[1]);
 }
-inline float row_sum(const float* z, int64_t L) {
-  v8f acc = {};
-  int64_t l = 0;
-  for (; l + 8 <= L; l += 8) acc += load8(z + l);
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; l < L; ++l) s += z[l];
-  return s;
+CONVLOC_ALWAYS_INLINE float hsum8(v8f v) {
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  return v[0] + v[1];
+}
+// exp_nonpositive on 8 lanes; 0 below -87.
+CONVLOC_ALWAYS_INLINE v8f exp8(v8f x) {
+  const v8i tiny = x < -87.0f;
+  x = tiny ? v8f{} - 87.0f : x;
+  const v8f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const v8f r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  v8f p = r * 1.3888949e-3f + 8.3333334e-3f;
+  p = p * r + 4.1666668e-2f;
+  p = p * r + 1.6666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+  return tiny ? v8f{} : p * reinterpret_cast<const v8f&>(bits);
 }
 
-struct FusedTerm {
-  const float* out;   // [N, L] filter output
+// A Gaussian term filtered outside the update: its input pre * Q is written here, its output read.
+struct GridTerm {
+  const float* out;   // [N, LP] filter output
   const float* post;  // [N]
-  const float* c;     // [L] compat diagonal
+  const float* c;     // [LP] compat diagonal (zero padding)
   const float* pre;   // [N]
-  float* in;          // [N, L] next filter input
+  float* in;          // [N, LP] next filter input
+};
+// A lattice term sliced and splatted inside the update (the lattice's vertex rows stay in cache,
+// and no [N, LP] input or output array is written and read back).
+struct LatticeTerm {
+  const float* blurred;   // [V + 1, LP] vertex values after the blur (last row zero)
+  const int32_t* offset;  // [N, k1] simplex vertices
+  const float* weight;    // [N, k1] barycentric weights
+  int k1;
+  float amp;
+  const float* post;  // [N]
+  const float* c;     // [LP]
+  const float* pre;   // [N]
+  float* partial;     // [V + 1, LP] this band's splat sums of pre * Q
+};
+struct FusedTerms {
+  const GridTerm* grid;
+  int ngrid;
+  const LatticeTerm* lattice;
+  int nlattice;
 };
 constexpr int kMaxFused = 4;
 
-// z [i1 - i0, L]: the block's Q on return. The exponentials run over the whole block at once, so
-// that only the block (not every row of L labels) has a scalar tail.
-CONVLOC_SIMD_CLONES void fused_update_f32(const float* __restrict neg_unary, int64_t i0, int64_t i1, int64_t L,
-                                          const FusedTerm* terms, int nterms, bool with_message, float* __restrict z) {
+// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q.
+template <int B>
+CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
+                                        bool with_message, float* __restrict z) {
+  constexpr int64_t LP = 8 * B;
   for (int64_t i = i0; i < i1; ++i) {
-    float* __restrict zi = z + (i - i0) * L;
-    const float* __restrict u = neg_unary + i * L;
-    for (int64_t l = 0; l < L; ++l) zi[l] = u[l];
-    for (int k = 0; with_message && k < nterms; ++k) {
-      const float post = terms[k].post[i];
-      const float* __restrict o = terms[k].out + i * L;
-      const float* __restrict c = terms[k].c;
-      for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * o[l]);
+    v8f q[B];
+    for (int b = 0; b < B; ++b) q[b] = load8(neg_unary + i * LP + 8 * b);
+    for (int k = 0; with_message && k < t.ngrid; ++k) {
+      const GridTerm& g = t.grid[k];
+      const float post = g.post[i];
+      const float* o = g.out + i * LP;
+      for (int b = 0; b < B; ++b) q[b] -= post * (load8(g.c + 8 * b) * load8(o + 8 * b));
     }
-    const float m = row_max(zi, L);
-    for (int64_t l = 0; l < L; ++l) zi[l] -= m;
-  }
-  const int64_t count = (i1 - i0) * L;
-  for (int64_t j = 0; j < count; ++j) z[j] = exp_nonpositive(z[j]);
-  for (int64_t i = i0; i < i1; ++i) {
-    float* __restrict zi = z + (i - i0) * L;
-    const float inv = 1.0f / row_sum(zi, L);
-    for (int64_t l = 0; l < L; ++l) zi[l] *= inv;
-    for (int k = 0; k < nterms; ++k) {
-      const float pre = terms[k].pre[i];
-      float* __restrict in = terms[k].in + i * L;
-      for (int64_t l = 0; l < L; ++l) in[l] = pre * zi[l];
+    for (int k = 0; with_message && k < t.nlattice; ++k) {
+      const LatticeTerm& l = t.lattice[k];
+      const int32_t* off = l.offset + i * l.k1;
+      const float* w = l.weight + i * l.k1;
+      v8f acc[B] = {};
+      for (int j = 0; j < l.k1; ++j) {
+        const float* row = l.blurred + static_cast<int64_t>(off[j]) * LP;
+        for (int b = 0; b < B; ++b) acc[b] += w[j] * load8(row + 8 * b);
+      }
+      const float post = l.post[i] * l.amp;
+      for (int b = 0; b < B; ++b) q[b] -= post * (load8(l.c + 8 * b) * acc[b]);
     }
+    v8f m = q[0];
+    for (int b = 1; b < B; ++b) m = max8(m, q[b]);
+    const float mx = hmax8(m);
+    v8f sum = {};
+    for (int b = 0; b < B; ++b) {
+      q[b] = exp8(q[b] - mx);
+      sum += q[b];
+    }
+    const float inv = 1.0f / hsum8(sum);
+    for (int b = 0; b < B; ++b) q[b] *= inv;
+    for (int k = 0; k < t.ngrid; ++k) {
+      const float pre = t.grid[k].pre[i];
+      float* in = t.grid[k].in + i * LP;
+      for (int b = 0; b < B; ++b) store8(in + 8 * b, pre * q[b]);
+    }
+    for (int k = 0; k < t.nlattice; ++k) {
+      const LatticeTerm& l = t.lattice[k];
+      const int32_t* off = l.offset + i * l.k1;
+      const float* w = l.weight + i * l.k1;
+      const float pre = l.pre[i];
+      for (int j = 0; j < l.k1; ++j) {
+        float* row = l.partial + static_cast<int64_t>(off[j]) * LP;
+        const float s = w[j] * pre;
+        for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + s * q[b]);
+      }
+    }
+    if (z)
+      for (int b = 0; b < B; ++b) store8(z + (i - i0) * LP + 8 * b, q[b]);
   }
 }
+#define CONVLOC_FUSED_UPDATE(B)                                                                                  \
+  CONVLOC_SIMD_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
+                                            bool with_message, float* z) {                                       \
+    fused_update<B>(neg_unary, i0, i1, t, with_message, z);                                                      \
+  }
+CONVLOC_FUSED_UPDATE(1)
+CONVLOC_FUSED_UPDATE(2)
+CONVLOC_FUSED_UPDATE(3)
+CONVLOC_FUSED_UPDATE(4)
+#undef CONVLOC_FUSED_UPDATE
+constexpr int64_t kMaxFusedLabels = 32;
+void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
+                      bool with_message, float* z) {
+  const auto fn = lp == 8 ? fused_update_1 : lp == 16 ? fused_update_2 : lp == 24 ? fused_update_3 : fused_update_4;
+  fn(neg_unary, i0, i1, t, with_message, z);
+}
 
-// Softmax of `rows` rows of length L in place; map (nullable) gets each row's argmax (first on ties).
+// The fused update splats into one partial sum per band of pixels (kBands, fixed: results do not
+// depend on the thread count), added in band order before the blur; used while the partial sums
+// take at most as much memory as the [N, LP] arrays they replace.
+constexpr int64_t kBands = 8;
+
+// Softmax of `rows` rows of L labels (row stride LP) in place; map (nullable) gets each row's argmax
+// (first on ties).
 template <typename T>
-void softmax_rows(T* z, int64_t rows, int64_t L, int64_t* map) {
+void softmax_rows(T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
   for (int64_t r = 0; r < rows; ++r) {
-    T* zr = z + r * L;
+    T* zr = z + r * LP;
     int64_t best = 0;
     T m = zr[0];
     for (int64_t l = 1; l < L; ++l)
       if (zr[l] > m) m = zr[l], best = l;
     for (int64_t l = 0; l < L; ++l) zr[l] -= m;
+    for (int64_t l = L; l < LP; ++l) zr[l] = T(-100);  // exp underflows to 0 (float)
     if (map) map[r] = best;
   }
-  exp_inplace(z, rows * L);
+  exp_inplace(z, rows * LP);
   for (int64_t r = 0; r < rows; ++r) {
-    T* zr = z + r * L;
+    T* zr = z + r * LP;
     T s = 0;
     for (int64_t l = 0; l < L; ++l) s += zr[l];
     const T inv = T(1) / s;
     for (int64_t l = 0; l < L; ++l) zr[l] *= inv;
+    for (int64_t l = L; l < LP; ++l) zr[l] = 0;
   }
 }
 
-// out[r, :] = scale[r] * z[r, :].
+// out[r, :] = scale[r] * z[r, :] (whole padded rows of LP).
 template <typename T>
-void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, int64_t L, T* __restrict out) {
+void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, int64_t LP, T* __restrict out) {
   for (int64_t r = 0; r < rows; ++r) {
     const T s = scale[r];
-    for (int64_t l = 0; l < L; ++l) out[r * L + l] = s * z[r * L + l];
+    for (int64_t l = 0; l < LP; ++l) out[r * LP + l] = s * z[r * LP + l];
   }
 }
 
-// Between the public [L, N] layout and the kernels' [N, L] rows, one block of pixels at a time so
-// that each label's values are read (written) contiguously.
+// Argmax of each of `rows` rows of L labels (row stride LP), first on ties.
 template <typename T>
-void gather_rows(const T* src, int64_t n, int64_t L, int64_t i0, int64_t i1, T sign, T* __restrict rows) {
+void argmax_rows(const T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
+  for (int64_t r = 0; r < rows; ++r) map[r] = std::max_element(z + r * LP, z + r * LP + L) - (z + r * LP);
+}
+
+// Between the public [L, N] layout and the kernels' [N, LP] rows (LP >= L; the padding lanes get
+// `pad`), one block of pixels at a time so that each label's values are read (written) contiguously.
+template <typename T>
+void gather_rows(const T* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T sign, T pad,
+                 T* __restrict rows) {
   for (int64_t l = 0; l < L; ++l) {
     const T* __restrict s = src + l * n + i0;
-    for (int64_t r = 0; r < i1 - i0; ++r) rows[r * L + l] = sign * s[r];
+    for (int64_t r = 0; r < i1 - i0; ++r) rows[r * LP + l] = sign * s[r];
   }
+  for (int64_t r = 0; r < i1 - i0; ++r)
+    for (int64_t l = L; l < LP; ++l) rows[r * LP + l] = pad;
 }
 template <typename T>
-void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t i0, int64_t i1, T* dst) {
+void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T* dst) {
   for (int64_t l = 0; l < L; ++l) {
     T* __restrict d = dst + l * n + i0;
-    for (int64_t r = 0; r < i1 - i0; ++r) d[r] = rows[r * L + l];
+    for (int64_t r = 0; r < i1 - i0; ++r) d[r] = rows[r * LP + l];
   }
 }
-
-// The [N, L] buffers (tens of MB, each written in full before it is read): uninitialised, and on
-// Linux in transparent huge pages, so that first touching them takes a few hundred page faults
-// instead of tens of thousands, and every pass over them misses the TLB less.
-template <typename T>
-class BigBuffer {
- public:
-  explicit BigBuffer(int64_t size = 0) { resize(size); }
-  void resize(int64_t size) {
-    constexpr size_t kHuge = size_t(2) << 20;
-    const size_t bytes = (size_t(std::max<int64_t>(size, 1)) * sizeof(T) + kHuge - 1) / kHuge * kHuge;
-    data_.reset(static_cast<T*>(std::aligned_alloc(kHuge, bytes)));
-    if (!data_) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    madvise(data_.get(), bytes, MADV_HUGEPAGE);  // a hint: failure only costs the speed-up
-#endif
-  }
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> data_;
-};
 
 template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
   std::unique_ptr<GridGaussian<T>> grid;
-  std::vector<T> tmp;  // [N, L] scratch of the grid filter
+  WorkspaceVector<T> tmp;  // [N, LP] scratch of the grid filter
 
   void filter(const T* in, T* out, int64_t channels) {
     if (lattice)
@@ -216,12 +273,40 @@ struct KernelState {
     else
       grid->filter(in, out, channels, tmp.data());
   }
-  std::vector<T> pre, post;  // [N] scales around the filtering
-  BigBuffer<T> in, out;      // [N, L] filter input (pre * Q) and output
-  std::vector<T> diag;       // [L] compat diagonal when the compat matrix is diagonal, else empty
-  std::vector<T> self;       // [N] the lattice's weight of each point on itself (exclude_self only)
+  std::vector<T> pre, post;    // [N] scales around the filtering
+  WorkspaceVector<T> in, out;  // [N, LP] filter input (pre * Q, zero padding lanes) and output
+  // Fused lattice terms instead of in/out: kBands partial splat sums, and the blur's two buffers
+  // ([V + 1, LP] each); `blurred` points at the one holding the blurred values.
+  WorkspaceVector<T> partial, blur_a, blur_b;
+  const T* blurred = nullptr;
+  std::vector<T> diag;  // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
+  std::vector<T> self;  // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
 };
+
+// norm = K·1 for a lattice kernel without the lattice's splat lists (the fused path never builds
+// them): one channel splatted by scattering in point order (the sums of the gathering splat, in the
+// same order), blurred, sliced.
+template <typename T>
+void lattice_norm(const PermutohedralLattice<T>& lattice, T* norm) {
+  const int64_t n = lattice.num_points(), k1 = lattice.dim() + 1, V = lattice.num_vertices();
+  constexpr int64_t kStride = 8;  // the blur moves whole 8-lane rows; lane 0 carries the values
+  WorkspaceVector<T> a((V + 1) * kStride), b((V + 1) * kStride);
+  std::fill(a.begin(), a.end(), T(0));
+  std::fill(b.end() - kStride, b.end(), T(0));
+  const int32_t* off = lattice.slice_offsets().data();
+  const T* w = lattice.slice_weights().data();
+  for (int64_t e = 0; e < n * k1; ++e) a[off[e] * kStride] += w[e];
+  const T* blurred = lattice.blur(a.data(), b.data(), kStride);
+  const T amp = lattice.amplitude();
+  parallel_for(n, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T acc = 0;
+      for (int64_t j = 0; j < k1; ++j) acc += w[i * k1 + j] * blurred[off[i * k1 + j] * kStride];
+      norm[i] = amp * acc;
+    }
+  });
+}
 
 template <typename T>
 bool is_diagonal(const T* c, int64_t labels) {
@@ -231,18 +316,25 @@ bool is_diagonal(const T* c, int64_t labels) {
   return true;
 }
 
-// Mean-field for one image. Every pass over the pixels is a parallel_for over fixed blocks.
+// Mean-field for one image. Every pass over the pixels is a parallel_for over fixed blocks. Rows of
+// labels are padded to LP, a multiple of 8: the filters then move whole vectors, with no tails.
 template <typename T>
 class ImageCrf {
  public:
+  // with_energy / with_init: run() will be given energy / init (the fused path has neither).
   ImageCrf(const T* unary, int64_t labels, int64_t n, const std::vector<int64_t>& spatial,
-           const std::vector<CrfKernel<T>>& kernels, int64_t image, bool exclude_self)
-      : labels_(labels), n_(n), exclude_self_(exclude_self), neg_unary_(n * labels), ks_(kernels.size()) {
+           const std::vector<CrfKernel<T>>& kernels, int64_t image, bool exclude_self, bool with_energy, bool with_init)
+      : labels_(labels),
+        lp_((labels + 7) & ~int64_t(7)),
+        n_(n),
+        exclude_self_(exclude_self),
+        neg_unary_(n * lp_),
+        ks_(kernels.size()) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        gather_rows(unary, n, labels, i0, i1, T(-1), neg_unary_.data() + i0 * labels);
+        gather_rows(unary, n, labels, lp_, i0, i1, T(-1), T(-1e30), neg_unary_.data() + i0 * lp_);
       }
     });
     for (size_t k = 0; k < kernels.size(); ++k) {
@@ -252,10 +344,15 @@ class ImageCrf {
         s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
       } else {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
-        s.tmp.resize(s.grid->scratch_size(labels));
+        s.tmp.resize(s.grid->scratch_size(lp_));
       }
-      std::vector<T> ones(n, T(1)), norm(n);
-      s.filter(ones.data(), norm.data(), 1);
+      std::vector<T> norm(n);
+      if (s.lattice) {
+        lattice_norm(*s.lattice, norm.data());
+      } else {
+        const std::vector<T> ones(n, T(1));
+        s.filter(ones.data(), norm.data(), 1);
+      }
       if (exclude_self) {  // each point's weight on itself, as the filter applies it
         s.self.assign(n, T(1));
         if (s.lattice) s.lattice->diagonal(s.self.data());
@@ -263,24 +360,46 @@ class ImageCrf {
       }
       s.pre.resize(n), s.post.resize(n);
       for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
-      s.in.resize(n * labels), s.out.resize(n * labels);
       s.compat = spec.compat;
       if (is_diagonal(spec.compat, labels)) {
-        s.diag.resize(labels);
+        s.diag.assign(lp_, T(0));
         for (int64_t l = 0; l < labels; ++l) s.diag[l] = spec.compat[l * labels + l];
+      }
+    }
+    fused_ = std::is_same<T, float>::value && !exclude_self && !with_energy && !with_init &&
+             ks_.size() <= size_t(kMaxFused) && lp_ <= kMaxFusedLabels;
+    for (const auto& s : ks_) {
+      fused_ = fused_ && !s.diag.empty();
+      if (s.lattice) fused_ = fused_ && kBands * (s.lattice->num_vertices() + 1) <= 2 * n;
+    }
+    for (auto& s : ks_) {
+      if (fused_ && s.lattice) {
+        const int64_t rows = (s.lattice->num_vertices() + 1) * lp_;
+        s.partial.resize(kBands * rows);
+        s.blur_a.resize(rows), s.blur_b.resize(rows);
+        parallel_for(kBands, 1, [&](int64_t b0, int64_t b1) {
+          std::fill(s.partial.data() + b0 * rows, s.partial.data() + b1 * rows, T(0));
+        });
+        std::fill(s.blur_a.end() - lp_, s.blur_a.end(), T(0));
+        std::fill(s.blur_b.end() - lp_, s.blur_b.end(), T(0));
+      } else {
+        s.in.resize(n * lp_), s.out.resize(n * lp_);
       }
     }
   }
 
   int64_t lattice_bytes() const {
     int64_t b = 0;
-    for (const auto& s : ks_) b += s.lattice ? s.lattice->memory_bytes() : int64_t(s.tmp.size() * sizeof(T));
+    for (const auto& s : ks_)
+      b += s.lattice ? s.lattice->memory_bytes() +
+                           int64_t(s.partial.size() + s.blur_a.size() + s.blur_b.size()) * int64_t(sizeof(T))
+                     : int64_t(s.tmp.size() * sizeof(T));
     return b;
   }
 
   // Runs the iterations; writes q [L, N], map [N] (nullable), energy [iterations + 1] (nullable).
   void run(int64_t iterations, const T* init, T* q, int64_t* map, double* energy) {
-    if (energy) q_.resize(n_ * labels_);
+    if (energy) q_.resize(n_ * lp_);
     // Q_0 = softmax(-U).
     update(false, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map, init);
     for (int64_t it = 0; it < iterations; ++it) {
@@ -297,72 +416,110 @@ class ImageCrf {
 
  private:
   void filter_all() {
-    for (auto& s : ks_) s.filter(s.in.data(), s.out.data(), labels_);
+    for (auto& s : ks_) {
+      if (!s.partial.empty()) {
+        // The bands' splat sums, added in band order (and zeroed for the next update), then blurred.
+        const int64_t rows = s.lattice->num_vertices();
+        parallel_for(rows, 256, [&](int64_t v0, int64_t v1) {
+          for (int64_t v = v0; v < v1; ++v) {
+            T* dst = s.blur_a.data() + v * lp_;
+            std::fill(dst, dst + lp_, T(0));
+            for (int64_t band = 0; band < kBands; ++band) {
+              T* src = s.partial.data() + (band * (rows + 1) + v) * lp_;
+              for (int64_t l = 0; l < lp_; ++l) dst[l] += src[l], src[l] = 0;
+            }
+          }
+        });
+        s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
+      } else {
+        s.filter(s.in.data(), s.out.data(), lp_);
+      }
+    }
   }
 
   // One fused pass over blocks of pixels: logits from the unary (and the messages when
-  // with_message), softmax, the filter inputs of the next iteration; optionally Q in [N, L] (q_nl,
+  // with_message), softmax, the filter inputs of the next iteration; optionally Q in [N, LP] (q_nl,
   // also read for the energy of the previous iterate), Q in [L, N] and the argmax.
   void update(bool with_message, T* q_nl, double* energy_prev, T* q_ln, int64_t* map, const T* init = nullptr) {
-    const int64_t L = labels_, n = n_;
+    const int64_t L = labels_, LP = lp_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(energy_prev ? blocks : 0);
-    std::array<FusedTerm, kMaxFused> terms{};
-    const bool fused = fusable() && !energy_prev;
-    if (fused)
-      for (size_t k = 0; k < ks_.size(); ++k) {
-        auto& s = ks_[k];
-        terms[k] =
-            FusedTerm{reinterpret_cast<const float*>(s.out.data()), reinterpret_cast<const float*>(s.post.data()),
-                      reinterpret_cast<const float*>(s.diag.data()), reinterpret_cast<const float*>(s.pre.data()),
-                      reinterpret_cast<float*>(s.in.data())};
-      }
+    if (fused_) return update_fused(with_message, q_ln, map);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> zbuf(kBlock * L), tmp(L);
+      std::vector<T> zbuf(kBlock * LP), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock), count = i1 - i0;
         T* z = zbuf.data();
         if (init) {  // a given Q_0 instead of softmax(-U)
-          gather_rows(init, n, L, i0, i1, T(1), z);
-          if (map)
-            for (int64_t r = 0; r < count; ++r)
-              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
-        } else if (fused) {
-          fused_update_f32(reinterpret_cast<const float*>(neg_unary_.data()), i0, i1, L, terms.data(),
-                           static_cast<int>(ks_.size()), with_message, reinterpret_cast<float*>(z));
-          if (map)
-            for (int64_t r = 0; r < count; ++r)
-              map[i0 + r] = std::max_element(z + r * L, z + (r + 1) * L) - (z + r * L);
+          gather_rows(init, n, L, LP, i0, i1, T(1), T(0), z);
+          if (map) argmax_rows(z, count, L, LP, map + i0);
         } else {
-          std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, z);
+          std::copy(neg_unary_.data() + i0 * LP, neg_unary_.data() + i1 * LP, z);
           if (with_message) messages(i0, i1, z, tmp.data());
           if (energy_prev) {
             double e = 0;
             for (int64_t i = i0; i < i1; ++i)
-              e += pixel_energy(q_nl + i * L, neg_unary_.data() + i * L, z + (i - i0) * L);
+              e += pixel_energy(q_nl + i * LP, neg_unary_.data() + i * LP, z + (i - i0) * LP);
             partial[b] = e;
           }
-          softmax_rows(z, count, L, map ? map + i0 : nullptr);
+          softmax_rows(z, count, L, LP, map ? map + i0 : nullptr);
         }
-        if (!fused || init)
-          for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, L, s.in.data() + i0 * L);
-        if (q_nl) std::copy(z, z + count * L, q_nl + i0 * L);
-        if (q_ln) scatter_rows(z, n, L, i0, i1, q_ln);
+        for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, LP, s.in.data() + i0 * LP);
+        if (q_nl) std::copy(z, z + count * LP, q_nl + i0 * LP);
+        if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
       }
     });
     if (energy_prev) *energy_prev = sum(partial);
   }
 
-  bool fusable() const {
-    if (!std::is_same<T, float>::value || exclude_self_ || ks_.size() > size_t(kMaxFused)) return false;
-    for (const auto& s : ks_)
-      if (s.diag.empty()) return false;
-    return true;
+  // The fused update (float): pixel bands in parallel, blocks of a band in order (each band splats
+  // into its own partial sums).
+  void update_fused(bool with_message, T* q_ln, int64_t* map) {
+    if constexpr (std::is_same<T, float>::value) {
+      const int64_t L = labels_, LP = lp_, n = n_;
+      std::array<GridTerm, kMaxFused> grid{};
+      std::array<LatticeTerm, kMaxFused> lattice{};
+      std::array<T*, kMaxFused> partial{};  // band 0's partial sums; band b's start b * band_size[k] later
+      std::array<int64_t, kMaxFused> band_size{};
+      int ngrid = 0, nlattice = 0;
+      for (auto& s : ks_) {
+        if (s.lattice) {
+          partial[nlattice] = s.partial.data();
+          band_size[nlattice] = (s.lattice->num_vertices() + 1) * LP;
+          lattice[nlattice++] = LatticeTerm{s.blurred,
+                                            s.lattice->slice_offsets().data(),
+                                            s.lattice->slice_weights().data(),
+                                            s.lattice->dim() + 1,
+                                            s.lattice->amplitude(),
+                                            s.post.data(),
+                                            s.diag.data(),
+                                            s.pre.data(),
+                                            nullptr};
+        } else {
+          grid[ngrid++] = GridTerm{s.out.data(), s.post.data(), s.diag.data(), s.pre.data(), s.in.data()};
+        }
+      }
+      parallel_for(kBands, 1, [&](int64_t band0, int64_t band1) {
+        std::vector<T> zbuf(kBlock * LP);
+        for (int64_t band = band0; band < band1; ++band) {
+          std::array<LatticeTerm, kMaxFused> mine = lattice;
+          for (int k = 0; k < nlattice; ++k) mine[k].partial = partial[k] + band * band_size[k];
+          const FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice};
+          for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
+            const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
+            T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
+            fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, z);
+            if (map) argmax_rows(z, count, L, LP, map + i0);
+            if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
+          }
+        }
+      });
+    }
   }
 
   // z[i - i0, :] -= sum_k C_k (post_k[i] * (out_k - self_k)[i, :]) for pixels [i0, i1).
   void messages(int64_t i0, int64_t i1, T* z, T* tmp) const {
-    const int64_t L = labels_;
+    const int64_t L = labels_, LP = lp_;
     for (const auto& s : ks_) {
       const T* __restrict out = s.out.data();
       const T* __restrict in = s.in.data();
@@ -370,11 +527,11 @@ class ImageCrf {
         const T* __restrict c = s.diag.data();
         for (int64_t i = i0; i < i1; ++i) {
           const T post = s.post[i];
-          T* __restrict zi = z + (i - i0) * L;
-          const T* oi = out + i * L;
+          T* __restrict zi = z + (i - i0) * LP;
+          const T* oi = out + i * LP;
           for (int64_t l = 0; l < L; ++l) zi[l] -= post * (c[l] * oi[l]);
           if (exclude_self_) {
-            const T* ii = in + i * L;
+            const T* ii = in + i * LP;
             const T ps = post * s.self[i];
             for (int64_t l = 0; l < L; ++l) zi[l] += ps * (c[l] * ii[l]);
           }
@@ -382,9 +539,10 @@ class ImageCrf {
       } else {
         for (int64_t i = i0; i < i1; ++i) {
           const T post = s.post[i];
-          T* zi = z + (i - i0) * L;
-          for (int64_t l = 0; l < L; ++l)
-            tmp[l] = post * (exclude_self_ ? out[i * L + l] - s.self[i] * in[i * L + l] : out[i * L + l]);
+          T* zi = z + (i - i0) * LP;
+          const T* oi = out + i * LP;
+          const T* ii = in + i * LP;
+          for (int64_t l = 0; l < L; ++l) tmp[l] = post * (exclude_self_ ? oi[l] - s.self[i] * ii[l] : oi[l]);
           for (int64_t a = 0; a < L; ++a) {
             const T* row = s.compat + a * L;
             T acc = 0;
@@ -411,18 +569,18 @@ class ImageCrf {
   }
 
   double energy_only() {
-    const int64_t L = labels_, n = n_;
+    const int64_t L = labels_, LP = lp_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(blocks);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> zbuf(kBlock * L), tmp(L);
+      std::vector<T> zbuf(kBlock * LP), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        std::copy(neg_unary_.data() + i0 * L, neg_unary_.data() + i1 * L, zbuf.data());
+        std::copy(neg_unary_.data() + i0 * LP, neg_unary_.data() + i1 * LP, zbuf.data());
         messages(i0, i1, zbuf.data(), tmp.data());
         double e = 0;
         for (int64_t i = i0; i < i1; ++i)
-          e += pixel_energy(q_.data() + i * L, neg_unary_.data() + i * L, zbuf.data() + (i - i0) * L);
+          e += pixel_energy(q_.data() + i * LP, neg_unary_.data() + i * LP, zbuf.data() + (i - i0) * LP);
         partial[b] = e;
       }
     });
@@ -435,11 +593,11 @@ class ImageCrf {
     return s;
   }
 
-  int64_t labels_, n_;
-  bool exclude_self_;
-  BigBuffer<T> neg_unary_;  // [N, L]
+  int64_t labels_, lp_, n_;
+  bool exclude_self_, fused_ = false;
+  WorkspaceVector<T> neg_unary_;  // [N, LP], padding lanes -1e30
   std::vector<KernelState<T>> ks_;
-  std::vector<T> q_;  // [N, L], kept only for the energy
+  WorkspaceVector<T> q_;  // [N, LP], kept only for the energy
 };
 
 }  // namespace
@@ -450,7 +608,8 @@ void dense_crf_cpu(const T* unary, int64_t batch, int64_t labels, int64_t n, con
                    int64_t* map_labels, double* energy, int64_t* lattice_bytes) {
   std::vector<int64_t> bytes(batch, 0);
   auto one = [&](int64_t b) {
-    ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self);
+    ImageCrf<T> crf(unary + b * labels * n, labels, n, spatial, kernels, b, exclude_self, energy != nullptr,
+                    init != nullptr);
     bytes[b] = crf.lattice_bytes();
     crf.run(iterations, init ? init + b * labels * n : nullptr, q + b * labels * n,
             map_labels ? map_labels + b * n : nullptr, energy ? energy + b * (iterations + 1) : nullptr);

@@ -17,10 +17,23 @@ namespace convloc {
 // d[j] = sum_{t = t0..t1} w[t] s[j + t * stride] for j in [0, count): blocks of outputs stay in
 // registers while the taps stream past (one load per tap and value, one store per value).
 template <typename T>
-inline void gaussian_taps(T* __restrict d, const T* __restrict s, int64_t stride, const T* w, int t0, int t1,
-                          int64_t count) {
+CONVLOC_ALWAYS_INLINE void gaussian_taps(T* __restrict d, const T* __restrict s, int64_t stride, const T* w, int t0,
+                                         int t1, int64_t count) {
   constexpr int64_t kB = 64;
   int64_t j = 0;
+  if (t0 == -t1) {  // the interior: symmetric taps, one multiplication per pair
+    for (; j + kB <= count; j += kB) {
+      T acc[kB];
+      for (int64_t b = 0; b < kB; ++b) acc[b] = w[0] * s[j + b];
+      for (int t = 1; t <= t1; ++t) {
+        const T wt = w[t];
+        const T* lo = s + j - t * stride;
+        const T* hi = s + j + t * stride;
+        for (int64_t b = 0; b < kB; ++b) acc[b] += wt * (lo[b] + hi[b]);
+      }
+      for (int64_t b = 0; b < kB; ++b) d[j + b] = acc[b];
+    }
+  }
   for (; j + kB <= count; j += kB) {
     T acc[kB];
     for (int64_t b = 0; b < kB; ++b) acc[b] = w[t0] * s[j + b + t0 * stride];

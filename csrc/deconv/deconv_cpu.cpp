@@ -147,8 +147,6 @@ constexpr int64_t kPhaseStride = 4;
 
 bool phase_path(const DeconvShape& s) { return s.dw == 1 && s.sw >= kPhaseStride; }
 
-#define CONVLOC_ALWAYS_INLINE __attribute__((always_inline)) inline
-
 // A GCC/Clang vector of N values (N * sizeof(T) a power of two); loads and stores go through
 // memcpy (unaligned, no aliasing assumptions).
 template <typename T, int N>

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/common.h"
+#include "core/workspace.h"
 
 namespace convloc {
 
@@ -204,14 +205,19 @@ class PermutohedralLattice {
   // diagonal[i] * in[i] excludes each point's own contribution (j != i) without ever going negative.
   // Computed on demand by walking the stored blur neighbours (no hashing); costs about one filtering.
   void diagonal(T* out) const;
+  // The blur step of filter(), for callers that splat and slice themselves (the dense CRF's fused
+  // update, with slice_offsets()/slice_weights()/amplitude()): a and b hold num_vertices() + 1 rows of
+  // `stride` values (a multiple of 8), the last row zero; blurs a (b is scratch) and returns the one of
+  // the two that holds the result.
+  T* blur(T* a, T* b, int64_t stride, bool transpose = false) const;
 
   // The structure, for learned filters built on the lattice (convloc.nn.PermutohedralConv): point i's
   // simplex vertices slice_offsets()[i*(d+1)+k] with barycentric weights slice_weights()[...]; vertex v's
   // neighbours along direction j, blur_neighbours()[(v*(d+1)+j)*2 + {0: minus, 1: plus}] (num_vertices()
   // when absent); amplitude(): the factor splat-blur-slice carries to approximate the Gaussian sum.
-  const std::vector<int32_t>& slice_offsets() const { return offset_; }
-  const std::vector<T>& slice_weights() const { return weight_; }
-  const std::vector<int32_t>& blur_neighbours() const { return blur_; }
+  const WorkspaceVector<int32_t>& slice_offsets() const { return offset_; }
+  const WorkspaceVector<T>& slice_weights() const { return weight_; }
+  const WorkspaceVector<int32_t>& blur_neighbours() const { return blur_; }
   T amplitude() const { return amplitude_; }
 
  private:
@@ -220,22 +226,28 @@ class PermutohedralLattice {
   int64_t num_vertices_ = 0;
   T amplitude_ = 0;
   // Slice: point i reads vertices offset_[i*(d+1)+k] with weights weight_[i*(d+1)+k].
-  std::vector<int32_t> offset_;
-  std::vector<T> weight_;
-  // Splat as a gather: vertex v sums splat_point_[e] * splat_weight_[e], e in [splat_start_[v], splat_start_[v+1]).
-  std::vector<int64_t> splat_start_;
-  std::vector<int32_t> splat_point_;
-  std::vector<T> splat_weight_;
+  WorkspaceVector<int32_t> offset_;
+  WorkspaceVector<T> weight_;
+  // Splat as a gather: vertex v sums in[point[e]] * weight[e], e in [start[v], start[v+1]); built on the first
+  // filter() (the dense CRF's fused update splats by scattering and never needs them).
+  struct SplatLists {
+    std::once_flag once;
+    WorkspaceVector<int64_t> start;
+    WorkspaceVector<int32_t> point;
+    WorkspaceVector<T> weight;
+  };
+  std::unique_ptr<SplatLists> splat_ = std::make_unique<SplatLists>();
+  const SplatLists& splat_lists() const;
   // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
   // the always-zero row num_vertices_.
-  std::vector<int32_t> blur_;
+  WorkspaceVector<int32_t> blur_;
   // Ranks of each point's coordinates (for diagonal()).
-  std::vector<uint8_t> rank_;
+  WorkspaceVector<uint8_t> rank_;
   // filter()'s vertex buffers, kept between calls (fresh pages cost more than the blur); a concurrent call
   // that finds them busy allocates its own.
   struct Scratch {
     std::mutex mutex;
-    std::vector<T> data;
+    WorkspaceVector<T> data;
   };
   std::unique_ptr<Scratch> scratch_ = std::make_unique<Scratch>();
 };

@@ -161,41 +161,11 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   const int64_t vertices = global.size();
   num_vertices_ = vertices;
 
-  // 3. The splat gather lists (vertex-major; within a vertex by chunk, then by point: point order), built
-  // per chunk in parallel: each chunk's entries of a vertex get their own slots, found from the chunks'
-  // per-vertex counts (few: one per vertex a chunk uses) before any entry is placed.
-  std::vector<std::vector<int64_t>> slot(kChunks);
-  parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      slot[c].assign(to_global[c].size(), 0);
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) ++slot[c][offset_[e]];
-    }
-  });
-  splat_start_.assign(vertices + 1, 0);
-  for (int64_t c = 0; c < kChunks; ++c)
-    for (size_t id = 0; id < slot[c].size(); ++id) splat_start_[to_global[c][id] + 1] += slot[c][id];
-  for (int64_t v = 0; v < vertices; ++v) splat_start_[v + 1] += splat_start_[v];
-  {
-    std::vector<int64_t> next(splat_start_.begin(), splat_start_.end() - 1);
-    for (int64_t c = 0; c < kChunks; ++c)
-      for (size_t id = 0; id < slot[c].size(); ++id) {
-        const int64_t count = slot[c][id];
-        slot[c][id] = next[to_global[c][id]];
-        next[to_global[c][id]] += count;
-      }
-  }
-  splat_point_.resize(entries);
-  splat_weight_.resize(entries);
+  // 3. Chunk-local → global vertex ids.
   parallel_for(kChunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int32_t* map = to_global[c].data();
-      int64_t* pos = slot[c].data();
-      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) {
-        const int64_t at = pos[offset_[e]]++;
-        splat_point_[at] = static_cast<int32_t>(e / k1);
-        splat_weight_[at] = weight_[e];
-        offset_[e] = map[offset_[e]];  // local → global vertex id
-      }
+      for (int64_t e = chunk_begin(n, c) * k1; e < chunk_begin(n, c + 1) * k1; ++e) offset_[e] = map[offset_[e]];
     }
   });
 
@@ -214,10 +184,31 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
 }
 
 template <typename T>
+const typename PermutohedralLattice<T>::SplatLists& PermutohedralLattice<T>::splat_lists() const {
+  std::call_once(splat_->once, [&] {
+    // A counting sort of the slice entries by vertex; within a vertex, in point order.
+    SplatLists& s = *splat_;
+    const int64_t k1 = d_ + 1, entries = n_ * k1, V = num_vertices_;
+    s.start.assign(V + 1, 0);
+    for (int64_t e = 0; e < entries; ++e) ++s.start[offset_[e] + 1];
+    for (int64_t v = 0; v < V; ++v) s.start[v + 1] += s.start[v];
+    std::vector<int64_t> next(s.start.begin(), s.start.end() - 1);
+    s.point.resize(entries);
+    s.weight.resize(entries);
+    for (int64_t e = 0; e < entries; ++e) {
+      const int64_t at = next[offset_[e]]++;
+      s.point[at] = static_cast<int32_t>(e / k1);
+      s.weight[at] = weight_[e];
+    }
+  });
+  return *splat_;
+}
+
+template <typename T>
 int64_t PermutohedralLattice<T>::memory_bytes() const {
   return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
-                              splat_start_.capacity() * sizeof(int64_t) + splat_point_.capacity() * sizeof(int32_t) +
-                              splat_weight_.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
+                              splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
+                              splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
                               rank_.capacity() + scratch_->data.capacity() * sizeof(T)) +
          static_cast<int64_t>(sizeof(*this));
 }
@@ -260,19 +251,19 @@ template <typename T>
 using Vec8 = typename Vec8Of<T>::type;
 
 template <typename T>
-inline Vec8<T> load8(const T* p) {
+CONVLOC_ALWAYS_INLINE Vec8<T> load8(const T* p) {
   Vec8<T> v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 template <typename T>
-inline void store8(T* p, const Vec8<T>& v) {
+CONVLOC_ALWAYS_INLINE void store8(T* p, const Vec8<T>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
 // Vertex rows v0..v1 of the tile: sum of weight * in[point] over the vertex's entries.
 template <typename T, int W>
-inline void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
+CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
   constexpr int B = W / 8;
   // Points below `safe` can be read W lanes wide without leaving `in` (lanes past c fall on the next point
   // and only ever reach padding lanes, which are never written out).
@@ -300,7 +291,7 @@ inline void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
 
 // Points i0..i1 of the tile: amp * sum_k weight * vertices[offset].
 template <typename T, int W>
-inline void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
+CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
   constexpr int B = W / 8;
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
   const int full = static_cast<int>(live / 8);
@@ -313,17 +304,18 @@ inline void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
     }
     T* y = a.out + i * a.c + a.cofs;
     for (int b = 0; b < full; ++b) store8(y + 8 * b, a.amp * acc[b]);
-    if (full < B) {  // the last few channels
-      T tmp[8];
-      store8(tmp, a.amp * acc[full]);
-      for (int64_t l = 0; l < live - 8 * full; ++l) y[8 * full + l] = tmp[l];
+    if (full < B) {  // the last few channels: lane by lane (a copy loop here became a memcpy call per point)
+      const Vec8<T> last = a.amp * acc[full];
+      const int64_t rest = live - 8 * full;
+      for (int l = 0; l < 8; ++l)
+        if (l < rest) y[8 * full + l] = last[l];
     }
   }
 }
 
 // Whole padded rows v0..v1: dst = src + (src[lo] + src[hi]) / 2 along direction dir.
 template <typename T>
-inline void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
+CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
   for (int64_t v = v0; v < v1; ++v) {
     const int32_t* nb = a.index + (v * a.k1 + a.dir) * 2;
     const T* p = a.src + v * a.stride;
@@ -375,6 +367,7 @@ template <typename T>
 void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool transpose) const {
   const int64_t n = n_, k1 = d_ + 1, V = num_vertices_;
   if (n == 0 || channels == 0) return;
+  const SplatLists& lists = splat_lists();
   // Vertex rows padded to whole 8-lane vectors; row V stays zero (absent neighbours point at it).
   const int64_t stride = (channels + 7) & ~int64_t(7);
   const int64_t need = 2 * (V + 1) * stride;
@@ -401,9 +394,9 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
                      nullptr,
                      a,
                      nullptr,
-                     splat_start_.data(),
-                     splat_point_.data(),
-                     splat_weight_.data(),
+                     lists.start.data(),
+                     lists.point.data(),
+                     lists.weight.data(),
                      0,
                      amplitude_};
   const int64_t vgrain = std::max<int64_t>(64, 16384 / stride), pgrain = std::max<int64_t>(64, 8192 / stride);
@@ -414,17 +407,8 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
     const auto fn = splat_fn<T>(std::min(kTile, stride - cofs));
     parallel_for(V, vgrain, [&](int64_t v0, int64_t v1) { fn(pass, v0, v1); });
   }
-  // Blur along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order.
-  pass.index = blur_.data();
-  for (int64_t step = 0; step < k1; ++step) {
-    pass.dir = transpose ? k1 - 1 - step : step;
-    pass.src = a;
-    pass.dst = b;
-    parallel_for(V, vgrain, [&](int64_t v0, int64_t v1) { blur_fn(pass, v0, v1); });
-    std::swap(a, b);
-  }
   // Slice.
-  pass.vertices = a;
+  pass.vertices = blur(a, b, stride, transpose);
   pass.index = offset_.data();
   pass.weight = weight_.data();
   for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
@@ -432,6 +416,24 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
     const auto fn = slice_fn<T>(std::min(kTile, stride - cofs));
     parallel_for(n, pgrain, [&](int64_t i0, int64_t i1) { fn(pass, i0, i1); });
   }
+}
+
+template <typename T>
+T* PermutohedralLattice<T>::blur(T* a, T* b, int64_t stride, bool transpose) const {
+  const int64_t k1 = d_ + 1, V = num_vertices_;
+  FilterPass<T> pass{};
+  pass.k1 = k1;
+  pass.stride = stride;
+  pass.index = blur_.data();
+  // Along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order.
+  for (int64_t step = 0; step < k1; ++step) {
+    pass.dir = transpose ? k1 - 1 - step : step;
+    pass.src = a;
+    pass.dst = b;
+    parallel_for(V, std::max<int64_t>(64, 16384 / stride), [&](int64_t v0, int64_t v1) { blur_fn(pass, v0, v1); });
+    std::swap(a, b);
+  }
+  return a;
 }
 
 template <typename T>

@@ -18,12 +18,6 @@
 namespace convloc {
 namespace {
 
-#if defined(__GNUC__)
-#define CONVLOC_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define CONVLOC_ALWAYS_INLINE inline
-#endif
-
 // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (cache-blocked).
 template <typename S, typename D>
 CONVLOC_ALWAYS_INLINE void transpose(const S* __restrict src, int64_t src_stride, D* __restrict dst, int64_t dst_stride,

@@ -1,5 +1,5 @@
-"""Slow, obvious versions of the segmentation and verification scores, triplet losses and
-Gaussian CRF mean-field steps."""
+"""Slow, obvious versions of the segmentation and verification scores, triplet losses,
+Gaussian CRF mean-field steps and learned lattice filters."""
 
 from __future__ import annotations
 
@@ -80,3 +80,32 @@ def triplet_semihard(x, labels, margin):
         dan = min(semi) if semi else max(dn)
         losses.append(max(0.0, margin + dap - dan))
     return np.mean(losses) if losses else 0.0
+
+
+def lattice_conv(values, structure, taps, mixing):
+    """Splat, filter along each lattice direction j with taps[j, t + r] times the vertex t steps
+    along j (walked one neighbour at a time), mix channels, slice: vertex by vertex."""
+    off, w, nb, amp = (structure[k] for k in ("offsets", "weights", "neighbours", "amplitude"))
+    n_vert, (n, c), r = len(nb), values.shape, (taps.shape[1] - 1) // 2
+    grid = np.zeros((n_vert, c))
+    for i in range(n):
+        for k in range(off.shape[1]):
+            grid[off[i, k]] += w[i, k] * values[i]
+
+    def walk(x, j, t):
+        for _ in range(abs(t)):
+            if x == n_vert:
+                break
+            x = nb[x, j, int(t > 0)]
+        return x
+
+    for j in range(off.shape[1]):
+        new = np.zeros_like(grid)
+        for x in range(n_vert):
+            for t in range(-r, r + 1):
+                y = walk(x, j, t)
+                if y < n_vert:
+                    new[x] += taps[j, t + r] * grid[y]
+        grid = new
+    grid = grid @ mixing.T
+    return amp * np.stack([sum(w[i, k] * grid[off[i, k]] for k in range(off.shape[1])) for i in range(n)])

@@ -51,7 +51,7 @@ def register_train(sub) -> None:
     _seg_args(p)
     p.add_argument("--fcn", required=True, help="checkpoint of the FCN giving the unaries")
     p.add_argument("--iterations", type=int, default=5)
-    p.add_argument("--filter", choices=("lattice", "exact"), default="lattice")
+    p.add_argument("--filter", choices=("lattice", "exact", "learned"), default="lattice")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--freeze-fcn", action="store_true", help="train only the CRF's parameters")

@@ -10,6 +10,13 @@ and features f = position / theta_gamma (spatial) and (position / theta_alpha, r
 (bilateral). The filter is convloc's permutohedral lattice (O(N), approximate) or exact
 Gaussian filtering (O(N^2), for tiny images and gradient checks); both are differentiable w.r.t.
 the values and the features, so the unary, the image and every parameter get gradients.
+
+``filter="learned"`` (the "learned CRF" of Kiefel et al. 2015 / Jampani et al. 2016) replaces
+both Gaussians by :class:`convloc.nn.PermutohedralConv` layers on the same lattices, initialised
+to them: ``m_k = conv_k(Q) - D_k Q``, with ``D_k`` the Gaussian's own (self) weight, the fixed
+part of ``j != i`` (a learned filter's exact diagonal is not available). The lattices are built
+once per forward and reused by every iteration; the image then only places the pixels on them
+(no gradient to the image or the kernel widths).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-FILTERS = ("lattice", "exact")
+from convloc.nn.permutohedral_conv import LatticeTables, PermutohedralConv
+
+FILTERS = ("lattice", "exact", "learned")
 
 
 def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
@@ -65,15 +74,9 @@ def crf_mean_field(
     """Mean-field logits ``[B, L, H, W]`` from unary logits ``[B, L, H, W]`` (higher = likelier)
     and images ``[B, 3, H, W]`` (0..255). ``log_widths`` = log of (theta_alpha, theta_beta,
     theta_gamma): bilateral position and colour widths, spatial width (pixels, colour units)."""
-    if filter not in FILTERS:
-        raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
-    if unary.dim() != 4 or image.dim() != 4 or image.shape[0] != unary.shape[0] or image.shape[1] != 3:
-        raise ValueError(
-            f"image: expected [B, 3, H, W] matching unary [B, L, H, W], got {list(image.shape)} "
-            f"and {list(unary.shape)}"
-        )
-    if image.shape[-2:] != unary.shape[-2:]:
-        raise ValueError(f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}")
+    if filter not in FILTERS[:2]:
+        raise ValueError(f"filter: expected one of {FILTERS[:2]}, got {filter!r}")
+    _check_inputs(unary, image)
     gauss = gaussian_filter_exact if filter == "exact" else gaussian_filter_lattice
     b, n_labels, h, w = unary.shape
     theta = torch.exp(log_widths)
@@ -82,13 +85,70 @@ def crf_mean_field(
         u = unary[k].reshape(n_labels, -1).T  # [N, L]
         f_bil = pixel_features(image[k], theta[0], theta[1])
         f_sp = pixel_features(image[k], theta[2], None)
-        logits = u
-        for _ in range(iterations):
-            q = torch.softmax(logits, dim=1)
-            message = gauss(q, f_sp) * spatial_weight + gauss(q, f_bil) * bilateral_weight
-            logits = u - message @ compatibility.T
+
+        def message(q, f_sp=f_sp, f_bil=f_bil):
+            return gauss(q, f_sp) * spatial_weight + gauss(q, f_bil) * bilateral_weight
+
+        logits = _mean_field(u, message, compatibility, iterations)
         outputs.append(logits.T.reshape(n_labels, h, w))
     return torch.stack(outputs)
+
+
+def crf_mean_field_learned(
+    unary: Tensor,
+    image: Tensor,
+    spatial_weight: Tensor,
+    bilateral_weight: Tensor,
+    compatibility: Tensor,
+    log_widths: Tensor,
+    spatial_filter: PermutohedralConv,
+    bilateral_filter: PermutohedralConv,
+    iterations: int = 5,
+) -> Tensor:
+    """:func:`crf_mean_field` with learned lattice filters (``PermutohedralConv`` with L channels,
+    feature dimensions 2 and 5) in place of the Gaussians, the whole batch at once."""
+    _check_inputs(unary, image)
+    b, n_labels, h, w = unary.shape
+    if b == 0:
+        return unary.clone()
+    with torch.no_grad():
+        theta = torch.exp(log_widths)
+        f_bil = torch.stack([pixel_features(image[k], theta[0], theta[1]) for k in range(b)])
+        f_sp = pixel_features(image[0], theta[2], None).expand(b, -1, -1)
+    lattices = LatticeTables(f_sp), LatticeTables(f_bil)
+    self_weights = [lat.self_weights(unary.dtype) for lat in lattices]
+    filters = spatial_filter, bilateral_filter
+    kernel_weights = spatial_weight, bilateral_weight
+
+    def message(q):
+        return sum(
+            (filt(q, lattice=lat) - diag * q) * weight
+            for filt, lat, diag, weight in zip(filters, lattices, self_weights, kernel_weights)
+        )
+
+    u = unary.reshape(b, n_labels, -1).transpose(1, 2)  # [B, N, L]
+    logits = _mean_field(u, message, compatibility, iterations)
+    return logits.transpose(1, 2).reshape(b, n_labels, h, w)
+
+
+def _mean_field(u: Tensor, message, compatibility: Tensor, iterations: int) -> Tensor:
+    """Mean-field iterations on unary logits ``u [..., N, L]``; ``message(Q)`` is the filtered,
+    kernel-weighted Q."""
+    logits = u
+    for _ in range(iterations):
+        q = torch.softmax(logits, dim=-1)
+        logits = u - message(q) @ compatibility.T
+    return logits
+
+
+def _check_inputs(unary: Tensor, image: Tensor) -> None:
+    if unary.dim() != 4 or image.dim() != 4 or image.shape[0] != unary.shape[0] or image.shape[1] != 3:
+        raise ValueError(
+            f"image: expected [B, 3, H, W] matching unary [B, L, H, W], got {list(image.shape)} "
+            f"and {list(unary.shape)}"
+        )
+    if image.shape[-2:] != unary.shape[-2:]:
+        raise ValueError(f"image: size {list(image.shape[-2:])} differs from unary {list(unary.shape[-2:])}")
 
 
 class CRFasRNN(nn.Module):
@@ -96,7 +156,10 @@ class CRFasRNN(nn.Module):
 
     Learnable: per-label spatial and bilateral kernel weights, the L x L compatibility
     (Potts-initialised), and, with ``learn_widths``, the kernel widths. ``filter="exact"`` uses
-    O(N^2) exact Gaussian filtering (tiny images, gradient checks).
+    O(N^2) exact Gaussian filtering (tiny images, gradient checks); ``filter="learned"`` learns the
+    spatial and bilateral filters too (``spatial_filter`` and ``bilateral_filter``,
+    :class:`~convloc.nn.PermutohedralConv` with taps of ``filter_radius`` lattice steps, equal to
+    the lattice CRF at initialisation; not with ``learn_widths``).
     """
 
     def __init__(
@@ -110,20 +173,31 @@ class CRFasRNN(nn.Module):
         theta_gamma: float = 3.0,
         learn_widths: bool = False,
         filter: str = "lattice",
+        filter_radius: int = 1,
     ) -> None:
         super().__init__()
         if filter not in FILTERS:
             raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
         if num_labels < 2:
             raise ValueError(f"num_labels: expected >= 2, got {num_labels}")
+        if learn_widths and filter == "learned":
+            raise ValueError("learn_widths: learned filters give the kernel widths no gradient")
         self.iterations, self.filter = iterations, filter
         self.spatial_weight = nn.Parameter(torch.full((num_labels,), float(spatial_weight)))
         self.bilateral_weight = nn.Parameter(torch.full((num_labels,), float(bilateral_weight)))
         self.compatibility = nn.Parameter(1 - torch.eye(num_labels))
         widths = torch.tensor([math.log(theta_alpha), math.log(theta_beta), math.log(theta_gamma)])
         self.log_widths = nn.Parameter(widths, requires_grad=learn_widths)
+        if filter == "learned":
+            self.spatial_filter = PermutohedralConv(num_labels, num_labels, 2, filter_radius)
+            self.bilateral_filter = PermutohedralConv(num_labels, num_labels, 5, filter_radius)
 
     def forward(self, unary: Tensor, image: Tensor) -> Tensor:
+        if self.filter == "learned":
+            return crf_mean_field_learned(
+                unary, image, self.spatial_weight, self.bilateral_weight, self.compatibility,
+                self.log_widths, self.spatial_filter, self.bilateral_filter, self.iterations,
+            )  # fmt: skip
         return crf_mean_field(
             unary, image, self.spatial_weight, self.bilateral_weight, self.compatibility,
             self.log_widths, self.iterations, self.filter,

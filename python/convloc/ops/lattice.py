@@ -137,11 +137,13 @@ class PermutohedralLattice:
         out = B.empty(values, tuple(values.shape))
         self._lattice.filter(values, out, transpose=bool(transpose))
         if exclude_self:
-            out -= self._diagonal(values) * values
+            out -= self.diagonal(values) * values
         return out
 
-    def _diagonal(self, like: Array) -> Array:
-        """Each point's own lattice weight, [B?, N, 1], in like's framework (computed once)."""
+    def diagonal(self, like: Array) -> Array:
+        """Each point's own weight in the raw filter, ``[B?, N, 1]``, in ``like``'s framework
+        (computed once per framework): what ``filter`` adds of ``v_i`` to ``out_i``, the lattice's
+        approximation of ``exp(0) = 1``; ``exclude_self`` subtracts ``diagonal * values``."""
         key = B.framework(like)
         if key not in self._diag:
             diag = B.empty(like, tuple(like.shape[:-1]))
@@ -318,7 +320,7 @@ def _filter_backward(
     gf = (afv * grad[..., None, :]).sum(-1) + (afg * values[..., None, :]).sum(-1)
     gf -= features * ((grad * av).sum(-1) + (values * ag).sum(-1))[..., None]
     if exclude_self:
-        ag = ag - lattice._diagonal(grad) * grad if lattice else filt(grad, not transpose, True)
+        ag = ag - lattice.diagonal(grad) * grad if lattice else filt(grad, not transpose, True)
     return B.prepare(ag), B.prepare(gf)
 
 

@@ -1,0 +1,106 @@
+#include "core/workspace.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+namespace convloc {
+namespace {
+
+constexpr size_t kHuge = size_t(2) << 20;
+
+// Cached blocks by size, and the true size of each large block handed out (a cached block may be
+// up to twice the request).
+struct Cache {
+  std::mutex mutex;
+  std::multimap<size_t, void*> blocks;
+  std::unordered_map<void*, size_t> live;
+  size_t bytes = 0;
+};
+Cache& cache() {
+  static Cache* c = new Cache;  // never destroyed: frees may come from static destructors
+  return *c;
+}
+
+size_t rounded(size_t bytes) { return (bytes + kHuge - 1) / kHuge * kHuge; }
+
+}  // namespace
+
+void* workspace_alloc(size_t bytes) {
+  if (bytes < kWorkspaceMinBytes) {
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64 * (bytes == 0));
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  const size_t size = rounded(bytes);
+  Cache& c = cache();
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    // The smallest cached block that fits without wasting more than half of it.
+    auto it = c.blocks.lower_bound(size);
+    if (it != c.blocks.end() && it->first <= 2 * size) {
+      void* p = it->second;
+      c.bytes -= it->first;
+      c.live.emplace(p, it->first);
+      c.blocks.erase(it);
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(kHuge, size);
+  if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  madvise(p, size, MADV_HUGEPAGE);  // a hint: failure only costs speed
+#endif
+  std::lock_guard<std::mutex> lock(c.mutex);
+  c.live.emplace(p, size);
+  return p;
+}
+
+void workspace_free(void* p, size_t bytes) noexcept {
+  if (!p) return;
+  if (bytes < kWorkspaceMinBytes) {
+    std::free(p);
+    return;
+  }
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  const auto at = c.live.find(p);
+  const size_t size = at->second;
+  c.live.erase(at);
+  // Keep the newest blocks: drop the largest cached ones while over the limit.
+  while (!c.blocks.empty() && c.bytes + size > kWorkspaceCacheBytes) {
+    auto last = std::prev(c.blocks.end());
+    std::free(last->second);
+    c.bytes -= last->first;
+    c.blocks.erase(last);
+  }
+  if (size > kWorkspaceCacheBytes) {
+    std::free(p);
+    return;
+  }
+  c.blocks.emplace(size, p);
+  c.bytes += size;
+}
+
+size_t empty_workspace_cache() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  const size_t released = c.bytes;
+  for (auto& [size, p] : c.blocks) std::free(p);
+  c.blocks.clear();
+  c.bytes = 0;
+  return released;
+}
+
+size_t workspace_cached_bytes() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return c.bytes;
+}
+
+}  // namespace convloc
