@@ -45,10 +45,10 @@ def test_ranks_end_with_one_model_that_learned(data, tmp_path):
     assert s0["triplet"][-1] < s0["triplet"][0], s0["triplet"]
 
 
-def test_cli_train_fcn_and_face_under_torchrun(data, tmp_path):
+def test_cli_train_fcn_under_torchrun(data, tmp_path):
     from convloc.commands.segface import load_checkpoint
 
-    seg, faces = data
+    seg, _ = data
     ckpt = tmp_path / "fcn.pt"
     common = ["--threads", "1", "-o", str(ckpt)]
     r = _torchrun(
@@ -59,7 +59,13 @@ def test_cli_train_fcn_and_face_under_torchrun(data, tmp_path):
     assert [rep["model"] for rep in reports] == ["FCN-8s"]  # rank 0 alone evaluates and prints
     model, _ = load_checkpoint(ckpt)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 5, 32, 32)
+    assert not list(tmp_path.glob("*.tmp"))
 
+
+def test_cli_train_face_under_torchrun(data, tmp_path):
+    from convloc.commands.segface import load_checkpoint
+
+    _, faces = data
     ckpt = tmp_path / "face.pt"
     args = ["train", "face", "--data", str(faces), "--pretrain-epochs", "2", "--triplet-epochs", "1"]
     r = _torchrun("-m", "convloc.cli", *args, "--threads", "1", "-o", str(ckpt))
