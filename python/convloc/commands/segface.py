@@ -42,6 +42,9 @@ def register_train(sub) -> None:
     )  # fmt: skip
     p.add_argument("--fc-kernel", type=int, help="kernel of fc6 (default: the layout's)")
     p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
+    p.add_argument(
+        "--pretrained", help="ImageNet VGG weights in torchvision's format (a local .pth) for --layout vgg16"
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -200,6 +203,8 @@ def _train_fcn(args) -> int:
     overrides = {"pad": args.pad, "fc_kernel": args.fc_kernel}
     layout = dataclasses.replace(layout, **{k: v for k, v in overrides.items() if v is not None})
     model = fcn.FCN(ds.num_classes, args.variant, layout)
+    if args.pretrained:
+        model.load_classifier(args.pretrained)
     if args.init:
         coarser, _ = load_checkpoint(args.init)
         model.init_from(coarser)

@@ -253,6 +253,49 @@ class FCN(nn.Module):
         return out
 
     @torch.no_grad()
+    def load_classifier(self, state_dict: dict | str) -> FCN:
+        """Loads an ImageNet classifier in torchvision's VGG format (``features.<i>`` convolutions,
+        ``classifier.0/3/6`` linear layers; a dict or a path to a ``torch.save`` file such as
+        torchvision's ``vgg16`` weights): the convolutions one to one in order, fc6 and fc7
+        convolutionized (their weights reshaped to the ``fc_kernel`` and 1x1 convolutions, as
+        :func:`convolutionize` does), the 1000-way layer dropped; the score layers stay zero.
+        Layouts with batch normalisation have no such classifier. Raises ``ValueError`` naming
+        the first weight that does not fit."""
+        if isinstance(state_dict, str):
+            state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+        if self.layout.batch_norm:
+            raise ValueError("state_dict: this layout has batch normalisation; VGG classifiers have none")
+
+        def layers(prefix: str, ndim: int) -> list[str]:
+            keys = [k for k, v in state_dict.items() if k.startswith(prefix) and k.endswith(".weight")]
+            keys = [k for k in keys if state_dict[k].dim() == ndim]
+            return sorted((k[: -len(".weight")] for k in keys), key=lambda k: int(k.split(".")[1]))
+
+        convs = [
+            m
+            for stage in (self.pool3, self.pool4, self.pool5)
+            for m in stage.modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+        src_convs, src_fcs = layers("features.", 4), layers("classifier.", 2)
+        if len(src_convs) != len(convs) or len(src_fcs) < 2:
+            raise ValueError(
+                f"state_dict: expected {len(convs)} convolutions and at least 2 linear layers like this "
+                f"layout's classifier, got {len(src_convs)} and {len(src_fcs)}"
+            )
+        targets = list(zip(src_convs, convs)) + [(src_fcs[0], self.fc[0]), (src_fcs[1], self.fc[3])]
+        for name, conv in targets:
+            weight, bias = state_dict[name + ".weight"], state_dict[name + ".bias"]
+            if weight.numel() != conv.weight.numel() or bias.shape != conv.bias.shape:
+                raise ValueError(
+                    f"state_dict: {name} has shape {list(weight.shape)}, this layout needs "
+                    f"{list(conv.weight.shape)}"
+                )
+            conv.weight.copy_(weight.reshape(conv.weight.shape))
+            conv.bias.copy_(bias)
+        return self
+
+    @torch.no_grad()
     def init_from(self, coarser: FCN) -> FCN:
         """Copies every parameter ``coarser`` (an FCN-32s for a 16s, a 16s for an 8s) shares by
         name and shape, the paper's stage-wise training; the new score layers stay zero."""
