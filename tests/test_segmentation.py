@@ -223,8 +223,43 @@ def test_fcn_init_and_stagewise_copy():
     t = torch.tensor([0.25, 0.75, 0.75, 0.25])
     torch.testing.assert_close(up[1, 0].detach(), t[:, None] * t[None, :])
     assert up.requires_grad
+    assert not m16.upscore.weight.requires_grad  # the final upsampling stays bilinear (the paper's)
     with pytest.raises(ValueError, match="variant"):
         fcn.FCN(3, "4s")
+
+
+def _torchvision_style_vgg(layout, input_size):
+    """A VGG classifier named like torchvision's (flat ``features``; ``classifier.0/3/6``)."""
+    tv = torch.nn.Module()
+    tv.features = torch.nn.Sequential(*fcn._leaves(fcn.vgg_features(layout)))
+    tail = fcn.vgg_classifier(layout, 10, input_size)
+    tv.classifier = torch.nn.Sequential(*list(tail)[2:])
+    return tv
+
+
+def test_fcn_loads_a_vgg_classifier_like_convolutionize(tmp_path):
+    torch.manual_seed(0)
+    layout = dataclasses.replace(fcn.SMALL, batch_norm=False)
+    side = 32 * layout.fc_kernel  # the classifier's input size: fc6 sees a fc_kernel² map
+    tv = _torchvision_style_vgg(layout, side)
+    path = str(tmp_path / "vgg.pth")
+    torch.save(tv.state_dict(), path)
+    model = fcn.FCN(4, "8s", layout).load_classifier(path)
+    dense = fcn.convolutionize(
+        torch.nn.Sequential(tv.features, torch.nn.Flatten(), tv.classifier), (side, side)
+    )
+    expected = [m for m in dense if isinstance(m, torch.nn.Conv2d)][:-1]  # the 10-way layer is dropped
+    got = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][: len(expected)]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
+        torch.testing.assert_close(a.bias, b.bias, rtol=0, atol=0)
+    assert not model.score_fr.weight.any() and not model.score_pool3.weight.any()
+    bad = dict(tv.state_dict())
+    bad["classifier.0.weight"] = bad["classifier.0.weight"][:, :-1]
+    with pytest.raises(ValueError, match="classifier.0"):
+        fcn.FCN(4, "8s", layout).load_classifier(bad)
+    with pytest.raises(ValueError, match="batch normalisation"):
+        fcn.FCN(4, "8s", fcn.SMALL).load_classifier(tv.state_dict())
 
 
 def test_fcn_train_eval_smoke(synth, one_thread):

@@ -101,6 +101,27 @@ def test_batched_equals_one_by_one(rng):
         torch.testing.assert_close(whole[k : k + 1], crf(unary[k : k + 1], image[k : k + 1]))
 
 
+@pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unsupported here")
+def test_torch_compile_matches_eager(rng):
+    """fullgraph: the lattice op traces through its fake and autograd registrations without a
+    graph break; forward and every gradient equal eager's. aot_eager does the same tracing as
+    the default inductor backend without its C++ code generation (over a minute on a busy CI
+    core)."""
+    unary, image = _inputs(rng, b=2, labels=3, h=6, w=7)
+    crf = CRFasRNN(3, iterations=2, learn_widths=True, filter="lattice").double()
+    results = []
+    torch._dynamo.reset()
+    for fn in (crf, torch.compile(crf, backend="aot_eager", fullgraph=True)):
+        u, im = unary.clone().requires_grad_(), image.clone().requires_grad_()
+        out = fn(u, im)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+        grads = torch.autograd.grad((out * weights).sum(), (u, im, *crf.parameters()))
+        results.append((out.detach(), *grads))
+    torch._dynamo.reset()
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager)
+
+
 def test_crf_bad_inputs(rng):
     unary, image = _inputs(rng)
     with pytest.raises(ValueError, match="filter"):

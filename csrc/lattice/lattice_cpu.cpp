@@ -577,10 +577,11 @@ CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_
     }
     T* y = a.out + i * a.c + a.cofs;
     for (int b = 0; b < full; ++b) store8(y + 8 * b, a.amp * acc[b]);
-    if (full < B) {  // the last few channels
-      T tmp[8];
-      store8(tmp, a.amp * acc[full]);
-      for (int64_t l = 0; l < live - 8 * full; ++l) y[8 * full + l] = tmp[l];
+    if (full < B) {  // the last few channels: lane by lane (a copy loop here became a memcpy call per point)
+      const Vec8<T> last = a.amp * acc[full];
+      const int64_t rest = live - 8 * full;
+      for (int l = 0; l < 8; ++l)
+        if (l < rest) y[8 * full + l] = last[l];
     }
   }
 }

@@ -31,19 +31,26 @@ def register_data(sub) -> None:
 
 
 def register_train(sub) -> None:
-    p = sub.add_parser("fcn", help="FCN-32s/16s/8s on a VOC-format segmentation set")
+    p = sub.add_parser("fcn", help="FCN-32s/16s/8s on a VOC-format segmentation set (torchrun for DDP)")
     _seg_args(p)
     p.add_argument("--variant", choices=("32s", "16s", "8s"), default="8s")
     p.add_argument("--layout", choices=("small", "vgg16"), default="small")
-    p.add_argument("--pad", type=int, help="padding of conv1 (default: the layout's, any input size)")
+    p.add_argument(
+        "--pad", type=int,
+        help="padding of conv1 (default: the layout's, any input size; an exact fit such as 17 with "
+        "--fc-kernel 3 for 64 px images leaves FCN-32s a 1x1 score map)",
+    )  # fmt: skip
     p.add_argument("--fc-kernel", type=int, help="kernel of fc6 (default: the layout's)")
     p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
+    p.add_argument(
+        "--pretrained", help="ImageNet VGG weights in torchvision's format (a local .pth) for --layout vgg16"
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.set_defaults(func=_train_fcn)
 
-    p = sub.add_parser("crfrnn", help="CRF-as-RNN on top of a trained FCN, trained end to end")
+    p = sub.add_parser("crfrnn", help="CRF-as-RNN on top of a trained FCN, end to end (torchrun for DDP)")
     _seg_args(p)
     p.add_argument("--fcn", required=True, help="checkpoint of the FCN giving the unaries")
     p.add_argument("--iterations", type=int, default=5)
@@ -53,7 +60,9 @@ def register_train(sub) -> None:
     p.add_argument("--freeze-fcn", action="store_true", help="train only the CRF's parameters")
     p.set_defaults(func=_train_crfrnn)
 
-    p = sub.add_parser("face", help="face embedding + triplet-loss projection on an LFW-style tree")
+    p = sub.add_parser(
+        "face", help="face embedding + triplet-loss projection, LFW-style tree (torchrun for DDP)"
+    )
     p.add_argument("--data", required=True, help="root written by `convloc data make-faces` or a real one")
     p.add_argument("--train-dir", default="train", help="identity folders to train on (under --data)")
     p.add_argument("--test-dir", default="lfw", help="identity folders the pairs refer to")
@@ -99,12 +108,19 @@ def _seg_args(p) -> None:
     p.add_argument("-o", "--output", required=True, help="checkpoint to write")
 
 
-def _setup(args) -> None:
+def _setup(args) -> bool:
+    """Threads, seed and, under torchrun, the process group. Every rank gets the same seed (the
+    same batch order); the returned flag says whether this is rank 0, which alone evaluates,
+    prints and writes the checkpoint."""
     import torch
 
+    from convloc.models.common import init_distributed
+
+    rank, _ = init_distributed()
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
+    return rank == 0
 
 
 def _make_segmentation(args) -> int:
@@ -177,25 +193,27 @@ def _fcn_ckpt(model, classes) -> dict:
 
 
 def _train_fcn(args) -> int:
-    import torch
-
     from convloc.models import fcn
+    from convloc.models.common import save_checkpoint
     from convloc.models.segmentation import evaluate, fit, predict_scores
 
-    _setup(args)
+    main = _setup(args)
     ds, x, y = _load_split(args.data, args.train_split)
-    _, xv, yv = _load_split(args.data, args.val_split)
     layout = fcn.SMALL if args.layout == "small" else fcn.VGG16
     overrides = {"pad": args.pad, "fc_kernel": args.fc_kernel}
     layout = dataclasses.replace(layout, **{k: v for k, v in overrides.items() if v is not None})
     model = fcn.FCN(ds.num_classes, args.variant, layout)
+    if args.pretrained:
+        model.load_classifier(args.pretrained)
     if args.init:
         coarser, _ = load_checkpoint(args.init)
         model.init_from(coarser)
-    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, True)
-    scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
-    _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
-    torch.save(_fcn_ckpt(model, ds.classes), args.output)
+    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main)
+    if main:
+        _, xv, yv = _load_split(args.data, args.val_split)
+        scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
+        _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
+        save_checkpoint(args.output, _fcn_ckpt(model, ds.classes))
     return 0
 
 
@@ -232,8 +250,9 @@ def _train_face(args) -> int:
     from convloc.data.lfw import load_images, read_identities, read_pairs
     from convloc.metrics import verification as ver
     from convloc.models import face
+    from convloc.models.common import save_checkpoint
 
-    _setup(args)
+    main = _setup(args)
     root = Path(args.data)
     paths, labels, names = read_identities(root / args.train_dir)
     x = torch.from_numpy(load_images(paths))
@@ -241,17 +260,20 @@ def _train_face(args) -> int:
     y = torch.from_numpy(labels)
     model_args = {"num_identities": len(names), "dim": args.dim}
     model = face.FaceVerifier(**model_args)
-    face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=True)
+    face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main)
     pairs = read_pairs(root / args.pairs, root / args.test_dir)
-    kf0, *_ = evaluate_face(model, pairs, size, projected=False)
-    print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
+    if main:
+        kf0, *_ = evaluate_face(model, pairs, size, projected=False)
+        print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
     minings = args.mining.split(",")
     for mining in minings:
         torch.manual_seed(args.seed)
         nn.init.orthogonal_(model.projection.weight)
         face.train_projection(
-            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=True
+            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=main
         )
+        if not main:
+            continue
         kf, fpr, tpr, scores = evaluate_face(model, pairs, size)
         print(json.dumps({
             "stage": "projected", "mining": mining,
@@ -260,16 +282,18 @@ def _train_face(args) -> int:
         }))  # fmt: skip
         if mining == minings[0]:
             kept = ({k: v.clone() for k, v in model.state_dict().items()}, fpr, tpr, scores)
+    if not main:
+        return 0
     state, fpr, tpr, scores = kept
     model.load_state_dict(state)
     if args.roc:
         ver.save_roc_png(args.roc, fpr, tpr, f"W' ({minings[0]} mining)")
     # The threshold `convloc verify` uses: the best one over all pairs.
     threshold, _ = ver.best_threshold(scores, pairs.same)
-    torch.save(
+    save_checkpoint(
+        args.output,
         {"kind": "face", "model_args": model_args, "size": size, "threshold": threshold,
          "state_dict": model.state_dict()},
-        args.output,
     )  # fmt: skip
     return 0
 
@@ -290,8 +314,7 @@ def _verify(args) -> int:
 
 
 def _train_crfrnn(args) -> int:
-    import torch
-
+    from convloc.models.common import save_checkpoint
     from convloc.models.fcn import FCNWithCRF
     from convloc.models.segmentation import (
         dense_crf_refiner,
@@ -301,21 +324,22 @@ def _train_crfrnn(args) -> int:
         tune_dense_crf,
     )
 
-    _setup(args)
+    main = _setup(args)
     ds, x, y = _load_split(args.data, args.train_split)
-    vds, xv, yv = _load_split(args.data, args.val_split)
     fcn_model, fcn_ckpt = load_checkpoint(args.fcn)
     n = ds.num_classes
-    train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
-    _report("FCN", evaluate(val_scores, yv, n))
-    # Dense CRF post-processing (convloc.ops.dense_crf), its bilateral kernel tuned on train.
-    raw = lambda d: np.stack([d[i][0] for i in range(len(d))])  # noqa: E731
-    kernels, train_miu = tune_dense_crf(train_scores, y, raw(ds), n)
-    post = evaluate(val_scores, yv, n, dense_crf_refiner(raw(vds), kernels))
-    _report("FCN + dense CRF", post, {"kernels": repr(kernels)})
     crf_args = {"iterations": args.iterations, "filter": args.filter}
     model = FCNWithCRF(fcn_model, **crf_args)
-    _report("FCN + CRF-as-RNN (untrained, Potts init)", evaluate(predict_scores(model, xv), yv, n))
+    if main:  # the baselines; the other ranks wait for rank 0 in fit's DistributedDataParallel
+        vds, xv, yv = _load_split(args.data, args.val_split)
+        train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
+        _report("FCN", evaluate(val_scores, yv, n))
+        # Dense CRF post-processing (convloc.ops.dense_crf), its bilateral kernel tuned on train.
+        raw = lambda d: np.stack([d[i][0] for i in range(len(d))])  # noqa: E731
+        kernels, train_miu = tune_dense_crf(train_scores, y, raw(ds), n)
+        post = evaluate(val_scores, yv, n, dense_crf_refiner(raw(vds), kernels))
+        _report("FCN + dense CRF", post, {"kernels": repr(kernels)})
+        _report("FCN + CRF-as-RNN (untrained, Potts init)", evaluate(predict_scores(model, xv), yv, n))
     groups = [{"params": model.crf.parameters(), "lr": 1e-2}]
     if not args.freeze_fcn:
         groups.append({"params": model.fcn.parameters(), "lr": args.lr})
@@ -327,14 +351,15 @@ def _train_crfrnn(args) -> int:
         args.batch_size,
         args.lr,
         seed=args.seed,
-        progress=True,
+        progress=main,
         params=groups,
     )
-    _report("FCN + CRF-as-RNN (end to end)", evaluate(predict_scores(model, xv), yv, n))
-    fcn_ckpt = {**fcn_ckpt, "state_dict": model.fcn.state_dict()}
-    ckpt = {"kind": "crfrnn", "fcn": fcn_ckpt, "crf_args": crf_args, "classes": fcn_ckpt["classes"],
-            "state_dict": model.state_dict()}  # fmt: skip
-    torch.save(ckpt, args.output)
+    if main:
+        _report("FCN + CRF-as-RNN (end to end)", evaluate(predict_scores(model, xv), yv, n))
+        fcn_ckpt = {**fcn_ckpt, "state_dict": model.fcn.state_dict()}
+        ckpt = {"kind": "crfrnn", "fcn": fcn_ckpt, "crf_args": crf_args, "classes": fcn_ckpt["classes"],
+                "state_dict": model.state_dict()}  # fmt: skip
+        save_checkpoint(args.output, ckpt)
     return 0
 
 

@@ -1,15 +1,17 @@
-"""What both detectors share: image normalisation, seeds, checkpoints, distributed setup, and
-the on-disk cache of region proposals."""
+"""What the pipelines share: image normalisation, seeds, checkpoints, distributed (torchrun)
+training helpers and the minibatch loop, and the detectors' on-disk cache of region proposals."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 from tqdm import tqdm
 
 __all__ = [
@@ -20,6 +22,11 @@ __all__ = [
     "init_distributed",
     "is_main",
     "barrier",
+    "rank_world",
+    "data_parallel",
+    "generator_states",
+    "broadcast_buffers",
+    "fit_epochs",
     "compute_proposals",
     "load_proposals",
 ]
@@ -73,6 +80,82 @@ def barrier() -> None:
         dist.barrier()
 
 
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the process group; ``(0, 1)`` outside torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def data_parallel(model: nn.Module) -> nn.Module:
+    """``model`` in DistributedDataParallel (rank 0's weights, gradients averaged over ranks)
+    under torchrun; ``model`` itself otherwise."""
+    return nn.parallel.DistributedDataParallel(model) if rank_world()[1] > 1 else model
+
+
+def generator_states(generator: torch.Generator) -> list[Tensor]:
+    """Every rank's ``generator`` state in rank order, for a checkpoint that resumes each rank's
+    sampling where it stopped."""
+    world = rank_world()[1]
+    if world == 1:
+        return [generator.get_state()]
+    states = [None] * world
+    dist.all_gather_object(states, generator.get_state())
+    return states
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (batch-norm statistics, fitted SVMs) on every rank, so all ranks hold the
+    same model after training."""
+    if dist.is_initialized():
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
+
+
+def fit_epochs(
+    loss_of: Callable[[Tensor, slice], Tensor],
+    optimizer: torch.optim.Optimizer,
+    n: int,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    desc: str = "train",
+    progress: bool = False,
+    drop_last: bool = False,
+    scheduler=None,
+) -> list[float]:
+    """The minibatch loop of the segmentation and face trainers, data-parallel under torchrun.
+
+    Each epoch shuffles ``range(n)`` with ``generator`` into batches of ``batch_size``. Seeded
+    alike on every rank, the generator gives all ranks the same batches; ``loss_of(batch, part)``
+    makes its random draws for the whole ``batch`` (keeping the ranks' generators in step) and
+    returns the mean loss over this rank's share ``batch[part]``, through a :func:`data_parallel`
+    model so that ``backward`` averages the gradients. Batches with fewer items than ranks (and,
+    with ``drop_last``, a final short batch) are skipped. Returns each epoch's mean loss over all
+    ranks; tqdm shows on rank 0 only.
+    """
+    rank, world = rank_world()
+    part = slice(rank, None, world)
+    history = []
+    for _ in tqdm(range(epochs), desc=desc, disable=not progress or rank != 0):
+        order = torch.randperm(n, generator=generator)
+        stats = torch.zeros(2, dtype=torch.float64)  # loss sum, items
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            if len(batch) < max(world, batch_size if drop_last else 1):
+                continue
+            loss = loss_of(batch, part)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            share = len(batch[part])
+            stats += torch.tensor([loss.item() * share, share], dtype=torch.float64)
+        if scheduler is not None:
+            scheduler.step()
+        if world > 1:
+            dist.all_reduce(stats)
+        history.append(float(stats[0] / stats[1].clamp_min(1)))
+    return history
+
+
 def compute_proposals(
     image: np.ndarray,
     method: str = "selective-search",
@@ -119,7 +202,7 @@ def load_proposals(
     key = hashlib.sha1(f"{dataset.root}|{method}|{mode}|{max_boxes}".encode()).hexdigest()[:10]
     folder = os.path.join(cache_dir, f"proposals-{method}-{mode}-{max_boxes}-{key}")
     os.makedirs(folder, exist_ok=True)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = rank_world()
     todo = [
         i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))
     ]

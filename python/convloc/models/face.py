@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
+
+from convloc.models.common import broadcast_buffers, data_parallel, fit_epochs
 
 MINING = ("all", "hard", "semihard")
 
@@ -110,26 +111,22 @@ def pretrain_classifier(
     seed: int = 0,
     progress: bool = False,
 ) -> list[float]:
-    """Stage 1: trains phi as an N-way identity classifier (softmax), random flips and shifts."""
+    """Stage 1: trains phi as an N-way identity classifier (softmax), random flips and shifts.
+    Data-parallel under torchrun (:func:`~convloc.models.common.fit_epochs`)."""
     gen = torch.Generator().manual_seed(seed)
     params = list(model.features.parameters()) + list(model.classifier.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
-    history = []
+    net = data_parallel(nn.Sequential(model.features, model.classifier))
+
+    def loss_of(batch: Tensor, part: slice) -> Tensor:
+        x = _augment(images[batch], gen)[part]
+        return F.cross_entropy(net(x), labels[batch[part]])
+
     model.train()
-    for _ in tqdm(range(epochs), desc="classify", disable=not progress):
-        order = torch.randperm(len(images), generator=gen)
-        total = 0.0
-        for start in range(0, len(images), batch_size):
-            idx = order[start : start + batch_size]
-            x = _augment(images[idx], gen)
-            loss = F.cross_entropy(model.classifier(model.features(x)), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step()
-        history.append(total / len(images))
+    history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "classify", progress,
+                         scheduler=sched)  # fmt: skip
+    broadcast_buffers(model)
     model.eval()
     return history
 
@@ -148,7 +145,8 @@ def train_projection(
     progress: bool = False,
 ) -> list[float]:
     """Stage 2: learns W' with the triplet loss on the frozen descriptors phi/||phi|| (as in the
-    paper); batches hold ``identities_per_batch`` x ``images_per_identity`` images."""
+    paper); batches hold ``identities_per_batch`` x ``images_per_identity`` images. Under torchrun
+    each rank takes its share of every batch's identities."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.eval()
@@ -156,24 +154,15 @@ def train_projection(
     by_id = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
     by_id = [ix for ix in by_id if len(ix) >= 2]
     opt = torch.optim.Adam(model.projection.parameters(), lr=lr)
-    history = []
-    for _ in tqdm(range(epochs), desc="triplet", disable=not progress):
-        order = torch.randperm(len(by_id), generator=gen)
-        total, batches = 0.0, 0
-        for start in range(0, len(order) - identities_per_batch + 1, identities_per_batch):
-            rows = []
-            for c in order[start : start + identities_per_batch]:
-                ix = by_id[c]
-                rows.append(ix[torch.randperm(len(ix), generator=gen)[:images_per_identity]])
-            batch = torch.cat(rows)
-            loss = triplet_loss(model.projection(desc[batch]), labels[batch], margin, mining)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            batches += 1
-        history.append(total / max(1, batches))
-    return history
+    net = data_parallel(model.projection)
+
+    def loss_of(batch: Tensor, part: slice) -> Tensor:
+        rows = [by_id[c][torch.randperm(len(by_id[c]), generator=gen)[:images_per_identity]] for c in batch]
+        rows = torch.cat(rows[part])
+        return triplet_loss(net(desc[rows]), labels[rows], margin, mining)
+
+    return fit_epochs(loss_of, opt, len(by_id), epochs, identities_per_batch, gen, "triplet", progress,
+                      drop_last=True)  # fmt: skip
 
 
 @torch.no_grad()

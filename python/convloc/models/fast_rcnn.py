@@ -30,7 +30,16 @@ from tqdm import tqdm
 
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone
-from convloc.models.common import barrier, is_main, load_checkpoint, save_checkpoint, to_tensor
+from convloc.models.common import (
+    barrier,
+    data_parallel,
+    generator_states,
+    is_main,
+    load_checkpoint,
+    rank_world,
+    save_checkpoint,
+    to_tensor,
+)
 
 __all__ = [
     "FastRCNNConfig",
@@ -272,12 +281,9 @@ def train_fast_rcnn(
     saving ``checkpoint`` every ``save_every`` iterations and at the end; resumes from it when it
     exists and ``resume``. Under torchrun each rank draws its own images (seeded by rank) and
     DistributedDataParallel averages the gradients."""
-    import torch.distributed as dist
-
     from convloc.models.backbones import load_torchvision_vgg
 
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    rank = rank_world()[0]
     torch.manual_seed(cfg.seed)
     model = FastRCNN(len(dataset.classes), cfg)
     if pretrained:
@@ -295,9 +301,7 @@ def train_fast_rcnn(
         start = state["iteration"]
         if rank < len(state["generators"]):
             generator.set_state(state["generators"][rank])
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+    net = data_parallel(model)
     model.train()
     n = len(dataset)
     bar = tqdm(range(start, cfg.iterations), desc="fast-rcnn", disable=not is_main(), initial=start,
@@ -325,12 +329,7 @@ def train_fast_rcnn(
 
 
 def _save(path, model, optimizer, scheduler, iteration, generator, classes, cfg):
-    import torch.distributed as dist
-
-    states = [generator.get_state()]
-    if dist.is_initialized():  # every rank's sampler state, so a resumed run draws the same images
-        states = [None] * dist.get_world_size()
-        dist.all_gather_object(states, generator.get_state())
+    states = generator_states(generator)  # a resumed run draws the same images on every rank
     if is_main():
         save_checkpoint(
             path,

@@ -1,8 +1,8 @@
 """Fully convolutional networks for semantic segmentation (Long, Shelhamer & Darrell 2015).
 
 A VGG-style classifier becomes dense by :func:`convolutionize`; FCN-32s/16s/8s add zero-initialised
-score layers, skips from pool4 and pool3, learnable upsampling initialised to bilinear
-interpolation, and crops whose offsets are derived from the layers' coordinate maps (first conv
+score layers, skips from pool4 and pool3, learnable 2x upsampling initialised to bilinear
+interpolation (the final upsampling stays bilinear), and crops whose offsets are derived from the layers' coordinate maps (first conv
 padded by ``pad`` so any input size gives an output covering it, as in the paper's nets).
 """
 
@@ -191,17 +191,19 @@ class FCN(nn.Module):
             nn.Dropout2d(),
         )
         self.score_fr = _zero(nn.Conv2d(layout.fc, num_classes, 1))
+        # As in the paper, the 2x upsamplings between skips are learned from bilinear and the
+        # final one stays fixed bilinear interpolation.
         if variant == "32s":
-            self.upscore = BilinearUpsample(num_classes, 32)
+            self.upscore = BilinearUpsample(num_classes, 32, learnable=False)
         else:
             self.upscore2 = BilinearUpsample(num_classes, 2)
             self.score_pool4 = _zero(nn.Conv2d(c4, num_classes, 1))
         if variant == "16s":
-            self.upscore = BilinearUpsample(num_classes, 16)
+            self.upscore = BilinearUpsample(num_classes, 16, learnable=False)
         if variant == "8s":
             self.upscore_pool4 = BilinearUpsample(num_classes, 2)
             self.score_pool3 = _zero(nn.Conv2d(c3, num_classes, 1))
-            self.upscore = BilinearUpsample(num_classes, 8)
+            self.upscore = BilinearUpsample(num_classes, 8, learnable=False)
         self._offsets = self._crop_offsets()
 
     def _crop_offsets(self) -> dict[str, int]:
@@ -249,6 +251,49 @@ class FCN(nn.Module):
         if out.shape[-2:] != size:
             raise ValueError(f"x: input {list(size)} is too large for the padding of this layout")
         return out
+
+    @torch.no_grad()
+    def load_classifier(self, state_dict: dict | str) -> FCN:
+        """Loads an ImageNet classifier in torchvision's VGG format (``features.<i>`` convolutions,
+        ``classifier.0/3/6`` linear layers; a dict or a path to a ``torch.save`` file such as
+        torchvision's ``vgg16`` weights): the convolutions one to one in order, fc6 and fc7
+        convolutionized (their weights reshaped to the ``fc_kernel`` and 1x1 convolutions, as
+        :func:`convolutionize` does), the 1000-way layer dropped; the score layers stay zero.
+        Layouts with batch normalisation have no such classifier. Raises ``ValueError`` naming
+        the first weight that does not fit."""
+        if isinstance(state_dict, str):
+            state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+        if self.layout.batch_norm:
+            raise ValueError("state_dict: this layout has batch normalisation; VGG classifiers have none")
+
+        def layers(prefix: str, ndim: int) -> list[str]:
+            keys = [k for k, v in state_dict.items() if k.startswith(prefix) and k.endswith(".weight")]
+            keys = [k for k in keys if state_dict[k].dim() == ndim]
+            return sorted((k[: -len(".weight")] for k in keys), key=lambda k: int(k.split(".")[1]))
+
+        convs = [
+            m
+            for stage in (self.pool3, self.pool4, self.pool5)
+            for m in stage.modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+        src_convs, src_fcs = layers("features.", 4), layers("classifier.", 2)
+        if len(src_convs) != len(convs) or len(src_fcs) < 2:
+            raise ValueError(
+                f"state_dict: expected {len(convs)} convolutions and at least 2 linear layers like this "
+                f"layout's classifier, got {len(src_convs)} and {len(src_fcs)}"
+            )
+        targets = list(zip(src_convs, convs)) + [(src_fcs[0], self.fc[0]), (src_fcs[1], self.fc[3])]
+        for name, conv in targets:
+            weight, bias = state_dict[name + ".weight"], state_dict[name + ".bias"]
+            if weight.numel() != conv.weight.numel() or bias.shape != conv.bias.shape:
+                raise ValueError(
+                    f"state_dict: {name} has shape {list(weight.shape)}, this layout needs "
+                    f"{list(conv.weight.shape)}"
+                )
+            conv.weight.copy_(weight.reshape(conv.weight.shape))
+            conv.bias.copy_(bias)
+        return self
 
     @torch.no_grad()
     def init_from(self, coarser: FCN) -> FCN:

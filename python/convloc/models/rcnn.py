@@ -37,7 +37,17 @@ from tqdm import tqdm
 
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone, load_torchvision_vgg
-from convloc.models.common import barrier, is_main, load_checkpoint, save_checkpoint, to_tensor
+from convloc.models.common import (
+    barrier,
+    broadcast_buffers,
+    data_parallel,
+    generator_states,
+    is_main,
+    load_checkpoint,
+    rank_world,
+    save_checkpoint,
+    to_tensor,
+)
 
 __all__ = ["RCNNConfig", "RCNN", "warp_regions", "train_svm", "train_rcnn", "load_rcnn"]
 
@@ -328,12 +338,9 @@ def train_rcnn(
     """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there.
     Under torchrun the fine-tuning is data-parallel and the feature extraction is split by rank;
     the SVMs and regressors are fitted on rank 0."""
-    import torch.distributed as dist
-
     from convloc.models.fast_rcnn import make_optimizer
 
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank, world = rank_world()
     torch.manual_seed(cfg.seed)
     model = RCNN(len(dataset.classes), cfg)
     if pretrained:
@@ -354,10 +361,7 @@ def train_rcnn(
                 generator.set_state(state["generators"][rank])
 
     def save(stage_name, iteration):
-        states = [generator.get_state()]
-        if dist.is_initialized():
-            states = [None] * world
-            dist.all_gather_object(states, generator.get_state())
+        states = generator_states(generator)
         if is_main():
             save_checkpoint(checkpoint, {
                 "kind": "rcnn", "classes": list(dataset.classes), "config": asdict(cfg),
@@ -368,7 +372,7 @@ def train_rcnn(
         barrier()
 
     if stage == "finetune":
-        net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        net = data_parallel(model)
         model.train()
         bar = tqdm(range(start, cfg.finetune_iterations), desc="rcnn fine-tune", disable=rank != 0,
                    initial=start, total=cfg.finetune_iterations)  # fmt: skip
@@ -397,9 +401,7 @@ def train_rcnn(
             _fit_svms_and_regressors(model, dataset, folder, cfg)
         stage = "done"
         save("done", cfg.finetune_iterations)
-    if dist.is_initialized():  # every rank returns the fitted model
-        for buf in model.buffers():
-            dist.broadcast(buf, 0)
+    broadcast_buffers(model)  # every rank returns the fitted model
     return model
 
 

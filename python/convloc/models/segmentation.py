@@ -7,9 +7,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from convloc.metrics.segmentation import IGNORE_LABEL, SegmentationMeter, SegmentationScores
+from convloc.models.common import broadcast_buffers, data_parallel, fit_epochs
 
 
 def fit(
@@ -26,7 +26,8 @@ def fit(
 ) -> list[float]:
     """Trains ``model`` (images ``[N, 3, H, W]`` -> scores ``[N, L, H, W]``) with pixelwise
     cross-entropy ignoring label 255, Adam, random horizontal flips. Returns each epoch's mean
-    loss."""
+    loss. Under torchrun every rank trains on its share of each batch
+    (:func:`~convloc.models.common.fit_epochs`) and all end with rank 0's model."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(
         params if params is not None else [p for p in model.parameters() if p.requires_grad],
@@ -34,23 +35,18 @@ def fit(
         weight_decay=weight_decay,
     )
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_LABEL)
-    history = []
+    net = data_parallel(model)
+
+    def loss_of(batch: Tensor, part: slice) -> Tensor:
+        flip = (torch.rand(len(batch), generator=gen) < 0.5)[part]
+        x, y = images[batch[part]], labels[batch[part]]
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        y = torch.where(flip[:, None, None], y.flip(-1), y)
+        return loss_fn(net(x), y)
+
     model.train()
-    for _ in tqdm(range(epochs), desc="train", disable=not progress):
-        order = torch.randperm(len(images), generator=gen)
-        total = 0.0
-        for start in range(0, len(images), batch_size):
-            idx = order[start : start + batch_size]
-            x, y = images[idx], labels[idx]
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            y = torch.where(flip[:, None, None], y.flip(-1), y)
-            loss = loss_fn(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        history.append(total / len(images))
+    history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "train", progress)
+    broadcast_buffers(model)
     model.eval()
     return history
 

@@ -287,9 +287,10 @@ def dense_crf(
             if img is None:
                 img = _image_channels(image, batch, batched, spatial, dtype)
             # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
-            pos = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)[:, ::-1]
-            col = img / _positive(kern.srgb, img.shape[2], "srgb").astype(dtype)
-            f = np.concatenate([np.broadcast_to(pos, (batch,) + pos.shape), col], axis=2)
+            # written in place: the features of a large image are tens of MB
+            f = np.empty((batch, n, ndim + img.shape[2]), dtype)
+            f[..., :ndim] = _positions(spatial, step / _positive(kern.sxy, ndim, "sxy"), dtype)[:, ::-1]
+            np.divide(img, _positive(kern.srgb, img.shape[2], "srgb").astype(dtype), out=f[..., ndim:])
         elif isinstance(kern, Features):
             f = _user_features(kern.features, batch, batched, spatial, dtype)
         else:
