@@ -154,9 +154,8 @@ CONVLOC_ALWAYS_INLINE Vec8<T> select_or_zero(IVec8 m, Vec8<T> a) {
 // (-1, else 0). Returns true if a point is out of range or not finite: the same test as
 // sum_k |f_k * scale_k| * (d + 1) < kLatticeMaxCoord in double, per point. D > 0: d fixed at compile time.
 template <typename T, int D>
-CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale,
-                                         const uint32_t* mult, int32_t* keys, uint32_t* hashes, int32_t* same,
-                                         T* weight, uint8_t* rank) {
+CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtime, const T* scale, const uint32_t* mult,
+                                         int32_t* keys, uint32_t* hashes, int32_t* same, T* weight, uint8_t* rank) {
   using V = Vec8<T>;
   using DV = Vec8<double>;
   constexpr int M = D > 0 ? D : kLatticeMaxDim;
@@ -273,11 +272,11 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
 }
 
 // Plain functions per type and dimension, so that the SIMD clones apply.
-#define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                       \
-  CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale,           \
-                                             const uint32_t* mult, int32_t* keys, uint32_t* hashes,          \
-                                             int32_t* same, T* weight, uint8_t* rank) {                     \
-    return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, same, weight, rank);                 \
+#define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                                \
+  CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale, const uint32_t* mult, \
+                                             int32_t* keys, uint32_t* hashes, int32_t* same, T* weight,              \
+                                             uint8_t* rank) {                                                        \
+    return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, same, weight, rank);                          \
   }
 CONVLOC_LATTICE_SIMPLEX(float, 0)
 CONVLOC_LATTICE_SIMPLEX(float, 2)
