@@ -119,7 +119,7 @@ class KeyTable {
   void rehash(int bits) {
     bits_ = bits;
     shift_ = 32 - bits;
-    mask_ = (uint32_t(1) << bits) - 1;
+    mask_ = static_cast<uint32_t>((uint64_t(1) << bits) - 1);  // bits may reach 32
     slots_.assign(size_t(1) << bits, Slot{0, -1});
     for (size_t id = 0; id < hashes_.size(); ++id) {
       uint32_t s = hashes_[id] >> shift_;
@@ -236,7 +236,7 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
     int32_t* group = keys + (p0 / 8) * k1 * d * 8;
     // Hashes (mod 2^32, so exact in any order): sum_i key_i * mult_i with key_i = rem0_i + k - (d+1) [rank_i > d-k].
     UVec8 h0{};
-    for (int i = 0; i < d; ++i) h0 += reinterpret_cast<const UVec8&>(rem0[i]) * mult[i];
+    for (int i = 0; i < d; ++i) h0 += __builtin_convertvector(rem0[i], UVec8) * mult[i];
     for (int k = 0; k <= d; ++k) {
       UVec8 wrapped{};
       IVec8 diff{};
@@ -247,7 +247,7 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
         std::memcpy(&before, group + (k * d + i - k1 * d) * 8, sizeof before);
         diff |= key ^ __builtin_shuffle(before, key, IVec8{7, 8, 9, 10, 11, 12, 13, 14});
         std::memcpy(group + (k * d + i) * 8, &key, sizeof key);
-        wrapped += reinterpret_cast<const UVec8&>(over) & mult[i];
+        wrapped += __builtin_convertvector(over, UVec8) & mult[i];
       }
       const UVec8 h = h0 + uint32_t(k) * mult_sum - uint32_t(d + 1) * wrapped;
       std::memcpy(hashes + ((p0 / 8) * k1 + k) * 8, &h, sizeof h);
