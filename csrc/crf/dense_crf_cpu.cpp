@@ -105,15 +105,15 @@ struct GridTerm {
 // A lattice term sliced and splatted inside the update (the lattice's vertex rows stay in cache,
 // and no [N, LP] input or output array is written and read back).
 struct LatticeTerm {
-  const float* blurred;   // [V + 1, LP] vertex values after the blur (last row zero)
-  const int32_t* offset;  // [N, k1] simplex vertices
+  const float* blurred;   // the band's vertices after the blur, [band vertices, LP]
+  const int32_t* offset;  // [N, k1] simplex vertices, numbered within each point's band
   const float* weight;    // [N, k1] barycentric weights
   int k1;
   float amp;
   const float* post;  // [N]
   const float* c;     // [LP]
   const float* pre;   // [N]
-  float* partial;     // [V + 1, LP] this band's splat sums of pre * Q
+  float* partial;     // [band vertices, LP] this band's splat sums of pre * Q
 };
 struct FusedTerms {
   const GridTerm* grid;
@@ -197,8 +197,10 @@ void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1
 }
 
 // The fused update splats into one partial sum per band of pixels (kBands, fixed: results do not
-// depend on the thread count), added in band order before the blur; used while the partial sums
-// take at most as much memory as the [N, LP] arrays they replace.
+// depend on the thread count), added in band order before the blur. A band numbers the vertices its
+// pixels use on its own (a band of an image uses a fraction of the lattice), so that its partial
+// sums and its copy of the blurred vertices stay in cache; used while the bands' vertices number at
+// most N in all.
 constexpr int64_t kBands = 8;
 
 // Softmax of `rows` rows of L labels (row stride LP) in place; map (nullable) gets each row's argmax
@@ -275,9 +277,13 @@ struct KernelState {
   }
   std::vector<T> pre, post;    // [N] scales around the filtering
   WorkspaceVector<T> in, out;  // [N, LP] filter input (pre * Q, zero padding lanes) and output
-  // Fused lattice terms instead of in/out: kBands partial splat sums, and the blur's two buffers
-  // ([V + 1, LP] each); `blurred` points at the one holding the blurred values.
-  WorkspaceVector<T> partial, blur_a, blur_b;
+  // Fused lattice terms instead of in/out: offsets renumbered per band (local_offset [N, k1]); band b's
+  // vertices are band_vertex[band_first[b] ..] (global ids), their partial splat sums and blurred copies
+  // the same rows of partial and local_blurred; the blur's two buffers ([V + 1, LP] each), `blurred`
+  // pointing at the one holding the result.
+  WorkspaceVector<int32_t> local_offset, band_vertex;
+  std::vector<int64_t> band_first;
+  WorkspaceVector<T> partial, local_blurred, blur_a, blur_b;
   const T* blurred = nullptr;
   std::vector<T> diag;  // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
   std::vector<T> self;  // [N] the lattice's weight of each point on itself (exclude_self only)
@@ -368,18 +374,17 @@ class ImageCrf {
     }
     fused_ = std::is_same<T, float>::value && !exclude_self && !with_energy && !with_init &&
              ks_.size() <= size_t(kMaxFused) && lp_ <= kMaxFusedLabels;
-    for (const auto& s : ks_) {
+    for (auto& s : ks_) {
       fused_ = fused_ && !s.diag.empty();
-      if (s.lattice) fused_ = fused_ && kBands * (s.lattice->num_vertices() + 1) <= 2 * n;
+      if (fused_ && s.lattice) fused_ = number_band_vertices(s);
     }
+    if (!fused_)
+      for (auto& s : ks_) s.band_first.clear(), s.local_offset = {}, s.band_vertex = {};
     for (auto& s : ks_) {
       if (fused_ && s.lattice) {
         const int64_t rows = (s.lattice->num_vertices() + 1) * lp_;
-        s.partial.resize(kBands * rows);
+        s.partial.resize(s.band_first.back() * lp_), s.local_blurred.resize(s.band_first.back() * lp_);
         s.blur_a.resize(rows), s.blur_b.resize(rows);
-        parallel_for(kBands, 1, [&](int64_t b0, int64_t b1) {
-          std::fill(s.partial.data() + b0 * rows, s.partial.data() + b1 * rows, T(0));
-        });
         std::fill(s.blur_a.end() - lp_, s.blur_a.end(), T(0));
         std::fill(s.blur_b.end() - lp_, s.blur_b.end(), T(0));
       } else {
@@ -388,11 +393,41 @@ class ImageCrf {
     }
   }
 
+  // Numbers each band's vertices in order of first use (s.local_offset, s.band_vertex, s.band_first);
+  // false (nothing kept) when the bands' vertices would number more than N in all.
+  bool number_band_vertices(KernelState<T>& s) const {
+    const int64_t n = n_, k1 = s.lattice->dim() + 1, V = s.lattice->num_vertices();
+    const int32_t* off = s.lattice->slice_offsets().data();
+    std::vector<std::vector<int32_t>> lists(kBands);
+    s.local_offset.resize(n * k1);
+    parallel_for(kBands, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<int32_t> local(V, -1);
+      for (int64_t band = b0; band < b1; ++band) {
+        auto& list = lists[band];
+        for (int64_t e = n * band / kBands * k1; e < n * (band + 1) / kBands * k1; ++e) {
+          int32_t& id = local[off[e]];
+          if (id < 0) id = static_cast<int32_t>(list.size()), list.push_back(off[e]);
+          s.local_offset[e] = id;
+        }
+        for (int32_t v : list) local[v] = -1;
+      }
+    });
+    s.band_first.assign(kBands + 1, 0);
+    for (int64_t band = 0; band < kBands; ++band) s.band_first[band + 1] = s.band_first[band] + lists[band].size();
+    if (s.band_first.back() > n) return false;
+    s.band_vertex.resize(s.band_first.back());
+    for (int64_t band = 0; band < kBands; ++band)
+      std::copy(lists[band].begin(), lists[band].end(), s.band_vertex.begin() + s.band_first[band]);
+    return true;
+  }
+
   int64_t lattice_bytes() const {
     int64_t b = 0;
     for (const auto& s : ks_)
       b += s.lattice ? s.lattice->memory_bytes() +
-                           int64_t(s.partial.size() + s.blur_a.size() + s.blur_b.size()) * int64_t(sizeof(T))
+                           int64_t(s.partial.size() + s.local_blurred.size() + s.blur_a.size() + s.blur_b.size()) *
+                               int64_t(sizeof(T)) +
+                           int64_t(s.local_offset.size() + s.band_vertex.size()) * 4
                      : int64_t(s.tmp.size() * sizeof(T));
     return b;
   }
@@ -417,19 +452,22 @@ class ImageCrf {
  private:
   void filter_all() {
     for (auto& s : ks_) {
-      if (!s.partial.empty()) {
-        // The bands' splat sums, added in band order (and zeroed for the next update), then blurred.
-        const int64_t rows = s.lattice->num_vertices();
-        parallel_for(rows, 256, [&](int64_t v0, int64_t v1) {
-          for (int64_t v = v0; v < v1; ++v) {
-            T* dst = s.blur_a.data() + v * lp_;
-            std::fill(dst, dst + lp_, T(0));
-            for (int64_t band = 0; band < kBands; ++band) {
-              T* src = s.partial.data() + (band * (rows + 1) + v) * lp_;
-              for (int64_t l = 0; l < lp_; ++l) dst[l] += src[l], src[l] = 0;
-            }
-          }
+      if (!s.band_first.empty()) {
+        // The bands' splat sums, added in band order (within a band each vertex appears once), then
+        // blurred.
+        const int64_t LP = lp_;
+        T* a = s.blur_a.data();
+        parallel_for(s.lattice->num_vertices(), 256, [&](int64_t v0, int64_t v1) {
+          std::fill(a + v0 * LP, a + v1 * LP, T(0));
         });
+        for (int64_t band = 0; band < kBands; ++band)
+          parallel_for(s.band_first[band + 1] - s.band_first[band], 256, [&](int64_t j0, int64_t j1) {
+            for (int64_t j = s.band_first[band] + j0; j < s.band_first[band] + j1; ++j) {
+              T* dst = a + int64_t(s.band_vertex[j]) * LP;
+              const T* src = s.partial.data() + j * LP;
+              for (int64_t l = 0; l < LP; ++l) dst[l] += src[l];
+            }
+          });
         s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
       } else {
         s.filter(s.in.data(), s.out.data(), lp_);
@@ -479,15 +517,13 @@ class ImageCrf {
       const int64_t L = labels_, LP = lp_, n = n_;
       std::array<GridTerm, kMaxFused> grid{};
       std::array<LatticeTerm, kMaxFused> lattice{};
-      std::array<T*, kMaxFused> partial{};  // band 0's partial sums; band b's start b * band_size[k] later
-      std::array<int64_t, kMaxFused> band_size{};
+      std::array<KernelState<T>*, kMaxFused> state{};
       int ngrid = 0, nlattice = 0;
       for (auto& s : ks_) {
         if (s.lattice) {
-          partial[nlattice] = s.partial.data();
-          band_size[nlattice] = (s.lattice->num_vertices() + 1) * LP;
-          lattice[nlattice++] = LatticeTerm{s.blurred,
-                                            s.lattice->slice_offsets().data(),
+          state[nlattice] = &s;
+          lattice[nlattice++] = LatticeTerm{nullptr,
+                                            s.local_offset.data(),
                                             s.lattice->slice_weights().data(),
                                             s.lattice->dim() + 1,
                                             s.lattice->amplitude(),
@@ -503,7 +539,19 @@ class ImageCrf {
         std::vector<T> zbuf(kBlock * LP);
         for (int64_t band = band0; band < band1; ++band) {
           std::array<LatticeTerm, kMaxFused> mine = lattice;
-          for (int k = 0; k < nlattice; ++k) mine[k].partial = partial[k] + band * band_size[k];
+          for (int k = 0; k < nlattice; ++k) {
+            // The band's rows: the blurred vertices it reads (copied together), its partial sums (zeroed).
+            KernelState<T>& s = *state[k];
+            const int64_t first = s.band_first[band], count = s.band_first[band + 1] - first;
+            mine[k].partial = s.partial.data() + first * LP;
+            std::fill(mine[k].partial, mine[k].partial + count * LP, T(0));
+            if (!with_message) continue;
+            mine[k].blurred = s.local_blurred.data() + first * LP;
+            for (int64_t j = 0; j < count; ++j) {
+              const T* src = s.blurred + int64_t(s.band_vertex[first + j]) * LP;
+              std::copy(src, src + LP, s.local_blurred.data() + (first + j) * LP);
+            }
+          }
           const FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice};
           for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
             const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
