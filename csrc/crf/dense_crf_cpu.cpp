@@ -123,61 +123,85 @@ struct FusedTerms {
 };
 constexpr int kMaxFused = 4;
 
-// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q.
-template <int B>
-CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
+// Pixels i .. i + P - 1 (z: Q of pixel i0 onward, nullable). The P pixels go through each step
+// together: one pixel's chain (messages, max, exponentials, sum, division) is a long dependency chain,
+// and P independent ones keep the vector units busy. Each pixel's arithmetic and the order of the
+// splat's additions are those of one pixel at a time.
+template <int B, int P>
+CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64_t i, int64_t i0, const FusedTerms& t,
                                         bool with_message, float* __restrict z) {
   constexpr int64_t LP = 8 * B;
-  for (int64_t i = i0; i < i1; ++i) {
-    v8f q[B];
-    for (int b = 0; b < B; ++b) q[b] = load8(neg_unary + i * LP + 8 * b);
-    for (int k = 0; with_message && k < t.ngrid; ++k) {
-      const GridTerm& g = t.grid[k];
-      const float post = g.post[i];
-      const float* o = g.out + i * LP;
-      for (int b = 0; b < B; ++b) q[b] -= post * (load8(g.c + 8 * b) * load8(o + 8 * b));
+  v8f q[P][B];
+  for (int p = 0; p < P; ++p)
+    for (int b = 0; b < B; ++b) q[p][b] = load8(neg_unary + (i + p) * LP + 8 * b);
+  for (int k = 0; with_message && k < t.ngrid; ++k) {
+    const GridTerm& g = t.grid[k];
+    for (int p = 0; p < P; ++p) {
+      const float post = g.post[i + p];
+      const float* o = g.out + (i + p) * LP;
+      for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(g.c + 8 * b) * load8(o + 8 * b));
     }
-    for (int k = 0; with_message && k < t.nlattice; ++k) {
-      const LatticeTerm& l = t.lattice[k];
-      const int32_t* off = l.offset + i * l.k1;
-      const float* w = l.weight + i * l.k1;
+  }
+  for (int k = 0; with_message && k < t.nlattice; ++k) {
+    const LatticeTerm& l = t.lattice[k];
+    for (int p = 0; p < P; ++p) {
+      const int32_t* off = l.offset + (i + p) * l.k1;
+      const float* w = l.weight + (i + p) * l.k1;
       v8f acc[B] = {};
       for (int j = 0; j < l.k1; ++j) {
         const float* row = l.blurred + static_cast<int64_t>(off[j]) * LP;
         for (int b = 0; b < B; ++b) acc[b] += w[j] * load8(row + 8 * b);
       }
-      const float post = l.post[i] * l.amp;
-      for (int b = 0; b < B; ++b) q[b] -= post * (load8(l.c + 8 * b) * acc[b]);
+      const float post = l.post[i + p] * l.amp;
+      for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(l.c + 8 * b) * acc[b]);
     }
-    v8f m = q[0];
-    for (int b = 1; b < B; ++b) m = max8(m, q[b]);
-    const float mx = hmax8(m);
-    v8f sum = {};
+  }
+  float mx[P];
+  for (int p = 0; p < P; ++p) {
+    v8f m = q[p][0];
+    for (int b = 1; b < B; ++b) m = max8(m, q[p][b]);
+    mx[p] = hmax8(m);
+  }
+  v8f sum[P] = {};
+  for (int p = 0; p < P; ++p)
     for (int b = 0; b < B; ++b) {
-      q[b] = exp8(q[b] - mx);
-      sum += q[b];
+      q[p][b] = exp8(q[p][b] - mx[p]);
+      sum[p] += q[p][b];
     }
-    const float inv = 1.0f / hsum8(sum);
-    for (int b = 0; b < B; ++b) q[b] *= inv;
+  for (int p = 0; p < P; ++p) {
+    const float inv = 1.0f / hsum8(sum[p]);
+    for (int b = 0; b < B; ++b) q[p][b] *= inv;
+  }
+  for (int p = 0; p < P; ++p) {
     for (int k = 0; k < t.ngrid; ++k) {
-      const float pre = t.grid[k].pre[i];
-      float* in = t.grid[k].in + i * LP;
-      for (int b = 0; b < B; ++b) store8(in + 8 * b, pre * q[b]);
+      const float pre = t.grid[k].pre[i + p];
+      float* in = t.grid[k].in + (i + p) * LP;
+      for (int b = 0; b < B; ++b) store8(in + 8 * b, pre * q[p][b]);
     }
     for (int k = 0; k < t.nlattice; ++k) {
       const LatticeTerm& l = t.lattice[k];
-      const int32_t* off = l.offset + i * l.k1;
-      const float* w = l.weight + i * l.k1;
-      const float pre = l.pre[i];
+      const int32_t* off = l.offset + (i + p) * l.k1;
+      const float* w = l.weight + (i + p) * l.k1;
+      const float pre = l.pre[i + p];
       for (int j = 0; j < l.k1; ++j) {
         float* row = l.partial + static_cast<int64_t>(off[j]) * LP;
         const float s = w[j] * pre;
-        for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + s * q[b]);
+        for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + s * q[p][b]);
       }
     }
     if (z)
-      for (int b = 0; b < B; ++b) store8(z + (i - i0) * LP + 8 * b, q[b]);
+      for (int b = 0; b < B; ++b) store8(z + (i + p - i0) * LP + 8 * b, q[p][b]);
   }
+}
+
+// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q.
+template <int B>
+CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
+                                        bool with_message, float* __restrict z) {
+  constexpr int P = 4;
+  int64_t i = i0;
+  for (; i + P <= i1; i += P) fused_pixels<B, P>(neg_unary, i, i0, t, with_message, z);
+  for (; i < i1; ++i) fused_pixels<B, 1>(neg_unary, i, i0, t, with_message, z);
 }
 #define CONVLOC_FUSED_UPDATE(B)                                                                                  \
   CONVLOC_SIMD_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
@@ -457,9 +481,8 @@ class ImageCrf {
         // blurred.
         const int64_t LP = lp_;
         T* a = s.blur_a.data();
-        parallel_for(s.lattice->num_vertices(), 256, [&](int64_t v0, int64_t v1) {
-          std::fill(a + v0 * LP, a + v1 * LP, T(0));
-        });
+        parallel_for(s.lattice->num_vertices(), 256,
+                     [&](int64_t v0, int64_t v1) { std::fill(a + v0 * LP, a + v1 * LP, T(0)); });
         for (int64_t band = 0; band < kBands; ++band)
           parallel_for(s.band_first[band + 1] - s.band_first[band], 256, [&](int64_t j0, int64_t j1) {
             for (int64_t j = s.band_first[band] + j0; j < s.band_first[band] + j1; ++j) {
