@@ -3,8 +3,8 @@
 //    the permutohedral lattice (csrc/lattice), conventions of pydensecrf;
 //  - the lecture's grid CRF (4/8-neighbour Potts, w1·exp(-beta·|x_i - x_j|²) + w2), the baseline.
 //
-// Layout inside the kernels: labels innermost ([N, L]), so one pixel's distribution is one row.
-// The public arrays are labels outermost ([B, L, N], like pydensecrf's Q); the kernels transpose
+// Layout inside the kernels: labels innermost ([N, LP], rows padded to a multiple of 8 lanes), so
+// one pixel's distribution is one row of whole vectors. The public arrays are labels outermost ([B, L, N], like pydensecrf's Q); the kernels transpose
 // once on the way in and once on the way out.
 #pragma once
 
