@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/common.h"
 #include "core/parallel.h"
 
 namespace convloc {
@@ -63,22 +64,34 @@ void check_cpu_or_cuda(const TensorView& t) {
 #endif
 }
 
+// The largest exponent field among p[0, n) (all ones: an inf or NaN is there). On the bits, as a max
+// that vectorises; a float test does not.
+template <typename T, typename U>
+CONVLOC_ALWAYS_INLINE U max_exponent(const T* p, int64_t n, U mask) {
+  U top = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    U bits;
+    std::memcpy(&bits, p + i, sizeof bits);
+    top = std::max(top, U(bits & mask));
+  }
+  return top;
+}
+CONVLOC_SIMD_CLONES uint32_t max_exponent_f32(const float* p, int64_t n) { return max_exponent(p, n, 0x7f800000u); }
+CONVLOC_SIMD_CLONES uint64_t max_exponent_f64(const double* p, int64_t n) {
+  return max_exponent(p, n, uint64_t(0x7ff0000000000000ull));
+}
+
 template <typename T>
 static bool all_finite(const T* p, int64_t n) {
-  // On the bits (an all-ones exponent is inf or NaN): an integer OR vectorises, a float test does not.
-  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  constexpr U kExponent = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
   constexpr int64_t kChunk = int64_t(1) << 16;
   std::vector<uint8_t> bad((n + kChunk - 1) / kChunk, 0);
   parallel_for(static_cast<int64_t>(bad.size()), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      U any = 0;
-      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-        U bits;
-        std::memcpy(&bits, p + i, sizeof bits);
-        any |= U((bits & kExponent) == kExponent);
-      }
-      bad[c] = any != 0;
+      const int64_t count = std::min(n - c * kChunk, kChunk);
+      if constexpr (sizeof(T) == 4)
+        bad[c] = max_exponent_f32(p + c * kChunk, count) == 0x7f800000u;
+      else
+        bad[c] = max_exponent_f64(p + c * kChunk, count) == 0x7ff0000000000000ull;
     }
   });
   return std::find(bad.begin(), bad.end(), 1) == bad.end();

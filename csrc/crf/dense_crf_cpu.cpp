@@ -268,22 +268,32 @@ void argmax_rows(const T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) 
 }
 
 // Between the public [L, N] layout and the kernels' [N, LP] rows (LP >= L; the padding lanes get
-// `pad`), one block of pixels at a time so that each label's values are read (written) contiguously.
+// `pad`), in tiles of kTransposeTile pixels: each label's values are read (written) contiguously
+// while the tile's rows stay in L1 across all the labels.
+constexpr int64_t kTransposeTile = 64;
 template <typename T>
 void gather_rows(const T* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T sign, T pad,
                  T* __restrict rows) {
-  for (int64_t l = 0; l < L; ++l) {
-    const T* __restrict s = src + l * n + i0;
-    for (int64_t r = 0; r < i1 - i0; ++r) rows[r * LP + l] = sign * s[r];
+  for (int64_t t0 = i0; t0 < i1; t0 += kTransposeTile) {
+    const int64_t count = std::min(i1 - t0, kTransposeTile);
+    T* __restrict tile = rows + (t0 - i0) * LP;
+    for (int64_t l = 0; l < L; ++l) {
+      const T* __restrict s = src + l * n + t0;
+      for (int64_t r = 0; r < count; ++r) tile[r * LP + l] = sign * s[r];
+    }
+    for (int64_t r = 0; r < count; ++r)
+      for (int64_t l = L; l < LP; ++l) tile[r * LP + l] = pad;
   }
-  for (int64_t r = 0; r < i1 - i0; ++r)
-    for (int64_t l = L; l < LP; ++l) rows[r * LP + l] = pad;
 }
 template <typename T>
 void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T* dst) {
-  for (int64_t l = 0; l < L; ++l) {
-    T* __restrict d = dst + l * n + i0;
-    for (int64_t r = 0; r < i1 - i0; ++r) d[r] = rows[r * LP + l];
+  for (int64_t t0 = i0; t0 < i1; t0 += kTransposeTile) {
+    const int64_t count = std::min(i1 - t0, kTransposeTile);
+    const T* __restrict tile = rows + (t0 - i0) * LP;
+    for (int64_t l = 0; l < L; ++l) {
+      T* __restrict d = dst + l * n + t0;
+      for (int64_t r = 0; r < count; ++r) d[r] = tile[r * LP + l];
+    }
   }
 }
 
