@@ -118,8 +118,9 @@ def test_exclude_self(rng, normalization, sigma_rgb):
 
 
 @pytest.mark.parametrize("channels", [1, 7, 21, 40])
-def test_thread_count_independence(rng, threads, channels):
-    f = rng.normal(size=(5000, 5)).astype(np.float32)
+@pytest.mark.parametrize("spread", [1.0, 0.3])  # the gathering and the scattering splat
+def test_thread_count_independence(rng, threads, channels, spread):
+    f = (rng.normal(size=(5000, 5)) * spread).astype(np.float32)
     v = rng.random((5000, channels), dtype=np.float32)
     results = []
     for t in (1, 2):
@@ -167,11 +168,14 @@ def test_vectorised_simplices_match_scalar(rng, d, dtype):
             assert g.tobytes() == w.tobytes(), name
 
 
-@pytest.mark.parametrize("d", [1, 3, 5])
-def test_structure_reproduces_the_filter(rng, d):
+@pytest.mark.parametrize(
+    "d, n, spread", [(1, 150, 1.5), (3, 150, 1.5), (5, 150, 1.5), (2, 3001, 0.4), (5, 4000, 0.5)]
+)
+def test_structure_reproduces_the_filter(rng, d, n, spread):
     # Splat, [1 2 1]/2 blur along each direction and slice written from the exposed structure alone.
-    n, c = 150, 3
-    feats = rng.normal(size=(n, d)) * 1.5
+    # Sparse points take the gathering splat, dense ones (many points per vertex) the scattering one.
+    c = 3
+    feats = rng.normal(size=(n, d)) * spread
     values = rng.normal(size=(n, c))
     lattice = ops.PermutohedralLattice(feats)
     s = lattice.structure()

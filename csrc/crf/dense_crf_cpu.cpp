@@ -220,12 +220,9 @@ void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1
   fn(neg_unary, i0, i1, t, with_message, z);
 }
 
-// The fused update splats into one partial sum per band of pixels (kBands, fixed: results do not
-// depend on the thread count), added in band order before the blur. A band numbers the vertices its
-// pixels use on its own (a band of an image uses a fraction of the lattice), so that its partial
-// sums and its copy of the blurred vertices stay in cache; used while the bands' vertices number at
-// most N in all.
-constexpr int64_t kBands = 8;
+// The fused update splats like the lattice's filter(): each band of pixels into its own compact partial
+// sums, numbered by the lattice's band_tables(), added in band order before the blur.
+constexpr int64_t kBands = kLatticeSplatBands;
 
 // Softmax of `rows` rows of L labels (row stride LP) in place; map (nullable) gets each row's argmax
 // (first on ties).
@@ -311,12 +308,10 @@ struct KernelState {
   }
   std::vector<T> pre, post;    // [N] scales around the filtering
   WorkspaceVector<T> in, out;  // [N, LP] filter input (pre * Q, zero padding lanes) and output
-  // Fused lattice terms instead of in/out: offsets renumbered per band (local_offset [N, k1]); band b's
-  // vertices are band_vertex[band_first[b] ..] (global ids), their partial splat sums and blurred copies
-  // the same rows of partial and local_blurred; the blur's two buffers ([V + 1, LP] each), `blurred`
-  // pointing at the one holding the result.
-  WorkspaceVector<int32_t> local_offset, band_vertex;
-  std::vector<int64_t> band_first;
+  // Fused lattice terms instead of in/out: per band of pixels (the lattice's band_tables()) the partial
+  // splat sums and a copy of the blurred vertices the band reads (rows in band-table order); the blur's
+  // two buffers ([V + 1, LP] each), `blurred` pointing at the one holding the result.
+  const typename PermutohedralLattice<T>::BandTables* bands = nullptr;
   WorkspaceVector<T> partial, local_blurred, blur_a, blur_b;
   const T* blurred = nullptr;
   std::vector<T> diag;  // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
@@ -410,14 +405,13 @@ class ImageCrf {
              ks_.size() <= size_t(kMaxFused) && lp_ <= kMaxFusedLabels;
     for (auto& s : ks_) {
       fused_ = fused_ && !s.diag.empty();
-      if (fused_ && s.lattice) fused_ = number_band_vertices(s);
+      if (fused_ && s.lattice) fused_ = s.lattice->band_tables().first.back() <= n;  // in cache
     }
-    if (!fused_)
-      for (auto& s : ks_) s.band_first.clear(), s.local_offset = {}, s.band_vertex = {};
     for (auto& s : ks_) {
       if (fused_ && s.lattice) {
         const int64_t rows = (s.lattice->num_vertices() + 1) * lp_;
-        s.partial.resize(s.band_first.back() * lp_), s.local_blurred.resize(s.band_first.back() * lp_);
+        s.bands = &s.lattice->band_tables();
+        s.partial.resize(s.bands->first.back() * lp_), s.local_blurred.resize(s.bands->first.back() * lp_);
         s.blur_a.resize(rows), s.blur_b.resize(rows);
         std::fill(s.blur_a.end() - lp_, s.blur_a.end(), T(0));
         std::fill(s.blur_b.end() - lp_, s.blur_b.end(), T(0));
@@ -427,41 +421,12 @@ class ImageCrf {
     }
   }
 
-  // Numbers each band's vertices in order of first use (s.local_offset, s.band_vertex, s.band_first);
-  // false (nothing kept) when the bands' vertices would number more than N in all.
-  bool number_band_vertices(KernelState<T>& s) const {
-    const int64_t n = n_, k1 = s.lattice->dim() + 1, V = s.lattice->num_vertices();
-    const int32_t* off = s.lattice->slice_offsets().data();
-    std::vector<std::vector<int32_t>> lists(kBands);
-    s.local_offset.resize(n * k1);
-    parallel_for(kBands, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<int32_t> local(V, -1);
-      for (int64_t band = b0; band < b1; ++band) {
-        auto& list = lists[band];
-        for (int64_t e = n * band / kBands * k1; e < n * (band + 1) / kBands * k1; ++e) {
-          int32_t& id = local[off[e]];
-          if (id < 0) id = static_cast<int32_t>(list.size()), list.push_back(off[e]);
-          s.local_offset[e] = id;
-        }
-        for (int32_t v : list) local[v] = -1;
-      }
-    });
-    s.band_first.assign(kBands + 1, 0);
-    for (int64_t band = 0; band < kBands; ++band) s.band_first[band + 1] = s.band_first[band] + lists[band].size();
-    if (s.band_first.back() > n) return false;
-    s.band_vertex.resize(s.band_first.back());
-    for (int64_t band = 0; band < kBands; ++band)
-      std::copy(lists[band].begin(), lists[band].end(), s.band_vertex.begin() + s.band_first[band]);
-    return true;
-  }
-
   int64_t lattice_bytes() const {
     int64_t b = 0;
     for (const auto& s : ks_)
       b += s.lattice ? s.lattice->memory_bytes() +
                            int64_t(s.partial.size() + s.local_blurred.size() + s.blur_a.size() + s.blur_b.size()) *
-                               int64_t(sizeof(T)) +
-                           int64_t(s.local_offset.size() + s.band_vertex.size()) * 4
+                               int64_t(sizeof(T))
                      : int64_t(s.tmp.size() * sizeof(T));
     return b;
   }
@@ -486,21 +451,8 @@ class ImageCrf {
  private:
   void filter_all() {
     for (auto& s : ks_) {
-      if (!s.band_first.empty()) {
-        // The bands' splat sums, added in band order (within a band each vertex appears once), then
-        // blurred.
-        const int64_t LP = lp_;
-        T* a = s.blur_a.data();
-        parallel_for(s.lattice->num_vertices(), 256,
-                     [&](int64_t v0, int64_t v1) { std::fill(a + v0 * LP, a + v1 * LP, T(0)); });
-        for (int64_t band = 0; band < kBands; ++band)
-          parallel_for(s.band_first[band + 1] - s.band_first[band], 256, [&](int64_t j0, int64_t j1) {
-            for (int64_t j = s.band_first[band] + j0; j < s.band_first[band] + j1; ++j) {
-              T* dst = a + int64_t(s.band_vertex[j]) * LP;
-              const T* src = s.partial.data() + j * LP;
-              for (int64_t l = 0; l < LP; ++l) dst[l] += src[l];
-            }
-          });
+      if (s.bands) {
+        s.lattice->add_band_sums(s.partial.data(), lp_, s.blur_a.data());
         s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
       } else {
         s.filter(s.in.data(), s.out.data(), lp_);
@@ -556,7 +508,7 @@ class ImageCrf {
         if (s.lattice) {
           state[nlattice] = &s;
           lattice[nlattice++] = LatticeTerm{nullptr,
-                                            s.local_offset.data(),
+                                            s.bands->offsets.data(),
                                             s.lattice->slice_weights().data(),
                                             s.lattice->dim() + 1,
                                             s.lattice->amplitude(),
@@ -575,13 +527,13 @@ class ImageCrf {
           for (int k = 0; k < nlattice; ++k) {
             // The band's rows: the blurred vertices it reads (copied together), its partial sums (zeroed).
             KernelState<T>& s = *state[k];
-            const int64_t first = s.band_first[band], count = s.band_first[band + 1] - first;
+            const int64_t first = s.bands->first[band], count = s.bands->first[band + 1] - first;
             mine[k].partial = s.partial.data() + first * LP;
             std::fill(mine[k].partial, mine[k].partial + count * LP, T(0));
             if (!with_message) continue;
             mine[k].blurred = s.local_blurred.data() + first * LP;
             for (int64_t j = 0; j < count; ++j) {
-              const T* src = s.blurred + int64_t(s.band_vertex[first + j]) * LP;
+              const T* src = s.blurred + int64_t(s.bands->vertices[first + j]) * LP;
               std::copy(src, src + LP, s.local_blurred.data() + (first + j) * LP);
             }
           }

@@ -25,6 +25,10 @@ constexpr int kLatticeMaxDim = 32;
 // (a feature range about 10^8 / (d + 1) standard deviations; pydensecrf's int16 keys overflow at 32767).
 constexpr double kLatticeMaxCoord = 1 << 29;
 
+// Bands of points that splat by scattering into their own partial sums (see band_tables()); a fixed number,
+// so that results do not depend on the thread count.
+constexpr int64_t kLatticeSplatBands = 8;
+
 // Lattice units per feature unit: the [1 2 1] blur along all d+1 directions then has a standard
 // deviation close to 1 in feature units (Adams et al.; Krähenbühl's dense CRF uses the same value).
 CONVLOC_HD double lattice_scale(int d) { return 0.816496580927726 * (d + 1); }  // sqrt(2/3) (d + 1)
@@ -215,6 +219,19 @@ class PermutohedralLattice {
   // simplex vertices slice_offsets()[i*(d+1)+k] with barycentric weights slice_weights()[...]; vertex v's
   // neighbours along direction j, blur_neighbours()[(v*(d+1)+j)*2 + {0: minus, 1: plus}] (num_vertices()
   // when absent); amplitude(): the factor splat-blur-slice carries to approximate the Gaussian sum.
+  // The points split into kLatticeSplatBands fixed bands (band b: points [n b / bands, n (b + 1) / bands)),
+  // each numbering the vertices its points use in order of first use: offsets[i * (d+1) + k] is the
+  // band-local id of point i's vertex k, and vertices[first[b] + j] the global id of band b's vertex j.
+  // A band of an image touches a fraction of the lattice, so per-band splat sums stay in cache; built on
+  // first use.
+  struct BandTables {
+    WorkspaceVector<int32_t> offsets, vertices;
+    std::vector<int64_t> first;  // [bands + 1]
+  };
+  const BandTables& band_tables() const;
+  // vertices[v, :] = sum over the bands, in band order, of partial[first[b] + j, :] for the band vertices j
+  // of global id v (rows of `stride` values; num_vertices() rows written).
+  void add_band_sums(const T* partial, int64_t stride, T* vertices) const;
   const WorkspaceVector<int32_t>& slice_offsets() const { return offset_; }
   const WorkspaceVector<T>& slice_weights() const { return weight_; }
   const WorkspaceVector<int32_t>& blur_neighbours() const { return blur_; }
@@ -237,6 +254,11 @@ class PermutohedralLattice {
     WorkspaceVector<T> weight;
   };
   std::unique_ptr<SplatLists> splat_ = std::make_unique<SplatLists>();
+  struct BandTablesOnce {
+    std::once_flag once;
+    BandTables tables;
+  };
+  std::unique_ptr<BandTablesOnce> bands_ = std::make_unique<BandTablesOnce>();
   const SplatLists& splat_lists() const;
   // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
   // the always-zero row num_vertices_.

@@ -508,10 +508,56 @@ const typename PermutohedralLattice<T>::SplatLists& PermutohedralLattice<T>::spl
 }
 
 template <typename T>
+const typename PermutohedralLattice<T>::BandTables& PermutohedralLattice<T>::band_tables() const {
+  std::call_once(bands_->once, [&] {
+    BandTables& t = bands_->tables;
+    const int64_t n = n_, k1 = d_ + 1, V = num_vertices_;
+    std::vector<std::vector<int32_t>> lists(kLatticeSplatBands);
+    t.offsets.resize(n * k1);
+    parallel_for(kLatticeSplatBands, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<int32_t> local(V, -1);
+      for (int64_t band = b0; band < b1; ++band) {
+        auto& list = lists[band];
+        for (int64_t e = n * band / kLatticeSplatBands * k1; e < n * (band + 1) / kLatticeSplatBands * k1; ++e) {
+          int32_t& id = local[offset_[e]];
+          if (id < 0) id = static_cast<int32_t>(list.size()), list.push_back(offset_[e]);
+          t.offsets[e] = id;
+        }
+        for (int32_t v : list) local[v] = -1;
+      }
+    });
+    t.first.assign(kLatticeSplatBands + 1, 0);
+    for (int64_t band = 0; band < kLatticeSplatBands; ++band) t.first[band + 1] = t.first[band] + lists[band].size();
+    t.vertices.resize(t.first.back());
+    for (int64_t band = 0; band < kLatticeSplatBands; ++band)
+      std::copy(lists[band].begin(), lists[band].end(), t.vertices.begin() + t.first[band]);
+  });
+  return bands_->tables;
+}
+
+template <typename T>
+void PermutohedralLattice<T>::add_band_sums(const T* partial, int64_t stride, T* vertices) const {
+  const BandTables& t = band_tables();
+  parallel_for(num_vertices_, 256,
+               [&](int64_t v0, int64_t v1) { std::fill(vertices + v0 * stride, vertices + v1 * stride, T(0)); });
+  // Within a band each vertex appears once: its rows are added in parallel, the bands in order.
+  for (int64_t band = 0; band < kLatticeSplatBands; ++band)
+    parallel_for(t.first[band + 1] - t.first[band], 256, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = t.first[band] + j0; j < t.first[band] + j1; ++j) {
+        T* dst = vertices + int64_t(t.vertices[j]) * stride;
+        const T* src = partial + j * stride;
+        for (int64_t l = 0; l < stride; ++l) dst[l] += src[l];
+      }
+    });
+}
+
+template <typename T>
 int64_t PermutohedralLattice<T>::memory_bytes() const {
+  const BandTables& bands = bands_->tables;
   return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
                               splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
                               splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
+                              (bands.offsets.capacity() + bands.vertices.capacity()) * sizeof(int32_t) +
                               rank_.capacity() + scratch_->data.capacity() * sizeof(T)) +
          static_cast<int64_t>(sizeof(*this));
 }
@@ -567,6 +613,32 @@ CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_
   }
 }
 
+// Points i0..i1 of the tile added into their vertices' rows of dst (a scattering splat; index: band-local
+// vertex ids, dst: the band's partial sums).
+template <typename T, int W>
+CONVLOC_ALWAYS_INLINE void scatter_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
+  constexpr int B = W / 8;
+  const int64_t room = a.n * a.c - a.cofs - W;
+  const int64_t safe = room >= 0 ? room / a.c + 1 : 0;  // as in splat_tile
+  const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
+  for (int64_t i = i0; i < i1; ++i) {
+    Vec8<T> x[B];
+    const T* src = a.in + i * a.c + a.cofs;
+    if (i < safe) {
+      for (int b = 0; b < B; ++b) x[b] = load8(src + 8 * b);
+    } else {
+      T tmp[W] = {};
+      for (int64_t l = 0; l < live; ++l) tmp[l] = src[l];
+      for (int b = 0; b < B; ++b) x[b] = load8(tmp + 8 * b);
+    }
+    for (int64_t k = 0; k < a.k1; ++k) {
+      const T w = a.weight[i * a.k1 + k];
+      T* row = a.dst + static_cast<int64_t>(a.index[i * a.k1 + k]) * a.stride + a.cofs;
+      for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + w * x[b]);
+    }
+  }
+}
+
 // Points i0..i1 of the tile: amp * sum_k weight * vertices[offset].
 template <typename T, int W>
 CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
@@ -605,10 +677,13 @@ CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t
 }
 
 // Plain functions per type and width, so that the SIMD clones apply (GCC clones no templates).
-#define CONVLOC_LATTICE_TILES(T, W)                                                        \
-  CONVLOC_SIMD_CLONES void splat_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { \
-    splat_tile<T, W>(a, b, e);                                                             \
-  }                                                                                        \
+#define CONVLOC_LATTICE_TILES(T, W)                                                          \
+  CONVLOC_SIMD_CLONES void splat_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) {   \
+    splat_tile<T, W>(a, b, e);                                                               \
+  }                                                                                          \
+  CONVLOC_SIMD_CLONES void scatter_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { \
+    scatter_tile<T, W>(a, b, e);                                                             \
+  }                                                                                          \
   CONVLOC_SIMD_CLONES void slice_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { slice_tile<T, W>(a, b, e); }
 CONVLOC_LATTICE_TILES(float, 8)
 CONVLOC_LATTICE_TILES(float, 16)
@@ -630,6 +705,13 @@ void (*splat_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
     return w == 8 ? splat_double_8 : w == 16 ? splat_double_16 : w == 24 ? splat_double_24 : splat_double_32;
 }
 template <typename T>
+void (*scatter_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
+  if constexpr (std::is_same_v<T, float>)
+    return w == 8 ? scatter_float_8 : w == 16 ? scatter_float_16 : w == 24 ? scatter_float_24 : scatter_float_32;
+  else
+    return w == 8 ? scatter_double_8 : w == 16 ? scatter_double_16 : w == 24 ? scatter_double_24 : scatter_double_32;
+}
+template <typename T>
 void (*slice_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
   if constexpr (std::is_same_v<T, float>)
     return w == 8 ? slice_float_8 : w == 16 ? slice_float_16 : w == 24 ? slice_float_24 : slice_float_32;
@@ -645,10 +727,17 @@ template <typename T>
 void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool transpose) const {
   const int64_t n = n_, k1 = d_ + 1, V = num_vertices_;
   if (n == 0 || channels == 0) return;
-  const SplatLists& lists = splat_lists();
-  // Vertex rows padded to whole 8-lane vectors; row V stays zero (absent neighbours point at it).
-  const int64_t stride = (channels + 7) & ~int64_t(7);
-  const int64_t need = 2 * (V + 1) * stride;
+  // Vertex rows padded to whole 8-lane vectors; row V stays zero (absent neighbours point at it). When
+  // vertices gather many points (kScatterEntries or more on average: wide kernels, whose points lie far
+  // apart in the input), the splat scatters each band of points into its own compact partial sums
+  // (band_tables(), in cache) while the bands touch at most n vertices in all; otherwise it gathers
+  // through the splat lists, which then read nearby rows.
+  constexpr int64_t kScatterEntries = 32;
+  const int64_t stride = (channels + 7) & ~int64_t(7), rows = (V + 1) * stride;
+  const bool many = n * k1 >= kScatterEntries * V;
+  const BandTables* bands = many ? &band_tables() : nullptr;
+  const bool scatter = many && bands->first.back() <= n;
+  const int64_t need = 2 * rows + (scatter ? bands->first.back() * stride : 0);
   std::unique_lock<std::mutex> lock(scratch_->mutex, std::try_to_lock);
   std::unique_ptr<T[]> own;
   T* a;
@@ -659,31 +748,40 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
     own.reset(new T[need]);
     a = own.get();
   }
-  T* b = a + (V + 1) * stride;
-  std::fill(a + V * stride, a + (V + 1) * stride, T(0));
-  std::fill(b + V * stride, b + (V + 1) * stride, T(0));
-  FilterPass<T> pass{n,
-                     k1,
-                     channels,
-                     stride,
-                     0,
-                     in,
-                     out,
-                     nullptr,
-                     a,
-                     nullptr,
-                     lists.start.data(),
-                     lists.point.data(),
-                     lists.weight.data(),
-                     0,
-                     amplitude_};
+  T* b = a + rows;
+  std::fill(a + V * stride, a + rows, T(0));
+  std::fill(b + V * stride, b + rows, T(0));
+  FilterPass<T> pass{};
+  pass.n = n, pass.k1 = k1, pass.c = channels, pass.stride = stride, pass.in = in, pass.out = out,
+  pass.amp = amplitude_;
   const int64_t vgrain = std::max<int64_t>(64, 16384 / stride), pgrain = std::max<int64_t>(64, 8192 / stride);
 
-  // Splat (a gather per vertex), one channel tile at a time.
-  for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
-    pass.cofs = cofs;
-    const auto fn = splat_fn<T>(std::min(kTile, stride - cofs));
-    parallel_for(V, vgrain, [&](int64_t v0, int64_t v1) { fn(pass, v0, v1); });
+  if (scatter) {
+    T* partial = b + rows;
+    pass.index = bands->offsets.data();
+    pass.weight = weight_.data();
+    parallel_for(kLatticeSplatBands, 1, [&](int64_t band0, int64_t band1) {
+      for (int64_t band = band0; band < band1; ++band) {
+        FilterPass<T> mine = pass;
+        mine.dst = partial + bands->first[band] * stride;
+        std::fill(mine.dst, partial + bands->first[band + 1] * stride, T(0));
+        for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
+          mine.cofs = cofs;
+          scatter_fn<T>(std::min(kTile, stride - cofs))(mine, n * band / kLatticeSplatBands,
+                                                        n * (band + 1) / kLatticeSplatBands);
+        }
+      }
+    });
+    add_band_sums(partial, stride, a);
+  } else {
+    const SplatLists& lists = splat_lists();
+    pass.dst = a;
+    pass.start = lists.start.data(), pass.index = lists.point.data(), pass.weight = lists.weight.data();
+    for (int64_t cofs = 0; cofs < stride; cofs += kTile) {  // a gather per vertex, one channel tile at a time
+      pass.cofs = cofs;
+      const auto fn = splat_fn<T>(std::min(kTile, stride - cofs));
+      parallel_for(V, vgrain, [&](int64_t v0, int64_t v1) { fn(pass, v0, v1); });
+    }
   }
   // Slice.
   pass.vertices = blur(a, b, stride, transpose);
