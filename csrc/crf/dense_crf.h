@@ -4,8 +4,8 @@
 //  - the lecture's grid CRF (4/8-neighbour Potts, w1·exp(-beta·|x_i - x_j|²) + w2), the baseline.
 //
 // Layout inside the kernels: labels innermost ([N, LP], rows padded to a multiple of 8 lanes), so
-// one pixel's distribution is one row of whole vectors. The public arrays are labels outermost ([B, L, N], like pydensecrf's Q); the kernels transpose
-// once on the way in and once on the way out.
+// one pixel's distribution is one row of whole vectors. The public arrays are labels outermost
+// ([B, L, N], like pydensecrf's Q); the kernels transpose once on the way in and once on the way out.
 #pragma once
 
 #include <cmath>
