@@ -227,6 +227,10 @@ class PermutohedralLattice {
   struct BandTables {
     WorkspaceVector<int32_t> offsets, vertices;
     std::vector<int64_t> first;  // [bands + 1]
+    // The inverse, for add_band_sums(): vertex v's band rows are rows[row_start[v] .. row_start[v + 1]),
+    // in band order.
+    WorkspaceVector<int64_t> row_start;
+    WorkspaceVector<int32_t> rows;
   };
   const BandTables& band_tables() const;
   // vertices[v, :] = sum over the bands, in band order, of partial[first[b] + j, :] for the band vertices j

@@ -531,6 +531,12 @@ const typename PermutohedralLattice<T>::BandTables& PermutohedralLattice<T>::ban
     t.vertices.resize(t.first.back());
     for (int64_t band = 0; band < kLatticeSplatBands; ++band)
       std::copy(lists[band].begin(), lists[band].end(), t.vertices.begin() + t.first[band]);
+    t.row_start.assign(V + 1, 0);
+    for (int32_t v : t.vertices) ++t.row_start[v + 1];
+    for (int64_t v = 0; v < V; ++v) t.row_start[v + 1] += t.row_start[v];
+    t.rows.resize(t.first.back());
+    std::vector<int64_t> next(t.row_start.begin(), t.row_start.end() - 1);
+    for (int64_t j = 0; j < t.first.back(); ++j) t.rows[next[t.vertices[j]]++] = static_cast<int32_t>(j);
   });
   return bands_->tables;
 }
@@ -538,27 +544,28 @@ const typename PermutohedralLattice<T>::BandTables& PermutohedralLattice<T>::ban
 template <typename T>
 void PermutohedralLattice<T>::add_band_sums(const T* partial, int64_t stride, T* vertices) const {
   const BandTables& t = band_tables();
-  parallel_for(num_vertices_, 256,
-               [&](int64_t v0, int64_t v1) { std::fill(vertices + v0 * stride, vertices + v1 * stride, T(0)); });
-  // Within a band each vertex appears once: its rows are added in parallel, the bands in order.
-  for (int64_t band = 0; band < kLatticeSplatBands; ++band)
-    parallel_for(t.first[band + 1] - t.first[band], 256, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = t.first[band] + j0; j < t.first[band] + j1; ++j) {
-        T* dst = vertices + int64_t(t.vertices[j]) * stride;
-        const T* src = partial + j * stride;
+  // Each vertex sums its own band rows (in band order): one parallel pass, every row written once.
+  parallel_for(num_vertices_, 256, [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v) {
+      T* dst = vertices + v * stride;
+      std::fill(dst, dst + stride, T(0));
+      for (int64_t r = t.row_start[v]; r < t.row_start[v + 1]; ++r) {
+        const T* src = partial + int64_t(t.rows[r]) * stride;
         for (int64_t l = 0; l < stride; ++l) dst[l] += src[l];
       }
-    });
+    }
+  });
 }
 
 template <typename T>
 int64_t PermutohedralLattice<T>::memory_bytes() const {
   const BandTables& bands = bands_->tables;
-  return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
-                              splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
-                              splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
-                              (bands.offsets.capacity() + bands.vertices.capacity()) * sizeof(int32_t) +
-                              rank_.capacity() + scratch_->data.capacity() * sizeof(T)) +
+  return static_cast<int64_t>(
+             offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
+             splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
+             splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
+             (bands.offsets.capacity() + bands.vertices.capacity() + bands.rows.capacity()) * sizeof(int32_t) +
+             bands.row_start.capacity() * sizeof(int64_t) + rank_.capacity() + scratch_->data.capacity() * sizeof(T)) +
          static_cast<int64_t>(sizeof(*this));
 }
 
