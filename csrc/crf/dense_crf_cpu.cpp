@@ -21,39 +21,6 @@ namespace {
 // block order do not depend on the thread count.
 constexpr int64_t kBlock = 2048;
 
-// exp(x) for x <= 0 (softmax arguments), float: 2^n · p(r) with a degree-6 polynomial on
-// |r| <= ln2/2 (relative error below 2e-7); written so the loops vectorise. Double uses std::exp.
-inline float exp_nonpositive(float x) {
-  // x = max(x, -87) on the bits (a float compare may trap, which keeps it from vectorising): as
-  // unsigned, every x >= -87 (and +0) is below -87's pattern, every x < -87 (-inf too) above.
-  uint32_t xb;
-  std::memcpy(&xb, &x, sizeof xb);
-  xb = std::min(xb, 0xc2ae0000u);
-  std::memcpy(&x, &xb, sizeof x);
-  // Round to nearest by the 1.5·2^23 trick (vectorises without SSE4.1's roundps).
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  float p = 1.3888949e-3f;
-  p = p * r + 8.3333334e-3f;
-  p = p * r + 4.1666668e-2f;
-  p = p * r + 1.6666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-CONVLOC_SIMD_CLONES void exp_inplace_f32(float* __restrict z, int64_t count) {
-  for (int64_t j = 0; j < count; ++j) z[j] = exp_nonpositive(z[j]);
-}
-inline void exp_inplace(float* z, int64_t count) { exp_inplace_f32(z, count); }
-inline void exp_inplace(double* z, int64_t count) {
-  for (int64_t j = 0; j < count; ++j) z[j] = std::exp(z[j]);
-}
-
 // The fused update for float, diagonal compatibilities and no exclude_self (Potts: the common
 // case): per pixel, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
 // in one pass. Rows are padded to B whole 8-lane vectors (B fixed at compile time), so every step
@@ -78,7 +45,8 @@ CONVLOC_ALWAYS_INLINE float hsum8(v8f v) {
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   return v[0] + v[1];
 }
-// exp_nonpositive on 8 lanes; 0 below -87.
+// exp(x) on 8 lanes for x <= 0 (softmax arguments): 2^n · p(r) with a degree-6 polynomial on
+// |r| <= ln2/2 (relative error below 2e-7), and 0 below -87.
 CONVLOC_ALWAYS_INLINE v8f exp8(v8f x) {
   const v8i tiny = x < -87.0f;
   x = tiny ? v8f{} - 87.0f : x;
@@ -92,6 +60,15 @@ CONVLOC_ALWAYS_INLINE v8f exp8(v8f x) {
   p = p * r + 1.0f;
   const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
   return tiny ? v8f{} : p * reinterpret_cast<const v8f&>(bits);
+}
+
+// exp in place over rows of whole vectors (count a multiple of 8); double uses std::exp.
+CONVLOC_SIMD_CLONES void exp_inplace_f32(float* z, int64_t count) {
+  for (int64_t j = 0; j < count; j += 8) store8(z + j, exp8(load8(z + j)));
+}
+inline void exp_inplace(float* z, int64_t count) { exp_inplace_f32(z, count); }
+inline void exp_inplace(double* z, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) z[j] = std::exp(z[j]);
 }
 
 // A Gaussian term filtered outside the update: its input pre * Q is written here, its output read.
