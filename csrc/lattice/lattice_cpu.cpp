@@ -704,27 +704,22 @@ CONVLOC_LATTICE_TILES(double, 32)
 CONVLOC_SIMD_CLONES void blur_float(const FilterPass<float>& a, int64_t b, int64_t e) { blur_rows(a, b, e); }
 CONVLOC_SIMD_CLONES void blur_double(const FilterPass<double>& a, int64_t b, int64_t e) { blur_rows(a, b, e); }
 
+// The tile functions of one kind by width w (8, 16, 24 or 32 lanes) at [w / 8 - 1].
 template <typename T>
-void (*splat_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
-  if constexpr (std::is_same_v<T, float>)
-    return w == 8 ? splat_float_8 : w == 16 ? splat_float_16 : w == 24 ? splat_float_24 : splat_float_32;
-  else
-    return w == 8 ? splat_double_8 : w == 16 ? splat_double_16 : w == 24 ? splat_double_24 : splat_double_32;
-}
+using TileFn = void (*)(const FilterPass<T>&, int64_t, int64_t);
 template <typename T>
-void (*scatter_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
-  if constexpr (std::is_same_v<T, float>)
-    return w == 8 ? scatter_float_8 : w == 16 ? scatter_float_16 : w == 24 ? scatter_float_24 : scatter_float_32;
-  else
-    return w == 8 ? scatter_double_8 : w == 16 ? scatter_double_16 : w == 24 ? scatter_double_24 : scatter_double_32;
-}
-template <typename T>
-void (*slice_fn(int64_t w))(const FilterPass<T>&, int64_t, int64_t) {
-  if constexpr (std::is_same_v<T, float>)
-    return w == 8 ? slice_float_8 : w == 16 ? slice_float_16 : w == 24 ? slice_float_24 : slice_float_32;
-  else
-    return w == 8 ? slice_double_8 : w == 16 ? slice_double_16 : w == 24 ? slice_double_24 : slice_double_32;
-}
+struct TileFns;
+#define CONVLOC_TILE_TABLE(T)                                                                                 \
+  template <>                                                                                                 \
+  struct TileFns<T> {                                                                                         \
+    static inline const TileFn<T> splat[4] = {splat_##T##_8, splat_##T##_16, splat_##T##_24, splat_##T##_32}; \
+    static inline const TileFn<T> scatter[4] = {scatter_##T##_8, scatter_##T##_16, scatter_##T##_24,          \
+                                                scatter_##T##_32};                                            \
+    static inline const TileFn<T> slice[4] = {slice_##T##_8, slice_##T##_16, slice_##T##_24, slice_##T##_32}; \
+  };
+CONVLOC_TILE_TABLE(float)
+CONVLOC_TILE_TABLE(double)
+#undef CONVLOC_TILE_TABLE
 inline void blur_fn(const FilterPass<float>& a, int64_t b, int64_t e) { blur_float(a, b, e); }
 inline void blur_fn(const FilterPass<double>& a, int64_t b, int64_t e) { blur_double(a, b, e); }
 
@@ -774,8 +769,8 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
         std::fill(mine.dst, partial + bands->first[band + 1] * stride, T(0));
         for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
           mine.cofs = cofs;
-          scatter_fn<T>(std::min(kTile, stride - cofs))(mine, n * band / kLatticeSplatBands,
-                                                        n * (band + 1) / kLatticeSplatBands);
+          TileFns<T>::scatter[std::min(kTile, stride - cofs) / 8 - 1](mine, n * band / kLatticeSplatBands,
+                                                                      n * (band + 1) / kLatticeSplatBands);
         }
       }
     });
@@ -786,7 +781,7 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
     pass.start = lists.start.data(), pass.index = lists.point.data(), pass.weight = lists.weight.data();
     for (int64_t cofs = 0; cofs < stride; cofs += kTile) {  // a gather per vertex, one channel tile at a time
       pass.cofs = cofs;
-      const auto fn = splat_fn<T>(std::min(kTile, stride - cofs));
+      const auto fn = TileFns<T>::splat[std::min(kTile, stride - cofs) / 8 - 1];
       parallel_for(V, vgrain, [&](int64_t v0, int64_t v1) { fn(pass, v0, v1); });
     }
   }
@@ -796,7 +791,7 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
   pass.weight = weight_.data();
   for (int64_t cofs = 0; cofs < stride; cofs += kTile) {
     pass.cofs = cofs;
-    const auto fn = slice_fn<T>(std::min(kTile, stride - cofs));
+    const auto fn = TileFns<T>::slice[std::min(kTile, stride - cofs) / 8 - 1];
     parallel_for(n, pgrain, [&](int64_t i0, int64_t i1) { fn(pass, i0, i1); });
   }
 }
