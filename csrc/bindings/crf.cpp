@@ -66,18 +66,36 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
   }
   std::vector<Array> feats(K);
   std::vector<std::vector<double>> sigmas(K);
+  std::vector<std::vector<int>> steps(K);
   for (int64_t k = 0; k < K; ++k) {
     if (norms[k] < 0 || norms[k] > 3)
       fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ", norms[k]);
     py::handle item = features_obj[k];
     const std::string name = "features[" + std::to_string(k) + "]";
-    if (py::isinstance<py::tuple>(item)) {  // a grid Gaussian: sigma per spatial axis
+    if (py::isinstance<py::tuple>(item)) {  // a grid Gaussian: (sigma per axis, coarse step per axis)
       if (unary->is_cuda()) fail_type(name, ": grid kernels run on the CPU; pass lattice features for CUDA");
-      sigmas[k] = item.cast<std::vector<double>>();
-      if (spatial.empty() || sigmas[k].size() != spatial.size() || grid_points != N)
-        fail_value(name, ": a grid kernel needs one sigma per axis of `spatial`, whose product is N");
-      for (double sg : sigmas[k])
+      std::pair<std::vector<double>, std::vector<int>> spec;
+      try {
+        spec = item.cast<decltype(spec)>();
+      } catch (const py::cast_error&) {
+        fail_type(name, ": expected a grid kernel as (sigmas, steps)");
+      }
+      sigmas[k] = spec.first, steps[k] = spec.second;
+      if (spatial.empty() || sigmas[k].size() != spatial.size() || steps[k].size() != spatial.size() ||
+          grid_points != N)
+        fail_value(name, ": a grid kernel needs one sigma and one step per axis of `spatial`, whose product is N");
+      bool coarse = false;
+      for (size_t a = 0; a < spatial.size(); ++a) {
+        const double sg = sigmas[k][a];
         if (!(sg > 0) || !std::isfinite(sg)) fail_value(name, ": expected positive finite sigmas");
+        if (steps[k][a] < 1) fail_value(name, ": expected steps >= 1, got ", steps[k][a]);
+        // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2
+        if (steps[k][a] > 1 && !(sg >= 1.5 * steps[k][a]))
+          fail_value(name, ": a coarse step needs sigma >= 1.5 step, got sigma ", sg, " and step ", steps[k][a]);
+        coarse = coarse || steps[k][a] > 1;
+      }
+      if (coarse && spatial.size() != 2) fail_value(name, ": coarse grid steps are for 2-D grids only");
+      if (!coarse) steps[k].clear();
       continue;
     }
     feats[k] = as_array(item, name.c_str());
@@ -102,6 +120,7 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
         kernels[k].dim = static_cast<int>(feats[k]->size(2));
       }
       kernels[k].grid_sigma = sigmas[k];
+      kernels[k].grid_step = steps[k];
       kernels[k].compat = compat->ptr<scalar_t>() + k * L * L;
       kernels[k].norm = static_cast<CrfNorm>(norms[k]);
     }
@@ -154,7 +173,8 @@ void bind_crf(py::module_& m) {
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
         arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), py::kw_only(), arg("stream") = 0,
         "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k] (lattice kernels) or tuples of "
-        "per-axis sigmas (exact Gaussians over the grid `spatial`); compat [K, L, L] (apply "
+        "(per-axis sigmas, per-axis coarse steps) (Gaussians over the grid `spatial`: exact where the steps are all 1, "
+        "else approximated on a coarser grid, 2-D only); compat [K, L, L] (apply "
         "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "
         "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). "
         "Returns the lattice memory of one image in bytes.");

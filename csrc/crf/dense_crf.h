@@ -20,12 +20,14 @@ namespace convloc {
 enum class CrfNorm : int { None = 0, Before = 1, After = 2, Symmetric = 3 };
 
 // One pairwise term, for every image of the batch: a lattice over features, or (grid_sigma not
-// empty) an exact separable Gaussian over the pixel grid with these standard deviations per axis.
+// empty) a Gaussian over the pixel grid with these standard deviations per axis: exact and separable,
+// or (2-D, grid_step not all 1) approximated on a grid grid_step times coarser (CoarseGaussian).
 template <typename T>
 struct CrfKernel {
   const T* features = nullptr;  // [B, N, dim], already divided by the standard deviations
   int dim = 0;
   std::vector<double> grid_sigma;  // in grid steps, one per axis of `spatial`
+  std::vector<int> grid_step;      // one per axis of `spatial`, or empty (exact)
   const T* compat = nullptr;       // [L, L], "apply" convention: message[l] = sum_l' compat[l, l'] (K̃Q)[l']
   CrfNorm norm = CrfNorm::Symmetric;
 };

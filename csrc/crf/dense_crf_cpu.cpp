@@ -92,11 +92,26 @@ struct LatticeTerm {
   const float* pre;   // [N]
   float* partial;     // [band vertices, LP] this band's splat sums of pre * Q
 };
+// A coarse-grid Gaussian (CoarseGaussian) sliced and splatted inside the update, one image row at a
+// time: per pixel only the horizontal weights, over the row's slice through the blurred coarse rows
+// and into the row's splat sums (both [coarse columns, LP], in cache).
+struct CoarseTerm {
+  const int32_t* node;  // [W] the first coarse column of each image column
+  const float* weight;  // [W, 3]
+  const float* post;    // [N]
+  const float* c;       // [LP]
+  const float* pre;     // [N]
+  const float* row;     // the current image row's slice
+  float* splat;         // the current image row's splat sums of pre * Q
+};
 struct FusedTerms {
   const GridTerm* grid;
   int ngrid;
   const LatticeTerm* lattice;
   int nlattice;
+  const CoarseTerm* coarse;
+  int ncoarse;
+  int64_t row_start;  // the pixel index of column 0 of the current image row (coarse terms)
 };
 constexpr int kMaxFused = 4;
 
@@ -133,6 +148,19 @@ CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64
       for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(l.c + 8 * b) * acc[b]);
     }
   }
+  for (int k = 0; with_message && k < t.ncoarse; ++k) {
+    const CoarseTerm& g = t.coarse[k];
+    for (int p = 0; p < P; ++p) {
+      const int64_t x = i + p - t.row_start;
+      const float* w = g.weight + 3 * x;
+      const float* row = g.row + int64_t(g.node[x]) * LP;
+      v8f acc[B];
+      for (int b = 0; b < B; ++b)
+        acc[b] = w[0] * load8(row + 8 * b) + w[1] * load8(row + LP + 8 * b) + w[2] * load8(row + 2 * LP + 8 * b);
+      const float post = g.post[i + p];
+      for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(g.c + 8 * b) * acc[b]);
+    }
+  }
   float mx[P];
   for (int p = 0; p < P; ++p) {
     v8f m = q[p][0];
@@ -164,6 +192,17 @@ CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64
         float* row = l.partial + static_cast<int64_t>(off[j]) * LP;
         const float s = w[j] * pre;
         for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + s * q[p][b]);
+      }
+    }
+    for (int k = 0; k < t.ncoarse; ++k) {
+      const CoarseTerm& g = t.coarse[k];
+      const int64_t x = i + p - t.row_start;
+      const float* w = g.weight + 3 * x;
+      float* row = g.splat + int64_t(g.node[x]) * LP;
+      const float pre = g.pre[i + p];
+      for (int j = 0; j < 3; ++j) {
+        const float s = w[j] * pre;
+        for (int b = 0; b < B; ++b) store8(row + j * LP + 8 * b, load8(row + j * LP + 8 * b) + s * q[p][b]);
       }
     }
     if (z)
@@ -274,12 +313,15 @@ void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, in
 template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
-  std::unique_ptr<GridGaussian<T>> grid;
-  WorkspaceVector<T> tmp;  // [N, LP] scratch of the grid filter
+  std::unique_ptr<GridGaussian<T>> grid;             // or
+  std::unique_ptr<CoarseGaussian<T>> coarse;
+  WorkspaceVector<T> tmp;  // scratch of the grid filters (for LP channels)
 
   void filter(const T* in, T* out, int64_t channels) {
     if (lattice)
       lattice->filter(in, out, channels);
+    else if (coarse)
+      coarse->filter(in, out, channels, tmp.data());
     else
       grid->filter(in, out, channels, tmp.data());
   }
@@ -354,6 +396,9 @@ class ImageCrf {
       KernelState<T>& s = ks_[k];
       if (spec.grid_sigma.empty()) {
         s.lattice = std::make_unique<PermutohedralLattice<T>>(spec.features + image * n * spec.dim, n, spec.dim);
+      } else if (!spec.grid_step.empty()) {
+        s.coarse = std::make_unique<CoarseGaussian<T>>(spatial, spec.grid_sigma, spec.grid_step, kBands);
+        s.tmp.resize(s.coarse->scratch_size(lp_));
       } else {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
         s.tmp.resize(s.grid->scratch_size(lp_));
@@ -392,7 +437,7 @@ class ImageCrf {
         s.blur_a.resize(rows), s.blur_b.resize(rows);
         std::fill(s.blur_a.end() - lp_, s.blur_a.end(), T(0));
         std::fill(s.blur_b.end() - lp_, s.blur_b.end(), T(0));
-      } else {
+      } else if (!(fused_ && s.coarse)) {  // the fused coarse terms use the filter's scratch
         s.in.resize(n * lp_), s.out.resize(n * lp_);
       }
     }
@@ -431,6 +476,10 @@ class ImageCrf {
       if (s.bands) {
         s.lattice->add_band_sums(s.partial.data(), lp_, s.blur_a.data());
         s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
+      } else if (fused_ && s.coarse) {
+        const auto buf = s.coarse->buffers(s.tmp.data(), lp_);
+        s.coarse->add_partials(buf.partial, lp_, buf.coarse);
+        s.coarse->blur(buf.coarse, buf.blurred, lp_);
       } else {
         s.filter(s.in.data(), s.out.data(), lp_);
       }
@@ -479,10 +528,22 @@ class ImageCrf {
       const int64_t L = labels_, LP = lp_, n = n_;
       std::array<GridTerm, kMaxFused> grid{};
       std::array<LatticeTerm, kMaxFused> lattice{};
-      std::array<KernelState<T>*, kMaxFused> state{};
-      int ngrid = 0, nlattice = 0;
+      std::array<CoarseTerm, kMaxFused> coarse{};
+      std::array<KernelState<T>*, kMaxFused> state{}, coarse_state{};
+      int ngrid = 0, nlattice = 0, ncoarse = 0;
+      int64_t coarse_cols = 0;  // the widest coarse row of the coarse terms
       for (auto& s : ks_) {
-        if (s.lattice) {
+        if (s.coarse) {
+          coarse_state[ncoarse] = &s;
+          coarse_cols = std::max(coarse_cols, s.coarse->cols().nodes);
+          coarse[ncoarse++] = CoarseTerm{s.coarse->cols().node.data(),
+                                         s.coarse->cols().weight.data(),
+                                         s.post.data(),
+                                         s.diag.data(),
+                                         s.pre.data(),
+                                         nullptr,
+                                         nullptr};
+        } else if (s.lattice) {
           state[nlattice] = &s;
           lattice[nlattice++] = LatticeTerm{nullptr,
                                             s.bands->offsets.data(),
@@ -498,8 +559,20 @@ class ImageCrf {
         }
       }
       parallel_for(kBands, 1, [&](int64_t band0, int64_t band1) {
-        std::vector<T> zbuf(kBlock * LP);
+        std::vector<T> zbuf(kBlock * LP), rows(2 * ncoarse * coarse_cols * LP);
+        std::array<CoarseTerm, kMaxFused> mine_coarse = coarse;
+        for (int k = 0; k < ncoarse; ++k) {
+          mine_coarse[k].row = rows.data() + 2 * k * coarse_cols * LP;
+          mine_coarse[k].splat = rows.data() + (2 * k + 1) * coarse_cols * LP;
+        }
         for (int64_t band = band0; band < band1; ++band) {
+          std::array<T*, kMaxFused> coarse_partial{};
+          for (int k = 0; k < ncoarse; ++k) {
+            const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
+            coarse_partial[k] = g.buffers(coarse_state[k]->tmp.data(), LP).partial + g.partial_offset(band, LP);
+            std::fill(coarse_partial[k],
+                      coarse_partial[k] + (g.partial_offset(band + 1, LP) - g.partial_offset(band, LP)), T(0));
+          }
           std::array<LatticeTerm, kMaxFused> mine = lattice;
           for (int k = 0; k < nlattice; ++k) {
             // The band's rows: the blurred vertices it reads (copied together), its partial sums (zeroed).
@@ -514,11 +587,34 @@ class ImageCrf {
               std::copy(src, src + LP, s.local_blurred.data() + (first + j) * LP);
             }
           }
-          const FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice};
+          FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice, mine_coarse.data(), ncoarse, 0};
           for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
             const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
             T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
-            fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, z);
+            if (ncoarse == 0) {
+              fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, z);
+            } else {  // image row by image row
+              const int64_t width = coarse_state[0]->coarse->width();
+              for (int64_t s0 = i0; s0 < i1;) {
+                const int64_t y = s0 / width, s1 = std::min(i1, (y + 1) * width);
+                terms.row_start = y * width;
+                for (int k = 0; k < ncoarse; ++k) {
+                  const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
+                  const int64_t c0 = g.first_col(s0 - y * width), c1 = g.last_col(s1 - y * width);
+                  if (with_message)
+                    g.slice_row(g.buffers(coarse_state[k]->tmp.data(), LP).blurred, y, c0, c1, LP,
+                                rows.data() + 2 * k * coarse_cols * LP);
+                  std::fill(mine_coarse[k].splat + c0 * LP, mine_coarse[k].splat + c1 * LP, T(0));
+                }
+                fused_update_f32(LP, neg_unary_.data(), s0, s1, terms, with_message, z ? z + (s0 - i0) * LP : nullptr);
+                for (int k = 0; k < ncoarse; ++k) {
+                  const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
+                  g.flush_row(mine_coarse[k].splat, y, band, g.first_col(s0 - y * width), g.last_col(s1 - y * width),
+                              LP, coarse_partial[k]);
+                }
+                s0 = s1;
+              }
+            }
             if (map) argmax_rows(z, count, L, LP, map + i0);
             if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
           }

@@ -22,7 +22,7 @@ from numbers import Number
 import numpy as np
 
 from convloc import _C
-from convloc.ops.crf import GRID_MAX_SIGMA, _compat_matrix
+from convloc.ops.crf import _compat_matrix, _grid_kernel
 
 __all__ = [
     "DenseCRF",
@@ -51,7 +51,7 @@ class DenseCRF:
             raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
         self._n, self._labels = int(nvar), int(nlabels)
         self._unary: np.ndarray | None = None
-        self._features: list[np.ndarray | tuple] = []  # [N, d] float32, or grid sigmas (y, x)
+        self._features: list[np.ndarray | tuple] = []  # [N, d] float32, or a grid kernel (_grid_kernel)
         self._compat: list[np.ndarray] = []  # [L, L] apply form
         self._norm: list[int] = []
 
@@ -183,12 +183,13 @@ class DenseCRF2D(DenseCRF):
     ) -> None:
         """Smoothness kernel over pixel positions (x/sx, y/sy)."""
         sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
-        if max(sx, sy) > GRID_MAX_SIGMA or min(sx, sy) <= 0:
+        grid = _grid_kernel(np.array([sy, sx], np.float64)) if min(sx, sy) > 0 else None
+        if grid is None:
             self.addPairwiseEnergy(self._positions(sxy), compat, kernel, normalization)
             return
-        # exact separable Gaussian over the pixel grid instead of a lattice
+        # a Gaussian filtered over the pixel grid instead of a lattice
         self.addPairwiseEnergy(np.zeros((1, self._n), np.float32), compat, kernel, normalization)
-        self._features[-1] = (float(sy), float(sx))
+        self._features[-1] = grid
 
     def addPairwiseBilateral(  # noqa: N802
         self,
