@@ -24,20 +24,29 @@ constexpr int64_t kBlock = 2048;
 // The fused update for float, diagonal compatibilities and no exclude_self (Potts: the common
 // case): per pixel, logits -U - sum_k post_k c_k out_k, softmax, and the next filter inputs pre_k Q,
 // in one pass. Rows are padded to B whole 8-lane vectors (B fixed at compile time), so every step
-// is a vector operation: the padding lanes of -U are -1e30 and of c_k zero, which makes their
-// exponentials exactly 0 and keeps the filters' padding channels at zero.
+// is a vector operation: the padding lanes of -U are -1e30 and of c_k zero, so their exponentials
+// are e^-70 (the clamp of exp_lanes: nothing next to the sum's >= 1) and never reach a message.
 typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-CONVLOC_ALWAYS_INLINE v8f load8(const float* p) {
-  v8f v;
+typedef float v16f __attribute__((vector_size(64)));
+template <typename V>
+CONVLOC_ALWAYS_INLINE V load_lanes(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-CONVLOC_ALWAYS_INLINE void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
-CONVLOC_ALWAYS_INLINE v8f max8(v8f a, v8f b) { return a > b ? a : b; }
+template <typename V>
+CONVLOC_ALWAYS_INLINE void store_lanes(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <typename V>
+CONVLOC_ALWAYS_INLINE V max_lanes(V a, V b) {
+  return a > b ? a : b;
+}
+CONVLOC_ALWAYS_INLINE v8f low8(v16f v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+CONVLOC_ALWAYS_INLINE v8f high8(v16f v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
 CONVLOC_ALWAYS_INLINE float hmax8(v8f v) {
-  v = max8(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
-  v = max8(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  v = max_lanes(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = max_lanes(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
   return std::max(v[0], v[1]);
 }
 CONVLOC_ALWAYS_INLINE float hsum8(v8f v) {
@@ -45,26 +54,95 @@ CONVLOC_ALWAYS_INLINE float hsum8(v8f v) {
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   return v[0] + v[1];
 }
-// exp(x) on 8 lanes for x <= 0 (softmax arguments): 2^n · p(r) with a degree-6 polynomial on
-// |r| <= ln2/2 (relative error below 2e-7), and 0 below -87.
-CONVLOC_ALWAYS_INLINE v8f exp8(v8f x) {
-  const v8i tiny = x < -87.0f;
-  x = tiny ? v8f{} - 87.0f : x;
-  const v8f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const v8f r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  v8f p = r * 1.3888949e-3f + 8.3333334e-3f;
+// exp(x) lane by lane for x <= 0 (softmax arguments): 2^n · p(r) with a degree-6 polynomial on
+// |r| <= ln2/2 (relative error below 2e-7), x clamped at -70: e^-70 < 1e-30 keeps Q and its products
+// with the filter weights clear of subnormal numbers, which cost the CPU a microcode assist each.
+template <typename V>
+CONVLOC_ALWAYS_INLINE V exp_lanes(V x) {
+  using VI = decltype(x < x);
+  x = x > -70.0f ? x : V{} - 70.0f;
+  const V n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const V r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  V p = r * 1.3888949e-3f + 8.3333334e-3f;
   p = p * r + 4.1666668e-2f;
   p = p * r + 1.6666667e-1f;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
-  return tiny ? v8f{} : p * reinterpret_cast<const v8f&>(bits);
+  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
 }
+
+// One pixel's row of 8 B floats in registers: B / 2 16-lane vectors, then an 8-lane one when B is
+// odd, so the AVX-512 clone moves 24 labels in two instructions instead of three (the other clones
+// split each 16-lane vector in halves). Every operation works lane by lane and the reductions
+// combine the same lanes in the same order in every clone: all clones give the same bits.
+template <int B>
+struct Row {
+  std::array<v16f, B / 2> w;
+  std::array<v8f, B % 2> h;
+
+  static CONVLOC_ALWAYS_INLINE Row load(const float* p) {
+    Row r;
+    for (int j = 0; j < B / 2; ++j) r.w[j] = load_lanes<v16f>(p + 16 * j);
+    for (int j = 0; j < B % 2; ++j) r.h[j] = load_lanes<v8f>(p + 16 * (B / 2));
+    return r;
+  }
+  CONVLOC_ALWAYS_INLINE void store(float* p) const {
+    for (int j = 0; j < B / 2; ++j) store_lanes(p + 16 * j, w[j]);
+    for (int j = 0; j < B % 2; ++j) store_lanes(p + 16 * (B / 2), h[j]);
+  }
+  // f applied to each vector (of either width) of this row and of `o`.
+  template <typename F>
+  CONVLOC_ALWAYS_INLINE Row zip(const Row& o, F f) const {
+    Row r;
+    for (int j = 0; j < B / 2; ++j) r.w[j] = f(w[j], o.w[j]);
+    for (int j = 0; j < B % 2; ++j) r.h[j] = f(h[j], o.h[j]);
+    return r;
+  }
+  CONVLOC_ALWAYS_INLINE Row operator+(const Row& o) const {
+    return zip(o, [](auto a, auto b) { return a + b; });
+  }
+  CONVLOC_ALWAYS_INLINE Row operator-(const Row& o) const {
+    return zip(o, [](auto a, auto b) { return a - b; });
+  }
+  CONVLOC_ALWAYS_INLINE Row operator*(const Row& o) const {
+    return zip(o, [](auto a, auto b) { return a * b; });
+  }
+  CONVLOC_ALWAYS_INLINE friend Row operator*(float s, const Row& a) {
+    return a.zip(a, [s](auto x, auto) { return s * x; });
+  }
+  CONVLOC_ALWAYS_INLINE Row exp_minus(float m) const {
+    return zip(*this, [m](auto x, auto) { return exp_lanes(x - m); });
+  }
+  CONVLOC_ALWAYS_INLINE float max() const {
+    return hmax8(fold([](auto a, auto b) { return max_lanes(a, b); }));
+  }
+  CONVLOC_ALWAYS_INLINE float sum() const {
+    return hsum8(fold([](auto a, auto b) { return a + b; }));
+  }
+
+ private:
+  // The row folded to 8 lanes with f: the 16-lane vectors together, their halves, then the 8-lane one.
+  template <typename F>
+  CONVLOC_ALWAYS_INLINE v8f fold(F f) const {
+    if constexpr (B / 2 == 0) {
+      return h[0];
+    } else {
+      v16f a = w[0];
+      for (int j = 1; j < B / 2; ++j) a = f(a, w[j]);
+      v8f r = f(low8(a), high8(a));
+      for (int j = 0; j < B % 2; ++j) r = f(r, h[j]);
+      return r;
+    }
+  }
+};
 
 // exp in place over rows of whole vectors (count a multiple of 8); double uses std::exp.
 CONVLOC_SIMD_CLONES void exp_inplace_f32(float* z, int64_t count) {
-  for (int64_t j = 0; j < count; j += 8) store8(z + j, exp8(load8(z + j)));
+  for (int64_t j = 0; j < count; j += 8) store_lanes(z + j, exp_lanes(load_lanes<v8f>(z + j)));
 }
 inline void exp_inplace(float* z, int64_t count) { exp_inplace_f32(z, count); }
 inline void exp_inplace(double* z, int64_t count) {
@@ -122,91 +200,67 @@ constexpr int kMaxFused = 4;
 template <int B, int P>
 CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64_t i, int64_t i0, const FusedTerms& t,
                                         bool with_message, float* __restrict z) {
+  using R = Row<B>;
   constexpr int64_t LP = 8 * B;
-  v8f q[P][B];
-  for (int p = 0; p < P; ++p)
-    for (int b = 0; b < B; ++b) q[p][b] = load8(neg_unary + (i + p) * LP + 8 * b);
+  R q[P];
+  for (int p = 0; p < P; ++p) q[p] = R::load(neg_unary + (i + p) * LP);
   for (int k = 0; with_message && k < t.ngrid; ++k) {
     const GridTerm& g = t.grid[k];
-    for (int p = 0; p < P; ++p) {
-      const float post = g.post[i + p];
-      const float* o = g.out + (i + p) * LP;
-      for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(g.c + 8 * b) * load8(o + 8 * b));
-    }
+    const R c = R::load(g.c);
+    for (int p = 0; p < P; ++p) q[p] = q[p] - g.post[i + p] * (c * R::load(g.out + (i + p) * LP));
   }
   for (int k = 0; with_message && k < t.nlattice; ++k) {
     const LatticeTerm& l = t.lattice[k];
+    const R c = R::load(l.c);
     for (int p = 0; p < P; ++p) {
       const int32_t* off = l.offset + (i + p) * l.k1;
       const float* w = l.weight + (i + p) * l.k1;
-      v8f acc[B] = {};
-      for (int j = 0; j < l.k1; ++j) {
-        const float* row = l.blurred + static_cast<int64_t>(off[j]) * LP;
-        for (int b = 0; b < B; ++b) acc[b] += w[j] * load8(row + 8 * b);
-      }
-      const float post = l.post[i + p] * l.amp;
-      for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(l.c + 8 * b) * acc[b]);
+      R acc = w[0] * R::load(l.blurred + static_cast<int64_t>(off[0]) * LP);
+      for (int j = 1; j < l.k1; ++j) acc = acc + w[j] * R::load(l.blurred + static_cast<int64_t>(off[j]) * LP);
+      q[p] = q[p] - (l.post[i + p] * l.amp) * (c * acc);
     }
   }
   for (int k = 0; with_message && k < t.ncoarse; ++k) {
     const CoarseTerm& g = t.coarse[k];
+    const R c = R::load(g.c);
     for (int p = 0; p < P; ++p) {
       const int64_t x = i + p - t.row_start;
       const float* w = g.weight + 3 * x;
       const float* row = g.row + int64_t(g.node[x]) * LP;
-      v8f acc[B];
-      for (int b = 0; b < B; ++b)
-        acc[b] = w[0] * load8(row + 8 * b) + w[1] * load8(row + LP + 8 * b) + w[2] * load8(row + 2 * LP + 8 * b);
-      const float post = g.post[i + p];
-      for (int b = 0; b < B; ++b) q[p][b] -= post * (load8(g.c + 8 * b) * acc[b]);
+      const R acc = w[0] * R::load(row) + w[1] * R::load(row + LP) + w[2] * R::load(row + 2 * LP);
+      q[p] = q[p] - g.post[i + p] * (c * acc);
     }
   }
-  float mx[P];
+  float mx[P], inv[P];
+  for (int p = 0; p < P; ++p) mx[p] = q[p].max();
+  for (int p = 0; p < P; ++p) q[p] = q[p].exp_minus(mx[p]);
+  for (int p = 0; p < P; ++p) inv[p] = 1.0f / q[p].sum();
+  for (int p = 0; p < P; ++p) q[p] = inv[p] * q[p];
   for (int p = 0; p < P; ++p) {
-    v8f m = q[p][0];
-    for (int b = 1; b < B; ++b) m = max8(m, q[p][b]);
-    mx[p] = hmax8(m);
-  }
-  v8f sum[P] = {};
-  for (int p = 0; p < P; ++p)
-    for (int b = 0; b < B; ++b) {
-      q[p][b] = exp8(q[p][b] - mx[p]);
-      sum[p] += q[p][b];
-    }
-  for (int p = 0; p < P; ++p) {
-    const float inv = 1.0f / hsum8(sum[p]);
-    for (int b = 0; b < B; ++b) q[p][b] *= inv;
-  }
-  for (int p = 0; p < P; ++p) {
-    for (int k = 0; k < t.ngrid; ++k) {
-      const float pre = t.grid[k].pre[i + p];
-      float* in = t.grid[k].in + (i + p) * LP;
-      for (int b = 0; b < B; ++b) store8(in + 8 * b, pre * q[p][b]);
-    }
+    for (int k = 0; k < t.ngrid; ++k) (t.grid[k].pre[i + p] * q[p]).store(t.grid[k].in + (i + p) * LP);
+    // (the terms' fields in locals: the stores below could alias them as far as the compiler knows)
     for (int k = 0; k < t.nlattice; ++k) {
-      const LatticeTerm& l = t.lattice[k];
-      const int32_t* off = l.offset + (i + p) * l.k1;
-      const float* w = l.weight + (i + p) * l.k1;
-      const float pre = l.pre[i + p];
-      for (int j = 0; j < l.k1; ++j) {
-        float* row = l.partial + static_cast<int64_t>(off[j]) * LP;
-        const float s = w[j] * pre;
-        for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + s * q[p][b]);
+      const int k1 = t.lattice[k].k1;
+      const int32_t* off = t.lattice[k].offset + (i + p) * k1;
+      const float* w = t.lattice[k].weight + (i + p) * k1;
+      const float pre = t.lattice[k].pre[i + p];
+      float* const partial = t.lattice[k].partial;
+      for (int j = 0; j < k1; ++j) {
+        float* row = partial + static_cast<int64_t>(off[j]) * LP;
+        (R::load(row) + (w[j] * pre) * q[p]).store(row);
       }
     }
     for (int k = 0; k < t.ncoarse; ++k) {
-      const CoarseTerm& g = t.coarse[k];
       const int64_t x = i + p - t.row_start;
-      const float* w = g.weight + 3 * x;
-      float* row = g.splat + int64_t(g.node[x]) * LP;
-      const float pre = g.pre[i + p];
-      for (int j = 0; j < 3; ++j) {
-        const float s = w[j] * pre;
-        for (int b = 0; b < B; ++b) store8(row + j * LP + 8 * b, load8(row + j * LP + 8 * b) + s * q[p][b]);
-      }
+      const float* w = t.coarse[k].weight + 3 * x;
+      float* row = t.coarse[k].splat + int64_t(t.coarse[k].node[x]) * LP;
+      const float s0 = w[0] * t.coarse[k].pre[i + p], s1 = w[1] * t.coarse[k].pre[i + p],
+                  s2 = w[2] * t.coarse[k].pre[i + p];
+      (R::load(row) + s0 * q[p]).store(row);
+      (R::load(row + LP) + s1 * q[p]).store(row + LP);
+      (R::load(row + 2 * LP) + s2 * q[p]).store(row + 2 * LP);
     }
-    if (z)
-      for (int b = 0; b < B; ++b) store8(z + (i + p - i0) * LP + 8 * b, q[p][b]);
+    if (z) q[p].store(z + (i + p - i0) * LP);
   }
 }
 
@@ -604,7 +658,6 @@ class ImageCrf {
                   if (with_message)
                     g.slice_row(g.buffers(coarse_state[k]->tmp.data(), LP).blurred, y, c0, c1, LP,
                                 rows.data() + 2 * k * coarse_cols * LP);
-                  std::fill(mine_coarse[k].splat + c0 * LP, mine_coarse[k].splat + c1 * LP, T(0));
                 }
                 fused_update_f32(LP, neg_unary_.data(), s0, s1, terms, with_message, z ? z + (s0 - i0) * LP : nullptr);
                 for (int k = 0; k < ncoarse; ++k) {

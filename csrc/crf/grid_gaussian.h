@@ -61,6 +61,47 @@ inline void taps(double* d, const double* s, int64_t stride, const double* w, in
   gaussian_taps_f64(d, s, stride, w, t0, t1, count);
 }
 
+// r[j] = w[0] s[j] + w[1] s[j + stride] + w[2] s[j + 2 stride]: three rows weighted into one. A
+// zero last weight (every other row when the step is even) is skipped.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, const T* __restrict s, int64_t stride, const T* w,
+                                         int64_t count) {
+  const T w0 = w[0], w1 = w[1], w2 = w[2];
+  if (w2 == T(0))
+    for (int64_t j = 0; j < count; ++j) r[j] = w0 * s[j] + w1 * s[j + stride];
+  else
+    for (int64_t j = 0; j < count; ++j) r[j] = w0 * s[j] + w1 * s[j + stride] + w2 * s[j + 2 * stride];
+}
+// d[j + a stride] += w[a] s[j] for a = 0, 1, 2, then s[j] = 0: one row spread over three (a zero
+// last weight skipped) and cleared for the next.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict d, int64_t stride, const T* w, T* __restrict s, int64_t count) {
+  const T w0 = w[0], w1 = w[1], w2 = w[2];
+  T* __restrict d1 = d + stride;
+  T* __restrict d2 = d + 2 * stride;
+  if (w2 == T(0)) {
+    for (int64_t j = 0; j < count; ++j) d[j] += w0 * s[j], d1[j] += w1 * s[j], s[j] = 0;
+  } else {
+    for (int64_t j = 0; j < count; ++j) d[j] += w0 * s[j], d1[j] += w1 * s[j], d2[j] += w2 * s[j], s[j] = 0;
+  }
+}
+void combine_rows3_f32(float* r, const float* s, int64_t stride, const float* w, int64_t count);
+void combine_rows3_f64(double* r, const double* s, int64_t stride, const double* w, int64_t count);
+void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t count);
+void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t count);
+inline void combine_rows3(float* r, const float* s, int64_t stride, const float* w, int64_t count) {
+  combine_rows3_f32(r, s, stride, w, count);
+}
+inline void combine_rows3(double* r, const double* s, int64_t stride, const double* w, int64_t count) {
+  combine_rows3_f64(r, s, stride, w, count);
+}
+inline void spread_rows3(float* d, int64_t stride, const float* w, float* s, int64_t count) {
+  spread_rows3_f32(d, stride, w, s, count);
+}
+inline void spread_rows3(double* d, int64_t stride, const double* w, double* s, int64_t count) {
+  spread_rows3_f64(d, stride, w, s, count);
+}
+
 template <typename T>
 class GridGaussian {
  public:
@@ -216,15 +257,13 @@ class CoarseGaussian {
   }
 
   // Adds w_y · s[c] (columns [c0, c1) of one image row's horizontal splat sums, [nodes, channels])
-  // to the coarse rows of image row y, in the partial sums of its band (starting at `partial`).
-  void flush_row(const T* __restrict s, int64_t y, int64_t band, int64_t c0, int64_t c1, int64_t channels,
+  // to the coarse rows of image row y, in the partial sums of its band (starting at `partial`), and
+  // zeroes those columns of s.
+  void flush_row(T* __restrict s, int64_t y, int64_t band, int64_t c0, int64_t c1, int64_t channels,
                  T* __restrict partial) const {
-    const T* w = rows_.weight.data() + 3 * y;
-    for (int a = 0; a < 3; ++a) {
-      T* dst = partial + ((rows_.node[y] + a - band_lo_[band]) * cols_.nodes + c0) * channels;
-      const T wa = w[a];
-      for (int64_t j = 0; j < (c1 - c0) * channels; ++j) dst[j] += wa * s[c0 * channels + j];
-    }
+    const int64_t row = cols_.nodes * channels;
+    spread_rows3(partial + (rows_.node[y] - band_lo_[band]) * row + c0 * channels, row, rows_.weight.data() + 3 * y,
+                 s + c0 * channels, (c1 - c0) * channels);
   }
 
   // coarse = the partial sums, added in band order.
@@ -249,11 +288,9 @@ class CoarseGaussian {
   // horizontal weights.
   void slice_row(const T* __restrict blurred, int64_t y, int64_t c0, int64_t c1, int64_t channels,
                  T* __restrict r) const {
-    const T* w = rows_.weight.data() + 3 * y;
     const int64_t row = cols_.nodes * channels;
-    const T* b0 = blurred + rows_.node[y] * row + c0 * channels;
-    for (int64_t j = 0; j < (c1 - c0) * channels; ++j)
-      r[c0 * channels + j] = w[0] * b0[j] + w[1] * b0[row + j] + w[2] * b0[2 * row + j];
+    combine_rows3(r + c0 * channels, blurred + rows_.node[y] * row + c0 * channels, row, rows_.weight.data() + 3 * y,
+                  (c1 - c0) * channels);
   }
 
   // Image row y's columns [x0, x1) reach coarse columns [first, last).
@@ -285,7 +322,6 @@ class CoarseGaussian {
         for (int64_t p0 = n * b / nb, end = n * (b + 1) / nb; p0 < end;) {
           const int64_t y = p0 / width_, x0 = p0 - y * width_, p1 = std::min(end, (y + 1) * width_);
           const int64_t x1 = x0 + (p1 - p0), c0 = first_col(x0), c1 = last_col(x1);
-          std::fill(s.begin() + c0 * channels, s.begin() + c1 * channels, T(0));
           for (int64_t x = x0; x < x1; ++x) {
             const T* v = in + (p0 + x - x0) * channels;
             for (int b = 0; b < 3; ++b) {
