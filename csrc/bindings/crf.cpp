@@ -89,9 +89,9 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
         const double sg = sigmas[k][a];
         if (!(sg > 0) || !std::isfinite(sg)) fail_value(name, ": expected positive finite sigmas");
         if (steps[k][a] < 1) fail_value(name, ": expected steps >= 1, got ", steps[k][a]);
-        // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2
-        if (steps[k][a] > 1 && !(sg >= 1.5 * steps[k][a]))
-          fail_value(name, ": a coarse step needs sigma >= 1.5 step, got sigma ", sg, " and step ", steps[k][a]);
+        // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2; sigma >= step bounds the error
+        if (steps[k][a] > 1 && !(sg >= steps[k][a]))
+          fail_value(name, ": a coarse step needs sigma >= step, got sigma ", sg, " and step ", steps[k][a]);
         coarse = coarse || steps[k][a] > 1;
       }
       if (coarse && spatial.size() != 2) fail_value(name, ": coarse grid steps are for 2-D grids only");
