@@ -364,6 +364,57 @@ void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, in
   }
 }
 
+// float (LP a multiple of 8): blocks of 8 pixels x 8 labels transposed in registers (the loops above
+// store one value at a time), the remaining pixels by the loops above.
+CONVLOC_ALWAYS_INLINE void transpose8x8(v8f r[8]) {
+  v8f t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[2 * k + 1] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int k = 0; k < 2; ++k)
+    for (int h = 0; h < 2; ++h) {
+      const v8f a = t[4 * k + h], b = t[4 * k + h + 2];
+      u[4 * k + 2 * h] = __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13);
+      u[4 * k + 2 * h + 1] = __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+CONVLOC_SIMD_CLONES void gather_rows_f32(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
+                                         float sign, float pad, float* __restrict rows) {
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8)
+    for (int64_t g = 0; g < LP; g += 8) {
+      v8f r[8];
+      for (int k = 0; k < 8; ++k) r[k] = g + k < L ? sign * load_lanes<v8f>(src + (g + k) * n + i) : v8f{} + pad;
+      transpose8x8(r);
+      for (int k = 0; k < 8; ++k) store_lanes(rows + (i + k - i0) * LP + g, r[k]);
+    }
+  gather_rows<float>(src, n, L, LP, i, i1, sign, pad, rows + (i - i0) * LP);
+}
+CONVLOC_SIMD_CLONES void scatter_rows_f32(const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
+                                          float* dst) {
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8)
+    for (int64_t g = 0; g < LP; g += 8) {
+      v8f r[8];
+      for (int k = 0; k < 8; ++k) r[k] = load_lanes<v8f>(rows + (i + k - i0) * LP + g);
+      transpose8x8(r);
+      for (int k = 0; k < 8 && g + k < L; ++k) store_lanes(dst + (g + k) * n + i, r[k]);
+    }
+  scatter_rows<float>(rows + (i - i0) * LP, n, L, LP, i, i1, dst);
+}
+inline void gather_rows(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float sign,
+                        float pad, float* rows) {
+  gather_rows_f32(src, n, L, LP, i0, i1, sign, pad, rows);
+}
+inline void scatter_rows(const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float* dst) {
+  scatter_rows_f32(rows, n, L, LP, i0, i1, dst);
+}
+
 template <typename T>
 struct KernelState {
   std::unique_ptr<PermutohedralLattice<T>> lattice;  // or
