@@ -442,3 +442,5 @@ def test_cli_crf_and_demo(tmp_path, rng):
     )
     assert main(["demo", "-o", str(tmp_path / "demo.png")]) == 0
     assert Image.open(tmp_path / "demo.png").size == (3 * 256, 256)
+    with pytest.raises(SystemExit, match="expected a .png path"):
+        main(["demo", "-o", str(tmp_path / "demo")])

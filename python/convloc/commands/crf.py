@@ -180,6 +180,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     import convloc
 
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise SystemExit(f"convloc demo: --out: expected a .png path, got {str(out)!r}")
     convloc.set_num_threads(args.threads)
     image = load_image(DATA_DIR / "crf_demo_astronaut.jpg")
     with Image.open(DATA_DIR / "crf_demo_labels.png") as im:
@@ -192,7 +195,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ms = 1e3 * (time.perf_counter() - t0)
     colours = palette()
     panel = np.concatenate([image, colours[before], colours[after]], axis=1)
-    out = Path(args.out)
     Image.fromarray(panel).save(out)
     h, w = before.shape
     print(f"dense CRF on a {w}x{h} image, {n} labels, {args.iterations} iterations: {ms:.1f} ms")

@@ -3,8 +3,9 @@
 The dense CRF of Krähenbühl & Koltun (2011): energy ``sum_i U_i(y_i) + sum_{i<j} μ(y_i, y_j)
 sum_m w_m k_m(f_i, f_j)`` with Gaussian kernels ``k_m = exp(-|f_i - f_j|² / 2)`` over scaled
 features (positions / sxy, colours / srgb), minimised approximately by parallel mean-field updates
-whose kernel sums are computed with the permutohedral lattice (or, for small spatial sigmas, an
-exact separable Gaussian over the pixel grid). The conventions are pydensecrf's:
+whose kernel sums are computed with the permutohedral lattice (or, for the spatial smoothness
+kernel, over the pixel grid: on a coarser grid, or exactly; see :class:`Gaussian`). The
+conventions are pydensecrf's:
 
 * ``unary`` is the negative log-probability, labels first: ``[L, H, W]`` (or ``[B, L, H, W]``,
   or ``[L, D, H, W]`` volumes with ``ndim=3``).
