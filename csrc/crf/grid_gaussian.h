@@ -260,7 +260,6 @@ class CoarseGaussian {
     }
   }
 
-  const Axis& rows() const { return rows_; }
   const Axis& cols() const { return cols_; }
   int64_t width() const { return width_; }
   int64_t bands() const { return static_cast<int64_t>(band_lo_.size()); }
