@@ -160,13 +160,11 @@ struct GridTerm {
 // A lattice term sliced and splatted inside the update (the lattice's vertex rows stay in cache,
 // and no [N, LP] input or output array is written and read back).
 struct LatticeTerm {
-  const float* blurred;   // the band's vertices after the blur, [band vertices, LP]
+  const float* blurred;   // the band's vertices after the blur, times amplitude · compat, [band vertices, LP]
   const int32_t* offset;  // [N, k1] simplex vertices, numbered within each point's band
   const float* weight;    // [N, k1] barycentric weights
   int k1;
-  float amp;
   const float* post;  // [N]
-  const float* c;     // [LP]
   const float* pre;   // [N]
   float* partial;     // [band vertices, LP] this band's splat sums of pre * Q
 };
@@ -211,13 +209,12 @@ CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64
   }
   for (int k = 0; with_message && k < t.nlattice; ++k) {
     const LatticeTerm& l = t.lattice[k];
-    const R c = R::load(l.c);
     for (int p = 0; p < P; ++p) {
       const int32_t* off = l.offset + (i + p) * l.k1;
       const float* w = l.weight + (i + p) * l.k1;
       R acc = w[0] * R::load(l.blurred + static_cast<int64_t>(off[0]) * LP);
       for (int j = 1; j < l.k1; ++j) acc = acc + w[j] * R::load(l.blurred + static_cast<int64_t>(off[j]) * LP);
-      q[p] = q[p] - (l.post[i + p] * l.amp) * (c * acc);
+      q[p] = q[p] - l.post[i + p] * acc;
     }
   }
   for (int k = 0; with_message && k < t.ncoarse; ++k) {
@@ -438,8 +435,9 @@ struct KernelState {
   const typename PermutohedralLattice<T>::BandTables* bands = nullptr;
   WorkspaceVector<T> partial, local_blurred, blur_a, blur_b;
   const T* blurred = nullptr;
-  std::vector<T> diag;  // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
-  std::vector<T> self;  // [N] the lattice's weight of each point on itself (exclude_self only)
+  std::vector<T> diag;      // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
+  std::vector<T> amp_diag;  // [LP] the lattice's amplitude times diag (fused lattice terms)
+  std::vector<T> self;      // [N] the lattice's weight of each point on itself (exclude_self only)
   const T* compat = nullptr;
 };
 
@@ -538,6 +536,8 @@ class ImageCrf {
       if (fused_ && s.lattice) {
         const int64_t rows = (s.lattice->num_vertices() + 1) * lp_;
         s.bands = &s.lattice->band_tables();
+        s.amp_diag.resize(lp_);
+        for (int64_t l = 0; l < lp_; ++l) s.amp_diag[l] = s.lattice->amplitude() * s.diag[l];
         s.partial.resize(s.bands->first.back() * lp_), s.local_blurred.resize(s.bands->first.back() * lp_);
         s.blur_a.resize(rows), s.blur_b.resize(rows);
         std::fill(s.blur_a.end() - lp_, s.blur_a.end(), T(0));
@@ -654,9 +654,7 @@ class ImageCrf {
                                             s.bands->offsets.data(),
                                             s.lattice->slice_weights().data(),
                                             s.lattice->dim() + 1,
-                                            s.lattice->amplitude(),
                                             s.post.data(),
-                                            s.diag.data(),
                                             s.pre.data(),
                                             nullptr};
         } else {
@@ -680,7 +678,8 @@ class ImageCrf {
           }
           std::array<LatticeTerm, kMaxFused> mine = lattice;
           for (int k = 0; k < nlattice; ++k) {
-            // The band's rows: the blurred vertices it reads (copied together), its partial sums (zeroed).
+            // The band's rows: the blurred vertices it reads (copied together, times the lattice's
+            // amplitude and the compat diagonal), its partial sums (zeroed).
             KernelState<T>& s = *state[k];
             const int64_t first = s.bands->first[band], count = s.bands->first[band + 1] - first;
             mine[k].partial = s.partial.data() + first * LP;
@@ -689,7 +688,8 @@ class ImageCrf {
             mine[k].blurred = s.local_blurred.data() + first * LP;
             for (int64_t j = 0; j < count; ++j) {
               const T* src = s.blurred + int64_t(s.bands->vertices[first + j]) * LP;
-              std::copy(src, src + LP, s.local_blurred.data() + (first + j) * LP);
+              T* dst = s.local_blurred.data() + (first + j) * LP;
+              for (int64_t l = 0; l < LP; ++l) dst[l] = s.amp_diag[l] * src[l];
             }
           }
           FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice, mine_coarse.data(), ncoarse, 0};
