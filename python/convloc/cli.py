@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    code = args.func(args)
+    common = sys.modules.get("convloc.models.common")  # imported by the commands that train
+    if common is not None:
+        common.close_distributed()
+    return code
 
 
 if __name__ == "__main__":

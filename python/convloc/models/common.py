@@ -20,6 +20,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "init_distributed",
+    "close_distributed",
     "is_main",
     "barrier",
     "rank_world",
@@ -69,6 +70,15 @@ def init_distributed() -> tuple[int, int]:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def close_distributed() -> None:
+    """Leaves the process group of a torchrun run (no-op otherwise). Without it gloo's worker
+    threads can abort the process at exit ("terminate called without an active exception",
+    pytorch/pytorch#190489). Call it after a run that succeeded: a rank that failed while the
+    others wait in a collective would hang here."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:
