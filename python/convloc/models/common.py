@@ -73,11 +73,13 @@ def init_distributed() -> tuple[int, int]:
 
 
 def close_distributed() -> None:
-    """Leaves the process group of a torchrun run (no-op otherwise). Without it gloo's worker
-    threads can abort the process at exit ("terminate called without an active exception",
-    pytorch/pytorch#190489). Call it after a run that succeeded: a rank that failed while the
-    others wait in a collective would hang here."""
+    """Waits for every rank, then leaves the process group of a torchrun run (no-op otherwise).
+    A rank that exits while the group lives (rank 1 returns from training while rank 0 still
+    evaluates) can abort at exit in gloo's threads ("terminate called without an active
+    exception", pytorch/pytorch#190489). Call it after a run that succeeded; torchrun stops the
+    other ranks when one fails."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
