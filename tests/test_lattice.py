@@ -147,7 +147,7 @@ def test_batched_matches_individual(rng):
 @pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 8, 16])
 def test_vectorised_simplices_match_scalar(rng, d, dtype):
     # The CPU build computes simplices 8 points at a time in vector lanes (specialised code for d = 2, 3,
-    # 5); they must be bitwise those of the scalar lattice_simplex that the CUDA path runs.
+    # 5); they must be bitwise those of the scalar lattice_simplex (the per-point math of the CUDA path).
     from convloc import _C
 
     clouds = [
@@ -166,6 +166,12 @@ def test_vectorised_simplices_match_scalar(rng, d, dtype):
         for name, g, w in zip(("keys", "weights", "ranks"), got, want):
             assert g.dtype == w.dtype and g.shape == w.shape == (len(f), d + 1) + (d,) * (name == "keys")
             assert g.tobytes() == w.tobytes(), name
+    for bad in (np.nan, 1e30):  # both paths refuse what the build refuses
+        f = np.zeros((3, d), dtype)
+        f[1, 0] = bad
+        for vectorised in (True, False):
+            with pytest.raises(ValueError, match="out of range or not finite"):
+                _C._lattice_simplices(f, vectorised)
 
 
 @pytest.mark.parametrize(

@@ -53,9 +53,7 @@ void* workspace_alloc(size_t bytes) {
   }
   void* p = std::aligned_alloc(kHuge, size);
   if (!p) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-  madvise(p, size, MADV_HUGEPAGE);  // a hint: failure only costs speed
-#endif
+  advise_huge_pages(p, static_cast<int64_t>(size));
   std::lock_guard<std::mutex> lock(c.mutex);
   c.live.emplace(p, size);
   return p;
@@ -72,16 +70,16 @@ void workspace_free(void* p, size_t bytes) noexcept {
   const auto at = c.live.find(p);
   const size_t size = at->second;
   c.live.erase(at);
+  if (size > kWorkspaceCacheBytes) {  // never cached (and no reason to evict the others)
+    std::free(p);
+    return;
+  }
   // Keep the newest blocks: drop the largest cached ones while over the limit.
   while (!c.blocks.empty() && c.bytes + size > kWorkspaceCacheBytes) {
     auto last = std::prev(c.blocks.end());
     std::free(last->second);
     c.bytes -= last->first;
     c.blocks.erase(last);
-  }
-  if (size > kWorkspaceCacheBytes) {
-    std::free(p);
-    return;
   }
   c.blocks.emplace(size, p);
   c.bytes += size;
@@ -95,6 +93,16 @@ size_t empty_workspace_cache() {
   c.blocks.clear();
   c.bytes = 0;
   return released;
+}
+
+void advise_huge_pages(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~uintptr_t(kHuge - 1);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~uintptr_t(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)p, (void)bytes;
+#endif
 }
 
 size_t workspace_cached_bytes() {

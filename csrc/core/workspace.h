@@ -26,6 +26,10 @@ void workspace_free(void* p, size_t bytes) noexcept;
 size_t empty_workspace_cache();
 // Bytes currently held by the cache (not in use).
 size_t workspace_cached_bytes();
+// Asks Linux for transparent huge pages over the whole 2 MiB pages inside [p, p + bytes): filling a
+// fresh buffer of tens of MB then costs hundreds of page faults instead of tens of thousands
+// (honoured when the system's THP mode is "madvise" or "always"). Advice only; a no-op elsewhere.
+void advise_huge_pages(void* p, int64_t bytes);
 
 // std::vector<T, WorkspaceAllocator<T>>: a vector whose large buffers come from the cache. resize()
 // default-initialises: trivial elements are left unwritten (every user fills what it reads).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/simd.h"
 #include "core/workspace.h"
 #include "crf/dense_crf.h"
 #include "crf/grid_gaussian.h"
@@ -26,18 +27,8 @@ constexpr int64_t kBlock = 2048;
 // in one pass. Rows are padded to B whole 8-lane vectors (B fixed at compile time), so every step
 // is a vector operation: the padding lanes of -U are -1e30 and of c_k zero, so their exponentials
 // are e^-70 (the clamp of exp_lanes: nothing next to the sum's >= 1) and never reach a message.
-typedef float v8f __attribute__((vector_size(32)));
-typedef float v16f __attribute__((vector_size(64)));
-template <typename V>
-CONVLOC_ALWAYS_INLINE V load_lanes(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <typename V>
-CONVLOC_ALWAYS_INLINE void store_lanes(float* p, V v) {
-  std::memcpy(p, &v, sizeof v);
-}
+using v8f = Vec<float, 8>;
+using v16f = Vec<float, 16>;
 template <typename V>
 CONVLOC_ALWAYS_INLINE V max_lanes(V a, V b) {
   return a > b ? a : b;
@@ -75,70 +66,36 @@ CONVLOC_ALWAYS_INLINE V exp_lanes(V x) {
   return p * scale;
 }
 
-// One pixel's row of 8 B floats in registers: B / 2 16-lane vectors, then an 8-lane one when B is
-// odd, so the AVX-512 clone moves 24 labels in two instructions instead of three (the other clones
-// split each 16-lane vector in halves). Every operation works lane by lane and the reductions
-// combine the same lanes in the same order in every clone: all clones give the same bits.
+// One pixel's row of 8 B labels in registers (16-lane vectors and an 8-lane tail).
 template <int B>
-struct Row {
-  std::array<v16f, B / 2> w;
-  std::array<v8f, B % 2> h;
-
-  static CONVLOC_ALWAYS_INLINE Row load(const float* p) {
-    Row r;
-    for (int j = 0; j < B / 2; ++j) r.w[j] = load_lanes<v16f>(p + 16 * j);
-    for (int j = 0; j < B % 2; ++j) r.h[j] = load_lanes<v8f>(p + 16 * (B / 2));
-    return r;
+using Row = Lanes<float, 8 * B>;
+// The row folded to 8 lanes with f: the 16-lane vectors together, their halves, then the 8-lane
+// tail; the same lanes in the same order in every clone.
+template <int B, typename F>
+CONVLOC_ALWAYS_INLINE v8f fold8(const Row<B>& r, F f) {
+  if constexpr (B / 2 == 0) {
+    return r.t[0];
+  } else {
+    v16f a = r.w[0];
+    for (int j = 1; j < B / 2; ++j) a = f(a, r.w[j]);
+    v8f m = f(low8(a), high8(a));
+    if constexpr (B % 2 == 1) m = f(m, r.t[0]);
+    return m;
   }
-  CONVLOC_ALWAYS_INLINE void store(float* p) const {
-    for (int j = 0; j < B / 2; ++j) store_lanes(p + 16 * j, w[j]);
-    for (int j = 0; j < B % 2; ++j) store_lanes(p + 16 * (B / 2), h[j]);
-  }
-  // f applied to each vector (of either width) of this row and of `o`.
-  template <typename F>
-  CONVLOC_ALWAYS_INLINE Row zip(const Row& o, F f) const {
-    Row r;
-    for (int j = 0; j < B / 2; ++j) r.w[j] = f(w[j], o.w[j]);
-    for (int j = 0; j < B % 2; ++j) r.h[j] = f(h[j], o.h[j]);
-    return r;
-  }
-  CONVLOC_ALWAYS_INLINE Row operator+(const Row& o) const {
-    return zip(o, [](auto a, auto b) { return a + b; });
-  }
-  CONVLOC_ALWAYS_INLINE Row operator-(const Row& o) const {
-    return zip(o, [](auto a, auto b) { return a - b; });
-  }
-  CONVLOC_ALWAYS_INLINE Row operator*(const Row& o) const {
-    return zip(o, [](auto a, auto b) { return a * b; });
-  }
-  CONVLOC_ALWAYS_INLINE friend Row operator*(float s, const Row& a) {
-    return a.zip(a, [s](auto x, auto) { return s * x; });
-  }
-  CONVLOC_ALWAYS_INLINE Row exp_minus(float m) const {
-    return zip(*this, [m](auto x, auto) { return exp_lanes(x - m); });
-  }
-  CONVLOC_ALWAYS_INLINE float max() const {
-    return hmax8(fold([](auto a, auto b) { return max_lanes(a, b); }));
-  }
-  CONVLOC_ALWAYS_INLINE float sum() const {
-    return hsum8(fold([](auto a, auto b) { return a + b; }));
-  }
-
- private:
-  // The row folded to 8 lanes with f: the 16-lane vectors together, their halves, then the 8-lane one.
-  template <typename F>
-  CONVLOC_ALWAYS_INLINE v8f fold(F f) const {
-    if constexpr (B / 2 == 0) {
-      return h[0];
-    } else {
-      v16f a = w[0];
-      for (int j = 1; j < B / 2; ++j) a = f(a, w[j]);
-      v8f r = f(low8(a), high8(a));
-      for (int j = 0; j < B % 2; ++j) r = f(r, h[j]);
-      return r;
-    }
-  }
-};
+}
+template <int B>
+CONVLOC_ALWAYS_INLINE float row_max(const Row<B>& r) {
+  return hmax8(fold8<B>(r, [](auto a, auto b) { return max_lanes(a, b); }));
+}
+template <int B>
+CONVLOC_ALWAYS_INLINE float row_sum(const Row<B>& r) {
+  return hsum8(fold8<B>(r, [](auto a, auto b) { return a + b; }));
+}
+// exp(r - m) lane by lane.
+template <int B>
+CONVLOC_ALWAYS_INLINE Row<B> row_exp_minus(const Row<B>& r, float m) {
+  return r.zip(r, [m](auto x, auto) { return exp_lanes(x - m); });
+}
 
 // exp in place over rows of whole vectors (count a multiple of 8); double uses std::exp.
 CONVLOC_SIMD_CLONES void exp_inplace_f32(float* z, int64_t count) {
@@ -229,9 +186,9 @@ CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64
     }
   }
   float mx[P], inv[P];
-  for (int p = 0; p < P; ++p) mx[p] = q[p].max();
-  for (int p = 0; p < P; ++p) q[p] = q[p].exp_minus(mx[p]);
-  for (int p = 0; p < P; ++p) inv[p] = 1.0f / q[p].sum();
+  for (int p = 0; p < P; ++p) mx[p] = row_max<B>(q[p]);
+  for (int p = 0; p < P; ++p) q[p] = row_exp_minus<B>(q[p], mx[p]);
+  for (int p = 0; p < P; ++p) inv[p] = 1.0f / row_sum<B>(q[p]);
   for (int p = 0; p < P; ++p) q[p] = inv[p] * q[p];
   for (int p = 0; p < P; ++p) {
     for (int k = 0; k < t.ngrid; ++k) (t.grid[k].pre[i + p] * q[p]).store(t.grid[k].in + (i + p) * LP);
@@ -530,7 +487,7 @@ class ImageCrf {
              ks_.size() <= size_t(kMaxFused) && lp_ <= kMaxFusedLabels;
     for (auto& s : ks_) {
       fused_ = fused_ && !s.diag.empty();
-      if (fused_ && s.lattice) fused_ = s.lattice->band_tables().first.back() <= n;  // in cache
+      if (fused_ && s.lattice) fused_ = s.lattice->band_sums_fit();
     }
     for (auto& s : ks_) {
       if (fused_ && s.lattice) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/simd.h"
 #include "deconv/deconv.h"
 #include "deconv/gemm.h"
 
@@ -147,49 +148,6 @@ constexpr int64_t kPhaseStride = 4;
 
 bool phase_path(const DeconvShape& s) { return s.dw == 1 && s.sw >= kPhaseStride; }
 
-// A GCC/Clang vector of N values (N * sizeof(T) a power of two); loads and stores go through
-// memcpy (unaligned, no aliasing assumptions).
-template <typename T, int N>
-struct VecOf {
-  typedef T type __attribute__((vector_size(N * sizeof(T))));
-};
-
-// N values as NV vectors of at most 64 bytes (one AVX-512 register; GCC handles wider
-// generic vectors poorly).
-template <typename T, int N>
-struct Lanes {
-  static constexpr int kWidth = N * sizeof(T) > 64 ? 64 / static_cast<int>(sizeof(T)) : N;
-  static constexpr int kCount = N / kWidth;
-  using V = typename VecOf<T, kWidth>::type;
-  V v[kCount];
-
-  CONVLOC_ALWAYS_INLINE void load(const T* p) {
-#pragma GCC unroll 8
-    for (int i = 0; i < kCount; ++i) std::memcpy(&v[i], p + i * kWidth, sizeof(V));
-  }
-  CONVLOC_ALWAYS_INLINE void store(T* p) const {
-#pragma GCC unroll 8
-    for (int i = 0; i < kCount; ++i) std::memcpy(p + i * kWidth, &v[i], sizeof(V));
-  }
-  CONVLOC_ALWAYS_INLINE void fill(T a) {
-#pragma GCC unroll 8
-    for (int i = 0; i < kCount; ++i) v[i] = V{} + a;
-  }
-  // this += a * b
-  CONVLOC_ALWAYS_INLINE void fma(T a, const Lanes& b) {
-#pragma GCC unroll 8
-    for (int i = 0; i < kCount; ++i) v[i] += a * b.v[i];
-  }
-  CONVLOC_ALWAYS_INLINE void fma(const Lanes& a, const Lanes& b) {
-#pragma GCC unroll 8
-    for (int i = 0; i < kCount; ++i) v[i] += a.v[i] * b.v[i];
-  }
-  CONVLOC_ALWAYS_INLINE void add(const Lanes& b) {
-#pragma GCC unroll 8
-    for (int i = 0; i < kCount; ++i) v[i] += b.v[i];
-  }
-};
-
 // The phase path for a compile-time stride SW: a block's SW sums live in one vector.
 template <typename T, int SW>
 CONVLOC_ALWAYS_INLINE void phase_row_fixed(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
@@ -200,16 +158,12 @@ CONVLOC_ALWAYS_INLINE void phase_row_fixed(const DeconvShape& s, const T* __rest
     const int64_t p0 = q * SW - s.pw;  // output column of the block's first value
     if (p0 >= s.ow) break;
     if (p0 + SW <= 0) continue;
-    L acc, w;
-    acc.fill(bias);
+    L acc = L::fill(bias);
     const int64_t j_lo = std::max<int64_t>(0, q - s.w + 1), j_hi = std::min(n_j, q + 1);
     for (int64_t t = 0; t < n_taps; ++t) {
       const T* __restrict xr = x + taps[2 * t] * s.w;
       const T* __restrict wr = wt + taps[2 * t + 1] * n_j * SW;
-      for (int64_t j = j_lo; j < j_hi; ++j) {
-        w.load(wr + j * SW);
-        acc.fma(xr[q - j], w);
-      }
+      for (int64_t j = j_lo; j < j_hi; ++j) acc = acc + xr[q - j] * L::load(wr + j * SW);
     }
     if (p0 >= 0 && p0 + SW <= s.ow) {
       acc.store(out + p0);
@@ -313,33 +267,19 @@ CONVLOC_ALWAYS_INLINE void dw_backward_plane(const DeconvShape& s, const T* __re
       if constexpr (KW > 0) {
         // Whole kernel rows as vectors; grad_weight's row in two registers (even and odd iw).
         using L = Lanes<T, KW>;
-        L w, g0, g1;
-        w.load(wr);
+        const L w = L::load(wr);
         if (gi)
-          for (int64_t iw = 0; iw < s.w; ++iw) {
-            L p;
-            g0.load(grow + iw * s.sw);
-            p.load(part + iw * KW);
-            p.fma(g0, w);
-            p.store(part + iw * KW);
-          }
+          for (int64_t iw = 0; iw < s.w; ++iw)
+            (L::load(part + iw * KW) + L::load(grow + iw * s.sw) * w).store(part + iw * KW);
         if (gwr) {
-          L acc0, acc1;
-          acc0.load(gwr);
-          acc1.fill(T(0));
+          L acc0 = L::load(gwr), acc1 = L::fill(T(0));
           int64_t iw = 0;
           for (; iw + 1 < s.w; iw += 2) {
-            g0.load(grow + iw * s.sw);
-            g1.load(grow + (iw + 1) * s.sw);
-            acc0.fma(xr[iw], g0);
-            acc1.fma(xr[iw + 1], g1);
+            acc0 = acc0 + xr[iw] * L::load(grow + iw * s.sw);
+            acc1 = acc1 + xr[iw + 1] * L::load(grow + (iw + 1) * s.sw);
           }
-          if (iw < s.w) {
-            g0.load(grow + iw * s.sw);
-            acc0.fma(xr[iw], g0);
-          }
-          acc0.add(acc1);
-          acc0.store(gwr);
+          if (iw < s.w) acc0 = acc0 + xr[iw] * L::load(grow + iw * s.sw);
+          (acc0 + acc1).store(gwr);
         }
       } else {
         if (gi)

@@ -11,20 +11,16 @@
 
 #include "core/common.h"
 #include "core/parallel.h"
+#include "core/simd.h"
 
 namespace convloc {
 namespace {
-
-template <typename T, int W>
-struct VecOf {
-  typedef T type __attribute__((vector_size(W * sizeof(T))));
-};
 
 // C[0:mr, 0:nr] (+)= sum_k a[k, 0:MR] b[k, 0:NR] over packed panels, NR = NV * W.
 template <typename T, int MR, int NV, int W>
 __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b,
                                                         T* __restrict c, int64_t ldc, bool accumulate, int mr, int nr) {
-  using V = typename VecOf<T, W>::type;
+  using V = Vec<T, W>;
   constexpr int NR = NV * W;
   V acc[MR][NV];
 #pragma GCC unroll 16
@@ -34,7 +30,7 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const T* __r
   for (int64_t p = 0; p < kc; ++p) {
     V bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + p * NR + v * W, sizeof(V));
+    for (int v = 0; v < NV; ++v) bv[v] = load_lanes<V>(b + p * NR + v * W);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const V ai = a[p * MR + i] - V{};  // broadcast
@@ -49,12 +45,8 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const T* __r
       for (int v = 0; v < NV; ++v) {
         T* dst = c + i * ldc + v * W;
         V out = acc[i][v];
-        if (accumulate) {
-          V old;
-          std::memcpy(&old, dst, sizeof(V));
-          out += old;
-        }
-        std::memcpy(dst, &out, sizeof(V));
+        if (accumulate) out += load_lanes<V>(dst);
+        store_lanes(dst, out);
       }
     return;
   }

@@ -5,7 +5,9 @@
 //
 // The lattice is built once per feature set; filter() then only gathers through stored indices
 // (no hashing), so a dense CRF can filter many times per build. The per-point math (embedding,
-// simplex, weights, vertex keys, hashing) is shared with the CUDA path through CONVLOC_HD functions.
+// simplex, weights, vertex keys) is the CONVLOC_HD lattice_simplex the CUDA path runs; the CPU build
+// computes it 8 points at a time in vector lanes (same operations, same order: a test checks that
+// both give the same bits) and hashes vertices with its own multiply-shift hash.
 #pragma once
 
 #include <cmath>
@@ -200,6 +202,7 @@ class PermutohedralLattice {
   int64_t num_points() const { return n_; }
   int dim() const { return d_; }
   int64_t num_vertices() const { return num_vertices_; }
+  // Bytes held now: the structure, plus the splat lists and band tables once a filter() has built them.
   int64_t memory_bytes() const;
   // out[i, :] ≈ sum_j exp(-|f_i - f_j|^2 / 2) in[j, :]   (transpose=true: the exact adjoint of that linear map)
   // in, out: [n, channels] row-major (channels innermost); must not alias. No hashing here (neighbours are
@@ -233,6 +236,9 @@ class PermutohedralLattice {
     WorkspaceVector<int32_t> rows;
   };
   const BandTables& band_tables() const;
+  // Whether the bands touch at most num_points() vertices in all: their partial sums then stay compact
+  // enough for a splat by scattering (filter() and the dense CRF's fused update).
+  bool band_sums_fit() const { return band_tables().first.back() <= n_; }
   // vertices[v, :] = sum over the bands, in band order, of partial[first[b] + j, :] for the band vertices j
   // of global id v (rows of `stride` values; num_vertices() rows written).
   void add_band_sums(const T* partial, int64_t stride, T* vertices) const;
@@ -269,13 +275,6 @@ class PermutohedralLattice {
   WorkspaceVector<int32_t> blur_;
   // Ranks of each point's coordinates (for diagonal()).
   WorkspaceVector<uint8_t> rank_;
-  // filter()'s vertex buffers, kept between calls (fresh pages cost more than the blur); a concurrent call
-  // that finds them busy allocates its own.
-  struct Scratch {
-    std::mutex mutex;
-    WorkspaceVector<T> data;
-  };
-  std::unique_ptr<Scratch> scratch_ = std::make_unique<Scratch>();
 };
 
 // One-shot filtering (build + filter): features [n, d], in/out [n, channels]; exclude_self subtracts each
@@ -284,8 +283,9 @@ template <typename T>
 void permutohedral_filter_cpu(const T* features, int64_t n, int d, const T* in, T* out, int64_t channels,
                               bool transpose, bool exclude_self);
 // The simplices of features [n, d] as the CPU build computes them (vectorised: 8 points at a time in vector lanes)
-// or as lattice_simplex computes them (vectorised = false; the CUDA path's): keys [n, d+1, d], weights and ranks
-// [n, d+1]. The two must agree bitwise (a test checks it). Throws ValueError for out-of-range features.
+// or as the scalar lattice_simplex computes them (vectorised = false): keys [n, d+1, d], weights and ranks
+// [n, d+1]. The two must agree bitwise (a test checks it; both compiled without FMA contraction). Throws
+// ValueError for out-of-range or non-finite features.
 template <typename T>
 void lattice_simplices_cpu(const T* features, int64_t n, int d, bool vectorised, int32_t* keys, T* weights,
                            uint8_t* ranks);

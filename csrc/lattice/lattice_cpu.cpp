@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "core/simd.h"
 #include "lattice/lattice.h"
 
 namespace convloc {
@@ -26,34 +27,15 @@ constexpr int64_t kChunkPoints = 8192;
 int64_t num_chunks(int64_t n) { return std::clamp<int64_t>((n + kChunkPoints - 1) / kChunkPoints, 1, 256); }
 int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
 
-// 8-lane vectors (GCC/Clang vector extensions): one AVX2 register of floats, whatever the clone's target.
-// They never cross a non-inlined call, so the ABI note GCC gives for vector returns does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// 8-lane vectors: one AVX2 register of floats, whatever the clone's target.
 template <typename T>
-struct Vec8Of;
-template <>
-struct Vec8Of<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct Vec8Of<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <typename T>
-using Vec8 = typename Vec8Of<T>::type;
-typedef int32_t IVec8 __attribute__((vector_size(32)));
-typedef uint32_t UVec8 __attribute__((vector_size(32)));
-typedef int64_t LVec8 __attribute__((vector_size(64)));
-
+using Vec8 = Vec<T, 8>;
+typedef Vec<int32_t, 8> IVec8;
+typedef Vec<uint32_t, 8> UVec8;
+typedef Vec<int64_t, 8> LVec8;
 template <typename T>
 CONVLOC_ALWAYS_INLINE Vec8<T> load8(const T* p) {
-  Vec8<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <typename T>
-CONVLOC_ALWAYS_INLINE void store8(T* p, const Vec8<T>& v) {
-  std::memcpy(p, &v, sizeof v);
+  return load_lanes<Vec8<T>>(p);
 }
 
 // The CPU tables' hash of a key: sum_i key[i] * multiplier(i) mod 2^32, whose high bits pick the slot
@@ -247,22 +229,20 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
       for (int i = 0; i < d; ++i) {
         const IVec8 over = rk[i] > d - k;
         const IVec8 key = rem0[i] + k - ((d + 1) & over);
-        IVec8 before;
-        std::memcpy(&before, group + (k * d + i - k1 * d) * 8, sizeof before);
+        const IVec8 before = load_lanes<IVec8>(group + (k * d + i - k1 * d) * 8);
         diff |= key ^ __builtin_shuffle(before, key, IVec8{7, 8, 9, 10, 11, 12, 13, 14});
-        std::memcpy(group + (k * d + i) * 8, &key, sizeof key);
+        store_lanes(group + (k * d + i) * 8, key);
         wrapped += __builtin_convertvector(over, UVec8) & mult[i];
       }
       const UVec8 h = h0 + uint32_t(k) * mult_sum - uint32_t(d + 1) * wrapped;
-      std::memcpy(hashes + ((p0 / 8) * k1 + k) * 8, &h, sizeof h);
-      const IVec8 repeated = diff == 0;
-      std::memcpy(same + ((p0 / 8) * k1 + k) * 8, &repeated, sizeof repeated);
+      store_lanes(hashes + ((p0 / 8) * k1 + k) * 8, h);
+      store_lanes(same + ((p0 / 8) * k1 + k) * 8, IVec8(diff == 0));
     }
     T bary_lanes[M + 1][8];
     int32_t rank_lanes[M + 1][8];
     for (int k = 0; k <= d; ++k) {
-      store8(bary_lanes[k], bary[k]);
-      std::memcpy(rank_lanes[k], &rk[k], sizeof rk[k]);
+      store_lanes(bary_lanes[k], bary[k]);
+      store_lanes(rank_lanes[k], rk[k]);
     }
     for (int l = 0; l < live; ++l) {
       const int64_t p = p0 + l;
@@ -560,12 +540,12 @@ void PermutohedralLattice<T>::add_band_sums(const T* partial, int64_t stride, T*
 template <typename T>
 int64_t PermutohedralLattice<T>::memory_bytes() const {
   const BandTables& bands = bands_->tables;
-  return static_cast<int64_t>(
-             offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
-             splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
-             splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
-             (bands.offsets.capacity() + bands.vertices.capacity() + bands.rows.capacity()) * sizeof(int32_t) +
-             bands.row_start.capacity() * sizeof(int64_t) + rank_.capacity() + scratch_->data.capacity() * sizeof(T)) +
+  return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
+                              splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
+                              splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
+                              (bands.offsets.capacity() + bands.vertices.capacity() + bands.rows.capacity()) *
+                                  sizeof(int32_t) +
+                              bands.row_start.capacity() * sizeof(int64_t) + rank_.capacity()) +
          static_cast<int64_t>(sizeof(*this));
 }
 
@@ -616,7 +596,7 @@ CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_
       }
     }
     T* row = a.dst + v * a.stride + a.cofs;
-    for (int b = 0; b < B; ++b) store8(row + 8 * b, acc[b]);
+    for (int b = 0; b < B; ++b) store_lanes(row + 8 * b, acc[b]);
   }
 }
 
@@ -641,7 +621,7 @@ CONVLOC_ALWAYS_INLINE void scatter_tile(const FilterPass<T>& a, int64_t i0, int6
     for (int64_t k = 0; k < a.k1; ++k) {
       const T w = a.weight[i * a.k1 + k];
       T* row = a.dst + static_cast<int64_t>(a.index[i * a.k1 + k]) * a.stride + a.cofs;
-      for (int b = 0; b < B; ++b) store8(row + 8 * b, load8(row + 8 * b) + w * x[b]);
+      for (int b = 0; b < B; ++b) store_lanes(row + 8 * b, load8(row + 8 * b) + w * x[b]);
     }
   }
 }
@@ -660,7 +640,7 @@ CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_
       for (int b = 0; b < B; ++b) acc[b] += w * load8(x + 8 * b);
     }
     T* y = a.out + i * a.c + a.cofs;
-    for (int b = 0; b < full; ++b) store8(y + 8 * b, a.amp * acc[b]);
+    for (int b = 0; b < full; ++b) store_lanes(y + 8 * b, a.amp * acc[b]);
     if (full < B) {  // the last few channels: lane by lane (a copy loop here became a memcpy call per point)
       const Vec8<T> last = a.amp * acc[full];
       const int64_t rest = live - 8 * full;
@@ -679,7 +659,8 @@ CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t
     const T* lo = a.src + static_cast<int64_t>(nb[0]) * a.stride;
     const T* hi = a.src + static_cast<int64_t>(nb[1]) * a.stride;
     T* y = a.dst + v * a.stride;
-    for (int64_t q = 0; q < a.stride; q += 8) store8(y + q, load8(p + q) + T(0.5) * (load8(lo + q) + load8(hi + q)));
+    for (int64_t q = 0; q < a.stride; q += 8)
+      store_lanes(y + q, load8(p + q) + T(0.5) * (load8(lo + q) + load8(hi + q)));
   }
 }
 
@@ -738,18 +719,10 @@ void PermutohedralLattice<T>::filter(const T* in, T* out, int64_t channels, bool
   const int64_t stride = (channels + 7) & ~int64_t(7), rows = (V + 1) * stride;
   const bool many = n * k1 >= kScatterEntries * V;
   const BandTables* bands = many ? &band_tables() : nullptr;
-  const bool scatter = many && bands->first.back() <= n;
-  const int64_t need = 2 * rows + (scatter ? bands->first.back() * stride : 0);
-  std::unique_lock<std::mutex> lock(scratch_->mutex, std::try_to_lock);
-  std::unique_ptr<T[]> own;
-  T* a;
-  if (lock.owns_lock()) {
-    if (static_cast<int64_t>(scratch_->data.size()) < need) scratch_->data.resize(need);
-    a = scratch_->data.data();
-  } else {
-    own.reset(new T[need]);
-    a = own.get();
-  }
+  const bool scatter = many && band_sums_fit();
+  // Large vertex buffers come back warm from the workspace cache on the next call.
+  WorkspaceVector<T> scratch(2 * rows + (scatter ? bands->first.back() * stride : 0));
+  T* a = scratch.data();
   T* b = a + rows;
   std::fill(a + V * stride, a + rows, T(0));
   std::fill(b + V * stride, b + rows, T(0));
@@ -845,8 +818,13 @@ void lattice_simplices_cpu(const T* features, int64_t n, int d, bool vectorised,
   lattice_scale_factors(d, scale);
   const int64_t k1 = d + 1, kd = k1 * d;
   if (!vectorised) {
-    for (int64_t i = 0; i < n; ++i)
+    for (int64_t i = 0; i < n; ++i) {
+      // simplex_lanes' refusal, before lattice_simplex converts coordinates to int32
+      double reach = 0;
+      for (int j = 0; j < d; ++j) reach += std::fabs(double(features[i * d + j]) * double(scale[j]));
+      if (!(reach * double(k1) < kLatticeMaxCoord)) fail_value("features: coordinates out of range or not finite");
       lattice_simplex(features + i * d, d, scale, keys + i * kd, weights + i * k1, ranks + i * k1);
+    }
     return;
   }
   uint32_t mult[kLatticeMaxDim];

@@ -8,11 +8,8 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "core/parallel.h"
+#include "core/workspace.h"
 #include "roi/roi.h"
 
 namespace convloc {
@@ -46,21 +43,7 @@ std::vector<T> channels_last(const T* input, int64_t b, int64_t c, int64_t hw) {
   return out;
 }
 
-// The forward outputs are fresh buffers of up to hundreds of MB, and on Linux filling them costs
-// more in 4 KiB page faults than in arithmetic; asking for transparent huge pages (honoured when
-// the system's THP mode is "madvise" or "always") cuts the faults 512-fold. Advice only: the
-// memory stays the caller's and nothing changes where THP is off.
-void advise_huge_pages(void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  if (bytes < int64_t(8 * kHuge)) return;
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(kHuge - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#else
-  (void)p, (void)bytes;
-#endif
-}
+// The forward outputs are fresh buffers of up to hundreds of MB: advise_huge_pages (core/workspace.h).
 
 // Channels per forward work item: enough for long vector loops, few enough that one item's
 // outputs ([PH * PW, block]) stay in L1.

@@ -92,7 +92,8 @@ class PermutohedralLattice:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the lattice(s) (splat/slice weights and offsets, blur neighbours)."""
+        """Bytes held by the lattice(s) now: slice weights and offsets, blur neighbours, and the
+        splat tables that the first :meth:`filter` builds."""
         return sum(self._lattice.memory_bytes)
 
     @property
