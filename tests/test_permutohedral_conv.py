@@ -24,7 +24,7 @@ def _perturb(layer, rng):
 
 
 @pytest.mark.parametrize("d", [1, 3, 5])
-@pytest.mark.parametrize("normalization", [None, "after"])
+@pytest.mark.parametrize("normalization", [None, "none", "after"])
 @pytest.mark.parametrize("radius", [1, 2])
 def test_init_equals_the_lattice_gaussian(rng, d, normalization, radius):
     values, features = _points(rng, d=d)

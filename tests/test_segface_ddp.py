@@ -78,7 +78,7 @@ def test_cli_train_face_under_torchrun(data, tmp_path):
 
 def _worker(seg: Path, faces: Path, out: Path) -> None:
     from convloc.models import face, fcn
-    from convloc.models.common import init_distributed
+    from convloc.models.common import close_distributed, init_distributed
     from convloc.models.segmentation import fit
 
     rank, world = init_distributed()
@@ -99,6 +99,7 @@ def _worker(seg: Path, faces: Path, out: Path) -> None:
     losses = face.pretrain_classifier(model, x, y, epochs=15, batch_size=16, lr=1e-2)
     triplet = face.train_projection(model, x, y, 4, "semihard", identities_per_batch=6, images_per_identity=4)
     torch.save({"state": model.state_dict(), "losses": losses, "triplet": triplet}, out / f"face{rank}.pt")
+    close_distributed()
 
 
 if __name__ == "__main__":

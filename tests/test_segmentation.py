@@ -300,3 +300,17 @@ def test_cli_train_fcn_crfrnn_and_segment(synth, tmp_path, capsys, one_thread):
         assert main(["segment", ckpt, str(image), "-o", str(png), "--labels", labels]) == 0
         assert voc_seg.read_label(tmp_path / "l.png").shape == (32, 32)
         assert png.is_file()
+
+
+def test_fit_epochs_refuses_batches_too_small_for_every_rank():
+    # A batch must give every rank its items (two identities for triplets), or the loop would skip
+    # every batch and return an untrained model.
+    from convloc.models.common import fit_epochs
+
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="batch_size"):
+        fit_epochs(lambda batch, part: (w**2).sum(), opt, 10, 1, 1, gen, min_per_rank=2)
+    losses = fit_epochs(lambda batch, part: ((w - 1) ** 2).sum(), opt, 10, 2, 2, gen, min_per_rank=2)
+    assert len(losses) == 2 and float(w) > 0  # it trained

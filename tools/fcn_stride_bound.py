@@ -1,4 +1,5 @@
-"""How much mean IU FCN-32s / 16s / 8s can reach on a segmentation set, whatever the backbone.
+"""How much mean IU FCN-32s / 16s / 8s (the default small layout) can reach on a segmentation
+set, whatever the network computes before its last score map.
 
 The last score map of each variant goes through a fixed bilinear upsampling and a crop. Two maps
 are scored after that same upsampling and crop:
@@ -17,15 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from convloc.data.voc_seg import VOCSegmentation
-from convloc.metrics.segmentation import IGNORE_LABEL, SegmentationMeter
+from convloc.metrics.segmentation import IGNORE_LABEL, segmentation_scores
 from convloc.models import fcn
 
 
 def mean_iu(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    meter = SegmentationMeter(num_classes)
-    for p, t in zip(pred.numpy(), labels.numpy()):
-        meter.update(t, p)
-    return meter.scores().mean_iu
+    return segmentation_scores(labels.numpy(), pred.numpy(), num_classes).mean_iu
 
 
 def bounds(variant: str, labels: torch.Tensor, num_classes: int, fit_steps: int = 300) -> dict:

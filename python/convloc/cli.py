@@ -72,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = args.func(args)
-    common = sys.modules.get("convloc.models.common")  # imported by the commands that train
-    if common is not None:
-        common.close_distributed()
+    if "torch.distributed" in sys.modules:  # a command may have joined a torchrun process group
+        from convloc.models.common import close_distributed
+
+        close_distributed()
     return code
 
 

@@ -64,10 +64,13 @@ def _vm_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def _peak_rss_child(which: str, inputs: str, queue) -> None:
+def _peak_rss_child(which: str, inputs: str, threads: int, queue) -> None:
     with np.load(inputs) as data:
         image, unary = data["image"], data["unary"]
-    import convloc.ops  # noqa: F401  (imports are not the call's memory)
+    import convloc  # imports are not the call's memory
+    import convloc.ops  # noqa: F401
+
+    convloc.set_num_threads(threads)  # a spawned child starts with the defaults
 
     if which == "pydensecrf":
         import pydensecrf.densecrf  # noqa: F401
@@ -90,7 +93,9 @@ def _peak_rss_delta_mb(which: str, image: np.ndarray, unary: np.ndarray) -> floa
     with tempfile.TemporaryDirectory() as tmp:
         inputs = str(Path(tmp) / "inputs.npz")
         np.savez(inputs, image=image, unary=unary)
-        p = ctx.Process(target=_peak_rss_child, args=(which, inputs, q))
+        import convloc
+
+        p = ctx.Process(target=_peak_rss_child, args=(which, inputs, convloc.get_num_threads(), q))
         p.start()
         p.join()
     return q.get() if not q.empty() else float("nan")

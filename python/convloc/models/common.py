@@ -3,6 +3,7 @@ training helpers and the minibatch loop, and the detectors' on-disk cache of reg
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import random
@@ -64,11 +65,13 @@ def load_checkpoint(path: str) -> dict:
 def init_distributed() -> tuple[int, int]:
     """Joins the process group when started by ``torchrun``. The pipelines train on the CPU, so the
     backend is gloo even where a GPU exists (nccl refuses CPU tensors and several ranks per GPU).
-    Returns ``(rank, world_size)``; ``(0, 1)`` for a plain run."""
+    Returns ``(rank, world_size)``; ``(0, 1)`` for a plain run. The other ranks wait while rank 0
+    alone evaluates (hours on a full VOC split), so collectives time out after a day, not gloo's
+    default 30 minutes; torchrun stops every rank as soon as one fails."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=1))
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -133,6 +136,7 @@ def fit_epochs(
     progress: bool = False,
     drop_last: bool = False,
     scheduler=None,
+    min_per_rank: int = 1,
 ) -> list[float]:
     """The minibatch loop of the segmentation and face trainers, data-parallel under torchrun.
 
@@ -140,11 +144,17 @@ def fit_epochs(
     alike on every rank, the generator gives all ranks the same batches; ``loss_of(batch, part)``
     makes its random draws for the whole ``batch`` (keeping the ranks' generators in step) and
     returns the mean loss over this rank's share ``batch[part]``, through a :func:`data_parallel`
-    model so that ``backward`` averages the gradients. Batches with fewer items than ranks (and,
-    with ``drop_last``, a final short batch) are skipped. Returns each epoch's mean loss over all
-    ranks; tqdm shows on rank 0 only.
+    model so that ``backward`` averages the gradients. Every rank needs ``min_per_rank`` items of
+    a batch (a ``ValueError`` otherwise, rather than a run that skips every batch); a final short
+    batch without them (with ``drop_last``, any final short batch) is skipped. Returns each epoch's
+    mean loss over all ranks; tqdm shows on rank 0 only.
     """
     rank, world = rank_world()
+    if batch_size < world * min_per_rank:
+        raise ValueError(
+            f"batch_size: a batch of {batch_size} cannot give each of the {world} ranks "
+            f"{min_per_rank} item(s); expected at least {world * min_per_rank}"
+        )
     part = slice(rank, None, world)
     history = []
     for _ in tqdm(range(epochs), desc=desc, disable=not progress or rank != 0):
@@ -152,7 +162,7 @@ def fit_epochs(
         stats = torch.zeros(2, dtype=torch.float64)  # loss sum, items
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
-            if len(batch) < max(world, batch_size if drop_last else 1):
+            if len(batch) < (batch_size if drop_last else world * min_per_rank):
                 continue
             loss = loss_of(batch, part)
             optimizer.zero_grad()

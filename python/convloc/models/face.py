@@ -161,8 +161,9 @@ def train_projection(
         rows = torch.cat(rows[part])
         return triplet_loss(net(desc[rows]), labels[rows], margin, mining)
 
+    # A triplet needs two identities on the rank that forms it.
     return fit_epochs(loss_of, opt, len(by_id), epochs, identities_per_batch, gen, "triplet", progress,
-                      drop_last=True)  # fmt: skip
+                      drop_last=True, min_per_rank=2)  # fmt: skip
 
 
 @torch.no_grad()

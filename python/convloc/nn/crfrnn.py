@@ -13,8 +13,9 @@ the values and the features, so the unary, the image and every parameter get gra
 
 ``filter="learned"`` (the "learned CRF" of Kiefel et al. 2015 / Jampani et al. 2016) replaces
 both Gaussians by :class:`convloc.nn.PermutohedralConv` layers on the same lattices, initialised
-to them: ``m_k = conv_k(Q) - D_k Q``, with ``D_k`` the Gaussian's own (self) weight, the fixed
-part of ``j != i`` (a learned filter's exact diagonal is not available). The lattices are built
+to them: ``m_k = conv_k(Q) - D_k Q``, with ``D_k`` the Gaussian's own (self) weight: ``j != i``
+holds at initialisation; once the filters learn, ``conv_k`` carries a learned self-weight that
+``D_k`` (fixed) no longer cancels exactly. The lattices are built
 once per forward and reused by every iteration; the image then only places the pixels on them
 (no gradient to the image or the kernel widths).
 """
@@ -28,7 +29,8 @@ from torch import Tensor, nn
 
 from convloc.nn.permutohedral_conv import LatticeTables, PermutohedralConv
 
-FILTERS = ("lattice", "exact", "learned")
+GAUSSIAN_FILTERS = ("lattice", "exact")
+FILTERS = GAUSSIAN_FILTERS + ("learned",)
 
 
 def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
@@ -74,8 +76,8 @@ def crf_mean_field(
     """Mean-field logits ``[B, L, H, W]`` from unary logits ``[B, L, H, W]`` (higher = likelier)
     and images ``[B, 3, H, W]`` (0..255). ``log_widths`` = log of (theta_alpha, theta_beta,
     theta_gamma): bilateral position and colour widths, spatial width (pixels, colour units)."""
-    if filter not in FILTERS[:2]:
-        raise ValueError(f"filter: expected one of {FILTERS[:2]}, got {filter!r}")
+    if filter not in GAUSSIAN_FILTERS:
+        raise ValueError(f"filter: expected one of {GAUSSIAN_FILTERS}, got {filter!r}")
     _check_inputs(unary, image)
     gauss = gaussian_filter_exact if filter == "exact" else gaussian_filter_lattice
     b, n_labels, h, w = unary.shape

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 __all__ = ["LatticeTables", "PermutohedralConv", "lattice_conv"]
 
-_NORMALIZATIONS = (None, "after")
+_NORMALIZATIONS = (None, "none", "after")  # "none": None, as in convloc.ops
 
 
 class LatticeTables:
@@ -205,7 +205,8 @@ class PermutohedralConv(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if normalization not in _NORMALIZATIONS:
-            raise ValueError(f"normalization: expected None or 'after', got {normalization!r}")
+            raise ValueError(f"normalization: expected None, 'none' or 'after', got {normalization!r}")
+        normalization = None if normalization == "none" else normalization
         self.in_channels, self.out_channels = in_channels, out_channels
         self.feature_dim, self.radius, self.normalization = feature_dim, radius, normalization
         self.taps = nn.Parameter(gaussian_taps(feature_dim, radius, in_channels))
