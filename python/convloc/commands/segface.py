@@ -341,7 +341,9 @@ def _train_crfrnn(args) -> int:
         _report("FCN + dense CRF", post, {"kernels": repr(kernels)})
         _report("FCN + CRF-as-RNN (untrained, Potts init)", evaluate(predict_scores(model, xv), yv, n))
     groups = [{"params": model.crf.parameters(), "lr": 1e-2}]
-    if not args.freeze_fcn:
+    if args.freeze_fcn:  # no backward through the FCN, and no gradients for DDP to average
+        model.fcn.requires_grad_(False)
+    else:
         groups.append({"params": model.fcn.parameters(), "lr": args.lr})
     fit(
         model,

@@ -86,12 +86,13 @@ class LatticeTables:
     @torch.no_grad()
     def normalizer(self, dtype: torch.dtype) -> Tensor:
         """``[B*N, 1]``: the lattice Gaussian filter of ones (the "after" normaliser; no learned
-        parameters, so it stays positive whatever the taps become)."""
+        parameters, so it stays positive whatever the taps become), from the lattice's own filter."""
         key = ("normalizer", dtype)
         if key not in self._cache:
-            ones = torch.ones((self.items * self.num_points, 1), dtype=dtype, device=self.device)
-            taps = gaussian_taps(self.dim, 1, 1, dtype, self.device)
-            self._cache[key] = lattice_conv(ones, self, taps)
+            shape = (self.items, self.num_points, 1) if self.batched else (self.num_points, 1)
+            ones = torch.ones(shape, dtype=self._features_dtype)
+            norm = ones.new_zeros(shape) if self._lattice is None else self._lattice.filter(ones)
+            self._cache[key] = norm.reshape(-1, 1).to(self.device, dtype)
         return self._cache[key]
 
     @torch.no_grad()
