@@ -44,11 +44,11 @@ py::dict build_info() {
 #endif
   py::list simd;
 #if defined(__x86_64__) && defined(__GNUC__)
-  // Hot loops carry AVX-512 / AVX2 / baseline clones; this is what this CPU runs.
+  // Hot loops carry x86-64-v4 / v3 / baseline clones (CONVLOC_SIMD_CLONES); the levels this CPU runs.
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) simd.append("avx512f");
-  if (__builtin_cpu_supports("avx2")) simd.append("avx2");
-  simd.append("sse2");
+  if (__builtin_cpu_supports("x86-64-v4")) simd.append("x86-64-v4");
+  if (__builtin_cpu_supports("x86-64-v3")) simd.append("x86-64-v3");
+  simd.append("x86-64");
 #endif
   d["simd"] = simd;
   return d;

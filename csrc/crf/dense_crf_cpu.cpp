@@ -148,73 +148,120 @@ struct FusedTerms {
 };
 constexpr int kMaxFused = 4;
 
-// Pixels i .. i + P - 1 (z: Q of pixel i0 onward, nullable). The P pixels go through each step
-// together: one pixel's chain (messages, max, exponentials, sum, division) is a long dependency chain,
-// and P independent ones keep the vector units busy. Each pixel's arithmetic and the order of the
-// splat's additions are those of one pixel at a time.
-template <int B, int P>
-CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64_t i, int64_t i0, const FusedTerms& t,
-                                        bool with_message, float* __restrict z) {
+// The fused update of pixels [i0, i1) goes in chunks of kChunk pixels through three passes: logits
+// (the unary and every term's message), softmax, splats. Each pass is a short loop over independent
+// pixels, and the softmax reduces 8 rows at a time (measured: 10 % less time per iteration than
+// one pass taking 4 pixels through all three steps).
+constexpr int64_t kChunk = 32;
+
+// z[i - c0] = -U_i - sum_k post_k c_k out_k(i) for pixels [c0, c1).
+template <int B>
+CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64_t c0, int64_t c1, const FusedTerms& t,
+                                        float* __restrict z) {
   using R = Row<B>;
   constexpr int64_t LP = 8 * B;
-  R q[P];
-  for (int p = 0; p < P; ++p) q[p] = R::load(neg_unary + (i + p) * LP);
-  for (int k = 0; with_message && k < t.ngrid; ++k) {
-    const GridTerm& g = t.grid[k];
-    const R c = R::load(g.c);
-    for (int p = 0; p < P; ++p) q[p] = q[p] - g.post[i + p] * (c * R::load(g.out + (i + p) * LP));
-  }
-  for (int k = 0; with_message && k < t.nlattice; ++k) {
-    const LatticeTerm& l = t.lattice[k];
-    for (int p = 0; p < P; ++p) {
-      const int32_t* off = l.offset + (i + p) * l.k1;
-      const float* w = l.weight + (i + p) * l.k1;
+  for (int64_t i = c0; i < c1; ++i) {
+    R q = R::load(neg_unary + i * LP);
+    for (int k = 0; k < t.ngrid; ++k) {
+      const GridTerm& g = t.grid[k];
+      q = q - g.post[i] * (R::load(g.c) * R::load(g.out + i * LP));
+    }
+    for (int k = 0; k < t.nlattice; ++k) {
+      const LatticeTerm& l = t.lattice[k];
+      const int32_t* off = l.offset + i * l.k1;
+      const float* w = l.weight + i * l.k1;
       R acc = w[0] * R::load(l.blurred + static_cast<int64_t>(off[0]) * LP);
       for (int j = 1; j < l.k1; ++j) acc = acc + w[j] * R::load(l.blurred + static_cast<int64_t>(off[j]) * LP);
-      q[p] = q[p] - l.post[i + p] * acc;
+      q = q - l.post[i] * acc;
     }
-  }
-  for (int k = 0; with_message && k < t.ncoarse; ++k) {
-    const CoarseTerm& g = t.coarse[k];
-    const R c = R::load(g.c);
-    for (int p = 0; p < P; ++p) {
-      const int64_t x = i + p - t.row_start;
+    for (int k = 0; k < t.ncoarse; ++k) {
+      const CoarseTerm& g = t.coarse[k];
+      const int64_t x = i - t.row_start;
       const float* w = g.weight + 3 * x;
       const float* row = g.row + int64_t(g.node[x]) * LP;
       const R acc = w[0] * R::load(row) + w[1] * R::load(row + LP) + w[2] * R::load(row + 2 * LP);
-      q[p] = q[p] - g.post[i + p] * (c * acc);
+      q = q - g.post[i] * (R::load(g.c) * acc);
     }
+    q.store(z + (i - c0) * LP);
   }
-  float mx[P], inv[P];
-  for (int p = 0; p < P; ++p) mx[p] = row_max<B>(q[p]);
-  for (int p = 0; p < P; ++p) q[p] = row_exp_minus<B>(q[p], mx[p]);
-  for (int p = 0; p < P; ++p) inv[p] = 1.0f / row_sum<B>(q[p]);
-  for (int p = 0; p < P; ++p) q[p] = inv[p] * q[p];
-  for (int p = 0; p < P; ++p) {
-    for (int k = 0; k < t.ngrid; ++k) (t.grid[k].pre[i + p] * q[p]).store(t.grid[k].in + (i + p) * LP);
+}
+
+// Lane j of the result: f over the 8 lanes of the row whose slot is j (three levels of pairs: one
+// reduction for 8 rows instead of one per row; a single row's reduction is a long chain).
+constexpr int kSlotOf[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // the lane holding row p
+template <typename F>
+CONVLOC_ALWAYS_INLINE v8f reduce_8_rows(const v8f v[8], F f) {
+  v8f c[4], d[2];
+  for (int k = 0; k < 4; ++k)  // lanes 0-3: row 2k, 4-7: row 2k + 1
+    c[k] = f(__builtin_shufflevector(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11),
+             __builtin_shufflevector(v[2 * k], v[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15));
+  for (int k = 0; k < 2; ++k)  // rows 4k, 4k, 4k + 2, 4k + 2, 4k + 1, 4k + 1, 4k + 3, 4k + 3
+    d[k] = f(__builtin_shufflevector(c[2 * k], c[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13),
+             __builtin_shufflevector(c[2 * k], c[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15));
+  return f(__builtin_shufflevector(d[0], d[1], 0, 2, 8, 10, 4, 6, 12, 14),
+           __builtin_shufflevector(d[0], d[1], 1, 3, 9, 11, 5, 7, 13, 15));
+}
+
+// z = softmax of the `count` rows of x (x == z allowed), 8 rows at a time (a partial group repeats
+// its last row, so every row's arithmetic is the same wherever it sits).
+template <int B>
+CONVLOC_ALWAYS_INLINE void chunk_softmax(const float* x, float* z, int64_t count) {
+  using R = Row<B>;
+  constexpr int64_t LP = 8 * B;
+  const auto max_of = [](auto a, auto b) { return max_lanes(a, b); };
+  const auto sum_of = [](auto a, auto b) { return a + b; };
+  for (int64_t r = 0; r < count; r += 8) {
+    R q[8];
+    v8f part[8];
+    alignas(32) float mx[8], inv[8];
+    for (int p = 0; p < 8; ++p) q[p] = R::load(x + std::min(r + p, count - 1) * LP);
+    for (int p = 0; p < 8; ++p) part[p] = fold8<B>(q[p], max_of);
+    store_lanes(mx, reduce_8_rows(part, max_of));
+    for (int p = 0; p < 8; ++p) q[p] = row_exp_minus<B>(q[p], mx[kSlotOf[p]]);
+    for (int p = 0; p < 8; ++p) part[p] = fold8<B>(q[p], sum_of);
+    store_lanes(inv, 1.0f / reduce_8_rows(part, sum_of));
+    for (int p = 0; p < 8 && r + p < count; ++p) (inv[kSlotOf[p]] * q[p]).store(z + (r + p) * LP);
+  }
+}
+
+// The next filter inputs pre_k Q from Q = z[i - c0] for pixels [c0, c1): written (grid terms) or
+// splatted (lattice and coarse terms; one pixel after another, so the additions' order is fixed).
+template <int B>
+CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, int64_t c1, const FusedTerms& t) {
+  using R = Row<B>;
+  constexpr int64_t LP = 8 * B;
+  for (int64_t i = c0; i < c1; ++i) {
+    const R q = R::load(z + (i - c0) * LP);
+    for (int k = 0; k < t.ngrid; ++k) (t.grid[k].pre[i] * q).store(t.grid[k].in + i * LP);
     // (the terms' fields in locals: the stores below could alias them as far as the compiler knows)
     for (int k = 0; k < t.nlattice; ++k) {
       const int k1 = t.lattice[k].k1;
-      const int32_t* off = t.lattice[k].offset + (i + p) * k1;
-      const float* w = t.lattice[k].weight + (i + p) * k1;
-      const float pre = t.lattice[k].pre[i + p];
+      const int32_t* off = t.lattice[k].offset + i * k1;
+      const float* w = t.lattice[k].weight + i * k1;
+      const R pq = t.lattice[k].pre[i] * q;
       float* const partial = t.lattice[k].partial;
       for (int j = 0; j < k1; ++j) {
         float* row = partial + static_cast<int64_t>(off[j]) * LP;
-        (R::load(row) + (w[j] * pre) * q[p]).store(row);
+        (R::load(row) + w[j] * pq).store(row);
       }
     }
-    for (int k = 0; k < t.ncoarse; ++k) {
-      const int64_t x = i + p - t.row_start;
-      const float* w = t.coarse[k].weight + 3 * x;
-      float* row = t.coarse[k].splat + int64_t(t.coarse[k].node[x]) * LP;
-      const float s0 = w[0] * t.coarse[k].pre[i + p], s1 = w[1] * t.coarse[k].pre[i + p],
-                  s2 = w[2] * t.coarse[k].pre[i + p];
-      (R::load(row) + s0 * q[p]).store(row);
-      (R::load(row + LP) + s1 * q[p]).store(row + LP);
-      (R::load(row + 2 * LP) + s2 * q[p]).store(row + 2 * LP);
+  }
+  // Coarse terms: the pixels of a run with the same first node add into the same three node rows,
+  // kept in registers across the run (the same additions in the same order; through memory, each
+  // pixel would wait for the previous pixel's stores).
+  for (int k = 0; k < t.ncoarse; ++k) {
+    const CoarseTerm& g = t.coarse[k];
+    for (int64_t i = c0; i < c1;) {
+      const int32_t node = g.node[i - t.row_start];
+      float* row = g.splat + int64_t(node) * LP;
+      R a0 = R::load(row), a1 = R::load(row + LP), a2 = R::load(row + 2 * LP);
+      for (; i < c1 && g.node[i - t.row_start] == node; ++i) {
+        const float* w = g.weight + 3 * (i - t.row_start);
+        const R pq = g.pre[i] * R::load(z + (i - c0) * LP);
+        a0 = a0 + w[0] * pq, a1 = a1 + w[1] * pq, a2 = a2 + w[2] * pq;
+      }
+      a0.store(row), a1.store(row + LP), a2.store(row + 2 * LP);
     }
-    if (z) q[p].store(z + (i + p - i0) * LP);
   }
 }
 
@@ -222,15 +269,20 @@ CONVLOC_ALWAYS_INLINE void fused_pixels(const float* __restrict neg_unary, int64
 template <int B>
 CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
                                         bool with_message, float* __restrict z) {
-  constexpr int P = 4;
-  int64_t i = i0;
-  for (; i + P <= i1; i += P) fused_pixels<B, P>(neg_unary, i, i0, t, with_message, z);
-  for (; i < i1; ++i) fused_pixels<B, 1>(neg_unary, i, i0, t, with_message, z);
+  constexpr int64_t LP = 8 * B;
+  alignas(64) float chunk[kChunk * LP];
+  for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
+    const int64_t c1 = std::min(i1, c0 + kChunk);
+    float* zc = z ? z + (c0 - i0) * LP : chunk;
+    if (with_message) chunk_logits<B>(neg_unary, c0, c1, t, zc);
+    chunk_softmax<B>(with_message ? zc : neg_unary + c0 * LP, zc, c1 - c0);
+    chunk_splat<B>(zc, c0, c1, t);
+  }
 }
-#define CONVLOC_FUSED_UPDATE(B)                                                                                  \
-  CONVLOC_SIMD_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
-                                            bool with_message, float* z) {                                       \
-    fused_update<B>(neg_unary, i0, i1, t, with_message, z);                                                      \
+#define CONVLOC_FUSED_UPDATE(B)                                                                                 \
+  CONVLOC_FMA_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
+                                           bool with_message, float* z) {                                       \
+    fused_update<B>(neg_unary, i0, i1, t, with_message, z);                                                     \
   }
 CONVLOC_FUSED_UPDATE(1)
 CONVLOC_FUSED_UPDATE(2)
