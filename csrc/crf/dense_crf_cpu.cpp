@@ -451,18 +451,25 @@ struct KernelState {
 };
 
 // norm = K·1 for a lattice kernel without the lattice's splat lists (the fused path never builds
-// them): one channel splatted by scattering in point order (the sums of the gathering splat, in the
-// same order), blurred, sliced.
+// them): one channel splatted by scattering, each half of the points into its own compact sums (in
+// parallel; the halves are fixed, so the sums do not depend on the thread count), blurred, sliced.
 template <typename T>
 void lattice_norm(const PermutohedralLattice<T>& lattice, T* norm) {
   const int64_t n = lattice.num_points(), k1 = lattice.dim() + 1, V = lattice.num_vertices();
   constexpr int64_t kStride = 8;  // the blur moves whole 8-lane rows; lane 0 carries the values
-  WorkspaceVector<T> a((V + 1) * kStride), b((V + 1) * kStride);
+  WorkspaceVector<T> a((V + 1) * kStride), b((V + 1) * kStride), halves(2 * V);
   std::fill(a.begin(), a.end(), T(0));
   std::fill(b.end() - kStride, b.end(), T(0));
+  std::fill(halves.begin(), halves.end(), T(0));
   const int32_t* off = lattice.slice_offsets().data();
   const T* w = lattice.slice_weights().data();
-  for (int64_t e = 0; e < n * k1; ++e) a[off[e] * kStride] += w[e];
+  parallel_for(2, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      T* sums = halves.data() + h * V;
+      for (int64_t e = n * h / 2 * k1; e < n * (h + 1) / 2 * k1; ++e) sums[off[e]] += w[e];
+    }
+  });
+  for (int64_t v = 0; v < V; ++v) a[v * kStride] = halves[v] + halves[V + v];
   const T* blurred = lattice.blur(a.data(), b.data(), kStride);
   const T amp = lattice.amplitude();
   parallel_for(n, 4096, [&](int64_t i0, int64_t i1) {
@@ -494,15 +501,9 @@ class ImageCrf {
         lp_((labels + 7) & ~int64_t(7)),
         n_(n),
         exclude_self_(exclude_self),
+        unary_(unary),
         neg_unary_(n * lp_),
         ks_(kernels.size()) {
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        gather_rows(unary, n, labels, lp_, i0, i1, T(-1), T(-1e30), neg_unary_.data() + i0 * lp_);
-      }
-    });
     for (size_t k = 0; k < kernels.size(); ++k) {
       const CrfKernel<T>& spec = kernels[k];
       KernelState<T>& s = ks_[k];
@@ -528,7 +529,9 @@ class ImageCrf {
         for (int64_t i = 0; i < n; ++i) norm[i] = std::max(norm[i] - s.self[i], T(0));
       }
       s.pre.resize(n), s.post.resize(n);
-      for (int64_t i = 0; i < n; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
+      parallel_for(n, 16384, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
+      });
       s.compat = spec.compat;
       if (is_diagonal(spec.compat, labels)) {
         s.diag.assign(lp_, T(0));
@@ -555,6 +558,7 @@ class ImageCrf {
         s.in.resize(n * lp_), s.out.resize(n * lp_);
       }
     }
+    if (!fused_) gather_unary(0, n);  // (the fused first update gathers block by block)
   }
 
   int64_t lattice_bytes() const {
@@ -585,6 +589,16 @@ class ImageCrf {
   }
 
  private:
+  // -U of pixels [i0, i1) into neg_unary_ (padding lanes -1e30).
+  void gather_unary(int64_t i0, int64_t i1) {
+    parallel_for((i1 - i0 + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t j0 = i0 + b * kBlock, j1 = std::min(i1, j0 + kBlock);
+        gather_rows(unary_, n_, labels_, lp_, j0, j1, T(-1), T(-1e30), neg_unary_.data() + j0 * lp_);
+      }
+    });
+  }
+
   void filter_all() {
     for (auto& s : ks_) {
       if (s.bands) {
@@ -705,6 +719,7 @@ class ImageCrf {
           for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
             const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
             T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
+            if (!with_message) gather_unary(i0, i1);     // (in L2 for the update that follows)
             if (ncoarse == 0) {
               fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, z);
             } else {  // image row by image row
@@ -814,6 +829,7 @@ class ImageCrf {
 
   int64_t labels_, lp_, n_;
   bool exclude_self_, fused_ = false;
+  const T* unary_;                // [L, N]
   WorkspaceVector<T> neg_unary_;  // [N, LP], padding lanes -1e30
   std::vector<KernelState<T>> ks_;
   WorkspaceVector<T> q_;  // [N, LP], kept only for the energy
