@@ -35,16 +35,6 @@ CONVLOC_ALWAYS_INLINE V max_lanes(V a, V b) {
 }
 CONVLOC_ALWAYS_INLINE v8f low8(v16f v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
 CONVLOC_ALWAYS_INLINE v8f high8(v16f v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
-CONVLOC_ALWAYS_INLINE float hmax8(v8f v) {
-  v = max_lanes(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
-  v = max_lanes(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
-  return std::max(v[0], v[1]);
-}
-CONVLOC_ALWAYS_INLINE float hsum8(v8f v) {
-  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
-  return v[0] + v[1];
-}
 // exp(x) lane by lane for x <= 0 (softmax arguments): 2^n · p(r) with a degree-6 polynomial on
 // |r| <= ln2/2 (relative error below 2e-7), x clamped at -70: e^-70 < 1e-30 keeps Q and its products
 // with the filter weights clear of subnormal numbers, which cost the CPU a microcode assist each.
@@ -82,14 +72,6 @@ CONVLOC_ALWAYS_INLINE v8f fold8(const Row<B>& r, F f) {
     if constexpr (B % 2 == 1) m = f(m, r.t[0]);
     return m;
   }
-}
-template <int B>
-CONVLOC_ALWAYS_INLINE float row_max(const Row<B>& r) {
-  return hmax8(fold8<B>(r, [](auto a, auto b) { return max_lanes(a, b); }));
-}
-template <int B>
-CONVLOC_ALWAYS_INLINE float row_sum(const Row<B>& r) {
-  return hsum8(fold8<B>(r, [](auto a, auto b) { return a + b; }));
 }
 // exp(r - m) lane by lane.
 template <int B>
