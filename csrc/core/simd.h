@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "core/common.h"
 
@@ -32,35 +34,42 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
 }
 
 // N values of T in registers: as many 64-byte vectors (one AVX-512 register; GCC handles wider
-// generic vectors poorly) as fit, then one narrower vector for the rest, a power of two of values
-// (24 floats: 16 + 8, moved by the AVX-512 clone in two instructions instead of three).
+// generic vectors poorly) as fit, then the rest, a power of two of values. After full vectors the
+// rest rides in the low lanes of one more full-width vector whose other lanes are left undefined
+// (loaded and stored as the narrower type): every vector then has one width, so a scalar operand is
+// broadcast once (from memory, where it comes from there) rather than once per width. GCC drops the
+// undefined lanes' work where a full vector is two registers (the AVX2 clone): 24 floats cost two
+// AVX-512 or three AVX2 instructions per operation.
 template <typename T, int N>
 struct Lanes {
   static constexpr int kWide = 64 / static_cast<int>(sizeof(T));
   static constexpr int kFull = N / kWide, kTail = N % kWide, kTails = kTail ? 1 : 0;
   static_assert((kTail & (kTail - 1)) == 0, "Lanes: the values past the 64-byte vectors must be a power of two");
   using Wide = Vec<T, kWide>;
-  using Tail = Vec<T, kTail ? kTail : 1>;
+  using Tail = Vec<T, kTail ? kTail : 1>;                      // the rest in memory
+  using TailReg = std::conditional_t<kFull == 0, Tail, Wide>;  // and in a register
   std::array<Wide, kFull> w;
-  std::array<Tail, kTails> t;  // (int loops over these counts: GCC schedules them better than size())
+  std::array<TailReg, kTails> t;  // (int loops over these counts: GCC schedules them better than size())
 
   static CONVLOC_ALWAYS_INLINE Lanes load(const T* p) {
     Lanes r;
     for (int j = 0; j < kFull; ++j) r.w[j] = load_lanes<Wide>(p + kWide * j);
-    for (int j = 0; j < kTails; ++j) r.t[j] = load_lanes<Tail>(p + kWide * kFull);
+    if constexpr (kTails == 1) r.t[0] = widen(load_lanes<Tail>(p + kWide * kFull));
     return r;
   }
   static CONVLOC_ALWAYS_INLINE Lanes fill(T a) {
     Lanes r;
     for (int j = 0; j < kFull; ++j) r.w[j] = Wide{} + a;
-    for (int j = 0; j < kTails; ++j) r.t[j] = Tail{} + a;
+    for (int j = 0; j < kTails; ++j) r.t[j] = TailReg{} + a;
     return r;
   }
   CONVLOC_ALWAYS_INLINE void store(T* p) const {
     for (int j = 0; j < kFull; ++j) store_lanes(p + kWide * j, w[j]);
-    for (int j = 0; j < kTails; ++j) store_lanes(p + kWide * kFull, t[j]);
+    if constexpr (kTails == 1) store_lanes(p + kWide * kFull, tail());
   }
-  // f applied to each vector (of either width) of this and of `o`.
+  // The values past the full vectors.
+  CONVLOC_ALWAYS_INLINE Tail tail() const { return narrow(t[0]); }
+  // f applied to each vector of this and of `o`.
   template <typename F>
   CONVLOC_ALWAYS_INLINE Lanes zip(const Lanes& o, F f) const {
     Lanes r;
@@ -79,6 +88,30 @@ struct Lanes {
   }
   CONVLOC_ALWAYS_INLINE friend Lanes operator*(T s, const Lanes& a) {
     return a.zip(a, [s](auto x, auto) { return s * x; });
+  }
+
+ private:
+  static CONVLOC_ALWAYS_INLINE TailReg widen(Tail v) {
+    if constexpr (kFull == 0)
+      return v;
+    else
+      return widen_to_wide(v, std::make_integer_sequence<int, kTail>(),
+                           std::make_integer_sequence<int, kWide - kTail>());
+  }
+  template <int... I, int... U>
+  static CONVLOC_ALWAYS_INLINE Wide widen_to_wide(Tail v, std::integer_sequence<int, I...>,
+                                                  std::integer_sequence<int, U...>) {
+    return __builtin_shufflevector(v, v, I..., ((void)U, -1)...);
+  }
+  static CONVLOC_ALWAYS_INLINE Tail narrow(TailReg v) {
+    if constexpr (kFull == 0)
+      return v;
+    else
+      return narrow_from_wide(v, std::make_integer_sequence<int, kTail>());
+  }
+  template <int... I>
+  static CONVLOC_ALWAYS_INLINE Tail narrow_from_wide(Wide v, std::integer_sequence<int, I...>) {
+    return __builtin_shufflevector(v, v, I...);
   }
 };
 

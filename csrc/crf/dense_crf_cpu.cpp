@@ -64,12 +64,12 @@ using Row = Lanes<float, 8 * B>;
 template <int B, typename F>
 CONVLOC_ALWAYS_INLINE v8f fold8(const Row<B>& r, F f) {
   if constexpr (B / 2 == 0) {
-    return r.t[0];
+    return r.tail();
   } else {
     v16f a = r.w[0];
     for (int j = 1; j < B / 2; ++j) a = f(a, r.w[j]);
     v8f m = f(low8(a), high8(a));
-    if constexpr (B % 2 == 1) m = f(m, r.t[0]);
+    if constexpr (B % 2 == 1) m = f(m, r.tail());
     return m;
   }
 }
