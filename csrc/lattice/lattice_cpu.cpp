@@ -651,16 +651,17 @@ CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_
 }
 
 // Whole padded rows v0..v1: dst = src + (src[lo] + src[hi]) / 2 along direction dir.
-template <typename T>
+template <typename T, int W>
 CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
+  using L = Lanes<T, W>;
   for (int64_t v = v0; v < v1; ++v) {
     const int32_t* nb = a.index + (v * a.k1 + a.dir) * 2;
     const T* p = a.src + v * a.stride;
     const T* lo = a.src + static_cast<int64_t>(nb[0]) * a.stride;
     const T* hi = a.src + static_cast<int64_t>(nb[1]) * a.stride;
     T* y = a.dst + v * a.stride;
-    for (int64_t q = 0; q < a.stride; q += 8)
-      store_lanes(y + q, load8(p + q) + T(0.5) * (load8(lo + q) + load8(hi + q)));
+    for (int64_t q = 0; q < a.stride; q += W)
+      (L::load(p + q) + T(0.5) * (L::load(lo + q) + L::load(hi + q))).store(y + q);
   }
 }
 
@@ -682,8 +683,24 @@ CONVLOC_LATTICE_TILES(double, 16)
 CONVLOC_LATTICE_TILES(double, 24)
 CONVLOC_LATTICE_TILES(double, 32)
 #undef CONVLOC_LATTICE_TILES
-CONVLOC_SIMD_CLONES void blur_float(const FilterPass<float>& a, int64_t b, int64_t e) { blur_rows(a, b, e); }
-CONVLOC_SIMD_CLONES void blur_double(const FilterPass<double>& a, int64_t b, int64_t e) { blur_rows(a, b, e); }
+// The blur in whole rows of up to 32 values (one row per step: fewer, wider instructions) or in
+// 8-value pieces; its multiply-adds fused.
+#define CONVLOC_LATTICE_BLUR(T)                                                    \
+  CONVLOC_FMA_CLONES void blur_##T(const FilterPass<T>& a, int64_t b, int64_t e) { \
+    switch (a.stride) {                                                            \
+      case 16:                                                                     \
+        return blur_rows<T, 16>(a, b, e);                                          \
+      case 24:                                                                     \
+        return blur_rows<T, 24>(a, b, e);                                          \
+      case 32:                                                                     \
+        return blur_rows<T, 32>(a, b, e);                                          \
+      default:                                                                     \
+        return blur_rows<T, 8>(a, b, e);                                           \
+    }                                                                              \
+  }
+CONVLOC_LATTICE_BLUR(float)
+CONVLOC_LATTICE_BLUR(double)
+#undef CONVLOC_LATTICE_BLUR
 
 // The tile functions of one kind by width w (8, 16, 24 or 32 lanes) at [w / 8 - 1].
 template <typename T>
