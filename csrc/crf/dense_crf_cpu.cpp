@@ -41,7 +41,7 @@ CONVLOC_ALWAYS_INLINE v8f high8(v16f v) { return __builtin_shufflevector(v, v, 8
 template <typename V>
 CONVLOC_ALWAYS_INLINE V exp_lanes(V x) {
   using VI = decltype(x < x);
-  x = x > -70.0f ? x : V{} - 70.0f;
+  x = x < -70.0f ? V{} - 70.0f : x;
   const V n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const V r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   V p = r * 1.3888949e-3f + 8.3333334e-3f;
