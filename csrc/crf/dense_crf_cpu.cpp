@@ -247,10 +247,11 @@ CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, in
   }
 }
 
-// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q.
+// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q; splat: whether
+// the next filters take this Q (not after the last iteration).
 template <int B>
 CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
-                                        bool with_message, float* __restrict z) {
+                                        bool with_message, bool splat, float* __restrict z) {
   constexpr int64_t LP = 8 * B;
   alignas(64) float chunk[kChunk * LP];
   for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
@@ -258,13 +259,13 @@ CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64
     float* zc = z ? z + (c0 - i0) * LP : chunk;
     if (with_message) chunk_logits<B>(neg_unary, c0, c1, t, zc);
     chunk_softmax<B>(with_message ? zc : neg_unary + c0 * LP, zc, c1 - c0);
-    chunk_splat<B>(zc, c0, c1, t);
+    if (splat) chunk_splat<B>(zc, c0, c1, t);
   }
 }
 #define CONVLOC_FUSED_UPDATE(B)                                                                                 \
   CONVLOC_FMA_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
-                                           bool with_message, float* z) {                                       \
-    fused_update<B>(neg_unary, i0, i1, t, with_message, z);                                                     \
+                                           bool with_message, bool splat, float* z) {                           \
+    fused_update<B>(neg_unary, i0, i1, t, with_message, splat, z);                                              \
   }
 CONVLOC_FUSED_UPDATE(1)
 CONVLOC_FUSED_UPDATE(2)
@@ -273,9 +274,9 @@ CONVLOC_FUSED_UPDATE(4)
 #undef CONVLOC_FUSED_UPDATE
 constexpr int64_t kMaxFusedLabels = 32;
 void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
-                      bool with_message, float* z) {
+                      bool with_message, bool splat, float* z) {
   const auto fn = lp == 8 ? fused_update_1 : lp == 16 ? fused_update_2 : lp == 24 ? fused_update_3 : fused_update_4;
-  fn(neg_unary, i0, i1, t, with_message, z);
+  fn(neg_unary, i0, i1, t, with_message, splat, z);
 }
 
 // The fused update splats like the lattice's filter(): each band of pixels into its own compact partial
@@ -557,11 +558,11 @@ class ImageCrf {
   void run(int64_t iterations, const T* init, T* q, int64_t* map, double* energy) {
     if (energy) q_.resize(n_ * lp_);
     // Q_0 = softmax(-U).
-    update(false, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map, init);
+    update(false, iterations == 0, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map, init);
     for (int64_t it = 0; it < iterations; ++it) {
       filter_all();
       const bool last = it + 1 == iterations;
-      update(true, energy ? q_.data() : nullptr, energy ? &energy[it] : nullptr, last ? q : nullptr,
+      update(true, last, energy ? q_.data() : nullptr, energy ? &energy[it] : nullptr, last ? q : nullptr,
              last ? map : nullptr);
     }
     if (energy) {
@@ -599,11 +600,13 @@ class ImageCrf {
   // One fused pass over blocks of pixels: logits from the unary (and the messages when
   // with_message), softmax, the filter inputs of the next iteration; optionally Q in [N, LP] (q_nl,
   // also read for the energy of the previous iterate), Q in [L, N] and the argmax.
-  void update(bool with_message, T* q_nl, double* energy_prev, T* q_ln, int64_t* map, const T* init = nullptr) {
+  // last: no iteration follows (the fused path then splats nothing).
+  void update(bool with_message, bool last, T* q_nl, double* energy_prev, T* q_ln, int64_t* map,
+              const T* init = nullptr) {
     const int64_t L = labels_, LP = lp_, n = n_;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     std::vector<double> partial(energy_prev ? blocks : 0);
-    if (fused_) return update_fused(with_message, q_ln, map);
+    if (fused_) return update_fused(with_message, !last, q_ln, map);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
       std::vector<T> zbuf(kBlock * LP), tmp(L);
       for (int64_t b = b0; b < b1; ++b) {
@@ -633,7 +636,7 @@ class ImageCrf {
 
   // The fused update (float): pixel bands in parallel, blocks of a band in order (each band splats
   // into its own partial sums).
-  void update_fused(bool with_message, T* q_ln, int64_t* map) {
+  void update_fused(bool with_message, bool splat, T* q_ln, int64_t* map) {
     if constexpr (std::is_same<T, float>::value) {
       const int64_t L = labels_, LP = lp_, n = n_;
       std::array<GridTerm, kMaxFused> grid{};
@@ -675,7 +678,7 @@ class ImageCrf {
         }
         for (int64_t band = band0; band < band1; ++band) {
           std::array<T*, kMaxFused> coarse_partial{};
-          for (int k = 0; k < ncoarse; ++k) {
+          for (int k = 0; k < ncoarse && splat; ++k) {
             const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
             coarse_partial[k] = g.buffers(coarse_state[k]->tmp.data(), LP).partial + g.partial_offset(band, LP);
             std::fill(coarse_partial[k],
@@ -688,7 +691,7 @@ class ImageCrf {
             KernelState<T>& s = *state[k];
             const int64_t first = s.bands->first[band], count = s.bands->first[band + 1] - first;
             mine[k].partial = s.partial.data() + first * LP;
-            std::fill(mine[k].partial, mine[k].partial + count * LP, T(0));
+            if (splat) std::fill(mine[k].partial, mine[k].partial + count * LP, T(0));
             if (!with_message) continue;
             mine[k].blurred = s.local_blurred.data() + first * LP;
             for (int64_t j = 0; j < count; ++j) {
@@ -703,7 +706,7 @@ class ImageCrf {
             T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
             if (!with_message) gather_unary(i0, i1);     // (in L2 for the update that follows)
             if (ncoarse == 0) {
-              fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, z);
+              fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, splat, z);
             } else {  // image row by image row
               const int64_t width = coarse_state[0]->coarse->width();
               for (int64_t s0 = i0; s0 < i1;) {
@@ -716,8 +719,9 @@ class ImageCrf {
                     g.slice_row(g.buffers(coarse_state[k]->tmp.data(), LP).blurred, y, c0, c1, LP,
                                 rows.data() + 2 * k * coarse_cols * LP);
                 }
-                fused_update_f32(LP, neg_unary_.data(), s0, s1, terms, with_message, z ? z + (s0 - i0) * LP : nullptr);
-                for (int k = 0; k < ncoarse; ++k) {
+                fused_update_f32(LP, neg_unary_.data(), s0, s1, terms, with_message, splat,
+                                 z ? z + (s0 - i0) * LP : nullptr);
+                for (int k = 0; k < ncoarse && splat; ++k) {
                   const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
                   g.flush_row(mine_coarse[k].splat, y, band, g.first_col(s0 - y * width), g.last_col(s1 - y * width),
                               LP, coarse_partial[k]);
