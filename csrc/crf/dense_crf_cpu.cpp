@@ -114,9 +114,8 @@ struct CoarseTerm {
   const int32_t* node;  // [W] the first coarse column of each image column
   const float* weight;  // [W, 3]
   const float* post;    // [N]
-  const float* c;       // [LP]
   const float* pre;     // [N]
-  const float* row;     // the current image row's slice
+  const float* row;     // the current image row's slice (of the blurred grid times the compat diagonal)
   float* splat;         // the current image row's splat sums of pre * Q
 };
 struct FusedTerms {
@@ -162,7 +161,7 @@ CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64
       const float* w = g.weight + 3 * x;
       const float* row = g.row + int64_t(g.node[x]) * LP;
       const R acc = w[0] * R::load(row) + w[1] * R::load(row + LP) + w[2] * R::load(row + 2 * LP);
-      q = q - g.post[i] * (R::load(g.c) * acc);
+      q = q - g.post[i] * acc;
     }
     q.store(z + (i - c0) * LP);
   }
@@ -315,6 +314,16 @@ void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, 
     const T s = scale[r];
     for (int64_t l = 0; l < LP; ++l) out[r * LP + l] = s * z[r * LP + l];
   }
+}
+
+// rows[r, :] *= scale for `count` rows of LP values (in parallel).
+template <typename T>
+void scale_lanes(T* rows, int64_t count, const std::vector<T>& scale) {
+  const int64_t LP = scale.size();
+  parallel_for(count, 1024, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t l = 0; l < LP; ++l) rows[r * LP + l] *= scale[l];
+  });
 }
 
 // Argmax of each of `rows` rows of L labels (row stride LP), first on ties.
@@ -591,6 +600,7 @@ class ImageCrf {
         const auto buf = s.coarse->buffers(s.tmp.data(), lp_);
         s.coarse->add_partials(buf.partial, lp_, buf.coarse);
         s.coarse->blur(buf.coarse, buf.blurred, lp_);
+        scale_lanes(buf.blurred, s.coarse->coarse_size(), s.diag);
       } else {
         s.filter(s.in.data(), s.out.data(), lp_);
       }
@@ -652,7 +662,6 @@ class ImageCrf {
           coarse[ncoarse++] = CoarseTerm{s.coarse->cols().node.data(),
                                          s.coarse->cols().weight.data(),
                                          s.post.data(),
-                                         s.diag.data(),
                                          s.pre.data(),
                                          nullptr,
                                          nullptr};
