@@ -131,8 +131,7 @@ constexpr int kMaxFused = 4;
 
 // The fused update of pixels [i0, i1) goes in chunks of kChunk pixels through three passes: logits
 // (the unary and every term's message), softmax, splats. Each pass is a short loop over independent
-// pixels, and the softmax reduces 8 rows at a time (measured: 10 % less time per iteration than
-// one pass taking 4 pixels through all three steps).
+// pixels, and the softmax reduces 8 rows at a time instead of one row's long chain of shuffles.
 constexpr int64_t kChunk = 32;
 
 // z[i - c0] = -U_i - sum_k post_k c_k out_k(i) for pixels [c0, c1).
