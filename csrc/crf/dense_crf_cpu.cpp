@@ -653,11 +653,11 @@ class ImageCrf {
       std::array<CoarseTerm, kMaxFused> coarse{};
       std::array<KernelState<T>*, kMaxFused> state{}, coarse_state{};
       int ngrid = 0, nlattice = 0, ncoarse = 0;
-      int64_t coarse_cols = 0;  // the widest coarse row of the coarse terms
+      int64_t coarse_row = 0;  // the largest [max shared rows, coarse columns, LP] of the coarse terms
       for (auto& s : ks_) {
         if (s.coarse) {
           coarse_state[ncoarse] = &s;
-          coarse_cols = std::max(coarse_cols, s.coarse->cols().nodes);
+          coarse_row = std::max(coarse_row, s.coarse->max_shared_rows() * s.coarse->cols().nodes * LP);
           coarse[ncoarse++] = CoarseTerm{s.coarse->cols().node.data(),
                                          s.coarse->cols().weight.data(),
                                          s.post.data(),
@@ -678,13 +678,13 @@ class ImageCrf {
         }
       }
       parallel_for(kBands, 1, [&](int64_t band0, int64_t band1) {
-        std::vector<T> zbuf(kBlock * LP), rows(2 * ncoarse * coarse_cols * LP);
+        // Per coarse term: the slices and the splat sums of the image rows that share the current coarse
+        // rows (sliced together when the first of them starts, spread together when the last ends).
+        std::vector<T> zbuf(kBlock * LP), rows(2 * ncoarse * coarse_row);
         std::array<CoarseTerm, kMaxFused> mine_coarse = coarse;
-        for (int k = 0; k < ncoarse; ++k) {
-          mine_coarse[k].row = rows.data() + 2 * k * coarse_cols * LP;
-          mine_coarse[k].splat = rows.data() + (2 * k + 1) * coarse_cols * LP;
-        }
+        std::array<int64_t, kMaxFused> shared0{}, shared1{};  // each term's current rows [shared0, shared1)
         for (int64_t band = band0; band < band1; ++band) {
+          shared1.fill(-1);
           std::array<T*, kMaxFused> coarse_partial{};
           for (int k = 0; k < ncoarse && splat; ++k) {
             const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
@@ -716,23 +716,31 @@ class ImageCrf {
             if (ncoarse == 0) {
               fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, splat, z);
             } else {  // image row by image row
-              const int64_t width = coarse_state[0]->coarse->width();
+              const int64_t width = coarse_state[0]->coarse->width(), band_end = n * (band + 1) / kBands;
               for (int64_t s0 = i0; s0 < i1;) {
                 const int64_t y = s0 / width, s1 = std::min(i1, (y + 1) * width);
                 terms.row_start = y * width;
                 for (int k = 0; k < ncoarse; ++k) {
                   const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
-                  const int64_t c0 = g.first_col(s0 - y * width), c1 = g.last_col(s1 - y * width);
-                  if (with_message)
-                    g.slice_row(g.buffers(coarse_state[k]->tmp.data(), LP).blurred, y, c0, c1, LP,
-                                rows.data() + 2 * k * coarse_cols * LP);
+                  const int64_t row = g.cols().nodes * LP;
+                  T* slices = rows.data() + 2 * k * coarse_row;
+                  if (y >= shared1[k]) {
+                    shared0[k] = y, shared1[k] = g.shared_rows_end(y, (band_end - 1) / width + 1);
+                    if (with_message)
+                      g.slice_rows(g.buffers(coarse_state[k]->tmp.data(), LP).blurred, y, shared1[k], 0, g.cols().nodes,
+                                   LP, slices, row);
+                  }
+                  mine_coarse[k].row = slices + (y - shared0[k]) * row;
+                  mine_coarse[k].splat = slices + coarse_row + (y - shared0[k]) * row;
                 }
                 fused_update_f32(LP, neg_unary_.data(), s0, s1, terms, with_message, splat,
                                  z ? z + (s0 - i0) * LP : nullptr);
                 for (int k = 0; k < ncoarse && splat; ++k) {
                   const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
-                  g.flush_row(mine_coarse[k].splat, y, band, g.first_col(s0 - y * width), g.last_col(s1 - y * width),
-                              LP, coarse_partial[k]);
+                  const int64_t row = g.cols().nodes * LP;
+                  if (s1 == std::min(band_end, shared1[k] * width))  // the last shared row done
+                    g.flush_rows(rows.data() + (2 * k + 1) * coarse_row, row, shared0[k], shared1[k], band, 0,
+                                 g.cols().nodes, LP, coarse_partial[k]);
                 }
                 s0 = s1;
               }

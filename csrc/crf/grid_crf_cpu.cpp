@@ -17,17 +17,21 @@ CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* d, const double* s, int64_t s
   gaussian_taps(d, s, stride, w, t0, t1, count);
 }
 
-CONVLOC_SIMD_CLONES void combine_rows3_f32(float* r, const float* s, int64_t stride, const float* w, int64_t count) {
-  combine_rows3<float>(r, s, stride, w, count);
+CONVLOC_SIMD_CLONES void combine_rows3_f32(float* r, int64_t r_stride, const float* s, int64_t stride, const float* w,
+                                           int64_t nr, int64_t count) {
+  combine_rows3<float>(r, r_stride, s, stride, w, nr, count);
 }
-CONVLOC_SIMD_CLONES void combine_rows3_f64(double* r, const double* s, int64_t stride, const double* w, int64_t count) {
-  combine_rows3<double>(r, s, stride, w, count);
+CONVLOC_SIMD_CLONES void combine_rows3_f64(double* r, int64_t r_stride, const double* s, int64_t stride,
+                                           const double* w, int64_t nr, int64_t count) {
+  combine_rows3<double>(r, r_stride, s, stride, w, nr, count);
 }
-CONVLOC_SIMD_CLONES void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t count) {
-  spread_rows3<float>(d, stride, w, s, count);
+CONVLOC_SIMD_CLONES void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t s_stride,
+                                          int64_t nr, int64_t count) {
+  spread_rows3<float>(d, stride, w, s, s_stride, nr, count);
 }
-CONVLOC_SIMD_CLONES void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t count) {
-  spread_rows3<double>(d, stride, w, s, count);
+CONVLOC_SIMD_CLONES void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t s_stride,
+                                          int64_t nr, int64_t count) {
+  spread_rows3<double>(d, stride, w, s, s_stride, nr, count);
 }
 
 namespace {

@@ -11,6 +11,7 @@
 
 #include "core/common.h"
 #include "core/parallel.h"
+#include "core/simd.h"
 
 namespace convloc {
 
@@ -61,45 +62,75 @@ inline void taps(double* d, const double* s, int64_t stride, const double* w, in
   gaussian_taps_f64(d, s, stride, w, t0, t1, count);
 }
 
-// r[j] = w[0] s[j] + w[1] s[j + stride] + w[2] s[j + 2 stride]: three rows weighted into one. A
-// zero last weight (every other row when the step is even) is skipped.
+// Rows k < nr: r_k[j] = w_k[0] s[j] + w_k[1] s[j + stride] + w_k[2] s[j + 2 stride] (r_k = r + k
+// r_stride, w_k = w + 3 k): the three source rows, read once, weighted into each of the rows that
+// share them. A zero last weight (every other row when the step is even) is skipped.
 template <typename T>
-CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, const T* __restrict s, int64_t stride, const T* w,
-                                         int64_t count) {
-  const T w0 = w[0], w1 = w[1], w2 = w[2];
-  if (w2 == T(0))
-    for (int64_t j = 0; j < count; ++j) r[j] = w0 * s[j] + w1 * s[j + stride];
-  else
-    for (int64_t j = 0; j < count; ++j) r[j] = w0 * s[j] + w1 * s[j + stride] + w2 * s[j + 2 * stride];
-}
-// d[j + a stride] += w[a] s[j] for a = 0, 1, 2, then s[j] = 0: one row spread over three (a zero
-// last weight skipped) and cleared for the next.
-template <typename T>
-CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict d, int64_t stride, const T* w, T* __restrict s, int64_t count) {
-  const T w0 = w[0], w1 = w[1], w2 = w[2];
-  T* __restrict d1 = d + stride;
-  T* __restrict d2 = d + 2 * stride;
-  if (w2 == T(0)) {
-    for (int64_t j = 0; j < count; ++j) d[j] += w0 * s[j], d1[j] += w1 * s[j], s[j] = 0;
-  } else {
-    for (int64_t j = 0; j < count; ++j) d[j] += w0 * s[j], d1[j] += w1 * s[j], d2[j] += w2 * s[j], s[j] = 0;
+CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, int64_t r_stride, const T* __restrict s, int64_t stride,
+                                         const T* w, int64_t nr, int64_t count) {
+  using V = Vec<T, 64 / sizeof(T)>;
+  constexpr int64_t kV = 64 / sizeof(T);
+  const auto mix = [](const T* wk, auto a, auto b, auto c) {
+    return wk[2] == T(0) ? wk[0] * a + wk[1] * b : wk[0] * a + wk[1] * b + wk[2] * c;
+  };
+  int64_t j = 0;
+  for (; j + kV <= count; j += kV) {
+    const V a = load_lanes<V>(s + j), b = load_lanes<V>(s + j + stride), c = load_lanes<V>(s + j + 2 * stride);
+    for (int64_t k = 0; k < nr; ++k) store_lanes(r + k * r_stride + j, mix(w + 3 * k, a, b, c));
   }
+  for (; j < count; ++j)
+    for (int64_t k = 0; k < nr; ++k) r[k * r_stride + j] = mix(w + 3 * k, s[j], s[j + stride], s[j + 2 * stride]);
 }
-void combine_rows3_f32(float* r, const float* s, int64_t stride, const float* w, int64_t count);
-void combine_rows3_f64(double* r, const double* s, int64_t stride, const double* w, int64_t count);
-void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t count);
-void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t count);
-inline void combine_rows3(float* r, const float* s, int64_t stride, const float* w, int64_t count) {
-  combine_rows3_f32(r, s, stride, w, count);
+// d[j + a stride] += w_k[a] s_k[j] for a = 0, 1, 2 and rows k < nr in order (s_k = s + k s_stride,
+// w_k = w + 3 k; a zero last weight skipped), then s_k[j] = 0: rows that share their three
+// destination rows spread over them together (each destination read and written once) and cleared
+// for the next.
+template <typename T>
+CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict d, int64_t stride, const T* w, T* __restrict s, int64_t s_stride,
+                                        int64_t nr, int64_t count) {
+  using V = Vec<T, 64 / sizeof(T)>;
+  constexpr int64_t kV = 64 / sizeof(T);
+  const auto add = [](const T* wk, auto v, auto& d0, auto& d1, auto& d2) {
+    d0 += wk[0] * v, d1 += wk[1] * v;
+    if (wk[2] != T(0)) d2 += wk[2] * v;
+  };
+  int64_t j = 0;
+  for (; j + kV <= count; j += kV) {
+    V d0 = load_lanes<V>(d + j), d1 = load_lanes<V>(d + j + stride), d2 = load_lanes<V>(d + j + 2 * stride);
+    for (int64_t k = 0; k < nr; ++k) {
+      add(w + 3 * k, load_lanes<V>(s + k * s_stride + j), d0, d1, d2);
+      store_lanes(s + k * s_stride + j, V{});
+    }
+    store_lanes(d + j, d0), store_lanes(d + j + stride, d1), store_lanes(d + j + 2 * stride, d2);
+  }
+  for (; j < count; ++j)
+    for (int64_t k = 0; k < nr; ++k) {
+      add(w + 3 * k, s[k * s_stride + j], d[j], d[j + stride], d[j + 2 * stride]);
+      s[k * s_stride + j] = 0;
+    }
 }
-inline void combine_rows3(double* r, const double* s, int64_t stride, const double* w, int64_t count) {
-  combine_rows3_f64(r, s, stride, w, count);
+void combine_rows3_f32(float* r, int64_t r_stride, const float* s, int64_t stride, const float* w, int64_t nr,
+                       int64_t count);
+void combine_rows3_f64(double* r, int64_t r_stride, const double* s, int64_t stride, const double* w, int64_t nr,
+                       int64_t count);
+void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t s_stride, int64_t nr, int64_t count);
+void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t s_stride, int64_t nr,
+                      int64_t count);
+inline void combine_rows3(float* r, int64_t r_stride, const float* s, int64_t stride, const float* w, int64_t nr,
+                          int64_t count) {
+  combine_rows3_f32(r, r_stride, s, stride, w, nr, count);
 }
-inline void spread_rows3(float* d, int64_t stride, const float* w, float* s, int64_t count) {
-  spread_rows3_f32(d, stride, w, s, count);
+inline void combine_rows3(double* r, int64_t r_stride, const double* s, int64_t stride, const double* w, int64_t nr,
+                          int64_t count) {
+  combine_rows3_f64(r, r_stride, s, stride, w, nr, count);
 }
-inline void spread_rows3(double* d, int64_t stride, const double* w, double* s, int64_t count) {
-  spread_rows3_f64(d, stride, w, s, count);
+inline void spread_rows3(float* d, int64_t stride, const float* w, float* s, int64_t s_stride, int64_t nr,
+                         int64_t count) {
+  spread_rows3_f32(d, stride, w, s, s_stride, nr, count);
+}
+inline void spread_rows3(double* d, int64_t stride, const double* w, double* s, int64_t s_stride, int64_t nr,
+                         int64_t count) {
+  spread_rows3_f64(d, stride, w, s, s_stride, nr, count);
 }
 
 // The taps of a Gaussian of standard deviation sigma (grid steps), truncated at 3 sigma, summed:
@@ -248,6 +279,8 @@ class CoarseGaussian {
     double gain = 1;
     for (int a = 0; a < 2; ++a)
       gain *= gaussian_taps_sum(sigma[a]) / (step[a] * gaussian_taps_sum(coarse_sigma(sigma[a], step[a])));
+    for (int64_t y = 0; y < height_; y = shared_rows_end(y, height_))
+      max_shared_rows_ = std::max(max_shared_rows_, shared_rows_end(y, height_) - y);
     slice_weight_.resize(rows_.weight.size());
     for (size_t j = 0; j < slice_weight_.size(); ++j) slice_weight_[j] = T(gain * double(rows_.weight[j]));
     const int64_t n = height_ * width_;
@@ -270,14 +303,23 @@ class CoarseGaussian {
     return band_first_row_[band] * cols_.nodes * channels;
   }
 
-  // Adds w_y · s[c] (columns [c0, c1) of one image row's horizontal splat sums, [nodes, channels])
-  // to the coarse rows of image row y, in the partial sums of its band (starting at `partial`), and
-  // zeroes those columns of s.
-  void flush_row(T* __restrict s, int64_t y, int64_t band, int64_t c0, int64_t c1, int64_t channels,
-                 T* __restrict partial) const {
+  // Image rows [y, shared_rows_end(y, y1)) share their three coarse rows (at most
+  // max_shared_rows() of them: the step).
+  int64_t shared_rows_end(int64_t y, int64_t y1) const {
+    int64_t e = y + 1;
+    while (e < y1 && rows_.node[e] == rows_.node[y]) ++e;
+    return e;
+  }
+  int64_t max_shared_rows() const { return max_shared_rows_; }
+
+  // Adds w_y · s_y[c] for image rows y in [y0, y1) (which share their coarse rows; s_y = s + (y - y0)
+  // s_stride: columns [c0, c1) of their horizontal splat sums, [nodes, channels] each) to their coarse
+  // rows, in the partial sums of their band (starting at `partial`), and zeroes those columns of s_y.
+  void flush_rows(T* __restrict s, int64_t s_stride, int64_t y0, int64_t y1, int64_t band, int64_t c0, int64_t c1,
+                  int64_t channels, T* __restrict partial) const {
     const int64_t row = cols_.nodes * channels;
-    spread_rows3(partial + (rows_.node[y] - band_lo_[band]) * row + c0 * channels, row, rows_.weight.data() + 3 * y,
-                 s + c0 * channels, (c1 - c0) * channels);
+    spread_rows3(partial + (rows_.node[y0] - band_lo_[band]) * row + c0 * channels, row, rows_.weight.data() + 3 * y0,
+                 s + c0 * channels, s_stride, y1 - y0, (c1 - c0) * channels);
   }
 
   // coarse = the partial sums, added in band order.
@@ -298,13 +340,14 @@ class CoarseGaussian {
   }
   void blur(const T* coarse, T* blurred, int64_t channels) const { coarse_.filter(coarse, blurred, channels, nullptr); }
 
-  // r[c] = gain · sum_a w_y[a] blurred[node_y + a, c] for columns [c0, c1): image row y's slice
-  // before the horizontal weights.
-  void slice_row(const T* __restrict blurred, int64_t y, int64_t c0, int64_t c1, int64_t channels,
-                 T* __restrict r) const {
+  // r_y[c] = gain · sum_a w_y[a] blurred[node_y + a, c] for columns [c0, c1) and image rows y in
+  // [y0, y1), which share their coarse rows (r_y = r + (y - y0) r_stride): the rows' slices before
+  // the horizontal weights.
+  void slice_rows(const T* __restrict blurred, int64_t y0, int64_t y1, int64_t c0, int64_t c1, int64_t channels,
+                  T* __restrict r, int64_t r_stride) const {
     const int64_t row = cols_.nodes * channels;
-    combine_rows3(r + c0 * channels, blurred + rows_.node[y] * row + c0 * channels, row, slice_weight_.data() + 3 * y,
-                  (c1 - c0) * channels);
+    combine_rows3(r + c0 * channels, r_stride, blurred + rows_.node[y0] * row + c0 * channels, row,
+                  slice_weight_.data() + 3 * y0, y1 - y0, (c1 - c0) * channels);
   }
 
   // Image row y's columns [x0, x1) reach coarse columns [first, last).
@@ -344,7 +387,7 @@ class CoarseGaussian {
               for (int64_t l = 0; l < channels; ++l) d[l] += wb * v[l];
             }
           }
-          flush_row(s.data(), y, b, c0, c1, channels, part);
+          flush_rows(s.data(), 0, y, y + 1, b, c0, c1, channels, part);
           p0 = p1;
         }
       }
@@ -354,7 +397,7 @@ class CoarseGaussian {
     parallel_for(height_, 8, [&](int64_t y0, int64_t y1) {
       std::vector<T> r(row);
       for (int64_t y = y0; y < y1; ++y) {
-        slice_row(blurred, y, 0, cols_.nodes, channels, r.data());
+        slice_rows(blurred, y, y + 1, 0, cols_.nodes, channels, r.data(), 0);
         for (int64_t x = 0; x < width_; ++x) {
           T* o = out + (y * width_ + x) * channels;
           const T* w = cols_.weight.data() + 3 * x;
@@ -390,6 +433,7 @@ class CoarseGaussian {
   Axis rows_, cols_;
   GridGaussian<T> coarse_;
   std::vector<T> slice_weight_;  // [H, 3] the row weights times the gain
+  int64_t max_shared_rows_ = 0;
   std::vector<int64_t> band_lo_, band_first_row_;
 };
 
