@@ -590,8 +590,11 @@ class ImageCrf {
     });
   }
 
+  // Every kernel's filtering. With no more threads than kernels, the kernels run side by side, one
+  // thread each (a kernel's passes then need no barriers between them); otherwise one after the
+  // other, each in parallel. Each kernel computes the same either way.
   void filter_all() {
-    for (auto& s : ks_) {
+    const auto one = [&](KernelState<T>& s) {
       if (s.bands) {
         s.lattice->add_band_sums(s.partial.data(), lp_, s.blur_a.data());
         s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
@@ -603,7 +606,14 @@ class ImageCrf {
       } else {
         s.filter(s.in.data(), s.out.data(), lp_);
       }
-    }
+    };
+    const int64_t kernels = ks_.size();
+    if (kernels > 1 && get_num_threads() <= kernels)
+      parallel_for(kernels, 1, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) one(ks_[k]);
+      });
+    else
+      for (auto& s : ks_) one(s);
   }
 
   // One fused pass over blocks of pixels: logits from the unary (and the messages when
