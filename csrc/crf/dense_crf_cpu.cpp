@@ -42,7 +42,10 @@ template <typename V>
 CONVLOC_ALWAYS_INLINE V exp_lanes(V x) {
   using VI = decltype(x < x);
   x = x < -70.0f ? V{} - 70.0f : x;
-  const V n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  // t = 1.5 · 2^23 + n, n = round(x log2 e): n sits in t's low mantissa bits, whose integer value is
+  // then bits(t) - bits(1.5 · 2^23) (no float-to-int conversion needed for 2^n).
+  const V t = x * 1.44269504088896341f + 12582912.0f;
+  const V n = t - 12582912.0f;
   const V r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   V p = r * 1.3888949e-3f + 8.3333334e-3f;
   p = p * r + 4.1666668e-2f;
@@ -50,7 +53,9 @@ CONVLOC_ALWAYS_INLINE V exp_lanes(V x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
+  VI tbits;
+  std::memcpy(&tbits, &t, sizeof tbits);
+  const VI bits = (tbits + (127 - 0x4B400000)) << 23;  // (n + 127) << 23: 2^n
   V scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
