@@ -208,18 +208,29 @@ def test_volume_with_spacing_and_user_features(rng):
     assert ops.dense_crf(u, image=img, **kw).shape == u.shape
 
 
-@pytest.mark.parametrize("labels", [5, 21, 30])
-def test_thread_count_independent(rng, threads, labels):
+@pytest.mark.parametrize(
+    "labels, shape, kernels",
+    [
+        (5, (64, 80), None),
+        (21, (64, 80), None),
+        (30, (64, 80), None),
+        # two coarse Gaussians with other steps (5 and 2: even, zero last weights) on an odd-sized
+        # image, whose pixel bands and blocks start inside image rows
+        (21, (61, 83), [ops.Gaussian(5.5, 3), ops.Gaussian(2.2, 1), ops.Bilateral(20, 13, 10)]),
+    ],
+)
+def test_thread_count_independent(rng, threads, labels, shape, kernels):
     # float32 without the energy takes the fused update (lattice sliced and splatted per pixel band);
     # with the energy, or in float64, the general one. Both must not depend on the thread count.
-    u, img = smooth_unary(rng, labels, 64, 80), blocky_image(rng, 64, 80)
+    u, img = smooth_unary(rng, labels, *shape), blocky_image(rng, *shape)
+    kw = {} if kernels is None else {"kernels": kernels}
     results = {}
     for n in (1, 2):
         convloc.set_num_threads(n)
         results[n] = (
-            ops.dense_crf(u, image=img, iterations=5),
-            ops.dense_crf(u, image=img, iterations=5, return_energy=True),
-            ops.dense_crf(u.astype(np.float64), image=img, iterations=5),
+            ops.dense_crf(u, image=img, iterations=5, **kw),
+            ops.dense_crf(u, image=img, iterations=5, return_energy=True, **kw),
+            ops.dense_crf(u.astype(np.float64), image=img, iterations=5, **kw),
         )
     for a, b in zip(results[1], results[2]):
         for x, y in zip(*(((a,), (b,)) if isinstance(a, np.ndarray) else (a, b))):
