@@ -230,6 +230,74 @@ def test_cuda_matches_cpu(rng):
     torch.testing.assert_close(ops.box_iou(c[0], c[0]).cpu(), ops.box_iou(boxes, boxes))
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", SIZES + [5000])
+def test_cuda_matches_cpu_on_strided_boxes(rng, n, dtype):
+    # Every size (5000 boxes: 79 words of suppression mask per box), boxes read from a strided view.
+    import torch
+
+    boxes = torch.from_numpy(random_boxes(rng, n, dtype, size=300))
+    scores = torch.from_numpy(rng.random(n).astype(dtype))
+    idxs = torch.from_numpy(rng.integers(0, 3, n))
+    wide = torch.zeros(n, 8, dtype=boxes.dtype, device="cuda")
+    wide[:, ::2] = boxes.cuda()
+    b, s, i = wide[:, ::2], scores.cuda(), idxs.cuda()
+    for thr in (0.3, 0.7):
+        assert torch.equal(ops.nms(b, s, thr).cpu(), ops.nms(boxes, scores, thr))
+        assert torch.equal(ops.batched_nms(b, s, i, thr).cpu(), ops.batched_nms(boxes, scores, idxs, thr))
+    torch.testing.assert_close(ops.box_iou(b, b[:13]).cpu(), ops.box_iou(boxes, boxes[:13]), equal_nan=True)
+    torch.testing.assert_close(ops.box_area(b).cpu(), ops.box_area(boxes), rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_inputs_raise_naming_the_argument(rng):
+    import torch
+
+    boxes = torch.from_numpy(random_boxes(rng, 6) + 1).cuda()
+    scores = torch.from_numpy(rng.random(6).astype(np.float32)).cuda()
+    nan_boxes = boxes.clone()
+    nan_boxes[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="boxes"):
+        ops.nms(nan_boxes, scores, 0.5)
+    with pytest.raises(ValueError, match="boxes"):
+        ops.nms(boxes[:, [2, 1, 0, 3]], scores, 0.5)
+    with pytest.raises((ValueError, TypeError), match="scores"):
+        ops.nms(boxes, scores.cpu(), 0.5)
+    with pytest.raises((ValueError, TypeError), match="boxes2"):
+        ops.box_iou(boxes, boxes.cpu())
+
+
+@pytest.mark.cuda
+def test_cupy_arrays_in_cupy_arrays_out(rng):
+    cupy = pytest.importorskip("cupy")
+    boxes, scores = random_boxes(rng, 200, size=300), rng.random(200).astype(np.float32)
+    keep = ops.nms(cupy.asarray(boxes), cupy.asarray(scores), 0.5)
+    assert isinstance(keep, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(keep), ops.nms(boxes, scores, 0.5))
+    iou = ops.box_iou(cupy.asarray(boxes), cupy.asarray(boxes[:7]))
+    assert isinstance(iou, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(iou), ops.box_iou(boxes, boxes[:7]), rtol=1e-6)
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_the_current_stream(rng):
+    # Inputs written on a side stream are read after that write: the kernels run on the caller's stream.
+    import torch
+
+    boxes = torch.from_numpy(random_boxes(rng, 3000, size=300))
+    scores = torch.from_numpy(rng.random(3000).astype(np.float32))
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        b = torch.empty_like(boxes, device="cuda").copy_(boxes, non_blocking=True)
+        s = torch.empty_like(scores, device="cuda").copy_(scores, non_blocking=True)
+        keep = ops.nms(b * 1.0, s, 0.5)
+        iou = ops.box_iou(b * 1.0, b)
+    side.synchronize()
+    assert torch.equal(keep.cpu(), ops.nms(boxes, scores, 0.5))
+    torch.testing.assert_close(iou.cpu(), ops.box_iou(boxes, boxes), equal_nan=True)
+
+
 def test_info_reports_build_and_devices():
     info = convloc.info()
     assert info["version"] == convloc.__version__

@@ -240,20 +240,86 @@ def test_thread_count_independent(rng, threads, labels, shape, kernels):
     np.testing.assert_allclose(fused, double, atol=2e-5)
 
 
+def lattice_positions(batch, h, w, sxy, dtype):
+    """[B, 2, H, W] pixel positions (x, then y, as the Gaussian kernel orders them) over sxy: a
+    Gaussian kernel that runs on the lattice on the CPU too (the CPU filters Gaussians on grids)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.broadcast_to(np.stack([xx, yy]) / sxy, (batch, 2, h, w)).astype(dtype)
+
+
 @pytest.mark.cuda
-def test_cuda_matches_cpu(rng):
-    # Both kernels on the lattice (σ > GRID_MAX_SIGMA keeps the Gaussian off the CPU's grid filter).
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, labels, h, w", [(1, 2, 1, 1), (2, 5, 17, 9), (1, 21, 64, 48), (3, 64, 8, 8)])
+def test_cuda_matches_cpu(rng, dtype, batch, labels, h, w):
     torch = pytest.importorskip("torch")
-    u = torch.from_numpy(smooth_unary(rng, 5, 40, 56).astype(np.float64))
-    img = blocky_image(rng, 40, 56)
-    kw = dict(
-        image=img, kernels=[ops.Gaussian(8, 3), ops.Bilateral(20, 13, 10)], iterations=5, return_labels=True
-    )
-    q_cpu, lab_cpu = ops.dense_crf(u, **kw)
-    q_gpu, lab_gpu = ops.dense_crf(u.cuda(), **kw)
-    assert q_gpu.is_cuda and lab_gpu.is_cuda
-    torch.testing.assert_close(q_gpu.cpu(), q_cpu, rtol=1e-8, atol=1e-8)
-    assert torch.equal(lab_gpu.cpu(), lab_cpu)
+    u = np.stack([smooth_unary(rng, labels, h, w) for _ in range(batch)]).astype(dtype)
+    img = np.stack([blocky_image(rng, h, w) for _ in range(batch)])
+    feats = rng.normal(size=(batch, 3, h, w)).astype(dtype)
+    kernels = [
+        ops.Features(lattice_positions(batch, h, w, 3.0, dtype), 3),
+        ops.Bilateral(20, 13, 10),
+        ops.Features(feats, 2, compat=0.5, normalization="after"),
+    ]
+    kw = dict(image=img, kernels=kernels, iterations=3, return_labels=True)
+    q_cpu, lab_cpu = ops.dense_crf(torch.from_numpy(u), **kw)
+    q_gpu, lab_gpu = ops.dense_crf(torch.from_numpy(u).cuda(), **kw)
+    assert q_gpu.is_cuda and q_gpu.dtype == q_cpu.dtype and lab_gpu.shape == (batch, h, w)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(q_gpu.cpu(), q_cpu, **tol)
+    assert (lab_gpu.cpu() == lab_cpu).double().mean() >= (0.999 if dtype == np.float32 else 1.0)
+    # A Gaussian kernel on the GPU is the lattice over the same positions.
+    gauss = ops.dense_crf(torch.from_numpy(u).cuda(), kernels=[ops.Gaussian(3.0, 3)], iterations=3)
+    lattice = ops.dense_crf(torch.from_numpy(u), kernels=kernels[:1], iterations=3)
+    torch.testing.assert_close(gauss.cpu(), lattice, **tol)
+
+
+@pytest.mark.cuda
+def test_cuda_grid_crf_matches_cpu(rng):
+    torch = pytest.importorskip("torch")
+    u = torch.from_numpy(np.stack([smooth_unary(rng, 4, 23, 31) for _ in range(2)]).astype(np.float64))
+    img = np.stack([blocky_image(rng, 23, 31) for _ in range(2)])
+    for neighbors in (4, 8):
+        cpu = ops.grid_crf(u, img, neighbors=neighbors, iterations=4)
+        gpu = ops.grid_crf(u.cuda(), img, neighbors=neighbors, iterations=4)
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_inputs_raise(rng):
+    torch = pytest.importorskip("torch")
+    u = torch.from_numpy(smooth_unary(rng, 65, 6, 6)).cuda()
+    with pytest.raises(ValueError, match="unary"):
+        ops.dense_crf(u, kernels=[ops.Gaussian(8)])
+    bad = rng.normal(size=(6, 6, 2))
+    bad[2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="features"):
+        ops.dense_crf(u[:3].double(), kernels=[ops.Features(bad)])
+    with pytest.raises(TypeError, match="return_energy"):
+        ops.dense_crf(u[:3], kernels=[ops.Gaussian(8)], return_energy=True)
+    with pytest.raises(TypeError, match="exact"):
+        ops.dense_crf(u[:3], kernels=[ops.Gaussian(3, exact=True)])
+
+
+@pytest.mark.cuda
+def test_cuda_crf_as_rnn_matches_cpu(rng):
+    # The CRF-RNN layer's forward and backward on the GPU: its filterings run the CUDA lattice.
+    torch = pytest.importorskip("torch")
+    from convloc.nn.crfrnn import CRFasRNN
+
+    unary = torch.from_numpy(rng.normal(size=(2, 3, 12, 10)))
+    image = torch.from_numpy(rng.uniform(0, 255, size=(2, 3, 12, 10)))
+    crf = CRFasRNN(3, iterations=3, learn_widths=True).double()
+    grads = []
+    for device in ("cpu", "cuda"):
+        crf.to(device).zero_grad()
+        u = unary.detach().to(device).requires_grad_()
+        out = crf(u, image.to(device))
+        out.square().sum().backward()
+        grads.append((out.detach().cpu(), u.grad.cpu(), [p.grad.cpu() for p in crf.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-7, atol=1e-8)
+    for g_gpu, g_cpu in zip(grads[1][2], grads[0][2]):
+        torch.testing.assert_close(g_gpu, g_cpu, rtol=1e-6, atol=1e-8)
 
 
 def test_torch_in_torch_out(rng):

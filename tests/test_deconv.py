@@ -309,15 +309,30 @@ def test_output_padding_below_dilation_is_allowed(rng):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("case", [GRID[1], GRID[4], GRID[9]], ids=["dense", "depthwise", "big"])
-def test_cuda_matches_cpu(case, rng):
-    x, w, b, kw = make(case, np.float32, rng)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GRID, ids=IDS)
+def test_cuda_matches_cpu(case, dtype, rng):
+    # Forward and all three gradients; the GPU input is a channels-last view.
+    x, w, b, kw = make(case, dtype, rng)
     cpu = [t(x, True), t(w, True), t(b, True)]
-    gpu = [a.detach().cuda().requires_grad_() for a in cpu]
+    x_cl = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).cuda().permute(0, 3, 1, 2)
+    gpu = [x_cl.requires_grad_()] + [a.detach().cuda().requires_grad_() for a in cpu[1:]]
     y_cpu, y_gpu = conv_transpose2d(*cpu, **kw), conv_transpose2d(*gpu, **kw)
-    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-4)
-    g = torch.from_numpy(rng.standard_normal(tuple(y_cpu.shape)).astype(np.float32))
+    assert y_gpu.is_cuda and y_gpu.dtype == y_cpu.dtype
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, **tol(dtype))
+    g = torch.from_numpy(rng.standard_normal(tuple(y_cpu.shape)).astype(dtype))
     y_cpu.backward(g)
     y_gpu.backward(g.cuda())
     for a, e in zip(gpu, cpu):
-        torch.testing.assert_close(a.grad.cpu(), e.grad, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(
+            a.grad.cpu(), e.grad, **(tol(dtype) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-3))
+        )
+
+
+@pytest.mark.cuda
+def test_cuda_matches_torch_on_fcn_upsampling(rng):
+    # FCN-8s's last layer (21 classes, 8x, depthwise bilinear) at a realistic size, against cuDNN.
+    x = torch.from_numpy(rng.standard_normal((2, 21, 64, 48)).astype(np.float32)).cuda()
+    w = torch.from_numpy(np.broadcast_to(bilinear_kernel(1, 8), (21, 1, 16, 16)).copy()).cuda()
+    ours = conv_transpose2d(x, w, None, stride=8, padding=4, groups=21)
+    torch.testing.assert_close(ours, F.conv_transpose2d(x, w, None, 8, 4, groups=21), rtol=1e-5, atol=1e-5)

@@ -416,6 +416,53 @@ def test_cuda_matches_cpu(rng, d):
     torch.testing.assert_close(fg.grad.cpu(), fc.grad, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "n, d, c", [(0, 3, 2), (1, 2, 1), (7, 1, 3), (500, 9, 33), (20000, 3, 4), (300, 32, 2)]
+)
+def test_cuda_matches_cpu_at_every_size(rng, dtype, n, d, c):
+    # Values come in as a strided (transposed) view; float32 agrees to rounding (the CPU blur fuses its
+    # multiply-adds in its own order). exclude_self only in float64: on a sparse lattice it leaves the
+    # difference of two nearly equal sums, whose float32 rounding normalisation then magnifies.
+    torch = pytest.importorskip("torch")
+    f = torch.from_numpy((rng.normal(size=(n, d)) * 2).astype(dtype))
+    v = torch.from_numpy(rng.random((c, n)).astype(dtype)).T
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-10, atol=1e-10)
+    for normalization in (None, "after"):
+        kw = dict(normalization=normalization, exclude_self=dtype == "float64")
+        cpu = ops.permutohedral_filter(v, f, **kw)
+        gpu = ops.permutohedral_filter(v.cuda(), f.cuda(), **kw)
+        assert gpu.is_cuda and gpu.dtype == v.dtype and gpu.shape == (n, c)
+        torch.testing.assert_close(gpu.cpu(), cpu, **tol)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_features_raise():
+    torch = pytest.importorskip("torch")
+    v = torch.ones((4, 1), dtype=torch.float64, device="cuda")
+    for bad in (float("nan"), float("inf"), 1e12):
+        f = torch.zeros((4, 2), dtype=torch.float64, device="cuda")
+        f[2, 1] = bad
+        with pytest.raises(ValueError, match="features"):
+            ops.permutohedral_filter(v, f)
+    with pytest.raises(ValueError, match="values"):
+        ops.permutohedral_filter(v.cpu(), torch.zeros((4, 2), dtype=torch.float64, device="cuda"))
+    with pytest.raises((ValueError, TypeError), match="values"):
+        convloc.PermutohedralLattice(np.zeros((4, 2))).filter(v)
+
+
+@pytest.mark.cuda
+def test_cupy_filter(rng):
+    cupy = pytest.importorskip("cupy")
+    f, v = rng.normal(size=(300, 3)), rng.random((300, 2))
+    out = ops.permutohedral_filter(cupy.asarray(v), cupy.asarray(f), normalization="symmetric")
+    assert isinstance(out, cupy.ndarray)
+    np.testing.assert_allclose(
+        cupy.asnumpy(out), ops.permutohedral_filter(v, f, normalization="symmetric"), rtol=1e-10, atol=1e-12
+    )
+
+
 def pydensecrf_filter(features, values, normalization):
     """pydensecrf's lattice filter: one stepInference with a zero unary and one Potts kernel of
     weight 1 leaves K v (normalised as asked) in its first scratch matrix."""

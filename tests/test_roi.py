@@ -318,13 +318,38 @@ def test_bad_backward_arguments():
         _C.roi_align_backward(grad.astype(np.float64), rois, 1.0, 2, 2, 2, True, np.zeros_like(x))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 3, 13, 17, 60), (1, 2, 40, 3, 25)])
+@pytest.mark.parametrize("scale", [0.5, 0.0625])
+@pytest.mark.parametrize("op", ["pool", (-1, False), (0, True), (2, True), (3, False)], ids=str)
+def test_cuda_backward_gather_on_cpu_matches_cpu_backward(rng, dtype, shape, scale, op):
+    # The CUDA backward visits only the bins and samples near each cell: run on the CPU (a test hook),
+    # it must give the CPU backward's bits, also with a broadcast gradient (stride 0).
+    b, c, h, w, k = shape
+    x = (np.round(rng.standard_normal((b, c, h, w)) * 2) / 2).astype(dtype)  # many ties for the max
+    rois = random_rois(rng, k, b, h, w, scale, dtype)
+    for grad in (rng.standard_normal((k, c, 3, 4)).astype(dtype), np.ones((1, 1, 1, 1), dtype)):
+        want, got = np.empty_like(x), np.full_like(x, np.nan)
+        if op == "pool":
+            _C.roi_pool_backward(grad, rois, x, scale, 3, 4, want)
+            _C._roi_backward_gather(grad, rois, x, scale, 3, 4, 0, False, got)
+        else:
+            _C.roi_align_backward(grad, rois, scale, 3, 4, *op, want)
+            _C._roi_backward_gather(grad, rois, None, scale, 3, 4, *op, got)
+        np.testing.assert_array_equal(got, want)
+
+
 @needs_torch
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_cpu(rng, dtype):
-    x = torch.from_numpy(rng.standard_normal((2, 8, 13, 17))).to(dtype)
-    rois = torch.from_numpy(random_rois(rng, 40, 2, 13, 17, 0.5, np.float64)).to(dtype)
-    grad = torch.from_numpy(rng.standard_normal((40, 8, 3, 4))).to(dtype)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 8, 13, 17, 40), (1, 64, 38, 50, 300)])
+def test_cuda_matches_cpu(rng, dtype, shape):
+    # Bit for bit, forward and backward: the CUDA kernels add in the CPU kernels' order. The input
+    # is a channels-last view, so the CUDA path also makes it contiguous.
+    b, c, h, w, k = shape
+    x = torch.from_numpy(rng.standard_normal((b, h, w, c)).astype(dtype)).permute(0, 3, 1, 2)
+    rois = torch.from_numpy(random_rois(rng, k, b, h, w, 0.5, dtype))
+    grad = torch.from_numpy(rng.standard_normal((k, c, 3, 4)).astype(dtype))
     for op, kw in (
         (convloc.ops.roi_pool, {}),
         (convloc.ops.roi_align, dict(sampling_ratio=2, aligned=True)),
@@ -334,6 +359,31 @@ def test_cuda_matches_cpu(rng, dtype):
         for device in ("cpu", "cuda"):
             xd = x.detach().to(device).requires_grad_()
             out = op(xd, rois.to(device), (3, 4), 0.5, **kw)
+            assert out.device.type == device and out.shape == (k, c, 3, 4)
             out.backward(grad.to(device))
             results.append((out.detach().cpu(), xd.grad.cpu()))
         assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@needs_torch
+@pytest.mark.cuda
+def test_cuda_bad_boxes_and_devices_raise(rng):
+    x = torch.zeros((2, 3, 8, 8), device="cuda")
+    good = torch.tensor([[1.0, 0, 0, 4, 4]], device="cuda")
+    for row in ([2.0, 0, 0, 4, 4], [0.5, 0, 0, 4, 4], [0.0, 0, 0, float("nan"), 4], [0.0, 4, 0, 2, 4]):
+        with pytest.raises(ValueError, match="boxes"):
+            convloc.ops.roi_align(x, torch.tensor([row], device="cuda"), 2)
+    with pytest.raises((ValueError, TypeError), match="boxes"):
+        convloc.ops.roi_pool(x, good.cpu(), 2)
+    out = convloc.ops.roi_pool(x, [good[:, 1:], good[:, 1:]], 2)  # a list of per-image boxes
+    assert out.is_cuda and out.shape == (2, 3, 2, 2)
+
+
+@pytest.mark.cuda
+def test_cupy_roi_align(rng):
+    cupy = pytest.importorskip("cupy")
+    x = rng.standard_normal((2, 5, 11, 9)).astype(np.float32)
+    rois = random_rois(rng, 17, 2, 11, 9, 1.0, np.float32)
+    out = convloc.ops.roi_align(cupy.asarray(x), cupy.asarray(rois), 3, 1.0, 2, True)
+    assert isinstance(out, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(out), convloc.ops.roi_align(x, rois, 3, 1.0, 2, True))

@@ -15,4 +15,5 @@ echo "build: $(( $(date +%s) - start )) s"
 status=0
 python3 -m pytest tests -q -m cuda -p no:cacheprovider -rs 2>&1 | tee "$out/cuda_tests.log" || status=1
 python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/fuzz 2>&1 | tail -15 | tee "$out/all_tests.log" || status=1
+(cd /tmp && python3 -m convloc.cli bench cuda --budget 0.5) 2>&1 | tee "$out/bench_cuda.log" || status=1
 exit $status

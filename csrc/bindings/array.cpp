@@ -146,9 +146,17 @@ Array from_dlpack(py::handle obj, const char* name) {
   return a;
 }
 
+// Whether obj says (through DLPack) that its memory is on a device: such an array may still claim the
+// buffer protocol (CuPy's does), which only host memory can honour.
+bool on_device(py::handle obj) {
+  if (!py::hasattr(obj, "__dlpack_device__")) return false;
+  const int type = py::cast<py::tuple>(obj.attr("__dlpack_device__")())[0].cast<int>();
+  return type != kDLCPU && type != kDLCUDAHost;
+}
+
 Array make(py::handle obj, const char* name, bool writable) {
   if (obj.is_none()) fail_type(name, ": expected an array, got None");
-  Array a = PyObject_CheckBuffer(obj.ptr()) ? from_buffer(obj, name, writable)
+  Array a = PyObject_CheckBuffer(obj.ptr()) && !on_device(obj) ? from_buffer(obj, name, writable)
             : py::hasattr(obj, "__dlpack__")
                 ? from_dlpack(obj, name)
                 : (fail_type(name, ": expected an array (NumPy, PyTorch, CuPy or any DLPack producer), got ",

@@ -184,6 +184,26 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
   });
 }
 
+// Test hook (CPU): the CUDA backward's per-cell gather; input given: roi_pool's, None: roi_align's.
+void py_roi_backward_gather(py::handle grad_obj, py::handle rois_obj, py::handle input_obj, double spatial_scale,
+                            int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+                            py::handle gi_obj) {
+  Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes");
+  Array input = as_optional_array(input_obj, "input"), gi = as_output(gi_obj, "grad_input");
+  if (gi->is_cuda()) fail_value("grad_input: expected a CPU array (a CPU test hook)");
+  if (input->data) {
+    check_output(*input, *gi, {gi->size(0), gi->size(1), gi->size(2), gi->size(3)}, "[B, C, H, W] (grad_input's)");
+    check_same_dtype(*gi, *input);
+  }
+  CONVLOC_DISPATCH_FLOAT(*gi, [&] {
+    const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, nullptr);
+    const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
+    roi_backward_gather_cpu(g, input->data ? input->ptr<scalar_t>() : nullptr, rois->ptr<scalar_t>(), k, b, c, h, w,
+                            static_cast<scalar_t>(spatial_scale), int(pooled_h), int(pooled_w), int(sampling_ratio),
+                            aligned, gi->ptr<scalar_t>());
+  });
+}
+
 }  // namespace
 
 void bind_roi(py::module_& m) {
@@ -202,6 +222,9 @@ void bind_roi(py::module_& m) {
         arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("grad_input"), py::kw_only(), arg("stream") = 0,
         "grad_input [B, C, H, W] of roi_align from grad [K, C, PH, PW] (sizes of 1 broadcast); deterministic: "
         "fixed summation order, no atomics.");
+  m.def("_roi_backward_gather", &py_roi_backward_gather, arg("grad"), arg("boxes"), arg("input"), arg("spatial_scale"),
+        arg("pooled_h"), arg("pooled_w"), arg("sampling_ratio"), arg("aligned"), arg("grad_input"),
+        "Test hook: the CUDA backward's gather per input cell, run on the CPU.");
 }
 
 }  // namespace convloc

@@ -27,6 +27,15 @@ constexpr int kLatticeMaxDim = 32;
 // (a feature range about 10^8 / (d + 1) standard deviations; pydensecrf's int16 keys overflow at 32767).
 constexpr double kLatticeMaxCoord = 1 << 29;
 
+// Whether point f[0, d) lies within kLatticeMaxCoord once embedded (false for NaN or inf): sum_k |f_k scale_k|
+// (d + 1), in double. The vectorised CPU build makes the same test lane by lane.
+template <typename T>
+CONVLOC_HD bool lattice_point_in_range(const T* f, int d, const T* scale) {
+  double reach = 0;
+  for (int j = 0; j < d; ++j) reach += fabs(double(f[j]) * double(scale[j]));
+  return reach * double(d + 1) < kLatticeMaxCoord;
+}
+
 // Bands of points that splat by scattering into their own partial sums (see band_tables()); a fixed number,
 // so that results do not depend on the thread count.
 constexpr int64_t kLatticeSplatBands = 8;

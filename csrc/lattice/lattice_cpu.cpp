@@ -836,10 +836,9 @@ void lattice_simplices_cpu(const T* features, int64_t n, int d, bool vectorised,
   const int64_t k1 = d + 1, kd = k1 * d;
   if (!vectorised) {
     for (int64_t i = 0; i < n; ++i) {
-      // simplex_lanes' refusal, before lattice_simplex converts coordinates to int32
-      double reach = 0;
-      for (int j = 0; j < d; ++j) reach += std::fabs(double(features[i * d + j]) * double(scale[j]));
-      if (!(reach * double(k1) < kLatticeMaxCoord)) fail_value("features: coordinates out of range or not finite");
+      // before lattice_simplex converts coordinates to int32
+      if (!lattice_point_in_range(features + i * d, d, scale))
+        fail_value("features: coordinates out of range or not finite");
       lattice_simplex(features + i * d, d, scale, keys + i * kd, weights + i * k1, ranks + i * k1);
     }
     return;

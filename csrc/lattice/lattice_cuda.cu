@@ -15,10 +15,11 @@ constexpr int32_t kEmpty = -1;
 // slots hold the index of the first entry seen with a given key (its representative).
 template <typename T>
 __global__ void simplex_kernel(const T* features, int64_t n, int d, const T* scale, int32_t* keys, T* weights,
-                               uint8_t* ranks, uint64_t* hashes) {
+                               uint8_t* ranks, uint64_t* hashes, int* out_of_range) {
   CONVLOC_CUDA_LOOP(i, n) {
     const int64_t k1 = d + 1;
     int32_t* key = keys + i * k1 * d;
+    if (!lattice_point_in_range(features + i * d, d, scale)) *out_of_range = 1;  // reported after the build
     lattice_simplex(features + i * d, d, scale, key, weights + i * k1, ranks + i * k1);
     for (int k = 0; k <= d; ++k) hashes[i * k1 + k] = lattice_hash(key + k * d, d);
   }
@@ -160,7 +161,10 @@ void permutohedral_filter_cuda(const T* features, int64_t n, int d, const T* in,
   T* weights = scratch.get<T>(entries);
   uint8_t* ranks = scratch.get<uint8_t>(entries);
   uint64_t* hashes = scratch.get<uint64_t>(entries);
-  simplex_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(features, n, d, scale, keys, weights, ranks, hashes);
+  int* out_of_range = scratch.get<int>(1);
+  CONVLOC_CUDA_CHECK(cudaMemsetAsync(out_of_range, 0, sizeof(int), s));
+  simplex_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(features, n, d, scale, keys, weights, ranks, hashes,
+                                                            out_of_range);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 
   uint64_t size = 1024;
@@ -175,9 +179,12 @@ void permutohedral_filter_cuda(const T* features, int64_t n, int d, const T* in,
   flag_kernel<<<blocks_for(entries), kThreadsPerBlock, 0, s>>>(rep, entries, ids);
   thrust::exclusive_scan(thrust::cuda::par.on(s), ids, ids + entries, ids);
   int32_t last_id = 0, last_rep = 0;
+  int bad_points = 0;
   CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&last_id, ids + entries - 1, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
   CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&last_rep, rep + entries - 1, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&bad_points, out_of_range, sizeof(int), cudaMemcpyDeviceToHost, s));
   CONVLOC_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (bad_points) fail_value("features: coordinates out of range or not finite");
   const int64_t vertices = last_id + (last_rep == entries - 1 ? 1 : 0);
 
   int32_t* offset = scratch.get<int32_t>(entries);

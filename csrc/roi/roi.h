@@ -199,6 +199,142 @@ struct GradView {
   }
 };
 
+// ---- backward as a gather per input cell (the CUDA kernels; a CPU test hook runs the same code) ----
+// Each cell walks the RoIs in order and, within a RoI, only the bins / samples that can reach it:
+// candidate ranges, one more either side for rounding, then the exact tests above. The contributions
+// are added in the full walk's order, (roi, ph, pw, iy, ix, tap), so the sums are the CPU kernels'.
+
+// Clamped to an int range that leaves room for the margins below (huge RoIs reach nothing further).
+CONVLOC_HD int clamp_cell(double v) { return static_cast<int>(min_of(max_of(v, -1e9), 1e9)); }
+
+// A RoI's geometry and the cells it can reach, [y0, y1] x [x0, x1] (conservative).
+template <typename T>
+struct PoolGather {
+  PoolRoi<T> r;
+  int y0, y1, x0, x1;
+};
+
+template <typename T>
+CONVLOC_HD PoolGather<T> pool_gather(const T* roi, T scale, int pooled_h, int pooled_w) {
+  PoolGather<T> g;
+  g.r = pool_roi(roi, scale, pooled_h, pooled_w);
+  g.y0 = g.r.start_h - 1;
+  g.x0 = g.r.start_w - 1;
+  g.y1 = clamp_cell(double(g.r.start_h) + ceil_of(double(g.r.bin_h) * pooled_h) + 1);
+  g.x1 = clamp_cell(double(g.r.start_w) + ceil_of(double(g.r.bin_w) * pooled_w) + 1);
+  return g;
+}
+
+template <typename T>
+struct AlignGather {
+  AlignRoi<T> r;
+  int y0, y1, x0, x1;
+};
+
+template <typename T>
+CONVLOC_HD AlignGather<T> align_gather(const T* roi, T scale, int pooled_h, int pooled_w, int sampling_ratio,
+                                       bool aligned) {
+  AlignGather<T> g;
+  g.r = align_roi(roi, scale, pooled_h, pooled_w, sampling_ratio, aligned);
+  // Samples lie in [start, start + pooled bin]; a sample's taps are floor(v) and floor(v) + 1.
+  g.y0 = clamp_cell(floor_of(double(g.r.start_h)) - 2);
+  g.x0 = clamp_cell(floor_of(double(g.r.start_w)) - 2);
+  g.y1 = clamp_cell(floor_of(double(g.r.start_h) + double(g.r.bin_h) * pooled_h) + 2);
+  g.x1 = clamp_cell(floor_of(double(g.r.start_w) + double(g.r.bin_w) * pooled_w) + 2);
+  return g;
+}
+
+// Pool bins [lo, hi] along one axis that can contain cell pos (pool_bin decides exactly).
+template <typename T>
+CONVLOC_HD void pool_bins_near(int pos, int start, T bin, int pooled, int& lo, int& hi) {
+  const double rel = double(pos) - double(start), b = double(bin);  // bin >= 1 / pooled
+  lo = max_of(clamp_cell(floor_of((rel - 1) / b) - 1), 0);
+  hi = min_of(clamp_cell(floor_of((rel + 1) / b) + 1), pooled - 1);
+}
+
+// Align samples s = bin * grid + j, [lo, hi] along one axis, whose taps can include cell pos: a
+// sample at v reaches pos only from v in [pos - 1, pos + 1] (border clamping included).
+template <typename T>
+CONVLOC_HD void align_samples_near(int pos, T start, T bin, int grid, int pooled, int64_t& lo, int64_t& hi) {
+  const int64_t total = int64_t(pooled) * grid;
+  const double step = double(bin) / double(grid);
+  if (!(step > 0)) {  // a RoI of zero size: all its samples at one place
+    lo = 0, hi = total - 1;
+    return;
+  }
+  const double a = (double(pos) - 2 - double(start)) / step - 0.5, b = (double(pos) + 2 - double(start)) / step - 0.5;
+  lo = a < 0 ? 0 : a >= double(total) ? total : static_cast<int64_t>(a);
+  hi = b < 0 ? -1 : b >= double(total) ? total - 1 : static_cast<int64_t>(b) + 1;
+  if (hi >= total) hi = total - 1;
+}
+
+// d input[b, ch, y, x] of RoI pooling, from the forward's argmax [K, C, PH, PW].
+template <typename T>
+CONVLOC_HD T roi_pool_grad_at(const GradView<T>& grad, const int32_t* argmax, const PoolGather<T>* rois, int64_t k_n,
+                              int64_t b, int64_t ch, int64_t c, int y, int x, int h, int w, int ph_n, int pw_n) {
+  const int32_t p = int32_t(y * w + x);
+  T acc = T(0);
+  for (int64_t k = 0; k < k_n; ++k) {
+    const PoolGather<T>& g = rois[k];
+    if (y < g.y0 || y > g.y1 || x < g.x0 || x > g.x1 || g.r.batch != b) continue;
+    int ph0, ph1, pw0, pw1;
+    pool_bins_near(y, g.r.start_h, g.r.bin_h, ph_n, ph0, ph1);
+    pool_bins_near(x, g.r.start_w, g.r.bin_w, pw_n, pw0, pw1);
+    const int32_t* am = argmax + (k * c + ch) * ph_n * pw_n;
+    for (int ph = ph0; ph <= ph1; ++ph) {
+      int hs, he;
+      pool_bin(ph, g.r.bin_h, g.r.start_h, h, hs, he);
+      if (y < hs || y >= he) continue;
+      for (int pw = pw0; pw <= pw1; ++pw) {
+        int ws, we;
+        pool_bin(pw, g.r.bin_w, g.r.start_w, w, ws, we);
+        if (x < ws || x >= we) continue;
+        if (am[ph * pw_n + pw] == p) acc = add_rn(acc, grad(k, ch, ph, pw));
+      }
+    }
+  }
+  return acc;
+}
+
+// d input[b, ch, y, x] of RoI align.
+template <typename T>
+CONVLOC_HD T roi_align_grad_at(const GradView<T>& grad, const AlignGather<T>* rois, int64_t k_n, int64_t b, int64_t ch,
+                               int y, int x, int h, int w, int ph_n, int pw_n) {
+  T acc = T(0);
+  for (int64_t k = 0; k < k_n; ++k) {
+    const AlignGather<T>& g = rois[k];
+    const AlignRoi<T>& r = g.r;
+    if (y < g.y0 || y > g.y1 || x < g.x0 || x > g.x1 || r.batch != b || r.grid_h <= 0 || r.grid_w <= 0) continue;
+    int64_t sy0, sy1, sx0, sx1;
+    align_samples_near(y, r.start_h, r.bin_h, r.grid_h, ph_n, sy0, sy1);
+    align_samples_near(x, r.start_w, r.bin_w, r.grid_w, pw_n, sx0, sx1);
+    if (sy0 > sy1 || sx0 > sx1) continue;
+    for (int ph = int(sy0 / r.grid_h); ph <= int(sy1 / r.grid_h); ++ph) {
+      const int iy0 = int(max_of(sy0 - int64_t(ph) * r.grid_h, int64_t(0)));
+      const int iy1 = int(min_of(sy1 - int64_t(ph) * r.grid_h, int64_t(r.grid_h - 1)));
+      for (int pw = int(sx0 / r.grid_w); pw <= int(sx1 / r.grid_w); ++pw) {
+        const int ix0 = int(max_of(sx0 - int64_t(pw) * r.grid_w, int64_t(0)));
+        const int ix1 = int(min_of(sx1 - int64_t(pw) * r.grid_w, int64_t(r.grid_w - 1)));
+        for (int iy = iy0; iy <= iy1; ++iy) {
+          const AlignAxis<T> ya = align_axis(align_sample(r.start_h, r.bin_h, ph, iy, r.grid_h), h);
+          if (!ya.valid || (ya.lo != y && ya.hi != y)) continue;
+          for (int ix = ix0; ix <= ix1; ++ix) {
+            const AlignAxis<T> xa = align_axis(align_sample(r.start_w, r.bin_w, pw, ix, r.grid_w), w);
+            if (!xa.valid || (xa.lo != x && xa.hi != x)) continue;
+            const AlignSample<T> s = align_sample_at(ya, xa, w);
+            const T gv = grad(k, ch, ph, pw);
+            if (ya.lo == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w1) / r.count);
+            if (ya.lo == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w2) / r.count);
+            if (ya.hi == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w3) / r.count);
+            if (ya.hi == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w4) / r.count);
+          }
+        }
+      }
+    }
+  }
+  return acc;
+}
+
 // ---- host API ----
 // All arrays contiguous; rois already validated (integral batch index in range, finite, x2 >= x1, y2 >= y1).
 // Forward kernels write every output element; backward kernels write every grad_input element.
@@ -220,6 +356,12 @@ void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int6
 template <typename T>
 void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
                             T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input);
+
+// Test hook: the CUDA backward's gather (roi_pool_grad_at with input, roi_align_grad_at without), on the CPU.
+template <typename T>
+void roi_backward_gather_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c,
+                             int64_t h, int64_t w, T scale, int pooled_h, int pooled_w, int sampling_ratio,
+                             bool aligned, T* grad_input);
 
 #ifdef CONVLOC_WITH_CUDA
 template <typename T>

@@ -485,7 +485,38 @@ void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t 
   });
 }
 
+template <typename T>
+void roi_backward_gather_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c,
+                             int64_t h, int64_t w, T scale, int pooled_h, int pooled_w, int sampling_ratio,
+                             bool aligned, T* grad_input) {
+  const int64_t bins = k * c * pooled_h * pooled_w;
+  std::vector<int32_t> argmax;
+  std::vector<PoolGather<T>> pool;
+  std::vector<AlignGather<T>> align;
+  if (input) {
+    std::vector<T> out(bins);
+    argmax.resize(bins);
+    roi_pool_forward_cpu(input, b, c, h, w, rois, k, scale, pooled_h, pooled_w, out.data(), argmax.data());
+    for (int64_t i = 0; i < k; ++i) pool.push_back(pool_gather(rois + 5 * i, scale, pooled_h, pooled_w));
+  } else {
+    for (int64_t i = 0; i < k; ++i)
+      align.push_back(align_gather(rois + 5 * i, scale, pooled_h, pooled_w, sampling_ratio, aligned));
+  }
+  parallel_for(b * c * h * w, 1024, [&](int64_t lo, int64_t hi) {
+    for (int64_t idx = lo; idx < hi; ++idx) {
+      const int x = int(idx % w), y = int((idx / w) % h);
+      const int64_t ch = (idx / (h * w)) % c, bi = idx / (c * h * w);
+      grad_input[idx] =
+          input ? roi_pool_grad_at(grad, argmax.data(), pool.data(), k, bi, ch, c, y, x, int(h), int(w), pooled_h,
+                                   pooled_w)
+                : roi_align_grad_at(grad, align.data(), k, bi, ch, y, x, int(h), int(w), pooled_h, pooled_w);
+    }
+  });
+}
+
 #define CONVLOC_INSTANTIATE(T)                                                                                         \
+  template void roi_backward_gather_cpu<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t,        \
+                                           int64_t, T, int, int, int, bool, T*);                                       \
   template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                         \
   template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, int,  \
                                         T*, int32_t*);                                                                 \

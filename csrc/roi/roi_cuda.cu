@@ -1,8 +1,8 @@
 // CUDA RoI pool / align: one thread per output element in the forward passes, and one thread per
-// input element in the backward passes (a gather: each thread walks the rois in order and sums
-// the contributions to its own cell in (roi, ph, pw, iy, ix, tap) order — no atomics, and the
-// same sums in the same order as the CPU kernels, so the gradients agree bit for bit). The
-// empty-bin case needs no care in the pool backward: an empty bin has no cells, so no thread visits it.
+// input element in the backward passes: a gather (roi_pool_grad_at / roi_align_grad_at in roi.h) that
+// visits, for each RoI that can reach its cell, only the bins and samples near it, and adds their
+// contributions in (roi, ph, pw, iy, ix, tap) order: no atomics, and the CPU kernels' sums in their
+// order, so the gradients agree bit for bit. The pool backward first recomputes the forward's argmax.
 #include "core/cuda.h"
 #include "roi/roi.h"
 
@@ -38,42 +38,24 @@ __global__ void roi_pool_forward_kernel(const T* input, int64_t c, int64_t h, in
         const int32_t p = int32_t(y * w + x);
         if (plane[p] > best) best = plane[p], at = p;
       }
-    out[idx] = best;
+    if (out) out[idx] = best;
     if (argmax) argmax[idx] = at;
   }
 }
 
 template <typename T>
-__global__ void roi_pool_backward_kernel(GradView<T> grad, const T* input, const T* rois, int64_t k_n, int64_t b_n,
-                                         int64_t c, int64_t h, int64_t w, T scale, int ph_n, int pw_n, T* grad_input) {
+__global__ void pool_gather_kernel(const T* rois, int64_t k, T scale, int ph_n, int pw_n, PoolGather<T>* out) {
+  CONVLOC_CUDA_LOOP(i, k) out[i] = pool_gather(rois + 5 * i, scale, ph_n, pw_n);
+}
+
+template <typename T>
+__global__ void roi_pool_backward_kernel(GradView<T> grad, const int32_t* argmax, const PoolGather<T>* rois,
+                                         int64_t k_n, int64_t b_n, int64_t c, int64_t h, int64_t w, int ph_n, int pw_n,
+                                         T* grad_input) {
   CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
     const int x = int(idx % w), y = int((idx / w) % h);
     const int64_t ch = (idx / (h * w)) % c, b = idx / (c * h * w);
-    const int32_t p = int32_t(y * w + x);
-    const T* plane = input + (b * c + ch) * h * w;
-    T acc = T(0);
-    for (int64_t k = 0; k < k_n; ++k) {
-      if (static_cast<int64_t>(rois[5 * k]) != b) continue;
-      // Only the bins that contain (y, x) can have it as their argmax; recompute theirs.
-      const PoolRoi<T> r = pool_roi(rois + 5 * k, scale, ph_n, pw_n);
-      for (int ph = 0; ph < ph_n; ++ph) {
-        int hs, he;
-        pool_bin(ph, r.bin_h, r.start_h, int(h), hs, he);
-        if (y < hs || y >= he) continue;
-        for (int pw = 0; pw < pw_n; ++pw) {
-          int ws, we;
-          pool_bin(pw, r.bin_w, r.start_w, int(w), ws, we);
-          if (x < ws || x >= we) continue;
-          T best = pool_initial_max<T>();
-          int32_t at = -1;
-          for (int yy = hs; yy < he; ++yy)
-            for (int xx = ws; xx < we; ++xx)
-              if (plane[yy * w + xx] > best) best = plane[yy * w + xx], at = int32_t(yy * w + xx);
-          if (at == p) acc = add_rn(acc, grad(k, ch, ph, pw));
-        }
-      }
-    }
-    grad_input[idx] = acc;
+    grad_input[idx] = roi_pool_grad_at(grad, argmax, rois, k_n, b, ch, c, y, x, int(h), int(w), ph_n, pw_n);
   }
 }
 
@@ -99,40 +81,33 @@ __global__ void roi_align_forward_kernel(const T* input, int64_t c, int64_t h, i
 }
 
 template <typename T>
-__global__ void roi_align_backward_kernel(GradView<T> grad, const T* rois, int64_t k_n, int64_t b_n, int64_t c,
-                                          int64_t h, int64_t w, T scale, int ph_n, int pw_n, int sampling_ratio,
-                                          bool aligned, T* grad_input) {
+__global__ void align_gather_kernel(const T* rois, int64_t k, T scale, int ph_n, int pw_n, int sampling_ratio,
+                                    bool aligned, AlignGather<T>* out) {
+  CONVLOC_CUDA_LOOP(i, k) out[i] = align_gather(rois + 5 * i, scale, ph_n, pw_n, sampling_ratio, aligned);
+}
+
+template <typename T>
+__global__ void roi_align_backward_kernel(GradView<T> grad, const AlignGather<T>* rois, int64_t k_n, int64_t b_n,
+                                          int64_t c, int64_t h, int64_t w, int ph_n, int pw_n, T* grad_input) {
   CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
     const int x = int(idx % w), y = int((idx / w) % h);
     const int64_t ch = (idx / (h * w)) % c, b = idx / (c * h * w);
-    T acc = T(0);
-    for (int64_t k = 0; k < k_n; ++k) {
-      if (static_cast<int64_t>(rois[5 * k]) != b) continue;
-      const AlignRoi<T> r = align_roi(rois + 5 * k, scale, ph_n, pw_n, sampling_ratio, aligned);
-      if (r.grid_h <= 0 || r.grid_w <= 0) continue;
-      // Samples lie in [start, start + n bin] and touch at most floor(sample) + 1: skip far rois.
-      const T end_h = add_rn(r.start_h, mul_rn(r.bin_h, T(ph_n))), end_w = add_rn(r.start_w, mul_rn(r.bin_w, T(pw_n)));
-      if (T(y) + 2 < r.start_h || T(y) - 2 > end_h || T(x) + 2 < r.start_w || T(x) - 2 > end_w) continue;
-      for (int ph = 0; ph < ph_n; ++ph)
-        for (int pw = 0; pw < pw_n; ++pw)
-          for (int iy = 0; iy < r.grid_h; ++iy) {
-            const AlignAxis<T> ya = align_axis(align_sample(r.start_h, r.bin_h, ph, iy, r.grid_h), int(h));
-            if (!ya.valid || (ya.lo != y && ya.hi != y)) continue;
-            for (int ix = 0; ix < r.grid_w; ++ix) {
-              const AlignAxis<T> xa = align_axis(align_sample(r.start_w, r.bin_w, pw, ix, r.grid_w), int(w));
-              if (!xa.valid || (xa.lo != x && xa.hi != x)) continue;
-              const AlignSample<T> s = align_sample_at(ya, xa, w);
-              const T gv = grad(k, ch, ph, pw);
-              if (ya.lo == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w1) / r.count);
-              if (ya.lo == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w2) / r.count);
-              if (ya.hi == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w3) / r.count);
-              if (ya.hi == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w4) / r.count);
-            }
-          }
-    }
-    grad_input[idx] = acc;
+    grad_input[idx] = roi_align_grad_at(grad, rois, k_n, b, ch, y, x, int(h), int(w), ph_n, pw_n);
   }
 }
+
+// Device scratch freed in stream order.
+template <typename U>
+struct StreamScratch {
+  U* ptr = nullptr;
+  cudaStream_t stream;
+  StreamScratch(int64_t count, cudaStream_t s) : stream(s) {
+    CONVLOC_CUDA_CHECK(cudaMallocAsync(&ptr, sizeof(U) * (count > 0 ? count : 1), s));
+  }
+  ~StreamScratch() { cudaFreeAsync(ptr, stream); }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+};
 
 }  // namespace
 
@@ -158,10 +133,18 @@ void roi_pool_forward_cuda(const T* input, int64_t b, int64_t c, int64_t h, int6
 template <typename T>
 void roi_pool_backward_cuda(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
                             int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input, void* stream) {
-  const int64_t n = b * c * h * w;
+  const int64_t n = b * c * h * w, bins = k * c * pooled_h * pooled_w;
   if (n == 0) return;
-  roi_pool_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, (cudaStream_t)stream>>>(
-      grad, input, rois, k, b, c, h, w, scale, pooled_h, pooled_w, grad_input);
+  auto s = (cudaStream_t)stream;
+  StreamScratch<int32_t> argmax(bins, s);
+  StreamScratch<PoolGather<T>> geometry(k, s);
+  if (bins > 0) {
+    roi_pool_forward_kernel<<<blocks_for(bins), kThreadsPerBlock, 0, s>>>(input, c, h, w, rois, bins, scale, pooled_h,
+                                                                          pooled_w, (T*)nullptr, argmax.ptr);
+    pool_gather_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, scale, pooled_h, pooled_w, geometry.ptr);
+  }
+  roi_pool_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(grad, argmax.ptr, geometry.ptr, bins > 0 ? k : 0,
+                                                                      b, c, h, w, pooled_h, pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -183,8 +166,13 @@ void roi_align_backward_cuda(GradView<T> grad, const T* rois, int64_t k, int64_t
                              void* stream) {
   const int64_t n = b * c * h * w;
   if (n == 0) return;
-  roi_align_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, (cudaStream_t)stream>>>(
-      grad, rois, k, b, c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned, grad_input);
+  auto s = (cudaStream_t)stream;
+  StreamScratch<AlignGather<T>> geometry(k, s);
+  if (k > 0)
+    align_gather_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, scale, pooled_h, pooled_w, sampling_ratio,
+                                                                   aligned, geometry.ptr);
+  roi_align_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(grad, geometry.ptr, k, b, c, h, w, pooled_h,
+                                                                       pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
