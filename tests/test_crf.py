@@ -267,6 +267,9 @@ def test_cuda_matches_cpu(rng, dtype, batch, labels, h, w):
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(q_gpu.cpu(), q_cpu, **tol)
     assert (lab_gpu.cpu() == lab_cpu).double().mean() >= (0.999 if dtype == np.float32 else 1.0)
+    q0, lab0 = ops.dense_crf(torch.from_numpy(u).cuda(), **dict(kw, iterations=0))
+    torch.testing.assert_close(q0.cpu(), torch.softmax(-torch.from_numpy(u), 1), **tol)
+    assert torch.equal(lab0.cpu(), torch.from_numpy(u).argmin(1))
     # A Gaussian kernel on the GPU is the lattice over the same positions.
     gauss = ops.dense_crf(torch.from_numpy(u).cuda(), kernels=[ops.Gaussian(3.0, 3)], iterations=3)
     lattice = ops.dense_crf(torch.from_numpy(u), kernels=kernels[:1], iterations=3)
@@ -315,7 +318,10 @@ def test_cuda_crf_as_rnn_matches_cpu(rng):
         u = unary.detach().to(device).requires_grad_()
         out = crf(u, image.to(device))
         out.square().sum().backward()
-        grads.append((out.detach().cpu(), u.grad.cpu(), [p.grad.cpu() for p in crf.parameters()]))
+        # clones: moving the module moves the parameters' gradients in place
+        grads.append(
+            (out.detach().cpu(), u.grad.cpu(), [p.grad.detach().cpu().clone() for p in crf.parameters()])
+        )
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-7, atol=1e-8)
     for g_gpu, g_cpu in zip(grads[1][2], grads[0][2]):

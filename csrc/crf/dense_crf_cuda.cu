@@ -1,11 +1,13 @@
-// CUDA path of the CRFs: the grid CRF, and the dense CRF's mean-field loop with the lattice's
-// one-shot device filtering (build + filter per call) and a fused softmax + compatibility kernel.
+// CUDA path of the CRFs: the grid CRF, and the dense CRF's mean-field loop with device lattices (built
+// once per image and kernel) and a fused softmax + compatibility kernel.
 // Same per-pixel math as the CPU path (softmax_row, crf_norm_scales in dense_crf.h).
+#include <memory>
 #include <vector>
 
 #include "core/cuda.h"
 #include "crf/dense_crf.h"
 #include "lattice/lattice.h"
+#include "lattice/lattice_cuda.h"
 
 namespace convloc {
 namespace {
@@ -15,13 +17,14 @@ constexpr int kMaxLabels = 64;  // per-thread logits live in registers/local mem
 constexpr int kGridOffsets[8][2] = {{0, 1}, {1, 0}, {0, -1}, {-1, 0}, {1, 1}, {1, -1}, {-1, 1}, {-1, -1}};
 __constant__ int kDevOffsets[8][2] = {{0, 1}, {1, 0}, {0, -1}, {-1, 0}, {1, 1}, {1, -1}, {-1, 1}, {-1, -1}};
 
-// q [N, L] = softmax(-unary) with unary [L, N].
+// q [N, L] = softmax(-unary) with unary [L, N]; map (nullable) receives each row's argmax.
 template <typename T>
-__global__ void softmax_neg_kernel(const T* unary, int64_t n, int64_t labels, T* q) {
+__global__ void softmax_neg_kernel(const T* unary, int64_t n, int64_t labels, T* q, int64_t* map) {
   CONVLOC_CUDA_LOOP(i, n) {
     T z[kMaxLabels];
     for (int64_t l = 0; l < labels; ++l) z[l] = -unary[l * n + i];
-    softmax_row(z, labels);
+    const int64_t best = softmax_row(z, labels);
+    if (map) map[i] = best;
     for (int64_t l = 0; l < labels; ++l) q[i * labels + l] = z[l];
   }
 }
@@ -121,7 +124,7 @@ void grid_crf_cuda(const T* unary, const T* image, int64_t batch, int64_t labels
   for (int64_t im = 0; im < batch; ++im) {
     const T* u = unary + im * labels * n;
     const T* img = image + im * n * channels;
-    softmax_neg_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(u, n, labels, a.ptr);
+    softmax_neg_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(u, n, labels, a.ptr, nullptr);
     T *cur = a.ptr, *next = b.ptr;
     for (int64_t it = 0; it < iterations; ++it) {
       grid_step_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(u, img, h, w, channels, labels, neighbors, T(w1),
@@ -144,20 +147,20 @@ void dense_crf_cuda(const T* unary, int64_t batch, int64_t labels, int64_t n, co
   CONVLOC_CUDA_CHECK(cudaMemcpyAsync(ones.ptr, host_ones.data(), sizeof(T) * n, cudaMemcpyHostToDevice, s));
   for (int64_t im = 0; im < batch; ++im) {
     const T* u = unary + im * labels * n;
+    std::vector<std::unique_ptr<CudaLattice<T>>> lattices;  // built once per image and kernel
     for (int64_t k = 0; k < K; ++k) {
       const T* f = kernels[k].features + im * n * kernels[k].dim;
-      permutohedral_filter_cuda(f, n, kernels[k].dim, ones.ptr, norm.ptr, 1, false, exclude_self, stream);
+      lattices.push_back(std::make_unique<CudaLattice<T>>(f, n, kernels[k].dim, stream));
+      lattices[k]->filter(ones.ptr, norm.ptr, 1, false, exclude_self);
       norm_scales_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(norm.ptr, n, kernels[k].norm, pre.ptr + k * n,
                                                                     post.ptr + k * n);
     }
-    softmax_neg_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(u, n, labels, qn.ptr);
+    softmax_neg_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(
+        u, n, labels, qn.ptr, (map_labels && iterations == 0) ? map_labels + im * n : nullptr);
     scale_inputs_kernel<<<blocks_for(K * n * labels), kThreadsPerBlock, 0, s>>>(qn.ptr, pre.ptr, n, labels, K, in.ptr);
     for (int64_t it = 0; it < iterations; ++it) {
-      for (int64_t k = 0; k < K; ++k) {
-        const T* f = kernels[k].features + im * n * kernels[k].dim;
-        permutohedral_filter_cuda(f, n, kernels[k].dim, in.ptr + k * n * labels, out.ptr + k * n * labels, labels,
-                                  false, exclude_self, stream);
-      }
+      for (int64_t k = 0; k < K; ++k)
+        lattices[k]->filter(in.ptr + k * n * labels, out.ptr + k * n * labels, labels, false, exclude_self);
       dense_update_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(
           u, out.ptr, post.ptr, pre.ptr, compat, n, labels, K, qn.ptr, in.ptr,
           (map_labels && it + 1 == iterations) ? map_labels + im * n : nullptr);

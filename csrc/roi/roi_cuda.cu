@@ -48,14 +48,19 @@ __global__ void pool_gather_kernel(const T* rois, int64_t k, T scale, int ph_n, 
   CONVLOC_CUDA_LOOP(i, k) out[i] = pool_gather(rois + 5 * i, scale, ph_n, pw_n);
 }
 
+// One thread per (image, group of kRoiGatherChannels channels, cell).
 template <typename T>
 __global__ void roi_pool_backward_kernel(GradView<T> grad, const int32_t* argmax, const PoolGather<T>* rois,
                                          int64_t k_n, int64_t b_n, int64_t c, int64_t h, int64_t w, int ph_n, int pw_n,
                                          T* grad_input) {
-  CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
+  const int64_t groups = (c + kRoiGatherChannels - 1) / kRoiGatherChannels;
+  CONVLOC_CUDA_LOOP(idx, b_n * groups * h * w) {
     const int x = int(idx % w), y = int((idx / w) % h);
-    const int64_t ch = (idx / (h * w)) % c, b = idx / (c * h * w);
-    grad_input[idx] = roi_pool_grad_at(grad, argmax, rois, k_n, b, ch, c, y, x, int(h), int(w), ph_n, pw_n);
+    const int64_t ch0 = (idx / (h * w)) % groups * kRoiGatherChannels, b = idx / (groups * h * w);
+    const int count = int(c - ch0 < kRoiGatherChannels ? c - ch0 : kRoiGatherChannels);
+    T acc[kRoiGatherChannels];
+    roi_pool_grad_at(grad, argmax, rois, k_n, b, ch0, count, c, y, x, int(h), int(w), ph_n, pw_n, acc);
+    for (int j = 0; j < count; ++j) grad_input[((b * c + ch0 + j) * h + y) * w + x] = acc[j];
   }
 }
 
@@ -89,10 +94,14 @@ __global__ void align_gather_kernel(const T* rois, int64_t k, T scale, int ph_n,
 template <typename T>
 __global__ void roi_align_backward_kernel(GradView<T> grad, const AlignGather<T>* rois, int64_t k_n, int64_t b_n,
                                           int64_t c, int64_t h, int64_t w, int ph_n, int pw_n, T* grad_input) {
-  CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
+  const int64_t groups = (c + kRoiGatherChannels - 1) / kRoiGatherChannels;
+  CONVLOC_CUDA_LOOP(idx, b_n * groups * h * w) {
     const int x = int(idx % w), y = int((idx / w) % h);
-    const int64_t ch = (idx / (h * w)) % c, b = idx / (c * h * w);
-    grad_input[idx] = roi_align_grad_at(grad, rois, k_n, b, ch, y, x, int(h), int(w), ph_n, pw_n);
+    const int64_t ch0 = (idx / (h * w)) % groups * kRoiGatherChannels, b = idx / (groups * h * w);
+    const int count = int(c - ch0 < kRoiGatherChannels ? c - ch0 : kRoiGatherChannels);
+    T acc[kRoiGatherChannels];
+    roi_align_grad_at(grad, rois, k_n, b, ch0, count, y, x, int(h), int(w), ph_n, pw_n, acc);
+    for (int j = 0; j < count; ++j) grad_input[((b * c + ch0 + j) * h + y) * w + x] = acc[j];
   }
 }
 
@@ -143,8 +152,9 @@ void roi_pool_backward_cuda(GradView<T> grad, const T* input, const T* rois, int
                                                                           pooled_w, (T*)nullptr, argmax.ptr);
     pool_gather_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, scale, pooled_h, pooled_w, geometry.ptr);
   }
-  roi_pool_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(grad, argmax.ptr, geometry.ptr, bins > 0 ? k : 0,
-                                                                      b, c, h, w, pooled_h, pooled_w, grad_input);
+  const int64_t threads = b * ((c + kRoiGatherChannels - 1) / kRoiGatherChannels) * h * w;
+  roi_pool_backward_kernel<<<blocks_for(threads), kThreadsPerBlock, 0, s>>>(
+      grad, argmax.ptr, geometry.ptr, bins > 0 ? k : 0, b, c, h, w, pooled_h, pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -171,8 +181,9 @@ void roi_align_backward_cuda(GradView<T> grad, const T* rois, int64_t k, int64_t
   if (k > 0)
     align_gather_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, scale, pooled_h, pooled_w, sampling_ratio,
                                                                    aligned, geometry.ptr);
-  roi_align_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(grad, geometry.ptr, k, b, c, h, w, pooled_h,
-                                                                       pooled_w, grad_input);
+  const int64_t threads = b * ((c + kRoiGatherChannels - 1) / kRoiGatherChannels) * h * w;
+  roi_align_backward_kernel<<<blocks_for(threads), kThreadsPerBlock, 0, s>>>(grad, geometry.ptr, k, b, c, h, w,
+                                                                             pooled_h, pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
