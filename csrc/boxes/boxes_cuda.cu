@@ -159,7 +159,7 @@ int64_t nms_cuda(const T* boxes, const T* scores, const int64_t* classes, int64_
   auto* mask = reinterpret_cast<uint64_t*>(sorted + 4 * n);
   uint64_t* removed = removed_in_shared ? nullptr : mask + n * words;
   thrust::sequence(thrust::cuda::par.on(s), order, order + n);
-  thrust::stable_sort(thrust::cuda::par.on(s), order, order + n, ScoreGreater<T>{scores});
+  thrust::stable_sort(thrust::cuda::par(StreamAllocator{s}).on(s), order, order + n, ScoreGreater<T>{scores});
   gather_sorted_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(boxes, classes, order, n, sorted,
                                                                   classes ? sorted_classes : nullptr);
   nms_mask_kernel<<<dim3(unsigned(words), unsigned(words)), kMaskBits, 0, s>>>(

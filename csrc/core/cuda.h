@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/check.h"
@@ -42,6 +43,19 @@ bool cuda_none_flagged(cudaStream_t stream, Launch launch) {
   CONVLOC_CUDA_CHECK(cudaStreamSynchronize(stream));
   return flagged == 0;
 }
+
+// Temporary storage for thrust algorithms, taken in stream order: thrust's default, cudaMalloc, would
+// synchronise the device on every call. Use as thrust::cuda::par(StreamAllocator{s}).on(s).
+struct StreamAllocator {
+  using value_type = char;
+  cudaStream_t stream;
+  char* allocate(std::ptrdiff_t bytes) {
+    void* p = nullptr;
+    CONVLOC_CUDA_CHECK(cudaMallocAsync(&p, static_cast<size_t>(bytes), stream));
+    return static_cast<char*>(p);
+  }
+  void deallocate(char* p, size_t) { cudaFreeAsync(p, stream); }
+};
 
 // Makes `device` current for the lifetime of the guard.
 class DeviceGuard {

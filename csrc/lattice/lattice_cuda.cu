@@ -83,25 +83,32 @@ __global__ void neighbour_kernel(const int32_t* keys, const uint64_t* hashes, co
   }
 }
 
-// The splat as a gather, one warp per vertex: lane l sums entries l, l + 32, ... of the vertex's list
-// (sorted[starts[v] .. starts[v + 1]), in entry order) per channel, then a fixed shuffle tree adds the lanes,
-// so the sums are deterministic (no atomics) however the list is long.
+// The splat as a gather, one warp per vertex: lane l sums list entries l, l + 32, ... of the vertex (the
+// points and weights at positions starts[v] .. starts[v + 1] of the entries sorted by vertex, in entry
+// order) per channel, then a fixed shuffle tree adds the lanes: deterministic sums (no atomics).
 template <typename T>
-__global__ void splat_kernel(const T* in, const int32_t* sorted, const int32_t* starts, const T* weights,
-                             int64_t vertices, int64_t k1, int64_t c, T* buf) {
+__global__ void splat_kernel(const T* in, const int32_t* point, const T* weight, const int32_t* starts,
+                             int64_t vertices, int64_t c, T* buf) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
   for (int64_t v = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; v < vertices; v += warps) {
     const int32_t first = starts[v], last = starts[v + 1];
     for (int64_t q = 0; q < c; ++q) {
       T acc = 0;
-      for (int32_t i = first + lane; i < last; i += 32) {
-        const int64_t e = sorted[i];
-        acc += weights[e] * in[(e / k1) * c + q];
-      }
+      for (int32_t i = first + lane; i < last; i += 32) acc += weight[i] * in[int64_t(point[i]) * c + q];
       for (int offset = 16; offset > 0; offset /= 2) acc += __shfl_down_sync(0xffffffffu, acc, offset);
       if (lane == 0) buf[v * c + q] = acc;
     }
+  }
+}
+
+// The splat lists' points and weights, from the entries sorted by vertex.
+template <typename T>
+__global__ void splat_lists_kernel(const int32_t* sorted, const T* weights, int64_t entries, int64_t k1, int32_t* point,
+                                   T* weight) {
+  CONVLOC_CUDA_LOOP(i, entries) {
+    point[i] = static_cast<int32_t>(sorted[i] / k1);
+    weight[i] = weights[sorted[i]];
   }
 }
 
@@ -214,7 +221,7 @@ void CudaLattice<T>::build(const T* features, std::vector<void*>& tmp) {
 
   int32_t* ids = get<int32_t>(entries, tmp);
   flag_kernel<<<blocks_for(entries), kThreadsPerBlock, 0, s>>>(rep, entries, ids);
-  thrust::exclusive_scan(thrust::cuda::par.on(s), ids, ids + entries, ids);
+  thrust::exclusive_scan(thrust::cuda::par(StreamAllocator{s}).on(s), ids, ids + entries, ids);
   int32_t last_id = 0, last_rep = 0;
   int bad_points = 0;
   CONVLOC_CUDA_CHECK(cudaMemcpyAsync(&last_id, ids + entries - 1, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
@@ -233,11 +240,16 @@ void CudaLattice<T>::build(const T* features, std::vector<void*>& tmp) {
   // Entries grouped by vertex, in entry order within a vertex (a stable sort): the splat's gather lists.
   int32_t* sorted_vertex = get<int32_t>(entries, tmp);
   CONVLOC_CUDA_CHECK(cudaMemcpyAsync(sorted_vertex, offset_, entries * sizeof(int32_t), cudaMemcpyDeviceToDevice, s));
-  sorted_ = get<int32_t>(entries, blocks_);
-  iota_kernel<<<blocks_for(entries), kThreadsPerBlock, 0, s>>>(sorted_, entries);
-  thrust::stable_sort_by_key(thrust::cuda::par.on(s), sorted_vertex, sorted_vertex + entries, sorted_);
+  int32_t* sorted = get<int32_t>(entries, tmp);
+  iota_kernel<<<blocks_for(entries), kThreadsPerBlock, 0, s>>>(sorted, entries);
+  thrust::stable_sort_by_key(thrust::cuda::par(StreamAllocator{s}).on(s), sorted_vertex, sorted_vertex + entries,
+                             sorted);
   starts_ = get<int32_t>(vertices_ + 1, blocks_);
   starts_kernel<<<blocks_for(entries), kThreadsPerBlock, 0, s>>>(sorted_vertex, entries, vertices_, starts_);
+  splat_point_ = get<int32_t>(entries, blocks_);
+  splat_weight_ = get<T>(entries, blocks_);
+  splat_lists_kernel<<<blocks_for(entries), kThreadsPerBlock, 0, s>>>(sorted, weights_, entries, k1, splat_point_,
+                                                                      splat_weight_);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -257,8 +269,8 @@ void CudaLattice<T>::filter(const T* in, T* out, int64_t channels, bool transpos
   CONVLOC_CUDA_CHECK(cudaMallocAsync(&b, (vertices_ + 1) * c * sizeof(T), s));
   CONVLOC_CUDA_CHECK(cudaMemsetAsync(a + vertices_ * c, 0, c * sizeof(T), s));
   CONVLOC_CUDA_CHECK(cudaMemsetAsync(b + vertices_ * c, 0, c * sizeof(T), s));
-  splat_kernel<<<blocks_for(vertices_ * 32), kThreadsPerBlock, 0, s>>>(in, sorted_, starts_, weights_, vertices_, k1, c,
-                                                                       a);
+  splat_kernel<<<blocks_for(vertices_ * 32), kThreadsPerBlock, 0, s>>>(in, splat_point_, splat_weight_, starts_,
+                                                                       vertices_, c, a);
   for (int64_t step = 0; step < k1; ++step) {
     const int64_t j = transpose ? k1 - 1 - step : step;
     blur_kernel<<<blocks_for(vertices_ * c), kThreadsPerBlock, 0, s>>>(a, blur_, vertices_, k1, j, c, b);

@@ -35,8 +35,8 @@ class CudaLattice {
   std::vector<void*> blocks_;  // the arrays below, freed in stream order with the lattice
   T* weights_ = nullptr;
   uint8_t* ranks_ = nullptr;
-  int32_t *offset_ = nullptr, *blur_ = nullptr, *sorted_ = nullptr, *starts_ = nullptr;
-  T* self_weight_ = nullptr;
+  int32_t *offset_ = nullptr, *blur_ = nullptr, *starts_ = nullptr, *splat_point_ = nullptr;
+  T *splat_weight_ = nullptr, *self_weight_ = nullptr;
 };
 
 }  // namespace convloc

@@ -268,24 +268,19 @@ CONVLOC_HD void align_samples_near(int pos, T start, T bin, int grid, int pooled
   if (hi >= total) hi = total - 1;
 }
 
-// Channels per gather call: the RoI walk and its candidate ranges are shared by this many channels.
-constexpr int kRoiGatherChannels = 8;
-
-// acc[j] = d input[b, ch0 + j, y, x] of RoI pooling for j < count (<= kRoiGatherChannels), from the
-// forward's argmax [K, C, PH, PW].
+// d input[b, ch, y, x] of RoI pooling, from the forward's argmax [K, C, PH, PW].
 template <typename T>
-CONVLOC_HD void roi_pool_grad_at(const GradView<T>& grad, const int32_t* argmax, const PoolGather<T>* rois, int64_t k_n,
-                                 int64_t b, int64_t ch0, int count, int64_t c, int y, int x, int h, int w, int ph_n,
-                                 int pw_n, T* acc) {
+CONVLOC_HD T roi_pool_grad_at(const GradView<T>& grad, const int32_t* argmax, const PoolGather<T>* rois, int64_t k_n,
+                              int64_t b, int64_t ch, int64_t c, int y, int x, int h, int w, int ph_n, int pw_n) {
   const int32_t p = int32_t(y * w + x);
-  for (int j = 0; j < kRoiGatherChannels; ++j) acc[j] = T(0);
+  T acc = T(0);
   for (int64_t k = 0; k < k_n; ++k) {
     const PoolGather<T>& g = rois[k];
     if (y < g.y0 || y > g.y1 || x < g.x0 || x > g.x1 || g.r.batch != b) continue;
     int ph0, ph1, pw0, pw1;
     pool_bins_near(y, g.r.start_h, g.r.bin_h, ph_n, ph0, ph1);
     pool_bins_near(x, g.r.start_w, g.r.bin_w, pw_n, pw0, pw1);
-    const int32_t* am = argmax + (k * c + ch0) * ph_n * pw_n;
+    const int32_t* am = argmax + (k * c + ch) * ph_n * pw_n;
     for (int ph = ph0; ph <= ph1; ++ph) {
       int hs, he;
       pool_bin(ph, g.r.bin_h, g.r.start_h, h, hs, he);
@@ -294,19 +289,18 @@ CONVLOC_HD void roi_pool_grad_at(const GradView<T>& grad, const int32_t* argmax,
         int ws, we;
         pool_bin(pw, g.r.bin_w, g.r.start_w, w, ws, we);
         if (x < ws || x >= we) continue;
-#pragma unroll
-        for (int j = 0; j < kRoiGatherChannels; ++j)
-          if (j < count && am[(j * ph_n + ph) * pw_n + pw] == p) acc[j] = add_rn(acc[j], grad(k, ch0 + j, ph, pw));
+        if (am[ph * pw_n + pw] == p) acc = add_rn(acc, grad(k, ch, ph, pw));
       }
     }
   }
+  return acc;
 }
 
-// acc[j] = d input[b, ch0 + j, y, x] of RoI align for j < count (<= kRoiGatherChannels).
+// d input[b, ch, y, x] of RoI align.
 template <typename T>
-CONVLOC_HD void roi_align_grad_at(const GradView<T>& grad, const AlignGather<T>* rois, int64_t k_n, int64_t b,
-                                  int64_t ch0, int count, int y, int x, int h, int w, int ph_n, int pw_n, T* acc) {
-  for (int j = 0; j < kRoiGatherChannels; ++j) acc[j] = T(0);
+CONVLOC_HD T roi_align_grad_at(const GradView<T>& grad, const AlignGather<T>* rois, int64_t k_n, int64_t b, int64_t ch,
+                               int y, int x, int h, int w, int ph_n, int pw_n) {
+  T acc = T(0);
   for (int64_t k = 0; k < k_n; ++k) {
     const AlignGather<T>& g = rois[k];
     const AlignRoi<T>& r = g.r;
@@ -328,23 +322,17 @@ CONVLOC_HD void roi_align_grad_at(const GradView<T>& grad, const AlignGather<T>*
             const AlignAxis<T> xa = align_axis(align_sample(r.start_w, r.bin_w, pw, ix, r.grid_w), w);
             if (!xa.valid || (xa.lo != x && xa.hi != x)) continue;
             const AlignSample<T> s = align_sample_at(ya, xa, w);
-            // The taps that land on (y, x), in order (at a clamped border several do).
-            const bool t1 = ya.lo == y && xa.lo == x, t2 = ya.lo == y && xa.hi == x;
-            const bool t3 = ya.hi == y && xa.lo == x, t4 = ya.hi == y && xa.hi == x;
-#pragma unroll
-            for (int j = 0; j < kRoiGatherChannels; ++j) {
-              if (j >= count) continue;
-              const T gv = grad(k, ch0 + j, ph, pw);
-              if (t1) acc[j] = add_rn(acc[j], mul_rn(gv, s.w1) / r.count);
-              if (t2) acc[j] = add_rn(acc[j], mul_rn(gv, s.w2) / r.count);
-              if (t3) acc[j] = add_rn(acc[j], mul_rn(gv, s.w3) / r.count);
-              if (t4) acc[j] = add_rn(acc[j], mul_rn(gv, s.w4) / r.count);
-            }
+            const T gv = grad(k, ch, ph, pw);
+            if (ya.lo == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w1) / r.count);
+            if (ya.lo == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w2) / r.count);
+            if (ya.hi == y && xa.lo == x) acc = add_rn(acc, mul_rn(gv, s.w3) / r.count);
+            if (ya.hi == y && xa.hi == x) acc = add_rn(acc, mul_rn(gv, s.w4) / r.count);
           }
         }
       }
     }
   }
+  return acc;
 }
 
 // ---- host API ----

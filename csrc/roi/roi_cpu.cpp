@@ -502,19 +502,14 @@ void roi_backward_gather_cpu(GradView<T> grad, const T* input, const T* rois, in
     for (int64_t i = 0; i < k; ++i)
       align.push_back(align_gather(rois + 5 * i, scale, pooled_h, pooled_w, sampling_ratio, aligned));
   }
-  const int64_t groups = (c + kRoiGatherChannels - 1) / kRoiGatherChannels;
-  parallel_for(b * groups * h * w, 256, [&](int64_t lo, int64_t hi) {
+  parallel_for(b * c * h * w, 1024, [&](int64_t lo, int64_t hi) {
     for (int64_t idx = lo; idx < hi; ++idx) {
       const int x = int(idx % w), y = int((idx / w) % h);
-      const int64_t ch0 = (idx / (h * w)) % groups * kRoiGatherChannels, bi = idx / (groups * h * w);
-      const int count = int(std::min<int64_t>(kRoiGatherChannels, c - ch0));
-      T acc[kRoiGatherChannels];
-      if (input)
-        roi_pool_grad_at(grad, argmax.data(), pool.data(), k, bi, ch0, count, c, y, x, int(h), int(w), pooled_h,
-                         pooled_w, acc);
-      else
-        roi_align_grad_at(grad, align.data(), k, bi, ch0, count, y, x, int(h), int(w), pooled_h, pooled_w, acc);
-      for (int j = 0; j < count; ++j) grad_input[((bi * c + ch0 + j) * h + y) * w + x] = acc[j];
+      const int64_t ch = (idx / (h * w)) % c, bi = idx / (c * h * w);
+      grad_input[idx] =
+          input ? roi_pool_grad_at(grad, argmax.data(), pool.data(), k, bi, ch, c, y, x, int(h), int(w), pooled_h,
+                                   pooled_w)
+                : roi_align_grad_at(grad, align.data(), k, bi, ch, y, x, int(h), int(w), pooled_h, pooled_w);
     }
   });
 }

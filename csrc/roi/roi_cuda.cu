@@ -1,8 +1,8 @@
 // CUDA RoI pool / align: one thread per output element in the forward passes, and one thread per
-// input element in the backward passes: a gather (roi_pool_grad_at / roi_align_grad_at in roi.h) that
-// visits, for each RoI that can reach its cell, only the bins and samples near it, and adds their
-// contributions in (roi, ph, pw, iy, ix, tap) order: no atomics, and the CPU kernels' sums in their
-// order, so the gradients agree bit for bit. The pool backward first recomputes the forward's argmax.
+// input element (channels fastest) in the backward passes: a gather (roi_pool_grad_at / roi_align_grad_at in roi.h)
+// that visits, for each RoI that can reach its cell, only the bins and samples near it, and adds their contributions in
+// (roi, ph, pw, iy, ix, tap) order: no atomics, and the CPU kernels' sums in their order, so the gradients agree bit
+// for bit. The pool backward first recomputes the forward's argmax.
 #include "core/cuda.h"
 #include "roi/roi.h"
 
@@ -48,19 +48,17 @@ __global__ void pool_gather_kernel(const T* rois, int64_t k, T scale, int ph_n, 
   CONVLOC_CUDA_LOOP(i, k) out[i] = pool_gather(rois + 5 * i, scale, ph_n, pw_n);
 }
 
-// One thread per (image, group of kRoiGatherChannels channels, cell).
 template <typename T>
 __global__ void roi_pool_backward_kernel(GradView<T> grad, const int32_t* argmax, const PoolGather<T>* rois,
                                          int64_t k_n, int64_t b_n, int64_t c, int64_t h, int64_t w, int ph_n, int pw_n,
                                          T* grad_input) {
-  const int64_t groups = (c + kRoiGatherChannels - 1) / kRoiGatherChannels;
-  CONVLOC_CUDA_LOOP(idx, b_n * groups * h * w) {
-    const int x = int(idx % w), y = int((idx / w) % h);
-    const int64_t ch0 = (idx / (h * w)) % groups * kRoiGatherChannels, b = idx / (groups * h * w);
-    const int count = int(c - ch0 < kRoiGatherChannels ? c - ch0 : kRoiGatherChannels);
-    T acc[kRoiGatherChannels];
-    roi_pool_grad_at(grad, argmax, rois, k_n, b, ch0, count, c, y, x, int(h), int(w), ph_n, pw_n, acc);
-    for (int j = 0; j < count; ++j) grad_input[((b * c + ch0 + j) * h + y) * w + x] = acc[j];
+  CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
+    // Channels fastest: a warp's lanes share their cell, hence every branch of the RoI walk.
+    const int64_t ch = idx % c, cell = idx / c;
+    const int x = int(cell % w), y = int((cell / w) % h);
+    const int64_t b = cell / (h * w);
+    grad_input[((b * c + ch) * h + y) * w + x] =
+        roi_pool_grad_at(grad, argmax, rois, k_n, b, ch, c, y, x, int(h), int(w), ph_n, pw_n);
   }
 }
 
@@ -94,14 +92,13 @@ __global__ void align_gather_kernel(const T* rois, int64_t k, T scale, int ph_n,
 template <typename T>
 __global__ void roi_align_backward_kernel(GradView<T> grad, const AlignGather<T>* rois, int64_t k_n, int64_t b_n,
                                           int64_t c, int64_t h, int64_t w, int ph_n, int pw_n, T* grad_input) {
-  const int64_t groups = (c + kRoiGatherChannels - 1) / kRoiGatherChannels;
-  CONVLOC_CUDA_LOOP(idx, b_n * groups * h * w) {
-    const int x = int(idx % w), y = int((idx / w) % h);
-    const int64_t ch0 = (idx / (h * w)) % groups * kRoiGatherChannels, b = idx / (groups * h * w);
-    const int count = int(c - ch0 < kRoiGatherChannels ? c - ch0 : kRoiGatherChannels);
-    T acc[kRoiGatherChannels];
-    roi_align_grad_at(grad, rois, k_n, b, ch0, count, y, x, int(h), int(w), ph_n, pw_n, acc);
-    for (int j = 0; j < count; ++j) grad_input[((b * c + ch0 + j) * h + y) * w + x] = acc[j];
+  CONVLOC_CUDA_LOOP(idx, b_n * c * h * w) {
+    // Channels fastest: a warp's lanes share their cell, hence every branch of the RoI walk.
+    const int64_t ch = idx % c, cell = idx / c;
+    const int x = int(cell % w), y = int((cell / w) % h);
+    const int64_t b = cell / (h * w);
+    grad_input[((b * c + ch) * h + y) * w + x] =
+        roi_align_grad_at(grad, rois, k_n, b, ch, y, x, int(h), int(w), ph_n, pw_n);
   }
 }
 
@@ -152,9 +149,8 @@ void roi_pool_backward_cuda(GradView<T> grad, const T* input, const T* rois, int
                                                                           pooled_w, (T*)nullptr, argmax.ptr);
     pool_gather_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, scale, pooled_h, pooled_w, geometry.ptr);
   }
-  const int64_t threads = b * ((c + kRoiGatherChannels - 1) / kRoiGatherChannels) * h * w;
-  roi_pool_backward_kernel<<<blocks_for(threads), kThreadsPerBlock, 0, s>>>(
-      grad, argmax.ptr, geometry.ptr, bins > 0 ? k : 0, b, c, h, w, pooled_h, pooled_w, grad_input);
+  roi_pool_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(grad, argmax.ptr, geometry.ptr, bins > 0 ? k : 0,
+                                                                      b, c, h, w, pooled_h, pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -181,9 +177,8 @@ void roi_align_backward_cuda(GradView<T> grad, const T* rois, int64_t k, int64_t
   if (k > 0)
     align_gather_kernel<<<blocks_for(k), kThreadsPerBlock, 0, s>>>(rois, k, scale, pooled_h, pooled_w, sampling_ratio,
                                                                    aligned, geometry.ptr);
-  const int64_t threads = b * ((c + kRoiGatherChannels - 1) / kRoiGatherChannels) * h * w;
-  roi_align_backward_kernel<<<blocks_for(threads), kThreadsPerBlock, 0, s>>>(grad, geometry.ptr, k, b, c, h, w,
-                                                                             pooled_h, pooled_w, grad_input);
+  roi_align_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(grad, geometry.ptr, k, b, c, h, w, pooled_h,
+                                                                       pooled_w, grad_input);
   CONVLOC_CUDA_CHECK(cudaGetLastError());
 }
 
