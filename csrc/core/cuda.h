@@ -57,6 +57,19 @@ struct StreamAllocator {
   void deallocate(char* p, size_t) { cudaFreeAsync(p, stream); }
 };
 
+// count elements of device scratch, taken and freed in stream order.
+template <typename U>
+struct StreamScratch {
+  U* ptr = nullptr;
+  cudaStream_t stream;
+  StreamScratch(int64_t count, cudaStream_t s) : stream(s) {
+    CONVLOC_CUDA_CHECK(cudaMallocAsync(&ptr, sizeof(U) * (count > 0 ? count : 1), s));
+  }
+  ~StreamScratch() { cudaFreeAsync(ptr, stream); }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+};
+
 // Makes `device` current for the lifetime of the guard.
 class DeviceGuard {
  public:

@@ -102,19 +102,6 @@ __global__ void roi_align_backward_kernel(GradView<T> grad, const AlignGather<T>
   }
 }
 
-// Device scratch freed in stream order.
-template <typename U>
-struct StreamScratch {
-  U* ptr = nullptr;
-  cudaStream_t stream;
-  StreamScratch(int64_t count, cudaStream_t s) : stream(s) {
-    CONVLOC_CUDA_CHECK(cudaMallocAsync(&ptr, sizeof(U) * (count > 0 ? count : 1), s));
-  }
-  ~StreamScratch() { cudaFreeAsync(ptr, stream); }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-};
-
 }  // namespace
 
 template <typename T>
