@@ -18,6 +18,20 @@ constexpr int kReduceThreads = 256;
 
 // ---- depthwise path (and the bias gradient) ----
 
+// init + value(kh, kw, ih, iw) summed over the taps (kh, kw) that reach output pixel (oh, ow), in order.
+template <typename T, typename Value>
+__device__ T sum_over_taps(const DeconvShape& s, int64_t oh, int64_t ow, T init, Value value) {
+  for (int64_t kh = 0; kh < s.kh; ++kh) {
+    const int64_t ih = deconv_source(oh, kh, s.sh, s.ph, s.dh, s.h);
+    if (ih < 0) continue;
+    for (int64_t kw = 0; kw < s.kw; ++kw) {
+      const int64_t iw = deconv_source(ow, kw, s.sw, s.pw, s.dw, s.w);
+      if (iw >= 0) init += value(kh, kw, ih, iw);
+    }
+  }
+  return init;
+}
+
 template <typename T>
 __global__ void forward_kernel(DeconvShape s, const T* __restrict__ x, const T* __restrict__ w,
                                const T* __restrict__ bias, T* __restrict__ out) {
@@ -26,19 +40,13 @@ __global__ void forward_kernel(DeconvShape s, const T* __restrict__ x, const T* 
   CONVLOC_CUDA_LOOP(i, total) {
     const int64_t ow = i % s.ow, oh = (i / s.ow) % s.oh, co = (i / (s.ow * s.oh)) % s.c_out;
     const int64_t n = i / (s.ow * s.oh * s.c_out), g = co / cog, co_g = co % cog;
-    T sum = bias ? bias[co] : T(0);
-    for (int64_t kh = 0; kh < s.kh; ++kh) {
-      const int64_t ih = deconv_source(oh, kh, s.sh, s.ph, s.dh, s.h);
-      if (ih < 0) continue;
-      for (int64_t kw = 0; kw < s.kw; ++kw) {
-        const int64_t iw = deconv_source(ow, kw, s.sw, s.pw, s.dw, s.w);
-        if (iw < 0) continue;
-        const T* xp = x + ((n * s.c_in + g * cig) * s.h + ih) * s.w + iw;
-        const T* wp = w + ((g * cig * cog + co_g) * s.kh + kh) * s.kw + kw;
-        for (int64_t c = 0; c < cig; ++c) sum += xp[c * s.h * s.w] * wp[c * cog * s.kh * s.kw];
-      }
-    }
-    out[i] = sum;
+    out[i] = sum_over_taps(s, oh, ow, bias ? bias[co] : T(0), [&](int64_t kh, int64_t kw, int64_t ih, int64_t iw) {
+      const T* xp = x + ((n * s.c_in + g * cig) * s.h + ih) * s.w + iw;
+      const T* wp = w + ((g * cig * cog + co_g) * s.kh + kh) * s.kw + kw;
+      T sum = 0;
+      for (int64_t c = 0; c < cig; ++c) sum += xp[c * s.h * s.w] * wp[c * cog * s.kh * s.kw];
+      return sum;
+    });
   }
 }
 
@@ -211,15 +219,9 @@ __global__ void col2im_kernel(DeconvShape s, const T* __restrict__ cols, const T
     const int64_t ow = e % s.ow, oh = (e / s.ow) % s.oh, co = (e / (s.ow * s.oh)) % s.c_out;
     const int64_t ni = e / (s.ow * s.oh * s.c_out), g = co / cog;
     const T* col = cols + ((ni * s.groups + g) * rows + (co % cog) * s.kh * s.kw) * hw;
-    T sum = bias ? bias[co] : T(0);
-    for (int64_t kh = 0; kh < s.kh; ++kh) {
-      const int64_t ih = deconv_source(oh, kh, s.sh, s.ph, s.dh, s.h);
-      if (ih < 0) continue;
-      for (int64_t kw = 0; kw < s.kw; ++kw) {
-        const int64_t iw = deconv_source(ow, kw, s.sw, s.pw, s.dw, s.w);
-        if (iw >= 0) sum += col[(kh * s.kw + kw) * hw + ih * s.w + iw];
-      }
-    }
+    const T sum = sum_over_taps(s, oh, ow, bias ? bias[co] : T(0), [&](int64_t kh, int64_t kw, int64_t ih, int64_t iw) {
+      return col[(kh * s.kw + kw) * hw + ih * s.w + iw];
+    });
     out[(n0 * s.c_out) * s.oh * s.ow + e] = sum;
   }
 }
