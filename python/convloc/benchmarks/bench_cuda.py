@@ -109,13 +109,13 @@ def run(args: argparse.Namespace) -> harness.Report:
     yy, xx = np.mgrid[0:h, 0:w]
     feats = np.concatenate([np.stack([xx, yy], -1) / 80.0, image / 13.0], -1).reshape(-1, 5)
     values = np.ascontiguousarray(unary.reshape(len(unary), -1).T)
-    f64 = [torch.from_numpy(a.astype(np.float32)) for a in (feats, values)]
-    fg = [t.cuda() for t in f64]
+    f_cpu, v_cpu = (torch.from_numpy(a.astype(np.float32)) for a in (feats, values))
+    f_gpu, v_gpu = f_cpu.cuda(), v_cpu.cuda()
     compare(
         "permutohedral_filter 512x512 d=5 21 channels",
-        lambda: ops.permutohedral_filter(fg[1], fg[0]),
+        lambda: ops.permutohedral_filter(v_gpu, f_gpu),
         "convloc cpu",
-        lambda: ops.permutohedral_filter(f64[1], f64[0]),
+        lambda: ops.permutohedral_filter(v_cpu, f_cpu),
     )
     u_cpu = torch.from_numpy(unary)
     u_gpu = u_cpu.cuda()
