@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds convloc for the GPU in this machine and runs the CUDA tests, then the whole suite, there.
+# Builds convloc for the GPU in this machine and runs the CUDA tests, the whole suite and the CUDA
+# benchmark there, then (where compute-sanitizer is installed) the CUDA tests under memcheck and NMS's
+# shared-memory pass under racecheck.
 # Usage (repo root, on a machine with a GPU, nvcc, torch, pybind11 and scikit-build-core):
 #   bash tools/gpu_check.sh [OUTDIR]
 set -euo pipefail
@@ -16,4 +18,10 @@ status=0
 python3 -m pytest tests -q -m cuda -p no:cacheprovider -rs 2>&1 | tee "$out/cuda_tests.log" || status=1
 python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/fuzz 2>&1 | tail -15 | tee "$out/all_tests.log" || status=1
 (cd /tmp && python3 -m convloc.cli bench cuda --budget 0.5) 2>&1 | tee "$out/bench_cuda.log" || status=1
+if command -v compute-sanitizer > /dev/null; then
+  compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest tests -q -m cuda -p no:cacheprovider \
+    2>&1 | tail -5 | tee "$out/memcheck.log" || status=1
+  compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest tests/test_boxes.py -q -m cuda \
+    -p no:cacheprovider -k "strided and 5000" 2>&1 | tail -5 | tee "$out/racecheck.log" || status=1
+fi
 exit $status
