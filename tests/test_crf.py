@@ -293,9 +293,9 @@ def test_cuda_bad_inputs_raise(rng):
     u = torch.from_numpy(smooth_unary(rng, 65, 6, 6)).cuda()
     with pytest.raises(ValueError, match="unary"):
         ops.dense_crf(u, kernels=[ops.Gaussian(8)])
-    bad = rng.normal(size=(6, 6, 2))
-    bad[2, 3, 1] = np.nan
-    with pytest.raises(ValueError, match="features"):
+    bad = rng.normal(size=(2, 6, 6))  # [d, H, W]
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="features.*finite"):
         ops.dense_crf(u[:3].double(), kernels=[ops.Features(bad)])
     with pytest.raises(TypeError, match="return_energy"):
         ops.dense_crf(u[:3], kernels=[ops.Gaussian(8)], return_energy=True)
