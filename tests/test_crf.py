@@ -463,6 +463,29 @@ def test_grid_crf_matches_reference(rng, neighbors):
         ops.grid_crf(u, img[:, :5])
 
 
+def test_cli_crf_device_cuda_runs_or_refuses_clearly(tmp_path, rng):
+    # With a GPU: the same labels as on the CPU up to the smoothness Gaussian's filter (lattice on
+    # the GPU, grid on the CPU). Without one: a one-line refusal, not a traceback.
+    from conftest import cuda_available
+    from PIL import Image
+
+    from convloc.cli import main
+
+    img = blocky_image(rng, 40, 56)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    p = np.exp(-smooth_unary(rng, 4, 40, 56))
+    np.save(tmp_path / "a.npy", p / p.sum(0))
+    run = ["crf", str(tmp_path / "a.png"), str(tmp_path / "a.npy"), "-o"]
+    if not cuda_available():
+        with pytest.raises(SystemExit, match="--device cuda needs a CUDA build of convloc, torch and a GPU"):
+            main(run + [str(tmp_path / "gpu.png"), "--device", "cuda"])
+        return
+    assert main(run + [str(tmp_path / "gpu.png"), "--device", "cuda"]) == 0
+    assert main(run + [str(tmp_path / "cpu.png")]) == 0
+    gpu, cpu = (np.asarray(Image.open(tmp_path / f"{d}.png")) for d in ("gpu", "cpu"))
+    assert (gpu == cpu).mean() >= 0.98
+
+
 def test_cli_crf_and_demo(tmp_path, rng):
     from PIL import Image
 

@@ -81,15 +81,37 @@ def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> 
 
 
 def refine(image: np.ndarray, unary: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    """MAP labels [H, W] (NumPy) of the dense CRF, on args.device."""
     from convloc import ops
 
     kernels = [
         ops.Gaussian(args.gauss_sxy, args.gauss_compat),
         ops.Bilateral(args.sxy, args.srgb, args.compat),
     ]
-    return ops.dense_crf(unary, image=image, kernels=kernels, iterations=args.iterations, return_labels=True)[
-        1
-    ]
+    if args.device == "cuda":
+        import torch
+
+        unary = torch.from_numpy(unary).cuda()
+    labels = ops.dense_crf(
+        unary, image=image, kernels=kernels, iterations=args.iterations, return_labels=True
+    )[1]
+    return labels if isinstance(labels, np.ndarray) else labels.cpu().numpy()
+
+
+def check_device(device: str, command: str) -> None:
+    """SystemExit with a message when --device cuda cannot run here."""
+    if device != "cuda":
+        return
+    import convloc
+
+    try:
+        import torch
+
+        usable = convloc.info()["compiled_with_cuda"] and torch.cuda.is_available()
+    except ImportError:
+        usable = False
+    if not usable:
+        raise SystemExit(f"convloc {command}: --device cuda needs a CUDA build of convloc, torch and a GPU")
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
@@ -125,6 +147,7 @@ def _cmd_crf(args: argparse.Namespace) -> int:
     import convloc
 
     convloc.set_num_threads(args.threads)
+    check_device(args.device, "crf")
     try:
         pairs = _pairs(args)
     except (OSError, ValueError) as e:
@@ -184,6 +207,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise SystemExit(f"convloc demo: --out: expected a .png path, got {str(out)!r}")
     convloc.set_num_threads(args.threads)
+    check_device(args.device, "demo")
     image = load_image(DATA_DIR / "crf_demo_astronaut.jpg")
     with Image.open(DATA_DIR / "crf_demo_labels.png") as im:
         reference = np.asarray(im).astype(np.int64)
@@ -216,6 +240,13 @@ def _crf_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gauss-compat", type=float, default=3.0, help="smoothness Potts weight (3)")
     g.add_argument("--iterations", type=int, default=5, help="mean-field iterations (5)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the CRF runs (cuda: a CUDA build of convloc, torch and a GPU; the smoothness "
+        "Gaussian then runs on the lattice, not on the CPU's grid)",
+    )
 
 
 def register(sub) -> None:
