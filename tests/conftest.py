@@ -9,18 +9,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
+def pytest_collection_modifyitems(config, items):
     import convloc
 
-    return convloc.info()["compiled_with_cuda"] and torch.cuda.is_available()
-
-
-def pytest_collection_modifyitems(config, items):
-    if cuda_available():
+    if convloc.cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device and a CUDA build of convloc")
     for item in items:

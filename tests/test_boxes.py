@@ -306,3 +306,6 @@ def test_info_reports_build_and_devices():
     assert info["num_threads"] == convloc.get_num_threads() >= 1
     if not info["compiled_with_cuda"]:
         assert info["cuda_device_count"] == 0
+    # no device (or no CUDA build): torch's CUDA tensors cannot run here
+    if info["cuda_device_count"] == 0:
+        assert convloc.cuda_available() is False

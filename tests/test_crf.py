@@ -466,7 +466,6 @@ def test_grid_crf_matches_reference(rng, neighbors):
 def test_cli_crf_device_cuda_runs_or_refuses_clearly(tmp_path, rng):
     # With a GPU: the same labels as on the CPU up to the smoothness Gaussian's filter (lattice on
     # the GPU, grid on the CPU). Without one: a one-line refusal, not a traceback.
-    from conftest import cuda_available
     from PIL import Image
 
     from convloc.cli import main
@@ -476,7 +475,7 @@ def test_cli_crf_device_cuda_runs_or_refuses_clearly(tmp_path, rng):
     p = np.exp(-smooth_unary(rng, 4, 40, 56))
     np.save(tmp_path / "a.npy", p / p.sum(0))
     run = ["crf", str(tmp_path / "a.png"), str(tmp_path / "a.npy"), "-o"]
-    if not cuda_available():
+    if not convloc.cuda_available():
         with pytest.raises(SystemExit, match="--device cuda needs a CUDA build of convloc, torch and a GPU"):
             main(run + [str(tmp_path / "gpu.png"), "--device", "cuda"])
         return

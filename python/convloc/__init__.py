@@ -24,6 +24,18 @@ def info() -> dict[str, Any]:
     return dict(_C.info())
 
 
+def cuda_available() -> bool:
+    """Whether torch's CUDA tensors can run convloc's CUDA kernels here: a CUDA build of convloc,
+    torch, and a GPU that torch sees."""
+    if not _C.info()["compiled_with_cuda"]:
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def get_num_threads() -> int:
     """Number of CPU threads the kernels use."""
     return _C.get_num_threads()
@@ -52,6 +64,7 @@ def empty_cache() -> int:
 __all__ = [
     "__version__",
     "info",
+    "cuda_available",
     "get_num_threads",
     "set_num_threads",
     "cached_bytes",

@@ -35,21 +35,18 @@ def run(args: argparse.Namespace) -> harness.Report:
     import convloc
 
     report = harness.start("cuda: the CUDA kernels vs the GPU peers", args)
-    try:
-        import torch
-    except ImportError:
-        report.note("torch is not installed: no CUDA benchmark")
+    if not convloc.cuda_available():
+        report.note("needs a CUDA build of convloc, torch and a GPU: nothing timed")
         return harness.finish(report, args)
-    if not (convloc.info()["compiled_with_cuda"] and torch.cuda.is_available()):
-        report.note("needs a CUDA build of convloc and a GPU: nothing timed")
-        return harness.finish(report, args)
+    import torch
+
     report.note(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     tv = harness.import_peer(report, "torchvision.ops")
     budget = args.budget
 
-    def compare(case, ours, peer_name, peer, **extra):
+    def compare(case, ours, peer_name, peer):
         timings = harness.compare(_synced(ours), peer and _synced(peer), budget_s=budget)
-        report.add(case, timings[0], peer_name if peer else None, timings[1], **extra)
+        report.add(case, timings[0], peer_name if peer else None, timings[1])
 
     from convloc.benchmarks import bench_boxes, bench_crf, bench_deconv, bench_roi
 

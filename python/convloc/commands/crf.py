@@ -100,17 +100,9 @@ def refine(image: np.ndarray, unary: np.ndarray, args: argparse.Namespace) -> np
 
 def check_device(device: str, command: str) -> None:
     """SystemExit with a message when --device cuda cannot run here."""
-    if device != "cuda":
-        return
     import convloc
 
-    try:
-        import torch
-
-        usable = convloc.info()["compiled_with_cuda"] and torch.cuda.is_available()
-    except ImportError:
-        usable = False
-    if not usable:
+    if device == "cuda" and not convloc.cuda_available():
         raise SystemExit(f"convloc {command}: --device cuda needs a CUDA build of convloc, torch and a GPU")
 
 
