@@ -128,6 +128,9 @@ Kernel<T> pick_kernel() {
 // convolution's input-gradient product has k = C_out kH kW = 2048: 8 passes of C at kc = 256 cost
 // 12 % of its backward).
 constexpr int64_t kKc = 2048;
+// ... unless A is tall: its packed kc block (kept per calling thread) stays within 2 Mi elements, at
+// a depth of no less than 256.
+constexpr int64_t kAPackElems = int64_t(1) << 21, kMinKc = 256;
 constexpr int64_t kNc = 1024;
 constexpr int64_t kMPanels = 8, kNPanels = 8;  // a parallel task is kMPanels x kNPanels micro-tiles
 
@@ -176,10 +179,11 @@ void gemm_cpu(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row, int64_
   const int64_t m_panels = (m + mr - 1) / mr;
   // Scratch kept per calling thread: the packed blocks are a few MiB, reused call after call.
   thread_local std::vector<T> a_pack, b_pack;
-  a_pack.resize(m_panels * mr * std::min(k, kKc));
-  b_pack.resize(((std::min(n, kNc) + nr - 1) / nr) * nr * std::min(k, kKc));
-  for (int64_t pc = 0; pc < k; pc += kKc) {
-    const int64_t kc = std::min(kKc, k - pc);
+  const int64_t depth = std::min(k, std::max(kMinKc, std::min(kKc, kAPackElems / (m_panels * mr))));
+  a_pack.resize(m_panels * mr * depth);
+  b_pack.resize(((std::min(n, kNc) + nr - 1) / nr) * nr * depth);
+  for (int64_t pc = 0; pc < k; pc += depth) {
+    const int64_t kc = std::min(depth, k - pc);
     const bool acc = accumulate || pc > 0;
     pack(a + pc * a_col, m, kc, a_row, a_col, mr, a_pack.data());
     for (int64_t jc = 0; jc < n; jc += kNc) {
