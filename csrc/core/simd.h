@@ -33,18 +33,31 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// N values of T in registers: as many 64-byte vectors (one AVX-512 register; GCC handles wider
-// generic vectors poorly) as fit, then the rest, a power of two of values. After full vectors the
-// rest rides in the low lanes of one more full-width vector whose other lanes are left undefined
-// (loaded and stored as the narrower type): every vector then has one width, so a scalar operand is
-// broadcast once (from memory, where it comes from there) rather than once per width. GCC drops the
-// undefined lanes' work where a full vector is two registers (the AVX2 clone): 24 floats cost two
-// AVX-512 or three AVX2 instructions per operation.
-template <typename T, int N>
+// Vector widths in bytes. Where the registers are narrower than a vector, GCC compiles the vector's
+// selects and shuffles lane by lane through memory: with 64-byte vectors the AVX2 clones of the
+// dense CRF ran 14x, and of roi_pool 10x, slower than with 32-byte ones. Kernels therefore work in
+// kVectorBytes (AVX2 registers; the AVX-512 clones run them as 256-bit instructions), and the few
+// that gain from AVX-512's full width are also compiled at kWideBytes (CONVLOC_WIDE_SIMD /
+// CONVLOC_WIDE_FMA) and pick one by wide_vectors().
+constexpr int kVectorBytes = 32, kWideBytes = 64;
+inline bool wide_vectors() {
+#ifdef CONVLOC_HAS_WIDE
+  static const bool wide = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4") != 0);
+  return wide;
+#else
+  return false;
+#endif
+}
+
+// N values of T in registers, in vectors of VB bytes: as many full vectors as fit, then the rest, a
+// power of two of values, in the low lanes of one more full vector whose other lanes are left
+// undefined (loaded and stored as the narrower type): every vector then has one width, so a scalar
+// operand is broadcast once (from memory, where it comes from there) rather than once per width.
+template <typename T, int N, int VB = kVectorBytes>
 struct Lanes {
-  static constexpr int kWide = 64 / static_cast<int>(sizeof(T));
+  static constexpr int kWide = VB / static_cast<int>(sizeof(T));
   static constexpr int kFull = N / kWide, kTail = N % kWide, kTails = kTail ? 1 : 0;
-  static_assert((kTail & (kTail - 1)) == 0, "Lanes: the values past the 64-byte vectors must be a power of two");
+  static_assert((kTail & (kTail - 1)) == 0, "Lanes: the values past the full vectors must be a power of two");
   using Wide = Vec<T, kWide>;
   using Tail = Vec<T, kTail ? kTail : 1>;                      // the rest in memory
   using TailReg = std::conditional_t<kFull == 0, Tail, Wide>;  // and in a register

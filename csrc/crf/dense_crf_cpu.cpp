@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -28,13 +29,10 @@ constexpr int64_t kBlock = 2048;
 // is a vector operation: the padding lanes of -U are -1e30 and of c_k zero, so their exponentials
 // are e^-70 (the clamp of exp_lanes: nothing next to the sum's >= 1) and never reach a message.
 using v8f = Vec<float, 8>;
-using v16f = Vec<float, 16>;
 template <typename V>
 CONVLOC_ALWAYS_INLINE V max_lanes(V a, V b) {
   return a > b ? a : b;
 }
-CONVLOC_ALWAYS_INLINE v8f low8(v16f v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
-CONVLOC_ALWAYS_INLINE v8f high8(v16f v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
 // exp(x) lane by lane for x <= 0 (softmax arguments): 2^n · p(r) with a degree-6 polynomial on
 // |r| <= ln2/2 (relative error below 2e-7), x clamped at -70: e^-70 < 1e-30 keeps Q and its products
 // with the filter weights clear of subnormal numbers, which cost the CPU a microcode assist each.
@@ -61,26 +59,33 @@ CONVLOC_ALWAYS_INLINE V exp_lanes(V x) {
   return p * scale;
 }
 
-// One pixel's row of 8 B labels in registers (16-lane vectors and an 8-lane tail).
-template <int B>
-using Row = Lanes<float, 8 * B>;
-// The row folded to 8 lanes with f: the 16-lane vectors together, their halves, then the 8-lane
-// tail; the same lanes in the same order in every clone.
-template <int B, typename F>
-CONVLOC_ALWAYS_INLINE v8f fold8(const Row<B>& r, F f) {
-  if constexpr (B / 2 == 0) {
-    return r.tail();
-  } else {
-    v16f a = r.w[0];
-    for (int j = 1; j < B / 2; ++j) a = f(a, r.w[j]);
-    v8f m = f(low8(a), high8(a));
-    if constexpr (B % 2 == 1) m = f(m, r.tail());
-    return m;
+// One pixel's row of 8 B labels in registers, in vectors of VB bytes.
+template <int B, int VB>
+using Row = Lanes<float, 8 * B, VB>;
+CONVLOC_ALWAYS_INLINE v8f low8(Vec<float, 16> v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+CONVLOC_ALWAYS_INLINE v8f high8(Vec<float, 16> v) {
+  return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+// The row folded to 8 lanes with f, its groups of 8 labels in label order: the same operations in the
+// same order at every vector width.
+template <int B, int VB, typename F>
+CONVLOC_ALWAYS_INLINE v8f fold8(const Row<B, VB>& r, F f) {
+  using R = Row<B, VB>;
+  v8f m{};
+  bool first = true;
+  const auto add = [&](v8f x) { m = first ? x : f(m, x), first = false; };
+  for (int j = 0; j < R::kFull; ++j) {
+    if constexpr (R::kWide == 8)
+      add(r.w[j]);
+    else
+      add(low8(r.w[j])), add(high8(r.w[j]));
   }
+  if constexpr (R::kTails == 1) add(r.tail());
+  return m;
 }
 // exp(r - m) lane by lane.
-template <int B>
-CONVLOC_ALWAYS_INLINE Row<B> row_exp_minus(const Row<B>& r, float m) {
+template <int B, int VB>
+CONVLOC_ALWAYS_INLINE Row<B, VB> row_exp_minus(const Row<B, VB>& r, float m) {
   return r.zip(r, [m](auto x, auto) { return exp_lanes(x - m); });
 }
 
@@ -139,13 +144,17 @@ constexpr int kMaxFused = 4;
 // pixels, and the softmax reduces 8 rows at a time instead of one row's long chain of shuffles.
 constexpr int64_t kChunk = 32;
 
-// z[i - c0] = -U_i - sum_k post_k c_k out_k(i) for pixels [c0, c1).
-template <int B>
-CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64_t c0, int64_t c1, const FusedTerms& t,
-                                        float* __restrict z) {
-  using R = Row<B>;
+// z[i - c0] = -U_i - sum_k post_k c_k out_k(i) for pixels [c0, c1) (of [c0, end)).
+template <int B, int VB>
+CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64_t c0, int64_t c1, int64_t end,
+                                        const FusedTerms& t, float* __restrict z) {
+  using R = Row<B, VB>;
   constexpr int64_t LP = 8 * B;
   for (int64_t i = c0; i < c1; ++i) {
+    // The unary a chunk ahead: 25 MB streamed per update, which the hardware prefetchers do not
+    // keep up with while both cores share the memory bus.
+    const float* ahead = neg_unary + std::min(i + kChunk, end - 1) * LP;
+    __builtin_prefetch(ahead), __builtin_prefetch(ahead + LP - 1);
     R q = R::load(neg_unary + i * LP);
     for (int k = 0; k < t.ngrid; ++k) {
       const GridTerm& g = t.grid[k];
@@ -155,8 +164,8 @@ CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64
       const LatticeTerm& l = t.lattice[k];
       const int32_t* off = l.offset + i * l.k1;
       const float* w = l.weight + i * l.k1;
-      R acc = w[0] * R::load(l.blurred + static_cast<int64_t>(off[0]) * LP);
-      for (int j = 1; j < l.k1; ++j) acc = acc + w[j] * R::load(l.blurred + static_cast<int64_t>(off[j]) * LP);
+      R acc = w[0] * R::load(l.blurred + off[0]);
+      for (int j = 1; j < l.k1; ++j) acc = acc + w[j] * R::load(l.blurred + off[j]);
       q = q - l.post[i] * acc;
     }
     for (int k = 0; k < t.ncoarse; ++k) {
@@ -189,9 +198,9 @@ CONVLOC_ALWAYS_INLINE v8f reduce_8_rows(const v8f v[8], F f) {
 
 // z = softmax of the `count` rows of x (x == z allowed), 8 rows at a time (a partial group repeats
 // its last row, so every row's arithmetic is the same wherever it sits).
-template <int B>
+template <int B, int VB>
 CONVLOC_ALWAYS_INLINE void chunk_softmax(const float* x, float* z, int64_t count) {
-  using R = Row<B>;
+  using R = Row<B, VB>;
   constexpr int64_t LP = 8 * B;
   const auto max_of = [](auto a, auto b) { return max_lanes(a, b); };
   const auto sum_of = [](auto a, auto b) { return a + b; };
@@ -200,10 +209,10 @@ CONVLOC_ALWAYS_INLINE void chunk_softmax(const float* x, float* z, int64_t count
     v8f part[8];
     alignas(32) float mx[8], inv[8];
     for (int p = 0; p < 8; ++p) q[p] = R::load(x + std::min(r + p, count - 1) * LP);
-    for (int p = 0; p < 8; ++p) part[p] = fold8<B>(q[p], max_of);
+    for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], max_of);
     store_lanes(mx, reduce_8_rows(part, max_of));
-    for (int p = 0; p < 8; ++p) q[p] = row_exp_minus<B>(q[p], mx[kSlotOf[p]]);
-    for (int p = 0; p < 8; ++p) part[p] = fold8<B>(q[p], sum_of);
+    for (int p = 0; p < 8; ++p) q[p] = row_exp_minus<B, VB>(q[p], mx[kSlotOf[p]]);
+    for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], sum_of);
     store_lanes(inv, 1.0f / reduce_8_rows(part, sum_of));
     for (int p = 0; p < 8 && r + p < count; ++p) (inv[kSlotOf[p]] * q[p]).store(z + (r + p) * LP);
   }
@@ -211,9 +220,9 @@ CONVLOC_ALWAYS_INLINE void chunk_softmax(const float* x, float* z, int64_t count
 
 // The next filter inputs pre_k Q from Q = z[i - c0] for pixels [c0, c1): written (grid terms) or
 // splatted (lattice and coarse terms; one pixel after another, so the additions' order is fixed).
-template <int B>
+template <int B, int VB>
 CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, int64_t c1, const FusedTerms& t) {
-  using R = Row<B>;
+  using R = Row<B, VB>;
   constexpr int64_t LP = 8 * B;
   for (int64_t i = c0; i < c1; ++i) {
     const R q = R::load(z + (i - c0) * LP);
@@ -226,7 +235,7 @@ CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, in
       const R pq = t.lattice[k].pre[i] * q;
       float* const partial = t.lattice[k].partial;
       for (int j = 0; j < k1; ++j) {
-        float* row = partial + static_cast<int64_t>(off[j]) * LP;
+        float* row = partial + off[j];
         (R::load(row) + w[j] * pq).store(row);
       }
     }
@@ -252,7 +261,7 @@ CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, in
 
 // Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q; splat: whether
 // the next filters take this Q (not after the last iteration).
-template <int B>
+template <int B, int VB>
 CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
                                         bool with_message, bool splat, float* __restrict z) {
   constexpr int64_t LP = 8 * B;
@@ -260,15 +269,20 @@ CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64
   for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
     const int64_t c1 = std::min(i1, c0 + kChunk);
     float* zc = z ? z + (c0 - i0) * LP : chunk;
-    if (with_message) chunk_logits<B>(neg_unary, c0, c1, t, zc);
-    chunk_softmax<B>(with_message ? zc : neg_unary + c0 * LP, zc, c1 - c0);
-    if (splat) chunk_splat<B>(zc, c0, c1, t);
+    if (with_message) chunk_logits<B, VB>(neg_unary, c0, c1, i1, t, zc);
+    chunk_softmax<B, VB>(with_message ? zc : neg_unary + c0 * LP, zc, c1 - c0);
+    if (splat) chunk_splat<B, VB>(zc, c0, c1, t);
   }
 }
-#define CONVLOC_FUSED_UPDATE(B)                                                                                 \
-  CONVLOC_FMA_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
-                                           bool with_message, bool splat, float* z) {                           \
-    fused_update<B>(neg_unary, i0, i1, t, with_message, splat, z);                                              \
+// Per row width: 32-byte vectors in every clone, and 64-byte ones where the CPU has AVX-512.
+#define CONVLOC_FUSED_UPDATE(B)                                                                                    \
+  CONVLOC_FMA_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,    \
+                                           bool with_message, bool splat, float* z) {                              \
+    fused_update<B, kVectorBytes>(neg_unary, i0, i1, t, with_message, splat, z);                                   \
+  }                                                                                                                \
+  CONVLOC_WIDE_FMA void fused_update_wide_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
+                                              bool with_message, bool splat, float* z) {                           \
+    fused_update<B, kWideBytes>(neg_unary, i0, i1, t, with_message, splat, z);                                     \
   }
 CONVLOC_FUSED_UPDATE(1)
 CONVLOC_FUSED_UPDATE(2)
@@ -278,8 +292,10 @@ CONVLOC_FUSED_UPDATE(4)
 constexpr int64_t kMaxFusedLabels = 32;
 void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
                       bool with_message, bool splat, float* z) {
-  const auto fn = lp == 8 ? fused_update_1 : lp == 16 ? fused_update_2 : lp == 24 ? fused_update_3 : fused_update_4;
-  fn(neg_unary, i0, i1, t, with_message, splat, z);
+  using Fn = void (*)(const float*, int64_t, int64_t, const FusedTerms&, bool, bool, float*);
+  static const Fn narrow[4] = {fused_update_1, fused_update_2, fused_update_3, fused_update_4};
+  static const Fn wide[4] = {fused_update_wide_1, fused_update_wide_2, fused_update_wide_3, fused_update_wide_4};
+  (wide_vectors() ? wide : narrow)[lp / 8 - 1](neg_unary, i0, i1, t, with_message, splat, z);
 }
 
 // The fused update splats like the lattice's filter(): each band of pixels into its own compact partial
@@ -443,6 +459,8 @@ struct KernelState {
   std::vector<T> diag;      // [LP] compat diagonal (zero padded) when the matrix is diagonal, else empty
   std::vector<T> amp_diag;  // [LP] the lattice's amplitude times diag (fused lattice terms)
   std::vector<T> self;      // [N] the lattice's weight of each point on itself (exclude_self only)
+  WorkspaceVector<int32_t>
+      row_offset;  // fused lattice terms: the band offsets times LP (no index arithmetic per vertex)
   const T* compat = nullptr;
 };
 
@@ -538,12 +556,18 @@ class ImageCrf {
              ks_.size() <= size_t(kMaxFused) && lp_ <= kMaxFusedLabels;
     for (auto& s : ks_) {
       fused_ = fused_ && !s.diag.empty();
-      if (fused_ && s.lattice) fused_ = s.lattice->band_sums_fit();
+      if (fused_ && s.lattice)  // (row_offset: int32 element offsets)
+        fused_ = s.lattice->band_sums_fit() &&
+                 s.lattice->band_tables().first.back() * lp_ <= std::numeric_limits<int32_t>::max();
     }
     for (auto& s : ks_) {
       if (fused_ && s.lattice) {
         const int64_t rows = (s.lattice->num_vertices() + 1) * lp_;
         s.bands = &s.lattice->band_tables();
+        s.row_offset.resize(s.bands->offsets.size());
+        parallel_for(int64_t(s.row_offset.size()), 1 << 16, [&](int64_t e0, int64_t e1) {
+          for (int64_t e = e0; e < e1; ++e) s.row_offset[e] = s.bands->offsets[e] * int32_t(lp_);
+        });
         s.amp_diag.resize(lp_);
         for (int64_t l = 0; l < lp_; ++l) s.amp_diag[l] = s.lattice->amplitude() * s.diag[l];
         s.partial.resize(s.bands->first.back() * lp_), s.local_blurred.resize(s.bands->first.back() * lp_);
@@ -562,7 +586,8 @@ class ImageCrf {
     for (const auto& s : ks_)
       b += s.lattice ? s.lattice->memory_bytes() +
                            int64_t(s.partial.size() + s.local_blurred.size() + s.blur_a.size() + s.blur_b.size()) *
-                               int64_t(sizeof(T))
+                               int64_t(sizeof(T)) +
+                           int64_t(s.row_offset.size() * sizeof(int32_t))
                      : int64_t(s.tmp.size() * sizeof(T));
     return b;
   }
@@ -682,7 +707,7 @@ class ImageCrf {
         } else if (s.lattice) {
           state[nlattice] = &s;
           lattice[nlattice++] = LatticeTerm{nullptr,
-                                            s.bands->offsets.data(),
+                                            s.row_offset.data(),
                                             s.lattice->slice_weights().data(),
                                             s.lattice->dim() + 1,
                                             s.post.data(),

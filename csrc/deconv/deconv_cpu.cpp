@@ -149,10 +149,10 @@ constexpr int64_t kPhaseStride = 4;
 bool phase_path(const DeconvShape& s) { return s.dw == 1 && s.sw >= kPhaseStride; }
 
 // The phase path for a compile-time stride SW: a block's SW sums live in one vector.
-template <typename T, int SW>
+template <typename T, int SW, int VB>
 CONVLOC_ALWAYS_INLINE void phase_row_fixed(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
                                            const int64_t* taps, int64_t n_taps, T bias, T* __restrict out) {
-  using L = Lanes<T, SW>;
+  using L = Lanes<T, SW, VB>;
   const int64_t n_j = (s.kw + SW - 1) / SW, blocks = s.w + n_j;
   for (int64_t q = 0; q < blocks; ++q) {
     const int64_t p0 = q * SW - s.pw;  // output column of the block's first value
@@ -177,21 +177,21 @@ CONVLOC_ALWAYS_INLINE void phase_row_fixed(const DeconvShape& s, const T* __rest
 
 // Writes the row to out (fixed strides) and returns true, or leaves the block sums in buf
 // (column q * sw + r - pw at buf[q * sw + r]) and returns false.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE bool phase_row(const DeconvShape& s, const T* __restrict x, const T* __restrict wt,
                                      const int64_t* taps, int64_t n_taps, T bias, T* __restrict buf,
                                      T* __restrict out) {
   switch (s.sw) {
     case 4:
-      return phase_row_fixed<T, 4>(s, x, wt, taps, n_taps, bias, out), true;
+      return phase_row_fixed<T, 4, VB>(s, x, wt, taps, n_taps, bias, out), true;
     case 8:
-      return phase_row_fixed<T, 8>(s, x, wt, taps, n_taps, bias, out), true;
+      return phase_row_fixed<T, 8, VB>(s, x, wt, taps, n_taps, bias, out), true;
     case 16:
-      return phase_row_fixed<T, 16>(s, x, wt, taps, n_taps, bias, out), true;
+      return phase_row_fixed<T, 16, VB>(s, x, wt, taps, n_taps, bias, out), true;
     case 32:
-      return phase_row_fixed<T, 32>(s, x, wt, taps, n_taps, bias, out), true;
+      return phase_row_fixed<T, 32, VB>(s, x, wt, taps, n_taps, bias, out), true;
     case 64:
-      return phase_row_fixed<T, 64>(s, x, wt, taps, n_taps, bias, out), true;
+      return phase_row_fixed<T, 64, VB>(s, x, wt, taps, n_taps, bias, out), true;
     default:
       break;
   }
@@ -210,12 +210,12 @@ CONVLOC_ALWAYS_INLINE bool phase_row(const DeconvShape& s, const T* __restrict x
 }
 
 // taps: the (ih, kh) pairs that reach this row.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void dw_forward_row(const DeconvShape& s, const T* __restrict x, const T* __restrict wt, T bias,
                                           const int64_t* taps, int64_t n_taps, T* __restrict buf, int64_t first,
                                           int64_t width, T* __restrict out) {
   if (phase_path(s)) {
-    if (!phase_row(s, x, wt, taps, n_taps, bias, buf, out))
+    if (!phase_row<T, VB>(s, x, wt, taps, n_taps, bias, buf, out))
       for (int64_t ow = 0; ow < s.ow; ++ow) out[ow] = bias + buf[ow + s.pw];
     return;
   }
@@ -250,7 +250,7 @@ CONVLOC_ALWAYS_INLINE T tree_sum(const T* p) {
 // (PaddedRow layout, zeros outside); part: scratch [W, kW]. grad_input row ih gets
 // sum_{kh, kw} gpad * weight; grad_weight (if given) accumulates input * gpad.
 // KW > 0: the kernel width, known at compile time, with unit dilation.
-template <typename T, int KW>
+template <typename T, int KW, int VB>
 CONVLOC_ALWAYS_INLINE void dw_backward_plane(const DeconvShape& s, const T* __restrict gpad, int64_t first,
                                              int64_t width, const T* __restrict x, const T* __restrict wt,
                                              T* __restrict gi, T* __restrict gw, T* __restrict part) {
@@ -266,7 +266,7 @@ CONVLOC_ALWAYS_INLINE void dw_backward_plane(const DeconvShape& s, const T* __re
       const T* __restrict xr = x + ih * s.w;
       if constexpr (KW > 0) {
         // Whole kernel rows as vectors; grad_weight's row in two registers (even and odd iw).
-        using L = Lanes<T, KW>;
+        using L = Lanes<T, KW, VB>;
         const L w = L::load(wr);
         if (gi)
           for (int64_t iw = 0; iw < s.w; ++iw)
@@ -309,63 +309,61 @@ CONVLOC_ALWAYS_INLINE void dw_backward_plane(const DeconvShape& s, const T* __re
   }
 }
 
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void dw_backward_plane_any(const DeconvShape& s, const T* gpad, int64_t first, int64_t width,
                                                  const T* x, const T* wt, T* gi, T* gw, T* part) {
   if (s.dw == 1) switch (s.kw) {
       case 4:
-        return dw_backward_plane<T, 4>(s, gpad, first, width, x, wt, gi, gw, part);
+        return dw_backward_plane<T, 4, VB>(s, gpad, first, width, x, wt, gi, gw, part);
       case 8:
-        return dw_backward_plane<T, 8>(s, gpad, first, width, x, wt, gi, gw, part);
+        return dw_backward_plane<T, 8, VB>(s, gpad, first, width, x, wt, gi, gw, part);
       case 16:
-        return dw_backward_plane<T, 16>(s, gpad, first, width, x, wt, gi, gw, part);
+        return dw_backward_plane<T, 16, VB>(s, gpad, first, width, x, wt, gi, gw, part);
       case 32:
-        return dw_backward_plane<T, 32>(s, gpad, first, width, x, wt, gi, gw, part);
+        return dw_backward_plane<T, 32, VB>(s, gpad, first, width, x, wt, gi, gw, part);
       case 64:
-        return dw_backward_plane<T, 64>(s, gpad, first, width, x, wt, gi, gw, part);
+        return dw_backward_plane<T, 64, VB>(s, gpad, first, width, x, wt, gi, gw, part);
       default:
         break;
     }
-  dw_backward_plane<T, 0>(s, gpad, first, width, x, wt, gi, gw, part);
+  dw_backward_plane<T, 0, VB>(s, gpad, first, width, x, wt, gi, gw, part);
 }
 
-// Plain entry points so the SIMD clones apply (GCC clones only non-template functions).
-CONVLOC_SIMD_CLONES void dw_forward_row_f32(const DeconvShape& s, const float* x, const float* wt, float bias,
-                                            const int64_t* taps, int64_t n_taps, float* buf, int64_t first,
-                                            int64_t width, float* out) {
-  dw_forward_row(s, x, wt, bias, taps, n_taps, buf, first, width, out);
-}
-CONVLOC_SIMD_CLONES void dw_forward_row_f64(const DeconvShape& s, const double* x, const double* wt, double bias,
-                                            const int64_t* taps, int64_t n_taps, double* buf, int64_t first,
-                                            int64_t width, double* out) {
-  dw_forward_row(s, x, wt, bias, taps, n_taps, buf, first, width, out);
-}
-CONVLOC_SIMD_CLONES void dw_backward_plane_f32(const DeconvShape& s, const float* gpad, int64_t first, int64_t width,
-                                               const float* x, const float* wt, float* gi, float* gw, float* part) {
-  dw_backward_plane_any(s, gpad, first, width, x, wt, gi, gw, part);
-}
-CONVLOC_SIMD_CLONES void dw_backward_plane_f64(const DeconvShape& s, const double* gpad, int64_t first, int64_t width,
-                                               const double* x, const double* wt, double* gi, double* gw,
-                                               double* part) {
-  dw_backward_plane_any(s, gpad, first, width, x, wt, gi, gw, part);
-}
-inline void dw_forward_row_simd(const DeconvShape& s, const float* x, const float* wt, float bias, const int64_t* taps,
-                                int64_t n_taps, float* buf, int64_t first, int64_t width, float* out) {
-  dw_forward_row_f32(s, x, wt, bias, taps, n_taps, buf, first, width, out);
-}
-inline void dw_forward_row_simd(const DeconvShape& s, const double* x, const double* wt, double bias,
-                                const int64_t* taps, int64_t n_taps, double* buf, int64_t first, int64_t width,
-                                double* out) {
-  dw_forward_row_f64(s, x, wt, bias, taps, n_taps, buf, first, width, out);
-}
-inline void dw_backward_plane_simd(const DeconvShape& s, const float* gpad, int64_t first, int64_t width,
-                                   const float* x, const float* wt, float* gi, float* gw, float* part) {
-  dw_backward_plane_f32(s, gpad, first, width, x, wt, gi, gw, part);
-}
-inline void dw_backward_plane_simd(const DeconvShape& s, const double* gpad, int64_t first, int64_t width,
-                                   const double* x, const double* wt, double* gi, double* gw, double* part) {
-  dw_backward_plane_f64(s, gpad, first, width, x, wt, gi, gw, part);
-}
+// Plain entry points so the SIMD clones apply (GCC clones only non-template functions), on vectors of
+// kVectorBytes and, for CPUs with AVX-512, of kWideBytes.
+#define CONVLOC_DW_ENTRIES(T, suffix)                                                                                  \
+  CONVLOC_SIMD_CLONES void dw_forward_row_##suffix(const DeconvShape& s, const T* x, const T* wt, T bias,              \
+                                                   const int64_t* taps, int64_t n_taps, T* buf, int64_t first,         \
+                                                   int64_t width, T* out) {                                            \
+    dw_forward_row<T, kVectorBytes>(s, x, wt, bias, taps, n_taps, buf, first, width, out);                             \
+  }                                                                                                                    \
+  CONVLOC_WIDE_SIMD void dw_forward_row_wide_##suffix(const DeconvShape& s, const T* x, const T* wt, T bias,           \
+                                                      const int64_t* taps, int64_t n_taps, T* buf, int64_t first,      \
+                                                      int64_t width, T* out) {                                         \
+    dw_forward_row<T, kWideBytes>(s, x, wt, bias, taps, n_taps, buf, first, width, out);                               \
+  }                                                                                                                    \
+  CONVLOC_SIMD_CLONES void dw_backward_plane_##suffix(const DeconvShape& s, const T* gpad, int64_t first,              \
+                                                      int64_t width, const T* x, const T* wt, T* gi, T* gw, T* part) { \
+    dw_backward_plane_any<T, kVectorBytes>(s, gpad, first, width, x, wt, gi, gw, part);                                \
+  }                                                                                                                    \
+  CONVLOC_WIDE_SIMD void dw_backward_plane_wide_##suffix(const DeconvShape& s, const T* gpad, int64_t first,           \
+                                                         int64_t width, const T* x, const T* wt, T* gi, T* gw,         \
+                                                         T* part) {                                                    \
+    dw_backward_plane_any<T, kWideBytes>(s, gpad, first, width, x, wt, gi, gw, part);                                  \
+  }                                                                                                                    \
+  inline void dw_forward_row_simd(const DeconvShape& s, const T* x, const T* wt, T bias, const int64_t* taps,          \
+                                  int64_t n_taps, T* buf, int64_t first, int64_t width, T* out) {                      \
+    (wide_vectors() ? dw_forward_row_wide_##suffix : dw_forward_row_##suffix)(s, x, wt, bias, taps, n_taps, buf,       \
+                                                                              first, width, out);                      \
+  }                                                                                                                    \
+  inline void dw_backward_plane_simd(const DeconvShape& s, const T* gpad, int64_t first, int64_t width, const T* x,    \
+                                     const T* wt, T* gi, T* gw, T* part) {                                             \
+    (wide_vectors() ? dw_backward_plane_wide_##suffix : dw_backward_plane_##suffix)(s, gpad, first, width, x, wt, gi,  \
+                                                                                    gw, part);                         \
+  }
+CONVLOC_DW_ENTRIES(float, f32)
+CONVLOC_DW_ENTRIES(double, f64)
+#undef CONVLOC_DW_ENTRIES
 
 template <typename T>
 void depthwise_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/simd.h"
 #include "core/workspace.h"
 #include "roi/roi.h"
 
@@ -73,12 +75,23 @@ CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64
 }
 
 // GCC clones only plain functions: `name` gets one SIMD-cloned entry per scalar type, each
-// running the inlined template `body` (work items or channels [p, q)).
-#define ROI_SIMD_ENTRY(name, Args, body)                                                              \
-  CONVLOC_SIMD_CLONES void name##_f32(const Args<float>& a, int64_t p, int64_t q) { body(a, p, q); }  \
-  CONVLOC_SIMD_CLONES void name##_f64(const Args<double>& a, int64_t p, int64_t q) { body(a, p, q); } \
-  void name(const Args<float>& a, int64_t p, int64_t q) { name##_f32(a, p, q); }                      \
-  void name(const Args<double>& a, int64_t p, int64_t q) { name##_f64(a, p, q); }
+// running the inlined template `body` (work items or channels [p, q)) on vectors of kVectorBytes,
+// and one per type on vectors of kWideBytes for CPUs with AVX-512.
+#define ROI_SIMD_ENTRY(name, Args, body)                                                                              \
+  CONVLOC_SIMD_CLONES void name##_f32(const Args<float>& a, int64_t p, int64_t q) {                                   \
+    body<float, kVectorBytes>(a, p, q);                                                                               \
+  }                                                                                                                   \
+  CONVLOC_SIMD_CLONES void name##_f64(const Args<double>& a, int64_t p, int64_t q) {                                  \
+    body<double, kVectorBytes>(a, p, q);                                                                              \
+  }                                                                                                                   \
+  CONVLOC_WIDE_SIMD void name##_wide_f32(const Args<float>& a, int64_t p, int64_t q) {                                \
+    body<float, kWideBytes>(a, p, q);                                                                                 \
+  }                                                                                                                   \
+  CONVLOC_WIDE_SIMD void name##_wide_f64(const Args<double>& a, int64_t p, int64_t q) {                               \
+    body<double, kWideBytes>(a, p, q);                                                                                \
+  }                                                                                                                   \
+  void name(const Args<float>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f32 : name##_f32)(a, p, q); } \
+  void name(const Args<double>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f64 : name##_f64)(a, p, q); }
 
 // ---- roi_pool ----
 
@@ -93,17 +106,17 @@ struct PoolArgs {
   int32_t* argmax;
 };
 
-// Channels kept in registers by the innermost loops (one 64-byte vector).
-template <typename T>
-constexpr int kLanes = int(64 / sizeof(T));
+// Channels kept in registers by the innermost loops (one vector of VB bytes).
+template <typename T, int VB>
+constexpr int kLanes = int(VB / sizeof(T));
 
 // Max and argmax of one bin for `lanes` channels (a compile-time constant after inlining, so the
 // running maxima stay in registers). Strict >: the first maximum wins.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, int64_t width, int hs, int he, int ws,
                                       int we, bool empty, T* __restrict best, int32_t* __restrict where, int lanes) {
-  T m[kLanes<T>];
-  int32_t at[kLanes<T>];
+  T m[kLanes<T, VB>];
+  int32_t at[kLanes<T, VB>];
   for (int l = 0; l < lanes; ++l) m[l] = empty ? T(0) : pool_initial_max<T>(), at[l] = -1;
   for (int y = hs; y < he; ++y)
     for (int x = ws; x < we; ++x) {
@@ -121,26 +134,18 @@ CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, i
 #if defined(__GNUC__)
 // The same for a full vector, written with vector extensions: GCC turns the scalar version's
 // selects into branches and masked stores instead of blends.
-template <typename T>
-struct Vec64;
-template <>
-struct Vec64<float> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef int32_t Index;
-  typedef Index I __attribute__((vector_size(64)));
-};
-template <>
-struct Vec64<double> {
-  typedef double V __attribute__((vector_size(64)));
-  typedef int64_t Index;
-  typedef Index I __attribute__((vector_size(64)));
+template <typename T, int VB>
+struct PoolVec {
+  using V = Vec<T, VB / sizeof(T)>;
+  using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // lanes as wide as T's
+  using I = Vec<Index, VB / sizeof(T)>;
 };
 
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t width, int hs, int he, int ws, int we,
                                        bool empty, T* best, int32_t* where) {
-  using V = typename Vec64<T>::V;
-  using I = typename Vec64<T>::I;
+  using V = typename PoolVec<T, VB>::V;
+  using I = typename PoolVec<T, VB>::I;
   V m = V{} + (empty ? T(0) : pool_initial_max<T>());
   I at = I{} - 1;
   for (int y = hs; y < he; ++y)
@@ -150,20 +155,20 @@ CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t wid
       std::memcpy(&v, img + p * stride, sizeof(V));
       const I gt = v > m;
       m = gt ? v : m;
-      at = gt ? I{} + static_cast<typename Vec64<T>::Index>(p) : at;
+      at = gt ? I{} + static_cast<typename PoolVec<T, VB>::Index>(p) : at;
     }
   std::memcpy(best, &m, sizeof(V));
-  for (int l = 0; l < kLanes<T>; ++l) where[l] = int32_t(at[l]);
+  for (int l = 0; l < kLanes<T, VB>; ++l) where[l] = int32_t(at[l]);
 }
 
 // Backward of one non-empty bin for a full vector of channels: finds each channel's argmax as
 // above, then adds the bin's gradient g to the cells that won (dst: channels last, row stride
 // `row`). A masked add per cell of the bin, instead of a scalar scatter per channel.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
                                                 int we, const T* g, T* dst, int64_t row) {
-  using V = typename Vec64<T>::V;
-  using I = typename Vec64<T>::I;
+  using V = typename PoolVec<T, VB>::V;
+  using I = typename PoolVec<T, VB>::I;
   V m = V{} + pool_initial_max<T>();
   I at = I{} - 1;
   for (int y = hs; y < he; ++y)
@@ -173,7 +178,7 @@ CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, in
       std::memcpy(&v, img + p * stride, sizeof(V));
       const I gt = v > m;
       m = gt ? v : m;
-      at = gt ? I{} + static_cast<typename Vec64<T>::Index>(p) : at;
+      at = gt ? I{} + static_cast<typename PoolVec<T, VB>::Index>(p) : at;
     }
   V gv;
   std::memcpy(&gv, g, sizeof(V));
@@ -182,23 +187,23 @@ CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, in
       const int32_t p = int32_t(y * width + x);
       V d;
       std::memcpy(&d, dst + p * row, sizeof(V));
-      d = at == static_cast<typename Vec64<T>::Index>(p) ? d + gv : d;
+      d = at == static_cast<typename PoolVec<T, VB>::Index>(p) ? d + gv : d;
       std::memcpy(dst + p * row, &d, sizeof(V));
     }
 }
 #endif
 
 // Max and argmax of one bin for n channels.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_bin_channels(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
                                              int we, T* best, int32_t* where, int64_t n) {
   const bool empty = he <= hs || we <= ws;
   int64_t ch = 0;
 #if defined(__GNUC__)
-  for (; ch + kLanes<T> <= n; ch += kLanes<T>)
-    pool_vector(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
+  for (; ch + kLanes<T, VB> <= n; ch += kLanes<T, VB>)
+    pool_vector<T, VB>(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
 #endif
-  if (ch < n) pool_lanes(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
+  if (ch < n) pool_lanes<T, VB>(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
 }
 
 // Bin edges of one roi: rows [hs[i], he[i]), columns [ws[j], we[j]).
@@ -212,7 +217,7 @@ struct PoolBins {
   }
 };
 
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, int64_t hi) {
   const int64_t bins = int64_t(a.ph) * a.pw;
   std::vector<T> best(bins * a.block);
@@ -225,8 +230,8 @@ CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, 
     const T* img = a.x + r.batch * a.h * a.w * a.c + c0;
     for (int i = 0; i < a.ph; ++i)
       for (int j = 0; j < a.pw; ++j)
-        pool_bin_channels(img, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], best.data() + (i * a.pw + j) * n,
-                          where.data() + (i * a.pw + j) * n, n);
+        pool_bin_channels<T, VB>(img, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], best.data() + (i * a.pw + j) * n,
+                                 where.data() + (i * a.pw + j) * n, n);
     const int64_t o = (k * a.c + c0) * bins;
     transpose(best.data(), n, a.out + o, bins, bins, n);
     if (a.argmax) transpose(where.data(), n, a.argmax + o, bins, bins, n);
@@ -247,11 +252,11 @@ struct PoolBackwardArgs {
 // Owner computes: a chunk owns channels [c0, c0 + n) of every image, recomputes each bin's
 // argmax for them (cheaper than storing [K, C, PH, PW] indices and reading them back) and adds
 // the bin's gradient there, rois and bins in torchvision's order, in private channels-last memory.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int64_t c0, int64_t n) {
   const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
-  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanes<T>);
-  std::vector<int32_t> where(kLanes<T>);
+  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanes<T, VB>);
+  std::vector<int32_t> where(kLanes<T, VB>);
   PoolBins e;
   for (int64_t k = 0; k < a.k; ++k) {
     const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
@@ -265,12 +270,12 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
         const T* gb = g.data() + (i * a.pw + j) * n;
         int64_t ch = 0;
 #if defined(__GNUC__)
-        for (; ch + kLanes<T> <= n; ch += kLanes<T>)
-          pool_vector_backward(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], gb + ch, dst + ch, n);
+        for (; ch + kLanes<T, VB> <= n; ch += kLanes<T, VB>)
+          pool_vector_backward<T, VB>(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], gb + ch, dst + ch, n);
 #endif
         if (ch == n) continue;
-        pool_lanes(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], false, best.data(), where.data(),
-                   int(n - ch));
+        pool_lanes<T, VB>(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], false, best.data(), where.data(),
+                          int(n - ch));
         for (int64_t l = 0; l < n - ch; ++l)
           if (where[l] >= 0) dst[where[l] * n + ch + l] += gb[ch + l];
       }
@@ -317,10 +322,10 @@ struct AlignForwardArgs : AlignArgs<T> {
 
 // One output bin for `lanes` channels: the mean of its bilinear samples, each summed as
 // ((w1 v1 + w2 v2) + w3 v3) + w4 v4 and accumulated in sample order, as torchvision does.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, const AlignSample<T>* samples,
                                        int64_t count, T divisor, T* __restrict out, int lanes) {
-  T acc[kLanes<T>];
+  T acc[kLanes<T, VB>];
   for (int l = 0; l < lanes; ++l) acc[l] = T(0);
   for (int64_t i = 0; i < count; ++i) {
     const AlignSample<T>& s = samples[i];
@@ -330,7 +335,7 @@ CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, 
   for (int l = 0; l < lanes; ++l) out[l] = acc[l] / divisor;
 }
 
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int64_t lo, int64_t hi) {
   const int64_t bins = int64_t(a.ph) * a.pw;
   std::vector<T> acc(bins * a.block);
@@ -350,9 +355,9 @@ CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int
             samples[count++] = align_sample_at(ys[i * r.grid_h + sy], xs[j * r.grid_w + sx], a.w);
         T* o = acc.data() + (i * a.pw + j) * n;
         int64_t ch = 0;
-        for (; ch + kLanes<T> <= n; ch += kLanes<T>)
-          align_lanes(img + ch, a.c, samples.data(), count, r.count, o + ch, kLanes<T>);
-        if (ch < n) align_lanes(img + ch, a.c, samples.data(), count, r.count, o + ch, int(n - ch));
+        for (; ch + kLanes<T, VB> <= n; ch += kLanes<T, VB>)
+          align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, kLanes<T, VB>);
+        if (ch < n) align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, int(n - ch));
       }
     transpose(acc.data(), n, a.out + (k * a.c + c0) * bins, bins, bins, n);
   }
@@ -382,7 +387,7 @@ CONVLOC_ALWAYS_INLINE void add_tap(T* __restrict dst, const T* __restrict g, T w
 // Owner computes: a chunk owns channels [c0, c0 + n) of every image and accumulates their
 // gradient channels-last in private memory, visiting rois, bins, samples and taps in
 // torchvision's order, then writes them out NCHW.
-template <typename T>
+template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<T>& a, int64_t c0, int64_t n) {
   const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
   std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n);
