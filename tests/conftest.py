@@ -45,3 +45,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["default", "narrow"])
+def vector_width(request):
+    """Runs the test with the default kernels, then with the 32-byte-vector ones: where the CPU has
+    AVX-512 the default for some kernels are 64-byte ones (elsewhere both runs are the same)."""
+    from convloc import _C
+
+    _C._narrow_vectors(request.param == "narrow")
+    yield request.param
+    _C._narrow_vectors(False)

@@ -46,7 +46,7 @@ def t(a, grad=False):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", GRID, ids=IDS)
-def test_forward_matches_reference_and_torch(case, dtype, rng):
+def test_forward_matches_reference_and_torch(case, dtype, rng, vector_width):
     x, w, b, kw = make(case, dtype, rng)
     out = conv_transpose2d(x, w, b, **kw)
     assert isinstance(out, np.ndarray) and out.dtype == dtype
@@ -59,7 +59,7 @@ def test_forward_matches_reference_and_torch(case, dtype, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", GRID, ids=IDS)
-def test_backward_matches_torch(case, dtype, rng):
+def test_backward_matches_torch(case, dtype, rng, vector_width):
     x, w, b, kw = make(case, dtype, rng)
     ours = [t(x, True), t(w, True), t(b, True)]
     theirs = [t(x, True), t(w, True), t(b, True)]

@@ -40,7 +40,7 @@ SHAPES = [(1, 1, 1, 1, 3), (2, 3, 7, 9, 11), (1, 20, 12, 5, 6), (3, 17, 9, 13, 0
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("output_size", [1, (3, 4), (7, 7)])
-def test_roi_pool_matches_reference(rng, dtype, shape, output_size):
+def test_roi_pool_matches_reference(rng, dtype, shape, output_size, vector_width):
     b, c, h, w, k = shape
     x = rng.standard_normal((b, c, h, w)).astype(dtype)
     rois = random_rois(rng, k, b, h, w, 0.25, dtype)
@@ -55,7 +55,7 @@ def test_roi_pool_matches_reference(rng, dtype, shape, output_size):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("sampling_ratio,aligned", [(-1, False), (0, True), (2, True), (3, False)])
-def test_roi_align_matches_reference(rng, dtype, shape, sampling_ratio, aligned):
+def test_roi_align_matches_reference(rng, dtype, shape, sampling_ratio, aligned, vector_width):
     b, c, h, w, k = shape
     x = rng.standard_normal((b, c, h, w)).astype(dtype)
     rois = random_rois(rng, k, b, h, w, 0.5, dtype)
@@ -85,7 +85,7 @@ def _torch_grads(op, x, rois, grad, **kw):
 
 @needs_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_roi_pool_backward_matches_reference(rng, dtype):
+def test_roi_pool_backward_matches_reference(rng, dtype, vector_width):
     x = rng.standard_normal((2, 5, 9, 8)).astype(dtype)
     rois = random_rois(rng, 12, 2, 9, 8, 0.5, dtype)
     grad = rng.standard_normal((12, 5, 3, 3)).astype(dtype)
@@ -97,7 +97,7 @@ def test_roi_pool_backward_matches_reference(rng, dtype):
 @needs_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sampling_ratio,aligned", [(-1, False), (2, True), (3, False)])
-def test_roi_align_backward_matches_reference(rng, dtype, sampling_ratio, aligned):
+def test_roi_align_backward_matches_reference(rng, dtype, sampling_ratio, aligned, vector_width):
     x = rng.standard_normal((2, 5, 9, 8)).astype(dtype)
     rois = random_rois(rng, 12, 2, 9, 8, 0.5, dtype)
     grad = rng.standard_normal((12, 5, 2, 3)).astype(dtype)

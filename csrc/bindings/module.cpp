@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/cuda_runtime.h"
 #include "core/parallel.h"
+#include "core/simd.h"
 #include "core/workspace.h"
 
 namespace py = pybind11;
@@ -75,6 +76,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"));
   m.def("empty_cache", &convloc::empty_workspace_cache, "Frees the cached scratch blocks; returns the bytes freed.");
   m.def("cached_bytes", &convloc::workspace_cached_bytes, "Bytes of scratch kept for reuse by later calls.");
+  m.def(
+      "_narrow_vectors", [](bool on) { convloc::narrow_vectors_forced() = on; }, py::arg("on"),
+      "Test hook: run the 32-byte-vector kernels even where the CPU has AVX-512.");
+  m.def("_wide_vectors", &convloc::wide_vectors, "Whether the 64-byte-vector kernels run.");
   convloc::bind_boxes(m);
   convloc::bind_proposals(m);
   convloc::bind_deconv(m);

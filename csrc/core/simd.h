@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -40,10 +41,16 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
 // that gain from AVX-512's full width are also compiled at kWideBytes (CONVLOC_WIDE_SIMD /
 // CONVLOC_WIDE_FMA) and pick one by wide_vectors().
 constexpr int kVectorBytes = 32, kWideBytes = 64;
+// Test hook (_C._narrow_vectors): true makes wide_vectors() false, so that the tests compare the two
+// widths on one machine.
+inline std::atomic<bool>& narrow_vectors_forced() {
+  static std::atomic<bool> forced{false};
+  return forced;
+}
 inline bool wide_vectors() {
 #ifdef CONVLOC_HAS_WIDE
   static const bool wide = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4") != 0);
-  return wide;
+  return wide && !narrow_vectors_forced().load(std::memory_order_relaxed);
 #else
   return false;
 #endif
