@@ -77,19 +77,13 @@ CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64
 // GCC clones only plain functions: `name` gets one SIMD-cloned entry per scalar type, each
 // running the inlined template `body` (work items or channels [p, q)) on vectors of kVectorBytes,
 // and one per type on vectors of kWideBytes for CPUs with AVX-512.
+#define ROI_ENTRY_AT(attributes, fn, Args, T, VB, body) \
+  attributes void fn(const Args<T>& a, int64_t p, int64_t q) { body<T, VB>(a, p, q); }
 #define ROI_SIMD_ENTRY(name, Args, body)                                                                              \
-  CONVLOC_SIMD_CLONES void name##_f32(const Args<float>& a, int64_t p, int64_t q) {                                   \
-    body<float, kVectorBytes>(a, p, q);                                                                               \
-  }                                                                                                                   \
-  CONVLOC_SIMD_CLONES void name##_f64(const Args<double>& a, int64_t p, int64_t q) {                                  \
-    body<double, kVectorBytes>(a, p, q);                                                                              \
-  }                                                                                                                   \
-  CONVLOC_WIDE_SIMD void name##_wide_f32(const Args<float>& a, int64_t p, int64_t q) {                                \
-    body<float, kWideBytes>(a, p, q);                                                                                 \
-  }                                                                                                                   \
-  CONVLOC_WIDE_SIMD void name##_wide_f64(const Args<double>& a, int64_t p, int64_t q) {                               \
-    body<double, kWideBytes>(a, p, q);                                                                                \
-  }                                                                                                                   \
+  ROI_ENTRY_AT(CONVLOC_SIMD_CLONES, name##_f32, Args, float, kVectorBytes, body)                                      \
+  ROI_ENTRY_AT(CONVLOC_SIMD_CLONES, name##_f64, Args, double, kVectorBytes, body)                                     \
+  ROI_ENTRY_AT(CONVLOC_WIDE_SIMD, name##_wide_f32, Args, float, kWideBytes, body)                                     \
+  ROI_ENTRY_AT(CONVLOC_WIDE_SIMD, name##_wide_f64, Args, double, kWideBytes, body)                                    \
   void name(const Args<float>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f32 : name##_f32)(a, p, q); } \
   void name(const Args<double>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f64 : name##_f64)(a, p, q); }
 
