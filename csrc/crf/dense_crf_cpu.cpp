@@ -624,9 +624,12 @@ class ImageCrf {
   // thread each (a kernel's passes then need no barriers between them); otherwise one after the
   // other, each in parallel. Each kernel computes the same either way.
   void filter_all() {
+    // The fused lattice terms' band sums first, on all threads: the lattice's blur, the longest of
+    // the kernels' jobs below, then starts sooner.
+    for (auto& s : ks_)
+      if (s.bands) s.lattice->add_band_sums(s.partial.data(), lp_, s.blur_a.data());
     const auto one = [&](KernelState<T>& s) {
       if (s.bands) {
-        s.lattice->add_band_sums(s.partial.data(), lp_, s.blur_a.data());
         s.blurred = s.lattice->blur(s.blur_a.data(), s.blur_b.data(), lp_);
       } else if (fused_ && s.coarse) {
         const auto buf = s.coarse->buffers(s.tmp.data(), lp_);
