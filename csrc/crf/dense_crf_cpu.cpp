@@ -292,10 +292,14 @@ CONVLOC_FUSED_UPDATE(4)
 constexpr int64_t kMaxFusedLabels = 32;
 void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
                       bool with_message, bool splat, float* z) {
-  using Fn = void (*)(const float*, int64_t, int64_t, const FusedTerms&, bool, bool, float*);
-  static const Fn narrow[4] = {fused_update_1, fused_update_2, fused_update_3, fused_update_4};
-  static const Fn wide[4] = {fused_update_wide_1, fused_update_wide_2, fused_update_wide_3, fused_update_wide_4};
-  (wide_vectors() ? wide : narrow)[lp / 8 - 1](neg_unary, i0, i1, t, with_message, splat, z);
+  // (conditionals: with `(wide ? table_a : table_b)[lp / 8 - 1]` a GCC 12 AddressSanitizer build
+  // read before the table's start, though the index printed as 2)
+  const bool wide = wide_vectors();
+  const auto fn = lp == 8    ? (wide ? fused_update_wide_1 : fused_update_1)
+                  : lp == 16 ? (wide ? fused_update_wide_2 : fused_update_2)
+                  : lp == 24 ? (wide ? fused_update_wide_3 : fused_update_3)
+                             : (wide ? fused_update_wide_4 : fused_update_4);
+  fn(neg_unary, i0, i1, t, with_message, splat, z);
 }
 
 // The fused update splats like the lattice's filter(): each band of pixels into its own compact partial
