@@ -71,16 +71,17 @@ CONVLOC_ALWAYS_INLINE v8f high8(Vec<float, 16> v) {
 template <int B, int VB, typename F>
 CONVLOC_ALWAYS_INLINE v8f fold8(const Row<B, VB>& r, F f) {
   using R = Row<B, VB>;
-  v8f m{};
-  bool first = true;
-  const auto add = [&](v8f x) { m = first ? x : f(m, x), first = false; };
+  v8f group[B];
+  int g = 0;
   for (int j = 0; j < R::kFull; ++j) {
     if constexpr (R::kWide == 8)
-      add(r.w[j]);
+      group[g++] = r.w[j];
     else
-      add(low8(r.w[j])), add(high8(r.w[j]));
+      group[g++] = low8(r.w[j]), group[g++] = high8(r.w[j]);
   }
-  if constexpr (R::kTails == 1) add(r.tail());
+  if constexpr (R::kTails == 1) group[g++] = r.tail();
+  v8f m = group[0];
+  for (int j = 1; j < B; ++j) m = f(m, group[j]);
   return m;
 }
 // exp(r - m) lane by lane.
