@@ -218,6 +218,8 @@ def test_volume_with_spacing_and_user_features(rng):
         # image, whose pixel bands and blocks start inside image rows (at 61x83 the lattice's band
         # sums did not fit and the general update ran: 91x123 takes the fused one)
         (21, (91, 123), [ops.Gaussian(5.5, 3), ops.Gaussian(2.2, 1), ops.Bilateral(20, 13, 10)]),
+        # the bilateral kernel alone (the fused update's other fixed shape)
+        (12, (64, 80), [ops.Bilateral(80, 13, 10)]),
     ],
 )
 def test_thread_count_independent(rng, threads, labels, shape, kernels):
@@ -242,7 +244,14 @@ def test_thread_count_independent(rng, threads, labels, shape, kernels):
 
 
 @pytest.mark.parametrize("labels", [5, 12, 21, 30])  # rows of 1 to 4 groups of 8 labels
-def test_same_bits_at_both_vector_widths(rng, labels):
+@pytest.mark.parametrize(
+    "kernels",
+    [
+        [ops.Gaussian(3, 3), ops.Bilateral(20, 13, 10)],  # the fused update's fixed shape
+        [ops.Gaussian(3, 3), ops.Bilateral(20, 13, 10), ops.Gaussian(2.2, 1)],  # any other mix
+    ],
+)
+def test_same_bits_at_both_vector_widths(rng, labels, kernels):
     # Where the CPU has AVX-512 the fused update runs on 64-byte vectors, elsewhere on 32-byte ones;
     # its folds go over groups of 8 labels in the same order, so both compute the same bits.
     from convloc import _C
@@ -250,7 +259,6 @@ def test_same_bits_at_both_vector_widths(rng, labels):
     # (flat unaries: every label's share of a row's sums matters to the last bit; 96x128: large
     # enough for the fused update, whose per-band vertex sums must fit in N rows)
     u, img = smooth_unary(rng, labels, 96, 128, strength=0.5), blocky_image(rng, 96, 128)
-    kernels = [ops.Gaussian(3, 3), ops.Bilateral(20, 13, 10), ops.Gaussian(2.2, 1)]
     default = ops.dense_crf(u, image=img, kernels=kernels, iterations=4, return_labels=True)
     _C._narrow_vectors(True)
     try:

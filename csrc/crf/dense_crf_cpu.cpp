@@ -145,12 +145,36 @@ constexpr int kMaxFused = 4;
 // pixels, and the softmax reduces 8 rows at a time instead of one row's long chain of shuffles.
 constexpr int64_t kChunk = 32;
 
+// The terms as the fused update's loops see them. Shape K1 > 0: exactly one lattice term, over simplices
+// of K1 vertices, NC coarse terms and no grid term (the common CRF: a Gaussian and an RGB bilateral
+// kernel); K1 = 0: any mix (counts and sizes read at run time). The terms are copied into locals
+// first: read through FusedTerms, every store of a row could have changed them as far as the compiler
+// knows, so each pixel would load them again; with a fixed shape the copies stay in registers.
+template <int K1, int NC>
+struct LocalTerms {
+  static constexpr int kLattice = K1 ? 1 : kMaxFused, kCoarse = K1 ? NC : kMaxFused, kGrid = K1 ? 0 : kMaxFused;
+  std::array<GridTerm, kGrid> grid;
+  std::array<LatticeTerm, kLattice> lattice;
+  std::array<CoarseTerm, kCoarse> coarse;
+  int ngrid, nlattice, ncoarse;
+  int64_t row_start;
+
+  CONVLOC_ALWAYS_INLINE explicit LocalTerms(const FusedTerms& t)
+      : ngrid(K1 ? 0 : t.ngrid), nlattice(K1 ? 1 : t.nlattice), ncoarse(K1 ? NC : t.ncoarse), row_start(t.row_start) {
+    for (int k = 0; k < ngrid; ++k) grid[k] = t.grid[k];
+    for (int k = 0; k < nlattice; ++k) lattice[k] = t.lattice[k];
+    for (int k = 0; k < ncoarse; ++k) coarse[k] = t.coarse[k];
+  }
+  CONVLOC_ALWAYS_INLINE int k1(int k) const { return K1 ? K1 : lattice[k].k1; }
+};
+
 // z[i - c0] = -U_i - sum_k post_k c_k out_k(i) for pixels [c0, c1) (of [c0, end)).
-template <int B, int VB>
+template <int B, int VB, int K1, int NC>
 CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64_t c0, int64_t c1, int64_t end,
-                                        const FusedTerms& t, float* __restrict z) {
+                                        const FusedTerms& terms, float* __restrict z) {
   using R = Row<B, VB>;
   constexpr int64_t LP = 8 * B;
+  const LocalTerms<K1, NC> t(terms);
   for (int64_t i = c0; i < c1; ++i) {
     // The unary a chunk ahead: 25 MB streamed per update, which the hardware prefetchers do not
     // keep up with while both cores share the memory bus.
@@ -163,10 +187,11 @@ CONVLOC_ALWAYS_INLINE void chunk_logits(const float* __restrict neg_unary, int64
     }
     for (int k = 0; k < t.nlattice; ++k) {
       const LatticeTerm& l = t.lattice[k];
-      const int32_t* off = l.offset + i * l.k1;
-      const float* w = l.weight + i * l.k1;
+      const int k1 = t.k1(k);
+      const int32_t* off = l.offset + i * k1;
+      const float* w = l.weight + i * k1;
       R acc = w[0] * R::load(l.blurred + off[0]);
-      for (int j = 1; j < l.k1; ++j) acc = acc + w[j] * R::load(l.blurred + off[j]);
+      for (int j = 1; j < k1; ++j) acc = acc + w[j] * R::load(l.blurred + off[j]);
       q = q - l.post[i] * acc;
     }
     for (int k = 0; k < t.ncoarse; ++k) {
@@ -221,16 +246,16 @@ CONVLOC_ALWAYS_INLINE void chunk_softmax(const float* x, float* z, int64_t count
 
 // The next filter inputs pre_k Q from Q = z[i - c0] for pixels [c0, c1): written (grid terms) or
 // splatted (lattice and coarse terms; one pixel after another, so the additions' order is fixed).
-template <int B, int VB>
-CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, int64_t c1, const FusedTerms& t) {
+template <int B, int VB, int K1, int NC>
+CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, int64_t c1, const FusedTerms& terms) {
   using R = Row<B, VB>;
   constexpr int64_t LP = 8 * B;
+  const LocalTerms<K1, NC> t(terms);
   for (int64_t i = c0; i < c1; ++i) {
     const R q = R::load(z + (i - c0) * LP);
     for (int k = 0; k < t.ngrid; ++k) (t.grid[k].pre[i] * q).store(t.grid[k].in + i * LP);
-    // (the terms' fields in locals: the stores below could alias them as far as the compiler knows)
     for (int k = 0; k < t.nlattice; ++k) {
-      const int k1 = t.lattice[k].k1;
+      const int k1 = t.k1(k);
       const int32_t* off = t.lattice[k].offset + i * k1;
       const float* w = t.lattice[k].weight + i * k1;
       const R pq = t.lattice[k].pre[i] * q;
@@ -262,7 +287,7 @@ CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, in
 
 // Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q; splat: whether
 // the next filters take this Q (not after the last iteration).
-template <int B, int VB>
+template <int B, int VB, int K1, int NC>
 CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
                                         bool with_message, bool splat, float* __restrict z) {
   constexpr int64_t LP = 8 * B;
@@ -270,38 +295,51 @@ CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64
   for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
     const int64_t c1 = std::min(i1, c0 + kChunk);
     float* zc = z ? z + (c0 - i0) * LP : chunk;
-    if (with_message) chunk_logits<B, VB>(neg_unary, c0, c1, i1, t, zc);
+    if (with_message) chunk_logits<B, VB, K1, NC>(neg_unary, c0, c1, i1, t, zc);
     chunk_softmax<B, VB>(with_message ? zc : neg_unary + c0 * LP, zc, c1 - c0);
-    if (splat) chunk_splat<B, VB>(zc, c0, c1, t);
+    if (splat) chunk_splat<B, VB, K1, NC>(zc, c0, c1, t);
   }
 }
-// Per row width: 32-byte vectors in every clone, and 64-byte ones where the CPU has AVX-512.
-#define CONVLOC_FUSED_UPDATE(B)                                                                                    \
-  CONVLOC_FMA_CLONES void fused_update_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,    \
-                                           bool with_message, bool splat, float* z) {                              \
-    fused_update<B, kVectorBytes>(neg_unary, i0, i1, t, with_message, splat, z);                                   \
-  }                                                                                                                \
-  CONVLOC_WIDE_FMA void fused_update_wide_##B(const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, \
-                                              bool with_message, bool splat, float* z) {                           \
-    fused_update<B, kWideBytes>(neg_unary, i0, i1, t, with_message, splat, z);                                     \
+// Per row width and shape (LocalTerms): 32-byte vectors in every clone, and 64-byte ones where the
+// CPU has AVX-512. The fixed shapes: an RGB bilateral kernel (d = 5: simplices of 6 vertices), with
+// or without a coarse Gaussian.
+using FusedUpdateFn = void (*)(const float*, int64_t, int64_t, const FusedTerms&, bool, bool, float*);
+#define CONVLOC_FUSED_UPDATE(B, K1, NC)                                                                               \
+  CONVLOC_FMA_CLONES void fused_update_##B##_##K1##_##NC(                                                             \
+      const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, bool with_message, bool splat, float* z) { \
+    fused_update<B, kVectorBytes, K1, NC>(neg_unary, i0, i1, t, with_message, splat, z);                              \
+  }                                                                                                                   \
+  CONVLOC_WIDE_FMA void fused_update_wide_##B##_##K1##_##NC(                                                          \
+      const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, bool with_message, bool splat, float* z) { \
+    fused_update<B, kWideBytes, K1, NC>(neg_unary, i0, i1, t, with_message, splat, z);                                \
   }
-CONVLOC_FUSED_UPDATE(1)
-CONVLOC_FUSED_UPDATE(2)
-CONVLOC_FUSED_UPDATE(3)
-CONVLOC_FUSED_UPDATE(4)
+#define CONVLOC_FUSED_SHAPES(B) \
+  CONVLOC_FUSED_UPDATE(B, 0, 0) \
+  CONVLOC_FUSED_UPDATE(B, 6, 0) \
+  CONVLOC_FUSED_UPDATE(B, 6, 1)
+CONVLOC_FUSED_SHAPES(1)
+CONVLOC_FUSED_SHAPES(2)
+CONVLOC_FUSED_SHAPES(3)
+CONVLOC_FUSED_SHAPES(4)
+#undef CONVLOC_FUSED_SHAPES
 #undef CONVLOC_FUSED_UPDATE
-constexpr int64_t kMaxFusedLabels = 32;
-void fused_update_f32(int64_t lp, const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
-                      bool with_message, bool splat, float* z) {
-  // (conditionals: with `(wide ? table_a : table_b)[lp / 8 - 1]` a GCC 12 AddressSanitizer build
-  // read before the table's start, though the index printed as 2)
+// The update for rows of lp labels and these terms' shape.
+// (conditionals, not tables: with `(wide ? table_a : table_b)[lp / 8 - 1]` a GCC 12 AddressSanitizer
+// build read before the table's start, though the index printed as 2)
+#define CONVLOC_PICK(B, K1, NC) (wide ? fused_update_wide_##B##_##K1##_##NC : fused_update_##B##_##K1##_##NC)
+#define CONVLOC_PICK_SHAPE(B) \
+  (shape == 2 ? CONVLOC_PICK(B, 6, 1) : shape == 1 ? CONVLOC_PICK(B, 6, 0) : CONVLOC_PICK(B, 0, 0))
+FusedUpdateFn fused_update_for(int64_t lp, const FusedTerms& t) {
   const bool wide = wide_vectors();
-  const auto fn = lp == 8    ? (wide ? fused_update_wide_1 : fused_update_1)
-                  : lp == 16 ? (wide ? fused_update_wide_2 : fused_update_2)
-                  : lp == 24 ? (wide ? fused_update_wide_3 : fused_update_3)
-                             : (wide ? fused_update_wide_4 : fused_update_4);
-  fn(neg_unary, i0, i1, t, with_message, splat, z);
+  const int shape = t.ngrid == 0 && t.nlattice == 1 && t.lattice[0].k1 == 6 && t.ncoarse <= 1 ? 1 + t.ncoarse : 0;
+  return lp == 8    ? CONVLOC_PICK_SHAPE(1)
+         : lp == 16 ? CONVLOC_PICK_SHAPE(2)
+         : lp == 24 ? CONVLOC_PICK_SHAPE(3)
+                    : CONVLOC_PICK_SHAPE(4);
 }
+#undef CONVLOC_PICK_SHAPE
+#undef CONVLOC_PICK
+constexpr int64_t kMaxFusedLabels = 32;
 
 // The fused update splats like the lattice's filter(): each band of pixels into its own compact partial
 // sums, numbered by the lattice's band_tables(), added in band order before the blur.
@@ -757,12 +795,13 @@ class ImageCrf {
             }
           }
           FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice, mine_coarse.data(), ncoarse, 0};
+          const FusedUpdateFn update_pixels = fused_update_for(LP, terms);
           for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
             const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
             T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
             if (!with_message) gather_unary(i0, i1);     // (in L2 for the update that follows)
             if (ncoarse == 0) {
-              fused_update_f32(LP, neg_unary_.data(), i0, i1, terms, with_message, splat, z);
+              update_pixels(neg_unary_.data(), i0, i1, terms, with_message, splat, z);
             } else {  // image row by image row
               const int64_t width = coarse_state[0]->coarse->width(), band_end = n * (band + 1) / kBands;
               for (int64_t s0 = i0; s0 < i1;) {
@@ -781,8 +820,7 @@ class ImageCrf {
                   mine_coarse[k].row = slices + (y - shared0[k]) * row;
                   mine_coarse[k].splat = slices + coarse_row + (y - shared0[k]) * row;
                 }
-                fused_update_f32(LP, neg_unary_.data(), s0, s1, terms, with_message, splat,
-                                 z ? z + (s0 - i0) * LP : nullptr);
+                update_pixels(neg_unary_.data(), s0, s1, terms, with_message, splat, z ? z + (s0 - i0) * LP : nullptr);
                 for (int k = 0; k < ncoarse && splat; ++k) {
                   const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
                   const int64_t row = g.cols().nodes * LP;
