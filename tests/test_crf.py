@@ -188,6 +188,17 @@ def test_shapes_batch_and_labels(rng):
     np.testing.assert_allclose(q0, ref.softmax(-u.astype(np.float64), axis=1), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("labels", [2, 5, 12, 21, 30, 40])  # 40: past the fused update's 32
+@pytest.mark.parametrize("iterations", [0, 2])
+def test_labels_are_the_first_argmax_of_q(rng, labels, iterations):
+    u, img = smooth_unary(rng, labels, 96, 128), blocky_image(rng, 96, 128)
+    u[labels - 1] = u[0]  # exact ties between the first and the last label
+    u[labels // 2, :40] = u[0, :40]  # and with one in the middle, in part of the image
+    u[min(8, labels - 1), 60:] = u[0, 60:]  # and with label 8 (the same lane of the next 8 labels)
+    q, lab = ops.dense_crf(u, image=img, iterations=iterations, return_labels=True)
+    np.testing.assert_array_equal(lab, q.argmax(0))
+
+
 def test_volume_with_spacing_and_user_features(rng):
     u = smooth_unary(rng, 3, 8, 10).reshape(3, 2, 4, 10)  # [L, D, H, W]
     kw = dict(ndim=3, iterations=2)
