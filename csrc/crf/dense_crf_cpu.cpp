@@ -522,8 +522,8 @@ struct KernelState {
     else
       grid->filter(in, out, channels, tmp.data());
   }
-  std::vector<T> pre, post;    // [N] scales around the filtering
-  WorkspaceVector<T> in, out;  // [N, LP] filter input (pre * Q, zero padding lanes) and output
+  WorkspaceVector<T> pre, post;  // [N] scales around the filtering
+  WorkspaceVector<T> in, out;    // [N, LP] filter input (pre * Q, zero padding lanes) and output
   // Fused lattice terms instead of in/out: per band of pixels (the lattice's band_tables()) the partial
   // splat sums and a copy of the blurred vertices the band reads (rows in band-table order); the blur's
   // two buffers ([V + 1, LP] each), `blurred` pointing at the one holding the result.
@@ -604,11 +604,11 @@ class ImageCrf {
         s.grid = std::make_unique<GridGaussian<T>>(spatial, spec.grid_sigma);
         s.tmp.resize(s.grid->scratch_size(lp_));
       }
-      std::vector<T> norm(n);
+      WorkspaceVector<T> norm(n);  // (1 MB at 512x512: fresh pages would cost a fault each)
       if (s.lattice) {
         lattice_norm(*s.lattice, norm.data());
       } else {
-        const std::vector<T> ones(n, T(1));
+        const WorkspaceVector<T> ones(n, T(1));
         s.filter(ones.data(), norm.data(), 1);
       }
       if (exclude_self) {  // each point's weight on itself, as the filter applies it
@@ -617,9 +617,28 @@ class ImageCrf {
         for (int64_t i = 0; i < n; ++i) norm[i] = std::max(norm[i] - s.self[i], T(0));
       }
       s.pre.resize(n), s.post.resize(n);
-      parallel_for(n, 16384, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) crf_norm_scales(spec.norm, norm[i], &s.pre[i], &s.post[i]);
-      });
+      // (the mode a constant in each loop: the loop then vectorises, 1.8 ms -> 0.1 at 512x512)
+      const auto scales = [&](auto mode) {
+        parallel_for(n, 16384, [&](int64_t i0, int64_t i1) {
+          const T* __restrict in = norm.data();
+          T* __restrict pre = s.pre.data();
+          T* __restrict post = s.post.data();
+          for (int64_t i = i0; i < i1; ++i) crf_norm_scales(mode(), in[i], &pre[i], &post[i]);
+        });
+      };
+      switch (spec.norm) {
+        case CrfNorm::None:
+          scales(std::integral_constant<CrfNorm, CrfNorm::None>());
+          break;
+        case CrfNorm::Before:
+          scales(std::integral_constant<CrfNorm, CrfNorm::Before>());
+          break;
+        case CrfNorm::After:
+          scales(std::integral_constant<CrfNorm, CrfNorm::After>());
+          break;
+        default:
+          scales(std::integral_constant<CrfNorm, CrfNorm::Symmetric>());
+      }
       s.compat = spec.compat;
       if (is_diagonal(spec.compat, labels)) {
         s.diag.assign(lp_, T(0));
