@@ -199,6 +199,48 @@ def test_labels_are_the_first_argmax_of_q(rng, labels, iterations):
     np.testing.assert_array_equal(lab, q.argmax(0))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "batch, spatial, channels, image_dtype",
+    [
+        (1, (37, 53), 3, np.uint8),
+        (2, (5, 7, 9), 1, np.uint8),
+        (3, (16, 11), 2, "same"),
+        (1, (1, 1), 4, np.uint8),
+    ],
+)
+def test_bilateral_features_match_numpy(rng, dtype, batch, spatial, channels, image_dtype):
+    # The lattice's rounding depends on the features' last bits: the C++ helper must compute them as
+    # NumPy does (arange(size) * scale, image / srgb, in the features' dtype).
+    from convloc import _C
+
+    idt = dtype if image_dtype == "same" else image_dtype
+    n = int(np.prod(spatial))
+    image = (
+        rng.integers(0, 256, (batch, n, channels))
+        if idt == np.uint8
+        else rng.random((batch, n, channels)) * 255
+    )
+    image = image.astype(idt)
+    scale = (rng.random(len(spatial)) * 0.5 + 0.01).astype(dtype)
+    srgb = (rng.random(channels) * 20 + 1).astype(dtype)
+    out = np.empty((batch, n, len(spatial) + channels), dtype)
+    _C.bilateral_features(image, list(spatial), scale.tolist(), srgb.tolist(), out)
+    expected = np.empty_like(out)
+    grid = expected.reshape(batch, *spatial, -1)
+    for a in range(len(spatial)):  # column ndim - 1 - a: axis a
+        shape = [1] * (len(spatial) + 1)
+        shape[a + 1] = spatial[a]
+        grid[..., len(spatial) - 1 - a] = (np.arange(spatial[a], dtype=dtype) * scale[a]).reshape(shape)
+    for c in range(channels):
+        np.divide(image[..., c], srgb[c], out=expected[..., len(spatial) + c])
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="srgb: expected"):
+        _C.bilateral_features(image, list(spatial), scale.tolist(), srgb.tolist()[1:], out)
+    with pytest.raises(ValueError, match="image: expected"):
+        _C.bilateral_features(image, [n + 1], scale.tolist()[:1], srgb.tolist(), out)
+
+
 def test_volume_with_spacing_and_user_features(rng):
     u = smooth_unary(rng, 3, 8, 10).reshape(3, 2, 4, 10)  # [L, D, H, W]
     kw = dict(ndim=3, iterations=2)

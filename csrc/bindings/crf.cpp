@@ -6,6 +6,7 @@
 
 #include "bindings/array.h"
 #include "core/dispatch.h"
+#include "core/parallel.h"
 #include "crf/dense_crf.h"
 
 namespace convloc {
@@ -166,6 +167,51 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
   });
 }
 
+// The bilateral kernel's features, out [B, N, ndim + C] (float32/64): per pixel its position along
+// each spatial axis, the last axis first (pydensecrf's x, y), times pos_scale[axis]; then the image's
+// channels (image [B, N, C], uint8 or out's dtype) divided by srgb[c]. In out's precision, as NumPy
+// computes arange(size) * scale and image / srgb (the lattice depends on the features' last bits).
+// One pass instead of NumPy's one strided pass per column.
+void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spatial,
+                           const std::vector<double>& pos_scale, const std::vector<double>& srgb, py::handle out_obj) {
+  Array image = as_array(image_obj, "image"), out = as_output(out_obj, "features");
+  check_ndim(*image, 3, "[B, N, C]");
+  check_ndim(*out, 3, "[B, N, d]");
+  check_float(*out);
+  if (image->is_cuda() || out->is_cuda()) fail_type("image, features: expected CPU arrays");
+  if (image->dtype != DType::UInt8) check_same_dtype(*out, *image);
+  const int64_t ndim = static_cast<int64_t>(spatial.size()), B = image->size(0), N = image->size(1), C = image->size(2);
+  int64_t n = 1;
+  for (int64_t s : spatial) n *= s;
+  if (n != N) fail_value("image: expected ", n, " pixels (the grid's), got ", N);
+  if (int64_t(pos_scale.size()) != ndim) fail_value("pos_scale: expected ", ndim, " values");
+  if (int64_t(srgb.size()) != C) fail_value("srgb: expected ", C, " values (one per image channel)");
+  check_shape(*out, {B, N, ndim + C}, "[B, N, ndim + C]");
+  py::gil_scoped_release nogil;
+  CONVLOC_DISPATCH_FLOAT(*out, [&] {
+    using T = scalar_t;
+    T* f = out->ptr<T>();
+    const int64_t d = ndim + C;
+    std::vector<T> scale(pos_scale.begin(), pos_scale.end()), div(srgb.begin(), srgb.end());
+    const auto fill = [&](const auto* img) {
+      parallel_for(B * N, 4096, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+          T* row = f + p * d;
+          for (int64_t a = ndim - 1, rest = p % N; a >= 0; --a) {  // C order: the last axis varies fastest
+            row[ndim - 1 - a] = static_cast<T>(rest % spatial[a]) * scale[a];
+            rest /= spatial[a];
+          }
+          for (int64_t c = 0; c < C; ++c) row[ndim + c] = static_cast<T>(img[p * C + c]) / div[c];
+        }
+      });
+    };
+    if (image->dtype == DType::UInt8)
+      fill(image->ptr<uint8_t>());
+    else
+      fill(image->ptr<T>());
+  });
+}
+
 }  // namespace
 
 void bind_crf(py::module_& m) {
@@ -178,6 +224,10 @@ void bind_crf(py::module_& m) {
         "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "
         "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). "
         "Returns the lattice memory of one image in bytes.");
+  m.def("bilateral_features", &py_bilateral_features, arg("image"), arg("spatial"), arg("pos_scale"), arg("srgb"),
+        arg("out"),
+        "The bilateral kernel's features: out [B, N, ndim + C] = positions (last axis first) times pos_scale, then "
+        "image [B, N, C] (uint8 or out's dtype) / srgb.");
   m.def("grid_crf", &py_grid_crf, arg("unary"), arg("image"), arg("neighbors"), arg("w1"), arg("w2"), arg("beta"),
         arg("iterations"), arg("q"), py::kw_only(), arg("stream") = 0,
         "Grid (4/8-neighbour) Potts CRF mean-field. unary [B, L, H, W]; image [B, H, W, C]; writes q [B, L, H, W].");

@@ -196,10 +196,10 @@ def _swapped(shape: tuple[int, ...], lead: tuple[int, ...]) -> bool:
 
 
 def _image_channels(
-    image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype, keep_integers: bool = False
+    image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype, keep_uint8: bool = False
 ) -> np.ndarray:
-    """The image as [B, N, C] float of the unary's dtype (or, with keep_integers, an integer image
-    as it is: exact in any float dtype), checked against the unary's shape."""
+    """The image as C-contiguous [B, N, C] float of the unary's dtype (or, with keep_uint8, a uint8
+    image as it is), checked against the unary's shape."""
     img = np.asarray(image.detach().cpu() if B.is_torch(image) else image)
     lead = ((batch,) if batched else ()) + spatial
     if img.shape == lead:
@@ -213,9 +213,9 @@ def _image_channels(
         raise TypeError(f"image: expected a numeric array, got {img.dtype}")
     if img.dtype.kind == "f" and not np.all(np.isfinite(img)):
         raise ValueError("image: expected finite values, got NaN or inf")
-    if not (keep_integers and img.dtype.kind in "biu"):
+    if not (keep_uint8 and img.dtype == np.uint8):
         img = img.astype(dtype, copy=False)
-    return img.reshape(batch, -1, img.shape[-1])
+    return np.ascontiguousarray(img.reshape(batch, -1, img.shape[-1]))
 
 
 def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
@@ -315,21 +315,12 @@ def dense_crf(
             if image is None:
                 raise ValueError("image: a Bilateral kernel needs the image")
             if img is None:
-                img = _image_channels(image, batch, batched, spatial, dtype, keep_integers=True)
-            # x first, as DenseCRF2D (the lattice's rounding depends on the feature order),
-            # written in place: the features of a large image are tens of MB
+                img = _image_channels(image, batch, batched, spatial, dtype, keep_uint8=True)
+            # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
             f = np.empty((batch, n, ndim + img.shape[2]), dtype)
-            grid = f.reshape(batch, *spatial, -1)
-            scale = step / _positive(kern.sxy, ndim, "sxy")
-            for a in range(ndim):  # column ndim - 1 - a: axis a, broadcast over the others
-                shape = [1] * (ndim + 1)
-                shape[a + 1] = spatial[a]
-                grid[..., ndim - 1 - a] = (np.arange(spatial[a], dtype=dtype) * dtype(scale[a])).reshape(
-                    shape
-                )
+            scale = (step / _positive(kern.sxy, ndim, "sxy")).astype(dtype)
             srgb = _positive(kern.srgb, img.shape[2], "srgb").astype(dtype)
-            for c in range(img.shape[2]):  # a scalar divisor: 3x faster than broadcasting srgb
-                np.divide(img[..., c], srgb[c], out=f[..., ndim + c])
+            _C.bilateral_features(img, list(spatial), scale.tolist(), srgb.tolist(), f)
         elif isinstance(kern, Features):
             f = _user_features(kern.features, batch, batched, spatial, dtype)
         else:
