@@ -285,11 +285,41 @@ CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, in
   }
 }
 
-// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q; splat: whether
-// the next filters take this Q (not after the last iteration).
+// map[r] = the first label holding the largest Q of row r of z, for `count` rows, 8 rows at a time (as
+// the softmax reduces them), while they are in L1. (The padding lanes hold e^-70 / sum: never a row's
+// largest, which is at least 1 / L.)
+template <int B, int VB>
+CONVLOC_ALWAYS_INLINE void chunk_argmax(const float* z, int64_t count, int64_t* map) {
+  using R = Row<B, VB>;
+  constexpr int64_t LP = 8 * B;
+  alignas(64) static constexpr float kLabel[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+  const R label = R::load(kLabel);
+  const auto max_of = [](auto a, auto b) { return max_lanes(a, b); };
+  const auto min_of = [](auto a, auto b) { return a < b ? a : b; };
+  for (int64_t r = 0; r < count; r += 8) {
+    R q[8];
+    v8f part[8];
+    alignas(32) float mx[8], first[8];
+    for (int p = 0; p < 8; ++p) q[p] = R::load(z + std::min(r + p, count - 1) * LP);
+    for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], max_of);
+    store_lanes(mx, reduce_8_rows(part, max_of));
+    for (int p = 0; p < 8; ++p) {
+      const float m = mx[kSlotOf[p]];
+      const R holders = q[p].zip(label, [m](auto x, auto l) { return x == m ? l : decltype(l){} + 99.0f; });
+      part[p] = fold8<B, VB>(holders, min_of);
+    }
+    store_lanes(first, reduce_8_rows(part, min_of));
+    for (int p = 0; p < 8 && r + p < count; ++p) map[r + p] = static_cast<int64_t>(first[kSlotOf[p]]);
+  }
+}
+
+// Pixels [i0, i1) of rows of B vectors; z [i1 - i0, 8 B] (nullable) receives Q and map [i1 - i0]
+// (nullable, needs z) the labels; splat: whether the next filters take this Q (not after the last
+// iteration).
 template <int B, int VB, int K1, int NC>
 CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64_t i0, int64_t i1, const FusedTerms& t,
-                                        bool with_message, bool splat, float* __restrict z) {
+                                        bool with_message, bool splat, float* __restrict z, int64_t* map) {
   constexpr int64_t LP = 8 * B;
   alignas(64) float chunk[kChunk * LP];
   for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
@@ -297,21 +327,24 @@ CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64
     float* zc = z ? z + (c0 - i0) * LP : chunk;
     if (with_message) chunk_logits<B, VB, K1, NC>(neg_unary, c0, c1, i1, t, zc);
     chunk_softmax<B, VB>(with_message ? zc : neg_unary + c0 * LP, zc, c1 - c0);
+    if (map) chunk_argmax<B, VB>(zc, c1 - c0, map + (c0 - i0));
     if (splat) chunk_splat<B, VB, K1, NC>(zc, c0, c1, t);
   }
 }
 // Per row width and shape (LocalTerms): 32-byte vectors in every clone, and 64-byte ones where the
 // CPU has AVX-512. The fixed shapes: an RGB bilateral kernel (d = 5: simplices of 6 vertices), with
 // or without a coarse Gaussian.
-using FusedUpdateFn = void (*)(const float*, int64_t, int64_t, const FusedTerms&, bool, bool, float*);
-#define CONVLOC_FUSED_UPDATE(B, K1, NC)                                                                               \
-  CONVLOC_FMA_CLONES void fused_update_##B##_##K1##_##NC(                                                             \
-      const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, bool with_message, bool splat, float* z) { \
-    fused_update<B, kVectorBytes, K1, NC>(neg_unary, i0, i1, t, with_message, splat, z);                              \
-  }                                                                                                                   \
-  CONVLOC_WIDE_FMA void fused_update_wide_##B##_##K1##_##NC(                                                          \
-      const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, bool with_message, bool splat, float* z) { \
-    fused_update<B, kWideBytes, K1, NC>(neg_unary, i0, i1, t, with_message, splat, z);                                \
+using FusedUpdateFn = void (*)(const float*, int64_t, int64_t, const FusedTerms&, bool, bool, float*, int64_t*);
+#define CONVLOC_FUSED_UPDATE(B, K1, NC)                                                                                \
+  CONVLOC_FMA_CLONES void fused_update_##B##_##K1##_##NC(const float* neg_unary, int64_t i0, int64_t i1,               \
+                                                         const FusedTerms& t, bool with_message, bool splat, float* z, \
+                                                         int64_t* map) {                                               \
+    fused_update<B, kVectorBytes, K1, NC>(neg_unary, i0, i1, t, with_message, splat, z, map);                          \
+  }                                                                                                                    \
+  CONVLOC_WIDE_FMA void fused_update_wide_##B##_##K1##_##NC(const float* neg_unary, int64_t i0, int64_t i1,            \
+                                                            const FusedTerms& t, bool with_message, bool splat,        \
+                                                            float* z, int64_t* map) {                                  \
+    fused_update<B, kWideBytes, K1, NC>(neg_unary, i0, i1, t, with_message, splat, z, map);                            \
   }
 #define CONVLOC_FUSED_SHAPES(B) \
   CONVLOC_FUSED_UPDATE(B, 0, 0) \
@@ -847,11 +880,11 @@ class ImageCrf {
           FusedTerms terms{grid.data(), ngrid, mine.data(), nlattice, mine_coarse.data(), ncoarse, 0};
           const FusedUpdateFn update_pixels = fused_update_for(LP, terms);
           for (int64_t i0 = n * band / kBands; i0 < n * (band + 1) / kBands; i0 += kBlock) {
-            const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock), count = i1 - i0;
+            const int64_t i1 = std::min(n * (band + 1) / kBands, i0 + kBlock);
             T* z = map || q_ln ? zbuf.data() : nullptr;  // Q only goes to the filters otherwise
             if (!with_message) gather_unary(i0, i1);     // (in L2 for the update that follows)
             if (ncoarse == 0) {
-              update_pixels(neg_unary_.data(), i0, i1, terms, with_message, splat, z);
+              update_pixels(neg_unary_.data(), i0, i1, terms, with_message, splat, z, map ? map + i0 : nullptr);
             } else {  // image row by image row
               const int64_t width = coarse_state[0]->coarse->width(), band_end = n * (band + 1) / kBands;
               for (int64_t s0 = i0; s0 < i1;) {
@@ -870,7 +903,8 @@ class ImageCrf {
                   mine_coarse[k].row = slices + (y - shared0[k]) * row;
                   mine_coarse[k].splat = slices + coarse_row + (y - shared0[k]) * row;
                 }
-                update_pixels(neg_unary_.data(), s0, s1, terms, with_message, splat, z ? z + (s0 - i0) * LP : nullptr);
+                update_pixels(neg_unary_.data(), s0, s1, terms, with_message, splat, z ? z + (s0 - i0) * LP : nullptr,
+                              map ? map + s0 : nullptr);
                 for (int k = 0; k < ncoarse && splat; ++k) {
                   const CoarseGaussian<T>& g = *coarse_state[k]->coarse;
                   const int64_t row = g.cols().nodes * LP;
@@ -881,7 +915,6 @@ class ImageCrf {
                 s0 = s1;
               }
             }
-            if (map) argmax_rows(z, count, L, LP, map + i0);
             if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
           }
         }
