@@ -193,22 +193,28 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
     T* f = out->ptr<T>();
     const int64_t d = ndim + C;
     std::vector<T> scale(pos_scale.begin(), pos_scale.end()), div(srgb.begin(), srgb.end());
-    const auto fill = [&](const auto* img) {
+    // uint8 images through a table of the 256 quotients per channel (the same bits as dividing)
+    std::vector<T> quotient(image->dtype == DType::UInt8 ? 256 * C : 0);
+    for (int64_t c = 0; c < C && !quotient.empty(); ++c)
+      for (int v = 0; v < 256; ++v) quotient[c * 256 + v] = static_cast<T>(v) / div[c];
+    const auto from_table = [&](const uint8_t* img, int64_t e, int64_t c) { return quotient[c * 256 + img[e]]; };
+    const auto divided = [&](const T* img, int64_t e, int64_t c) { return img[e] / div[c]; };
+    const auto fill = [&](const auto* img, const auto& channel) {
       parallel_for(B * N, 4096, [&](int64_t p0, int64_t p1) {
+        std::vector<int64_t> at(ndim);  // p's index along each axis (one division per chunk, not per pixel)
+        for (int64_t a = ndim - 1, rest = p0 % N; a >= 0; --a) at[a] = rest % spatial[a], rest /= spatial[a];
         for (int64_t p = p0; p < p1; ++p) {
           T* row = f + p * d;
-          for (int64_t a = ndim - 1, rest = p % N; a >= 0; --a) {  // C order: the last axis varies fastest
-            row[ndim - 1 - a] = static_cast<T>(rest % spatial[a]) * scale[a];
-            rest /= spatial[a];
-          }
-          for (int64_t c = 0; c < C; ++c) row[ndim + c] = static_cast<T>(img[p * C + c]) / div[c];
+          for (int64_t a = 0; a < ndim; ++a) row[ndim - 1 - a] = static_cast<T>(at[a]) * scale[a];
+          for (int64_t c = 0; c < C; ++c) row[ndim + c] = channel(img, p * C + c, c);
+          for (int64_t a = ndim - 1; a >= 0 && ++at[a] == spatial[a]; --a) at[a] = 0;  // the next pixel (C order)
         }
       });
     };
     if (image->dtype == DType::UInt8)
-      fill(image->ptr<uint8_t>());
+      fill(image->ptr<uint8_t>(), from_table);
     else
-      fill(image->ptr<T>());
+      fill(image->ptr<T>(), divided);
   });
 }
 
