@@ -222,21 +222,29 @@ CONVLOC_ALWAYS_INLINE v8f reduce_8_rows(const v8f v[8], F f) {
            __builtin_shufflevector(d[0], d[1], 1, 3, 9, 11, 5, 7, 13, 15));
 }
 
-// z = softmax of the `count` rows of x (x == z allowed), 8 rows at a time (a partial group repeats
-// its last row, so every row's arithmetic is the same wherever it sits).
+// Rows r .. r + 7 of the `count` rows of x into q (a partial group repeats its last row, so every
+// row's arithmetic is the same wherever it sits), and each one's largest value into mx[kSlotOf[p]].
+template <int B, int VB>
+CONVLOC_ALWAYS_INLINE void load_8_rows(const float* x, int64_t r, int64_t count, Row<B, VB> q[8], float mx[8]) {
+  constexpr int64_t LP = 8 * B;
+  const auto max_of = [](auto a, auto b) { return max_lanes(a, b); };
+  v8f part[8];
+  for (int p = 0; p < 8; ++p) q[p] = Row<B, VB>::load(x + std::min(r + p, count - 1) * LP);
+  for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], max_of);
+  store_lanes(mx, reduce_8_rows(part, max_of));
+}
+
+// z = softmax of the `count` rows of x (x == z allowed), 8 rows at a time.
 template <int B, int VB>
 CONVLOC_ALWAYS_INLINE void chunk_softmax(const float* x, float* z, int64_t count) {
   using R = Row<B, VB>;
   constexpr int64_t LP = 8 * B;
-  const auto max_of = [](auto a, auto b) { return max_lanes(a, b); };
   const auto sum_of = [](auto a, auto b) { return a + b; };
   for (int64_t r = 0; r < count; r += 8) {
     R q[8];
     v8f part[8];
     alignas(32) float mx[8], inv[8];
-    for (int p = 0; p < 8; ++p) q[p] = R::load(x + std::min(r + p, count - 1) * LP);
-    for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], max_of);
-    store_lanes(mx, reduce_8_rows(part, max_of));
+    load_8_rows<B, VB>(x, r, count, q, mx);
     for (int p = 0; p < 8; ++p) q[p] = row_exp_minus<B, VB>(q[p], mx[kSlotOf[p]]);
     for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], sum_of);
     store_lanes(inv, 1.0f / reduce_8_rows(part, sum_of));
@@ -291,19 +299,15 @@ CONVLOC_ALWAYS_INLINE void chunk_splat(const float* __restrict z, int64_t c0, in
 template <int B, int VB>
 CONVLOC_ALWAYS_INLINE void chunk_argmax(const float* z, int64_t count, int64_t* map) {
   using R = Row<B, VB>;
-  constexpr int64_t LP = 8 * B;
   alignas(64) static constexpr float kLabel[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
                                                    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
   const R label = R::load(kLabel);
-  const auto max_of = [](auto a, auto b) { return max_lanes(a, b); };
   const auto min_of = [](auto a, auto b) { return a < b ? a : b; };
   for (int64_t r = 0; r < count; r += 8) {
     R q[8];
     v8f part[8];
     alignas(32) float mx[8], first[8];
-    for (int p = 0; p < 8; ++p) q[p] = R::load(z + std::min(r + p, count - 1) * LP);
-    for (int p = 0; p < 8; ++p) part[p] = fold8<B, VB>(q[p], max_of);
-    store_lanes(mx, reduce_8_rows(part, max_of));
+    load_8_rows<B, VB>(z, r, count, q, mx);
     for (int p = 0; p < 8; ++p) {
       const float m = mx[kSlotOf[p]];
       const R holders = q[p].zip(label, [m](auto x, auto l) { return x == m ? l : decltype(l){} + 99.0f; });
