@@ -431,37 +431,6 @@ template <typename T>
 void argmax_rows(const T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
   for (int64_t r = 0; r < rows; ++r) map[r] = std::max_element(z + r * LP, z + r * LP + L) - (z + r * LP);
 }
-// float (LP a multiple of 8): in 8-lane groups, the row's maximum, then the first label holding it
-// (std::max_element's chain of compares took 14 ns a row).
-using v8i = Vec<int32_t, 8>;
-template <typename V, typename F>
-CONVLOC_ALWAYS_INLINE V across_8_lanes(V v, F f) {  // every lane: f over the 8 lanes
-  v = f(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
-  v = f(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
-  return f(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
-}
-CONVLOC_SIMD_CLONES void argmax_rows_f32(const float* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
-  constexpr v8i kLane = {0, 1, 2, 3, 4, 5, 6, 7};
-  constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* zr = z + r * LP;
-    v8f m = v8f{} - std::numeric_limits<float>::infinity();
-    for (int64_t g = 0; g < LP; g += 8) {
-      const v8f x = load_lanes<v8f>(zr + g);
-      m = kLane + int32_t(g) < int32_t(L) && x > m ? x : m;
-    }
-    m = across_8_lanes(m, [](v8f a, v8f b) { return max_lanes(a, b); });
-    v8i best = v8i{} + kNone;
-    for (int64_t g = 0; g < LP; g += 8) {
-      const v8i label = kLane + int32_t(g);
-      best = load_lanes<v8f>(zr + g) == m && label < int32_t(L) && label < best ? label : best;
-    }
-    map[r] = across_8_lanes(best, [](v8i a, v8i b) { return a < b ? a : b; })[0];
-  }
-}
-inline void argmax_rows(const float* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
-  argmax_rows_f32(z, rows, L, LP, map);
-}
 
 // Between the public [L, N] layout and the kernels' [N, LP] rows (LP >= L; the padding lanes get
 // `pad`), in tiles of kTransposeTile pixels: each label's values are read (written) contiguously
