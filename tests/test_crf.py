@@ -447,6 +447,29 @@ def test_bad_inputs(rng):
         ops.dense_crf(u, kernels=[ops.Bilateral()])
 
 
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "shape, where, dtype, iterations, kw",
+    [
+        ((96, 128), (1, 40, 64), np.float32, 5, {}),  # the fused update (which checks block by block)
+        ((91, 123), (20, 90, 122), np.float32, 0, {}),  # the fused update's first update, the last pixel
+        # the last pixel of 91x123 in the general update: the transposition's scalar tail
+        ((91, 123), (20, 90, 122), np.float32, 1, {"return_energy": True}),
+        ((96, 128), (0, 0, 0), np.float64, 2, {}),  # the general update
+        ((96, 128), (3, 50, 7), np.float32, 2, {"return_energy": True}),  # the general update, float32
+    ],
+)
+def test_non_finite_unary_raises(rng, bad_value, shape, where, dtype, iterations, kw):
+    # The kernel checks the unary as it transposes it (no separate pass): every path must refuse it.
+    u, img = smooth_unary(rng, 21, *shape).astype(dtype), blocky_image(rng, *shape)
+    u[where] = bad_value
+    with pytest.raises(ValueError, match="unary: expected finite"):
+        ops.dense_crf(u, image=img, iterations=iterations, **kw)
+    batch = np.stack([np.where(np.isfinite(u), u, 0), u])  # the second image of a batch
+    with pytest.raises(ValueError, match="unary: expected finite"):
+        ops.dense_crf(batch, image=np.stack([img, img]), iterations=iterations, **kw)
+
+
 def test_unary_helpers_match_pydensecrf(rng):
     utils = pytest.importorskip("pydensecrf.utils")
     p = rng.dirichlet(np.ones(4), (6, 7)).transpose(2, 0, 1)

@@ -14,13 +14,13 @@ namespace {
 
 using py::arg;
 
-// unary [B, L, N]: at least 2 labels, at least one pixel, finite.
+// unary [B, L, N]: at least 2 labels, at least one pixel. (Finite: dense_crf_cpu checks that as it
+// transposes the unary, instead of a separate pass here.)
 void check_unary(const TensorView& u) {
   check_ndim(u, 3, "[B, L, N]");
   check_float(u);
   if (u.size(1) < 2) fail_value(u.name, ": expected at least 2 labels, got ", u.size(1));
   if (u.size(2) < 1) fail_value(u.name, ": expected at least one pixel, got shape ", u.shape_str());
-  check_finite(u);
 }
 
 int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py::handle compat_obj,

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/check.h"
 #include "core/parallel.h"
 #include "core/simd.h"
 #include "core/workspace.h"
@@ -434,21 +436,34 @@ void argmax_rows(const T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) 
 
 // Between the public [L, N] layout and the kernels' [N, LP] rows (LP >= L; the padding lanes get
 // `pad`), in tiles of kTransposeTile pixels: each label's values are read (written) contiguously
-// while the tile's rows stay in L1 across all the labels.
+// while the tile's rows stay in L1 across all the labels. gather_rows returns whether every value it
+// read is finite: the unary's check rides on its one transposition (a separate pass read 22 MB more
+// at 512x512, from memory when pydensecrf ran just before).
 constexpr int64_t kTransposeTile = 64;
 template <typename T>
-void gather_rows(const T* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T sign, T pad,
+using BitsOf = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+template <typename T>
+constexpr BitsOf<T> kExponentBits = sizeof(T) == 4 ? BitsOf<T>(0x7f800000u) : BitsOf<T>(0x7ff0000000000000ull);
+template <typename T>
+bool gather_rows(const T* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T sign, T pad,
                  T* __restrict rows) {
+  BitsOf<T> top = 0;  // the largest exponent field read (all ones: an inf or NaN)
   for (int64_t t0 = i0; t0 < i1; t0 += kTransposeTile) {
     const int64_t count = std::min(i1 - t0, kTransposeTile);
     T* __restrict tile = rows + (t0 - i0) * LP;
     for (int64_t l = 0; l < L; ++l) {
       const T* __restrict s = src + l * n + t0;
-      for (int64_t r = 0; r < count; ++r) tile[r * LP + l] = sign * s[r];
+      for (int64_t r = 0; r < count; ++r) {
+        BitsOf<T> bits;
+        std::memcpy(&bits, s + r, sizeof bits);
+        top = std::max(top, BitsOf<T>(bits & kExponentBits<T>));
+        tile[r * LP + l] = sign * s[r];
+      }
     }
     for (int64_t r = 0; r < count; ++r)
       for (int64_t l = L; l < LP; ++l) tile[r * LP + l] = pad;
   }
+  return top != kExponentBits<T>;
 }
 template <typename T>
 void scatter_rows(const T* __restrict rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, T* dst) {
@@ -481,17 +496,29 @@ CONVLOC_ALWAYS_INLINE void transpose8x8(v8f r[8]) {
     r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
-CONVLOC_SIMD_CLONES void gather_rows_f32(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
+CONVLOC_SIMD_CLONES bool gather_rows_f32(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
                                          float sign, float pad, float* __restrict rows) {
+  using v8u = Vec<uint32_t, 8>;
+  v8u top = {};
   int64_t i = i0;
   for (; i + 8 <= i1; i += 8)
     for (int64_t g = 0; g < LP; g += 8) {
       v8f r[8];
-      for (int k = 0; k < 8; ++k) r[k] = g + k < L ? sign * load_lanes<v8f>(src + (g + k) * n + i) : v8f{} + pad;
+      for (int k = 0; k < 8; ++k) {
+        if (g + k >= L) {
+          r[k] = v8f{} + pad;
+          continue;
+        }
+        const v8u bits = load_lanes<v8u>(src + (g + k) * n + i);
+        top = (bits & kExponentBits<float>) > top ? bits & kExponentBits<float> : top;
+        r[k] = sign * load_lanes<v8f>(src + (g + k) * n + i);
+      }
       transpose8x8(r);
       for (int k = 0; k < 8; ++k) store_lanes(rows + (i + k - i0) * LP + g, r[k]);
     }
-  gather_rows<float>(src, n, L, LP, i, i1, sign, pad, rows + (i - i0) * LP);
+  bool finite = gather_rows<float>(src, n, L, LP, i, i1, sign, pad, rows + (i - i0) * LP);
+  for (int k = 0; k < 8; ++k) finite = finite && top[k] != kExponentBits<float>;
+  return finite;
 }
 CONVLOC_SIMD_CLONES void scatter_rows_f32(const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
                                           float* dst) {
@@ -505,9 +532,9 @@ CONVLOC_SIMD_CLONES void scatter_rows_f32(const float* rows, int64_t n, int64_t 
     }
   scatter_rows<float>(rows + (i - i0) * LP, n, L, LP, i, i1, dst);
 }
-inline void gather_rows(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float sign,
+inline bool gather_rows(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float sign,
                         float pad, float* rows) {
-  gather_rows_f32(src, n, L, LP, i0, i1, sign, pad, rows);
+  return gather_rows_f32(src, n, L, LP, i0, i1, sign, pad, rows);
 }
 inline void scatter_rows(const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float* dst) {
   scatter_rows_f32(rows, n, L, LP, i0, i1, dst);
@@ -696,6 +723,7 @@ class ImageCrf {
     if (energy) q_.resize(n_ * lp_);
     // Q_0 = softmax(-U).
     update(false, iterations == 0, energy ? q_.data() : nullptr, nullptr, iterations == 0 ? q : nullptr, map, init);
+    if (!unary_finite_) fail_value("unary: expected finite values, got NaN or inf");
     for (int64_t it = 0; it < iterations; ++it) {
       filter_all();
       const bool last = it + 1 == iterations;
@@ -709,12 +737,13 @@ class ImageCrf {
   }
 
  private:
-  // -U of pixels [i0, i1) into neg_unary_ (padding lanes -1e30).
+  // -U of pixels [i0, i1) into neg_unary_ (padding lanes -1e30); a NaN or inf clears unary_finite_.
   void gather_unary(int64_t i0, int64_t i1) {
     parallel_for((i1 - i0 + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t j0 = i0 + b * kBlock, j1 = std::min(i1, j0 + kBlock);
-        gather_rows(unary_, n_, labels_, lp_, j0, j1, T(-1), T(-1e30), neg_unary_.data() + j0 * lp_);
+        if (!gather_rows(unary_, n_, labels_, lp_, j0, j1, T(-1), T(-1e30), neg_unary_.data() + j0 * lp_))
+          unary_finite_.store(false, std::memory_order_relaxed);
       }
     });
   }
@@ -973,8 +1002,9 @@ class ImageCrf {
 
   int64_t labels_, lp_, n_;
   bool exclude_self_, fused_ = false;
-  const T* unary_;                // [L, N]
-  WorkspaceVector<T> neg_unary_;  // [N, LP], padding lanes -1e30
+  std::atomic<bool> unary_finite_{true};  // (checked while the unary is gathered: all of it by Q_0)
+  const T* unary_;                        // [L, N]
+  WorkspaceVector<T> neg_unary_;          // [N, LP], padding lanes -1e30
   std::vector<KernelState<T>> ks_;
   WorkspaceVector<T> q_;  // [N, LP], kept only for the energy
 };
