@@ -577,10 +577,8 @@ struct KernelState {
 template <typename T>
 void lattice_norm(const PermutohedralLattice<T>& lattice, T* norm) {
   const int64_t n = lattice.num_points(), k1 = lattice.dim() + 1, V = lattice.num_vertices();
-  constexpr int64_t kStride = 8;  // the blur moves whole 8-lane rows; lane 0 carries the values
-  WorkspaceVector<T> a((V + 1) * kStride), b((V + 1) * kStride), halves(2 * V);
-  std::fill(a.begin(), a.end(), T(0));
-  std::fill(b.end() - kStride, b.end(), T(0));
+  WorkspaceVector<T> a(V + 1), b(V + 1), halves(2 * V);  // (one value per vertex: blur() of stride 1)
+  a[V] = b[V] = T(0);
   std::fill(halves.begin(), halves.end(), T(0));
   const int32_t* off = lattice.slice_offsets().data();
   const T* w = lattice.slice_weights().data();
@@ -590,13 +588,13 @@ void lattice_norm(const PermutohedralLattice<T>& lattice, T* norm) {
       for (int64_t e = n * h / 2 * k1; e < n * (h + 1) / 2 * k1; ++e) sums[off[e]] += w[e];
     }
   });
-  for (int64_t v = 0; v < V; ++v) a[v * kStride] = halves[v] + halves[V + v];
-  const T* blurred = lattice.blur(a.data(), b.data(), kStride);
+  for (int64_t v = 0; v < V; ++v) a[v] = halves[v] + halves[V + v];
+  const T* blurred = lattice.blur(a.data(), b.data(), 1);
   const T amp = lattice.amplitude();
   parallel_for(n, 4096, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T acc = 0;
-      for (int64_t j = 0; j < k1; ++j) acc += w[i * k1 + j] * blurred[off[i * k1 + j] * kStride];
+      for (int64_t j = 0; j < k1; ++j) acc += w[i * k1 + j] * blurred[off[i * k1 + j]];
       norm[i] = amp * acc;
     }
   });

@@ -223,7 +223,7 @@ class PermutohedralLattice {
   void diagonal(T* out) const;
   // The blur step of filter(), for callers that splat and slice themselves (the dense CRF's fused
   // update, with slice_offsets()/slice_weights()/amplitude()): a and b hold num_vertices() + 1 rows of
-  // `stride` values (a multiple of 8), the last row zero; blurs a (b is scratch) and returns the one of
+  // `stride` values (1 or a multiple of 8), the last row zero; blurs a (b is scratch) and returns the one of
   // the two that holds the result.
   T* blur(T* a, T* b, int64_t stride, bool transpose = false) const;
 

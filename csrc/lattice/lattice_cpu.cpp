@@ -689,11 +689,13 @@ CONVLOC_LATTICE_TILES(double, 16)
 CONVLOC_LATTICE_TILES(double, 24)
 CONVLOC_LATTICE_TILES(double, 32)
 #undef CONVLOC_LATTICE_TILES
-// The blur in whole rows of up to 32 values (one row per step: fewer, wider instructions) or in
-// 8-value pieces; its multiply-adds fused.
+// The blur in whole rows of up to 32 values (one row per step: fewer, wider instructions), in
+// 8-value pieces, or of single values (stride 1: one channel); its multiply-adds fused.
 #define CONVLOC_LATTICE_BLUR(T)                                                    \
   CONVLOC_FMA_CLONES void blur_##T(const FilterPass<T>& a, int64_t b, int64_t e) { \
     switch (a.stride) {                                                            \
+      case 1:                                                                      \
+        return blur_rows<T, 1>(a, b, e);                                           \
       case 16:                                                                     \
         return blur_rows<T, 16>(a, b, e);                                          \
       case 24:                                                                     \
