@@ -41,6 +41,11 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
 // that gain from AVX-512's full width are also compiled at kWideBytes (CONVLOC_WIDE_SIMD /
 // CONVLOC_WIDE_FMA) and pick one by wide_vectors().
 constexpr int kVectorBytes = 32, kWideBytes = 64;
+// The values of T in one vector of VB bytes, and that vector.
+template <typename T, int VB = kVectorBytes>
+constexpr int kLanesIn = VB / static_cast<int>(sizeof(T));
+template <typename T, int VB = kVectorBytes>
+using VecIn = Vec<T, kLanesIn<T, VB>>;
 // Test hook (_C._narrow_vectors): true makes wide_vectors() false, so that the tests compare the two
 // widths on one machine.
 inline std::atomic<bool>& narrow_vectors_forced() {
@@ -62,7 +67,7 @@ inline bool wide_vectors() {
 // operand is broadcast once (from memory, where it comes from there) rather than once per width.
 template <typename T, int N, int VB = kVectorBytes>
 struct Lanes {
-  static constexpr int kWide = VB / static_cast<int>(sizeof(T));
+  static constexpr int kWide = kLanesIn<T, VB>;
   static constexpr int kFull = N / kWide, kTail = N % kWide, kTails = kTail ? 1 : 0;
   static_assert((kTail & (kTail - 1)) == 0, "Lanes: the values past the full vectors must be a power of two");
   using Wide = Vec<T, kWide>;

@@ -68,8 +68,8 @@ inline void taps(double* d, const double* s, int64_t stride, const double* w, in
 template <typename T>
 CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, int64_t r_stride, const T* __restrict s, int64_t stride,
                                          const T* w, int64_t nr, int64_t count) {
-  using V = Vec<T, kVectorBytes / sizeof(T)>;
-  constexpr int64_t kV = kVectorBytes / sizeof(T);
+  using V = VecIn<T>;
+  constexpr int64_t kV = kLanesIn<T>;
   const auto mix = [](const T* wk, auto a, auto b, auto c) {
     return wk[2] == T(0) ? wk[0] * a + wk[1] * b : wk[0] * a + wk[1] * b + wk[2] * c;
   };
@@ -88,8 +88,8 @@ CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, int64_t r_stride, cons
 template <typename T>
 CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict d, int64_t stride, const T* w, T* __restrict s, int64_t s_stride,
                                         int64_t nr, int64_t count) {
-  using V = Vec<T, kVectorBytes / sizeof(T)>;
-  constexpr int64_t kV = kVectorBytes / sizeof(T);
+  using V = VecIn<T>;
+  constexpr int64_t kV = kLanesIn<T>;
   const auto add = [](const T* wk, auto v, auto& d0, auto& d1, auto& d2) {
     d0 += wk[0] * v, d1 += wk[1] * v;
     if (wk[2] != T(0)) d2 += wk[2] * v;

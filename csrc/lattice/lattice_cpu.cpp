@@ -570,23 +570,18 @@ struct FilterPass {
   T amp;
 };
 
-// The tiles' vectors: kVectorBytes wide (8 floats, 4 doubles), as simd.h explains.
-template <typename T>
-using TileVec = Vec<T, kVectorBytes / sizeof(T)>;
-template <typename T>
-constexpr int kTileLanes = kVectorBytes / sizeof(T);
-
+// The tiles work in vectors of kVectorBytes (8 floats, 4 doubles), as simd.h explains.
 // Vertex rows v0..v1 of the tile: sum of weight * in[point] over the vertex's entries.
 template <typename T, int W>
 CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_t v1) {
-  constexpr int L = kTileLanes<T>, B = W / L;
+  constexpr int L = kLanesIn<T>, B = W / L;
   // Points below `safe` can be read W lanes wide without leaving `in` (lanes past c fall on the next point
   // and only ever reach padding lanes, which are never written out).
   const int64_t room = a.n * a.c - a.cofs - W;
   const int64_t safe = room >= 0 ? room / a.c + 1 : 0;
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
   for (int64_t v = v0; v < v1; ++v) {
-    TileVec<T> acc[B] = {};
+    VecIn<T> acc[B] = {};
     for (int64_t e = a.start[v]; e < a.start[v + 1]; ++e) {
       // The points of a vertex lie all over the input: fetch a few entries ahead.
       __builtin_prefetch(a.in + static_cast<int64_t>(a.index[e + kSplatAhead]) * a.c + a.cofs);
@@ -594,11 +589,11 @@ CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_
       const T w = a.weight[e];
       const T* x = a.in + p * a.c + a.cofs;
       if (p < safe) {
-        for (int b = 0; b < B; ++b) acc[b] += w * load_lanes<TileVec<T>>(x + L * b);
+        for (int b = 0; b < B; ++b) acc[b] += w * load_lanes<VecIn<T>>(x + L * b);
       } else {
         T tmp[W] = {};
         for (int64_t l = 0; l < live; ++l) tmp[l] = x[l];
-        for (int b = 0; b < B; ++b) acc[b] += w * load_lanes<TileVec<T>>(tmp + L * b);
+        for (int b = 0; b < B; ++b) acc[b] += w * load_lanes<VecIn<T>>(tmp + L * b);
       }
     }
     T* row = a.dst + v * a.stride + a.cofs;
@@ -610,24 +605,24 @@ CONVLOC_ALWAYS_INLINE void splat_tile(const FilterPass<T>& a, int64_t v0, int64_
 // vertex ids, dst: the band's partial sums).
 template <typename T, int W>
 CONVLOC_ALWAYS_INLINE void scatter_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
-  constexpr int L = kTileLanes<T>, B = W / L;
+  constexpr int L = kLanesIn<T>, B = W / L;
   const int64_t room = a.n * a.c - a.cofs - W;
   const int64_t safe = room >= 0 ? room / a.c + 1 : 0;  // as in splat_tile
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
   for (int64_t i = i0; i < i1; ++i) {
-    TileVec<T> x[B];
+    VecIn<T> x[B];
     const T* src = a.in + i * a.c + a.cofs;
     if (i < safe) {
-      for (int b = 0; b < B; ++b) x[b] = load_lanes<TileVec<T>>(src + L * b);
+      for (int b = 0; b < B; ++b) x[b] = load_lanes<VecIn<T>>(src + L * b);
     } else {
       T tmp[W] = {};
       for (int64_t l = 0; l < live; ++l) tmp[l] = src[l];
-      for (int b = 0; b < B; ++b) x[b] = load_lanes<TileVec<T>>(tmp + L * b);
+      for (int b = 0; b < B; ++b) x[b] = load_lanes<VecIn<T>>(tmp + L * b);
     }
     for (int64_t k = 0; k < a.k1; ++k) {
       const T w = a.weight[i * a.k1 + k];
       T* row = a.dst + static_cast<int64_t>(a.index[i * a.k1 + k]) * a.stride + a.cofs;
-      for (int b = 0; b < B; ++b) store_lanes(row + L * b, load_lanes<TileVec<T>>(row + L * b) + w * x[b]);
+      for (int b = 0; b < B; ++b) store_lanes(row + L * b, load_lanes<VecIn<T>>(row + L * b) + w * x[b]);
     }
   }
 }
@@ -635,20 +630,20 @@ CONVLOC_ALWAYS_INLINE void scatter_tile(const FilterPass<T>& a, int64_t i0, int6
 // Points i0..i1 of the tile: amp * sum_k weight * vertices[offset].
 template <typename T, int W>
 CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_t i1) {
-  constexpr int L = kTileLanes<T>, B = W / L;
+  constexpr int L = kLanesIn<T>, B = W / L;
   const int64_t live = std::min<int64_t>(W, a.c - a.cofs);
   const int full = static_cast<int>(live / L);
   for (int64_t i = i0; i < i1; ++i) {
-    TileVec<T> acc[B] = {};
+    VecIn<T> acc[B] = {};
     for (int64_t k = 0; k < a.k1; ++k) {
       const T w = a.weight[i * a.k1 + k];
       const T* x = a.vertices + static_cast<int64_t>(a.index[i * a.k1 + k]) * a.stride + a.cofs;
-      for (int b = 0; b < B; ++b) acc[b] += w * load_lanes<TileVec<T>>(x + L * b);
+      for (int b = 0; b < B; ++b) acc[b] += w * load_lanes<VecIn<T>>(x + L * b);
     }
     T* y = a.out + i * a.c + a.cofs;
     for (int b = 0; b < full; ++b) store_lanes(y + L * b, a.amp * acc[b]);
     if (full < B) {  // the last few channels: lane by lane (a copy loop here became a memcpy call per point)
-      const TileVec<T> last = a.amp * acc[full];
+      const VecIn<T> last = a.amp * acc[full];
       const int64_t rest = live - L * full;
       for (int l = 0; l < L; ++l)
         if (l < rest) y[L * full + l] = last[l];

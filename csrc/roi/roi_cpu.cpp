@@ -100,17 +100,15 @@ struct PoolArgs {
   int32_t* argmax;
 };
 
-// Channels kept in registers by the innermost loops (one vector of VB bytes).
-template <typename T, int VB>
-constexpr int kLanes = int(VB / sizeof(T));
+// Channels kept in registers by the innermost loops: one vector of VB bytes, kLanesIn<T, VB>.
 
 // Max and argmax of one bin for `lanes` channels (a compile-time constant after inlining, so the
 // running maxima stay in registers). Strict >: the first maximum wins.
 template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, int64_t width, int hs, int he, int ws,
                                       int we, bool empty, T* __restrict best, int32_t* __restrict where, int lanes) {
-  T m[kLanes<T, VB>];
-  int32_t at[kLanes<T, VB>];
+  T m[kLanesIn<T, VB>];
+  int32_t at[kLanesIn<T, VB>];
   for (int l = 0; l < lanes; ++l) m[l] = empty ? T(0) : pool_initial_max<T>(), at[l] = -1;
   for (int y = hs; y < he; ++y)
     for (int x = ws; x < we; ++x) {
@@ -130,9 +128,9 @@ CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, i
 // selects into branches and masked stores instead of blends.
 template <typename T, int VB>
 struct PoolVec {
-  using V = Vec<T, VB / sizeof(T)>;
+  using V = VecIn<T, VB>;
   using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // lanes as wide as T's
-  using I = Vec<Index, VB / sizeof(T)>;
+  using I = VecIn<Index, VB>;
 };
 
 template <typename T, int VB>
@@ -152,7 +150,7 @@ CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t wid
       at = gt ? I{} + static_cast<typename PoolVec<T, VB>::Index>(p) : at;
     }
   std::memcpy(best, &m, sizeof(V));
-  for (int l = 0; l < kLanes<T, VB>; ++l) where[l] = int32_t(at[l]);
+  for (int l = 0; l < kLanesIn<T, VB>; ++l) where[l] = int32_t(at[l]);
 }
 
 // Backward of one non-empty bin for a full vector of channels: finds each channel's argmax as
@@ -194,7 +192,7 @@ CONVLOC_ALWAYS_INLINE void pool_bin_channels(const T* img, int64_t stride, int64
   const bool empty = he <= hs || we <= ws;
   int64_t ch = 0;
 #if defined(__GNUC__)
-  for (; ch + kLanes<T, VB> <= n; ch += kLanes<T, VB>)
+  for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
     pool_vector<T, VB>(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
 #endif
   if (ch < n) pool_lanes<T, VB>(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
@@ -249,8 +247,8 @@ struct PoolBackwardArgs {
 template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int64_t c0, int64_t n) {
   const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
-  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanes<T, VB>);
-  std::vector<int32_t> where(kLanes<T, VB>);
+  std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanesIn<T, VB>);
+  std::vector<int32_t> where(kLanesIn<T, VB>);
   PoolBins e;
   for (int64_t k = 0; k < a.k; ++k) {
     const PoolRoi<T> r = pool_roi(a.rois + 5 * k, a.scale, a.ph, a.pw);
@@ -264,7 +262,7 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
         const T* gb = g.data() + (i * a.pw + j) * n;
         int64_t ch = 0;
 #if defined(__GNUC__)
-        for (; ch + kLanes<T, VB> <= n; ch += kLanes<T, VB>)
+        for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
           pool_vector_backward<T, VB>(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], gb + ch, dst + ch, n);
 #endif
         if (ch == n) continue;
@@ -319,7 +317,7 @@ struct AlignForwardArgs : AlignArgs<T> {
 template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, const AlignSample<T>* samples,
                                        int64_t count, T divisor, T* __restrict out, int lanes) {
-  T acc[kLanes<T, VB>];
+  T acc[kLanesIn<T, VB>];
   for (int l = 0; l < lanes; ++l) acc[l] = T(0);
   for (int64_t i = 0; i < count; ++i) {
     const AlignSample<T>& s = samples[i];
@@ -349,8 +347,8 @@ CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int
             samples[count++] = align_sample_at(ys[i * r.grid_h + sy], xs[j * r.grid_w + sx], a.w);
         T* o = acc.data() + (i * a.pw + j) * n;
         int64_t ch = 0;
-        for (; ch + kLanes<T, VB> <= n; ch += kLanes<T, VB>)
-          align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, kLanes<T, VB>);
+        for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
+          align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, kLanesIn<T, VB>);
         if (ch < n) align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, int(n - ch));
       }
     transpose(acc.data(), n, a.out + (k * a.c + c0) * bins, bins, bins, n);
