@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -39,19 +40,41 @@ class Pool {
       next_ = 0;
       done_ = 0;
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     drain();
-    std::unique_lock<std::mutex> lock(mutex_);
     // Wait for every chunk and for every worker to leave this job, so that no
     // worker can touch the next job's counters with this job's state.
-    finished_.wait(lock, [this] { return done_ == chunks_ && active_ == 0; });
+    const auto finished = [this] { return done_.load() == chunks_ && active_.load() == 0; };
+    spin_until(finished);
+    std::unique_lock<std::mutex> lock(mutex_);
+    finished_.wait(lock, finished);
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
+  // Waking a thread from a condition variable takes 50-100 us on a virtual machine, longer than many
+  // parallel passes (and a kernel makes dozens of them back to back): a thread about to sleep spins
+  // for up to kSpin first, as OpenMP runtimes do.
+  static constexpr std::chrono::microseconds kSpin{2000};
+  template <typename Pred>
+  static void spin_until(const Pred& ready) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (!ready()) {
+      for (int i = 0; i < 64; ++i) pause();
+      if (std::chrono::steady_clock::now() > until) return;
+    }
+  }
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
   void drain() {
     for (;;) {
       const int64_t c = next_.fetch_add(1);
@@ -71,11 +94,12 @@ class Pool {
   void work() {
     uint64_t seen = 0;
     for (;;) {
+      spin_until([&] { return stop_.load() || generation_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
+        wake_.wait(lock, [&] { return stop_.load() || (generation_.load() != seen && job_ != nullptr); });
         if (stop_) return;
-        seen = generation_;
+        seen = generation_.load();
         ++active_;
       }
       drain();
@@ -89,11 +113,11 @@ class Pool {
   std::condition_variable wake_, finished_;
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t chunks_ = 0;
-  int active_ = 0;
+  std::atomic<int> active_{0};
   std::atomic<int64_t> next_{0}, done_{0};
   std::exception_ptr error_;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 std::mutex pool_mutex;  // held by the Python thread that owns the pool
