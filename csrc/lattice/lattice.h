@@ -211,7 +211,7 @@ class PermutohedralLattice {
   int64_t num_points() const { return n_; }
   int dim() const { return d_; }
   int64_t num_vertices() const { return num_vertices_; }
-  // Bytes held now: the structure, plus the splat lists and band tables once a filter() has built them.
+  // Bytes held now: the structure and band tables, plus the splat lists once a filter() has built them.
   int64_t memory_bytes() const;
   // out[i, :] ≈ sum_j exp(-|f_i - f_j|^2 / 2) in[j, :]   (transpose=true: the exact adjoint of that linear map)
   // in, out: [n, channels] row-major (channels innermost); must not alias. No hashing here (neighbours are
@@ -234,8 +234,7 @@ class PermutohedralLattice {
   // The points split into kLatticeSplatBands fixed bands (band b: points [n b / bands, n (b + 1) / bands)),
   // each numbering the vertices its points use in order of first use: offsets[i * (d+1) + k] is the
   // band-local id of point i's vertex k, and vertices[first[b] + j] the global id of band b's vertex j.
-  // A band of an image touches a fraction of the lattice, so per-band splat sums stay in cache; built on
-  // first use.
+  // A band of an image touches a fraction of the lattice, so per-band splat sums stay in cache.
   struct BandTables {
     WorkspaceVector<int32_t> offsets, vertices;
     std::vector<int64_t> first;  // [bands + 1]
@@ -244,7 +243,7 @@ class PermutohedralLattice {
     WorkspaceVector<int64_t> row_start;
     WorkspaceVector<int32_t> rows;
   };
-  const BandTables& band_tables() const;
+  const BandTables& band_tables() const { return bands_; }
   // Whether the bands touch at most num_points() vertices in all: their partial sums then stay compact
   // enough for a splat by scattering (filter() and the dense CRF's fused update).
   bool band_sums_fit() const { return band_tables().first.back() <= n_; }
@@ -273,11 +272,7 @@ class PermutohedralLattice {
     WorkspaceVector<T> weight;
   };
   std::unique_ptr<SplatLists> splat_ = std::make_unique<SplatLists>();
-  struct BandTablesOnce {
-    std::once_flag once;
-    BandTables tables;
-  };
-  std::unique_ptr<BandTablesOnce> bands_ = std::make_unique<BandTablesOnce>();
+  BandTables bands_;  // (built with the lattice: from the chunks' tables it costs little)
   const SplatLists& splat_lists() const;
   // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
   // the always-zero row num_vertices_.

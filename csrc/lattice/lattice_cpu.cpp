@@ -17,14 +17,20 @@ namespace {
 constexpr int64_t kSplatAhead = 8;
 
 // The build runs on chunks of about kChunkPoints points (their number depends on n only, never on the thread
-// count). Each chunk deduplicates its vertices in a small local table; the chunks' tables are then merged, in
-// chunk order, into the global one, so the vertices are numbered by first use: the numbering depends on the
-// input only (not even on the chunking), and vertices close in the numbering are close in space (the splat
+// count), a whole number of them per splat band (kLatticeSplatBands). Each chunk deduplicates its vertices in a
+// small local table; the chunks' tables are then merged in order, into their band's table (the band tables'
+// numbering) and those into the global one, so the vertices are numbered by first use: the numbering depends on
+// the input only (not even on the chunking), and vertices close in the numbering are close in space (the splat
 // gathers and the slice walk memory nearly in order). Larger chunks share fewer vertices with each other (less
 // to merge) but have larger tables.
 constexpr int64_t kChunkPoints = 8192;
 
-int64_t num_chunks(int64_t n) { return std::clamp<int64_t>((n + kChunkPoints - 1) / kChunkPoints, 1, 256); }
+int64_t num_chunks(int64_t n) {
+  constexpr int64_t kBandPoints = kChunkPoints * kLatticeSplatBands;
+  return kLatticeSplatBands * std::clamp<int64_t>((n + kBandPoints - 1) / kBandPoints, 1, 32);
+}
+// Chunk c's first point; with chunks a multiple of the bands, band b's first chunk starts at band b's first
+// point, n * b / kLatticeSplatBands.
 int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
 
 // 8-lane vectors: one AVX2 register of floats, whatever the clone's target.
@@ -404,34 +410,70 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
                " summed over a point must stay below ", kLatticeMaxCoord, "); rescale the features");
   }
 
-  // 2. Merge the chunks' vertices in order into the global table.
-  // (Chunks share many vertices: sized by the largest chunk, not the sum, it stays small enough to cache.)
-  int64_t local_vertices = 0;
-  for (const auto& table : local) local_vertices = std::max(local_vertices, table->size());
-  KeyTable global(d, 2 * local_vertices);
-  std::vector<std::vector<int32_t>> to_global(chunks);
-  for (int64_t c = 0; c < chunks; ++c) {
-    const KeyTable& table = *local[c];
-    to_global[c].resize(table.size());
+  // 2. Merge the chunks' vertices in order: each band's chunks into the band's table (in parallel), then the
+  // bands' tables into the global one. (Sized by the largest part, not the sum: neighbouring parts share many
+  // vertices, and the tables stay small enough to cache.)
+  const int64_t per_band = chunks / kLatticeSplatBands;
+  std::vector<std::optional<KeyTable>> band_table(kLatticeSplatBands);
+  std::vector<std::vector<int32_t>> to_band(chunks);
+  parallel_for(kLatticeSplatBands, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t largest = 0;
+      for (int64_t c = b * per_band; c < (b + 1) * per_band; ++c) largest = std::max(largest, local[c]->size());
+      band_table[b].emplace(d, 2 * largest);
+      for (int64_t c = b * per_band; c < (b + 1) * per_band; ++c) {
+        const KeyTable& table = *local[c];
+        to_band[c].resize(table.size());
+        with_dim(d, [&](auto D) {
+          for (int64_t id = 0; id < table.size(); ++id)
+            to_band[c][id] = band_table[b]->template insert<decltype(D)::value>(table.key(id), table.hash(id));
+          return 0;
+        });
+        local[c].reset();
+      }
+    }
+  });
+  int64_t largest_band = 0;
+  for (const auto& table : band_table) largest_band = std::max(largest_band, table->size());
+  KeyTable global(d, 2 * largest_band);
+  BandTables& t = bands_;
+  t.first.assign(kLatticeSplatBands + 1, 0);
+  for (int64_t b = 0; b < kLatticeSplatBands; ++b) t.first[b + 1] = t.first[b] + band_table[b]->size();
+  if (t.first.back() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
+  t.vertices.resize(t.first.back());
+  for (int64_t b = 0; b < kLatticeSplatBands; ++b) {
+    const KeyTable& table = *band_table[b];
+    int32_t* to_global = t.vertices.data() + t.first[b];
     with_dim(d, [&](auto D) {
       for (int64_t id = 0; id < table.size(); ++id)
-        to_global[c][id] = global.template insert<decltype(D)::value>(table.key(id), table.hash(id));
+        to_global[id] = global.template insert<decltype(D)::value>(table.key(id), table.hash(id));
       return 0;
     });
-    local[c].reset();
-    if (global.size() >= std::numeric_limits<int32_t>::max()) fail_value("features: too many lattice vertices");
+    band_table[b].reset();
   }
   const int64_t vertices = global.size();
   num_vertices_ = vertices;
 
-  // 3. Chunk-local → global vertex ids.
+  // 3. Chunk-local ids → band-local and global ids.
+  t.offsets.resize(entries);
   parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      const int32_t* map = to_global[c].data();
-      for (int64_t e = chunk_begin(n, chunks, c) * k1; e < chunk_begin(n, chunks, c + 1) * k1; ++e)
-        offset_[e] = map[offset_[e]];
+      const int32_t* band_id = to_band[c].data();
+      const int32_t* global_id = t.vertices.data() + t.first[c / per_band];
+      for (int64_t e = chunk_begin(n, chunks, c) * k1; e < chunk_begin(n, chunks, c + 1) * k1; ++e) {
+        const int32_t j = band_id[offset_[e]];
+        t.offsets[e] = j;
+        offset_[e] = global_id[j];
+      }
     }
   });
+  // The inverse of the bands' vertex lists, for add_band_sums().
+  t.row_start.assign(vertices + 1, 0);
+  for (int32_t v : t.vertices) ++t.row_start[v + 1];
+  for (int64_t v = 0; v < vertices; ++v) t.row_start[v + 1] += t.row_start[v];
+  t.rows.resize(t.first.back());
+  std::vector<int64_t> next(t.row_start.begin(), t.row_start.end() - 1);
+  for (int64_t j = 0; j < t.first.back(); ++j) t.rows[next[t.vertices[j]]++] = static_cast<int32_t>(j);
 
   // 4. Blur neighbours, looked up once here so that filter() never hashes. Only the forward ones are looked up:
   // u = v + direction j exactly when v = u - direction j, so each lookup fills both (every backward entry has
@@ -488,40 +530,6 @@ const typename PermutohedralLattice<T>::SplatLists& PermutohedralLattice<T>::spl
 }
 
 template <typename T>
-const typename PermutohedralLattice<T>::BandTables& PermutohedralLattice<T>::band_tables() const {
-  std::call_once(bands_->once, [&] {
-    BandTables& t = bands_->tables;
-    const int64_t n = n_, k1 = d_ + 1, V = num_vertices_;
-    std::vector<std::vector<int32_t>> lists(kLatticeSplatBands);
-    t.offsets.resize(n * k1);
-    parallel_for(kLatticeSplatBands, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<int32_t> local(V, -1);
-      for (int64_t band = b0; band < b1; ++band) {
-        auto& list = lists[band];
-        for (int64_t e = n * band / kLatticeSplatBands * k1; e < n * (band + 1) / kLatticeSplatBands * k1; ++e) {
-          int32_t& id = local[offset_[e]];
-          if (id < 0) id = static_cast<int32_t>(list.size()), list.push_back(offset_[e]);
-          t.offsets[e] = id;
-        }
-        for (int32_t v : list) local[v] = -1;
-      }
-    });
-    t.first.assign(kLatticeSplatBands + 1, 0);
-    for (int64_t band = 0; band < kLatticeSplatBands; ++band) t.first[band + 1] = t.first[band] + lists[band].size();
-    t.vertices.resize(t.first.back());
-    for (int64_t band = 0; band < kLatticeSplatBands; ++band)
-      std::copy(lists[band].begin(), lists[band].end(), t.vertices.begin() + t.first[band]);
-    t.row_start.assign(V + 1, 0);
-    for (int32_t v : t.vertices) ++t.row_start[v + 1];
-    for (int64_t v = 0; v < V; ++v) t.row_start[v + 1] += t.row_start[v];
-    t.rows.resize(t.first.back());
-    std::vector<int64_t> next(t.row_start.begin(), t.row_start.end() - 1);
-    for (int64_t j = 0; j < t.first.back(); ++j) t.rows[next[t.vertices[j]]++] = static_cast<int32_t>(j);
-  });
-  return bands_->tables;
-}
-
-template <typename T>
 void PermutohedralLattice<T>::add_band_sums(const T* partial, int64_t stride, T* vertices) const {
   const BandTables& t = band_tables();
   // Each vertex sums its own band rows (in band order): one parallel pass, every row written once.
@@ -539,7 +547,7 @@ void PermutohedralLattice<T>::add_band_sums(const T* partial, int64_t stride, T*
 
 template <typename T>
 int64_t PermutohedralLattice<T>::memory_bytes() const {
-  const BandTables& bands = bands_->tables;
+  const BandTables& bands = bands_;
   return static_cast<int64_t>(offset_.capacity() * sizeof(int32_t) + weight_.capacity() * sizeof(T) +
                               splat_->start.capacity() * sizeof(int64_t) + splat_->point.capacity() * sizeof(int32_t) +
                               splat_->weight.capacity() * sizeof(T) + blur_.capacity() * sizeof(int32_t) +
