@@ -636,12 +636,12 @@ class ImageCrf {
         s.tmp.resize(s.grid->scratch_size(lp_));
       }
       WorkspaceVector<T> norm(n);  // (1 MB at 512x512: fresh pages would cost a fault each)
-      if (s.lattice) {
+      if (s.lattice)
         lattice_norm(*s.lattice, norm.data());
-      } else {
-        const WorkspaceVector<T> ones(n, T(1));
-        s.filter(ones.data(), norm.data(), 1);
-      }
+      else if (s.coarse)
+        s.coarse->ones_response(norm.data());
+      else
+        s.grid->ones_response(norm.data());
       if (exclude_self) {  // each point's weight on itself, as the filter applies it
         s.self.assign(n, T(1));
         if (s.lattice) s.lattice->diagonal(s.self.data());

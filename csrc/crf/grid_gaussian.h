@@ -133,6 +133,26 @@ inline void spread_rows3(double* d, int64_t stride, const double* w, double* s, 
   spread_rows3_f64(d, stride, w, s, s_stride, nr, count);
 }
 
+// out[i] = prod_a f[a][i_a] over the C-order grid whose axis a has f[a].size() points (in parallel).
+template <typename T>
+void outer_product(const std::vector<std::vector<T>>& f, T* out) {
+  const int nd = static_cast<int>(f.size());
+  int64_t n = 1;
+  for (const auto& fa : f) n *= static_cast<int64_t>(fa.size());
+  const int64_t inner = static_cast<int64_t>(f.back().size());
+  parallel_for(n / std::max<int64_t>(inner, 1), 64, [&](int64_t l0, int64_t l1) {
+    for (int64_t line = l0; line < l1; ++line) {
+      T lead = T(1);  // the product of the leading axes' factors at this line
+      for (int64_t a = nd - 2, rest = line; a >= 0; --a) {
+        const int64_t len = static_cast<int64_t>(f[a].size());
+        lead = f[a][rest % len] * lead;
+        rest /= len;
+      }
+      for (int64_t j = 0; j < inner; ++j) out[line * inner + j] = lead * f.back()[j];
+    }
+  });
+}
+
 // The taps of a Gaussian of standard deviation sigma (grid steps), truncated at 3 sigma, summed:
 // sum_{|t| <= ceil(3 sigma)} exp(-t² / (2 sigma²)), the weight it gives a constant along one axis.
 inline double gaussian_taps_sum(double sigma) {
@@ -161,6 +181,24 @@ class GridGaussian {
     int64_t n = channels;
     for (int64_t s : shape_) n *= s;
     return n;
+  }
+
+  // The filter along axis a alone, of one line of shape[a] values.
+  void filter_line(int a, const T* in, T* out) const {
+    const int r = static_cast<int>(taps_[a].size() / 2);
+    row_pass(in, out, shape_[a], 1, taps_[a].data() + r, r);
+  }
+
+  // out [n] = the filter's response to ones (its normaliser), as the product of the axes' responses
+  // (the filter is separable): O(n) multiplications instead of a filtering.
+  void ones_response(T* out) const {
+    std::vector<std::vector<T>> factors;
+    for (size_t a = 0; a < shape_.size(); ++a) {
+      const std::vector<T> ones(shape_[a], T(1));
+      factors.emplace_back(shape_[a]);
+      filter_line(static_cast<int>(a), ones.data(), factors.back().data());
+    }
+    outer_product(factors, out);
   }
 
   // in, out: [n, channels]; tmp: scratch_size(channels) elements.
@@ -365,6 +403,24 @@ class CoarseGaussian {
   Buffers buffers(T* scratch, int64_t channels) const {
     T* coarse = scratch + partial_size(channels);
     return {scratch, coarse, coarse + coarse_size() * channels};
+  }
+
+  // out [H·W] = the filter's response to ones (its normaliser), as the product of the two axes'
+  // responses (splat, blur and slice are all separable).
+  void ones_response(T* out) const {
+    const auto axis = [&](int a, const Axis& ax, const std::vector<T>& slice_weight) {
+      const int64_t len = a == 0 ? height_ : width_;
+      std::vector<T> splat(ax.nodes, T(0)), blurred(ax.nodes), f(len);
+      for (int64_t p = 0; p < len; ++p)
+        for (int t = 0; t < 3; ++t) splat[ax.node[p] + t] += ax.weight[3 * p + t];
+      coarse_.filter_line(a, splat.data(), blurred.data());
+      for (int64_t p = 0; p < len; ++p) {
+        const T* w = slice_weight.data() + 3 * p;
+        f[p] = w[0] * blurred[ax.node[p]] + w[1] * blurred[ax.node[p] + 1] + w[2] * blurred[ax.node[p] + 2];
+      }
+      return f;
+    };
+    outer_product<T>({axis(0, rows_, slice_weight_), axis(1, cols_, cols_.weight)}, out);
   }
 
   // out = S^T G S in, both [H·W, channels].
