@@ -167,7 +167,13 @@ py::dict lattice_structure(const LatticeBatch& self, int64_t b) {
     const py::ssize_t v = lat.num_vertices();
     out["offsets"] = py::array_t<int32_t>({n, k1}, lat.slice_offsets().data());
     out["weights"] = py::array_t<T>({n, k1}, lat.slice_weights().data());
-    out["neighbours"] = py::array_t<int32_t>({v, k1, py::ssize_t(2)}, lat.blur_neighbours().data());
+    py::array_t<int32_t> nb({v, k1, py::ssize_t(2)});  // (stored direction-major, with the zero row's)
+    int32_t* dst = nb.mutable_data();
+    const int32_t* src = lat.blur_neighbours().data();
+    for (py::ssize_t u = 0; u < v; ++u)
+      for (py::ssize_t j = 0; j < k1; ++j)
+        for (int side = 0; side < 2; ++side) dst[(u * k1 + j) * 2 + side] = src[(j * (v + 1) + u) * 2 + side];
+    out["neighbours"] = nb;
     out["amplitude"] = static_cast<double>(lat.amplitude());
     return 0;
   };

@@ -158,14 +158,14 @@ CONVLOC_HD void lattice_neighbour(const int32_t* key, int d, int j, int sign, in
 }
 
 // The lattice's own weight of one point, (A)_ii / amplitude = sum_{a,b} w_a w_b (blur)[v_a, v_b], from its
-// simplex (vertex ids off[0..d], weights w, coordinate ranks) and the blur neighbours (nb[(v*(d+1)+j)*2 + side],
-// absent ones = absent). Simplex vertex a lies at vertex b minus the lattice directions j with
+// simplex (vertex ids off[0..d], weights w, coordinate ranks) and the blur neighbours (vertex v's along direction
+// j: nb[(v * vertex_step + j * direction_step) * 2 + side], absent ones = absent). Simplex vertex a lies at vertex b minus the lattice directions j with
 // d - a < rank_j <= d - b (a > b; the mirror for a < b); since the d + 1 directions sum to zero, the blur
 // reaches it by exactly two step patterns (s and s + 1 within {-1, 0, 1}; a == b: all 0, all +1, all -1).
 // A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
 template <typename T>
 CONVLOC_HD double lattice_self_weight(const int32_t* off, const T* w, const uint8_t* rank, const int32_t* nb,
-                                      int64_t absent, int d) {
+                                      int64_t vertex_step, int64_t direction_step, int64_t absent, int d) {
   const int k1 = d + 1;
   double total = 0;
   for (int a = 0; a < k1; ++a)
@@ -186,7 +186,7 @@ CONVLOC_HD double lattice_self_weight(const int32_t* off, const T* w, const uint
         for (int j = 0; j < k1 && cur != absent; ++j) {
           const int s = (rank[j] > lo && rank[j] <= hi ? base : 0) + shift;
           if (s == 0) continue;
-          cur = nb[(cur * k1 + j) * 2 + (s > 0)];
+          cur = nb[(cur * vertex_step + j * direction_step) * 2 + (s > 0)];
           ++steps;
         }
         if (cur != absent) total += wab * std::ldexp(1.0, -steps);
@@ -229,8 +229,9 @@ class PermutohedralLattice {
 
   // The structure, for learned filters built on the lattice (convloc.nn.PermutohedralConv): point i's
   // simplex vertices slice_offsets()[i*(d+1)+k] with barycentric weights slice_weights()[...]; vertex v's
-  // neighbours along direction j, blur_neighbours()[(v*(d+1)+j)*2 + {0: minus, 1: plus}] (num_vertices()
-  // when absent); amplitude(): the factor splat-blur-slice carries to approximate the Gaussian sum.
+  // neighbours along direction j, blur_neighbours()[(j*(V+1)+v)*2 + {0: minus, 1: plus}] (V = num_vertices()
+  // when absent; row V, the always-zero row, is its own neighbour); amplitude(): the factor splat-blur-slice
+  // carries to approximate the Gaussian sum.
   // The points split into kLatticeSplatBands fixed bands (band b: points [n b / bands, n (b + 1) / bands)),
   // each numbering the vertices its points use in order of first use: offsets[i * (d+1) + k] is the
   // band-local id of point i's vertex k, and vertices[first[b] + j] the global id of band b's vertex j.
@@ -274,8 +275,8 @@ class PermutohedralLattice {
   std::unique_ptr<SplatLists> splat_ = std::make_unique<SplatLists>();
   BandTables bands_;  // (built with the lattice: from the chunks' tables it costs little)
   const SplatLists& splat_lists() const;
-  // Blur: neighbours of vertex v along direction j are blur_[(v*(d+1)+j)*2 + {0, 1}]; absent ones point at
-  // the always-zero row num_vertices_.
+  // Blur: neighbours of vertex v along direction j are blur_[(j*(V+1)+v)*2 + {0, 1}] (direction-major: a blur
+  // pass reads one direction's table from end to end); absent ones point at the always-zero row V.
   WorkspaceVector<int32_t> blur_;
   // Ranks of each point's coordinates (for diagonal()).
   WorkspaceVector<uint8_t> rank_;

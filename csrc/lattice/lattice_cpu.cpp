@@ -483,9 +483,10 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
   uint32_t mult_sum = 0;
   for (int i = 0; i < d; ++i) mult_sum += mult[i];
   for (int j = 0; j <= d; ++j) step[j] = (j < d ? uint32_t(k1) * mult[j] : 0) - mult_sum;
-  blur_.resize(vertices * k1 * 2);
-  parallel_for(vertices * k1, 16384, [&](int64_t e0, int64_t e1) {
-    for (int64_t e = e0; e < e1; ++e) blur_[e * 2] = static_cast<int32_t>(vertices);
+  const int64_t rows = vertices + 1;  // (the zero row V is its own neighbour)
+  blur_.resize(k1 * rows * 2);
+  parallel_for(k1 * rows * 2, 16384, [&](int64_t e0, int64_t e1) {
+    std::fill(blur_.begin() + e0, blur_.begin() + e1, static_cast<int32_t>(vertices));
   });
   with_dim(d, [&](auto D) {
     parallel_for(vertices, 1024, [&](int64_t v0, int64_t v1) {
@@ -499,8 +500,9 @@ PermutohedralLattice<T>::PermutohedralLattice(const T* features, int64_t n, int 
         for (int j = 0; j < k1; ++j) {
           lattice_neighbour(global.key(v), decltype(D)::value > 0 ? decltype(D)::value : d, j, 1, nkey);
           const int32_t u = global.template find<decltype(D)::value>(nkey, h + step[j]);
-          blur_[(v * k1 + j) * 2 + 1] = static_cast<int32_t>(u < 0 ? vertices : u);
-          if (u >= 0) blur_[(u * k1 + j) * 2] = static_cast<int32_t>(v);
+          if (u < 0) continue;
+          blur_[(j * rows + v) * 2 + 1] = static_cast<int32_t>(u);
+          blur_[(j * rows + u) * 2] = static_cast<int32_t>(v);
         }
       }
     });
@@ -574,7 +576,7 @@ struct FilterPass {
   const int64_t* start;
   const int32_t* index;  // splat: points; slice: vertices; blur: neighbours
   const T* weight;
-  int64_t dir;  // blur direction
+  const int32_t* index2;  // blur: the second direction's neighbours (nullptr: one direction)
   T amp;
 };
 
@@ -659,18 +661,28 @@ CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_
   }
 }
 
-// Whole padded rows v0..v1: dst = src + (src[lo] + src[hi]) / 2 along direction dir.
+// Whole padded rows v0..v1 of dst: B_j(B_i(src)), B(x)[u] = x[u] + (x[lo] + x[hi]) / 2 along a direction (index,
+// index2: directions i and j, neighbours [V + 1, 2]), or B_i(src) alone (index2 null). Two directions per pass
+// stream the buffers half as often; B_i at v's two j-neighbours is recomputed with the same operations, so the
+// result has the bits of two single passes.
 template <typename T, int W>
 CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t v1) {
   using L = Lanes<T, W>;
+  const auto along_i = [&](int64_t u, int64_t q) {
+    const int32_t* nb = a.index + u * 2;
+    const T* p = a.src + q;
+    return L::load(p + u * a.stride) +
+           T(0.5) * (L::load(p + static_cast<int64_t>(nb[0]) * a.stride) + L::load(p + static_cast<int64_t>(nb[1]) * a.stride));
+  };
+  if (!a.index2) {
+    for (int64_t v = v0; v < v1; ++v)
+      for (int64_t q = 0; q < a.stride; q += W) along_i(v, q).store(a.dst + v * a.stride + q);
+    return;
+  }
   for (int64_t v = v0; v < v1; ++v) {
-    const int32_t* nb = a.index + (v * a.k1 + a.dir) * 2;
-    const T* p = a.src + v * a.stride;
-    const T* lo = a.src + static_cast<int64_t>(nb[0]) * a.stride;
-    const T* hi = a.src + static_cast<int64_t>(nb[1]) * a.stride;
-    T* y = a.dst + v * a.stride;
+    const int32_t* nb = a.index2 + v * 2;
     for (int64_t q = 0; q < a.stride; q += W)
-      (L::load(p + q) + T(0.5) * (L::load(lo + q) + L::load(hi + q))).store(y + q);
+      (along_i(v, q) + T(0.5) * (along_i(nb[0], q) + along_i(nb[1], q))).store(a.dst + v * a.stride + q);
   }
 }
 
@@ -803,10 +815,11 @@ T* PermutohedralLattice<T>::blur(T* a, T* b, int64_t stride, bool transpose) con
   FilterPass<T> pass{};
   pass.k1 = k1;
   pass.stride = stride;
-  pass.index = blur_.data();
-  // Along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order.
-  for (int64_t step = 0; step < k1; ++step) {
-    pass.dir = transpose ? k1 - 1 - step : step;
+  const auto table = [&](int64_t j) { return blur_.data() + j * (V + 1) * 2; };
+  // Along each lattice direction ([1 2 1] / 2), two per pass; the adjoint runs the directions in reverse order.
+  for (int64_t step = 0; step < k1; step += 2) {
+    pass.index = table(transpose ? k1 - 1 - step : step);
+    pass.index2 = step + 1 < k1 ? table(transpose ? k1 - 2 - step : step + 1) : nullptr;
     pass.src = a;
     pass.dst = b;
     parallel_for(V, std::max<int64_t>(64, 16384 / stride), [&](int64_t v0, int64_t v1) { blur_fn(pass, v0, v1); });
@@ -822,7 +835,7 @@ void PermutohedralLattice<T>::diagonal(T* out) const {
   parallel_for(n_, 256, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
       out[i] = static_cast<T>(amp * lattice_self_weight(&offset_[i * k1], &weight_[i * k1], &rank_[i * k1],
-                                                        blur_.data(), num_vertices_, d_));
+                                                        blur_.data(), 1, num_vertices_ + 1, num_vertices_, d_));
   });
 }
 
