@@ -418,16 +418,6 @@ void scale_rows(const T* __restrict z, const T* __restrict scale, int64_t rows, 
   }
 }
 
-// rows[r, :] *= scale for `count` rows of LP values (in parallel).
-template <typename T>
-void scale_lanes(T* rows, int64_t count, const std::vector<T>& scale) {
-  const int64_t LP = scale.size();
-  parallel_for(count, 1024, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t l = 0; l < LP; ++l) rows[r * LP + l] *= scale[l];
-  });
-}
-
 // Argmax of each of `rows` rows of L labels (row stride LP), first on ties.
 template <typename T>
 void argmax_rows(const T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
@@ -760,8 +750,7 @@ class ImageCrf {
       } else if (fused_ && s.coarse) {
         const auto buf = s.coarse->buffers(s.tmp.data(), lp_);
         s.coarse->add_partials(buf.partial, lp_, buf.coarse);
-        s.coarse->blur(buf.coarse, buf.blurred, lp_);
-        scale_lanes(buf.blurred, s.coarse->coarse_size(), s.diag);
+        s.coarse->blur(buf.coarse, buf.blurred, lp_, s.diag.data());
       } else {
         s.filter(s.in.data(), s.out.data(), lp_);
       }

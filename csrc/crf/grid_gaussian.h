@@ -201,10 +201,11 @@ class GridGaussian {
     outer_product(factors, out);
   }
 
-  // in, out: [n, channels]; tmp: scratch_size(channels) elements.
-  void filter(const T* in, T* out, int64_t channels, T* tmp) const {
+  // in, out: [n, channels]; tmp: scratch_size(channels) elements; channel_scale (nullable): [channels]
+  // factors applied to the output.
+  void filter(const T* in, T* out, int64_t channels, T* tmp, const T* channel_scale = nullptr) const {
     const int nd = static_cast<int>(shape_.size());
-    if (nd == 2) return filter_2d(in, out, channels);
+    if (nd == 2) return filter_2d(in, out, channels, channel_scale);
     const T* src = in;
     for (int a = 0; a < nd; ++a) {
       T* dst = ((nd - 1 - a) % 2 == 0) ? out : tmp;
@@ -213,6 +214,11 @@ class GridGaussian {
       for (int b = a + 1; b < nd; ++b) inner *= shape_[b];
       axis_pass(src, dst, outer, shape_[a], inner, taps_[a]);
       src = dst;
+    }
+    if (channel_scale) {
+      int64_t n = 1;
+      for (int64_t len : shape_) n *= len;
+      parallel_for(n, 1024, [&](int64_t i0, int64_t i1) { scale_channels(out + i0 * channels, i1 - i0, channels, channel_scale); });
     }
   }
 
@@ -247,21 +253,31 @@ class GridGaussian {
   // Both axes row by row: each output row's vertical sum goes to a row buffer that the horizontal
   // pass reads while it is in cache, so no full-size intermediate array is written and read back
   // (the filter is bound by memory traffic). Rows are split in fixed chunks.
-  void filter_2d(const T* in, T* out, int64_t channels) const {
+  void filter_2d(const T* in, T* out, int64_t channels, const T* channel_scale) const {
     const int64_t h = shape_[0], w = shape_[1], row = w * channels;
     const int r0 = static_cast<int>(taps_[0].size() / 2), r1 = static_cast<int>(taps_[1].size() / 2);
     const T* w0 = taps_[0].data() + r0;
     const T* w1 = taps_[1].data() + r1;
     constexpr int64_t kRows = 8;
     parallel_for((h + kRows - 1) / kRows, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<T> buf(row);
+      // The vertical sums with r1 zero columns either side: the horizontal taps then run over the whole
+      // row as one vectorised loop (truncated taps at the borders would be a scalar loop per column).
+      std::vector<T> padded(row + 2 * r1 * channels, T(0));
+      T* buf = padded.data() + r1 * channels;
       for (int64_t y = c0 * kRows; y < std::min(h, c1 * kRows); ++y) {
         const int t0 = static_cast<int>(std::max<int64_t>(-r0, -y));
         const int t1 = static_cast<int>(std::min<int64_t>(r0, h - 1 - y));
-        taps(buf.data(), in + y * row, row, w0, t0, t1, row);
-        row_pass(buf.data(), out + y * row, w, channels, w1, r1);
+        taps(buf, in + y * row, row, w0, t0, t1, row);
+        taps(out + y * row, buf, channels, w1, -r1, r1, row);
+        if (channel_scale) scale_channels(out + y * row, w, channels, channel_scale);  // (while in L1)
       }
     });
+  }
+
+  // rows[p, c] *= scale[c] for `count` rows of `channels`.
+  static void scale_channels(T* __restrict rows, int64_t count, int64_t channels, const T* __restrict scale) {
+    for (int64_t p = 0; p < count; ++p)
+      for (int64_t c = 0; c < channels; ++c) rows[p * channels + c] *= scale[c];
   }
 
   // One line with a short inner size (the last axis): the interior as one contiguous loop per tap.
@@ -376,7 +392,10 @@ class CoarseGaussian {
       }
     });
   }
-  void blur(const T* coarse, T* blurred, int64_t channels) const { coarse_.filter(coarse, blurred, channels, nullptr); }
+  // blurred = G coarse, times channel_scale[c] (nullable) per channel.
+  void blur(const T* coarse, T* blurred, int64_t channels, const T* channel_scale) const {
+    coarse_.filter(coarse, blurred, channels, nullptr, channel_scale);
+  }
 
   // r_y[c] = gain · sum_a w_y[a] blurred[node_y + a, c] for columns [c0, c1) and image rows y in
   // [y0, y1), which share their coarse rows (r_y = r + (y - y0) r_stride): the rows' slices before
@@ -449,7 +468,7 @@ class CoarseGaussian {
       }
     });
     add_partials(partial, channels, coarse);
-    blur(coarse, blurred, channels);
+    blur(coarse, blurred, channels, nullptr);
     parallel_for(height_, 8, [&](int64_t y0, int64_t y1) {
       std::vector<T> r(row);
       for (int64_t y = y0; y < y1; ++y) {
