@@ -384,19 +384,14 @@ constexpr int64_t kMaxFusedLabels = 32;
 // sums, numbered by the lattice's band_tables(), added in band order before the blur.
 constexpr int64_t kBands = kLatticeSplatBands;
 
-// Softmax of `rows` rows of L labels (row stride LP) in place; map (nullable) gets each row's argmax
-// (first on ties).
+// Softmax of `rows` rows of L labels (row stride LP) in place.
 template <typename T>
-void softmax_rows(T* z, int64_t rows, int64_t L, int64_t LP, int64_t* map) {
+void softmax_rows(T* z, int64_t rows, int64_t L, int64_t LP) {
   for (int64_t r = 0; r < rows; ++r) {
     T* zr = z + r * LP;
-    int64_t best = 0;
-    T m = zr[0];
-    for (int64_t l = 1; l < L; ++l)
-      if (zr[l] > m) m = zr[l], best = l;
+    const T m = *std::max_element(zr, zr + L);
     for (int64_t l = 0; l < L; ++l) zr[l] -= m;
     for (int64_t l = L; l < LP; ++l) zr[l] = T(-100);  // exp underflows to 0 (float)
-    if (map) map[r] = best;
   }
   exp_inplace(z, rows * LP);
   for (int64_t r = 0; r < rows; ++r) {
@@ -781,7 +776,6 @@ class ImageCrf {
         T* z = zbuf.data();
         if (init) {  // a given Q_0 instead of softmax(-U)
           gather_rows(init, n, L, LP, i0, i1, T(1), T(0), z);
-          if (map) argmax_rows(z, count, L, LP, map + i0);
         } else {
           std::copy(neg_unary_.data() + i0 * LP, neg_unary_.data() + i1 * LP, z);
           if (with_message) messages(i0, i1, z, tmp.data());
@@ -791,8 +785,10 @@ class ImageCrf {
               e += pixel_energy(q_nl + i * LP, neg_unary_.data() + i * LP, z + (i - i0) * LP);
             partial[b] = e;
           }
-          softmax_rows(z, count, L, LP, map ? map + i0 : nullptr);
+          softmax_rows(z, count, L, LP);
         }
+        // (from Q itself: rounding in exp can make distinct logits equal probabilities)
+        if (map) argmax_rows(z, count, L, LP, map + i0);
         for (auto& s : ks_) scale_rows(z, s.pre.data() + i0, count, LP, s.in.data() + i0 * LP);
         if (q_nl) std::copy(z, z + count * LP, q_nl + i0 * LP);
         if (q_ln) scatter_rows(z, n, L, LP, i0, i1, q_ln);
