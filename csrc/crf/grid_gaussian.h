@@ -218,7 +218,9 @@ class GridGaussian {
     if (channel_scale) {
       int64_t n = 1;
       for (int64_t len : shape_) n *= len;
-      parallel_for(n, 1024, [&](int64_t i0, int64_t i1) { scale_channels(out + i0 * channels, i1 - i0, channels, channel_scale); });
+      parallel_for(n, 1024, [&](int64_t i0, int64_t i1) {
+        scale_channels(out + i0 * channels, i1 - i0, channels, channel_scale);
+      });
     }
   }
 

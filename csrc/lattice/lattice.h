@@ -159,10 +159,10 @@ CONVLOC_HD void lattice_neighbour(const int32_t* key, int d, int j, int sign, in
 
 // The lattice's own weight of one point, (A)_ii / amplitude = sum_{a,b} w_a w_b (blur)[v_a, v_b], from its
 // simplex (vertex ids off[0..d], weights w, coordinate ranks) and the blur neighbours (vertex v's along direction
-// j: nb[(v * vertex_step + j * direction_step) * 2 + side], absent ones = absent). Simplex vertex a lies at vertex b minus the lattice directions j with
-// d - a < rank_j <= d - b (a > b; the mirror for a < b); since the d + 1 directions sum to zero, the blur
-// reaches it by exactly two step patterns (s and s + 1 within {-1, 0, 1}; a == b: all 0, all +1, all -1).
-// A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
+// j: nb[(v * vertex_step + j * direction_step) * 2 + side], absent ones = absent). Simplex vertex a lies at vertex b
+// minus the lattice directions j with d - a < rank_j <= d - b (a > b; the mirror for a < b); since the d + 1 directions
+// sum to zero, the blur reaches it by exactly two step patterns (s and s + 1 within {-1, 0, 1}; a == b: all 0, all +1,
+// all -1). A pattern weighs 1/2 per step and counts only if every vertex on its way exists.
 template <typename T>
 CONVLOC_HD double lattice_self_weight(const int32_t* off, const T* w, const uint8_t* rank, const int32_t* nb,
                                       int64_t vertex_step, int64_t direction_step, int64_t absent, int d) {

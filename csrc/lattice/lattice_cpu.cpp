@@ -671,8 +671,8 @@ CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t
   const auto along_i = [&](int64_t u, int64_t q) {
     const int32_t* nb = a.index + u * 2;
     const T* p = a.src + q;
-    return L::load(p + u * a.stride) +
-           T(0.5) * (L::load(p + static_cast<int64_t>(nb[0]) * a.stride) + L::load(p + static_cast<int64_t>(nb[1]) * a.stride));
+    return L::load(p + u * a.stride) + T(0.5) * (L::load(p + static_cast<int64_t>(nb[0]) * a.stride) +
+                                                 L::load(p + static_cast<int64_t>(nb[1]) * a.stride));
   };
   if (!a.index2) {
     for (int64_t v = v0; v < v1; ++v)

@@ -150,7 +150,8 @@ __global__ void self_weight_kernel(const int32_t* offset, const T* weights, cons
                                    int64_t n, int64_t vertices, int d, T* out) {
   CONVLOC_CUDA_LOOP(i, n) {
     const int64_t k1 = d + 1;
-    out[i] = static_cast<T>(lattice_self_weight(offset + i * k1, weights + i * k1, ranks + i * k1, blur, k1, 1, vertices, d));
+    out[i] = static_cast<T>(
+        lattice_self_weight(offset + i * k1, weights + i * k1, ranks + i * k1, blur, k1, 1, vertices, d));
   }
 }
 
