@@ -42,6 +42,9 @@ def _summary(samples: list[float]) -> Timing:
     return Timing(statistics.median(ms), min(ms), max(ms), len(ms))
 
 
+SETTLE_S = 0.005  # longer than convloc's thread pool spins after a parallel pass (2 ms)
+
+
 def compare(
     ours: Callable[[], object],
     peer: Callable[[], object] | None = None,
@@ -62,6 +65,9 @@ def compare(
         len(samples[0]) < min_repeats or time.perf_counter() - start < budget_s
     ):
         for f, s in zip(fns, samples):
+            # Each call starts with the other side's threads idle: convloc's workers (and OpenMP's)
+            # spin for a while after a call, which would take a core from the next one.
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             f()
             s.append(time.perf_counter() - t0)
