@@ -64,10 +64,9 @@ def compare(
     while len(samples[0]) < max_repeats and (
         len(samples[0]) < min_repeats or time.perf_counter() - start < budget_s
     ):
-        for f, s in zip(fns, samples):
-            # Each call starts with the other side's threads idle: convloc's workers (and OpenMP's)
-            # spin for a while after a call, which would take a core from the next one.
-            time.sleep(SETTLE_S)
+        for i, (f, s) in enumerate(zip(fns, samples)):
+            if i > 0:  # the peer starts once convloc's workers have stopped spinning (they would take a core)
+                time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             f()
             s.append(time.perf_counter() - t0)
