@@ -201,11 +201,10 @@ class GridGaussian {
     outer_product(factors, out);
   }
 
-  // in, out: [n, channels]; tmp: scratch_size(channels) elements; channel_scale (nullable): [channels]
-  // factors applied to the output.
-  void filter(const T* in, T* out, int64_t channels, T* tmp, const T* channel_scale = nullptr) const {
+  // in, out: [n, channels]; tmp: scratch_size(channels) elements.
+  void filter(const T* in, T* out, int64_t channels, T* tmp) const {
     const int nd = static_cast<int>(shape_.size());
-    if (nd == 2) return filter_2d(in, out, channels, channel_scale);
+    if (nd == 2) return filter_2d(in, out, channels, nullptr);
     const T* src = in;
     for (int a = 0; a < nd; ++a) {
       T* dst = ((nd - 1 - a) % 2 == 0) ? out : tmp;
@@ -215,13 +214,31 @@ class GridGaussian {
       axis_pass(src, dst, outer, shape_[a], inner, taps_[a]);
       src = dst;
     }
-    if (channel_scale) {
-      int64_t n = 1;
-      for (int64_t len : shape_) n *= len;
-      parallel_for(n, 1024, [&](int64_t i0, int64_t i1) {
-        scale_channels(out + i0 * channels, i1 - i0, channels, channel_scale);
-      });
-    }
+  }
+
+  // filter() of a 2-D grid, each output channel c times channel_scale[c] (nullable).
+  // Both axes row by row: each output row's vertical sum goes to a row buffer that the horizontal
+  // pass reads while it is in cache, so no full-size intermediate array is written and read back
+  // (the filter is bound by memory traffic). Rows are split in fixed chunks.
+  void filter_2d(const T* in, T* out, int64_t channels, const T* channel_scale) const {
+    const int64_t h = shape_[0], w = shape_[1], row = w * channels;
+    const int r0 = static_cast<int>(taps_[0].size() / 2), r1 = static_cast<int>(taps_[1].size() / 2);
+    const T* w0 = taps_[0].data() + r0;
+    const T* w1 = taps_[1].data() + r1;
+    constexpr int64_t kRows = 8;
+    parallel_for((h + kRows - 1) / kRows, 1, [&](int64_t c0, int64_t c1) {
+      // The vertical sums with r1 zero columns either side: the horizontal taps then run over the whole
+      // row as one vectorised loop (truncated taps at the borders would be a scalar loop per column).
+      std::vector<T> padded(row + 2 * r1 * channels, T(0));
+      T* buf = padded.data() + r1 * channels;
+      for (int64_t y = c0 * kRows; y < std::min(h, c1 * kRows); ++y) {
+        const int t0 = static_cast<int>(std::max<int64_t>(-r0, -y));
+        const int t1 = static_cast<int>(std::min<int64_t>(r0, h - 1 - y));
+        taps(buf, in + y * row, row, w0, t0, t1, row);
+        taps(out + y * row, buf, channels, w1, -r1, r1, row);
+        if (channel_scale) scale_channels(out + y * row, w, channels, channel_scale);  // (while in L1)
+      }
+    });
   }
 
  private:
@@ -248,30 +265,6 @@ class GridGaussian {
           const int t1 = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
           taps(db + x * inner + j0, sb + x * inner + j0, inner, w, t0, t1, j1 - j0);
         }
-      }
-    });
-  }
-
-  // Both axes row by row: each output row's vertical sum goes to a row buffer that the horizontal
-  // pass reads while it is in cache, so no full-size intermediate array is written and read back
-  // (the filter is bound by memory traffic). Rows are split in fixed chunks.
-  void filter_2d(const T* in, T* out, int64_t channels, const T* channel_scale) const {
-    const int64_t h = shape_[0], w = shape_[1], row = w * channels;
-    const int r0 = static_cast<int>(taps_[0].size() / 2), r1 = static_cast<int>(taps_[1].size() / 2);
-    const T* w0 = taps_[0].data() + r0;
-    const T* w1 = taps_[1].data() + r1;
-    constexpr int64_t kRows = 8;
-    parallel_for((h + kRows - 1) / kRows, 1, [&](int64_t c0, int64_t c1) {
-      // The vertical sums with r1 zero columns either side: the horizontal taps then run over the whole
-      // row as one vectorised loop (truncated taps at the borders would be a scalar loop per column).
-      std::vector<T> padded(row + 2 * r1 * channels, T(0));
-      T* buf = padded.data() + r1 * channels;
-      for (int64_t y = c0 * kRows; y < std::min(h, c1 * kRows); ++y) {
-        const int t0 = static_cast<int>(std::max<int64_t>(-r0, -y));
-        const int t1 = static_cast<int>(std::min<int64_t>(r0, h - 1 - y));
-        taps(buf, in + y * row, row, w0, t0, t1, row);
-        taps(out + y * row, buf, channels, w1, -r1, r1, row);
-        if (channel_scale) scale_channels(out + y * row, w, channels, channel_scale);  // (while in L1)
       }
     });
   }
@@ -396,7 +389,7 @@ class CoarseGaussian {
   }
   // blurred = G coarse, times channel_scale[c] (nullable) per channel.
   void blur(const T* coarse, T* blurred, int64_t channels, const T* channel_scale) const {
-    coarse_.filter(coarse, blurred, channels, nullptr, channel_scale);
+    coarse_.filter_2d(coarse, blurred, channels, channel_scale);
   }
 
   // r_y[c] = gain · sum_a w_y[a] blurred[node_y + a, c] for columns [c0, c1) and image rows y in
