@@ -100,10 +100,9 @@ struct PoolArgs {
   int32_t* argmax;
 };
 
-// Channels kept in registers by the innermost loops: one vector of VB bytes, kLanesIn<T, VB>.
-
-// Max and argmax of one bin for `lanes` channels (a compile-time constant after inlining, so the
-// running maxima stay in registers). Strict >: the first maximum wins.
+// Max and argmax of one bin for `lanes` channels, at most one vector of VB bytes (kLanesIn<T, VB>;
+// a compile-time constant after inlining, so the running maxima stay in registers). Strict >: the
+// first maximum wins.
 template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, int64_t width, int hs, int he, int ws,
                                       int we, bool empty, T* __restrict best, int32_t* __restrict where, int lanes) {
