@@ -4,6 +4,7 @@ import pytest
 import convloc
 import convloc.densecrf as dcrf
 from convloc import ops
+from convloc._kernels import crf as K
 from convloc.ops import crf as C
 from reference import crf as ref
 
@@ -29,10 +30,10 @@ def blocky_image(rng, h, w):
 def reference_kernels(h, w, image, labels, gauss=(3.0, 3.0), bil=(8.0, 13.0, 10.0), mode="symmetric"):
     pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
     return [
-        (pos / gauss[0], C._compat_matrix("potts", labels, gauss[1], "c"), mode),
+        (pos / gauss[0], K.compat_matrix("potts", labels, gauss[1], "c"), mode),
         (
             np.concatenate([pos / bil[0], image.reshape(-1, 3) / bil[1]], 1),
-            C._compat_matrix("potts", labels, bil[2], "c"),
+            K.compat_matrix("potts", labels, bil[2], "c"),
             mode,
         ),
     ]
@@ -103,7 +104,7 @@ def test_modes_and_compat_close_to_exact(rng, mode, compat):
         iterations=3,
     )
     q_ref, _ = ref.dense_crf(
-        u.reshape(labels, -1), [(pos / 2.0, C._compat_matrix(c, labels, 1.5, "c"), mode)], 3
+        u.reshape(labels, -1), [(pos / 2.0, K.compat_matrix(c, labels, 1.5, "c"), mode)], 3
     )
     assert np.abs(q.reshape(labels, -1) - q_ref).mean() < 0.01
     assert (q.reshape(labels, -1).argmax(0) == q_ref.argmax(0)).mean() > 0.97
@@ -252,7 +253,7 @@ def test_volume_with_spacing_and_user_features(rng):
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in (2, 4, 10)], indexing="ij")).astype(np.float32)
     feats = grid * np.array([2.0, 1.0, 1.0], np.float32)[:, None, None, None] / 2.0
     q_lattice = ops.dense_crf(u, kernels=[ops.Features(feats, 3.0)], **kw)
-    compat = C._compat_matrix("potts", 3, 3.0, "c")
+    compat = K.compat_matrix("potts", 3, 3.0, "c")
     q_ref, _ = ref.dense_crf(u.reshape(3, -1), [(feats.reshape(3, -1).T, compat, "symmetric")], 2)
     np.testing.assert_allclose(q.reshape(3, -1), q_ref, atol=2e-3)
     assert np.abs(q_lattice.reshape(3, -1) - q_ref).mean() < 0.01

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from convloc import _C, ops
+from convloc import ops
+from convloc._kernels import runtime
 from convloc.ops.lattice import PermutohedralLattice
 
-__version__: str = _C.info()["version"]
+__version__: str = runtime.info()["version"]
 
 
 def info() -> dict[str, Any]:
@@ -21,13 +22,13 @@ def info() -> dict[str, Any]:
     Keys: version, compiled_with_cuda, cuda_architectures, cuda_runtime_version,
     cuda_device_count (0 without a driver or GPU), num_threads, compiler, simd.
     """
-    return dict(_C.info())
+    return runtime.info()
 
 
 def cuda_available() -> bool:
     """Whether torch's CUDA tensors can run convloc's CUDA kernels here: a CUDA build of convloc,
     torch, and a GPU that torch sees."""
-    if not _C.info()["compiled_with_cuda"]:
+    if not runtime.compiled_with_cuda():
         return False
     try:
         import torch
@@ -38,12 +39,12 @@ def cuda_available() -> bool:
 
 def get_num_threads() -> int:
     """Number of CPU threads the kernels use."""
-    return _C.get_num_threads()
+    return runtime.get_num_threads()
 
 
 def set_num_threads(n: int) -> None:
     """Sets the CPU threads the kernels use (n <= 0: all cores). Results do not depend on it."""
-    _C.set_num_threads(int(n))
+    runtime.set_num_threads(n)
 
 
 def cached_bytes() -> int:
@@ -53,12 +54,12 @@ def cached_bytes() -> int:
     call finds their pages already mapped (first-touching fresh memory costs about as much as a
     mean-field iteration on a 512×512 image).
     """
-    return _C.cached_bytes()
+    return runtime.cached_bytes()
 
 
 def empty_cache() -> int:
     """Gives the cached scratch memory (see :func:`cached_bytes`) back to the system; returns bytes freed."""
-    return _C.empty_cache()
+    return runtime.empty_cache()
 
 
 __all__ = [

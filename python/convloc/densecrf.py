@@ -21,8 +21,7 @@ from numbers import Number
 
 import numpy as np
 
-from convloc import _C
-from convloc.ops.crf import _compat_matrix, _grid_kernel
+from convloc._kernels import crf as kernels
 
 __all__ = [
     "DenseCRF",
@@ -51,7 +50,9 @@ class DenseCRF:
             raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
         self._n, self._labels = int(nvar), int(nlabels)
         self._unary: np.ndarray | None = None
-        self._features: list[np.ndarray | tuple] = []  # [N, d] float32, or a grid kernel (_grid_kernel)
+        self._features: list[
+            np.ndarray | tuple
+        ] = []  # [N, d] float32, or a grid Gaussian (kernels.grid_kernel)
         self._compat: list[np.ndarray] = []  # [L, L] apply form
         self._norm: list[int] = []
 
@@ -96,7 +97,7 @@ class DenseCRF:
         ):
             raise ValueError(f"normalization: expected a pydensecrf NormalizationType, got {normalization}")
         c = compat if isinstance(compat, Number) else np.asarray(compat, np.float64)
-        self._compat.append(_compat_matrix(c, self._labels, 1.0, "compat").astype(np.float32))
+        self._compat.append(kernels.compat_matrix(c, self._labels, 1.0, "compat").astype(np.float32))
         self._features.append(np.ascontiguousarray(f.T, dtype=np.float32))
         self._norm.append(int(normalization))
 
@@ -108,20 +109,16 @@ class DenseCRF:
             q = np.exp(-(u[0] - u[0].min(0)))
             q = (q / q.sum(0)) if init is None else init.copy()
             return q, None
-        q = np.empty_like(u)
-        e = np.empty((1, iterations + 1), np.float64) if energy else None
-        _C.dense_crf(
+        q, _, e = kernels.dense_crf(
             u,
             [f if isinstance(f, tuple) else f[None] for f in self._features],
             np.stack(self._compat),
             self._norm,
-            int(iterations),
+            iterations,
             False,
-            q,
-            None,
-            e,
-            None if init is None else np.ascontiguousarray(init, np.float32)[None],
-            spatial=list(getattr(self, "_shape", ())),
+            getattr(self, "_shape", ()),
+            energy=energy,
+            init=None if init is None else np.ascontiguousarray(init, np.float32)[None],
         )
         return q[0], e
 
@@ -183,7 +180,7 @@ class DenseCRF2D(DenseCRF):
     ) -> None:
         """Smoothness kernel over pixel positions (x/sx, y/sy)."""
         sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
-        grid = _grid_kernel(np.array([sy, sx], np.float64)) if min(sx, sy) > 0 else None
+        grid = kernels.grid_kernel(np.array([sy, sx], np.float64)) if min(sx, sy) > 0 else None
         if grid is None:
             self.addPairwiseEnergy(self._positions(sxy), compat, kernel, normalization)
             return

@@ -1,7 +1,7 @@
-"""PyTorch layer: ops registered with ``torch.library`` (schema, fake kernel, autograd) and
-``nn.Module`` wrappers. Importing this module registers every convloc op with torch."""
+"""PyTorch modules over :mod:`convloc.ops`. Importing this package also registers every convloc
+op with ``torch.library`` (as ``torch.ops.convloc.*``)."""
 
-from convloc.nn import boxes, crfrnn, deconv, lattice, roi  # noqa: F401 - registers the ops
+import convloc._torch  # noqa: F401 - registers the ops
 from convloc.nn.crfrnn import CRFasRNN
 from convloc.nn.deconv import BilinearUpsample, ConvTranspose2d
 from convloc.nn.lattice import PermutohedralFilter

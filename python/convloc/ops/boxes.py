@@ -12,28 +12,32 @@ score has no place in a ranking, and torchvision's result for it depends on its 
 
 from __future__ import annotations
 
-from convloc import _C
-from convloc import _bridge as B
-from convloc._bridge import Array
+from convloc._kernels import arrays as A
+from convloc._kernels import boxes as kernels
+from convloc._kernels.arrays import Array
 
 __all__ = ["box_area", "box_iou", "nms", "batched_nms"]
 
 
 def box_area(boxes: Array) -> Array:
     """Areas of boxes [N, 4] → [N]."""
-    boxes = B.as_array(boxes, "boxes")
-    if B.is_torch(boxes):
-        return B.torch_op("box_area")(boxes)
-    return _box_area(boxes)
+    boxes = A.as_array(boxes, "boxes")
+    if A.is_torch(boxes):
+        from convloc._torch import boxes as torch_ops
+
+        return torch_ops.box_area(boxes)
+    return kernels.box_area(boxes)
 
 
 def box_iou(boxes1: Array, boxes2: Array) -> Array:
     """Pairwise IoU of boxes1 [N, 4] and boxes2 [M, 4] → [N, M] (NaN where both boxes are empty)."""
-    boxes1, boxes2 = B.as_array(boxes1, "boxes1"), B.as_array(boxes2, "boxes2")
-    B.same_framework(("boxes1", boxes1), ("boxes2", boxes2))
-    if B.is_torch(boxes1):
-        return B.torch_op("box_iou")(boxes1, boxes2)
-    return _box_iou(boxes1, boxes2)
+    boxes1, boxes2 = A.as_array(boxes1, "boxes1"), A.as_array(boxes2, "boxes2")
+    A.same_framework(("boxes1", boxes1), ("boxes2", boxes2))
+    if A.is_torch(boxes1):
+        from convloc._torch import boxes as torch_ops
+
+        return torch_ops.box_iou(boxes1, boxes2)
+    return kernels.box_iou(boxes1, boxes2)
 
 
 def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
@@ -47,11 +51,13 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     Returns:
         int64 [K] indices of the kept boxes, highest score first.
     """
-    boxes, scores = B.as_array(boxes, "boxes"), B.as_array(scores, "scores")
-    B.same_framework(("boxes", boxes), ("scores", scores))
-    if B.is_torch(boxes):
-        return B.torch_op("nms")(boxes, scores, B.as_float(iou_threshold, "iou_threshold"))
-    return _nms(boxes, scores, None, iou_threshold)
+    boxes, scores = A.as_array(boxes, "boxes"), A.as_array(scores, "scores")
+    A.same_framework(("boxes", boxes), ("scores", scores))
+    if A.is_torch(boxes):
+        from convloc._torch import boxes as torch_ops
+
+        return torch_ops.nms(boxes, scores, A.as_float(iou_threshold, "iou_threshold"))
+    return kernels.nms(boxes, scores, None, iou_threshold)
 
 
 def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) -> Array:
@@ -64,40 +70,11 @@ def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) 
         int64 [K] indices of the kept boxes, highest score first (across categories).
     """
     boxes, scores, idxs = (
-        B.as_array(a, n) for a, n in ((boxes, "boxes"), (scores, "scores"), (idxs, "idxs"))
+        A.as_array(a, n) for a, n in ((boxes, "boxes"), (scores, "scores"), (idxs, "idxs"))
     )
-    B.same_framework(("boxes", boxes), ("scores", scores), ("idxs", idxs))
-    if B.is_torch(boxes):
-        return B.torch_op("batched_nms")(boxes, scores, idxs, B.as_float(iou_threshold, "iou_threshold"))
-    return _nms(boxes, scores, idxs, iou_threshold)
+    A.same_framework(("boxes", boxes), ("scores", scores), ("idxs", idxs))
+    if A.is_torch(boxes):
+        from convloc._torch import boxes as torch_ops
 
-
-# Framework-generic implementations; the torch ops in convloc.nn call these too.
-
-
-def _box_area(boxes: Array) -> Array:
-    boxes = B.prepare(boxes)
-    out = B.empty(boxes, (boxes.shape[0],) if boxes.ndim else (0,))
-    _C.box_area(boxes, out, stream=B.stream(boxes))
-    return out
-
-
-def _box_iou(boxes1: Array, boxes2: Array) -> Array:
-    boxes1, boxes2 = B.prepare(boxes1), B.prepare(boxes2)
-    shape = (boxes1.shape[0] if boxes1.ndim else 0, boxes2.shape[0] if boxes2.ndim else 0)
-    out = B.empty(boxes1, shape)
-    _C.box_iou(boxes1, boxes2, out, stream=B.stream(boxes1))
-    return out
-
-
-def _nms(boxes: Array, scores: Array, idxs: Array | None, iou_threshold: float) -> Array:
-    boxes, scores = B.prepare(boxes), B.prepare(scores)
-    if idxs is not None:
-        if not B.dtype_name(idxs).startswith(("int", "uint")):
-            raise TypeError(f"idxs: expected an integer array, got {B.dtype_name(idxs)}")
-        idxs = B.prepare(idxs, "int64")
-    keep = B.empty(boxes, (boxes.shape[0] if boxes.ndim else 0,), "int64")
-    count = _C.nms(
-        boxes, scores, idxs, B.as_float(iou_threshold, "iou_threshold"), keep, stream=B.stream(boxes)
-    )
-    return keep[:count].copy() if not B.is_torch(keep) else keep[:count].clone()
+        return torch_ops.batched_nms(boxes, scores, idxs, A.as_float(iou_threshold, "iou_threshold"))
+    return kernels.nms(boxes, scores, idxs, iou_threshold)

@@ -30,9 +30,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from convloc import _C
-from convloc import _bridge as B
-from convloc._bridge import Array
+from convloc._kernels import arrays as A
+from convloc._kernels import crf as crf_kernels
+from convloc._kernels.arrays import Array
 
 __all__ = [
     "Gaussian",
@@ -48,14 +48,6 @@ __all__ = [
 
 Compat = Union[str, float, Sequence[float], np.ndarray, None]
 NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
-# Gaussian kernels up to this sigma (pixels) are filtered exactly and separably over the grid (no
-# lattice to build; 2 x (2·ceil(3σ) + 1) multiply-adds per value); wider ones use the lattice.
-GRID_MAX_SIGMA = 6.0
-# 2-D Gaussian kernels with sigma >= 2 · COARSE_SIGMA_PER_STEP are filtered on a grid `step` =
-# floor(sigma / COARSE_SIGMA_PER_STEP) times coarser (B-spline splat and slice around an exact blur):
-# within 7.3 % of the kernel's peak at this ratio (1.3 % at 1.5), against 17 % for pydensecrf's
-# lattice; ``Gaussian(exact=True)`` keeps the exact filter.
-COARSE_SIGMA_PER_STEP = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +70,16 @@ class Gaussian:
     normalization: str | None = None
     exact: bool = False
 
+    def _features(self, problem: _Problem, index: int):
+        sigma = _positive(self.sxy, problem.ndim, "sxy") / problem.spacing  # in pixels
+        if self.exact and problem.on_gpu:
+            raise TypeError(f"kernels[{index}].exact: exact grid filtering runs on the CPU only")
+        grid = None if problem.on_gpu else crf_kernels.grid_kernel(sigma, self.exact)
+        if grid is not None:
+            return grid
+        pos = _positions(problem.spatial, 1.0 / sigma, problem.dtype)[:, ::-1]
+        return np.ascontiguousarray(np.broadcast_to(pos, (problem.batch,) + pos.shape))
+
 
 @dataclass(frozen=True)
 class Bilateral:
@@ -91,6 +93,13 @@ class Bilateral:
     weight: float = 10.0
     compat: Compat = None
     normalization: str | None = None
+
+    def _features(self, problem: _Problem, index: int):
+        img = problem.image_channels()
+        # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
+        scale = (problem.spacing / _positive(self.sxy, problem.ndim, "sxy")).astype(problem.dtype)
+        srgb = _positive(self.srgb, img.shape[2], "srgb").astype(problem.dtype)
+        return crf_kernels.bilateral_features(img, problem.spatial, scale, srgb, problem.dtype)
 
 
 @dataclass(frozen=True)
@@ -106,16 +115,8 @@ class Features:
     compat: Compat = None
     normalization: str | None = None
 
-
-def _grid_kernel(sigma: np.ndarray, exact: bool = False) -> tuple | None:
-    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid:
-    ``(sigmas, coarse steps)``, or None for the permutohedral lattice."""
-    steps = np.floor(sigma / COARSE_SIGMA_PER_STEP).astype(int)
-    if len(sigma) == 2 and not exact and steps.min() >= 2:
-        return tuple(map(float, sigma)), tuple(map(int, steps))
-    if exact or sigma.max() <= GRID_MAX_SIGMA:
-        return tuple(map(float, sigma)), (1,) * len(sigma)
-    return None
+    def _features(self, problem: _Problem, index: int):
+        return _user_features(self.features, problem.batch, problem.batched, problem.spatial, problem.dtype)
 
 
 def _positive(value: Any, count: int, name: str) -> np.ndarray:
@@ -126,24 +127,6 @@ def _positive(value: Any, count: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(v)) or np.any(v <= 0):
         raise ValueError(f"{name}: expected positive finite numbers, got {value!r}")
     return np.broadcast_to(v, (count,)).copy()
-
-
-def _compat_matrix(compat: Compat, labels: int, weight: float, name: str) -> np.ndarray:
-    """pydensecrf's compatibility in its apply form (message = C @ filtered Q), times the weight."""
-    if isinstance(compat, str):
-        if compat != "potts":
-            raise ValueError(f"{name}: expected 'potts', a number, [L] or [L, L], got {compat!r}")
-        compat = 1.0
-    c = np.asarray(compat, dtype=np.float64)
-    if not np.all(np.isfinite(c)):
-        raise ValueError(f"{name}: expected finite values")
-    if c.ndim == 0:
-        return -weight * float(c) * np.eye(labels)
-    if c.shape == (labels,):
-        return weight * np.diag(c)
-    if c.shape == (labels, labels):
-        return weight * 0.5 * (c + c.T)
-    raise ValueError(f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}")
 
 
 def _norm_code(mode: str | int, name: str) -> int:
@@ -164,11 +147,11 @@ def _positions(spatial: tuple[int, ...], scale: np.ndarray, dtype) -> np.ndarray
 def _real_unary(unary: Any) -> Array:
     """Float32/float64 as given; other real dtypes as float32 (pydensecrf's energies); complex and
     bool refused, as a silent cast would drop the imaginary part or mean nothing."""
-    unary = B.as_array(unary, "unary")
-    kind = B.dtype_name(unary)
+    unary = A.as_array(unary, "unary")
+    kind = A.dtype_name(unary)
     if kind.startswith("complex") or kind == "bool":
         raise TypeError(f"unary: expected real negative log-probabilities, got dtype {kind}")
-    return B.prepare(unary, None if kind in ("float32", "float64") else "float32")
+    return A.prepare(unary, None if kind in ("float32", "float64") else "float32")
 
 
 def _split_batch(unary: Array, ndim: int) -> tuple[bool, int, int, tuple[int, ...]]:
@@ -200,7 +183,7 @@ def _image_channels(
 ) -> np.ndarray:
     """The image as C-contiguous [B, N, C] float of the unary's dtype (or, with keep_uint8, a uint8
     image as it is), checked against the unary's shape."""
-    img = np.asarray(image.detach().cpu() if B.is_torch(image) else image)
+    img = np.asarray(image.detach().cpu() if A.is_torch(image) else image)
     lead = ((batch,) if batched else ()) + spatial
     if img.shape == lead:
         img = img[..., None]
@@ -219,7 +202,7 @@ def _image_channels(
 
 
 def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
-    f = np.asarray(feats.detach().cpu() if B.is_torch(feats) else feats, dtype=dtype)
+    f = np.asarray(feats.detach().cpu() if A.is_torch(feats) else feats, dtype=dtype)
     n = int(np.prod(spatial))
     if batched and f.ndim >= 2 and f.shape[0] == batch and f.ndim in (3, 2 + len(spatial)):
         f = f.reshape(batch, f.shape[1], -1)
@@ -232,8 +215,36 @@ def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ..
     return np.ascontiguousarray(np.broadcast_to(f.transpose(0, 2, 1), (batch, n, f.shape[1])))
 
 
+@dataclass
+class _Problem:
+    """What the kernels of one :func:`dense_crf` call build their features for."""
+
+    batch: int
+    batched: bool
+    spatial: tuple[int, ...]
+    spacing: np.ndarray  # physical size of a pixel per axis
+    dtype: type
+    on_gpu: bool
+    image: Any
+    _channels: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial)
+
+    def image_channels(self) -> np.ndarray:
+        """The image as [B, N, C] (uint8 kept), checked once and shared by the kernels."""
+        if self.image is None:
+            raise ValueError("image: a Bilateral kernel needs the image")
+        if self._channels is None:
+            self._channels = _image_channels(
+                self.image, self.batch, self.batched, self.spatial, self.dtype, keep_uint8=True
+            )
+        return self._channels
+
+
 def _to_device(x: np.ndarray, like: Array) -> Array:
-    if B.is_torch(like):
+    if A.is_torch(like):
         import torch
 
         return torch.as_tensor(x, device=like.device).contiguous()
@@ -289,8 +300,8 @@ def dense_crf(
     n = int(np.prod(spatial))
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
-    dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
-    on_gpu = B.is_torch(unary) and unary.is_cuda or B.is_cupy(unary)
+    dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
+    on_gpu = A.is_torch(unary) and unary.is_cuda or A.is_cupy(unary)
     if on_gpu and return_energy:
         raise TypeError("return_energy: not available for CUDA arrays")
     step = _positive(1.0 if spacing is None else spacing, ndim, "spacing")
@@ -300,62 +311,35 @@ def dense_crf(
         raise ValueError("kernels: expected at least one pairwise kernel")
     norm_default = _norm_code(normalization, "normalization")
 
+    problem = _Problem(batch, batched, spatial, step, dtype, on_gpu, image)
     feats, compats, norms = [], [], []
-    img = None
     for k, kern in enumerate(kernels):
-        if isinstance(kern, Gaussian):
-            sigma = _positive(kern.sxy, ndim, "sxy") / step  # in pixels
-            if kern.exact and on_gpu:
-                raise TypeError(f"kernels[{k}].exact: exact grid filtering runs on the CPU only")
-            f = None if on_gpu else _grid_kernel(sigma, kern.exact)
-            if f is None:
-                pos = _positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
-                f = np.broadcast_to(pos, (batch,) + pos.shape)
-        elif isinstance(kern, Bilateral):
-            if image is None:
-                raise ValueError("image: a Bilateral kernel needs the image")
-            if img is None:
-                img = _image_channels(image, batch, batched, spatial, dtype, keep_uint8=True)
-            # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
-            f = np.empty((batch, n, ndim + img.shape[2]), dtype)
-            scale = (step / _positive(kern.sxy, ndim, "sxy")).astype(dtype)
-            srgb = _positive(kern.srgb, img.shape[2], "srgb").astype(dtype)
-            _C.bilateral_features(img, list(spatial), scale.tolist(), srgb.tolist(), f)
-        elif isinstance(kern, Features):
-            f = _user_features(kern.features, batch, batched, spatial, dtype)
-        else:
+        if not isinstance(kern, (Gaussian, Bilateral, Features)):
             raise TypeError(
                 f"kernels[{k}]: expected Gaussian, Bilateral or Features, got {type(kern).__name__}"
             )
-        weight = B.as_float(kern.weight, f"kernels[{k}].weight")
-        feats.append(f if isinstance(f, tuple) else np.ascontiguousarray(f, dtype=dtype))
-        compats.append(
-            _compat_matrix(compat if kern.compat is None else kern.compat, labels, weight, "compat")
-        )
+        feats.append(kern._features(problem, k))
+        weight = A.as_float(kern.weight, f"kernels[{k}].weight")
+        kern_compat = compat if kern.compat is None else kern.compat
+        compats.append(crf_kernels.compat_matrix(kern_compat, labels, weight, "compat"))
         norms.append(
             norm_default if kern.normalization is None else _norm_code(kern.normalization, "normalization")
         )
 
-    u3 = unary.reshape(batch, labels, n)
     compat_all = np.stack(compats).astype(dtype)
     if on_gpu:  # the kernel reads features and compat on the unary's device
         feats = [_to_device(f, unary) for f in feats]
         compat_all = _to_device(compat_all, unary)
-    q = B.empty(unary, (batch, labels, n))
-    lab = B.empty(unary, (batch, n), "int64") if return_labels else None
-    energy = np.empty((batch, iterations + 1), np.float64) if return_energy else None
-    _C.dense_crf(
-        u3,
+    q, lab, energy = crf_kernels.dense_crf(
+        unary.reshape(batch, labels, n),
         feats,
         compat_all,
         norms,
-        int(iterations),
-        bool(exclude_self),
-        q,
-        lab,
-        energy,
-        spatial=list(spatial),
-        stream=B.stream(unary),
+        iterations,
+        exclude_self,
+        spatial,
+        labels=return_labels,
+        energy=return_energy,
     )
     out = [q.reshape(tuple(unary.shape))]
     if return_labels:
@@ -389,7 +373,7 @@ def grid_crf(
     """
     unary = _real_unary(unary)
     batched, batch, labels, spatial = _split_batch(unary, 2)
-    dtype = np.float32 if B.dtype_name(unary) == "float32" else np.float64
+    dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
     img = _image_channels(image, batch, batched, spatial, dtype).reshape(batch, *spatial, -1)
     if beta is None:
         d2 = [
@@ -398,20 +382,17 @@ def grid_crf(
         ]
         mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
         beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
-    q = B.empty(unary, (batch, labels) + spatial)
     img = np.ascontiguousarray(img)
-    if B.is_torch(unary) and unary.is_cuda or B.is_cupy(unary):
+    if not A.on_cpu(unary):
         img = _to_device(img, unary)
-    _C.grid_crf(
+    q = crf_kernels.grid_crf(
         unary.reshape(batch, labels, *spatial),
         img,
-        int(neighbors),
-        B.as_float(w1, "w1"),
-        B.as_float(w2, "w2"),
-        B.as_float(beta, "beta"),
-        int(iterations),
-        q,
-        stream=B.stream(unary),
+        neighbors,
+        A.as_float(w1, "w1"),
+        A.as_float(w2, "w2"),
+        A.as_float(beta, "beta"),
+        iterations,
     )
     return q.reshape(tuple(unary.shape))
 

@@ -18,9 +18,9 @@ from typing import Union
 
 import numpy as np
 
-from convloc import _C
-from convloc import _bridge as B
-from convloc._bridge import Array
+from convloc._kernels import arrays as A
+from convloc._kernels import deconv as kernels
+from convloc._kernels.arrays import Array
 
 __all__ = ["conv_transpose2d", "bilinear_kernel", "crop_like"]
 
@@ -50,17 +50,19 @@ def conv_transpose2d(
     Returns:
         [N, C_out, OH, OW] (or [C_out, OH, OW] for an unbatched input).
     """
-    input, weight = B.as_array(input, "input"), B.as_array(weight, "weight")
-    bias = None if bias is None else B.as_array(bias, "bias")
-    B.same_framework(("input", input), ("weight", weight), ("bias", bias))
+    input, weight = A.as_array(input, "input"), A.as_array(weight, "weight")
+    bias = None if bias is None else A.as_array(bias, "bias")
+    A.same_framework(("input", input), ("weight", weight), ("bias", bias))
     geometry = _geometry(stride, padding, output_padding, groups, dilation)
     unbatched = input.ndim == 3
     if unbatched:
         input = input[None]
-    if B.is_torch(input):
-        out = B.torch_op("conv_transpose2d")(input, weight, bias, *geometry)
+    if A.is_torch(input):
+        from convloc._torch import deconv as torch_ops
+
+        out = torch_ops.conv_transpose2d(input, weight, bias, *geometry)
     else:
-        out = _conv_transpose2d(input, weight, bias, *geometry)
+        out = kernels.conv_transpose2d(input, weight, bias, *geometry)
     return out[0] if unbatched else out
 
 
@@ -101,45 +103,6 @@ def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
             f"offset: a {h} x {w} crop at {(oy, ox)} does not fit in x of spatial size {tuple(x.shape[-2:])}"
         )
     return x[..., oy : oy + h, ox : ox + w]
-
-
-# Framework-generic implementations; the torch ops in convloc.nn call these too.
-
-
-def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
-    input, weight = B.prepare(input), B.prepare(weight)
-    bias = None if bias is None else B.prepare(bias)
-    shape = output_shape(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
-    out = B.empty(input, tuple(shape))
-    _C.deconv2d_forward(
-        input, weight, bias, out, stride, padding, output_padding, dilation, groups,
-        stream=B.stream(input),
-    )  # fmt: skip
-    return out
-
-
-def _conv_transpose2d_backward(
-    grad_out, input, weight, stride, padding, output_padding, groups, dilation, mask
-):
-    """(grad_input, grad_weight, grad_bias), each None where mask says it is not needed."""
-    grad_out, input, weight = B.prepare(grad_out), B.prepare(input), B.prepare(weight)
-    gi = B.empty(input, tuple(input.shape)) if mask[0] else None
-    gw = B.empty(weight, tuple(weight.shape)) if mask[1] else None
-    gb = B.empty(grad_out, (grad_out.shape[1],)) if mask[2] else None
-    if gi is not None or gw is not None or gb is not None:
-        _C.deconv2d_backward(
-            grad_out, input, weight, gi, gw, gb, stride, padding, output_padding, dilation, groups,
-            stream=B.stream(grad_out),
-        )  # fmt: skip
-    return gi, gw, gb
-
-
-def output_shape(input_shape, weight_shape, stride, padding, output_padding, groups, dilation):
-    """[N, C_out, OH, OW] of a transposed convolution; ValueError for an invalid geometry."""
-    return _C.deconv2d_output_shape(
-        [int(s) for s in input_shape], [int(s) for s in weight_shape],
-        stride, padding, output_padding, dilation, groups,
-    )  # fmt: skip
 
 
 def _geometry(stride, padding, output_padding, groups, dilation):

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from convloc import _C
-from convloc import _bridge as B
-from convloc._bridge import Array
+from convloc._kernels import arrays as A
+from convloc._kernels import proposals as kernels
+from convloc._kernels.arrays import Array
 
 __all__ = ["sliding_windows", "felzenszwalb", "selective_search"]
 
@@ -101,11 +101,10 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
     Returns:
         int32 [H, W] labels 0..K-1, numbered in raster order of first appearance.
     """
-    framework_image = B.as_array(image, "image")
+    framework_image = A.as_array(image, "image")
     im = _image(framework_image)
-    labels = np.empty(im.shape[:2], np.int32)
-    scale, sigma = B.as_float(scale, "scale"), B.as_float(sigma, "sigma")
-    _C.felzenszwalb(im, labels, scale, sigma, _int(min_size, "min_size"))
+    scale, sigma = A.as_float(scale, "scale"), A.as_float(sigma, "sigma")
+    labels = kernels.felzenszwalb(im, scale, sigma, _int(min_size, "min_size"))
     return _like(labels, framework_image)
 
 
@@ -149,7 +148,7 @@ def selective_search(
     Returns:
         float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.
     """
-    framework_image = B.as_array(image, "image")
+    framework_image = A.as_array(image, "image")
     rgb = _image(framework_image, rgb=True)
     if rgb.size and (rgb.min() < 0 or rgb.max() > 1):  # NaN passes here and is refused in _C
         raise ValueError(
@@ -188,7 +187,7 @@ def _hierarchies(
         for k in ks
         for sim in sims
     ]
-    return _C.selective_search(rgb, strategies, B.as_float(sigma, "sigma"))
+    return kernels.hierarchies(rgb, strategies, A.as_float(sigma, "sigma"))
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -209,9 +208,9 @@ def _int(v, name: str) -> int:
 
 def _image(image: Array, rgb: bool = False) -> np.ndarray:
     """float32 [H, W, C] NumPy copy/view of image in [0, 1] units; rgb: grey -> 3 channels."""
-    if B.is_torch(image):
+    if A.is_torch(image):
         image = image.detach().cpu().numpy()
-    elif B.is_cupy(image):
+    elif A.is_cupy(image):
         image = image.get()
     if image.dtype == np.uint8:
         image = image.astype(np.float32) / np.float32(255)
@@ -237,11 +236,11 @@ def _image(image: Array, rgb: bool = False) -> np.ndarray:
 
 def _like(result: np.ndarray, like: Array) -> Array:
     """result in like's framework (torch on the CPU, CuPy on its device)."""
-    if B.is_torch(like):
+    if A.is_torch(like):
         import torch
 
         return torch.from_numpy(result)
-    if B.is_cupy(like):
+    if A.is_cupy(like):
         import cupy
 
         return cupy.asarray(result)

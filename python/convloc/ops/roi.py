@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from convloc import _C
-from convloc import _bridge as B
-from convloc._bridge import Array
+from convloc._kernels import arrays as A
+from convloc._kernels import roi as kernels
+from convloc._kernels.arrays import Array
 
 __all__ = ["roi_pool", "roi_align"]
 
@@ -56,12 +56,14 @@ def roi_pool(
     Returns:
         [K, C, PH, PW], input's framework, dtype and device.
     """
-    input, rois = B.as_array(input, "input"), _as_rois(boxes, input)
+    input, rois = A.as_array(input, "input"), _as_rois(boxes, input)
     ph, pw = _pair(output_size)
-    scale = B.as_float(spatial_scale, "spatial_scale")
-    if B.is_torch(input):
-        return B.torch_op("roi_pool")(input, rois, scale, ph, pw)
-    return _roi_pool(input, rois, scale, ph, pw)
+    scale = A.as_float(spatial_scale, "spatial_scale")
+    if A.is_torch(input):
+        from convloc._torch import roi as torch_ops
+
+        return torch_ops.roi_pool(input, rois, scale, ph, pw)
+    return kernels.roi_pool(input, rois, scale, ph, pw)
 
 
 def roi_align(
@@ -85,13 +87,15 @@ def roi_align(
     Returns:
         [K, C, PH, PW], input's framework, dtype and device.
     """
-    input, rois = B.as_array(input, "input"), _as_rois(boxes, input)
+    input, rois = A.as_array(input, "input"), _as_rois(boxes, input)
     ph, pw = _pair(output_size)
-    scale = B.as_float(spatial_scale, "spatial_scale")
+    scale = A.as_float(spatial_scale, "spatial_scale")
     ratio = _int(sampling_ratio, "sampling_ratio")
-    if B.is_torch(input):
-        return B.torch_op("roi_align")(input, rois, scale, ph, pw, ratio, bool(aligned))
-    return _roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
+    if A.is_torch(input):
+        from convloc._torch import roi as torch_ops
+
+        return torch_ops.roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
+    return kernels.roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
 
 
 def _int(x, name: str) -> int:
@@ -113,109 +117,21 @@ def _pair(output_size) -> tuple[int, int]:
 def _as_rois(boxes, input) -> Array:
     """[K, 5] rois from a [K, 5] array or a list of per-image [K_i, 4] arrays."""
     if not isinstance(boxes, (list, tuple)):
-        boxes = B.as_array(boxes, "boxes")
-        B.same_framework(("input", input), ("boxes", boxes))
+        boxes = A.as_array(boxes, "boxes")
+        A.same_framework(("input", input), ("boxes", boxes))
         return boxes
-    parts = [B.as_array(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
+    parts = [A.as_array(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
     for i, b in enumerate(parts):
-        B.same_framework(("input", input), (f"boxes[{i}]", b))
+        A.same_framework(("input", input), (f"boxes[{i}]", b))
         if b.ndim != 2 or b.shape[1] != 4:
             raise ValueError(f"boxes[{i}]: expected shape [K, 4], got {list(b.shape)}")
-    if B.is_torch(input):
+    if A.is_torch(input):
         import torch
 
         if not parts:
             return input.new_empty((0, 5))
         return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
-    xp = _namespace(input)
+    xp = A.namespace(input)
     if not parts:
         return xp.empty((0, 5), dtype=input.dtype)
     return xp.concatenate([xp.concatenate([xp.full_like(b[:, :1], i), b], 1) for i, b in enumerate(parts)])
-
-
-def _namespace(x):
-    if B.is_cupy(x):
-        import cupy
-
-        return cupy
-    import numpy
-
-    return numpy
-
-
-def _dims(input: Array, rois: Array) -> tuple[int, int]:
-    # (K, C) for the output shape; anything malformed gets 0 and is reported by the kernel's checks.
-    k = rois.shape[0] if rois.ndim == 2 else 0
-    c = input.shape[1] if input.ndim == 4 else 0
-    return k, c
-
-
-def _compact_grad(grad: Array) -> Array:
-    """grad with its broadcast (stride-0) dimensions cut to size 1, contiguous: autograd's
-    gradient of ``out.sum()`` is an expanded scalar, and _C broadcasts sizes of 1 itself."""
-    strides = grad.stride() if B.is_torch(grad) else grad.strides
-    grad = grad[tuple(slice(0, 1) if s == 0 else slice(None) for s in strides)]
-    # An empty array keeps odd strides through .contiguous(), which _C would refuse.
-    return B.empty(grad, tuple(grad.shape)) if 0 in tuple(grad.shape) else B.prepare(grad)
-
-
-# Framework-generic implementations; the torch ops in convloc.nn call these too.
-
-
-def _roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int) -> Array:
-    input, rois = B.prepare(input), B.prepare(rois)
-    k, c = _dims(input, rois)
-    out = B.empty(input, (k, c, ph, pw))
-    _C.roi_pool_forward(input, rois, spatial_scale, ph, pw, out, stream=B.stream(input))
-    return out
-
-
-def _roi_pool_backward(grad: Array, rois: Array, input: Array, spatial_scale: float) -> Array:
-    ph, pw = grad.shape[2:]
-    grad, rois, input = _compact_grad(grad), B.prepare(rois), B.prepare(input)
-    grad_input = B.empty(input, tuple(input.shape))
-    _C.roi_pool_backward(grad, rois, input, spatial_scale, ph, pw, grad_input, stream=B.stream(input))
-    return grad_input
-
-
-def _roi_align(
-    input: Array,
-    rois: Array,
-    spatial_scale: float,
-    ph: int,
-    pw: int,
-    sampling_ratio: int,
-    aligned: bool,
-) -> Array:
-    input, rois = B.prepare(input), B.prepare(rois)
-    k, c = _dims(input, rois)
-    out = B.empty(input, (k, c, ph, pw))
-    _C.roi_align_forward(
-        input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, out, stream=B.stream(input)
-    )
-    return out
-
-
-def _roi_align_backward(
-    grad: Array,
-    rois: Array,
-    input_shape: Sequence[int],
-    spatial_scale: float,
-    sampling_ratio: int,
-    aligned: bool,
-) -> Array:
-    ph, pw = grad.shape[2:]
-    grad, rois = _compact_grad(grad), B.prepare(rois)
-    grad_input = B.empty(grad, tuple(input_shape))
-    _C.roi_align_backward(
-        grad,
-        rois,
-        spatial_scale,
-        ph,
-        pw,
-        sampling_ratio,
-        aligned,
-        grad_input,
-        stream=B.stream(grad),
-    )
-    return grad_input

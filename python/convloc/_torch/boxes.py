@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from convloc.ops import boxes as box_ops
+from convloc._kernels import boxes as kernels
 
 
 @torch.library.custom_op("convloc::box_area", mutates_args=())
 def box_area(boxes: Tensor) -> Tensor:
-    return box_ops._box_area(boxes)
+    return kernels.box_area(boxes)
 
 
 @box_area.register_fake
@@ -21,7 +21,7 @@ def _(boxes):
 
 @torch.library.custom_op("convloc::box_iou", mutates_args=())
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    return box_ops._box_iou(boxes1, boxes2)
+    return kernels.box_iou(boxes1, boxes2)
 
 
 @box_iou.register_fake
@@ -31,12 +31,12 @@ def _(boxes1, boxes2):
 
 @torch.library.custom_op("convloc::nms", mutates_args=())
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return box_ops._nms(boxes, scores, None, iou_threshold)
+    return kernels.nms(boxes, scores, None, iou_threshold)
 
 
 @torch.library.custom_op("convloc::batched_nms", mutates_args=())
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    return box_ops._nms(boxes, scores, idxs, iou_threshold)
+    return kernels.nms(boxes, scores, idxs, iou_threshold)
 
 
 def _kept_indices(boxes: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""The framework bridge: one op, any array library.
+"""Arrays of any framework, as the kernels take them.
 
 Arrays reach ``convloc._C`` as NumPy buffers or DLPack capsules (torch, CuPy) without copies.
 Outputs are allocated here with the caller's own framework, on the caller's device, and
@@ -118,10 +118,18 @@ def stream(x: Array) -> int:
     return 0
 
 
-def torch_op(name: str):
-    """The registered ``torch.ops.convloc.<name>`` (differentiable, torch.compile-able)."""
-    import torch
+def namespace(x: Array):
+    """The array module of x's framework (numpy, torch or cupy), for framework-generic math."""
+    if is_torch(x):
+        import torch
 
-    import convloc.nn  # noqa: F401 - registers the ops on first use
+        return torch
+    if is_cupy(x):
+        import cupy
 
-    return getattr(torch.ops.convloc, name)
+        return cupy
+    return np
+
+
+def on_cpu(x: Array) -> bool:
+    return not is_cupy(x) and not (is_torch(x) and x.is_cuda)

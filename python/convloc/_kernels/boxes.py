@@ -1,0 +1,36 @@
+"""Box kernels: area, pairwise IoU, (batched) non-maximum suppression."""
+
+from __future__ import annotations
+
+import convloc._C as _C
+from convloc._kernels import arrays as A
+from convloc._kernels.arrays import Array
+
+
+def box_area(boxes: Array) -> Array:
+    boxes = A.prepare(boxes)
+    out = A.empty(boxes, (boxes.shape[0],) if boxes.ndim else (0,))
+    _C.box_area(boxes, out, stream=A.stream(boxes))
+    return out
+
+
+def box_iou(boxes1: Array, boxes2: Array) -> Array:
+    boxes1, boxes2 = A.prepare(boxes1), A.prepare(boxes2)
+    shape = (boxes1.shape[0] if boxes1.ndim else 0, boxes2.shape[0] if boxes2.ndim else 0)
+    out = A.empty(boxes1, shape)
+    _C.box_iou(boxes1, boxes2, out, stream=A.stream(boxes1))
+    return out
+
+
+def nms(boxes: Array, scores: Array, idxs: Array | None, iou_threshold: float) -> Array:
+    """Kept indices (int64, highest score first); with ``idxs``, per category."""
+    boxes, scores = A.prepare(boxes), A.prepare(scores)
+    if idxs is not None:
+        if not A.dtype_name(idxs).startswith(("int", "uint")):
+            raise TypeError(f"idxs: expected an integer array, got {A.dtype_name(idxs)}")
+        idxs = A.prepare(idxs, "int64")
+    keep = A.empty(boxes, (boxes.shape[0] if boxes.ndim else 0,), "int64")
+    count = _C.nms(
+        boxes, scores, idxs, A.as_float(iou_threshold, "iou_threshold"), keep, stream=A.stream(boxes)
+    )
+    return keep[:count].copy() if not A.is_torch(keep) else keep[:count].clone()

@@ -1,0 +1,31 @@
+"""What the compiled module carries, and its process-wide settings (threads, scratch cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import convloc._C as _C
+
+
+def info() -> dict[str, Any]:
+    return dict(_C.info())
+
+
+def compiled_with_cuda() -> bool:
+    return bool(_C.info()["compiled_with_cuda"])
+
+
+def get_num_threads() -> int:
+    return _C.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    _C.set_num_threads(int(n))
+
+
+def cached_bytes() -> int:
+    return _C.cached_bytes()
+
+
+def empty_cache() -> int:
+    return _C.empty_cache()
