@@ -13,37 +13,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
-def palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: label bits spread over the high bits of R, G and B."""
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
-
-
-def save_labels(path: Path, labels: np.ndarray) -> None:
-    """A palette PNG whose pixel values are the labels (VOC colours)."""
-    from PIL import Image
-
-    if labels.max(initial=0) > 255:
-        raise ValueError("more than 256 labels do not fit a palette PNG")
-    im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    im.putpalette(palette().ravel().tolist())
-    im.save(path)
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image with the label colours blended in."""
-    colours = palette()[labels % 256].astype(np.float32)
-    return (image[..., :3].astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
-
-
 def load_image(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -137,6 +106,7 @@ def _cmd_crf(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import convloc
+    from convloc.data.voc_seg import overlay, write_label
 
     convloc.set_num_threads(args.threads)
     check_device(args.device, "crf")
@@ -154,7 +124,7 @@ def _cmd_crf(args: argparse.Namespace) -> int:
             return 2
         labels = refine(image, unary, args)
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_labels(out, labels)
+        write_label(out, labels)
         Image.fromarray(overlay(image, labels)).save(out.with_name(out.stem + "_overlay.png"))
     if len(pairs) == 1:
         print(f"wrote {pairs[0][2]} and {pairs[0][2].with_name(pairs[0][2].stem + '_overlay.png')}")
@@ -194,6 +164,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import convloc
+    from convloc.data.voc_seg import colorize
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -209,8 +180,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     after = refine(image, unary, args)
     ms = 1e3 * (time.perf_counter() - t0)
-    colours = palette()
-    panel = np.concatenate([image, colours[before], colours[after]], axis=1)
+    panel = np.concatenate([image, colorize(before), colorize(after)], axis=1)
     Image.fromarray(panel).save(out)
     h, w = before.shape
     print(f"dense CRF on a {w}x{h} image, {n} labels, {args.iterations} iterations: {ms:.1f} ms")

@@ -369,15 +369,14 @@ def _segment(args) -> int:
     import torch
     from PIL import Image
 
-    from convloc.data.voc_seg import colorize, normalize, write_label
+    from convloc.data.voc_seg import normalize, overlay, write_label
 
     model, ckpt = load_checkpoint(args.checkpoint)
     with Image.open(args.image) as im:
         image = np.array(im.convert("RGB"))
     with torch.no_grad():
         labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
-    overlay = (0.5 * image + 0.5 * colorize(labels)).astype(np.uint8)
-    Image.fromarray(overlay).save(args.output)
+    Image.fromarray(overlay(image, labels)).save(args.output)
     if args.labels:
         write_label(args.labels, labels)
     classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]

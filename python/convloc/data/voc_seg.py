@@ -67,8 +67,11 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
-    """Writes class indices ``[H, W]`` as a VOC palette PNG."""
-    im = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
+    """Writes class indices ``[H, W]`` (0-255) as a VOC palette PNG."""
+    label = np.asarray(label)
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"label: a palette PNG holds class indices 0-255, got {label.min()}..{label.max()}")
+    im = Image.fromarray(label.astype(np.uint8), mode="P")
     im.putpalette(voc_palette().ravel().tolist())
     im.save(path)
 
@@ -76,6 +79,13 @@ def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
 def colorize(label: np.ndarray) -> np.ndarray:
     """``[H, W]`` class indices to ``[H, W, 3]`` uint8 VOC colours."""
     return voc_palette()[np.asarray(label, dtype=np.uint8)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``image`` ``[H, W, 3+]`` uint8 with the VOC colours of ``label`` ``[H, W]`` blended in
+    (weight ``alpha``): ``[H, W, 3]`` uint8."""
+    colours = colorize(label).astype(np.float32)
+    return (image[..., :3].astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
