@@ -100,10 +100,11 @@ class VOCSegmentation:
         self.root = Path(root)
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.is_file():
-            raise FileNotFoundError(f"split: no {split_file}")
+            raise FileNotFoundError(
+                f"split: no {split_file}; this set's splits: {', '.join(image_sets(root)) or 'none'}"
+            )
         self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-        names = self.root / "classes.txt"
-        self.classes = tuple(names.read_text().split()) if names.is_file() else VOC_CLASSES
+        self.classes = _read_classes(self.root)
 
     @property
     def num_classes(self) -> int:
@@ -127,6 +128,17 @@ class VOCSegmentation:
         images = np.stack([normalize(im) for im, _ in pairs])
         labels = np.stack([lab for _, lab in pairs]).astype(np.int64)
         return images, labels
+
+
+def image_sets(root: str | os.PathLike) -> list[str]:
+    """The splits of the segmentation set at ``root``: the lists in ``ImageSets/Segmentation``."""
+    return sorted(p.stem for p in (Path(root) / "ImageSets" / "Segmentation").glob("*.txt"))
+
+
+def _read_classes(root: Path) -> tuple[str, ...]:
+    """``classes.txt`` of ``root`` when present (one name a line), else the 21 VOC classes."""
+    names = root / "classes.txt"
+    return tuple(names.read_text().split()) if names.is_file() else VOC_CLASSES
 
 
 def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
