@@ -1,6 +1,7 @@
 """The ``convloc`` command line: help texts, argument errors, ``data`` commands."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_the_tree_holds_every_command():
         "demo",
         "bench",
         "info",
+        "data inspect",
         "data make-shapes",
         "data make-segmentation",
         "data make-faces",
@@ -119,6 +121,8 @@ def test_make_faces_bad_argument_exits_2_naming_it(tmp_path):
         (["data", "make-shapes", "{tmp}/s", "--image-size", "100", "50"], "--image-size"),
         (["data", "make-segmentation", "{tmp}/g", "--train", "-3"], "--train"),
         (["data", "make-segmentation", "{tmp}/a_file"], "root"),
+        (["data", "inspect", "{tmp}/missing"], "path"),
+        (["data", "inspect", "{tmp}"], "path"),
         (["train", "fcn", "--data", "{tmp}/missing", "-o", "{tmp}/c.pt"], "--data"),
         (["train", "fast-rcnn", "--data", "{tmp}", "--out", "{tmp}/c.pt", "--lr", "0"], "--lr"),
         (["train", "rcnn", "--data", "{tmp}", "--out", "{tmp}/c.pt", "--dropout", "1"], "--dropout"),
@@ -217,6 +221,57 @@ def test_make_segmentation_and_make_faces_say_what_they_wrote(tmp_path, capsys):
     assert f"10 folds of 1 matched and 1 mismatched pairs to {tmp_path / 'f' / 'pairs.txt'}" in out
 
 
+def test_inspect_detection_tree(datasets, tmp_path, capsys):
+    shapes = datasets["shapes"]
+    assert main(["data", "inspect", shapes, "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert list(summary) == ["detection"]
+    det = summary["detection"]
+    assert det["classes"] == ["circle", "square", "triangle", "cross"]
+    assert list(det["splits"]) == ["test", "train", "trainval", "val"]  # not the per-class lists
+    for split, s in det["splits"].items():
+        ds = voc.VOCDetection(shapes, split)
+        targets = [ds.target(i) for i in range(len(ds))]
+        assert s["images"] == len(ds)
+        for c, name in enumerate(ds.classes):
+            assert s["objects"][name] == sum(
+                int(((t["labels"] == c) & ~t["difficult"]).sum()) for t in targets
+            )
+            assert s["difficult"][name] == sum(
+                int(((t["labels"] == c) & t["difficult"]).sum()) for t in targets
+            )
+    assert out.startswith(f"VOC detection tree {shapes}: 4 classes")
+    images = out.splitlines()[2].split()
+    assert images == ["images", *(str(s["images"]) for s in det["splits"].values())]
+
+
+def test_inspect_segmentation_set_and_faces(datasets, tmp_path, capsys):
+    assert main(["data", "inspect", datasets["seg"], "--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    seg = json.loads((tmp_path / "g.json").read_text())["segmentation"]
+    assert seg["classes"] == list(voc_seg.SYNTHETIC_CLASSES) and seg["splits"] == {"train": 4, "val": 2}
+    assert "5 classes (background, disk, square, triangle, ring)" in out
+    assert main(["data", "inspect", datasets["faces"], "--json", str(tmp_path / "f.json")]) == 0
+    out = capsys.readouterr().out
+    faces = json.loads((tmp_path / "f.json").read_text())["faces"]
+    assert faces["identity_folders"] == {
+        "lfw": {"identities": 20, "images": 40, "identities_with_2_images": 20},
+        "train": {"identities": 3, "images": 6, "identities_with_2_images": 3},
+    }
+    assert faces["pairs"] == {"pairs.txt": {"folds": 10, "matched": 10, "mismatched": 10}}
+    assert out.splitlines()[1].split() == [
+        "identity",
+        "folders",
+        "people",
+        "images",
+        "people",
+        "with",
+        "2+",
+        "images",
+    ]
+
+
 def test_voc_split_errors_name_the_splits_there_are(datasets):
     with pytest.raises(
         FileNotFoundError, match="split: no .*tst.txt; this tree's splits: test, train, trainval, val"
@@ -224,3 +279,16 @@ def test_voc_split_errors_name_the_splits_there_are(datasets):
         voc.VOCDetection(datasets["shapes"], "tst")
     with pytest.raises(FileNotFoundError, match="split: no .*test.txt; this set's splits: train, val"):
         voc_seg.VOCSegmentation(datasets["seg"], "test")
+
+
+def test_faces_summary_counts_identity_folders_and_reports_unreadable_pairs(tmp_path):
+    for name, n in (("Ann_Lee", 2), ("Bo_Ray", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(1, n + 1):
+            (tmp_path / name / f"{name}_{i:04d}.jpg").touch()
+    (tmp_path / "pairs.txt").write_text("1\nAnn_Lee\t1\t2\nAnn_Lee\t1\tBo_Ray\t1\n")
+    (tmp_path / "pairsDevTest.txt").write_text("2\t1\nAnn_Lee\t1\t2\n")
+    s = lfw.summary(tmp_path)
+    assert s["identity_folders"] == {".": {"identities": 2, "images": 3, "identities_with_2_images": 1}}
+    assert s["pairs"]["pairs.txt"] == {"folds": 1, "matched": 1, "mismatched": 1}
+    assert s["pairs"]["pairsDevTest.txt"]["error"].startswith("pairs_file: header says 2 folds")

@@ -23,6 +23,7 @@ __all__ = [
     "VOCDetection",
     "image_sets",
     "read_annotation",
+    "summary",
     "write_annotation",
 ]
 
@@ -162,6 +163,28 @@ def image_sets(root: str) -> list[str]:
     names = {f[: -len(".txt")] for f in os.listdir(folder) if f.endswith(".txt")}
     per_class = {n for n in names if "_" in n and n.rpartition("_")[2] in names}
     return sorted(names - per_class)
+
+
+def summary(root: str) -> dict:
+    """What the VOC tree at ``root`` holds: its year folder, classes and, per split, the number of
+    images and of objects of each class (``difficult`` ones counted apart; objects of classes
+    outside ``classes`` are not counted)."""
+    year = _find_year_dir(root)
+    classes = _read_classes(year)
+    splits = {}
+    for split in image_sets(year):
+        ds = VOCDetection(year, split, classes)
+        objects, difficult = np.zeros(len(ds.classes), np.int64), np.zeros(len(ds.classes), np.int64)
+        for i in range(len(ds)):
+            t = ds.target(i)
+            np.add.at(objects, t["labels"][~t["difficult"]], 1)
+            np.add.at(difficult, t["labels"][t["difficult"]], 1)
+        splits[split] = {
+            "images": len(ds),
+            "objects": dict(zip(ds.classes, objects.tolist())),
+            "difficult": dict(zip(ds.classes, difficult.tolist())),
+        }
+    return {"root": year, "classes": list(classes), "splits": splits}
 
 
 def _read_classes(year_dir: str) -> tuple[str, ...]:

@@ -135,6 +135,12 @@ def image_sets(root: str | os.PathLike) -> list[str]:
     return sorted(p.stem for p in (Path(root) / "ImageSets" / "Segmentation").glob("*.txt"))
 
 
+def summary(root: str | os.PathLike) -> dict:
+    """What the segmentation set at ``root`` holds: its classes and the images of each split."""
+    splits = {split: len(VOCSegmentation(root, split)) for split in image_sets(root)}
+    return {"root": str(root), "classes": list(_read_classes(Path(root))), "splits": splits}
+
+
 def _read_classes(root: Path) -> tuple[str, ...]:
     """``classes.txt`` of ``root`` when present (one name a line), else the 21 VOC classes."""
     names = root / "classes.txt"
