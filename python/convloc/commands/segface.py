@@ -126,8 +126,8 @@ def register_train(sub) -> None:
         "--filter",
         choices=("lattice", "exact", "learned"),
         default="lattice",
-        help="the bilateral message passing: permutohedral lattice, exact (small "
-        "images only) or learned permutohedral taps",
+        help="the Gaussian filtering of the messages: the permutohedral lattice (approximate), exact "
+        "(O(N^2), tiny images only) or learned lattice filters",
     )
     p.add_argument("--epochs", type=integer(1), default=5, help="passes over the train split")
     p.add_argument(
