@@ -124,6 +124,8 @@ def test_make_faces_bad_argument_exits_2_naming_it(tmp_path):
         (["data", "inspect", "{tmp}/missing"], "path"),
         (["data", "inspect", "{tmp}"], "path"),
         (["train", "fcn", "--data", "{tmp}/missing", "-o", "{tmp}/c.pt"], "--data"),
+        (["train", "crfrnn", "--data", "{tmp}", "--fcn", "{tmp}/a_file", "-o", "{tmp}"], "--output"),
+        (["train", "rcnn", "--data", "{tmp}", "--out", "{tmp}"], "--out"),
         (["train", "fast-rcnn", "--data", "{tmp}", "--out", "{tmp}/c.pt", "--lr", "0"], "--lr"),
         (["train", "rcnn", "--data", "{tmp}", "--out", "{tmp}/c.pt", "--dropout", "1"], "--dropout"),
         (["train", "face", "--data", "{tmp}", "-o", "{tmp}/c.pt", "--mining", "easy"], "--mining"),

@@ -96,6 +96,14 @@ def output_dir(text: str) -> str:
     return text
 
 
+def checkpoint_path(text: str) -> str:
+    """An argparse type: a checkpoint file to write (its directory made when missing), not an
+    existing directory."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a checkpoint file, got {text!r} (a directory)")
+    return text
+
+
 def output_file(*suffixes: str) -> Callable[[str], str]:
     """An argparse type: a file to write, named with one of ``suffixes`` (any when none are
     given), in an existing directory."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from convloc.commands import (
     UsageError,
+    checkpoint_path,
     existing_dir,
     existing_file,
     integer,
@@ -109,7 +110,9 @@ def register_train(sub) -> None:
             help="VOC tree: the year folder or a folder holding VOC2007 or VOCdevkit/VOC2007",
         )
         p.add_argument("--split", default="trainval", help="image set to train on (ImageSets/Main/SPLIT.txt)")
-        p.add_argument("--out", required=True, help="checkpoint file (resumed when present)")
+        p.add_argument(
+            "--out", required=True, type=checkpoint_path, help="checkpoint file (resumed when present)"
+        )
         p.add_argument("--no-resume", action="store_true", help="start afresh even when --out exists")
         p.add_argument(
             "--backbone",

@@ -12,6 +12,7 @@ import numpy as np
 
 from convloc.commands import (
     UsageError,
+    checkpoint_path,
     existing_dir,
     existing_file,
     integer,
@@ -166,7 +167,7 @@ def register_train(sub) -> None:
     p.add_argument("--dim", type=integer(1), default=64, help="dimension of the projection W'")
     p.add_argument("--roc", type=output_file(".png"), help="write the ROC curve to this PNG")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
-    p.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
     p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
     p.set_defaults(func=_train_face)
 
@@ -224,7 +225,7 @@ def _seg_args(p) -> None:
     p.add_argument("--batch-size", type=integer(1), default=8, help="images per batch (over all ranks)")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
     p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
-    p.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
 
 
 def _setup(args) -> bool:
