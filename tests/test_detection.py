@@ -119,6 +119,28 @@ def test_box_coder_round_trip(rng):
     torch.testing.assert_close(box_coder.encode(p, p), torch.zeros(20, 4))
 
 
+def test_hflip_mirrors_boxes_with_the_image():
+    image = torch.zeros(6, 10)
+    image[1:4, 2:5] = 1  # the box (2, 1, 5, 4)
+    x1, y1, x2, y2 = box_coder.hflip(torch.tensor([[2.0, 1, 5, 4]]), 10)[0].int().tolist()
+    mirrored = image.flip(1)
+    assert mirrored[y1:y2, x1:x2].all() and mirrored.sum() == (x2 - x1) * (y2 - y1)
+
+
+def test_decode_detections_clips_thresholds_suppresses_and_caps():
+    from convloc.models.common import decode_detections
+
+    cfg = FastRCNNConfig(score_threshold=0.1, nms_iou=0.3, max_detections=2)
+    props = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [30, 0, 40, 9]])
+    scores = torch.tensor([[0.9, 0.05], [0.8, 0.2], [0.5, 0.3], [0.95, 0.0]])
+    out = decode_detections(props, torch.zeros(4, 8), scores, 25, 25, cfg)
+    # p1 overlaps p0 (IoU 0.68) in class 0, p3 lies outside the 25x25 image, p2 is clipped to it; of the
+    # four left ((p0, 0) 0.9, (p2, 0) 0.5, (p2, 1) 0.3, (p1, 1) 0.2) the best two stay.
+    np.testing.assert_array_equal(out["boxes"], [[0, 0, 10, 10], [20, 20, 25, 25]])
+    np.testing.assert_allclose(out["scores"], [0.9, 0.5])
+    np.testing.assert_array_equal(out["labels"], [0, 0])
+
+
 def test_warp_regions_samples_the_box():
     # A ramp image: a box warped at its own size without context is the box's pixels.
     x = torch.arange(40.0).expand(3, 30, 40).clone()

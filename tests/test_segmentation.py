@@ -90,6 +90,18 @@ def test_palette_roundtrip(tmp_path, rng):
     np.testing.assert_array_equal(voc_seg.read_label(tmp_path / "rgb.png"), label)
 
 
+def test_write_label_refuses_labels_a_palette_png_cannot_hold(tmp_path):
+    with pytest.raises(ValueError, match="label: a palette PNG holds class indices 0-255, got 0..300"):
+        voc_seg.write_label(tmp_path / "a.png", np.array([[0, 300]]))
+
+
+def test_overlay_blends_the_palette_colours():
+    image = np.full((2, 2, 4), 200, np.uint8)  # RGBA: the alpha channel is dropped
+    label = np.array([[0, 1], [2, 255]])
+    expected = (0.5 * 200 + 0.5 * voc_seg.voc_palette()[label]).astype(np.uint8)
+    np.testing.assert_array_equal(voc_seg.overlay(image, label), expected)
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     return voc_seg.make_synthetic_segmentation(tmp_path_factory.mktemp("seg"), 24, 8, size=32, seed=3)

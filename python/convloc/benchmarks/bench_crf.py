@@ -1,4 +1,4 @@
-"""Dense CRF against pydensecrf, on the input of the dense CRF issue.
+"""Dense CRF against pydensecrf, on a fixed 512x512 input.
 
 skimage's astronaut (512×512 RGB); 21 labels from seeded Gaussian noise smoothed with σ=16 px,
 logits 3·z/std(z), P = softmax, unary -log(clip(P, 0.01, 0.99)) float32. Kernels: Gaussian sxy=3
@@ -20,7 +20,7 @@ CROP = (slice(40, 253), slice(120, 440))
 
 
 def benchmark_input(labels: int = LABELS) -> tuple[np.ndarray, np.ndarray]:
-    """(image [512, 512, 3] uint8, unary [L, 512, 512] float32), exactly as the issue specifies."""
+    """(image [512, 512, 3] uint8, unary [L, 512, 512] float32), the input the module docstring describes."""
     from scipy.ndimage import gaussian_filter
     from skimage.data import astronaut
 

@@ -1,5 +1,5 @@
-"""Transposed convolution against torch.nn.functional.conv_transpose2d (CPU, oneDNN), as in the
-deconvolution issue: forward, and forward + backward (all three gradients), float32.
+"""Transposed convolution against torch.nn.functional.conv_transpose2d (CPU, oneDNN): forward,
+and forward + backward (all three gradients), float32.
 
 Cases: the dense decoder layer 8x256x32x32 -> 128 (k4 s2 p1), 1x64x64x64 -> 32 (k4 s2 p1), and
 FCN's per-channel bilinear upsampling of 21 class scores: FCN-32s (16x16, kernel 64, stride 32),

@@ -1,10 +1,10 @@
-"""RoI pool and RoI align against torchvision.ops (CPU), as in issue 6.
+"""RoI pool and RoI align against torchvision.ops (CPU).
 
 Workloads: feature map randn 1x512x38x50 with 2000 RoIs, and 2x512x38x50 with 2x128 RoIs
 (x1 ~ U[0, 784), y1 ~ U[0, 584), width and height >= 16 px inside 800x600, seed 0); 7x7 output,
 spatial_scale 1/16; roi_align with sampling_ratio=2, aligned=True. Forward, and forward +
-backward (``out.sum().backward()``). Targets on the 2-core machine: roi_pool >= 3x torchvision
-forward and forward+backward; roi_align >= 2x forward and >= 8x forward+backward.
+backward (``out.sum().backward()``). Aims on two CPU cores: roi_pool >= 3x torchvision forward
+and forward+backward; roi_align >= 2x forward and >= 8x forward+backward.
 """
 
 from __future__ import annotations

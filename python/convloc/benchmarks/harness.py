@@ -1,7 +1,7 @@
 """Shared benchmark harness: warm-up, interleaved repeats, medians and ratios against a peer.
 
-Times on a shared 2-core machine move 10-20 % between runs, so convloc and its peer are
-timed alternately in the same process and only their ratio is reported as meaningful.
+Times on a busy machine move 10-20 % between runs, so convloc and its peer are timed
+alternately in the same process and only their ratio is reported as meaningful.
 """
 
 from __future__ import annotations
@@ -122,9 +122,18 @@ def import_peer(report: Report, name: str):
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds per case (default 2)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for convloc (0: all)")
+    """The options of ``convloc bench`` and of a bench_*.py file run as a script."""
+    from convloc.commands import integer, output_file, real
+
+    parser.add_argument(
+        "--json", metavar="FILE", type=output_file(".json"), help="also write the results as JSON"
+    )
+    parser.add_argument(
+        "--budget", type=real("(0, inf)"), default=2.0, help="seconds per case (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=integer(0), default=0, help="CPU threads for convloc; 0: all (default: %(default)s)"
+    )
 
 
 def start(title: str, args: argparse.Namespace) -> Report:

@@ -3,6 +3,145 @@
 A module here may define any of:
   ``register(sub)``        add top-level commands (``sub`` is the argparse subparsers object);
   ``register_train(sub)``  add model kinds under ``convloc train`` (``convloc train fcn ...``);
-  ``register_data(sub)``   add dataset makers under ``convloc data`` (``convloc data make-shapes ...``).
+  ``register_data(sub)``   add dataset commands under ``convloc data`` (``convloc data make-shapes ...``).
 Each parser sets ``func`` (called with the parsed args, returns an exit code).
+
+Bad arguments end a command as argparse ends on its own errors: the usage and
+``<prog>: error: <message>`` on stderr, exit status 2. The argparse types below check a value on
+its own; a command that finds a fault only when it reads the files (a split the dataset lacks, a
+checkpoint of another kind) raises :class:`UsageError`.
 """
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from typing import Callable
+
+
+class UsageError(SystemExit):
+    """A bad command-line argument: exit status 2, ``str()`` the message, which starts with the
+    argument at fault (``--split: no split 'tst' in ...``). ``convloc`` prints it with the usage
+    of the command, as argparse prints its own errors."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def real(interval: str) -> Callable[[str], float]:
+    """An argparse type: a number in ``interval``, written as in mathematics: ``"(0, 1)"``,
+    ``"[0, inf)"``."""
+    low_text, high_text = (t.strip() for t in interval[1:-1].split(","))
+    low, high = float(low_text), float(high_text)
+    low_open, high_open = interval[0] == "(", interval[-1] == ")"
+    if high == math.inf:
+        expected = f"a number {'>' if low_open else '>='} {low_text}"
+    else:
+        expected = f"a number in {interval}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan  # fails every comparison below
+        above = low < value if low_open else low <= value
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def existing_file(text: str) -> str:
+    """An argparse type: the path of an existing file."""
+    if not os.path.isfile(text):
+        what = "a directory" if os.path.isdir(text) else "no such file"
+        raise argparse.ArgumentTypeError(f"expected an existing file, got {text!r} ({what})")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """An argparse type: the path of an existing directory."""
+    if not os.path.isdir(text):
+        what = "a file" if os.path.exists(text) else "no such directory"
+        raise argparse.ArgumentTypeError(f"expected an existing directory, got {text!r} ({what})")
+    return text
+
+
+def output_dir(text: str) -> str:
+    """An argparse type: a directory to write into (made when missing), not an existing file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a directory to write into, got {text!r} (a file)")
+    return text
+
+
+def checkpoint_path(text: str) -> str:
+    """An argparse type: a checkpoint file to write (its directory made when missing), not an
+    existing directory."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a checkpoint file, got {text!r} (a directory)")
+    return text
+
+
+def output_file(*suffixes: str) -> Callable[[str], str]:
+    """An argparse type: a file to write, named with one of ``suffixes`` (any when none are
+    given), in an existing directory."""
+
+    def parse(text: str) -> str:
+        if suffixes and os.path.splitext(text)[1].lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"expected a {' or '.join(suffixes)} path, got {text!r}")
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"expected a file to write, got {text!r} (a directory)")
+        folder = os.path.dirname(text)
+        if folder and not os.path.isdir(folder):
+            raise argparse.ArgumentTypeError(f"expected a file in an existing directory, got {text!r}")
+        return text
+
+    return parse
+
+
+def read_checkpoint(path: str, kinds: tuple[str, ...], option: str = "checkpoint") -> dict:
+    """The checkpoint dict ``convloc train`` wrote at ``path``; a :class:`UsageError` naming
+    ``option`` when the file is no checkpoint or its kind is not one of ``kinds``."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise UsageError(f"{option}: {path!r} is not a checkpoint ({e})") from None
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind not in kinds:
+        got = f"one of {kind!r}" if kind else "a file without a convloc kind"
+        raise UsageError(f"{option}: expected a checkpoint of `convloc train {'|'.join(kinds)}`, got {got}")
+    return state
+
+
+def renamed(error: Exception, options: dict[str, str]) -> UsageError:
+    """``error``, whose message starts with the name of the function argument at fault
+    (``"split: no ..."``), as a :class:`UsageError` naming the command-line option instead
+    (``options`` maps the one to the other, ``{"split": "--train-split"}``)."""
+    name, _, rest = str(error).partition(": ")
+    return UsageError(f"{options[name]}: {rest}" if name in options else str(error))

@@ -9,39 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convloc.commands import UsageError, integer, output_file, real
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-
-
-def palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: label bits spread over the high bits of R, G and B."""
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
-
-
-def save_labels(path: Path, labels: np.ndarray) -> None:
-    """A palette PNG whose pixel values are the labels (VOC colours)."""
-    from PIL import Image
-
-    if labels.max(initial=0) > 255:
-        raise ValueError("more than 256 labels do not fit a palette PNG")
-    im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    im.putpalette(palette().ravel().tolist())
-    im.save(path)
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image with the label colours blended in."""
-    colours = palette()[labels % 256].astype(np.float32)
-    return (image[..., :3].astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -98,12 +69,12 @@ def refine(image: np.ndarray, unary: np.ndarray, args: argparse.Namespace) -> np
     return labels if isinstance(labels, np.ndarray) else labels.cpu().numpy()
 
 
-def check_device(device: str, command: str) -> None:
-    """SystemExit with a message when --device cuda cannot run here."""
+def check_device(device: str) -> None:
+    """A :class:`UsageError` when ``--device cuda`` cannot run here."""
     import convloc
 
     if device == "cuda" and not convloc.cuda_available():
-        raise SystemExit(f"convloc {command}: --device cuda needs a CUDA build of convloc, torch and a GPU")
+        raise UsageError("--device cuda needs a CUDA build of convloc, torch and a GPU")
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
@@ -137,9 +108,10 @@ def _cmd_crf(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import convloc
+    from convloc.data.voc_seg import overlay, write_label
 
     convloc.set_num_threads(args.threads)
-    check_device(args.device, "crf")
+    check_device(args.device)
     try:
         pairs = _pairs(args)
     except (OSError, ValueError) as e:
@@ -154,7 +126,7 @@ def _cmd_crf(args: argparse.Namespace) -> int:
             return 2
         labels = refine(image, unary, args)
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_labels(out, labels)
+        write_label(out, labels)
         Image.fromarray(overlay(image, labels)).save(out.with_name(out.stem + "_overlay.png"))
     if len(pairs) == 1:
         print(f"wrote {pairs[0][2]} and {pairs[0][2].with_name(pairs[0][2].stem + '_overlay.png')}")
@@ -194,12 +166,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import convloc
+    from convloc.data.voc_seg import colorize
 
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise SystemExit(f"convloc demo: --out: expected a .png path, got {str(out)!r}")
     convloc.set_num_threads(args.threads)
-    check_device(args.device, "demo")
+    check_device(args.device)
     image = load_image(DATA_DIR / "crf_demo_astronaut.jpg")
     with Image.open(DATA_DIR / "crf_demo_labels.png") as im:
         reference = np.asarray(im).astype(np.int64)
@@ -209,8 +180,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     after = refine(image, unary, args)
     ms = 1e3 * (time.perf_counter() - t0)
-    colours = palette()
-    panel = np.concatenate([image, colours[before], colours[after]], axis=1)
+    panel = np.concatenate([image, colorize(before), colorize(after)], axis=1)
     Image.fromarray(panel).save(out)
     h, w = before.shape
     print(f"dense CRF on a {w}x{h} image, {n} labels, {args.iterations} iterations: {ms:.1f} ms")
@@ -225,13 +195,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _crf_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("CRF parameters (pydensecrf's meanings)")
-    g.add_argument("--sxy", type=float, default=80.0, help="bilateral spatial std in pixels (80)")
-    g.add_argument("--srgb", type=float, default=13.0, help="bilateral colour std (13)")
-    g.add_argument("--compat", type=float, default=10.0, help="bilateral Potts weight (10)")
-    g.add_argument("--gauss-sxy", type=float, default=3.0, help="smoothness spatial std in pixels (3)")
-    g.add_argument("--gauss-compat", type=float, default=3.0, help="smoothness Potts weight (3)")
-    g.add_argument("--iterations", type=int, default=5, help="mean-field iterations (5)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    g.add_argument("--sxy", type=real("(0, inf)"), default=80.0, help="bilateral spatial std in pixels")
+    g.add_argument("--srgb", type=real("(0, inf)"), default=13.0, help="bilateral colour std")
+    g.add_argument("--compat", type=real("[0, inf)"), default=10.0, help="bilateral Potts weight")
+    g.add_argument("--gauss-sxy", type=real("(0, inf)"), default=3.0, help="smoothness spatial std in pixels")
+    g.add_argument("--gauss-compat", type=real("[0, inf)"), default=3.0, help="smoothness Potts weight")
+    g.add_argument("--iterations", type=integer(0), default=5, help="mean-field iterations")
+    p.add_argument("--threads", type=integer(0), default=0, help="CPU threads; 0: all cores")
     p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
@@ -256,13 +226,21 @@ def register(sub) -> None:
     )
     p.add_argument("-o", "--out", required=True, help="output label PNG (one image) or directory")
     g = p.add_argument_group("label PNG input")
-    g.add_argument("--gt-prob", type=float, default=0.7, help="confidence in a label PNG's labels (0.7)")
-    g.add_argument("--n-labels", type=int, default=0, help="number of labels (default: the largest + 1)")
-    g.add_argument("--unsure", type=int, default=255, help="label value meaning 'unknown' (255)")
+    g.add_argument("--gt-prob", type=real("(0, 1)"), default=0.7, help="confidence in a label PNG's labels")
+    g.add_argument(
+        "--n-labels", type=integer(0), default=0, help="number of labels (default: the largest + 1)"
+    )
+    g.add_argument("--unsure", type=int, default=255, help="label value meaning 'unknown'")
     _crf_args(p)
     p.set_defaults(func=_cmd_crf)
 
-    p = sub.add_parser("demo", help="dense CRF on a shipped image: writes demo_crf.png")
-    p.add_argument("-o", "--out", default="demo_crf.png", help="output PNG (demo_crf.png)")
+    p = sub.add_parser(
+        "demo",
+        help="dense CRF on a shipped image: writes demo_crf.png",
+        description="Refines a coarse, noisy labelling of a shipped photograph with the dense CRF, "
+        "prints the time and how much closer the labels came to the reference, and writes the "
+        "image, the labels before and the labels after side by side.",
+    )
+    p.add_argument("-o", "--out", type=output_file(".png"), default="demo_crf.png", help="output PNG")
     _crf_args(p)
     p.set_defaults(func=_cmd_demo)

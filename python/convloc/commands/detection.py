@@ -3,77 +3,185 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 
 import numpy as np
 
+from convloc.commands import (
+    UsageError,
+    checkpoint_path,
+    existing_dir,
+    existing_file,
+    integer,
+    output_dir,
+    output_file,
+    read_checkpoint,
+    real,
+    renamed,
+)
+
 
 def register_data(sub) -> None:
-    p = sub.add_parser("make-shapes", help="write the synthetic shapes detection dataset as a VOC tree")
-    p.add_argument("dir")
-    p.add_argument("--images", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.25)
-    p.add_argument("--image-size", type=int, nargs=2, default=(128, 192), metavar=("MIN", "MAX"),
-                   help="image sides are drawn from [MIN, MAX]")  # fmt: skip
-    p.add_argument("--object-size", type=int, nargs=2, default=(16, 64), metavar=("MIN", "MAX"))
+    p = sub.add_parser(
+        "make-shapes",
+        help="write the synthetic shapes detection dataset as a VOC tree",
+        description="Writes images of 2-5 textured shapes (circle, square, triangle, cross) on "
+        "cluttered backgrounds as a PASCAL VOC tree: JPEGImages, Annotations, ImageSets/Main "
+        "(train, val, trainval, test and per-class lists) and classes.txt. Image i depends only on "
+        "the seed and i.",
+    )
+    p.add_argument("dir", type=output_dir, help="folder to write the tree into (made when missing)")
+    p.add_argument("--images", type=integer(1), default=400, help="number of images")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed")
+    p.add_argument(
+        "--test-fraction", type=real("[0, 1)"), default=0.25, help="fraction of the images in the test split"
+    )
+    p.add_argument(
+        "--image-size",
+        type=integer(16),
+        nargs=2,
+        default=[128, 192],
+        metavar=("MIN", "MAX"),
+        help="image sides are drawn from [MIN, MAX] (default: 128 192)",
+    )
+    p.add_argument(
+        "--object-size",
+        type=integer(2),
+        nargs=2,
+        default=[16, 64],
+        metavar=("MIN", "MAX"),
+        help="object sides are drawn from [MIN, MAX] on a log scale; objects smaller than "
+        "16 pixels are marked difficult (default: 16 64)",
+    )
     p.set_defaults(func=_make_shapes)
 
 
 def _make_shapes(args) -> int:
     from convloc.data.shapes import make_shapes
 
+    for option, (low, high) in (("--image-size", args.image_size), ("--object-size", args.object_size)):
+        if low > high:
+            raise UsageError(f"{option}: expected MIN <= MAX, got {low} {high}")
     make_shapes(
         args.dir, args.images, seed=args.seed, test_fraction=args.test_fraction,
         size=tuple(args.image_size), min_size=args.object_size[0], max_size=args.object_size[1],
     )  # fmt: skip
-    print(f"wrote {args.images} images to {args.dir}")
+    print(f"wrote {args.images} images to {args.dir} (VOC tree; splits in ImageSets/Main)")
     return 0
 
 
 def _proposal_args(p) -> None:
-    p.add_argument("--proposals", choices=["selective-search", "sliding"], default="selective-search")
-    p.add_argument("--ss-mode", choices=["fast", "quality", "single"], default="fast")
-    p.add_argument("--max-proposals", type=int, default=500)
-    p.add_argument("--cache", help="proposal cache folder (default: DATA/cache)")
+    g = p.add_argument_group("region proposals (computed once per image and cached)")
+    g.add_argument(
+        "--proposals",
+        choices=["selective-search", "sliding"],
+        default="selective-search",
+        help="selective search, or sliding windows (a cheap baseline)",
+    )
+    g.add_argument(
+        "--ss-mode",
+        choices=["fast", "quality", "single"],
+        default="fast",
+        help="selective search's strategy set",
+    )
+    g.add_argument("--max-proposals", type=integer(1), default=500, help="proposals per image")
+    g.add_argument("--cache", type=output_dir, help="proposal cache folder (default: DATA/cache)")
 
 
 def register_train(sub) -> None:
-    for kind in ("rcnn", "fast-rcnn"):
-        p = sub.add_parser(kind, help=f"train {kind} on a VOC-format dataset (torchrun for DDP)")
-        p.add_argument("--data", required=True, help="VOC tree (year folder or its parent)")
-        p.add_argument("--split", default="trainval")
-        p.add_argument("--out", required=True, help="checkpoint file (resumed when present)")
-        p.add_argument("--no-resume", action="store_true")
-        p.add_argument("--backbone", choices=["small", "vgg16"], default="small")
-        p.add_argument("--fc-dim", type=int, help="fc6/fc7 width (default 512 small, 4096 vgg16)")
-        p.add_argument("--pretrained", help="torchvision-style VGG state dict file")
-        p.add_argument("--iterations", type=int, default=2000 if kind == "fast-rcnn" else 1000)
-        p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-        p.add_argument("--lr", type=float, default=0.01)
-        p.add_argument("--dropout", type=float, default=0.5)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
+    for kind, paper in (
+        ("rcnn", "R-CNN (Girshick et al. 2014)"),
+        ("fast-rcnn", "Fast R-CNN (Girshick 2015)"),
+    ):
+        p = sub.add_parser(
+            kind,
+            help=f"train {kind} on a VOC-format dataset (torchrun for DDP)",
+            description=f"Trains {paper} on a VOC-format detection split and writes a checkpoint "
+            "for `convloc eval` and `convloc detect`. Under torchrun the ranks share the training "
+            "data-parallel.",
+        )
+        p.add_argument(
+            "--data",
+            required=True,
+            type=existing_dir,
+            help="VOC tree: the year folder or a folder holding VOC2007 or VOCdevkit/VOC2007",
+        )
+        p.add_argument("--split", default="trainval", help="image set to train on (ImageSets/Main/SPLIT.txt)")
+        p.add_argument(
+            "--out", required=True, type=checkpoint_path, help="checkpoint file (resumed when present)"
+        )
+        p.add_argument("--no-resume", action="store_true", help="start afresh even when --out exists")
+        p.add_argument(
+            "--backbone",
+            choices=["small", "vgg16"],
+            default="small",
+            help="VGG-style network under the detector",
+        )
+        p.add_argument("--fc-dim", type=integer(1), help="fc6/fc7 width (default: 512 small, 4096 vgg16)")
+        p.add_argument("--pretrained", type=existing_file, help="torchvision-style VGG state dict file")
         if kind == "fast-rcnn":
-            p.add_argument("--scale", type=int, default=600)
-            p.add_argument("--max-size", type=int, default=1000)
+            iterations, what = 2000, "training iterations, of 2 images x 64 RoIs each"
+        else:
+            iterations, what = 1000, "fine-tuning iterations, of 128 warped regions each (then the SVMs)"
+        p.add_argument("--iterations", type=integer(1), default=iterations, help=what)
+        p.add_argument(
+            "--optimizer",
+            choices=["sgd", "adam"],
+            default="sgd",
+            help="SGD with momentum 0.9 as in the paper, or AdamW (faster from scratch)",
+        )
+        p.add_argument(
+            "--lr",
+            type=real("(0, inf)"),
+            default=0.01,
+            help="learning rate, x0.1 after 70%% of the iterations",
+        )
+        p.add_argument("--dropout", type=real("[0, 1)"), default=0.5, help="dropout after fc6 and fc7")
+        p.add_argument(
+            "--seed",
+            type=integer(0),
+            default=0,
+            help="random seed of the weights and the sampling: a seed gives one model",
+        )
+        p.add_argument(
+            "--threads", type=integer(0), default=0, help="torch threads per process; 0: torch's default"
+        )
+        if kind == "fast-rcnn":
+            p.add_argument("--scale", type=integer(1), default=600, help="shorter image side in pixels")
+            p.add_argument(
+                "--max-size",
+                type=integer(1),
+                default=1000,
+                help="longest image side in pixels (caps --scale)",
+            )
         _proposal_args(p)
         p.set_defaults(func=_train, model=kind)
+
+
+def _dataset(root: str, split: str, classes=None):
+    """The VOC split named on the command line; a :class:`UsageError` naming --data or --split
+    when there is none."""
+    from convloc.data import VOCDetection
+
+    try:
+        return VOCDetection(root, split, classes=classes)
+    except FileNotFoundError as e:
+        raise renamed(e, {"root": "--data", "split": "--split"}) from None
 
 
 def _setup(args):
     import torch
 
-    from convloc.data import VOCDetection
     from convloc.models.common import init_distributed, seed_everything
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    dataset = _dataset(args.data, args.split)
     rank, world = init_distributed()
     seed_everything(args.seed + rank)
-    dataset = VOCDetection(args.data, args.split)
     return dataset, rank, world
 
 
@@ -112,53 +220,78 @@ def _train(args) -> int:
     return 0
 
 
-def load_detector(path: str, svd_rank=None):
-    """(model with ``detect(image, proposals)``, classes, proposal settings) from a checkpoint."""
-    from convloc.models.common import load_checkpoint
-
-    state = load_checkpoint(path)
+def load_detector(path: str, svd_rank: int | tuple[int, int] | None = None):
+    """(model with ``detect(image, proposals)``, classes, proposal settings) from a checkpoint of
+    ``convloc train rcnn|fast-rcnn``; ``svd_rank`` compresses a Fast R-CNN's fc layers. A
+    :class:`UsageError` when the file or ``svd_rank`` does not fit."""
+    state = read_checkpoint(path, ("fast-rcnn", "rcnn"))
     if state["kind"] == "fast-rcnn":
         from convloc.models.fast_rcnn import load_fast_rcnn
 
         model = load_fast_rcnn(state, svd_rank)
-    elif state["kind"] == "rcnn":
+    else:
         from convloc.models.rcnn import load_rcnn
 
         if svd_rank:
-            raise ValueError("--svd: only for fast-rcnn checkpoints")
+            raise UsageError("--svd: only for fast-rcnn checkpoints, got an rcnn one")
         if state["stage"] != "done":
-            raise ValueError(f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun train")
+            raise UsageError(
+                f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun `convloc train rcnn`"
+            )
         model = load_rcnn(state)
-    else:
-        raise ValueError(f"checkpoint: unknown kind {state['kind']!r}")
     return model, state["classes"], state["config"]["proposals"]
 
 
-def _svd_rank(text):
-    if text is None:
-        return None
-    parts = [int(v) for v in text.split(",")]
-    return parts[0] if len(parts) == 1 else tuple(parts)
+def _svd_rank(text: str) -> int | tuple[int, int]:
+    """An argparse type: ``RANK`` for fc6 and fc7, or ``FC6,FC7``."""
+    try:
+        ranks = [int(v) for v in text.split(",")]
+    except ValueError:
+        ranks = []
+    if len(ranks) not in (1, 2) or min(ranks) < 1:
+        raise argparse.ArgumentTypeError(f"expected RANK or FC6,FC7 (positive integers), got {text!r}")
+    return ranks[0] if len(ranks) == 1 else tuple(ranks)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="VOC AP of a detector checkpoint on a VOC-format split")
-    p.add_argument("checkpoint")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--svd", help="fast-rcnn: truncated-SVD ranks of fc6[,fc7]")
-    p.add_argument("--limit", type=int, help="first N images only")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--cache", help="proposal cache folder (default: DATA/cache)")
+    svd_help = "fast-rcnn: truncated-SVD ranks of fc6 and fc7, RANK or FC6,FC7 (default: no compression)"
+    p = sub.add_parser(
+        "eval",
+        help="VOC AP of a detector checkpoint on a VOC-format split",
+        description="Detects the objects of every image of a VOC-format split with the proposals "
+        "the detector was trained with, and prints each class's AP (VOC07 11-point and area under "
+        "the curve), the mAP and the time per image.",
+    )
+    p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train rcnn|fast-rcnn`")
+    p.add_argument("--data", required=True, type=existing_dir, help="VOC tree, as for `convloc train`")
+    p.add_argument("--split", default="test", help="image set to evaluate (ImageSets/Main/SPLIT.txt)")
+    p.add_argument("--svd", type=_svd_rank, help=svd_help)
+    p.add_argument("--limit", type=integer(1), help="evaluate the first N images only (default: all)")
+    p.add_argument("--threads", type=integer(0), default=0, help="torch threads; 0: torch's default")
+    p.add_argument("--json", type=output_file(".json"), help="also write the results to this JSON file")
+    p.add_argument("--cache", type=output_dir, help="proposal cache folder (default: DATA/cache)")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("detect", help="draw a detector's boxes on an image")
-    p.add_argument("checkpoint")
-    p.add_argument("image")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--threshold", type=float, help="minimum score to draw (default 0.5; R-CNN 0)")
-    p.add_argument("--svd", help="fast-rcnn: truncated-SVD ranks of fc6[,fc7]")
+    p = sub.add_parser(
+        "detect",
+        help="draw a detector's boxes on an image",
+        description="Detects objects in one image and draws their boxes, classes and scores.",
+    )
+    p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train rcnn|fast-rcnn`")
+    p.add_argument("image", type=existing_file, help="image to detect objects in")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=output_file(".png", ".jpg", ".jpeg"),
+        help="the image with the boxes drawn",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="minimum score to draw (default: 0.5 for fast-rcnn's probabilities, 0 for rcnn's SVM scores)",
+    )
+    p.add_argument("--svd", type=_svd_rank, help=svd_help)
     p.set_defaults(func=_detect)
 
 
@@ -189,13 +322,12 @@ def evaluate_detector(model, dataset, proposals, limit=None, progress=True) -> d
 def _eval(args) -> int:
     import torch
 
-    from convloc.data import VOCDetection
     from convloc.metrics.detection import format_table
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, classes, settings = load_detector(args.checkpoint, _svd_rank(args.svd))
-    dataset = VOCDetection(args.data, args.split, classes=classes)
+    model, classes, settings = load_detector(args.checkpoint, args.svd)
+    dataset = _dataset(args.data, args.split, classes)
     proposals, _ = _proposals(dataset, args, settings)
     r = evaluate_detector(model, dataset, proposals, args.limit)
     print(format_table(classes, {"AP (VOC07)": r["voc07"], "AP (area)": r["area"]}))
@@ -221,7 +353,7 @@ def _detect(args) -> int:
 
     from convloc.models.common import compute_proposals
 
-    model, classes, settings = load_detector(args.checkpoint, _svd_rank(args.svd))
+    model, classes, settings = load_detector(args.checkpoint, args.svd)
     with Image.open(args.image) as im:
         image = np.asarray(im.convert("RGB"))
     props = compute_proposals(image, settings["method"], settings["mode"], settings["max_boxes"])

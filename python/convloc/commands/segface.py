@@ -3,109 +3,229 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
+from convloc.commands import (
+    UsageError,
+    checkpoint_path,
+    existing_dir,
+    existing_file,
+    integer,
+    output_dir,
+    output_file,
+    read_checkpoint,
+    real,
+    renamed,
+)
+
 
 def register_data(sub) -> None:
-    p = sub.add_parser("make-segmentation", help="write the synthetic VOC-format segmentation set")
-    p.add_argument("root")
-    p.add_argument("--train", type=int, default=300)
-    p.add_argument("--val", type=int, default=100)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "make-segmentation",
+        help="write the synthetic VOC-format segmentation set",
+        description="Writes images of 1-3 shapes (disk, square, triangle, ring: the class is the "
+        "shape, not the colour) on textured ground as a PASCAL VOC segmentation set: JPEGImages, "
+        "SegmentationClass (palette PNGs, 255 on a one-pixel band along every boundary), "
+        "ImageSets/Segmentation/{train,val}.txt and classes.txt. Deterministic in the seed.",
+    )
+    p.add_argument("root", type=output_dir, help="folder to write the set into (made when missing)")
+    p.add_argument("--train", type=integer(1), default=300, help="images in the train split")
+    p.add_argument("--val", type=integer(1), default=100, help="images in the val split")
+    p.add_argument("--size", type=integer(8), default=64, help="image side in pixels")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed")
     p.set_defaults(func=_make_segmentation)
 
-    p = sub.add_parser("make-faces", help="write the synthetic LFW-format identity set and pairs file")
-    p.add_argument("root")
-    p.add_argument("--train-identities", type=int, default=200)
-    p.add_argument("--test-identities", type=int, default=100)
-    p.add_argument("--images", type=int, default=8, help="images per identity")
-    p.add_argument("--pairs-per-fold", type=int, default=60, help="matched (= mismatched) pairs per fold")
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "make-faces",
+        help="write the synthetic LFW-format identity set and pairs file",
+        description="Writes synthetic people (face shape, skin, hair, eyes, ...) under varying "
+        "pose, lighting and background in LFW's layout: ROOT/train/<Name>/<Name>_0001.jpg to train "
+        "on, ROOT/lfw/... with other people, and ROOT/pairs.txt over ROOT/lfw: 10 folds of "
+        "disjoint people, each with matched and as many mismatched pairs. Deterministic in the seed.",
+    )
+    p.add_argument("root", type=output_dir, help="folder to write the set into (made when missing)")
+    p.add_argument("--train-identities", type=integer(1), default=200, help="people in ROOT/train")
+    p.add_argument(
+        "--test-identities",
+        type=integer(20),
+        default=100,
+        help="people in ROOT/lfw, at least 2 for each of the 10 folds",
+    )
+    p.add_argument("--images", type=integer(2), default=8, help="images per person")
+    p.add_argument(
+        "--pairs-per-fold", type=integer(1), default=60, help="matched (= mismatched) pairs per fold"
+    )
+    p.add_argument("--size", type=integer(8), default=32, help="image side in pixels")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed")
     p.set_defaults(func=_make_faces)
 
 
 def register_train(sub) -> None:
-    p = sub.add_parser("fcn", help="FCN-32s/16s/8s on a VOC-format segmentation set (torchrun for DDP)")
+    p = sub.add_parser(
+        "fcn",
+        help="FCN-32s/16s/8s on a VOC-format segmentation set (torchrun for DDP)",
+        description="Trains a fully convolutional network (Long et al. 2015) on a VOC-format "
+        "segmentation split, prints its scores on the validation split as JSON and writes a "
+        "checkpoint for `convloc segment`, `train crfrnn` and `train fcn --init`.",
+    )
     _seg_args(p)
-    p.add_argument("--variant", choices=("32s", "16s", "8s"), default="8s")
-    p.add_argument("--layout", choices=("small", "vgg16"), default="small")
     p.add_argument(
-        "--pad", type=int,
+        "--variant",
+        choices=("32s", "16s", "8s"),
+        default="8s",
+        help="stride of the finest skip: 32s none, 16s pool4, 8s pool4 and pool3",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("small", "vgg16"),
+        default="small",
+        help="backbone: a small VGG-style net or VGG-16",
+    )
+    p.add_argument(
+        "--pad", type=integer(0),
         help="padding of conv1 (default: the layout's, any input size; an exact fit such as 17 with "
         "--fc-kernel 3 for 64 px images leaves FCN-32s a 1x1 score map)",
     )  # fmt: skip
-    p.add_argument("--fc-kernel", type=int, help="kernel of fc6 (default: the layout's)")
-    p.add_argument("--init", help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)")
+    p.add_argument("--fc-kernel", type=integer(1), help="kernel of fc6 (default: the layout's)")
     p.add_argument(
-        "--pretrained", help="ImageNet VGG weights in torchvision's format (a local .pth) for --layout vgg16"
+        "--init",
+        type=existing_file,
+        help="checkpoint of the coarser FCN to start from (32s for 16s, 16s for 8s)",
     )
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument(
+        "--pretrained",
+        type=existing_file,
+        help="ImageNet VGG weights in torchvision's format (a local .pth) for --layout vgg16",
+    )
+    p.add_argument("--epochs", type=integer(1), default=20, help="passes over the train split")
+    p.add_argument("--lr", type=real("(0, inf)"), default=3e-3, help="Adam's learning rate")
+    p.add_argument("--weight-decay", type=real("[0, inf)"), default=0.0, help="Adam's weight decay")
     p.set_defaults(func=_train_fcn)
 
-    p = sub.add_parser("crfrnn", help="CRF-as-RNN on top of a trained FCN, end to end (torchrun for DDP)")
+    p = sub.add_parser(
+        "crfrnn",
+        help="CRF-as-RNN on top of a trained FCN, end to end (torchrun for DDP)",
+        description="Puts a CRF-as-RNN (Zheng et al. 2015) on a trained FCN and trains both end to "
+        "end; prints, as JSON, the validation scores of the FCN, of the FCN with a dense CRF after "
+        "it, of the untrained and of the trained CRF-as-RNN, and writes a checkpoint for "
+        "`convloc segment`.",
+    )
     _seg_args(p)
-    p.add_argument("--fcn", required=True, help="checkpoint of the FCN giving the unaries")
-    p.add_argument("--iterations", type=int, default=5)
-    p.add_argument("--filter", choices=("lattice", "exact", "learned"), default="lattice")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument(
+        "--fcn",
+        required=True,
+        type=existing_file,
+        help="checkpoint of `convloc train fcn` giving the unaries",
+    )
+    p.add_argument("--iterations", type=integer(1), default=5, help="mean-field iterations of the CRF")
+    p.add_argument(
+        "--filter",
+        choices=("lattice", "exact", "learned"),
+        default="lattice",
+        help="the Gaussian filtering of the messages: the permutohedral lattice (approximate), exact "
+        "(O(N^2), tiny images only) or learned lattice filters",
+    )
+    p.add_argument("--epochs", type=integer(1), default=5, help="passes over the train split")
+    p.add_argument(
+        "--lr",
+        type=real("(0, inf)"),
+        default=1e-4,
+        help="learning rate of the FCN (the CRF's parameters use 0.01)",
+    )
     p.add_argument("--freeze-fcn", action="store_true", help="train only the CRF's parameters")
     p.set_defaults(func=_train_crfrnn)
 
     p = sub.add_parser(
-        "face", help="face embedding + triplet-loss projection, LFW-style tree (torchrun for DDP)"
+        "face",
+        help="face embedding + triplet-loss projection, LFW-style tree (torchrun for DDP)",
+        description="Trains a face descriptor as an identity classifier, then a projection of it "
+        "with the triplet loss; prints, as JSON, the 10-fold accuracy on the pairs before and after "
+        "the projection and writes a checkpoint for `convloc verify`.",
     )
-    p.add_argument("--data", required=True, help="root written by `convloc data make-faces` or a real one")
-    p.add_argument("--train-dir", default="train", help="identity folders to train on (under --data)")
-    p.add_argument("--test-dir", default="lfw", help="identity folders the pairs refer to")
-    p.add_argument("--pairs", default="pairs.txt")
-    p.add_argument("--pretrain-epochs", type=int, default=15)
-    p.add_argument("--triplet-epochs", type=int, default=15)
     p.add_argument(
-        "--mining", default="semihard",
+        "--data",
+        required=True,
+        type=existing_dir,
+        help="root written by `convloc data make-faces` or a real one",
+    )
+    p.add_argument("--train-dir", default="train", help="identity folders to train on (under --data)")
+    p.add_argument("--test-dir", default="lfw", help="identity folders the pairs refer to (under --data)")
+    p.add_argument("--pairs", default="pairs.txt", help="LFW pairs file (under --data)")
+    p.add_argument("--pretrain-epochs", type=integer(0), default=15, help="epochs of the identity classifier")
+    p.add_argument("--triplet-epochs", type=integer(0), default=15, help="epochs of the triplet loss")
+    p.add_argument(
+        "--mining", type=_minings, default="semihard",
         help="all, hard or semihard; a comma list trains one W' per mining from the same phi "
         "(the checkpoint keeps the first)",
     )  # fmt: skip
-    p.add_argument("--margin", type=float, default=0.2)
-    p.add_argument("--dim", type=int, default=64, help="dimension of the projection W'")
-    p.add_argument("--roc", help="write the ROC curve to this PNG")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--margin", type=real("[0, inf)"), default=0.2, help="margin of the triplet loss")
+    p.add_argument("--dim", type=integer(1), default=64, help="dimension of the projection W'")
+    p.add_argument("--roc", type=output_file(".png"), help="write the ROC curve to this PNG")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
+    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
+    p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
     p.set_defaults(func=_train_face)
 
 
+def _minings(text: str) -> list[str]:
+    """An argparse type: a comma list of triplet minings."""
+    from convloc.models.face import MINING
+
+    minings = text.split(",")
+    if not all(m in MINING for m in minings):
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(MINING)}, got {text!r}")
+    return minings
+
+
 def register(sub) -> None:
-    p = sub.add_parser("segment", help="segment an image with a trained FCN / CRF-as-RNN checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("image")
-    p.add_argument("-o", "--output", required=True, help="overlay PNG")
-    p.add_argument("--labels", help="also write the class-index palette PNG here")
+    p = sub.add_parser(
+        "segment",
+        help="segment an image with a trained FCN / CRF-as-RNN checkpoint",
+        description="Labels every pixel of an image, writes the labels' colours over the image and "
+        "prints, as JSON, the fraction of the image each class covers.",
+    )
+    p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train fcn|crfrnn`")
+    p.add_argument("image", type=existing_file, help="image to segment")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=output_file(".png", ".jpg", ".jpeg"),
+        help="the image with the label colours blended in",
+    )
+    p.add_argument("--labels", type=output_file(".png"), help="also write the class-index palette PNG here")
     p.set_defaults(func=_segment)
 
-    p = sub.add_parser("verify", help="same person or not, with a trained face checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("a")
-    p.add_argument("b")
+    p = sub.add_parser(
+        "verify",
+        help="same person or not, with a trained face checkpoint",
+        description="Says whether two face images show the same person: prints, as JSON, the "
+        "verdict and the distance of their embeddings against the checkpoint's threshold. Exit "
+        "status 0 for the same person, 1 for different people.",
+    )
+    p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train face`")
+    p.add_argument("a", type=existing_file, metavar="IMAGE_A", help="first face image")
+    p.add_argument("b", type=existing_file, metavar="IMAGE_B", help="second face image")
     p.set_defaults(func=_verify)
 
 
 def _seg_args(p) -> None:
-    p.add_argument("--data", required=True, help="VOC-format root (e.g. VOCdevkit/VOC2012)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    p.add_argument(
+        "--data", required=True, type=existing_dir, help="VOC-format root (e.g. VOCdevkit/VOC2012)"
+    )
+    p.add_argument(
+        "--train-split", default="train", help="image set to train on (ImageSets/Segmentation/SPLIT.txt)"
+    )
+    p.add_argument("--val-split", default="val", help="image set to evaluate on")
+    p.add_argument("--batch-size", type=integer(1), default=8, help="images per batch (over all ranks)")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
+    p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
+    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
 
 
 def _setup(args) -> bool:
@@ -127,17 +247,30 @@ def _make_segmentation(args) -> int:
     from convloc.data.voc_seg import make_synthetic_segmentation
 
     make_synthetic_segmentation(args.root, args.train, args.val, args.size, args.seed)
+    print(
+        f"wrote {args.train} train and {args.val} val images ({args.size}x{args.size}) with their "
+        f"labels to {args.root} (VOC segmentation set; classes in classes.txt)"
+    )
     return 0
 
 
-def _load_split(root, split):
-    import torch
-
+def _split(root: str, split: str, option: str):
+    """The segmentation split named on the command line; a :class:`UsageError` naming ``option``
+    when there is none."""
     from convloc.data.voc_seg import VOCSegmentation
 
-    ds = VOCSegmentation(root, split)
+    try:
+        return VOCSegmentation(root, split)
+    except FileNotFoundError as e:
+        raise renamed(e, {"split": option}) from None
+
+
+def _arrays(ds):
+    """The images and labels of a split as tensors."""
+    import torch
+
     images, labels = ds.arrays()
-    return ds, torch.from_numpy(images), torch.from_numpy(labels)
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def _report(name: str, scores, extra: dict | None = None) -> None:
@@ -152,11 +285,12 @@ def _report(name: str, scores, extra: dict | None = None) -> None:
     )
 
 
-def load_checkpoint(path):
-    """The model stored by ``convloc train fcn|crfrnn|face`` (eval mode) and the checkpoint dict."""
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(
+    path: str, kinds: tuple[str, ...] = ("fcn", "crfrnn", "face"), option: str = "checkpoint"
+):
+    """The model stored by ``convloc train fcn|crfrnn|face`` (eval mode) and the checkpoint dict;
+    a :class:`UsageError` naming ``option`` when ``path`` is no checkpoint of one of ``kinds``."""
+    ckpt = read_checkpoint(path, kinds, option)
     kind = ckpt["kind"]
     if kind == "fcn":
         model = _build_fcn(ckpt)
@@ -164,12 +298,10 @@ def load_checkpoint(path):
         from convloc.models.fcn import FCNWithCRF
 
         model = FCNWithCRF(_build_fcn(ckpt["fcn"]), **ckpt["crf_args"])
-    elif kind == "face":
+    else:
         from convloc.models.face import FaceVerifier
 
         model = FaceVerifier(**ckpt["model_args"])
-    else:
-        raise ValueError(f"checkpoint: unknown kind {kind!r}")
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
 
@@ -197,20 +329,25 @@ def _train_fcn(args) -> int:
     from convloc.models.common import save_checkpoint
     from convloc.models.segmentation import evaluate, fit, predict_scores
 
-    main = _setup(args)
-    ds, x, y = _load_split(args.data, args.train_split)
+    ds = _split(args.data, args.train_split, "--train-split")
+    val = _split(args.data, args.val_split, "--val-split")
     layout = fcn.SMALL if args.layout == "small" else fcn.VGG16
     overrides = {"pad": args.pad, "fc_kernel": args.fc_kernel}
     layout = dataclasses.replace(layout, **{k: v for k, v in overrides.items() if v is not None})
-    model = fcn.FCN(ds.num_classes, args.variant, layout)
-    if args.pretrained:
-        model.load_classifier(args.pretrained)
+    main = _setup(args)
+    try:
+        model = fcn.FCN(ds.num_classes, args.variant, layout)
+        if args.pretrained:
+            model.load_classifier(args.pretrained)
+    except ValueError as e:
+        raise renamed(e, {"layout": "--pad/--fc-kernel", "state_dict": "--pretrained"}) from None
     if args.init:
-        coarser, _ = load_checkpoint(args.init)
+        coarser, _ = load_checkpoint(args.init, ("fcn",), "--init")
         model.init_from(coarser)
+    x, y = _arrays(ds)
     losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main)
     if main:
-        _, xv, yv = _load_split(args.data, args.val_split)
+        xv, yv = _arrays(val)
         scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
         _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
         save_checkpoint(args.output, _fcn_ckpt(model, ds.classes))
@@ -220,10 +357,15 @@ def _train_fcn(args) -> int:
 def _make_faces(args) -> int:
     from convloc.data.lfw import make_synthetic_faces
 
-    make_synthetic_faces(
+    root = make_synthetic_faces(
         args.root, args.train_identities, args.test_identities, args.images, args.pairs_per_fold,
         args.size, seed=args.seed,
     )  # fmt: skip
+    print(
+        f"wrote {args.train_identities} people to {root / 'train'} and {args.test_identities} to "
+        f"{root / 'lfw'}, {args.images} images of {args.size}x{args.size} each, and 10 folds of "
+        f"{args.pairs_per_fold} matched and {args.pairs_per_fold} mismatched pairs to {root / 'pairs.txt'}"
+    )
     return 0
 
 
@@ -247,25 +389,30 @@ def _train_face(args) -> int:
     import torch
     from torch import nn
 
-    from convloc.data.lfw import load_images, read_identities, read_pairs
+    from convloc.data.lfw import load_images, read_identities
     from convloc.metrics import verification as ver
     from convloc.models import face
     from convloc.models.common import save_checkpoint
 
-    main = _setup(args)
     root = Path(args.data)
-    paths, labels, names = read_identities(root / args.train_dir)
+    paths, labels, names = read_identities(_folder(root, args.train_dir, "--train-dir"))
+    if len(names) < 2:
+        raise UsageError(
+            f"--train-dir: expected identity folders (<Name>/<Name>_0001.jpg) of at least 2 people "
+            f"in {root / args.train_dir}, got {len(names)}"
+        )
+    pairs = _read_pairs(root, args)
+    main = _setup(args)
     x = torch.from_numpy(load_images(paths))
     size = x.shape[-1]
     y = torch.from_numpy(labels)
     model_args = {"num_identities": len(names), "dim": args.dim}
     model = face.FaceVerifier(**model_args)
     face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main)
-    pairs = read_pairs(root / args.pairs, root / args.test_dir)
     if main:
         kf0, *_ = evaluate_face(model, pairs, size, projected=False)
         print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
-    minings = args.mining.split(",")
+    minings = args.mining
     for mining in minings:
         torch.manual_seed(args.seed)
         nn.init.orthogonal_(model.projection.weight)
@@ -298,13 +445,39 @@ def _train_face(args) -> int:
     return 0
 
 
+def _folder(root: Path, name: str, option: str) -> Path:
+    """``root / name``; a :class:`UsageError` naming ``option`` when it is not a directory."""
+    if not (root / name).is_dir():
+        raise UsageError(f"{option}: no directory {str(root / name)!r} (it is looked up under --data)")
+    return root / name
+
+
+def _read_pairs(root: Path, args):
+    """The pairs of ``--pairs`` over ``--test-dir``; a :class:`UsageError` when the file is
+    missing or malformed, or names images that are missing."""
+    from convloc.data.lfw import read_pairs
+
+    if not (root / args.pairs).is_file():
+        raise UsageError(f"--pairs: no file {str(root / args.pairs)!r} (it is looked up under --data)")
+    try:
+        pairs = read_pairs(root / args.pairs, _folder(root, args.test_dir, "--test-dir"))
+    except ValueError as e:
+        raise renamed(e, {"pairs_file": "--pairs"}) from None
+    missing = [p for p in pairs.a + pairs.b if not p.is_file()]
+    if missing:
+        raise UsageError(
+            f"--test-dir: {len(missing)} of the images {args.pairs} names are missing, e.g. {missing[0]}"
+        )
+    return pairs
+
+
 def _verify(args) -> int:
     import torch
 
     from convloc.data.lfw import load_images
     from convloc.models.face import embed
 
-    model, ckpt = load_checkpoint(args.checkpoint)
+    model, ckpt = load_checkpoint(args.checkpoint, ("face",))
     x = torch.from_numpy(load_images([args.a, args.b], ckpt["size"]))
     e = embed(model, x)
     score = -float(((e[0] - e[1]) ** 2).sum())
@@ -324,14 +497,20 @@ def _train_crfrnn(args) -> int:
         tune_dense_crf,
     )
 
+    ds = _split(args.data, args.train_split, "--train-split")
+    vds = _split(args.data, args.val_split, "--val-split")
     main = _setup(args)
-    ds, x, y = _load_split(args.data, args.train_split)
-    fcn_model, fcn_ckpt = load_checkpoint(args.fcn)
+    x, y = _arrays(ds)
+    fcn_model, fcn_ckpt = load_checkpoint(args.fcn, ("fcn",), "--fcn")
     n = ds.num_classes
+    if fcn_model.num_classes != n:
+        raise UsageError(
+            f"--fcn: expected an FCN of the data's {n} classes, got one of {fcn_model.num_classes}"
+        )
     crf_args = {"iterations": args.iterations, "filter": args.filter}
     model = FCNWithCRF(fcn_model, **crf_args)
     if main:  # the baselines; the other ranks wait for rank 0 in fit's DistributedDataParallel
-        vds, xv, yv = _load_split(args.data, args.val_split)
+        xv, yv = _arrays(vds)
         train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
         _report("FCN", evaluate(val_scores, yv, n))
         # Dense CRF post-processing (convloc.ops.dense_crf), its bilateral kernel tuned on train.
@@ -369,15 +548,14 @@ def _segment(args) -> int:
     import torch
     from PIL import Image
 
-    from convloc.data.voc_seg import colorize, normalize, write_label
+    from convloc.data.voc_seg import normalize, overlay, write_label
 
-    model, ckpt = load_checkpoint(args.checkpoint)
+    model, ckpt = load_checkpoint(args.checkpoint, ("fcn", "crfrnn"))
     with Image.open(args.image) as im:
         image = np.array(im.convert("RGB"))
     with torch.no_grad():
         labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
-    overlay = (0.5 * image + 0.5 * colorize(labels)).astype(np.uint8)
-    Image.fromarray(overlay).save(args.output)
+    Image.fromarray(overlay(image, labels)).save(args.output)
     if args.labels:
         write_label(args.labels, labels)
     classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]

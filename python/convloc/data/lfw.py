@@ -87,6 +87,38 @@ def load_images(paths, size: int | None = None) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 3, size or 0, size or 0), np.float32)
 
 
+def summary(root: str | os.PathLike) -> dict:
+    """What the LFW-format tree at ``root`` holds: for ``root`` and each folder in it that holds
+    identity folders (``<Name>/<Name>_0001.jpg``), its identities, images and identities with two
+    images or more (``"."`` is ``root``); for each pairs file in ``root`` (``pairs*.txt``), its
+    folds and matched and mismatched pairs, or the error that stopped its reading."""
+    root = Path(root)
+    folders = {}
+    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+        counts = [len(list(d.glob(f"{d.name}_*.jpg"))) for d in folder.iterdir() if d.is_dir()]
+        counts = [c for c in counts if c]
+        if counts:
+            name = "." if folder == root else folder.name
+            folders[name] = {
+                "identities": len(counts),
+                "images": sum(counts),
+                "identities_with_2_images": sum(c >= 2 for c in counts),
+            }
+    pairs = {}
+    for path in sorted(root.glob("pairs*.txt")):
+        try:
+            p = read_pairs(path, root)
+        except ValueError as e:
+            pairs[path.name] = {"error": str(e)}
+            continue
+        pairs[path.name] = {
+            "folds": int(p.fold.max()) + 1 if len(p) else 0,
+            "matched": int(p.same.sum()),
+            "mismatched": int((~p.same).sum()),
+        }
+    return {"root": str(root), "identity_folders": folders, "pairs": pairs}
+
+
 # ---- synthetic identities ------------------------------------------------------------------
 
 

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["VOC_CLASSES", "Annotation", "VOCDetection", "read_annotation", "write_annotation"]
+__all__ = [
+    "VOC_CLASSES",
+    "Annotation",
+    "VOCDetection",
+    "image_sets",
+    "read_annotation",
+    "summary",
+    "write_annotation",
+]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -100,17 +108,15 @@ class VOCDetection:
     def __init__(self, root: str, split: str = "trainval", classes=None, use_difficult: bool = True):
         self.root = _find_year_dir(root)
         self.split = split
-        if classes is None:
-            listed = os.path.join(self.root, "classes.txt")
-            if os.path.exists(listed):
-                with open(listed) as f:
-                    classes = [line.strip() for line in f if line.strip()]
-            else:
-                classes = VOC_CLASSES
-        self.classes = tuple(classes)
+        self.classes = tuple(_read_classes(self.root) if classes is None else classes)
         self._index = {c: i for i, c in enumerate(self.classes)}
         self.use_difficult = use_difficult
-        with open(os.path.join(self.root, "ImageSets", "Main", f"{split}.txt")) as f:
+        path = os.path.join(self.root, "ImageSets", "Main", f"{split}.txt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"split: no {path}; this tree's splits: {', '.join(image_sets(self.root)) or 'none'}"
+            )
+        with open(path) as f:
             self.ids = [line.split()[0] for line in f if line.strip()]
         self._annotations: dict[str, Annotation] = {}
 
@@ -146,6 +152,48 @@ class VOCDetection:
         with Image.open(self.image_path(i)) as im:
             image = np.asarray(im.convert("RGB"))
         return {"image": image, **self.target(i)}
+
+
+def image_sets(root: str) -> list[str]:
+    """The splits of the VOC tree at ``root`` (as for :class:`VOCDetection`): the lists in
+    ``ImageSets/Main`` other than the per-class ones (``<class>_<split>.txt``), sorted."""
+    folder = os.path.join(_find_year_dir(root), "ImageSets", "Main")
+    if not os.path.isdir(folder):
+        return []
+    names = {f[: -len(".txt")] for f in os.listdir(folder) if f.endswith(".txt")}
+    per_class = {n for n in names if "_" in n and n.rpartition("_")[2] in names}
+    return sorted(names - per_class)
+
+
+def summary(root: str) -> dict:
+    """What the VOC tree at ``root`` holds: its year folder, classes and, per split, the number of
+    images and of objects of each class (``difficult`` ones counted apart; objects of classes
+    outside ``classes`` are not counted)."""
+    year = _find_year_dir(root)
+    classes = _read_classes(year)
+    splits = {}
+    for split in image_sets(year):
+        ds = VOCDetection(year, split, classes)
+        objects, difficult = np.zeros(len(ds.classes), np.int64), np.zeros(len(ds.classes), np.int64)
+        for i in range(len(ds)):
+            t = ds.target(i)
+            np.add.at(objects, t["labels"][~t["difficult"]], 1)
+            np.add.at(difficult, t["labels"][t["difficult"]], 1)
+        splits[split] = {
+            "images": len(ds),
+            "objects": dict(zip(ds.classes, objects.tolist())),
+            "difficult": dict(zip(ds.classes, difficult.tolist())),
+        }
+    return {"root": year, "classes": list(classes), "splits": splits}
+
+
+def _read_classes(year_dir: str) -> tuple[str, ...]:
+    """``classes.txt`` of a VOC year folder when present (one name a line), else the 20 VOC classes."""
+    listed = os.path.join(year_dir, "classes.txt")
+    if not os.path.exists(listed):
+        return VOC_CLASSES
+    with open(listed) as f:
+        return tuple(line.strip() for line in f if line.strip())
 
 
 def _find_year_dir(root: str) -> str:

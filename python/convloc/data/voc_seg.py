@@ -67,8 +67,11 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
-    """Writes class indices ``[H, W]`` as a VOC palette PNG."""
-    im = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
+    """Writes class indices ``[H, W]`` (0-255) as a VOC palette PNG."""
+    label = np.asarray(label)
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"label: a palette PNG holds class indices 0-255, got {label.min()}..{label.max()}")
+    im = Image.fromarray(label.astype(np.uint8), mode="P")
     im.putpalette(voc_palette().ravel().tolist())
     im.save(path)
 
@@ -76,6 +79,13 @@ def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
 def colorize(label: np.ndarray) -> np.ndarray:
     """``[H, W]`` class indices to ``[H, W, 3]`` uint8 VOC colours."""
     return voc_palette()[np.asarray(label, dtype=np.uint8)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``image`` ``[H, W, 3+]`` uint8 with the VOC colours of ``label`` ``[H, W]`` blended in
+    (weight ``alpha``): ``[H, W, 3]`` uint8."""
+    colours = colorize(label).astype(np.float32)
+    return (image[..., :3].astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
@@ -90,10 +100,11 @@ class VOCSegmentation:
         self.root = Path(root)
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.is_file():
-            raise FileNotFoundError(f"split: no {split_file}")
+            raise FileNotFoundError(
+                f"split: no {split_file}; this set's splits: {', '.join(image_sets(root)) or 'none'}"
+            )
         self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-        names = self.root / "classes.txt"
-        self.classes = tuple(names.read_text().split()) if names.is_file() else VOC_CLASSES
+        self.classes = _read_classes(self.root)
 
     @property
     def num_classes(self) -> int:
@@ -117,6 +128,23 @@ class VOCSegmentation:
         images = np.stack([normalize(im) for im, _ in pairs])
         labels = np.stack([lab for _, lab in pairs]).astype(np.int64)
         return images, labels
+
+
+def image_sets(root: str | os.PathLike) -> list[str]:
+    """The splits of the segmentation set at ``root``: the lists in ``ImageSets/Segmentation``."""
+    return sorted(p.stem for p in (Path(root) / "ImageSets" / "Segmentation").glob("*.txt"))
+
+
+def summary(root: str | os.PathLike) -> dict:
+    """What the segmentation set at ``root`` holds: its classes and the images of each split."""
+    splits = {split: len(VOCSegmentation(root, split)) for split in image_sets(root)}
+    return {"root": str(root), "classes": list(_read_classes(Path(root))), "splits": splits}
+
+
+def _read_classes(root: Path) -> tuple[str, ...]:
+    """``classes.txt`` of ``root`` when present (one name a line), else the 21 VOC classes."""
+    names = root / "classes.txt"
+    return tuple(names.read_text().split()) if names.is_file() else VOC_CLASSES
 
 
 def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

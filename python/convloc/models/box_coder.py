@@ -7,7 +7,7 @@ import math
 
 import torch
 
-__all__ = ["encode", "decode", "clip"]
+__all__ = ["encode", "decode", "clip", "hflip"]
 
 _MAX_LOG = math.log(1000.0 / 16)  # clamp on dw, dh so exp() cannot overflow on a wild prediction
 
@@ -41,3 +41,9 @@ def clip(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     out[:, 0::2] = out[:, 0::2].clamp(0, width)
     out[:, 1::2] = out[:, 1::2].clamp(0, height)
     return out
+
+
+def hflip(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """Boxes [N, 4] of an image ``width`` pixels wide mirrored left-right, as the image is by
+    ``flip`` of its last dimension."""
+    return torch.stack((width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]), 1)

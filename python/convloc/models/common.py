@@ -1,5 +1,7 @@
 """What the pipelines share: image normalisation, seeds, checkpoints, distributed (torchrun)
-training helpers and the minibatch loop, and the detectors' on-disk cache of region proposals."""
+training helpers and the minibatch loop; and what the two detectors share: the on-disk cache of
+region proposals, the optimizer, the training prologue (seeding, schedule, resuming), the
+checkpoint and the test-time selection of detections."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import datetime
 import hashlib
 import os
 import random
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -14,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
+
+from convloc.models import box_coder
 
 __all__ = [
     "to_tensor",
@@ -31,6 +36,10 @@ __all__ = [
     "fit_epochs",
     "compute_proposals",
     "load_proposals",
+    "make_optimizer",
+    "TrainingRun",
+    "start_training",
+    "decode_detections",
 ]
 
 # torchvision's ImageNet statistics: a user's pretrained VGG-16 sees the inputs it was trained on.
@@ -79,7 +88,7 @@ def close_distributed() -> None:
     """Waits for every rank, then leaves the process group of a torchrun run (no-op otherwise).
     A rank that exits while the group lives (rank 1 returns from training while rank 0 still
     evaluates) can abort at exit in gloo's threads ("terminate called without an active
-    exception", pytorch/pytorch#190489). Call it after a run that succeeded; torchrun stops the
+    exception"). Call it after a run that succeeded; torchrun stops the
     other ranks when one fails."""
     if dist.is_initialized():
         dist.barrier()
@@ -235,3 +244,100 @@ def load_proposals(
         os.replace(path + ".tmp.npy", path)
     barrier()
     return [np.load(os.path.join(folder, f"{image_id}.npy")) for image_id in dataset.ids]
+
+
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay as in the papers, or Adam (decoupled weight decay), from
+    a detector config's ``optimizer``, ``lr``, ``momentum`` and ``weight_decay``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {cfg.optimizer!r}")
+
+
+@dataclass
+class TrainingRun:
+    """A detector's training state: the model, its optimizer and schedule, this rank's generator
+    of training samples, and ``resumed``, the checkpoint the run resumed from (None when fresh)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    resumed: dict | None
+
+    def save(self, path: str, kind: str, classes, cfg, iteration: int, **extra) -> None:
+        """Writes the checkpoint that :func:`start_training` resumes from (rank 0 writes, every rank
+        waits): ``kind``, ``classes``, the config, the model, optimizer and scheduler states,
+        ``iteration``, every rank's generator state and ``extra``."""
+        states = generator_states(self.generator)  # a resumed run draws the same samples on every rank
+        if is_main():
+            save_checkpoint(
+                path,
+                {
+                    "kind": kind,
+                    "classes": list(classes),
+                    "config": asdict(cfg),
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "iteration": iteration,
+                    "generators": states,
+                    **extra,
+                },
+            )
+        barrier()
+
+
+def start_training(
+    build: Callable[[], nn.Module], cfg, iterations: int, checkpoint: str, resume: bool
+) -> TrainingRun:
+    """The detectors' training prologue: seeds torch with ``cfg.seed`` and calls ``build`` (the
+    same initial weights for a seed), makes the optimizer (:func:`make_optimizer`) and a schedule
+    that multiplies the learning rate by 0.1 at the fractions ``cfg.lr_steps`` of ``iterations``,
+    and seeds this rank's sample generator with ``cfg.seed * 1000 + rank``. When ``resume`` and
+    ``checkpoint`` exists, the model, optimizer, schedule and generator continue from it."""
+    rank = rank_world()[0]
+    torch.manual_seed(cfg.seed)
+    model = build()
+    optimizer = make_optimizer(model, cfg)
+    milestones = [int(f * iterations) for f in cfg.lr_steps]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    state = load_checkpoint(checkpoint) if resume and os.path.exists(checkpoint) else None
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if rank < len(state["generators"]):
+            generator.set_state(state["generators"][rank])
+    return TrainingRun(model, optimizer, scheduler, generator, state)
+
+
+def decode_detections(
+    proposals: Tensor, deltas: Tensor, scores: Tensor, height: int, width: int, cfg
+) -> dict:
+    """A detector's test-time output for one image. ``proposals`` [K, 4] moved by their per-class
+    box ``deltas`` [K, 4C] (:func:`convloc.models.box_coder.decode`) and clipped to the image, with
+    per-class ``scores`` [K, C]; kept where the score exceeds ``cfg.score_threshold`` and the box is
+    not empty, then per-class NMS at ``cfg.nms_iou`` and the ``cfg.max_detections`` best →
+    dict(boxes float32 [D, 4], scores float32 [D], labels int64 [D] in 0..C-1)."""
+    from convloc.ops import batched_nms
+
+    k, c = scores.shape
+    boxes = box_coder.clip(box_coder.decode(proposals, deltas), height, width).view(k, c, 4)
+    labels = torch.arange(c).expand(k, c)
+    keep = scores > cfg.score_threshold
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    widths = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+    boxes, scores, labels = boxes[widths], scores[widths], labels[widths]
+    keep = batched_nms(boxes.contiguous(), scores.contiguous(), labels.contiguous(), cfg.nms_iou)
+    keep = keep[: cfg.max_detections]
+    return {
+        "boxes": boxes[keep].numpy().astype(np.float32),
+        "scores": scores[keep].numpy().astype(np.float32),
+        "labels": labels[keep].numpy().astype(np.int64),
+    }

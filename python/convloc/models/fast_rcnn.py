@@ -18,9 +18,8 @@ no dropout, which is what the synthetic-data runs use.
 from __future__ import annotations
 
 import copy
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,16 +29,7 @@ from tqdm import tqdm
 
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone
-from convloc.models.common import (
-    barrier,
-    data_parallel,
-    generator_states,
-    is_main,
-    load_checkpoint,
-    rank_world,
-    save_checkpoint,
-    to_tensor,
-)
+from convloc.models.common import data_parallel, decode_detections, is_main, start_training, to_tensor
 
 __all__ = [
     "FastRCNNConfig",
@@ -120,27 +110,7 @@ class FastRCNN(nn.Module):
         logits, deltas = self(x, rois)
         probs = F.softmax(logits, 1)[:, 1:]
         deltas = (deltas.view(len(props), -1, 4) * self.bbox_stds).view(len(props), -1)[:, 4:]
-        boxes = box_coder.clip(box_coder.decode(props, deltas), h, w).view(-1, self.num_classes, 4)
-        return _postprocess(boxes, probs, self.cfg)
-
-
-def _postprocess(boxes: torch.Tensor, scores: torch.Tensor, cfg) -> dict:
-    """Per-class boxes [K, C, 4] and scores [K, C] → thresholded, per-class NMS, top detections."""
-    from convloc.ops import batched_nms
-
-    k, c = scores.shape
-    labels = torch.arange(c).expand(k, c)
-    keep = scores > cfg.score_threshold
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    widths = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-    boxes, scores, labels = boxes[widths], scores[widths], labels[widths]
-    keep = batched_nms(boxes.contiguous(), scores.contiguous(), labels.contiguous(), cfg.nms_iou)
-    keep = keep[: cfg.max_detections]
-    return {
-        "boxes": boxes[keep].numpy().astype(np.float32),
-        "scores": scores[keep].numpy().astype(np.float32),
-        "labels": labels[keep].numpy().astype(np.int64),
-    }
+        return decode_detections(props, deltas, probs, h, w, self.cfg)
 
 
 def resize(x: torch.Tensor, s: float) -> torch.Tensor:
@@ -241,8 +211,7 @@ def _batch(dataset, proposals, indices, cfg, model, generator):
         h, w = image.shape[1:]
         if cfg.flip and torch.rand(1, generator=generator).item() < 0.5:
             image = image.flip(2)
-            gt = torch.stack((w - gt[:, 2], gt[:, 1], w - gt[:, 0], gt[:, 3]), 1)
-            props = torch.stack((w - props[:, 2], props[:, 1], w - props[:, 0], props[:, 3]), 1)
+            gt, props = box_coder.hflip(gt, w), box_coder.hflip(props, w)
         s = model.image_scale(h, w)
         r, lab, t = sample_rois(props * s, gt * s, gt_labels, cfg, generator)
         images.append(resize(image, s))
@@ -254,17 +223,6 @@ def _batch(dataset, proposals, indices, cfg, model, generator):
     for b, x in enumerate(images):
         batch[b, :, : x.shape[1], : x.shape[2]] = x
     return batch, torch.cat(rois), torch.cat(labels), torch.cat(targets)
-
-
-def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay as in the papers, or Adam (decoupled weight decay)."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    if cfg.optimizer == "adam":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {cfg.optimizer!r}")
 
 
 def train_fast_rcnn(
@@ -283,24 +241,15 @@ def train_fast_rcnn(
     DistributedDataParallel averages the gradients."""
     from convloc.models.backbones import load_torchvision_vgg
 
-    rank = rank_world()[0]
-    torch.manual_seed(cfg.seed)
-    model = FastRCNN(len(dataset.classes), cfg)
-    if pretrained:
-        load_torchvision_vgg(model.backbone, pretrained)
-    optimizer = make_optimizer(model, cfg)
-    milestones = [int(f * cfg.iterations) for f in cfg.lr_steps]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
-    start = 0
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    if resume and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["iteration"]
-        if rank < len(state["generators"]):
-            generator.set_state(state["generators"][rank])
+    def build() -> FastRCNN:
+        model = FastRCNN(len(dataset.classes), cfg)
+        if pretrained:
+            load_torchvision_vgg(model.backbone, pretrained)
+        return model
+
+    run = start_training(build, cfg, cfg.iterations, checkpoint, resume)
+    model, optimizer, scheduler, generator = run.model, run.optimizer, run.scheduler, run.generator
+    start = run.resumed["iteration"] if run.resumed else 0
     net = data_parallel(model)
     model.train()
     n = len(dataset)
@@ -321,30 +270,11 @@ def train_fast_rcnn(
             bar.set_postfix(cls=f"{running[0] / log_every:.3f}", box=f"{running[1] / log_every:.3f}")
             running[:] = 0
         if (it + 1) % save_every == 0 or it + 1 == cfg.iterations:
-            _save(checkpoint, model, optimizer, scheduler, it + 1, generator, dataset.classes, cfg)
+            run.save(checkpoint, "fast-rcnn", dataset.classes, cfg, it + 1)
     if start < cfg.iterations and is_main():
         bar.write(f"fast-rcnn: {cfg.iterations - start} iterations in {time.perf_counter() - t0:.0f} s")
     model.eval()
     return model
-
-
-def _save(path, model, optimizer, scheduler, iteration, generator, classes, cfg):
-    states = generator_states(generator)  # a resumed run draws the same images on every rank
-    if is_main():
-        save_checkpoint(
-            path,
-            {
-                "kind": "fast-rcnn",
-                "classes": list(classes),
-                "config": asdict(cfg),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "iteration": iteration,
-                "generators": states,
-            },
-        )
-    barrier()
 
 
 def load_fast_rcnn(state: dict, rank: int | None = None) -> FastRCNN:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -41,11 +41,10 @@ from convloc.models.common import (
     barrier,
     broadcast_buffers,
     data_parallel,
-    generator_states,
+    decode_detections,
     is_main,
-    load_checkpoint,
     rank_world,
-    save_checkpoint,
+    start_training,
     to_tensor,
 )
 
@@ -152,16 +151,13 @@ class RCNN(nn.Module):
     @torch.no_grad()
     def detect(self, image: np.ndarray, proposals: np.ndarray) -> dict:
         """One image uint8 [H, W, 3] and its proposals [K, 4] → dict(boxes, scores, labels)."""
-        from convloc.models.fast_rcnn import _postprocess
-
         h, w = image.shape[:2]
         props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
         pool5, fc7 = self.features(to_tensor(image), props)
         scores = (fc7 * self.fc7_scale) @ self.svm_weight.T + self.svm_bias
         x = torch.cat((pool5 * self.pool5_scale, torch.ones(len(props), 1)), 1)
         deltas = torch.einsum("kd,cdj->kcj", x, self.bbox_weight).reshape(len(props), -1)
-        boxes = box_coder.clip(box_coder.decode(props, deltas), h, w).view(-1, self.num_classes, 4)
-        return _postprocess(boxes, scores, self.cfg)
+        return decode_detections(props, deltas, scores, h, w, self.cfg)
 
 
 def _squared_hinge_svm(x, y, weights, c, bias_mult, w0=None):
@@ -258,8 +254,7 @@ def _sample_crops(model, dataset, proposals, cfg, generator):
         image = to_tensor(_image(dataset, i))
         if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flip
             image = image.flip(2)
-            w = image.shape[2]
-            cand = torch.stack((w - cand[:, 2], cand[:, 1], w - cand[:, 0], cand[:, 3]), 1)
+            cand = box_coder.hflip(cand, image.shape[2])
         crops.append(model.crops(image, cand[torch.cat((fg, bg))]))
         lab = torch.zeros(len(fg) + len(bg), dtype=torch.int64)
         if len(gt):
@@ -338,38 +333,20 @@ def train_rcnn(
     """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there.
     Under torchrun the fine-tuning is data-parallel and the feature extraction is split by rank;
     the SVMs and regressors are fitted on rank 0."""
-    from convloc.models.fast_rcnn import make_optimizer
-
     rank, world = rank_world()
-    torch.manual_seed(cfg.seed)
-    model = RCNN(len(dataset.classes), cfg)
-    if pretrained:
-        load_torchvision_vgg(model.cnn, pretrained)
-    optimizer = make_optimizer(model, cfg)
-    milestones = [int(f * cfg.finetune_iterations) for f in cfg.lr_steps]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    state = load_checkpoint(checkpoint) if resume and os.path.exists(checkpoint) else None
-    start, stage = 0, "finetune"
-    if state:
-        model.load_state_dict(state["model"])
-        stage, start = state["stage"], state["iteration"]
-        if stage == "finetune":
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if rank < len(state["generators"]):
-                generator.set_state(state["generators"][rank])
+
+    def build() -> RCNN:
+        model = RCNN(len(dataset.classes), cfg)
+        if pretrained:
+            load_torchvision_vgg(model.cnn, pretrained)
+        return model
+
+    run = start_training(build, cfg, cfg.finetune_iterations, checkpoint, resume)
+    model, optimizer, scheduler, generator = run.model, run.optimizer, run.scheduler, run.generator
+    stage, start = (run.resumed["stage"], run.resumed["iteration"]) if run.resumed else ("finetune", 0)
 
     def save(stage_name, iteration):
-        states = generator_states(generator)
-        if is_main():
-            save_checkpoint(checkpoint, {
-                "kind": "rcnn", "classes": list(dataset.classes), "config": asdict(cfg),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "stage": stage_name, "iteration": iteration,
-                "generators": states,
-            })  # fmt: skip
-        barrier()
+        run.save(checkpoint, "rcnn", dataset.classes, cfg, iteration, stage=stage_name)
 
     if stage == "finetune":
         net = data_parallel(model)

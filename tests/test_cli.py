@@ -1,0 +1,296 @@
+"""The ``convloc`` command line: help texts, argument errors, ``data`` commands."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convloc.cli import build_parser, main
+from convloc.data import lfw, voc, voc_seg
+from convloc.data.shapes import make_shapes
+
+
+def _parsers(parser, path=("convloc",)):
+    """(command path, parser) for ``convloc`` and every subcommand below it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+PARSERS = list(_parsers(build_parser()))
+
+
+def _arguments(parser):
+    return [a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+
+
+@pytest.mark.parametrize("path, parser", PARSERS, ids=[" ".join(p) for p, _ in PARSERS])
+def test_every_argument_has_help_and_shows_its_default(path, parser):
+    formatter = parser.formatter_class(prog=parser.prog)
+    for action in _arguments(parser):
+        name = "/".join(action.option_strings) or action.dest
+        if isinstance(action, argparse._SubParsersAction):
+            assert all(c.help for c in action._choices_actions), (
+                f"{' '.join(path)}: a subcommand without help"
+            )
+            continue
+        assert action.help and action.help.strip(), f"{' '.join(path)} {name}: no help"
+        if action.option_strings and action.default not in (None, False):
+            assert "(default" in formatter._get_help_string(action), (
+                f"{' '.join(path)} {name}: default not shown"
+            )
+    if len(path) > 1 and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+        assert parser.description, f"{' '.join(path)}: no description for -h"
+
+
+def test_the_tree_holds_every_command():
+    commands = {" ".join(p[1:]) for p, _ in PARSERS}
+    assert {
+        "train rcnn",
+        "train fast-rcnn",
+        "train fcn",
+        "train crfrnn",
+        "train face",
+        "eval",
+        "detect",
+        "segment",
+        "verify",
+        "crf",
+        "demo",
+        "bench",
+        "info",
+        "data inspect",
+        "data make-shapes",
+        "data make-segmentation",
+        "data make-faces",
+    } <= commands
+
+
+# ---- bad arguments: exit status 2 and a message naming the argument ----------------------------
+
+
+def _fails(argv, capsys, names):
+    """Runs ``convloc argv``: it must exit with status 2, printing the usage and an error that
+    names the argument."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: convloc"), err
+    assert "error: " in err and names in err.splitlines()[-1], err
+    return err
+
+
+def test_make_faces_bad_argument_exits_2_naming_it(tmp_path):
+    # through the installed entry point: no traceback, nothing written
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convloc.cli",
+            "data",
+            "make-faces",
+            str(tmp_path / "f"),
+            "--test-identities",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert "argument --test-identities: expected an integer >= 20, got '5'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["data", "make-faces", "{tmp}/f", "--images", "1"], "--images"),
+        (["data", "make-faces", "{tmp}/f", "--size", "x"], "--size"),
+        (["data", "make-faces", "{tmp}/f", "--seed", "-1"], "--seed"),
+        (["data", "make-faces", "{tmp}/f", "--pairs-per-fold", "0"], "--pairs-per-fold"),
+        (["data", "make-shapes", "{tmp}/s", "--images", "0"], "--images"),
+        (["data", "make-shapes", "{tmp}/s", "--test-fraction", "1"], "--test-fraction"),
+        (["data", "make-shapes", "{tmp}/s", "--image-size", "100", "50"], "--image-size"),
+        (["data", "make-segmentation", "{tmp}/g", "--train", "-3"], "--train"),
+        (["data", "make-segmentation", "{tmp}/a_file"], "root"),
+        (["data", "inspect", "{tmp}/missing"], "path"),
+        (["data", "inspect", "{tmp}"], "path"),
+        (["train", "fcn", "--data", "{tmp}/missing", "-o", "{tmp}/c.pt"], "--data"),
+        (["train", "crfrnn", "--data", "{tmp}", "--fcn", "{tmp}/a_file", "-o", "{tmp}"], "--output"),
+        (["train", "rcnn", "--data", "{tmp}", "--out", "{tmp}"], "--out"),
+        (["train", "fast-rcnn", "--data", "{tmp}", "--out", "{tmp}/c.pt", "--lr", "0"], "--lr"),
+        (["train", "rcnn", "--data", "{tmp}", "--out", "{tmp}/c.pt", "--dropout", "1"], "--dropout"),
+        (["train", "face", "--data", "{tmp}", "-o", "{tmp}/c.pt", "--mining", "easy"], "--mining"),
+        (["eval", "{tmp}/missing.pt", "--data", "{tmp}"], "checkpoint"),
+        (["eval", "{tmp}/a_file", "--data", "{tmp}", "--svd", "8,x"], "--svd"),
+        (["detect", "{tmp}/a_file", "{tmp}/a_file", "-o", "{tmp}/no/out.png"], "--output"),
+        (["segment", "{tmp}/a_file", "{tmp}/a_file", "-o", "{tmp}/out.gif"], "--output"),
+        (["verify", "{tmp}/a_file", "{tmp}/a_file", "{tmp}/missing.jpg"], "IMAGE_B"),
+        (["crf", "{tmp}/a_file", "{tmp}/a_file", "-o", "{tmp}/o.png", "--gt-prob", "1"], "--gt-prob"),
+        (["demo", "--iterations", "-1"], "--iterations"),
+        (["bench", "roi", "--budget", "0"], "--budget"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_them(tmp_path, capsys, argv, names):
+    (tmp_path / "a_file").write_text("not a checkpoint")
+    _fails([a.format(tmp=tmp_path) for a in argv], capsys, names)
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]  # nothing written
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    shapes = make_shapes(str(root / "shapes"), 8, seed=1, size=(48, 64), min_size=12, max_size=28)
+    seg = voc_seg.make_synthetic_segmentation(root / "seg", 4, 2, size=16, seed=1)
+    faces = lfw.make_synthetic_faces(root / "faces", 3, 20, 2, pairs_per_fold=1, size=8, seed=1)
+    return {"shapes": shapes, "seg": str(seg), "faces": str(faces)}
+
+
+def test_files_the_commands_read_are_checked_before_any_work(datasets, tmp_path, capsys):
+    shapes, seg, faces = datasets["shapes"], datasets["seg"], datasets["faces"]
+    ckpt = str(tmp_path / "x.pt")  # never written: every command stops before training
+    err = _fails(["eval", _fake_checkpoint(tmp_path, "fcn"), "--data", shapes], capsys, "checkpoint")
+    assert "expected a checkpoint of `convloc train fast-rcnn|rcnn`, got one of 'fcn'" in err
+    image, out = os.path.join(shapes, "JPEGImages", "000001.jpg"), str(tmp_path / "o.png")
+    _fails(["segment", _fake_checkpoint(tmp_path, "face"), image, "-o", out], capsys, "checkpoint")
+    err = _fails(["segment", image, image, "-o", out], capsys, "checkpoint")
+    assert f"checkpoint: {image!r} is not a checkpoint" in err
+    err = _fails(["train", "fast-rcnn", "--data", shapes, "--split", "tst", "--out", ckpt], capsys, "--split")
+    assert "this tree's splits: test, train, trainval, val" in err
+    err = _fails(["train", "fcn", "--data", seg, "--val-split", "test", "-o", ckpt], capsys, "--val-split")
+    assert "this set's splits: train, val" in err
+    _fails(
+        ["train", "crfrnn", "--data", seg, "--fcn", _fake_checkpoint(tmp_path, "crfrnn"), "-o", ckpt],
+        capsys,
+        "--fcn",
+    )
+    _fails(["train", "face", "--data", faces, "--pairs", "none.txt", "-o", ckpt], capsys, "--pairs")
+    _fails(["train", "face", "--data", faces, "--train-dir", "lfw2", "-o", ckpt], capsys, "--train-dir")
+    (tmp_path / "pairs.txt").write_text("1\t1\nNo_Body\t1\t2\nNo_Body\t1\tSome_One\t1\n")
+    err = _fails(
+        ["train", "face", "--data", faces, "--pairs", str(tmp_path / "pairs.txt"), "-o", ckpt],
+        capsys,
+        "--test-dir",
+    )
+    assert "4 of the images" in err
+    assert not os.path.exists(ckpt)
+
+
+def _fake_checkpoint(tmp_path, kind):
+    path = str(tmp_path / f"{kind}.pt")
+    torch.save({"kind": kind}, path)
+    return path
+
+
+# ---- data commands ---------------------------------------------------------------------------
+
+
+def test_make_segmentation_and_make_faces_say_what_they_wrote(tmp_path, capsys):
+    assert (
+        main(
+            ["data", "make-segmentation", str(tmp_path / "seg"), "--train", "3", "--val", "2", "--size", "16"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"wrote 3 train and 2 val images (16x16) with their labels to {tmp_path / 'seg'}" in out
+    argv = [
+        "data",
+        "make-faces",
+        str(tmp_path / "f"),
+        "--train-identities",
+        "2",
+        "--test-identities",
+        "20",
+        "--images",
+        "2",
+        "--pairs-per-fold",
+        "1",
+        "--size",
+        "8",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"wrote 2 people to {tmp_path / 'f' / 'train'} and 20 to {tmp_path / 'f' / 'lfw'}" in out
+    assert f"10 folds of 1 matched and 1 mismatched pairs to {tmp_path / 'f' / 'pairs.txt'}" in out
+
+
+def test_inspect_detection_tree(datasets, tmp_path, capsys):
+    shapes = datasets["shapes"]
+    assert main(["data", "inspect", shapes, "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert list(summary) == ["detection"]
+    det = summary["detection"]
+    assert det["classes"] == ["circle", "square", "triangle", "cross"]
+    assert list(det["splits"]) == ["test", "train", "trainval", "val"]  # not the per-class lists
+    for split, s in det["splits"].items():
+        ds = voc.VOCDetection(shapes, split)
+        targets = [ds.target(i) for i in range(len(ds))]
+        assert s["images"] == len(ds)
+        for c, name in enumerate(ds.classes):
+            assert s["objects"][name] == sum(
+                int(((t["labels"] == c) & ~t["difficult"]).sum()) for t in targets
+            )
+            assert s["difficult"][name] == sum(
+                int(((t["labels"] == c) & t["difficult"]).sum()) for t in targets
+            )
+    assert out.startswith(f"VOC detection tree {shapes}: 4 classes")
+    images = out.splitlines()[2].split()
+    assert images == ["images", *(str(s["images"]) for s in det["splits"].values())]
+
+
+def test_inspect_segmentation_set_and_faces(datasets, tmp_path, capsys):
+    assert main(["data", "inspect", datasets["seg"], "--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    seg = json.loads((tmp_path / "g.json").read_text())["segmentation"]
+    assert seg["classes"] == list(voc_seg.SYNTHETIC_CLASSES) and seg["splits"] == {"train": 4, "val": 2}
+    assert "5 classes (background, disk, square, triangle, ring)" in out
+    assert main(["data", "inspect", datasets["faces"], "--json", str(tmp_path / "f.json")]) == 0
+    out = capsys.readouterr().out
+    faces = json.loads((tmp_path / "f.json").read_text())["faces"]
+    assert faces["identity_folders"] == {
+        "lfw": {"identities": 20, "images": 40, "identities_with_2_images": 20},
+        "train": {"identities": 3, "images": 6, "identities_with_2_images": 3},
+    }
+    assert faces["pairs"] == {"pairs.txt": {"folds": 10, "matched": 10, "mismatched": 10}}
+    assert out.splitlines()[1].split() == [
+        "identity",
+        "folders",
+        "people",
+        "images",
+        "people",
+        "with",
+        "2+",
+        "images",
+    ]
+
+
+def test_voc_split_errors_name_the_splits_there_are(datasets):
+    with pytest.raises(
+        FileNotFoundError, match="split: no .*tst.txt; this tree's splits: test, train, trainval, val"
+    ):
+        voc.VOCDetection(datasets["shapes"], "tst")
+    with pytest.raises(FileNotFoundError, match="split: no .*test.txt; this set's splits: train, val"):
+        voc_seg.VOCSegmentation(datasets["seg"], "test")
+
+
+def test_faces_summary_counts_identity_folders_and_reports_unreadable_pairs(tmp_path):
+    for name, n in (("Ann_Lee", 2), ("Bo_Ray", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(1, n + 1):
+            (tmp_path / name / f"{name}_{i:04d}.jpg").touch()
+    (tmp_path / "pairs.txt").write_text("1\nAnn_Lee\t1\t2\nAnn_Lee\t1\tBo_Ray\t1\n")
+    (tmp_path / "pairsDevTest.txt").write_text("2\t1\nAnn_Lee\t1\t2\n")
+    s = lfw.summary(tmp_path)
+    assert s["identity_folders"] == {".": {"identities": 2, "images": 3, "identities_with_2_images": 1}}
+    assert s["pairs"]["pairs.txt"] == {"folds": 1, "matched": 1, "mismatched": 1}
+    assert s["pairs"]["pairsDevTest.txt"]["error"].startswith("pairs_file: header says 2 folds")
