@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "convloc"
 # (e.g. models.rcnn -> models.common), never a higher layer or another package of its own layer.
 LAYERS = [
     ["convloc.cli"],
+    ["convloc.benchmarks"],  # `convloc bench`, parsed with the commands' argument types
     ["convloc.commands"],
-    ["convloc.benchmarks"],
     ["convloc.models"],
     ["convloc.data", "convloc.metrics"],
     ["convloc.densecrf", "convloc.nn"],
