@@ -1,6 +1,7 @@
 // The dense CRF's pairwise kernels on the CPU, for one image: each kernel's filter, of one of three
 // kinds, and what the mean-field updates apply around it (the normalisation's scales, the label
-// compatibility) or exchange with it (its input and output rows).
+// compatibility) or exchange with it (its input and output rows). Rows hold one pixel's labels,
+// padded to lp (LP), the label count rounded up to a multiple of 8.
 //
 // Two update paths read them. The general one writes every kernel's input pre * Q as [N, LP] rows
 // and reads its output back. The fused one (dense_crf_rows.h) slices and splats lattice and coarse
