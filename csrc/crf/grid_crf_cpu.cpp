@@ -8,30 +8,30 @@
 
 namespace convloc {
 
-CONVLOC_SIMD_CLONES void gaussian_taps_f32(float* d, const float* s, int64_t stride, const float* w, int t0, int t1,
-                                           int64_t count) {
-  gaussian_taps(d, s, stride, w, t0, t1, count);
+CONVLOC_SIMD_CLONES void gaussian_taps_f32(float* out, const float* in, int64_t stride, const float* weight, int first,
+                                           int last, int64_t count) {
+  gaussian_taps(out, in, stride, weight, first, last, count);
 }
-CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* d, const double* s, int64_t stride, const double* w, int t0, int t1,
-                                           int64_t count) {
-  gaussian_taps(d, s, stride, w, t0, t1, count);
+CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* out, const double* in, int64_t stride, const double* weight,
+                                           int first, int last, int64_t count) {
+  gaussian_taps(out, in, stride, weight, first, last, count);
 }
 
-CONVLOC_SIMD_CLONES void combine_rows3_f32(float* r, int64_t r_stride, const float* s, int64_t stride, const float* w,
-                                           int64_t nr, int64_t count) {
-  combine_rows3<float>(r, r_stride, s, stride, w, nr, count);
+CONVLOC_SIMD_CLONES void combine_rows3_f32(float* out, int64_t out_stride, const float* in, int64_t stride,
+                                           const float* weight, int64_t rows, int64_t count) {
+  combine_rows3<float>(out, out_stride, in, stride, weight, rows, count);
 }
-CONVLOC_SIMD_CLONES void combine_rows3_f64(double* r, int64_t r_stride, const double* s, int64_t stride,
-                                           const double* w, int64_t nr, int64_t count) {
-  combine_rows3<double>(r, r_stride, s, stride, w, nr, count);
+CONVLOC_SIMD_CLONES void combine_rows3_f64(double* out, int64_t out_stride, const double* in, int64_t stride,
+                                           const double* weight, int64_t rows, int64_t count) {
+  combine_rows3<double>(out, out_stride, in, stride, weight, rows, count);
 }
-CONVLOC_SIMD_CLONES void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t s_stride,
-                                          int64_t nr, int64_t count) {
-  spread_rows3<float>(d, stride, w, s, s_stride, nr, count);
+CONVLOC_SIMD_CLONES void spread_rows3_f32(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride,
+                                          int64_t rows, int64_t count) {
+  spread_rows3<float>(out, stride, weight, in, in_stride, rows, count);
 }
-CONVLOC_SIMD_CLONES void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t s_stride,
-                                          int64_t nr, int64_t count) {
-  spread_rows3<double>(d, stride, w, s, s_stride, nr, count);
+CONVLOC_SIMD_CLONES void spread_rows3_f64(double* out, int64_t stride, const double* weight, double* in,
+                                          int64_t in_stride, int64_t rows, int64_t count) {
+  spread_rows3<double>(out, stride, weight, in, in_stride, rows, count);
 }
 
 namespace {

@@ -1,7 +1,8 @@
-// Exact Gaussian filtering over a regular grid, separably, for the dense CRF's smoothness kernel:
-// out[p, :] = sum_q prod_a exp(-(p_a - q_a)^2 / (2 sigma_a^2)) in[q, :], truncated at 3 sigma_a.
-// No lattice to build and no approximation beyond the truncation (0.3 % of the mass per axis);
-// a win over the permutohedral lattice for the small spatial sigmas CRFs use (sxy = 3).
+// Gaussian filtering over a regular grid, for the dense CRF's smoothness kernel:
+// out[p, :] = sum_q prod_a exp(-(p_a - q_a)^2 / (2 sigma_a^2)) in[q, :].
+//  - GridGaussian: exact and separable, truncated at 3 sigma_a (0.3 % of the mass per axis); no
+//    lattice to build, which makes it the better filter for the small spatial sigmas CRFs use.
+//  - CoarseGaussian: 2-D, approximated on a grid `step` times coarser per axis, for larger sigmas.
 #pragma once
 
 #include <algorithm>
@@ -15,59 +16,49 @@
 
 namespace convloc {
 
-// d[j] = sum_{t = t0..t1} w[t] s[j + t * stride] for j in [0, count): blocks of outputs stay in
-// registers while the taps stream past (one load per tap and value, one store per value).
+// out[j] = sum_{t = first..last} weight[t] in[j + t * stride] for j in [0, count): blocks of outputs
+// stay in registers while the taps stream past (one load per tap and value, one store per value).
 template <typename T>
-CONVLOC_ALWAYS_INLINE void gaussian_taps(T* __restrict d, const T* __restrict s, int64_t stride, const T* w, int t0,
-                                         int t1, int64_t count) {
-  constexpr int64_t kB = 64;
+CONVLOC_ALWAYS_INLINE void gaussian_taps(T* __restrict out, const T* __restrict in, int64_t stride, const T* weight,
+                                         int first, int last, int64_t count) {
+  constexpr int64_t kBlock = 64;
   int64_t j = 0;
-  if (t0 == -t1) {  // the interior: symmetric taps, one multiplication per pair
-    for (; j + kB <= count; j += kB) {
-      T acc[kB];
-      for (int64_t b = 0; b < kB; ++b) acc[b] = w[0] * s[j + b];
-      for (int t = 1; t <= t1; ++t) {
-        const T wt = w[t];
-        const T* lo = s + j - t * stride;
-        const T* hi = s + j + t * stride;
-        for (int64_t b = 0; b < kB; ++b) acc[b] += wt * (lo[b] + hi[b]);
+  if (first == -last) {  // the interior: symmetric taps, one multiplication per pair
+    for (; j + kBlock <= count; j += kBlock) {
+      T acc[kBlock];
+      for (int64_t b = 0; b < kBlock; ++b) acc[b] = weight[0] * in[j + b];
+      for (int t = 1; t <= last; ++t) {
+        const T wt = weight[t];
+        const T* lo = in + j - t * stride;
+        const T* hi = in + j + t * stride;
+        for (int64_t b = 0; b < kBlock; ++b) acc[b] += wt * (lo[b] + hi[b]);
       }
-      for (int64_t b = 0; b < kB; ++b) d[j + b] = acc[b];
+      for (int64_t b = 0; b < kBlock; ++b) out[j + b] = acc[b];
     }
   }
-  for (; j + kB <= count; j += kB) {
-    T acc[kB];
-    for (int64_t b = 0; b < kB; ++b) acc[b] = w[t0] * s[j + b + t0 * stride];
-    for (int t = t0 + 1; t <= t1; ++t) {
-      const T wt = w[t];
-      const T* st = s + j + t * stride;
-      for (int64_t b = 0; b < kB; ++b) acc[b] += wt * st[b];
+  for (; j + kBlock <= count; j += kBlock) {
+    T acc[kBlock];
+    for (int64_t b = 0; b < kBlock; ++b) acc[b] = weight[first] * in[j + b + first * stride];
+    for (int t = first + 1; t <= last; ++t) {
+      const T wt = weight[t];
+      const T* at = in + j + t * stride;
+      for (int64_t b = 0; b < kBlock; ++b) acc[b] += wt * at[b];
     }
-    for (int64_t b = 0; b < kB; ++b) d[j + b] = acc[b];
+    for (int64_t b = 0; b < kBlock; ++b) out[j + b] = acc[b];
   }
   for (; j < count; ++j) {
-    T acc = w[t0] * s[j + t0 * stride];
-    for (int t = t0 + 1; t <= t1; ++t) acc += w[t] * s[j + t * stride];
-    d[j] = acc;
+    T acc = weight[first] * in[j + first * stride];
+    for (int t = first + 1; t <= last; ++t) acc += weight[t] * in[j + t * stride];
+    out[j] = acc;
   }
 }
 
-// Non-template entry points so the SIMD clones apply (defined in grid_crf_cpu.cpp).
-void gaussian_taps_f32(float* d, const float* s, int64_t stride, const float* w, int t0, int t1, int64_t count);
-void gaussian_taps_f64(double* d, const double* s, int64_t stride, const double* w, int t0, int t1, int64_t count);
-inline void taps(float* d, const float* s, int64_t stride, const float* w, int t0, int t1, int64_t count) {
-  gaussian_taps_f32(d, s, stride, w, t0, t1, count);
-}
-inline void taps(double* d, const double* s, int64_t stride, const double* w, int t0, int t1, int64_t count) {
-  gaussian_taps_f64(d, s, stride, w, t0, t1, count);
-}
-
-// Rows k < nr: r_k[j] = w_k[0] s[j] + w_k[1] s[j + stride] + w_k[2] s[j + 2 stride] (r_k = r + k
-// r_stride, w_k = w + 3 k): the three source rows, read once, weighted into each of the rows that
-// share them. A zero last weight (every other row when the step is even) is skipped.
+// Rows k < rows: out_k[j] = w_k[0] in[j] + w_k[1] in[j + stride] + w_k[2] in[j + 2 stride] (out_k =
+// out + k out_stride, w_k = weight + 3 k): the three source rows, read once, weighted into each of the
+// rows that share them. A zero last weight (every other row when the step is even) is skipped.
 template <typename T>
-CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, int64_t r_stride, const T* __restrict s, int64_t stride,
-                                         const T* w, int64_t nr, int64_t count) {
+CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict out, int64_t out_stride, const T* __restrict in, int64_t stride,
+                                         const T* weight, int64_t rows, int64_t count) {
   using V = VecIn<T>;
   constexpr int64_t kV = kLanesIn<T>;
   const auto mix = [](const T* wk, auto a, auto b, auto c) {
@@ -75,19 +66,20 @@ CONVLOC_ALWAYS_INLINE void combine_rows3(T* __restrict r, int64_t r_stride, cons
   };
   int64_t j = 0;
   for (; j + kV <= count; j += kV) {
-    const V a = load_lanes<V>(s + j), b = load_lanes<V>(s + j + stride), c = load_lanes<V>(s + j + 2 * stride);
-    for (int64_t k = 0; k < nr; ++k) store_lanes(r + k * r_stride + j, mix(w + 3 * k, a, b, c));
+    const V a = load_lanes<V>(in + j), b = load_lanes<V>(in + j + stride), c = load_lanes<V>(in + j + 2 * stride);
+    for (int64_t k = 0; k < rows; ++k) store_lanes(out + k * out_stride + j, mix(weight + 3 * k, a, b, c));
   }
   for (; j < count; ++j)
-    for (int64_t k = 0; k < nr; ++k) r[k * r_stride + j] = mix(w + 3 * k, s[j], s[j + stride], s[j + 2 * stride]);
+    for (int64_t k = 0; k < rows; ++k)
+      out[k * out_stride + j] = mix(weight + 3 * k, in[j], in[j + stride], in[j + 2 * stride]);
 }
-// d[j + a stride] += w_k[a] s_k[j] for a = 0, 1, 2 and rows k < nr in order (s_k = s + k s_stride,
-// w_k = w + 3 k; a zero last weight skipped), then s_k[j] = 0: rows that share their three
-// destination rows spread over them together (each destination read and written once) and cleared
-// for the next.
+// out[j + a stride] += w_k[a] in_k[j] for a = 0, 1, 2 and rows k < rows in order (in_k = in + k
+// in_stride, w_k = weight + 3 k; a zero last weight skipped), then in_k[j] = 0: rows that share their
+// three destination rows spread over them together (each destination read and written once) and are
+// cleared for the next.
 template <typename T>
-CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict d, int64_t stride, const T* w, T* __restrict s, int64_t s_stride,
-                                        int64_t nr, int64_t count) {
+CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict out, int64_t stride, const T* weight, T* __restrict in,
+                                        int64_t in_stride, int64_t rows, int64_t count) {
   using V = VecIn<T>;
   constexpr int64_t kV = kLanesIn<T>;
   const auto add = [](const T* wk, auto v, auto& d0, auto& d1, auto& d2) {
@@ -96,41 +88,56 @@ CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict d, int64_t stride, const T
   };
   int64_t j = 0;
   for (; j + kV <= count; j += kV) {
-    V d0 = load_lanes<V>(d + j), d1 = load_lanes<V>(d + j + stride), d2 = load_lanes<V>(d + j + 2 * stride);
-    for (int64_t k = 0; k < nr; ++k) {
-      add(w + 3 * k, load_lanes<V>(s + k * s_stride + j), d0, d1, d2);
-      store_lanes(s + k * s_stride + j, V{});
+    V d0 = load_lanes<V>(out + j), d1 = load_lanes<V>(out + j + stride), d2 = load_lanes<V>(out + j + 2 * stride);
+    for (int64_t k = 0; k < rows; ++k) {
+      add(weight + 3 * k, load_lanes<V>(in + k * in_stride + j), d0, d1, d2);
+      store_lanes(in + k * in_stride + j, V{});
     }
-    store_lanes(d + j, d0), store_lanes(d + j + stride, d1), store_lanes(d + j + 2 * stride, d2);
+    store_lanes(out + j, d0), store_lanes(out + j + stride, d1), store_lanes(out + j + 2 * stride, d2);
   }
   for (; j < count; ++j)
-    for (int64_t k = 0; k < nr; ++k) {
-      add(w + 3 * k, s[k * s_stride + j], d[j], d[j + stride], d[j + 2 * stride]);
-      s[k * s_stride + j] = 0;
+    for (int64_t k = 0; k < rows; ++k) {
+      add(weight + 3 * k, in[k * in_stride + j], out[j], out[j + stride], out[j + 2 * stride]);
+      in[k * in_stride + j] = 0;
     }
 }
-void combine_rows3_f32(float* r, int64_t r_stride, const float* s, int64_t stride, const float* w, int64_t nr,
+
+// The SIMD-cloned instances of the three kernels above (grid_crf_cpu.cpp; function multiversioning
+// needs plain functions), and overloads that pick one by type.
+void gaussian_taps_f32(float* out, const float* in, int64_t stride, const float* weight, int first, int last,
                        int64_t count);
-void combine_rows3_f64(double* r, int64_t r_stride, const double* s, int64_t stride, const double* w, int64_t nr,
+void gaussian_taps_f64(double* out, const double* in, int64_t stride, const double* weight, int first, int last,
                        int64_t count);
-void spread_rows3_f32(float* d, int64_t stride, const float* w, float* s, int64_t s_stride, int64_t nr, int64_t count);
-void spread_rows3_f64(double* d, int64_t stride, const double* w, double* s, int64_t s_stride, int64_t nr,
+void combine_rows3_f32(float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight,
+                       int64_t rows, int64_t count);
+void combine_rows3_f64(double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight,
+                       int64_t rows, int64_t count);
+void spread_rows3_f32(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
                       int64_t count);
-inline void combine_rows3(float* r, int64_t r_stride, const float* s, int64_t stride, const float* w, int64_t nr,
-                          int64_t count) {
-  combine_rows3_f32(r, r_stride, s, stride, w, nr, count);
+void spread_rows3_f64(double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
+                      int64_t count);
+inline void taps(float* out, const float* in, int64_t stride, const float* weight, int first, int last, int64_t count) {
+  gaussian_taps_f32(out, in, stride, weight, first, last, count);
 }
-inline void combine_rows3(double* r, int64_t r_stride, const double* s, int64_t stride, const double* w, int64_t nr,
-                          int64_t count) {
-  combine_rows3_f64(r, r_stride, s, stride, w, nr, count);
+inline void taps(double* out, const double* in, int64_t stride, const double* weight, int first, int last,
+                 int64_t count) {
+  gaussian_taps_f64(out, in, stride, weight, first, last, count);
 }
-inline void spread_rows3(float* d, int64_t stride, const float* w, float* s, int64_t s_stride, int64_t nr,
+inline void combine_rows3(float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight,
+                          int64_t rows, int64_t count) {
+  combine_rows3_f32(out, out_stride, in, stride, weight, rows, count);
+}
+inline void combine_rows3(double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight,
+                          int64_t rows, int64_t count) {
+  combine_rows3_f64(out, out_stride, in, stride, weight, rows, count);
+}
+inline void spread_rows3(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
                          int64_t count) {
-  spread_rows3_f32(d, stride, w, s, s_stride, nr, count);
+  spread_rows3_f32(out, stride, weight, in, in_stride, rows, count);
 }
-inline void spread_rows3(double* d, int64_t stride, const double* w, double* s, int64_t s_stride, int64_t nr,
+inline void spread_rows3(double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
                          int64_t count) {
-  spread_rows3_f64(d, stride, w, s, s_stride, nr, count);
+  spread_rows3_f64(out, stride, weight, in, in_stride, rows, count);
 }
 
 // out[i] = prod_a f[a][i_a] over the C-order grid whose axis a has f[a].size() points (in parallel).
@@ -184,10 +191,7 @@ class GridGaussian {
   }
 
   // The filter along axis a alone, of one line of shape[a] values.
-  void filter_line(int a, const T* in, T* out) const {
-    const int r = static_cast<int>(taps_[a].size() / 2);
-    row_pass(in, out, shape_[a], 1, taps_[a].data() + r, r);
-  }
+  void filter_line(int a, const T* in, T* out) const { line_pass(in, out, shape_[a], 1, center(a), radius(a)); }
 
   // out [n] = the filter's response to ones (its normaliser), as the product of the axes' responses
   // (the filter is separable): O(n) multiplications instead of a filtering.
@@ -205,13 +209,14 @@ class GridGaussian {
   void filter(const T* in, T* out, int64_t channels, T* tmp) const {
     const int nd = static_cast<int>(shape_.size());
     if (nd == 2) return filter_2d(in, out, channels, nullptr);
+    // One pass per axis, alternating between out and tmp so that the last one writes out.
     const T* src = in;
     for (int a = 0; a < nd; ++a) {
-      T* dst = ((nd - 1 - a) % 2 == 0) ? out : tmp;
+      T* dst = (nd - 1 - a) % 2 == 0 ? out : tmp;
       int64_t outer = 1, inner = channels;
       for (int b = 0; b < a; ++b) outer *= shape_[b];
       for (int b = a + 1; b < nd; ++b) inner *= shape_[b];
-      axis_pass(src, dst, outer, shape_[a], inner, taps_[a]);
+      axis_pass(src, dst, outer, shape_[a], inner, a);
       src = dst;
     }
   }
@@ -222,48 +227,54 @@ class GridGaussian {
   // (the filter is bound by memory traffic). Rows are split in fixed chunks.
   void filter_2d(const T* in, T* out, int64_t channels, const T* channel_scale) const {
     const int64_t h = shape_[0], w = shape_[1], row = w * channels;
-    const int r0 = static_cast<int>(taps_[0].size() / 2), r1 = static_cast<int>(taps_[1].size() / 2);
-    const T* w0 = taps_[0].data() + r0;
-    const T* w1 = taps_[1].data() + r1;
+    const int r0 = radius(0), r1 = radius(1);
     constexpr int64_t kRows = 8;
     parallel_for((h + kRows - 1) / kRows, 1, [&](int64_t c0, int64_t c1) {
       // The vertical sums with r1 zero columns either side: the horizontal taps then run over the whole
       // row as one vectorised loop (truncated taps at the borders would be a scalar loop per column).
       std::vector<T> padded(row + 2 * r1 * channels, T(0));
-      T* buf = padded.data() + r1 * channels;
+      T* vertical = padded.data() + r1 * channels;
       for (int64_t y = c0 * kRows; y < std::min(h, c1 * kRows); ++y) {
-        const int t0 = static_cast<int>(std::max<int64_t>(-r0, -y));
-        const int t1 = static_cast<int>(std::min<int64_t>(r0, h - 1 - y));
-        taps(buf, in + y * row, row, w0, t0, t1, row);
-        taps(out + y * row, buf, channels, w1, -r1, r1, row);
+        const int first = static_cast<int>(std::max<int64_t>(-r0, -y));
+        const int last = static_cast<int>(std::min<int64_t>(r0, h - 1 - y));
+        taps(vertical, in + y * row, row, center(0), first, last, row);
+        taps(out + y * row, vertical, channels, center(1), -r1, r1, row);
         if (channel_scale) scale_channels(out + y * row, w, channels, channel_scale);  // (while in L1)
       }
     });
   }
 
  private:
-  // dst[o, x, :] = sum_t w[t] src[o, x + t, :] over the t that stay inside the axis.
-  static void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner, const std::vector<T>& kernel) {
-    const int r = static_cast<int>(kernel.size() / 2);
-    const T* w = kernel.data() + r;
-    // Tasks: (outer, strip of `strip` elements of the inner dimension, chunk of rows); every output
-    // element is written by one task with a fixed summation order.
-    const int64_t strip = std::min<int64_t>(inner, 2048), strips = (inner + strip - 1) / strip;
-    const int64_t rows = inner >= 256 ? 32 : len, chunks = (len + rows - 1) / rows;
+  int radius(int a) const { return static_cast<int>(taps_[a].size() / 2); }
+  // Axis a's taps, indexed from -radius(a) to radius(a).
+  const T* center(int a) const { return taps_[a].data() + radius(a); }
+
+  // dst[o, x, :] = sum_t w[t] src[o, x + t, :] along axis a (of len points; outer lines of inner
+  // values each), over the t that stay inside the axis.
+  void axis_pass(const T* src, T* dst, int64_t outer, int64_t len, int64_t inner, int a) const {
+    const int r = radius(a);
+    const T* w = center(a);
+    if (inner < 256) {  // short inner runs: whole lines, one task per outer line
+      parallel_for(outer, 1, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) line_pass(src + o * len * inner, dst + o * len * inner, len, inner, w, r);
+      });
+      return;
+    }
+    // Tasks: (outer line, strip of kStrip inner values, chunk of kChunkRows points along the axis);
+    // every output element is written by one task with a fixed summation order.
+    constexpr int64_t kStrip = 2048, kChunkRows = 32;
+    const int64_t strip = std::min<int64_t>(inner, kStrip), strips = (inner + strip - 1) / strip;
+    const int64_t chunks = (len + kChunkRows - 1) / kChunkRows;
     parallel_for(outer * strips * chunks, 1, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {
         const int64_t o = k / (strips * chunks), s = (k / chunks) % strips, c = k % chunks;
         const int64_t j0 = s * strip, j1 = std::min(inner, j0 + strip);
-        const T* sb = src + o * len * inner;
-        T* db = dst + o * len * inner;
-        if (inner < 256) {
-          row_pass(sb, db, len, inner, w, r);
-          continue;
-        }
-        for (int64_t x = c * rows; x < std::min(len, (c + 1) * rows); ++x) {
-          const int t0 = static_cast<int>(std::max<int64_t>(-r, -x));
-          const int t1 = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
-          taps(db + x * inner + j0, sb + x * inner + j0, inner, w, t0, t1, j1 - j0);
+        const T* src_line = src + o * len * inner;
+        T* dst_line = dst + o * len * inner;
+        for (int64_t x = c * kChunkRows; x < std::min(len, (c + 1) * kChunkRows); ++x) {
+          const int first = static_cast<int>(std::max<int64_t>(-r, -x));
+          const int last = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
+          taps(dst_line + x * inner + j0, src_line + x * inner + j0, inner, w, first, last, j1 - j0);
         }
       }
     });
@@ -275,24 +286,25 @@ class GridGaussian {
       for (int64_t c = 0; c < channels; ++c) rows[p * channels + c] *= scale[c];
   }
 
-  // One line with a short inner size (the last axis): the interior as one contiguous loop per tap.
-  static void row_pass(const T* __restrict s, T* __restrict d, int64_t len, int64_t inner, const T* w, int r) {
+  // One line of len points of `inner` values each, taps w[-r .. r]: the interior as one contiguous
+  // loop per tap, the points within r of either end with their truncated taps.
+  static void line_pass(const T* __restrict s, T* __restrict d, int64_t len, int64_t inner, const T* w, int r) {
     const int64_t lo = std::min<int64_t>(r, len), hi = std::max<int64_t>(lo, len - r);
     if (hi > lo) taps(d + lo * inner, s + lo * inner, inner, w, -r, r, (hi - lo) * inner);
     for (int64_t x = 0; x < len; ++x) {
       if (x >= lo && x < hi) continue;
-      const int t0 = static_cast<int>(std::max<int64_t>(-r, -x));
-      const int t1 = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
+      const int first = static_cast<int>(std::max<int64_t>(-r, -x));
+      const int last = static_cast<int>(std::min<int64_t>(r, len - 1 - x));
       for (int64_t c = 0; c < inner; ++c) {
-        T acc = w[t0] * s[(x + t0) * inner + c];
-        for (int t = t0 + 1; t <= t1; ++t) acc += w[t] * s[(x + t) * inner + c];
+        T acc = w[first] * s[(x + first) * inner + c];
+        for (int t = first + 1; t <= last; ++t) acc += w[t] * s[(x + t) * inner + c];
         d[x * inner + c] = acc;
       }
     }
   }
 
   std::vector<int64_t> shape_;
-  std::vector<std::vector<T>> taps_;
+  std::vector<std::vector<T>> taps_;  // per axis: exp(-t² / (2 sigma²)) for t in [-radius, radius]
 };
 
 // A 2-D Gaussian filter approximated on a grid `step` times coarser per axis: the values are splatted
@@ -328,18 +340,11 @@ class CoarseGaussian {
     double gain = 1;
     for (int a = 0; a < 2; ++a)
       gain *= gaussian_taps_sum(sigma[a]) / (step[a] * gaussian_taps_sum(coarse_sigma(sigma[a], step[a])));
-    for (int64_t y = 0; y < height_; y = shared_rows_end(y, height_))
-      max_shared_rows_ = std::max(max_shared_rows_, shared_rows_end(y, height_) - y);
     slice_weight_.resize(rows_.weight.size());
     for (size_t j = 0; j < slice_weight_.size(); ++j) slice_weight_[j] = T(gain * double(rows_.weight[j]));
-    const int64_t n = height_ * width_;
-    band_first_row_.assign(bands + 1, 0);
-    for (int64_t b = 0; b < bands; ++b) {
-      const int64_t p0 = n * b / bands, p1 = n * (b + 1) / bands;
-      const int64_t lo = p0 < p1 ? rows_.node[p0 / width_] : 0, hi = p0 < p1 ? rows_.node[(p1 - 1) / width_] + 3 : 0;
-      band_lo_.push_back(lo);
-      band_first_row_[b + 1] = band_first_row_[b] + (hi - lo);
-    }
+    for (int64_t y = 0; y < height_; y = shared_rows_end(y, height_))
+      max_shared_rows_ = std::max(max_shared_rows_, shared_rows_end(y, height_) - y);
+    place_bands(bands);
   }
 
   const Axis& cols() const { return cols_; }
@@ -361,14 +366,15 @@ class CoarseGaussian {
   }
   int64_t max_shared_rows() const { return max_shared_rows_; }
 
-  // Adds w_y · s_y[c] for image rows y in [y0, y1) (which share their coarse rows; s_y = s + (y - y0)
-  // s_stride: columns [c0, c1) of their horizontal splat sums, [nodes, channels] each) to their coarse
-  // rows, in the partial sums of their band (starting at `partial`), and zeroes those columns of s_y.
-  void flush_rows(T* __restrict s, int64_t s_stride, int64_t y0, int64_t y1, int64_t band, int64_t c0, int64_t c1,
+  // Adds w_y · sums_y[c] for image rows y in [y0, y1) (which share their coarse rows; sums_y = sums +
+  // (y - y0) sums_stride: columns [c0, c1) of their horizontal splat sums, [nodes, channels] each) to
+  // their coarse rows, in the partial sums of their band (starting at `partial`), and zeroes those
+  // columns of sums_y.
+  void flush_rows(T* __restrict sums, int64_t sums_stride, int64_t y0, int64_t y1, int64_t band, int64_t c0, int64_t c1,
                   int64_t channels, T* __restrict partial) const {
     const int64_t row = cols_.nodes * channels;
     spread_rows3(partial + (rows_.node[y0] - band_lo_[band]) * row + c0 * channels, row, rows_.weight.data() + 3 * y0,
-                 s + c0 * channels, s_stride, y1 - y0, (c1 - c0) * channels);
+                 sums + c0 * channels, sums_stride, y1 - y0, (c1 - c0) * channels);
   }
 
   // coarse = the partial sums, added in band order.
@@ -392,19 +398,15 @@ class CoarseGaussian {
     coarse_.filter_2d(coarse, blurred, channels, channel_scale);
   }
 
-  // r_y[c] = gain · sum_a w_y[a] blurred[node_y + a, c] for columns [c0, c1) and image rows y in
-  // [y0, y1), which share their coarse rows (r_y = r + (y - y0) r_stride): the rows' slices before
-  // the horizontal weights.
+  // out_y[c] = gain · sum_a w_y[a] blurred[node_y + a, c] for columns [c0, c1) and image rows y in
+  // [y0, y1), which share their coarse rows (out_y = out + (y - y0) out_stride): the rows' slices
+  // before the column weights.
   void slice_rows(const T* __restrict blurred, int64_t y0, int64_t y1, int64_t c0, int64_t c1, int64_t channels,
-                  T* __restrict r, int64_t r_stride) const {
+                  T* __restrict out, int64_t out_stride) const {
     const int64_t row = cols_.nodes * channels;
-    combine_rows3(r + c0 * channels, r_stride, blurred + rows_.node[y0] * row + c0 * channels, row,
+    combine_rows3(out + c0 * channels, out_stride, blurred + rows_.node[y0] * row + c0 * channels, row,
                   slice_weight_.data() + 3 * y0, y1 - y0, (c1 - c0) * channels);
   }
-
-  // Image row y's columns [x0, x1) reach coarse columns [first, last).
-  int64_t first_col(int64_t x0) const { return cols_.node[x0]; }
-  int64_t last_col(int64_t x1) const { return cols_.node[x1 - 1] + 3; }
 
   // The arrays of one filtering, carved from scratch_size(channels) elements: the bands' partial
   // splat sums, their total over the coarse grid, and that blurred.
@@ -422,61 +424,16 @@ class CoarseGaussian {
   // out [H·W] = the filter's response to ones (its normaliser), as the product of the two axes'
   // responses (splat, blur and slice are all separable).
   void ones_response(T* out) const {
-    const auto axis = [&](int a, const Axis& ax, const std::vector<T>& slice_weight) {
-      const int64_t len = a == 0 ? height_ : width_;
-      std::vector<T> splat(ax.nodes, T(0)), blurred(ax.nodes), f(len);
-      for (int64_t p = 0; p < len; ++p)
-        for (int t = 0; t < 3; ++t) splat[ax.node[p] + t] += ax.weight[3 * p + t];
-      coarse_.filter_line(a, splat.data(), blurred.data());
-      for (int64_t p = 0; p < len; ++p) {
-        const T* w = slice_weight.data() + 3 * p;
-        f[p] = w[0] * blurred[ax.node[p]] + w[1] * blurred[ax.node[p] + 1] + w[2] * blurred[ax.node[p] + 2];
-      }
-      return f;
-    };
-    outer_product<T>({axis(0, rows_, slice_weight_), axis(1, cols_, cols_.weight)}, out);
+    outer_product<T>({axis_ones_response(0, rows_, slice_weight_), axis_ones_response(1, cols_, cols_.weight)}, out);
   }
 
   // out = S^T G S in, both [H·W, channels].
   void filter(const T* in, T* out, int64_t channels, T* scratch) const {
-    const int64_t n = height_ * width_, nb = bands(), row = cols_.nodes * channels;
     const auto [partial, coarse, blurred] = buffers(scratch, channels);
-    parallel_for(nb, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<T> s(row);
-      for (int64_t b = b0; b < b1; ++b) {
-        T* part = partial + partial_offset(b, channels);
-        std::fill(part, part + (band_first_row_[b + 1] - band_first_row_[b]) * row, T(0));
-        for (int64_t p0 = n * b / nb, end = n * (b + 1) / nb; p0 < end;) {
-          const int64_t y = p0 / width_, x0 = p0 - y * width_, p1 = std::min(end, (y + 1) * width_);
-          const int64_t x1 = x0 + (p1 - p0), c0 = first_col(x0), c1 = last_col(x1);
-          for (int64_t x = x0; x < x1; ++x) {
-            const T* v = in + (p0 + x - x0) * channels;
-            for (int b = 0; b < 3; ++b) {
-              T* d = s.data() + (cols_.node[x] + b) * channels;
-              const T wb = cols_.weight[3 * x + b];
-              for (int64_t l = 0; l < channels; ++l) d[l] += wb * v[l];
-            }
-          }
-          flush_rows(s.data(), 0, y, y + 1, b, c0, c1, channels, part);
-          p0 = p1;
-        }
-      }
-    });
+    splat(in, channels, partial);
     add_partials(partial, channels, coarse);
     blur(coarse, blurred, channels, nullptr);
-    parallel_for(height_, 8, [&](int64_t y0, int64_t y1) {
-      std::vector<T> r(row);
-      for (int64_t y = y0; y < y1; ++y) {
-        slice_rows(blurred, y, y + 1, 0, cols_.nodes, channels, r.data(), 0);
-        for (int64_t x = 0; x < width_; ++x) {
-          T* o = out + (y * width_ + x) * channels;
-          const T* w = cols_.weight.data() + 3 * x;
-          const T* r0 = r.data() + cols_.node[x] * channels;
-          for (int64_t l = 0; l < channels; ++l)
-            o[l] = w[0] * r0[l] + w[1] * r0[channels + l] + w[2] * r0[2 * channels + l];
-        }
-      }
-    });
+    slice(blurred, channels, out);
   }
 
  private:
@@ -497,6 +454,84 @@ class CoarseGaussian {
     }
     a.nodes = static_cast<int64_t>(std::floor(double(len - 1) / step + 0.5)) + 3;
     return a;
+  }
+
+  // Band b's coarse rows: [band_lo_[b], band_lo_[b] + the count), those its image rows reach, stored
+  // from row band_first_row_[b] of the partial sums.
+  void place_bands(int64_t bands) {
+    const int64_t n = height_ * width_;
+    band_first_row_.assign(bands + 1, 0);
+    for (int64_t b = 0; b < bands; ++b) {
+      const int64_t p0 = n * b / bands, p1 = n * (b + 1) / bands;
+      const int64_t lo = p0 < p1 ? rows_.node[p0 / width_] : 0, hi = p0 < p1 ? rows_.node[(p1 - 1) / width_] + 3 : 0;
+      band_lo_.push_back(lo);
+      band_first_row_[b + 1] = band_first_row_[b] + (hi - lo);
+    }
+  }
+
+  // One axis's factor of ones_response(): ones splatted, blurred along the axis, sliced.
+  std::vector<T> axis_ones_response(int a, const Axis& axis, const std::vector<T>& slice_weight) const {
+    const int64_t len = a == 0 ? height_ : width_;
+    std::vector<T> splat(axis.nodes, T(0)), blurred(axis.nodes), f(len);
+    for (int64_t p = 0; p < len; ++p)
+      for (int t = 0; t < 3; ++t) splat[axis.node[p] + t] += axis.weight[3 * p + t];
+    coarse_.filter_line(a, splat.data(), blurred.data());
+    for (int64_t p = 0; p < len; ++p) {
+      const T* w = slice_weight.data() + 3 * p;
+      f[p] = w[0] * blurred[axis.node[p]] + w[1] * blurred[axis.node[p] + 1] + w[2] * blurred[axis.node[p] + 2];
+    }
+    return f;
+  }
+
+  // The bands' partial sums of in [H·W, channels]: each image row's run of the band splatted along the
+  // row into a buffer of coarse columns, then spread to its three coarse rows.
+  void splat(const T* in, int64_t channels, T* partial) const {
+    const int64_t n = height_ * width_, nb = bands(), row = cols_.nodes * channels;
+    parallel_for(nb, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<T> row_sums(row);
+      for (int64_t band = b0; band < b1; ++band) {
+        T* band_partial = partial + partial_offset(band, channels);
+        std::fill(band_partial, band_partial + (band_first_row_[band + 1] - band_first_row_[band]) * row, T(0));
+        for (int64_t p0 = n * band / nb, end = n * (band + 1) / nb; p0 < end;) {
+          const int64_t y = p0 / width_, x0 = p0 - y * width_, p1 = std::min(end, (y + 1) * width_);
+          const int64_t x1 = x0 + (p1 - p0);
+          splat_columns(in + p0 * channels, x0, x1, channels, row_sums.data());
+          flush_rows(row_sums.data(), 0, y, y + 1, band, cols_.node[x0], cols_.node[x1 - 1] + 3, channels,
+                     band_partial);
+          p0 = p1;
+        }
+      }
+    });
+  }
+  // sums[c, :] += the column weights of columns [x0, x1) of one image row (values from `values`, the
+  // row's column x0) into their coarse columns c.
+  void splat_columns(const T* values, int64_t x0, int64_t x1, int64_t channels, T* sums) const {
+    for (int64_t x = x0; x < x1; ++x) {
+      const T* v = values + (x - x0) * channels;
+      for (int t = 0; t < 3; ++t) {
+        T* d = sums + (cols_.node[x] + t) * channels;
+        const T wt = cols_.weight[3 * x + t];
+        for (int64_t l = 0; l < channels; ++l) d[l] += wt * v[l];
+      }
+    }
+  }
+  // out [H·W, channels] = the slice of blurred: per image row, the row weights (slice_rows), then the
+  // column weights.
+  void slice(const T* blurred, int64_t channels, T* out) const {
+    const int64_t row = cols_.nodes * channels;
+    parallel_for(height_, 8, [&](int64_t y0, int64_t y1) {
+      std::vector<T> row_slice(row);
+      for (int64_t y = y0; y < y1; ++y) {
+        slice_rows(blurred, y, y + 1, 0, cols_.nodes, channels, row_slice.data(), 0);
+        for (int64_t x = 0; x < width_; ++x) {
+          T* o = out + (y * width_ + x) * channels;
+          const T* w = cols_.weight.data() + 3 * x;
+          const T* r0 = row_slice.data() + cols_.node[x] * channels;
+          for (int64_t l = 0; l < channels; ++l)
+            o[l] = w[0] * r0[l] + w[1] * r0[channels + l] + w[2] * r0[2 * channels + l];
+        }
+      }
+    });
   }
 
   int64_t height_, width_;
