@@ -1,4 +1,4 @@
-// convloc._C: one pybind11 module; each family binds itself in bindings/<family>.cpp.
+// convloc._C: one pybind11 module; each family binds itself in <family>/<family>_binding.cpp.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 

@@ -1,5 +1,3 @@
-#include "lattice/lattice.h"
-
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -7,9 +5,10 @@
 #include <tuple>
 #include <vector>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "core/py_array.h"
+#include "lattice/lattice.h"
 
 namespace convloc {
 namespace {

@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "core/py_array.h"
 #include "crf/dense_crf.h"
 
 namespace convloc {

@@ -1,12 +1,11 @@
-#include "deconv/deconv.h"
-
 #include <pybind11/stl.h>
 
 #include <array>
 #include <vector>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
+#include "core/py_array.h"
+#include "deconv/deconv.h"
 
 namespace convloc {
 namespace {
