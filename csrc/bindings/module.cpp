@@ -1,4 +1,4 @@
-// convloc._C: one pybind11 module; each family binds itself in bindings/<family>.cpp.
+// convloc._C: one pybind11 module; each family binds itself in <family>/<family>_binding.cpp.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -26,15 +26,12 @@ py::dict build_info() {
   d["version"] = CONVLOC_VERSION;
 #ifdef CONVLOC_WITH_CUDA
   d["compiled_with_cuda"] = true;
-  d["cuda_architectures"] = std::string(CONVLOC_CUDA_ARCHS);
-  d["cuda_runtime_version"] = convloc::cuda_runtime_version();
-  d["cuda_device_count"] = convloc::cuda_device_count();
 #else
   d["compiled_with_cuda"] = false;
-  d["cuda_architectures"] = std::string();
-  d["cuda_runtime_version"] = 0;
-  d["cuda_device_count"] = 0;
 #endif
+  d["cuda_architectures"] = std::string(CONVLOC_CUDA_ARCHS);  // empty without CUDA
+  d["cuda_runtime_version"] = convloc::cuda_runtime_version();
+  d["cuda_device_count"] = convloc::cuda_device_count();
   d["num_threads"] = convloc::get_num_threads();
 #if defined(__clang__)
   d["compiler"] = std::string("clang ") + __clang_version__;
@@ -59,13 +56,6 @@ py::dict build_info() {
 }
 
 }  // namespace
-
-#ifndef CONVLOC_WITH_CUDA
-namespace convloc {
-int cuda_runtime_version() { return 0; }
-int cuda_device_count() { return 0; }
-}  // namespace convloc
-#endif
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "convloc's compiled kernels. Use the functions in convloc.ops instead of calling these.";

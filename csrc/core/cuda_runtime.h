@@ -3,7 +3,12 @@
 
 namespace convloc {
 
-int cuda_runtime_version();  // e.g. 13000; 0 when built without CUDA
-int cuda_device_count();     // 0 without a driver, a GPU, or CUDA support
+#ifdef CONVLOC_WITH_CUDA
+int cuda_runtime_version();  // e.g. 13000
+int cuda_device_count();     // 0 without a driver or a GPU
+#else
+inline int cuda_runtime_version() { return 0; }
+inline int cuda_device_count() { return 0; }
+#endif
 
 }  // namespace convloc

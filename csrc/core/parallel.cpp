@@ -55,9 +55,9 @@ class Pool {
   }
 
  private:
-  // Waking a thread from a condition variable takes 50-100 us on a virtual machine, longer than many
-  // parallel passes (and a kernel makes dozens of them back to back): a thread about to sleep spins
-  // for up to kSpin first, as OpenMP runtimes do.
+  // Waking a thread from a condition variable takes longer than many parallel passes (and a kernel
+  // makes dozens of them back to back): a thread about to sleep spins for up to kSpin first, as
+  // OpenMP runtimes do.
   static constexpr std::chrono::microseconds kSpin{2000};
   template <typename Pred>
   static void spin_until(const Pred& ready) {

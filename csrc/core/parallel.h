@@ -1,6 +1,6 @@
 // CPU parallelism: a small persistent thread pool with a static split. After a pass its threads spin
-// for up to 2 ms before sleeping (waking a sleeping thread took 50-100 us on a VM), as OpenMP
-// runtimes do: back-to-back passes then start at once.
+// for up to 2 ms before sleeping, as OpenMP runtimes do: waking a sleeping thread takes longer than
+// many passes, and back-to-back passes then start at once.
 //
 // parallel_for cuts [0, n) into chunks whose boundaries depend only on n and
 // the grain (never on the thread count), so a kernel that writes each output

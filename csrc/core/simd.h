@@ -35,8 +35,8 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
 }
 
 // Vector widths in bytes. Where the registers are narrower than a vector, GCC compiles the vector's
-// selects and shuffles lane by lane through memory: with 64-byte vectors the AVX2 clones of the
-// dense CRF ran 14x, and of roi_pool 10x, slower than with 32-byte ones. Kernels therefore work in
+// selects and shuffles lane by lane through memory, many times slower than in registers (the AVX2
+// clones with 64-byte vectors, for instance). Kernels therefore work in
 // kVectorBytes (AVX2 registers; the AVX-512 clones run them as 256-bit instructions), and the few
 // that gain from AVX-512's full width are also compiled at kWideBytes (CONVLOC_WIDE_SIMD /
 // CONVLOC_WIDE_FMA) and pick one by wide_vectors().

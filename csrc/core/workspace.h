@@ -1,7 +1,7 @@
 // Large scratch memory (the dense CRF's [N, L] buffers, the lattice's tables: tens of MB per call)
-// from a process-wide cache. Fresh pages cost a fault and a zeroing on first touch — for a 512×512
-// image with 21 labels about as much as a whole mean-field iteration — so blocks freed by one call
-// are kept for the next (like PyTorch's caching allocator), up to kWorkspaceCacheBytes in all.
+// from a process-wide cache. Fresh pages cost a fault and a zeroing on first touch, comparable to
+// the work a kernel then does in them, so blocks freed by one call are kept for the next (like
+// PyTorch's caching allocator), up to kWorkspaceCacheBytes in all.
 // empty_workspace_cache() gives them back to the system.
 #pragma once
 

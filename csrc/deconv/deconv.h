@@ -5,6 +5,7 @@
 // for ci and co in the same group, OH = (H - 1) sh - 2 ph + dh (kH - 1) + oph + 1 (likewise OW).
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "core/common.h"
@@ -22,6 +23,31 @@ struct DeconvShape {
   // One input and one output channel per group: the direct (FCN bilinear) path.
   CONVLOC_HD bool depthwise() const { return c_in == groups && c_out == groups; }
 };
+
+// Stride, padding, output padding and dilation (rows, columns), and groups.
+struct DeconvParams {
+  std::array<int64_t, 2> stride, padding, output_padding, dilation;
+  int64_t groups;
+};
+
+// The geometry of input [N, C_in, H, W] through weight [C_in, C_out / groups, kH, kW], with OH and OW by the
+// formula above (unchecked: they may come out below 1).
+inline DeconvShape deconv_shape(const int64_t* input, const int64_t* weight, const DeconvParams& p) {
+  DeconvShape s{};
+  s.n = input[0], s.c_in = input[1], s.h = input[2], s.w = input[3];
+  s.c_out = weight[1] * p.groups, s.kh = weight[2], s.kw = weight[3];
+  s.sh = p.stride[0], s.sw = p.stride[1], s.ph = p.padding[0], s.pw = p.padding[1];
+  s.dh = p.dilation[0], s.dw = p.dilation[1], s.groups = p.groups;
+  s.oh = (s.h - 1) * s.sh - 2 * s.ph + s.dh * (s.kh - 1) + p.output_padding[0] + 1;
+  s.ow = (s.w - 1) * s.sw - 2 * s.pw + s.dw * (s.kw - 1) + p.output_padding[1] + 1;
+  return s;
+}
+
+// grad_bias [C] of grad_output [N, C, OH, OW] is a per-channel sum: the bias gradient of the depthwise 1 x 1
+// geometry whose input and output have grad_output's shape.
+inline DeconvShape deconv_bias_shape(int64_t n, int64_t c, int64_t oh, int64_t ow) {
+  return DeconvShape{n, c, oh, ow, c, 1, 1, oh, ow, 1, 1, 0, 0, 1, 1, c};
+}
 
 // The input pixel (ih) feeding output pixel o through kernel tap k, or -1 if none.
 CONVLOC_HD int64_t deconv_source(int64_t o, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t size) {

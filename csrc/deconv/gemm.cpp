@@ -124,9 +124,8 @@ Kernel<T> pick_kernel() {
 
 // Cache blocking: a kc x NR panel of B (256 KB at most) stays in L2 while the micro-kernel runs
 // down the (kMPanels * MR) x kc block of A beside it; B's kc x nc block lives in L3. A deep kc
-// matters more than an L1-sized panel: each pass over k re-reads and re-writes C (the transposed
-// convolution's input-gradient product has k = C_out kH kW = 2048: 8 passes of C at kc = 256 cost
-// 12 % of its backward).
+// matters more than an L1-sized panel: each pass over k re-reads and re-writes C, and the transposed
+// convolution's input-gradient product is deep (k = C_out kH kW, often thousands).
 constexpr int64_t kKc = 2048;
 // ... unless A is tall: its packed kc block (kept per calling thread) stays within 2 Mi elements, at
 // a depth of no less than 256.

@@ -652,7 +652,7 @@ CONVLOC_ALWAYS_INLINE void slice_tile(const FilterPass<T>& a, int64_t i0, int64_
     }
     T* y = a.out + i * a.c + a.cofs;
     for (int b = 0; b < full; ++b) store_lanes(y + L * b, a.amp * acc[b]);
-    if (full < B) {  // the last few channels: lane by lane (a copy loop here became a memcpy call per point)
+    if (full < B) {  // the last few channels: lane by lane (a copy loop here would compile to a memcpy call per point)
       const VecIn<T> last = a.amp * acc[full];
       const int64_t rest = live - L * full;
       for (int l = 0; l < L; ++l)

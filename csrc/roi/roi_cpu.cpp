@@ -123,7 +123,7 @@ CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, i
 }
 
 #if defined(__GNUC__)
-// The same for a full vector, written with vector extensions: GCC turns the scalar version's
+// The same for full vectors, written with vector extensions: GCC turns the scalar version's
 // selects into branches and masked stores instead of blends.
 template <typename T, int VB>
 struct PoolVec {
@@ -132,13 +132,16 @@ struct PoolVec {
   using I = VecIn<Index, VB>;
 };
 
+// Max m and argmax `at` (offset y * width + x) of one bin for a full vector of channels, each lane starting
+// from m = initial, at = -1. Strict >: the first maximum of the bin wins, as in torchvision.
 template <typename T, int VB>
-CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t width, int hs, int he, int ws, int we,
-                                       bool empty, T* best, int32_t* where) {
+CONVLOC_ALWAYS_INLINE void pool_vector_argmax(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
+                                              int we, T initial, typename PoolVec<T, VB>::V& m,
+                                              typename PoolVec<T, VB>::I& at) {
   using V = typename PoolVec<T, VB>::V;
   using I = typename PoolVec<T, VB>::I;
-  V m = V{} + (empty ? T(0) : pool_initial_max<T>());
-  I at = I{} - 1;
+  m = V{} + initial;
+  at = I{} - 1;
   for (int y = hs; y < he; ++y)
     for (int x = ws; x < we; ++x) {
       const int32_t p = int32_t(y * width + x);
@@ -148,29 +151,29 @@ CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t wid
       m = gt ? v : m;
       at = gt ? I{} + static_cast<typename PoolVec<T, VB>::Index>(p) : at;
     }
-  std::memcpy(best, &m, sizeof(V));
+}
+
+// pool_lanes for a full vector.
+template <typename T, int VB>
+CONVLOC_ALWAYS_INLINE void pool_vector(const T* img, int64_t stride, int64_t width, int hs, int he, int ws, int we,
+                                       bool empty, T* best, int32_t* where) {
+  typename PoolVec<T, VB>::V m;
+  typename PoolVec<T, VB>::I at;
+  pool_vector_argmax<T, VB>(img, stride, width, hs, he, ws, we, empty ? T(0) : pool_initial_max<T>(), m, at);
+  std::memcpy(best, &m, sizeof(m));
   for (int l = 0; l < kLanesIn<T, VB>; ++l) where[l] = int32_t(at[l]);
 }
 
-// Backward of one non-empty bin for a full vector of channels: finds each channel's argmax as
-// above, then adds the bin's gradient g to the cells that won (dst: channels last, row stride
+// Backward of one non-empty bin for a full vector of channels: finds each channel's argmax
+// (pool_vector_argmax), then adds the bin's gradient g to the cells that won (dst: channels last, row stride
 // `row`). A masked add per cell of the bin, instead of a scalar scatter per channel.
 template <typename T, int VB>
 CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, int64_t width, int hs, int he, int ws,
                                                 int we, const T* g, T* dst, int64_t row) {
   using V = typename PoolVec<T, VB>::V;
-  using I = typename PoolVec<T, VB>::I;
-  V m = V{} + pool_initial_max<T>();
-  I at = I{} - 1;
-  for (int y = hs; y < he; ++y)
-    for (int x = ws; x < we; ++x) {
-      const int32_t p = int32_t(y * width + x);
-      V v;
-      std::memcpy(&v, img + p * stride, sizeof(V));
-      const I gt = v > m;
-      m = gt ? v : m;
-      at = gt ? I{} + static_cast<typename PoolVec<T, VB>::Index>(p) : at;
-    }
+  V m;
+  typename PoolVec<T, VB>::I at;
+  pool_vector_argmax<T, VB>(img, stride, width, hs, he, ws, we, pool_initial_max<T>(), m, at);
   V gv;
   std::memcpy(&gv, g, sizeof(V));
   for (int y = hs; y < he; ++y)

@@ -1,10 +1,9 @@
-#include "roi/roi.h"
-
 #include <cmath>
 #include <limits>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
+#include "core/py_array.h"
+#include "roi/roi.h"
 
 namespace convloc {
 namespace {

@@ -1,12 +1,11 @@
-#include "deconv/deconv.h"
-
 #include <pybind11/stl.h>
 
 #include <array>
 #include <vector>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
+#include "core/py_array.h"
+#include "deconv/deconv.h"
 
 namespace convloc {
 namespace {
@@ -14,15 +13,10 @@ namespace {
 using py::arg;
 using Pair = std::array<int64_t, 2>;
 
-struct Params {
-  Pair stride, padding, output_padding, dilation;
-  int64_t groups;
-};
-
 std::string pair_str(const Pair& p) { return cat("(", p[0], ", ", p[1], ")"); }
 
 // Validates the geometry (torch's rules) and returns it with the output size filled in.
-DeconvShape make_shape(const std::vector<int64_t>& in, const std::vector<int64_t>& wt, const Params& p) {
+DeconvShape make_shape(const std::vector<int64_t>& in, const std::vector<int64_t>& wt, const DeconvParams& p) {
   auto shape_str = [](const std::vector<int64_t>& v) {
     std::string s = "[";
     for (size_t i = 0; i < v.size(); ++i) s += cat(i ? ", " : "", v[i]);
@@ -53,13 +47,7 @@ DeconvShape make_shape(const std::vector<int64_t>& in, const std::vector<int64_t
   if (wt[0] != in[1])
     fail_value("weight: expected shape [C_in, C_out / groups, kH, kW] with C_in = ", in[1],
                " (the input's channels), got ", shape_str(wt));
-  DeconvShape s{};
-  s.n = in[0], s.c_in = in[1], s.h = in[2], s.w = in[3];
-  s.c_out = wt[1] * p.groups, s.kh = wt[2], s.kw = wt[3];
-  s.sh = p.stride[0], s.sw = p.stride[1], s.ph = p.padding[0], s.pw = p.padding[1];
-  s.dh = p.dilation[0], s.dw = p.dilation[1], s.groups = p.groups;
-  s.oh = (s.h - 1) * s.sh - 2 * s.ph + s.dh * (s.kh - 1) + p.output_padding[0] + 1;
-  s.ow = (s.w - 1) * s.sw - 2 * s.pw + s.dw * (s.kw - 1) + p.output_padding[1] + 1;
+  const DeconvShape s = deconv_shape(in.data(), wt.data(), p);
   if (s.oh < 1 || s.ow < 1)
     fail_value("padding: ", pair_str(p.padding), " leaves an empty output (", s.oh, " x ", s.ow, ") for input ",
                shape_str(in), " and kernel ", s.kh, " x ", s.kw);
@@ -197,8 +185,7 @@ void bind_deconv(py::module_& m) {
         check_ndim(*grad_out, 4, "[N, C_out, OH, OW]");
         check_out_shape(*out, {grad_out->size(1)}, "[C_out]");
         const int64_t n = grad_out->size(0), c = grad_out->size(1), oh = grad_out->size(2), ow = grad_out->size(3);
-        // The bias gradient is a per-channel sum: a 1 x 1 geometry over the output's shape.
-        const DeconvShape shape{n, c, oh, ow, c, 1, 1, oh, ow, 1, 1, 0, 0, 1, 1, c};
+        const DeconvShape shape = deconv_bias_shape(n, c, oh, ow);
         void* stream = reinterpret_cast<void*>(s);
         (void)stream;
         py::gil_scoped_release nogil;

@@ -1,9 +1,8 @@
-#include "boxes/boxes.h"
-
 #include <cmath>
 
-#include "bindings/array.h"
+#include "boxes/boxes.h"
 #include "core/dispatch.h"
+#include "core/py_array.h"
 
 namespace convloc {
 namespace {

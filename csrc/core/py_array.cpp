@@ -1,4 +1,4 @@
-#include "bindings/array.h"
+#include "core/py_array.h"
 
 #include <cstring>
 

@@ -1,5 +1,5 @@
-// Turning Python arrays into TensorViews: NumPy through the buffer protocol,
-// everything else (torch, CuPy, JAX, ...) through DLPack. No copies are made.
+// Python arrays as TensorViews, for the families' bindings (<family>/<family>_binding.cpp): NumPy
+// through the buffer protocol, everything else (torch, CuPy, JAX, ...) through DLPack. No copies are made.
 #pragma once
 
 #include <pybind11/pybind11.h>

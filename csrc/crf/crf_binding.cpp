@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
-#include "core/parallel.h"
+#include "core/py_array.h"
+#include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
 
 namespace convloc {
@@ -167,11 +167,8 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
   });
 }
 
-// The bilateral kernel's features, out [B, N, ndim + C] (float32/64): per pixel its position along
-// each spatial axis, the last axis first (pydensecrf's x, y), times pos_scale[axis]; then the image's
-// channels (image [B, N, C], uint8 or out's dtype) divided by srgb[c]. In out's precision, as NumPy
-// computes arange(size) * scale and image / srgb (the lattice depends on the features' last bits).
-// One pass instead of NumPy's one strided pass per column.
+// The bilateral kernel's features (crf/bilateral_features.h): out [B, N, ndim + C] (float32/64) from image
+// [B, N, C] (uint8 or out's dtype).
 void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spatial,
                            const std::vector<double>& pos_scale, const std::vector<double>& srgb, py::handle out_obj) {
   Array image = as_array(image_obj, "image"), out = as_output(out_obj, "features");
@@ -189,32 +186,11 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
   check_shape(*out, {B, N, ndim + C}, "[B, N, ndim + C]");
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*out, [&] {
-    using T = scalar_t;
-    T* f = out->ptr<T>();
-    const int64_t d = ndim + C;
-    std::vector<T> scale(pos_scale.begin(), pos_scale.end()), div(srgb.begin(), srgb.end());
-    // uint8 images through a table of the 256 quotients per channel (the same bits as dividing)
-    std::vector<T> quotient(image->dtype == DType::UInt8 ? 256 * C : 0);
-    for (int64_t c = 0; c < C && !quotient.empty(); ++c)
-      for (int v = 0; v < 256; ++v) quotient[c * 256 + v] = static_cast<T>(v) / div[c];
-    const auto from_table = [&](const uint8_t* img, int64_t e, int64_t c) { return quotient[c * 256 + img[e]]; };
-    const auto divided = [&](const T* img, int64_t e, int64_t c) { return img[e] / div[c]; };
-    const auto fill = [&](const auto* img, const auto& channel) {
-      parallel_for(B * N, 4096, [&](int64_t p0, int64_t p1) {
-        std::vector<int64_t> at(ndim);  // p's index along each axis (one division per chunk, not per pixel)
-        for (int64_t a = ndim - 1, rest = p0 % N; a >= 0; --a) at[a] = rest % spatial[a], rest /= spatial[a];
-        for (int64_t p = p0; p < p1; ++p) {
-          T* row = f + p * d;
-          for (int64_t a = 0; a < ndim; ++a) row[ndim - 1 - a] = static_cast<T>(at[a]) * scale[a];
-          for (int64_t c = 0; c < C; ++c) row[ndim + c] = channel(img, p * C + c, c);
-          for (int64_t a = ndim - 1; a >= 0 && ++at[a] == spatial[a]; --a) at[a] = 0;  // the next pixel (C order)
-        }
-      });
-    };
+    auto* f = out->ptr<scalar_t>();
     if (image->dtype == DType::UInt8)
-      fill(image->ptr<uint8_t>(), from_table);
+      bilateral_features_cpu(image->ptr<uint8_t>(), B, N, C, spatial, pos_scale, srgb, f);
     else
-      fill(image->ptr<T>(), divided);
+      bilateral_features_cpu(image->ptr<scalar_t>(), B, N, C, spatial, pos_scale, srgb, f);
   });
 }
 

@@ -1,11 +1,10 @@
-#include "proposals/proposals.h"
-
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <tuple>
 
-#include "bindings/array.h"
+#include "core/py_array.h"
+#include "proposals/proposals.h"
 
 namespace convloc {
 namespace {

@@ -1,5 +1,3 @@
-#include "lattice/lattice.h"
-
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -7,9 +5,10 @@
 #include <tuple>
 #include <vector>
 
-#include "bindings/array.h"
 #include "core/dispatch.h"
-#include "core/parallel.h"
+#include "core/py_array.h"
+#include "lattice/lattice.h"
+#include "lattice/lattice_batch.h"
 
 namespace convloc {
 namespace {
@@ -37,77 +36,15 @@ void check_values(const TensorView& v, const TensorView& f, int64_t batch, int64
     check_shape(v, {n, -1}, "[N, C] (N from features)");
 }
 
-// B lattices of one dtype, built from features [B, N, d] (or one from [N, d]).
-class LatticeBatch {
- public:
-  explicit LatticeBatch(py::handle features_obj) {
-    Array f = as_array(features_obj, "features");
-    if (f->is_cuda())
-      fail_value("features: PermutohedralLattice is built on the CPU; use ops.permutohedral_filter for CUDA arrays");
-    check_cpu_or_cuda(*f);
-    std::tie(batch_, n_, d_) = check_features(*f);
-    batched_ = f->dim() == 3;
-    double_ = f->dtype == DType::Float64;
-    py::gil_scoped_release nogil;
-    CONVLOC_DISPATCH_FLOAT(*f, [&] {
-      auto& lat = lattices<scalar_t>();
-      lat.resize(batch_);
-      const auto* p = f->ptr<scalar_t>();
-      // Several items: one per thread (each builds inline); one item: threads within its build.
-      parallel_for(batch_, 1, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b)
-          lat[b] = std::make_unique<PermutohedralLattice<scalar_t>>(p + b * n_ * d_, n_, d_);
-      });
-    });
-  }
-
-  int64_t batch() const { return batch_; }
-  int64_t num_points() const { return n_; }
-  int dim() const { return d_; }
-  bool batched() const { return batched_; }
-  bool is_double() const { return double_; }
-
-  template <typename F>
-  auto each(F&& fn) const {
-    return double_ ? fn(d64_) : fn(f32_);
-  }
-
-  template <typename T>
-  std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lattices() {
-    if constexpr (std::is_same_v<T, float>)
-      return f32_;
-    else
-      return d64_;
-  }
-  template <typename T>
-  const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lattices() const {
-    if constexpr (std::is_same_v<T, float>)
-      return f32_;
-    else
-      return d64_;
-  }
-
- private:
-  int64_t batch_ = 0, n_ = 0;
-  int d_ = 0;
-  bool batched_ = false, double_ = false;
-  std::vector<std::unique_ptr<PermutohedralLattice<float>>> f32_;
-  std::vector<std::unique_ptr<PermutohedralLattice<double>>> d64_;
-};
-
-// Filters values [B, N, C] through B lattices into out (same shape).
-template <typename T>
-void filter_batch(const std::vector<std::unique_ptr<PermutohedralLattice<T>>>& lat, const T* in, T* out, int64_t n,
-                  int64_t c, bool transpose) {
-  const int64_t batch = static_cast<int64_t>(lat.size());
-  auto one = [&](int64_t b) { lat[b]->filter(in + b * n * c, out + b * n * c, c, transpose); };
-  if (batch >= get_num_threads()) {
-    parallel_for(batch, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) one(b);
-    });
-  } else {
-    for (int64_t b = 0; b < batch; ++b) one(b);
-  }
+std::unique_ptr<LatticeBatch> py_lattice_batch(py::handle features_obj) {
+  Array f = as_array(features_obj, "features");
+  if (f->is_cuda())
+    fail_value("features: PermutohedralLattice is built on the CPU; use ops.permutohedral_filter for CUDA arrays");
+  check_cpu_or_cuda(*f);
+  const auto [batch, n, d] = check_features(*f);
+  py::gil_scoped_release nogil;
+  return CONVLOC_DISPATCH_FLOAT(
+      *f, [&] { return std::make_unique<LatticeBatch>(f->ptr<scalar_t>(), batch, n, d, f->dim() == 3); });
 }
 
 void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::handle out_obj, bool transpose) {
@@ -125,9 +62,7 @@ void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::hand
   if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
   const int64_t c = v->size(-1);
   py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*v, [&] {
-    filter_batch(self.lattices<scalar_t>(), v->ptr<scalar_t>(), out->ptr<scalar_t>(), self.num_points(), c, transpose);
-  });
+  CONVLOC_DISPATCH_FLOAT(*v, [&] { self.filter(v->ptr<scalar_t>(), out->ptr<scalar_t>(), c, transpose); });
 }
 
 void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
@@ -139,20 +74,7 @@ void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
   else
     check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
   py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*out, [&] {
-    const auto& lat = self.lattices<scalar_t>();
-    for (size_t b = 0; b < lat.size(); ++b) lat[b]->diagonal(out->ptr<scalar_t>() + b * self.num_points());
-  });
-}
-
-std::vector<int64_t> per_item(const LatticeBatch& self, bool memory) {
-  std::vector<int64_t> r;
-  auto collect = [&](const auto& lat) {
-    for (const auto& l : lat) r.push_back(memory ? l->memory_bytes() : l->num_vertices());
-    return 0;
-  };
-  self.each(collect);
-  return r;
+  CONVLOC_DISPATCH_FLOAT(*out, [&] { self.diagonal(out->ptr<scalar_t>()); });
 }
 
 // Item b's structure as NumPy arrays: offsets [N, d+1] int32, weights [N, d+1], neighbours [V, d+1, 2] int32
@@ -161,23 +83,20 @@ py::dict lattice_structure(const LatticeBatch& self, int64_t b) {
   if (b < 0 || b >= self.batch()) fail_value("item: expected 0 <= item < ", self.batch(), ", got ", b);
   const py::ssize_t n = self.num_points(), k1 = self.dim() + 1;
   py::dict out;
-  auto fill = [&](const auto& lattices) {
-    const auto& lat = *lattices[b];
-    using T = typename std::decay_t<decltype(lat.slice_weights())>::value_type;
-    const py::ssize_t v = lat.num_vertices();
+  const auto fill = [&](auto type) {
+    using T = decltype(type);
+    const PermutohedralLattice<T>& lat = self.item<T>(b);
+    py::array_t<int32_t> nb({py::ssize_t(lat.num_vertices()), k1, py::ssize_t(2)});
+    self.neighbours_by_vertex(b, nb.mutable_data());
     out["offsets"] = py::array_t<int32_t>({n, k1}, lat.slice_offsets().data());
     out["weights"] = py::array_t<T>({n, k1}, lat.slice_weights().data());
-    py::array_t<int32_t> nb({v, k1, py::ssize_t(2)});  // (stored direction-major, with the zero row's)
-    int32_t* dst = nb.mutable_data();
-    const int32_t* src = lat.blur_neighbours().data();
-    for (py::ssize_t u = 0; u < v; ++u)
-      for (py::ssize_t j = 0; j < k1; ++j)
-        for (int side = 0; side < 2; ++side) dst[(u * k1 + j) * 2 + side] = src[(j * (v + 1) + u) * 2 + side];
     out["neighbours"] = nb;
     out["amplitude"] = static_cast<double>(lat.amplitude());
-    return 0;
   };
-  self.each(fill);
+  if (self.is_double())
+    fill(double());
+  else
+    fill(float());
   return out;
 }
 
@@ -239,7 +158,7 @@ py::tuple py_lattice_simplices(py::handle features_obj, bool vectorised) {
 void bind_lattice(py::module_& m) {
   py::class_<LatticeBatch>(m, "PermutohedralLattice",
                            "B permutohedral lattices built from features [B, N, d] (or one from [N, d]).")
-      .def(py::init<py::handle>(), arg("features"))
+      .def(py::init(&py_lattice_batch), arg("features"))
       .def("filter", &py_lattice_filter, arg("values"), arg("out"), py::kw_only(), arg("transpose") = false,
            "out ≈ Gaussian filtering of values [B?, N, C] (transpose: the exact adjoint).")
       .def("diagonal", &py_lattice_diagonal, arg("out"), "out[b, i] = the lattice's own weight of point i.")
@@ -250,8 +169,8 @@ void bind_lattice(py::module_& m) {
       .def_property_readonly("num_points", &LatticeBatch::num_points)
       .def_property_readonly("dim", &LatticeBatch::dim)
       .def_property_readonly("dtype", [](const LatticeBatch& s) { return s.is_double() ? "float64" : "float32"; })
-      .def_property_readonly("num_vertices", [](const LatticeBatch& s) { return per_item(s, false); })
-      .def_property_readonly("memory_bytes", [](const LatticeBatch& s) { return per_item(s, true); });
+      .def_property_readonly("num_vertices", &LatticeBatch::num_vertices)
+      .def_property_readonly("memory_bytes", &LatticeBatch::memory_bytes);
   m.def("permutohedral_filter", &py_permutohedral_filter, arg("features"), arg("values"), arg("out"), py::kw_only(),
         arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
         "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
