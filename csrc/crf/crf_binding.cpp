@@ -1,11 +1,13 @@
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "core/dispatch.h"
 #include "core/py_array.h"
+#include "core/workspace.h"
 #include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
 
@@ -13,6 +15,65 @@ namespace convloc {
 namespace {
 
 using py::arg;
+
+// A Gaussian over the pixel grid (crf/grid_gaussian.h): a standard deviation per axis in pixels, and
+// the step of the coarser grid it is filtered on per axis (all 1: exactly, over the pixels).
+struct GridGaussian {
+  std::vector<double> sigmas;
+  std::vector<int> steps;
+};
+
+// The bilateral kernel over the call's image (crf/bilateral_features.h): its features are built here,
+// so the image crosses into C++ once.
+struct Bilateral {
+  std::vector<double> pos_scale, srgb;
+};
+
+// One pairwise term of a dense_crf call as given: exactly one of the three is set.
+struct KernelArg {
+  Array features;  // [B, N, d] lattice features
+  const GridGaussian* grid = nullptr;
+  const Bilateral* bilateral = nullptr;
+};
+
+void check_positive_finite(const std::vector<double>& values, const std::string& name) {
+  for (double v : values)
+    if (!(v > 0) || !std::isfinite(v)) fail_value(name, ": expected positive finite values, got ", v);
+}
+
+// A grid Gaussian needs the grid: one sigma and one step per axis of `spatial`, whose product is N.
+void check_grid(const GridGaussian& g, const std::vector<int64_t>& spatial, int64_t grid_points, int64_t n,
+                const std::string& name) {
+  if (spatial.empty() || g.sigmas.size() != spatial.size() || g.steps.size() != spatial.size() || grid_points != n)
+    fail_value(name, ": a grid kernel needs one sigma and one step per axis of `spatial`, whose product is N");
+  check_positive_finite(g.sigmas, name + ".sigmas");
+  bool coarse = false;
+  for (size_t a = 0; a < spatial.size(); ++a) {
+    if (g.steps[a] < 1) fail_value(name, ": expected steps >= 1, got ", g.steps[a]);
+    // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2; sigma >= step bounds the error
+    if (g.steps[a] > 1 && !(g.sigmas[a] >= g.steps[a]))
+      fail_value(name, ": a coarse step needs sigma >= step, got sigma ", g.sigmas[a], " and step ", g.steps[a]);
+    coarse = coarse || g.steps[a] > 1;
+  }
+  if (coarse && spatial.size() != 2) fail_value(name, ": coarse grid steps are for 2-D grids only");
+}
+
+// A bilateral kernel needs the image [B, N, C] (uint8 or the unary's dtype, on the CPU), a position
+// scale per axis of `spatial` and an srgb per channel.
+void check_bilateral(const Bilateral& k, const TensorView& unary, const Array& image,
+                     const std::vector<int64_t>& spatial, int64_t grid_points, const std::string& name) {
+  if (image.owner.is_none()) fail_value("image: a bilateral kernel needs the image");
+  check_shape(*image, {unary.size(0), unary.size(2), -1}, "[B, N, C]");
+  if (image->is_cuda()) fail_type("image: expected a CPU array");
+  if (image->dtype != DType::UInt8) check_same_dtype(unary, *image);
+  check_finite(*image);
+  if (spatial.empty() || k.pos_scale.size() != spatial.size() || grid_points != unary.size(2))
+    fail_value(name, ": a bilateral kernel needs one position scale per axis of `spatial`, whose product is N");
+  if (static_cast<int64_t>(k.srgb.size()) != image->size(2))
+    fail_value(name, ": expected one srgb per image channel (", image->size(2), "), got ", k.srgb.size());
+  check_positive_finite(k.pos_scale, name + ".pos_scale");
+  check_positive_finite(k.srgb, name + ".srgb");
+}
 
 // unary [B, L, N]: at least 2 labels, at least one pixel. (Finite: dense_crf_cpu checks that as it
 // transposes the unary, instead of a separate pass here.)
@@ -23,17 +84,17 @@ void check_unary(const TensorView& u) {
   if (u.size(2) < 1) fail_value(u.name, ": expected at least one pixel, got shape ", u.shape_str());
 }
 
-int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py::handle compat_obj,
+int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::handle compat_obj,
                      const std::vector<int>& norms, int64_t iterations, bool exclude_self, py::handle q_obj,
                      py::handle map_obj, py::handle energy_obj, py::handle init_obj,
-                     const std::vector<int64_t>& spatial, uintptr_t stream_id) {
+                     const std::vector<int64_t>& spatial, py::handle image_obj, uintptr_t stream_id) {
   Array unary = as_array(unary_obj, "unary"), compat = as_array(compat_obj, "compat"), q = as_output(q_obj, "q");
   Array map = as_optional_array(map_obj, "labels"), energy = as_optional_array(energy_obj, "energy");
-  Array init = as_optional_array(init_obj, "init");
+  Array init = as_optional_array(init_obj, "init"), image = as_optional_array(image_obj, "image");
   check_unary(*unary);
   check_cpu_or_cuda(*unary);
   const int64_t B = unary->size(0), L = unary->size(1), N = unary->size(2);
-  const int64_t K = static_cast<int64_t>(py::len(features_obj));
+  const int64_t K = static_cast<int64_t>(py::len(kernels_obj));
   if (K < 1) fail_value("kernels: expected at least one pairwise kernel");
   check_shape(*compat, {K, L, L}, "[K, L, L]");
   check_same_dtype(*unary, *compat);
@@ -65,42 +126,26 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
     if (v < 1) fail_value("spatial: expected positive sizes");
     grid_points *= v;
   }
-  std::vector<Array> feats(K);
-  std::vector<std::vector<double>> sigmas(K);
-  std::vector<std::vector<int>> steps(K);
+  std::vector<KernelArg> args(K);
   for (int64_t k = 0; k < K; ++k) {
     if (norms[k] < 0 || norms[k] > 3)
       fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ", norms[k]);
-    py::handle item = features_obj[k];
-    const std::string name = "features[" + std::to_string(k) + "]";
-    if (py::isinstance<py::tuple>(item)) {  // a grid Gaussian: (sigma per axis, coarse step per axis)
-      if (unary->is_cuda()) fail_type(name, ": grid kernels run on the CPU; pass lattice features for CUDA");
-      std::pair<std::vector<double>, std::vector<int>> spec;
-      try {
-        spec = item.cast<decltype(spec)>();
-      } catch (const py::cast_error&) {
-        fail_type(name, ": expected a grid kernel as (sigmas, steps)");
+    py::handle item = kernels_obj[k];
+    const std::string name = "kernels[" + std::to_string(k) + "]";
+    if (py::isinstance<GridGaussian>(item) || py::isinstance<Bilateral>(item)) {
+      if (unary->is_cuda()) fail_type(name, ": grid and bilateral kernels run on the CPU; pass lattice features for CUDA");
+      if (py::isinstance<GridGaussian>(item)) {
+        args[k].grid = item.cast<const GridGaussian*>();
+        check_grid(*args[k].grid, spatial, grid_points, N, name);
+      } else {
+        args[k].bilateral = item.cast<const Bilateral*>();
+        check_bilateral(*args[k].bilateral, *unary, image, spatial, grid_points, name);
       }
-      sigmas[k] = spec.first, steps[k] = spec.second;
-      if (spatial.empty() || sigmas[k].size() != spatial.size() || steps[k].size() != spatial.size() ||
-          grid_points != N)
-        fail_value(name, ": a grid kernel needs one sigma and one step per axis of `spatial`, whose product is N");
-      bool coarse = false;
-      for (size_t a = 0; a < spatial.size(); ++a) {
-        const double sg = sigmas[k][a];
-        if (!(sg > 0) || !std::isfinite(sg)) fail_value(name, ": expected positive finite sigmas");
-        if (steps[k][a] < 1) fail_value(name, ": expected steps >= 1, got ", steps[k][a]);
-        // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2; sigma >= step bounds the error
-        if (steps[k][a] > 1 && !(sg >= steps[k][a]))
-          fail_value(name, ": a coarse step needs sigma >= step, got sigma ", sg, " and step ", steps[k][a]);
-        coarse = coarse || steps[k][a] > 1;
-      }
-      if (coarse && spatial.size() != 2) fail_value(name, ": coarse grid steps are for 2-D grids only");
-      if (!coarse) steps[k].clear();
       continue;
     }
-    feats[k] = as_array(item, name.c_str());
-    const TensorView& f = *feats[k];
+    const std::string features_name = name + ".features";
+    args[k].features = as_array(item, features_name.c_str());
+    const TensorView& f = *args[k].features;
     check_shape(f, {B, N, -1}, "[B, N, d]");
     if (f.size(2) < 1) fail_value(f.name, ": expected at least one feature, got shape ", f.shape_str());
     check_same_dtype(*unary, f);
@@ -114,14 +159,31 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& features_obj, py:
   (void)stream;
   py::gil_scoped_release nogil;
   CONVLOC_DISPATCH_FLOAT(*unary, [&] {
+    using Features = std::vector<scalar_t, WorkspaceAllocator<scalar_t>>;
+    std::vector<Features> bilateral_features(K);
     std::vector<CrfKernel<scalar_t>> kernels(K);
     for (int64_t k = 0; k < K; ++k) {
-      if (sigmas[k].empty()) {
-        kernels[k].features = feats[k]->ptr<scalar_t>();
-        kernels[k].dim = static_cast<int>(feats[k]->size(2));
+      const KernelArg& arg = args[k];
+      if (arg.grid) {
+        kernels[k].grid_sigma = arg.grid->sigmas;
+        const bool coarse = std::any_of(arg.grid->steps.begin(), arg.grid->steps.end(), [](int s) { return s > 1; });
+        if (coarse) kernels[k].grid_step = arg.grid->steps;
+      } else if (arg.bilateral) {
+        const int64_t C = image->size(2), d = static_cast<int64_t>(spatial.size()) + C;
+        Features& f = bilateral_features[k];
+        f.resize(B * N * d);
+        if (image->dtype == DType::UInt8)
+          bilateral_features_cpu(image->ptr<uint8_t>(), B, N, C, spatial, arg.bilateral->pos_scale,
+                                 arg.bilateral->srgb, f.data());
+        else
+          bilateral_features_cpu(image->ptr<scalar_t>(), B, N, C, spatial, arg.bilateral->pos_scale,
+                                 arg.bilateral->srgb, f.data());
+        kernels[k].features = f.data();
+        kernels[k].dim = static_cast<int>(d);
+      } else {
+        kernels[k].features = arg.features->ptr<scalar_t>();
+        kernels[k].dim = static_cast<int>(arg.features->size(2));
       }
-      kernels[k].grid_sigma = sigmas[k];
-      kernels[k].grid_step = steps[k];
       kernels[k].compat = compat->ptr<scalar_t>() + k * L * L;
       kernels[k].norm = static_cast<CrfNorm>(norms[k]);
     }
@@ -197,15 +259,28 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
 }  // namespace
 
 void bind_crf(py::module_& m) {
-  m.def("dense_crf", &py_dense_crf, arg("unary"), arg("features"), arg("compat"), arg("normalization"),
+  py::class_<GridGaussian>(m, "GridGaussian",
+                           "A dense-CRF Gaussian over the pixel grid `spatial`: a standard deviation per axis in "
+                           "pixels, filtered exactly where every step is 1, else on a grid `steps` times coarser "
+                           "(2-D only).")
+      .def(py::init<std::vector<double>, std::vector<int>>(), arg("sigmas"), arg("steps"))
+      .def_readonly("sigmas", &GridGaussian::sigmas)
+      .def_readonly("steps", &GridGaussian::steps);
+  py::class_<Bilateral>(m, "Bilateral",
+                        "A dense-CRF bilateral kernel over the call's image: features positions (last axis first) "
+                        "times pos_scale, then the image's channels / srgb.")
+      .def(py::init<std::vector<double>, std::vector<double>>(), arg("pos_scale"), arg("srgb"))
+      .def_readonly("pos_scale", &Bilateral::pos_scale)
+      .def_readonly("srgb", &Bilateral::srgb);
+  m.def("dense_crf", &py_dense_crf, arg("unary"), arg("kernels"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
-        arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), py::kw_only(), arg("stream") = 0,
-        "Dense CRF mean-field. unary [B, L, N]; features: K arrays [B, N, d_k] (lattice kernels) or tuples of "
-        "(per-axis sigmas, per-axis coarse steps) (Gaussians over the grid `spatial`: exact where the steps are all 1, "
-        "else approximated on a coarser grid, 2-D only); compat [K, L, L] (apply "
-        "convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, optional), "
-        "energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of softmax(-U). "
-        "Returns the lattice memory of one image in bytes.");
+        arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), arg("image") = py::none(), py::kw_only(),
+        arg("stream") = 0,
+        "Dense CRF mean-field. unary [B, L, N]; kernels: K terms, each lattice features [B, N, d_k], a GridGaussian "
+        "(over the grid `spatial`) or a Bilateral (over `image` [B, N, C], uint8 or the unary's dtype); compat "
+        "[K, L, L] (apply convention); normalization: K pydensecrf modes. Writes q [B, L, N], labels [B, N] (int64, "
+        "optional), energy [B, iterations + 1] (float64, optional); init [B, L, N] (optional): Q_0 instead of "
+        "softmax(-U). Returns the lattice memory of one image in bytes.");
   m.def("bilateral_features", &py_bilateral_features, arg("image"), arg("spatial"), arg("pos_scale"), arg("srgb"),
         arg("out"),
         "The bilateral kernel's features: out [B, N, ndim + C] = positions (last axis first) times pos_scale, then "

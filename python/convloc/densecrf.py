@@ -50,9 +50,8 @@ class DenseCRF:
             raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
         self._n, self._labels = int(nvar), int(nlabels)
         self._unary: np.ndarray | None = None
-        self._features: list[
-            np.ndarray | tuple
-        ] = []  # [N, d] float32, or a grid Gaussian (kernels.grid_kernel)
+        # [N, d] float32 lattice features, or a Gaussian over the pixel grid (kernels.grid_kernel)
+        self._features: list = []
         self._compat: list[np.ndarray] = []  # [L, L] apply form
         self._norm: list[int] = []
 
@@ -111,7 +110,7 @@ class DenseCRF:
             return q, None
         q, _, e = kernels.dense_crf(
             u,
-            [f if isinstance(f, tuple) else f[None] for f in self._features],
+            [f[None] if isinstance(f, np.ndarray) else f for f in self._features],
             np.stack(self._compat),
             self._norm,
             iterations,

@@ -22,15 +22,21 @@ GRID_MAX_SIGMA = 6.0
 COARSE_SIGMA_PER_STEP = 1.0
 
 
-def grid_kernel(sigma: np.ndarray, exact: bool = False) -> tuple | None:
-    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid:
-    ``(sigmas, coarse steps)``, or None for the permutohedral lattice."""
+def grid_kernel(sigma: np.ndarray, exact: bool = False) -> _C.GridGaussian | None:
+    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid: on a
+    coarser grid, exactly, or (None) not over the grid but with the permutohedral lattice."""
     steps = np.floor(sigma / COARSE_SIGMA_PER_STEP).astype(int)
     if len(sigma) == 2 and not exact and steps.min() >= 2:
-        return tuple(map(float, sigma)), tuple(map(int, steps))
+        return _C.GridGaussian(sigma.tolist(), steps.tolist())
     if exact or sigma.max() <= GRID_MAX_SIGMA:
-        return tuple(map(float, sigma)), (1,) * len(sigma)
+        return _C.GridGaussian(sigma.tolist(), [1] * len(sigma))
     return None
+
+
+def bilateral(pos_scale: np.ndarray, srgb: np.ndarray) -> _C.Bilateral:
+    """The bilateral kernel over the image that :func:`dense_crf` is given, its features built by the
+    kernel (CPU): positions × pos_scale per axis, x first, then the image's channels / srgb."""
+    return _C.Bilateral(pos_scale.tolist(), srgb.tolist())
 
 
 def compat_matrix(compat: Any, labels: int, weight: float, name: str) -> np.ndarray:
@@ -65,7 +71,7 @@ def bilateral_features(
 
 def dense_crf(
     unary: Array,
-    features: list,
+    kernels: list,
     compat: Array,
     normalizations: list[int],
     iterations: int,
@@ -75,12 +81,14 @@ def dense_crf(
     labels: bool = False,
     energy: bool = False,
     init: Array | None = None,
+    image: np.ndarray | None = None,
 ) -> tuple[Array, Array | None, np.ndarray | None]:
     """(Q, labels or None, energy or None) of mean-field in a dense CRF.
 
-    ``unary`` [B, L, N]; ``features`` one entry per kernel: [B, N, d] on the unary's device, or a
-    grid Gaussian ``(sigmas, steps)`` (:func:`grid_kernel`, CPU); ``compat`` [K, L, L] (apply form);
-    ``init`` [B, L, N] replaces ``softmax(-unary)`` as Q_0.
+    ``unary`` [B, L, N]; ``kernels`` one entry per pairwise term: lattice features [B, N, d] on the
+    unary's device, a grid Gaussian (:func:`grid_kernel`, CPU) or a bilateral kernel over ``image``
+    [B, N, C] (:func:`bilateral`, CPU); ``compat`` [K, L, L] (apply form); ``init`` [B, L, N]
+    replaces ``softmax(-unary)`` as Q_0.
     """
     batch, n_labels, n = unary.shape
     q = A.empty(unary, (batch, n_labels, n))
@@ -88,7 +96,7 @@ def dense_crf(
     kl = np.empty((batch, iterations + 1), np.float64) if energy else None
     _C.dense_crf(
         unary,
-        features,
+        kernels,
         compat,
         normalizations,
         int(iterations),
@@ -98,6 +106,7 @@ def dense_crf(
         kl,
         init,
         spatial=list(spatial),
+        image=image,
         stream=A.stream(unary),
     )
     return q, lab, kl

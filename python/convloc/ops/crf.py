@@ -99,7 +99,9 @@ class Bilateral:
         # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
         scale = (problem.spacing / _positive(self.sxy, problem.ndim, "sxy")).astype(problem.dtype)
         srgb = _positive(self.srgb, img.shape[2], "srgb").astype(problem.dtype)
-        return crf_kernels.bilateral_features(img, problem.spatial, scale, srgb, problem.dtype)
+        if problem.on_gpu:  # built on the host, then copied up with the other features
+            return crf_kernels.bilateral_features(img, problem.spatial, scale, srgb, problem.dtype)
+        return crf_kernels.bilateral(scale, srgb)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class _Problem:
     dtype: type
     on_gpu: bool
     image: Any
-    _channels: np.ndarray | None = None
+    channels: np.ndarray | None = None  # the image as the kernels read it, once one asked for it
 
     @property
     def ndim(self) -> int:
@@ -236,11 +238,11 @@ class _Problem:
         """The image as [B, N, C] (uint8 kept), checked once and shared by the kernels."""
         if self.image is None:
             raise ValueError("image: a Bilateral kernel needs the image")
-        if self._channels is None:
-            self._channels = _image_channels(
+        if self.channels is None:
+            self.channels = _image_channels(
                 self.image, self.batch, self.batched, self.spatial, self.dtype, keep_uint8=True
             )
-        return self._channels
+        return self.channels
 
 
 def _to_device(x: np.ndarray, like: Array) -> Array:
@@ -340,6 +342,7 @@ def dense_crf(
         spatial,
         labels=return_labels,
         energy=return_energy,
+        image=None if on_gpu else problem.channels,
     )
     out = [q.reshape(tuple(unary.shape))]
     if return_labels:
