@@ -133,7 +133,8 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::
     py::handle item = kernels_obj[k];
     const std::string name = "kernels[" + std::to_string(k) + "]";
     if (py::isinstance<GridGaussian>(item) || py::isinstance<Bilateral>(item)) {
-      if (unary->is_cuda()) fail_type(name, ": grid and bilateral kernels run on the CPU; pass lattice features for CUDA");
+      if (unary->is_cuda())
+        fail_type(name, ": grid and bilateral kernels run on the CPU; pass lattice features for CUDA");
       if (py::isinstance<GridGaussian>(item)) {
         args[k].grid = item.cast<const GridGaussian*>();
         check_grid(*args[k].grid, spatial, grid_points, N, name);
@@ -173,8 +174,8 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::
         Features& f = bilateral_features[k];
         f.resize(B * N * d);
         if (image->dtype == DType::UInt8)
-          bilateral_features_cpu(image->ptr<uint8_t>(), B, N, C, spatial, arg.bilateral->pos_scale,
-                                 arg.bilateral->srgb, f.data());
+          bilateral_features_cpu(image->ptr<uint8_t>(), B, N, C, spatial, arg.bilateral->pos_scale, arg.bilateral->srgb,
+                                 f.data());
         else
           bilateral_features_cpu(image->ptr<scalar_t>(), B, N, C, spatial, arg.bilateral->pos_scale,
                                  arg.bilateral->srgb, f.data());
