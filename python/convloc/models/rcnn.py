@@ -2,6 +2,7 @@
 network input and classified on its own CNN features.
 
 Training, in the paper's stages:
+
 1. fine-tune the CNN as a (K+1)-way classifier of warped proposals (batches of 128: 32 with
    IoU ≥ 0.5 with a ground truth, labelled with its class, 96 background);
 2. extract fc7 features of the ground truths and proposals of every training image — batched,

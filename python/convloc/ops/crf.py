@@ -420,7 +420,7 @@ def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | Non
 
 
 def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True) -> np.ndarray:
-    """Unary [n_labels, *labels.shape] from a label map trusted with probability ``gt_prob``.
+    """Unary ``[n_labels, *labels.shape]`` from a label map trusted with probability ``gt_prob``.
 
     As in pydensecrf: with ``zero_unsure`` the value 0 means "unknown" (uniform) and 1..n_labels
     are the classes; otherwise 0..n_labels-1 are the classes.
