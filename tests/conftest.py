@@ -1,12 +1,42 @@
+from __future__ import annotations
+
+import importlib.util
 import os
+import re
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 # tests/reference holds the slow, obvious implementations the kernels are compared with.
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+# Test modules that import torch at the top: without torch (a NumPy-only install, or a Python that
+# torch no longer supports) they are not collected, and the header says so.
+_IMPORTS_TORCH = re.compile(r"^(import torch|from torch\b)", re.M)
+_left_out: list[str] = []
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    if HAVE_TORCH or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    if _IMPORTS_TORCH.search(collection_path.read_text()):
+        _left_out.append(collection_path.name)
+        return True
+    return None
+
+
+def pytest_report_header(config) -> str | None:
+    return None if HAVE_TORCH else "torch is not installed: the modules that import it are not collected"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _left_out:
+        terminalreporter.write_line(f"not collected without torch: {', '.join(sorted(_left_out))}")
 
 
 def pytest_collection_modifyitems(config, items):
