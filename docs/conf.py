@@ -1,0 +1,67 @@
+"""Sphinx configuration: the API reference is generated from the installed convloc's docstrings.
+
+Build (from the repository root, with convloc installed and requirements-docs.txt):
+    sphinx-build -W --keep-going -b html docs docs/_build/html
+"""
+
+import re
+from importlib.metadata import version as _version
+from pathlib import Path
+
+import convloc.ops
+
+project = "convloc"
+author = "convloc contributors"
+release = _version("convloc")
+version = release
+
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+
+# Google-style docstrings, as the code uses.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+autodoc_default_options = {"members": True, "member-order": "bysource"}
+autodoc_typehints = "signature"
+autodoc_class_signature = "separated"
+
+myst_heading_anchors = 3
+
+html_theme = "furo"
+html_title = f"convloc {release}"
+
+
+def _check_ops_page(app):
+    """Warns (an error under -W) when a public name of convloc.ops is missing from api/ops.rst."""
+    from sphinx.util import logging
+
+    text = (Path(app.srcdir) / "api" / "ops.rst").read_text()
+    documented = set(re.findall(r"^\.\. auto(?:function|class):: convloc\.ops\.(\w+)", text, re.M))
+    missing = sorted(set(convloc.ops.__all__) - documented)
+    if missing:
+        logging.getLogger(__name__).warning("api/ops.rst does not document convloc.ops.%s", ", ".join(missing))
+
+
+# Temporary: two public docstrings that docutils rejects, mended here until they are fixed in
+# python/convloc (each patch applies only while the faulty text is still there).
+_DOCSTRING_PATCHES = {
+    # A numbered list needs a blank line before it.
+    "convloc.models.rcnn": ("Training, in the paper's stages:", "Training, in the paper's stages:\n"),
+    # ``*labels`` reads as the start of emphasis.
+    "convloc.ops.unary_from_labels": ("Unary [n_labels, *labels.shape]", "Unary ``[n_labels, *labels.shape]``"),
+}
+
+
+def _patch_docstring(app, what, name, obj, options, lines):
+    if name in _DOCSTRING_PATCHES:
+        old, new = _DOCSTRING_PATCHES[name]
+        for i, line in enumerate(lines):
+            if old in line and new not in line:
+                lines[i : i + 1] = line.replace(old, new).split("\n")
+                break
+
+
+def setup(app):
+    app.connect("builder-inited", _check_ops_page)
+    app.connect("autodoc-process-docstring", _patch_docstring)
