@@ -40,26 +40,30 @@ def _check_ops_page(app):
     documented = set(re.findall(r"^\.\. auto(?:function|class):: convloc\.ops\.(\w+)", text, re.M))
     missing = sorted(set(convloc.ops.__all__) - documented)
     if missing:
-        logging.getLogger(__name__).warning("api/ops.rst does not document convloc.ops.%s", ", ".join(missing))
+        logging.getLogger(__name__).warning(
+            "api/ops.rst does not document convloc.ops.%s", ", ".join(missing)
+        )
 
 
 # Temporary: two public docstrings that docutils rejects, mended here until they are fixed in
 # python/convloc (each patch applies only while the faulty text is still there).
 _DOCSTRING_PATCHES = {
     # A numbered list needs a blank line before it.
-    "convloc.models.rcnn": ("Training, in the paper's stages:", "Training, in the paper's stages:\n"),
+    "convloc.models.rcnn": ("the paper's stages:\n1.", "the paper's stages:\n\n1."),
     # ``*labels`` reads as the start of emphasis.
-    "convloc.ops.unary_from_labels": ("Unary [n_labels, *labels.shape]", "Unary ``[n_labels, *labels.shape]``"),
+    "convloc.ops.unary_from_labels": (
+        "Unary [n_labels, *labels.shape]",
+        "Unary ``[n_labels, *labels.shape]``",
+    ),
 }
 
 
 def _patch_docstring(app, what, name, obj, options, lines):
     if name in _DOCSTRING_PATCHES:
         old, new = _DOCSTRING_PATCHES[name]
-        for i, line in enumerate(lines):
-            if old in line and new not in line:
-                lines[i : i + 1] = line.replace(old, new).split("\n")
-                break
+        text = "\n".join(lines)
+        if old in text:
+            lines[:] = text.replace(old, new, 1).split("\n")
 
 
 def setup(app):
