@@ -24,7 +24,8 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "signature"
-autodoc_class_signature = "separated"
+# torch.nn.Module's generic docstrings (forward, __init__) say nothing about convloc's modules.
+autodoc_inherit_docstrings = False
 
 myst_heading_anchors = 3
 
