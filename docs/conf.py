@@ -31,6 +31,8 @@ myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"convloc {release}"
+html_static_path = ["_static"]
+html_css_files = ["gallery.css"]
 
 
 def _check_ops_page(app):
