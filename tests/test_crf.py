@@ -58,7 +58,7 @@ def test_agrees_with_exact_mean_field(rng):
 
 
 def test_agrees_with_exact_mean_field_on_benchmark_crops():
-    # The targets (99 % after 1 iteration, 97 % after 10) on 48x48 crops made with the
+    # Agreement with exact mean-field of at least 99 % after 1 iteration, 97 % after 10, on 48x48 crops made with the
     # benchmark's recipe: astronaut, 21 labels of smoothed noise, its kernels and weights.
     pytest.importorskip("skimage")
     from scipy.ndimage import gaussian_filter

@@ -1,4 +1,4 @@
-"""Slow, obvious RoI pool / RoI align, written from the semantics in issue 6 (Caffe / torchvision).
+"""Slow, obvious RoI pool / RoI align, written from Caffe's and torchvision's semantics.
 
 Every scalar step is done in the input's dtype (NumPy scalars of that type) in the order the
 semantics spell out, so the kernels are expected to match these results exactly. Loops run over
