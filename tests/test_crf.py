@@ -5,7 +5,6 @@ import convloc
 import convloc.densecrf as dcrf
 from convloc import ops
 from convloc._kernels import crf as K
-from convloc.ops import crf as C
 from reference import crf as ref
 
 
@@ -28,7 +27,7 @@ def blocky_image(rng, h, w):
 
 
 def reference_kernels(h, w, image, labels, gauss=(3.0, 3.0), bil=(8.0, 13.0, 10.0), mode="symmetric"):
-    pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
+    pos = K.positions((h, w), np.array([1.0, 1.0]), np.float64)
     return [
         (pos / gauss[0], K.compat_matrix("potts", labels, gauss[1], "c"), mode),
         (
@@ -95,7 +94,7 @@ def test_modes_and_compat_close_to_exact(rng, mode, compat):
         "diag": -rng.random(labels) * 2,
         "matrix": rng.standard_normal((labels, labels)),
     }[compat]
-    pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
+    pos = K.positions((h, w), np.array([1.0, 1.0]), np.float64)
     q = ops.dense_crf(
         u.astype(np.float64),
         kernels=[ops.Gaussian(2.0, 1.5)],
@@ -114,7 +113,7 @@ def _gaussian_sums(q, sigma):
     """Exact sum_j exp(-|p_i - p_j|² / (2 sigma²)) q[:, j] over the pixels of [L, H, W], by brute
     force, over the j within ceil(3 sigma) of i along each axis (the exact filter's truncation)."""
     h, w = q.shape[1:]
-    pos = C._positions((h, w), np.array([1.0, 1.0]), np.float64)
+    pos = K.positions((h, w), np.array([1.0, 1.0]), np.float64)
     d = pos[:, None, :] - pos[None, :, :]
     k = np.exp(-(d**2).sum(-1) / (2 * sigma**2)) * (np.abs(d).max(-1) <= np.ceil(3 * sigma))
     return (q.reshape(len(q), -1) @ k).reshape(q.shape)

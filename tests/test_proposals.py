@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import convloc
-from convloc.ops import proposals as P
+from convloc._kernels import proposals as KP
 from reference import proposals as ref
 
 
@@ -140,7 +140,7 @@ def test_felzenszwalb_bad_inputs(kwargs, error, match):
 def test_selective_search_hierarchies(rng, mode):
     image = shapes_image(rng)
     h, w = image.shape[:2]
-    hierarchies = P._hierarchies(image.astype(np.float32) / 255, mode, None, 0.8)
+    hierarchies = KP.hierarchies(image.astype(np.float32) / 255, mode, None, 0.8)
     assert len(hierarchies) == {"single": 1, "fast": 8, "quality": 80}[mode]
     boxes = convloc.ops.selective_search(image, mode)
     assert boxes.dtype == np.float32 and boxes.shape[1] == 4
@@ -161,7 +161,7 @@ def test_selective_search_initial_regions_are_felzenszwalb_regions(rng):
     # through the "single" strategy's HSV: V = grey, H = S = 0.
     grey = blocky(rng, 30, 40, 1, levels=3)
     image = np.repeat(grey, 3, axis=2)
-    ((hier, initial),) = P._hierarchies(image.astype(np.float32) / 255, "single", 20, 0.8)
+    ((hier, initial),) = KP.hierarchies(image.astype(np.float32) / 255, "single", 20, 0.8)
     hsv = np.concatenate([np.zeros((30, 40, 2), np.float32), image[:, :, :1].astype(np.float32) / 255], 2)
     labels = convloc.ops.felzenszwalb(hsv, 100 / 255, 0.8, 20)
     assert initial == labels.max() + 1

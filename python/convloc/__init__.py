@@ -7,6 +7,9 @@ them. Functions in :mod:`convloc.ops` accept NumPy, PyTorch and CuPy arrays.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 from convloc import ops
@@ -73,3 +76,29 @@ __all__ = [
     "ops",
     "PermutohedralLattice",
 ]
+
+
+class _RegisterWithTorch(importlib.abc.MetaPathFinder):
+    """Registers convloc's ops with torch as soon as torch has been imported, so that a program
+    exported with ``torch.export`` loads after ``import convloc``, without convloc importing torch."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("torch")
+        if spec is not None and spec.loader is not None:
+            run_torch = spec.loader.exec_module
+
+            def run_then_register(module):
+                run_torch(module)
+                import convloc._torch  # noqa: F401
+
+            spec.loader.exec_module = run_then_register
+        return spec
+
+
+if "torch" in sys.modules:
+    import convloc._torch  # noqa: F401
+elif importlib.util.find_spec("torch") is not None:
+    sys.meta_path.insert(0, _RegisterWithTorch())

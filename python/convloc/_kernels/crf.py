@@ -69,6 +69,117 @@ def bilateral_features(
     return out
 
 
+# How dense_crf's kernels are described to run_dense_crf (kinds[k]) and what their params hold.
+FEATURES = 0  # the next array of `features`: [B, N, d], already divided by the standard deviations
+GAUSSIAN = 1  # params: sigma per axis, in pixels
+EXACT_GAUSSIAN = 2  # the same, filtered exactly over the grid
+BILATERAL = 3  # params: position scale per axis (x first after reversal), then srgb per channel
+
+
+def positions(spatial: Sequence[int], scale: Sequence[float], dtype) -> np.ndarray:
+    """[N, ndim] pixel positions times scale per axis, C order."""
+    axes = [np.arange(s, dtype=dtype) * dtype(scale[a]) for a, s in enumerate(spatial)]
+    grids = np.meshgrid(*axes, indexing="ij")
+    return np.stack([g.reshape(-1) for g in grids], axis=1)
+
+
+def _on_device(x: np.ndarray, like: Array) -> Array:
+    if A.on_cpu(like):
+        return x
+    if A.is_torch(like):
+        import torch
+
+        return torch.as_tensor(x, device=like.device).contiguous()
+    import cupy
+
+    with cupy.cuda.Device(like.device.id):
+        return cupy.asarray(x)
+
+
+def _host(x: Array) -> np.ndarray:
+    if A.is_torch(x):
+        return x.detach().cpu().numpy()
+    return x.get() if A.is_cupy(x) else np.asarray(x)
+
+
+def run_dense_crf(
+    unary: Array,
+    image: Array | None,
+    features: Sequence[Array],
+    kinds: Sequence[int],
+    params: Sequence[float],
+    compat: Sequence[float],
+    compat_sizes: Sequence[int],
+    weights: Sequence[float],
+    normalizations: Sequence[int],
+    iterations: int,
+    exclude_self: bool,
+    spatial: Sequence[int],
+    labels: bool,
+    energy: bool,
+) -> tuple[Array, Array | None, np.ndarray | None]:
+    """(Q, labels or None, energy or None) of mean-field in a dense CRF, from a flat description of
+    its kernels (what a ``torch.library`` op can take): unary [B, L, N]; image [B, N, C] (uint8 or
+    the unary's dtype) for bilateral kernels; ``kinds[k]`` (:data:`FEATURES`, :data:`GAUSSIAN`,
+    :data:`EXACT_GAUSSIAN`, :data:`BILATERAL`) with their ``params`` one after the other; each
+    kernel's compatibility as ``compat_sizes[k]`` values of ``compat`` (1: Potts strength, L:
+    diagonal, L·L: matrix) times ``weights[k]``.
+
+    On the CPU, Gaussians are filtered over the grid where :func:`grid_kernel` says so and the
+    bilateral features are built by the kernel; CUDA arrays get every kernel as lattice features.
+    """
+    batch, n_labels, n = unary.shape
+    dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
+    on_gpu = not A.on_cpu(unary)
+    ndim = len(spatial)
+    terms, matrices, next_param, next_compat = [], [], 0, 0
+    feature_arrays = iter(features)
+    for k, kind in enumerate(kinds):
+        if kind == FEATURES:
+            terms.append(next(feature_arrays))
+        elif kind in (GAUSSIAN, EXACT_GAUSSIAN):
+            sigma = np.array(params[next_param : next_param + ndim], np.float64)
+            next_param += ndim
+            grid = None if on_gpu else grid_kernel(sigma, kind == EXACT_GAUSSIAN)
+            if grid is None:
+                pos = positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
+                grid = _on_device(np.ascontiguousarray(np.broadcast_to(pos, (batch,) + pos.shape)), unary)
+            terms.append(grid)
+        elif kind == BILATERAL:
+            channels = image.shape[2]
+            scale = np.array(params[next_param : next_param + ndim], np.float64).astype(dtype)
+            srgb = np.array(params[next_param + ndim : next_param + ndim + channels], np.float64).astype(
+                dtype
+            )
+            next_param += ndim + channels
+            if on_gpu:  # built on the host, then copied up
+                host = np.ascontiguousarray(_host(image))
+                if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
+                    raise ValueError("image: expected finite values, got NaN or inf")
+                terms.append(_on_device(bilateral_features(host, spatial, scale, srgb, dtype), unary))
+            else:
+                terms.append(bilateral(scale, srgb))
+        else:
+            raise ValueError(f"kinds[{k}]: expected 0 to 3, got {kind}")
+        size = compat_sizes[k]
+        values = np.array(compat[next_compat : next_compat + size], np.float64)
+        next_compat += size
+        shape = () if size == 1 else (n_labels,) if size == n_labels else (n_labels, n_labels)
+        matrices.append(compat_matrix(values.reshape(shape), n_labels, weights[k], "compat"))
+    return dense_crf(
+        unary,
+        terms,
+        _on_device(np.stack(matrices).astype(dtype), unary),
+        list(normalizations),
+        iterations,
+        exclude_self,
+        spatial,
+        labels=labels,
+        energy=energy,
+        image=None if on_gpu else image,
+    )
+
+
 def dense_crf(
     unary: Array,
     kernels: list,
@@ -113,9 +224,20 @@ def dense_crf(
 
 
 def grid_crf(
-    unary: Array, image: Array, neighbors: int, w1: float, w2: float, beta: float, iterations: int
+    unary: Array, image: Array, neighbors: int, w1: float, w2: float, beta: float | None, iterations: int
 ) -> Array:
-    """Q [B, L, H, W] of mean-field in the grid CRF; ``image`` [B, H, W, C] on the unary's device."""
+    """Q [B, L, H, W] of mean-field in the grid CRF; ``image`` [B, H, W, C] in the unary's dtype (any
+    device: it is moved to the unary's); ``beta`` None: ``1 / (2·mean |x_i - x_j|²)`` over the
+    4-neighbour pairs (GrabCut's choice)."""
+    img = np.ascontiguousarray(_host(image))
+    if beta is None:
+        d2 = [
+            ((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel(),
+            ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel(),
+        ]
+        mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
+        beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
+    image = A.prepare(image) if A.on_cpu(unary) and A.on_cpu(image) else _on_device(img, unary)
     q = A.empty(unary, tuple(unary.shape))
     _C.grid_crf(unary, image, int(neighbors), w1, w2, beta, int(iterations), q, stream=A.stream(unary))
     return q

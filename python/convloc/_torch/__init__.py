@@ -5,4 +5,4 @@ Torch-only and private: :mod:`convloc.ops` sends torch tensors here, and everyth
 the kernels of :mod:`convloc._kernels`. Importing this package registers the ops.
 """
 
-from convloc._torch import boxes, deconv, lattice, roi  # noqa: F401 - registers the ops
+from convloc._torch import boxes, crf, deconv, lattice, proposals, roi  # noqa: F401 - registers the ops

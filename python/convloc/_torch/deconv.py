@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from convloc._kernels import deconv as kernels
+from convloc._torch.autocast import run_in_float32
 
 
 @torch.library.custom_op("convloc::conv_transpose2d", mutates_args=())
@@ -70,3 +71,4 @@ def _backward(ctx, grad):
 
 
 conv_transpose2d.register_autograd(_backward, setup_context=_setup_context)
+run_in_float32("conv_transpose2d", conv_transpose2d, same_dtype_out=True)

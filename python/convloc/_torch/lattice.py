@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from convloc._kernels import lattice as kernels
+from convloc._torch.autocast import run_in_float32
 
 
 @torch.library.custom_op("convloc::permutohedral_filter", mutates_args=())
@@ -62,6 +63,7 @@ def _backward(ctx, grad):
 
 
 permutohedral_filter.register_autograd(_backward, setup_context=_setup_context)
+run_in_float32("permutohedral_filter", permutohedral_filter, same_dtype_out=True)
 
 
 class _LatticeFilter(torch.autograd.Function):

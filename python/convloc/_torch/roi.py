@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from convloc._kernels import roi as kernels
+from convloc._torch.autocast import run_in_float32
 
 
 def _out_shape(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int):
@@ -111,3 +112,7 @@ def _roi_align_grad(ctx, grad):
 
 
 roi_align.register_autograd(_roi_align_grad, setup_context=_roi_align_setup)
+
+
+run_in_float32("roi_pool", roi_pool, same_dtype_out=True)
+run_in_float32("roi_align", roi_align, same_dtype_out=True)

@@ -15,13 +15,19 @@ from __future__ import annotations
 from convloc._kernels import arrays as A
 from convloc._kernels import boxes as kernels
 from convloc._kernels.arrays import Array
+from convloc.ops._tracing import fx_leaf
 
 __all__ = ["box_area", "box_iou", "nms", "batched_nms"]
 
 
+@fx_leaf
 def box_area(boxes: Array) -> Array:
-    """Areas of boxes [N, 4] → [N]."""
+    """Areas of boxes [N, 4] → [N], in the boxes' dtype (integer boxes: int32 or int64, as
+    torchvision)."""
     boxes = A.as_array(boxes, "boxes")
+    if _is_integer(boxes):
+        area = box_area(A.prepare(boxes, "float64"))  # exact below 2**26 per coordinate
+        return A.prepare(area, "int64" if A.dtype_name(boxes) in ("int64", "uint32", "uint64") else "int32")
     if A.is_torch(boxes):
         from convloc._torch import boxes as torch_ops
 
@@ -29,10 +35,15 @@ def box_area(boxes: Array) -> Array:
     return kernels.box_area(boxes)
 
 
+@fx_leaf
 def box_iou(boxes1: Array, boxes2: Array) -> Array:
-    """Pairwise IoU of boxes1 [N, 4] and boxes2 [M, 4] → [N, M] (NaN where both boxes are empty)."""
+    """Pairwise IoU of boxes1 [N, 4] and boxes2 [M, 4] → [N, M] (NaN where both boxes are empty);
+    float32 for integer boxes, as torchvision."""
     boxes1, boxes2 = A.as_array(boxes1, "boxes1"), A.as_array(boxes2, "boxes2")
     A.same_framework(("boxes1", boxes1), ("boxes2", boxes2))
+    if _is_integer(boxes1) and _is_integer(boxes2):
+        iou = box_iou(A.prepare(boxes1, "float64"), A.prepare(boxes2, "float64"))
+        return A.prepare(iou, "float32")
     if A.is_torch(boxes1):
         from convloc._torch import boxes as torch_ops
 
@@ -40,6 +51,7 @@ def box_iou(boxes1: Array, boxes2: Array) -> Array:
     return kernels.box_iou(boxes1, boxes2)
 
 
+@fx_leaf
 def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     """Greedy non-maximum suppression.
 
@@ -60,6 +72,7 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     return kernels.nms(boxes, scores, None, iou_threshold)
 
 
+@fx_leaf
 def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) -> Array:
     """NMS done independently per category: boxes with different ``idxs`` never suppress each other.
 
@@ -78,3 +91,7 @@ def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) 
 
         return torch_ops.batched_nms(boxes, scores, idxs, A.as_float(iou_threshold, "iou_threshold"))
     return kernels.nms(boxes, scores, idxs, iou_threshold)
+
+
+def _is_integer(boxes: Array) -> bool:
+    return A.dtype_name(boxes).startswith(("int", "uint"))

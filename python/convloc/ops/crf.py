@@ -33,6 +33,7 @@ import numpy as np
 from convloc._kernels import arrays as A
 from convloc._kernels import crf as crf_kernels
 from convloc._kernels.arrays import Array
+from convloc.ops._tracing import fx_leaf
 
 __all__ = [
     "Gaussian",
@@ -70,15 +71,11 @@ class Gaussian:
     normalization: str | None = None
     exact: bool = False
 
-    def _features(self, problem: _Problem, index: int):
-        sigma = _positive(self.sxy, problem.ndim, "sxy") / problem.spacing  # in pixels
+    def _describe(self, problem: _Problem, index: int) -> tuple[int, list[float], Array | None]:
         if self.exact and problem.on_gpu:
             raise TypeError(f"kernels[{index}].exact: exact grid filtering runs on the CPU only")
-        grid = None if problem.on_gpu else crf_kernels.grid_kernel(sigma, self.exact)
-        if grid is not None:
-            return grid
-        pos = _positions(problem.spatial, 1.0 / sigma, problem.dtype)[:, ::-1]
-        return np.ascontiguousarray(np.broadcast_to(pos, (problem.batch,) + pos.shape))
+        sigma = [s / d for s, d in zip(_positive(self.sxy, problem.ndim, "sxy"), problem.spacing)]
+        return (crf_kernels.EXACT_GAUSSIAN if self.exact else crf_kernels.GAUSSIAN), sigma, None
 
 
 @dataclass(frozen=True)
@@ -94,14 +91,10 @@ class Bilateral:
     compat: Compat = None
     normalization: str | None = None
 
-    def _features(self, problem: _Problem, index: int):
-        img = problem.image_channels()
-        # x first, as DenseCRF2D (the lattice's rounding depends on the feature order)
-        scale = (problem.spacing / _positive(self.sxy, problem.ndim, "sxy")).astype(problem.dtype)
-        srgb = _positive(self.srgb, img.shape[2], "srgb").astype(problem.dtype)
-        if problem.on_gpu:  # built on the host, then copied up with the other features
-            return crf_kernels.bilateral_features(img, problem.spatial, scale, srgb, problem.dtype)
-        return crf_kernels.bilateral(scale, srgb)
+    def _describe(self, problem: _Problem, index: int) -> tuple[int, list[float], Array | None]:
+        channels = problem.image_channels().shape[2]
+        scale = [d / s for d, s in zip(problem.spacing, _positive(self.sxy, problem.ndim, "sxy"))]
+        return crf_kernels.BILATERAL, scale + _positive(self.srgb, channels, "srgb"), None
 
 
 @dataclass(frozen=True)
@@ -117,18 +110,53 @@ class Features:
     compat: Compat = None
     normalization: str | None = None
 
-    def _features(self, problem: _Problem, index: int):
-        return _user_features(self.features, problem.batch, problem.batched, problem.spatial, problem.dtype)
+    def _describe(self, problem: _Problem, index: int) -> tuple[int, list[float], Array | None]:
+        return crf_kernels.FEATURES, [], _user_features(self.features, problem)
 
 
-def _positive(value: Any, count: int, name: str) -> np.ndarray:
-    """A float64 vector of `count` positive finite numbers from a number or a sequence."""
-    v = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if v.ndim != 1 or (v.size != 1 and v.size != count):
+def _numbers(value: Any, name: str) -> list[float]:
+    """A number or a flat sequence of numbers as a list of floats (plain Python, so that torch.compile
+    traces it)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return [float(v) for v in items]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: expected numbers, got {value!r}") from e
+
+
+def _positive(value: Any, count: int, name: str) -> list[float]:
+    """`count` positive finite floats from a number or a sequence."""
+    v = _numbers(value, name)
+    if len(v) not in (1, count):
         raise ValueError(f"{name}: expected a number or {count} numbers, got {value!r}")
-    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+    if not all(math.isfinite(x) and x > 0 for x in v):
         raise ValueError(f"{name}: expected positive finite numbers, got {value!r}")
-    return np.broadcast_to(v, (count,)).copy()
+    return v * count if len(v) == 1 else v
+
+
+def _compat_values(compat: Compat, labels: int) -> list[float]:
+    """A compatibility as its 1 (Potts), L (diagonal) or L·L (matrix) values."""
+    if isinstance(compat, str):
+        if compat != "potts":
+            raise ValueError(f"compat: expected 'potts', a number, [L] or [L, L], got {compat!r}")
+        return [1.0]
+    if isinstance(compat, np.ndarray):
+        compat = compat.tolist()
+    rows = compat if isinstance(compat, (list, tuple)) else [compat]
+    if len(rows) == labels and all(isinstance(r, (list, tuple)) for r in rows):
+        if any(len(r) != labels for r in rows):
+            raise ValueError(f"compat: expected a number, [{labels}] or [{labels}, {labels}]")
+        rows = [v for r in rows for v in r]
+    elif isinstance(compat, (list, tuple)) and len(rows) != labels:
+        raise ValueError(
+            f"compat: expected a number, [{labels}] or [{labels}, {labels}], got {len(rows)} values"
+        )
+    values = _numbers(rows, "compat")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("compat: expected finite values")
+    return values
 
 
 def _norm_code(mode: str | int, name: str) -> int:
@@ -137,13 +165,6 @@ def _norm_code(mode: str | int, name: str) -> int:
     if mode in NORMALIZATIONS:
         return NORMALIZATIONS[mode]
     raise ValueError(f"{name}: expected one of {sorted(NORMALIZATIONS)}, got {mode!r}")
-
-
-def _positions(spatial: tuple[int, ...], scale: np.ndarray, dtype) -> np.ndarray:
-    """[N, ndim] pixel positions times scale (spacing / sxy per axis), C order."""
-    axes = [np.arange(s, dtype=dtype) * dtype(scale[a]) for a, s in enumerate(spatial)]
-    grids = np.meshgrid(*axes, indexing="ij")
-    return np.stack([g.reshape(-1) for g in grids], axis=1)
 
 
 def _real_unary(unary: Any) -> Array:
@@ -180,82 +201,90 @@ def _swapped(shape: tuple[int, ...], lead: tuple[int, ...]) -> bool:
     return len(lead) >= 2 and want != lead and shape[: len(lead)] == want
 
 
-def _image_channels(
-    image: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype, keep_uint8: bool = False
-) -> np.ndarray:
-    """The image as C-contiguous [B, N, C] float of the unary's dtype (or, with keep_uint8, a uint8
-    image as it is), checked against the unary's shape."""
-    img = np.asarray(image.detach().cpu() if A.is_torch(image) else image)
+def _image_channels(image: Any, unary: Array, batch: int, batched: bool, spatial: tuple[int, ...]) -> Array:
+    """The image as a contiguous [B, N, C] array in the unary's framework (on the CPU where the
+    unary is on a GPU: bilateral features are built there), uint8 kept, other dtypes as the
+    unary's; checked against the unary's shape. Its values are checked by the kernel."""
+    img = A.as_array(image, "image")
+    if A.is_torch(unary) and not A.is_torch(img):
+        import torch
+
+        img = torch.from_numpy(np.ascontiguousarray(img))
     lead = ((batch,) if batched else ()) + spatial
-    if img.shape == lead:
-        img = img[..., None]
-    if img.shape[:-1] != lead:
+    shape = tuple(img.shape)
+    if shape == lead:
+        img, shape = img[..., None], shape + (1,)
+    if shape[:-1] != lead:
         raise ValueError(
-            f"image: expected shape {lead} or {lead + ('C',)} (matching the unary), got {img.shape}"
-            + (" (height and width swapped?)" if _swapped(img.shape, lead) else "")
+            f"image: expected shape {lead} or {lead + ('C',)} (matching the unary), got {shape}"
+            + (" (height and width swapped?)" if _swapped(shape, lead) else "")
         )
-    if img.dtype.kind not in "biuf":
-        raise TypeError(f"image: expected a numeric array, got {img.dtype}")
-    if img.dtype.kind == "f" and not np.all(np.isfinite(img)):
-        raise ValueError("image: expected finite values, got NaN or inf")
-    if not (keep_uint8 and img.dtype == np.uint8):
-        img = img.astype(dtype, copy=False)
-    return np.ascontiguousarray(img.reshape(batch, -1, img.shape[-1]))
+    kind = A.dtype_name(img)
+    if kind.startswith("complex") or kind == "bool" or kind == "object":
+        raise TypeError(f"image: expected a numeric array, got {kind}")
+    return A.prepare(img.reshape(batch, -1, shape[-1]), None if kind == "uint8" else A.dtype_name(unary))
 
 
-def _user_features(feats: Any, batch: int, batched: bool, spatial: tuple[int, ...], dtype) -> np.ndarray:
-    f = np.asarray(feats.detach().cpu() if A.is_torch(feats) else feats, dtype=dtype)
-    n = int(np.prod(spatial))
-    if batched and f.ndim >= 2 and f.shape[0] == batch and f.ndim in (3, 2 + len(spatial)):
-        f = f.reshape(batch, f.shape[1], -1)
-    elif f.ndim in (2, 1 + len(spatial)):
-        f = f.reshape(1, f.shape[0], -1)
+def _user_features(feats: Any, problem: _Problem) -> Array:
+    """User features [d, N] / [d, *spatial] (or batched) as [B, N, d] in the unary's framework,
+    dtype and device."""
+    f = A.as_array(feats, "features")
+    if A.is_torch(problem.unary) and not A.is_torch(f):
+        import torch
+
+        f = torch.from_numpy(np.ascontiguousarray(f))
+    batch, spatial, n = problem.batch, problem.spatial, math.prod(problem.spatial)
+    shape = tuple(f.shape)
+    if problem.batched and len(shape) >= 2 and shape[0] == batch and len(shape) in (3, 2 + len(spatial)):
+        f = f.reshape(batch, shape[1], -1)
+    elif len(shape) in (2, 1 + len(spatial)):
+        f = f.reshape(1, shape[0], -1)
     else:
-        raise ValueError(f"features: expected [d, N] or [d, *spatial] (or batched), got shape {f.shape}")
+        raise ValueError(f"features: expected [d, N] or [d, *spatial] (or batched), got shape {shape}")
     if f.shape[2] != n:
         raise ValueError(f"features: expected {n} points (the unary's pixels), got {f.shape[2]}")
-    return np.ascontiguousarray(np.broadcast_to(f.transpose(0, 2, 1), (batch, n, f.shape[1])))
+    f = A.namespace(f).broadcast_to(f.swapaxes(1, 2), (batch, n, f.shape[1]))
+    return _on_unary_device(A.prepare(f, A.dtype_name(problem.unary)), problem.unary)
+
+
+def _on_unary_device(x: Array, unary: Array) -> Array:
+    if A.is_torch(unary):
+        return x.to(unary.device)
+    if A.is_cupy(unary) and not A.is_cupy(x):
+        import cupy
+
+        with cupy.cuda.Device(unary.device.id):
+            return cupy.asarray(x)
+    return x
 
 
 @dataclass
 class _Problem:
-    """What the kernels of one :func:`dense_crf` call build their features for."""
+    """What the kernels of one :func:`dense_crf` call are described for."""
 
+    unary: Array
     batch: int
     batched: bool
     spatial: tuple[int, ...]
-    spacing: np.ndarray  # physical size of a pixel per axis
-    dtype: type
+    spacing: list[float]  # physical size of a pixel per axis
     on_gpu: bool
     image: Any
-    channels: np.ndarray | None = None  # the image as the kernels read it, once one asked for it
+    channels: Array | None = None  # the image as the kernels read it, once one asked for it
 
     @property
     def ndim(self) -> int:
         return len(self.spatial)
 
-    def image_channels(self) -> np.ndarray:
+    def image_channels(self) -> Array:
         """The image as [B, N, C] (uint8 kept), checked once and shared by the kernels."""
         if self.image is None:
             raise ValueError("image: a Bilateral kernel needs the image")
         if self.channels is None:
-            self.channels = _image_channels(
-                self.image, self.batch, self.batched, self.spatial, self.dtype, keep_uint8=True
-            )
+            self.channels = _image_channels(self.image, self.unary, self.batch, self.batched, self.spatial)
         return self.channels
 
 
-def _to_device(x: np.ndarray, like: Array) -> Array:
-    if A.is_torch(like):
-        import torch
-
-        return torch.as_tensor(x, device=like.device).contiguous()
-    import cupy
-
-    with cupy.cuda.Device(like.device.id):
-        return cupy.asarray(x)
-
-
+@fx_leaf
 def dense_crf(
     unary: Array,
     *,
@@ -295,15 +324,21 @@ def dense_crf(
         Q, the marginals, with the unary's shape, dtype and framework; then the labels and the
         energy when asked for (a tuple).
     """
+    if A.is_torch(unary) and unary.requires_grad:
+        import torch
+
+        if torch.is_grad_enabled():
+            raise TypeError(
+                "unary: dense_crf has no gradient; train through mean-field with convloc.nn.CRFasRNN, "
+                "or pass unary.detach()"
+            )
     unary = _real_unary(unary)
     if not isinstance(ndim, (int, np.integer)) or ndim < 1:
         raise ValueError(f"ndim: expected a positive number of spatial axes, got {ndim!r}")
     batched, batch, labels, spatial = _split_batch(unary, ndim)
-    n = int(np.prod(spatial))
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
-    dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
-    on_gpu = A.is_torch(unary) and unary.is_cuda or A.is_cupy(unary)
+    on_gpu = not A.on_cpu(unary)
     if on_gpu and return_energy:
         raise TypeError("return_energy: not available for CUDA arrays")
     step = _positive(1.0 if spacing is None else spacing, ndim, "spacing")
@@ -313,37 +348,47 @@ def dense_crf(
         raise ValueError("kernels: expected at least one pairwise kernel")
     norm_default = _norm_code(normalization, "normalization")
 
-    problem = _Problem(batch, batched, spatial, step, dtype, on_gpu, image)
-    feats, compats, norms = [], [], []
+    problem = _Problem(unary, batch, batched, spatial, step, on_gpu, image)
+    kinds, params, features, compat_values, compat_sizes, weights, norms = [], [], [], [], [], [], []
     for k, kern in enumerate(kernels):
         if not isinstance(kern, (Gaussian, Bilateral, Features)):
             raise TypeError(
                 f"kernels[{k}]: expected Gaussian, Bilateral or Features, got {type(kern).__name__}"
             )
-        feats.append(kern._features(problem, k))
-        weight = A.as_float(kern.weight, f"kernels[{k}].weight")
-        kern_compat = compat if kern.compat is None else kern.compat
-        compats.append(crf_kernels.compat_matrix(kern_compat, labels, weight, "compat"))
+        kind, kern_params, kern_features = kern._describe(problem, k)
+        kinds.append(kind)
+        params += kern_params
+        if kern_features is not None:
+            features.append(kern_features)
+        values = _compat_values(compat if kern.compat is None else kern.compat, labels)
+        compat_values += values
+        compat_sizes.append(len(values))
+        weights.append(A.as_float(kern.weight, f"kernels[{k}].weight"))
         norms.append(
             norm_default if kern.normalization is None else _norm_code(kern.normalization, "normalization")
         )
-
-    compat_all = np.stack(compats).astype(dtype)
-    if on_gpu:  # the kernel reads features and compat on the unary's device
-        feats = [_to_device(f, unary) for f in feats]
-        compat_all = _to_device(compat_all, unary)
-    q, lab, energy = crf_kernels.dense_crf(
-        unary.reshape(batch, labels, n),
-        feats,
-        compat_all,
+    args = (
+        unary.reshape(batch, labels, math.prod(spatial)),
+        problem.channels,
+        features,
+        kinds,
+        params,
+        compat_values,
+        compat_sizes,
+        weights,
         norms,
-        iterations,
-        exclude_self,
-        spatial,
-        labels=return_labels,
-        energy=return_energy,
-        image=None if on_gpu else problem.channels,
+        int(iterations),
+        bool(exclude_self),
+        list(spatial),
+        bool(return_labels),
+        bool(return_energy),
     )
+    if A.is_torch(unary):
+        from convloc._torch import crf as torch_ops
+
+        q, lab, energy = torch_ops.dense_crf(*args)
+    else:
+        q, lab, energy = crf_kernels.run_dense_crf(*args)
     out = [q.reshape(tuple(unary.shape))]
     if return_labels:
         out.append(lab.reshape(((batch,) if batched else ()) + spatial))
@@ -352,6 +397,7 @@ def dense_crf(
     return out[0] if len(out) == 1 else tuple(out)
 
 
+@fx_leaf
 def grid_crf(
     unary: Array,
     image: Any,
@@ -376,28 +422,30 @@ def grid_crf(
     """
     unary = _real_unary(unary)
     batched, batch, labels, spatial = _split_batch(unary, 2)
-    dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
-    img = _image_channels(image, batch, batched, spatial, dtype).reshape(batch, *spatial, -1)
-    if beta is None:
-        d2 = [
-            ((img[:, 1:] - img[:, :-1]) ** 2).sum(-1).ravel(),
-            ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel(),
-        ]
-        mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
-        beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
-    img = np.ascontiguousarray(img)
-    if not A.on_cpu(unary):
-        img = _to_device(img, unary)
-    q = crf_kernels.grid_crf(
+    img = _image_channels(image, unary, batch, batched, spatial)
+    img = A.prepare(img.reshape(batch, *spatial, -1), A.dtype_name(unary))
+    args = (
         unary.reshape(batch, labels, *spatial),
         img,
-        neighbors,
+        _int(neighbors, "neighbors"),
         A.as_float(w1, "w1"),
         A.as_float(w2, "w2"),
-        A.as_float(beta, "beta"),
-        iterations,
+        None if beta is None else A.as_float(beta, "beta"),
+        _int(iterations, "iterations"),
     )
+    if A.is_torch(unary):
+        from convloc._torch import crf as torch_ops
+
+        q = torch_ops.grid_crf(*args)
+    else:
+        q = crf_kernels.grid_crf(*args)
     return q.reshape(tuple(unary.shape))
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return int(value)
 
 
 def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | None = 1e-5) -> np.ndarray:
@@ -451,7 +499,7 @@ def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: b
 def create_pairwise_gaussian(sdims: Sequence[float], shape: Sequence[int]) -> np.ndarray:
     """Position features [len(sdims), N] (float32), index / sdim per axis, as pydensecrf."""
     s = _positive(sdims, len(shape), "sdims")
-    return np.ascontiguousarray(_positions(tuple(shape), 1.0 / s, np.float32).T)
+    return np.ascontiguousarray(crf_kernels.positions(tuple(shape), [1.0 / v for v in s], np.float32).T)
 
 
 def create_pairwise_bilateral(
@@ -467,6 +515,6 @@ def create_pairwise_bilateral(
     pos = create_pairwise_gaussian(sdims, spatial)
     c = (
         chan.reshape(chan.shape[0], -1).astype(np.float32)
-        / _positive(schan, chan.shape[0], "schan").astype(np.float32)[:, None]
+        / np.asarray(_positive(schan, chan.shape[0], "schan"), np.float32)[:, None]
     )
     return np.ascontiguousarray(np.concatenate([pos, c], axis=0))

@@ -21,12 +21,14 @@ import numpy as np
 from convloc._kernels import arrays as A
 from convloc._kernels import deconv as kernels
 from convloc._kernels.arrays import Array
+from convloc.ops._tracing import fx_leaf
 
 __all__ = ["conv_transpose2d", "bilinear_kernel", "crop_like"]
 
 IntPair = Union[int, Sequence[int]]
 
 
+@fx_leaf
 def conv_transpose2d(
     input: Array,
     weight: Array,

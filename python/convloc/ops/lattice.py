@@ -27,6 +27,7 @@ from __future__ import annotations
 from convloc._kernels import arrays as A
 from convloc._kernels import lattice as kernels
 from convloc._kernels.arrays import Array
+from convloc.ops._tracing import fx_leaf
 
 __all__ = ["PermutohedralLattice", "permutohedral_filter", "bilateral_filter"]
 
@@ -99,6 +100,7 @@ class PermutohedralLattice(kernels.Lattice):
         return _normalized(raw, values, normalization, transpose)
 
 
+@fx_leaf
 def permutohedral_filter(
     values: Array,
     features: Array,
@@ -135,6 +137,7 @@ def permutohedral_filter(
     return PermutohedralLattice(features).filter(values, transpose, normalization, exclude_self)
 
 
+@fx_leaf
 def bilateral_filter(
     image: Array, sigma_spatial: float, sigma_color: float, *, channel_axis: int = -1
 ) -> Array:

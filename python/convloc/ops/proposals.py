@@ -24,22 +24,9 @@ import numpy as np
 from convloc._kernels import arrays as A
 from convloc._kernels import proposals as kernels
 from convloc._kernels.arrays import Array
+from convloc.ops._tracing import fx_leaf
 
 __all__ = ["sliding_windows", "felzenszwalb", "selective_search"]
-
-# Colour spaces as numbered in csrc/proposals/proposals.h.
-_SPACES = {"rgb": 0, "hsv": 1, "lab": 2, "rgi": 3, "i": 4, "h": 5}
-# Similarity combinations of Uijlings et al. 2013 (colour, texture, size, fill).
-_CTSF = (True, True, True, True)
-_TSF = (False, True, True, True)
-_F = (False, False, False, True)
-_S = (False, False, True, False)
-# Table 5 of the paper: colour spaces, similarity combinations and k of each mode.
-_MODES = {
-    "single": (("hsv",), (_CTSF,), (100,)),
-    "fast": (("hsv", "lab"), (_CTSF, _TSF), (50, 100)),
-    "quality": (("hsv", "lab", "rgi", "h", "i"), (_CTSF, _TSF, _F, _S), (50, 100, 150, 300)),
-}
 
 
 def sliding_windows(
@@ -81,6 +68,7 @@ def sliding_windows(
     return np.concatenate(out)
 
 
+@fx_leaf
 def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size: int = 20) -> Array:
     """Felzenszwalb–Huttenlocher graph segmentation (IJCV 2004).
 
@@ -102,12 +90,17 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
         int32 [H, W] labels 0..K-1, numbered in raster order of first appearance.
     """
     framework_image = A.as_array(image, "image")
-    im = _image(framework_image)
     scale, sigma = A.as_float(scale, "scale"), A.as_float(sigma, "sigma")
-    labels = kernels.felzenszwalb(im, scale, sigma, _int(min_size, "min_size"))
+    min_size = _int(min_size, "min_size")
+    if A.is_torch(framework_image):
+        from convloc._torch import proposals as torch_ops
+
+        return torch_ops.felzenszwalb(framework_image, scale, sigma, min_size)
+    labels = kernels.felzenszwalb(kernels.float_image(framework_image), scale, sigma, min_size)
     return _like(labels, framework_image)
 
 
+@fx_leaf
 def selective_search(
     image: Array,
     mode: str = "fast",
@@ -149,45 +142,23 @@ def selective_search(
         float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.
     """
     framework_image = A.as_array(image, "image")
-    rgb = _image(framework_image, rgb=True)
-    if rgb.size and (rgb.min() < 0 or rgb.max() > 1):  # NaN passes here and is refused in _C
-        raise ValueError(
-            f"image: float images must be in [0, 1], got values in [{rgb.min()}, {rgb.max()}]; "
-            "pass uint8 or divide by 255"
-        )
-    hierarchies = _hierarchies(rgb, mode, min_size, sigma)
-    rng = np.random.default_rng(seed)
-    boxes = np.concatenate([b for b, _ in hierarchies])
-    # Position 1 is the last region formed; the product with U(0, 1) spreads ranks as in the paper.
-    position = np.concatenate([np.arange(len(b), 0, -1) for b, _ in hierarchies]).astype(np.float64)
-    order = np.argsort(position * rng.random(len(position)), kind="stable")
-    boxes = boxes[order]
-    _, first = np.unique(boxes, axis=0, return_index=True)
-    boxes = boxes[np.sort(first)]
+    if min_size is not None:
+        min_size = _int(min_size, "min_size")
     if max_boxes is not None:
         max_boxes = _int(max_boxes, "max_boxes")
         if max_boxes < 0:
             raise ValueError(f"max_boxes: expected an integer >= 0, got {max_boxes}")
-        boxes = boxes[:max_boxes]
-    return _like(boxes.astype(np.float32), framework_image)
+    if seed is not None:
+        seed = _int(seed, "seed")
+    if mode not in kernels.MODES:
+        raise ValueError(f"mode: expected one of {sorted(kernels.MODES)}, got {mode!r}")
+    args = (mode, seed, min_size, max_boxes, A.as_float(sigma, "sigma"))
+    if A.is_torch(framework_image):
+        from convloc._torch import proposals as torch_ops
 
-
-def _hierarchies(
-    rgb: np.ndarray, mode: str, min_size: int | None, sigma: float
-) -> list[tuple[np.ndarray, int]]:
-    """Per strategy: (int32 [2 n - 1, 4] boxes in generation order, n initial regions)."""
-    if mode not in _MODES:
-        raise ValueError(f"mode: expected one of {sorted(_MODES)}, got {mode!r}")
-    if min_size is not None:
-        min_size = _int(min_size, "min_size")
-    spaces, sims, ks = _MODES[mode]
-    strategies = [
-        (_SPACES[s], float(k), k if min_size is None else min_size, *sim)
-        for s in spaces
-        for k in ks
-        for sim in sims
-    ]
-    return kernels.hierarchies(rgb, strategies, A.as_float(sigma, "sigma"))
+        return torch_ops.selective_search(framework_image, *args)
+    boxes = kernels.selective_search(kernels.float_image(framework_image, rgb=True), *args)
+    return _like(boxes, framework_image)
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -204,34 +175,6 @@ def _int(v, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
     return int(v)
-
-
-def _image(image: Array, rgb: bool = False) -> np.ndarray:
-    """float32 [H, W, C] NumPy copy/view of image in [0, 1] units; rgb: grey -> 3 channels."""
-    if A.is_torch(image):
-        image = image.detach().cpu().numpy()
-    elif A.is_cupy(image):
-        image = image.get()
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / np.float32(255)
-    elif image.dtype.kind == "f":
-        image = image.astype(np.float32, copy=False)
-    else:
-        raise TypeError(f"image: expected uint8 or float pixels, got {image.dtype}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3:
-        raise ValueError(f"image: expected [H, W] or [H, W, C], got shape {list(image.shape)}")
-    if rgb:
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        elif image.shape[2] == 4:
-            image = image[:, :, :3]
-        elif image.shape[2] != 3:
-            raise ValueError(
-                f"image: expected 1, 3 or 4 channels (grey, RGB, RGBA), got shape {list(image.shape)}"
-            )
-    return np.ascontiguousarray(image)
 
 
 def _like(result: np.ndarray, like: Array) -> Array:

@@ -34,10 +34,12 @@ from collections.abc import Sequence
 from convloc._kernels import arrays as A
 from convloc._kernels import roi as kernels
 from convloc._kernels.arrays import Array
+from convloc.ops._tracing import fx_leaf
 
 __all__ = ["roi_pool", "roi_align"]
 
 
+@fx_leaf
 def roi_pool(
     input: Array,
     boxes: Array | Sequence[Array],
@@ -66,6 +68,7 @@ def roi_pool(
     return kernels.roi_pool(input, rois, scale, ph, pw)
 
 
+@fx_leaf
 def roi_align(
     input: Array,
     boxes: Array | Sequence[Array],
