@@ -1,4 +1,4 @@
-"""A drop-in replacement for pydensecrf: change the package name in the imports, keep your code.
+"""A drop-in replacement for pydensecrf: change the package name in the imports, keep your code::
 
     import convloc.densecrf as dcrf          # was: import pydensecrf.densecrf as dcrf
     from convloc.densecrf.utils import unary_from_softmax   # was: from pydensecrf.utils import ...

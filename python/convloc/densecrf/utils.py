@@ -1,4 +1,4 @@
-"""pydensecrf.utils for :mod:`convloc.densecrf`: the same functions, signatures and layouts.
+"""pydensecrf.utils for :mod:`convloc.densecrf`: the same functions, signatures and layouts::
 
     from convloc.densecrf.utils import unary_from_softmax, create_pairwise_bilateral
 

@@ -1,4 +1,4 @@
-"""Drop-ins for SimpleCRF's dense CRFs: change the import, keep the calls.
+"""Drop-ins for SimpleCRF's dense CRFs: change the import, keep the calls::
 
     from convloc.simplecrf import denseCRF, denseCRF3D      # was: import denseCRF, denseCRF3D
 
