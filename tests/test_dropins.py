@@ -180,6 +180,16 @@ def test_dropin_second_image_and_infinite_energies(rng):
     assert np.all(q[2, ::3] < 1e-30) and not np.any(q.argmax(0)[::3] == 2)
 
 
+def test_dropin_reads_its_inputs_when_given(rng):
+    # pydensecrf copies the unary and the image when they are set: changing them later changes nothing.
+    image, p = photo_input()
+    image, unary = image.copy(), ops.unary_from_softmax(np.moveaxis(p, -1, 0))
+    d = _dropin(image, unary)
+    q = np.array(d.inference(3))
+    unary[:], image[:] = 1.0, 0
+    np.testing.assert_array_equal(d.inference(3), q)
+
+
 def test_matrixxf_argmax_is_numpys(rng):
     for dtype in (np.float32, np.float64):
         q = rng.integers(0, 4, (7, 5, 300)).astype(dtype)  # ties everywhere

@@ -76,7 +76,7 @@ class DenseCRF:
                 f"u: expected shape ({self._labels}, {self._n}) [nlabels, nvar], got {u.shape}"
                 + (" (transposed?)" if u.shape == (self._n, self._labels) else "")
             )
-        u = np.ascontiguousarray(u.reshape(self._labels, self._n), dtype=np.float32)
+        u = np.array(u.reshape(self._labels, self._n), np.float32, order="C")  # (a copy, as pydensecrf's)
         finite = np.isfinite(u)
         if not finite.all():
             if np.isnan(u).any() or np.isneginf(u).any():
