@@ -130,7 +130,8 @@ def _quiet_stdout():
             os.dup2(null.fileno(), 1)
             yield
     finally:
-        ctypes.CDLL(None).fflush(None)  # what C++ left in the C library's buffer goes to /dev/null too
+        with contextlib.suppress(OSError, TypeError):  # (no C library handle on Windows)
+            ctypes.CDLL(None).fflush(None)  # what C++ left in the C library's buffer goes to /dev/null too
         os.dup2(saved, 1)
         os.close(saved)
 
