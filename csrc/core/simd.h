@@ -1,7 +1,7 @@
 // GCC/Clang vector extensions shared by the CPU kernels. Plain loops over these types compile to
-// each SIMD clone's widest instructions (CONVLOC_SIMD_CLONES); every operation works lane by lane,
-// so all clones compute the same bits. The vectors never cross a non-inlined call (hence
-// -Wno-psabi: GCC's note on the vector calling convention does not apply).
+// each SIMD version's widest instructions (CONVLOC_SIMD_FN), and to NEON on Arm; every operation works
+// lane by lane, so all versions compute the same bits. The vectors never cross a non-inlined call
+// (hence -Wno-psabi: the compilers' note on the vector calling convention does not apply).
 #pragma once
 
 #include <array>
@@ -34,10 +34,32 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// The lanes I... of a then b (-1: any value), as a vector of sizeof...(I) lanes: __builtin_shufflevector,
+// which GCC has from version 12 on; GCC 11 gets the lanes one by one (and finds most shuffles in them).
+template <int... I, typename V>
+CONVLOC_ALWAYS_INLINE auto shuffle(V a, V b) {
+#if __has_builtin(__builtin_shufflevector)
+  return __builtin_shufflevector(a, b, I...);
+#else
+  using T = std::remove_reference_t<decltype(a[0])>;
+  constexpr int n = sizeof(V) / sizeof(T);
+  const auto lane = [&](auto i) -> T {
+    constexpr int j = decltype(i)::value;
+    if constexpr (j < 0)
+      return T();
+    else if constexpr (j < n)
+      return a[j];
+    else
+      return b[j - n];
+  };
+  return Vec<T, sizeof...(I)>{lane(std::integral_constant<int, I>())...};
+#endif
+}
+
 // Vector widths in bytes. Where the registers are narrower than a vector, GCC compiles the vector's
 // selects and shuffles lane by lane through memory, many times slower than in registers (the AVX2
-// clones with 64-byte vectors, for instance). Kernels therefore work in
-// kVectorBytes (AVX2 registers; the AVX-512 clones run them as 256-bit instructions), and the few
+// versions with 64-byte vectors, for instance). Kernels therefore work in
+// kVectorBytes (AVX2 registers; the AVX-512 versions run them as 256-bit instructions), and the few
 // that gain from AVX-512's full width are also compiled at kWideBytes (CONVLOC_WIDE_SIMD /
 // CONVLOC_WIDE_FMA) and pick one by wide_vectors().
 constexpr int kVectorBytes = 32, kWideBytes = 64;
@@ -54,8 +76,7 @@ inline std::atomic<bool>& narrow_vectors_forced() {
 }
 inline bool wide_vectors() {
 #ifdef CONVLOC_HAS_WIDE
-  static const bool wide = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4") != 0);
-  return wide && !narrow_vectors_forced().load(std::memory_order_relaxed);
+  return simd_level() >= 4 && !narrow_vectors_forced().load(std::memory_order_relaxed);
 #else
   return false;
 #endif
@@ -126,7 +147,7 @@ struct Lanes {
   template <int... I, int... U>
   static CONVLOC_ALWAYS_INLINE Wide widen_to_wide(Tail v, std::integer_sequence<int, I...>,
                                                   std::integer_sequence<int, U...>) {
-    return __builtin_shufflevector(v, v, I..., ((void)U, -1)...);
+    return shuffle<I..., ((void)U, -1)...>(v, v);
   }
   static CONVLOC_ALWAYS_INLINE Tail narrow(TailReg v) {
     if constexpr (kFull == 0)
@@ -136,7 +157,7 @@ struct Lanes {
   }
   template <int... I>
   static CONVLOC_ALWAYS_INLINE Tail narrow_from_wide(Wide v, std::integer_sequence<int, I...>) {
-    return __builtin_shufflevector(v, v, I...);
+    return shuffle<I...>(v, v);
   }
 };
 

@@ -43,9 +43,9 @@ struct SrgbTable {
 
 // Bins of the 8 directional responses of n pixels x c channels; to_bin[k * 8 + o] maps channel
 // k's direction-o response to [0, kTextureBins).
-CONVLOC_SIMD_CLONES void texture_bins(const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c,
-                                      const float* cosv, const float* sinv, const float* to_bin,
-                                      uint8_t* __restrict out) {
+CONVLOC_ALWAYS_INLINE void texture_bins_of(const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c,
+                                           const float* cosv, const float* sinv, const float* to_bin,
+                                           uint8_t* __restrict out) {
   for (int64_t i = 0; i < n * c; ++i) {
     const float* scale = to_bin + (i % c) * kOrientations;
     for (int o = 0; o < kOrientations; ++o) {
@@ -54,6 +54,10 @@ CONVLOC_SIMD_CLONES void texture_bins(const float* __restrict gx, const float* _
     }
   }
 }
+CONVLOC_SIMD_FN(void, texture_bins,
+                (const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c, const float* cosv,
+                 const float* sinv, const float* to_bin, uint8_t* __restrict out),
+                { texture_bins_of(gx, gy, n, c, cosv, sinv, to_bin, out); })
 
 inline float lab_f(float t) { return t > 0.008856f ? std::cbrt(t) : 7.787f * t + 16.f / 116.f; }
 
