@@ -14,6 +14,8 @@ int colour_channels(ColourSpace cs) { return cs == ColourSpace::I || cs == Colou
 
 namespace {
 
+constexpr double kPi = 3.14159265358979323846;  // M_PI, which Windows' <cmath> lacks by default
+
 inline float clamp01(float v) { return std::min(std::max(v, 0.f), 1.f); }
 
 // Hue in [0, 1); 0 for greys.
@@ -119,8 +121,8 @@ void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, ui
   separable_filter_cpu(image, h, w, c, g, dg, gy.data());
   float cosv[kOrientations], sinv[kOrientations];
   for (int o = 0; o < kOrientations; ++o) {
-    cosv[o] = static_cast<float>(std::cos(o * M_PI / 4));
-    sinv[o] = static_cast<float>(std::sin(o * M_PI / 4));
+    cosv[o] = static_cast<float>(std::cos(o * kPi / 4));
+    sinv[o] = static_cast<float>(std::sin(o * kPi / 4));
   }
   auto response = [&](int64_t i, int o) { return std::max(0.f, cosv[o] * gx[i] + sinv[o] * gy[i]); };
   // Maxima per channel and direction, reduced per row first (order-independent: max is exact).
