@@ -17,9 +17,10 @@
 #endif
 
 // Lets GCC fuse a * b + c into one instruction with one rounding in this function (the build says
-// -ffp-contract=off). Clang contracts per source expression, not per function: its builds leave these
-// unfused, like the baseline x86-64 version.
-#if defined(__GNUC__) && !defined(__clang__)
+// -ffp-contract=off). GCC 11 pairs the products of a * b + c * d differently in a kernel's 32- and
+// 64-byte versions (whose results then differ in the last bits), and Clang contracts per source
+// expression, not per function: their builds leave these unfused, like the baseline x86-64 version.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define CONVLOC_CONTRACT __attribute__((optimize("fp-contract=fast")))
 #else
 #define CONVLOC_CONTRACT
