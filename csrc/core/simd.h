@@ -34,27 +34,37 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// The lanes I... of a then b (-1: any value), as a vector of sizeof...(I) lanes: __builtin_shufflevector,
-// which GCC has from version 12 on; GCC 11 gets the lanes one by one (and finds most shuffles in them).
+// shuffle<I...>(a, b): the lanes I... of a then b (-1: any value), as a vector of sizeof...(I) lanes.
+#if __has_builtin(__builtin_shufflevector)
 template <int... I, typename V>
 CONVLOC_ALWAYS_INLINE auto shuffle(V a, V b) {
-#if __has_builtin(__builtin_shufflevector)
   return __builtin_shufflevector(a, b, I...);
-#else
-  using T = std::remove_reference_t<decltype(a[0])>;
-  constexpr int n = sizeof(V) / sizeof(T);
-  const auto lane = [&](auto i) -> T {
-    constexpr int j = decltype(i)::value;
-    if constexpr (j < 0)
-      return T();
-    else if constexpr (j < n)
-      return a[j];
-    else
-      return b[j - n];
-  };
-  return Vec<T, sizeof...(I)>{lane(std::integral_constant<int, I>())...};
-#endif
 }
+constexpr bool kWidenInRegisters = true;
+#else
+// GCC 11 has only __builtin_shuffle, which keeps the width: the narrower results here are
+// consecutive lanes of a, copied out; a wider one would go through memory (Lanes avoids them).
+template <int... I, typename V>
+CONVLOC_ALWAYS_INLINE auto shuffle(V a, V b) {
+  using T = std::remove_reference_t<decltype(a[0])>;
+  constexpr int n = sizeof(V) / sizeof(T), m = sizeof...(I);
+  if constexpr (m == n) {
+    using Index = Vec<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>, n>;
+    return __builtin_shuffle(a, b, Index{(I < 0 ? 0 : I)...});
+  } else {
+    constexpr int index[] = {I...};
+    static_assert(m < n && [&] {
+      for (int k = 1; k < m; ++k)
+        if (index[k] != index[0] + k) return false;
+      return true;
+    }());
+    Vec<T, m> r;
+    std::memcpy(&r, reinterpret_cast<const char*>(&a) + index[0] * sizeof(T), sizeof r);
+    return r;
+  }
+}
+constexpr bool kWidenInRegisters = false;
+#endif
 
 // Vector widths in bytes. Where the registers are narrower than a vector, GCC compiles the vector's
 // selects and shuffles lane by lane through memory, many times slower than in registers (the AVX2
@@ -86,14 +96,17 @@ inline bool wide_vectors() {
 // power of two of values, in the low lanes of one more full vector whose other lanes are left
 // undefined (loaded and stored as the narrower type): every vector then has one width, so a scalar
 // operand is broadcast once (from memory, where it comes from there) rather than once per width.
+// (Not with GCC 11, which would widen the rest through memory, many times slower than a second
+// broadcast: there the rest stays in a vector of its own width.)
 template <typename T, int N, int VB = kVectorBytes>
 struct Lanes {
   static constexpr int kWide = kLanesIn<T, VB>;
   static constexpr int kFull = N / kWide, kTail = N % kWide, kTails = kTail ? 1 : 0;
   static_assert((kTail & (kTail - 1)) == 0, "Lanes: the values past the full vectors must be a power of two");
   using Wide = Vec<T, kWide>;
-  using Tail = Vec<T, kTail ? kTail : 1>;                      // the rest in memory
-  using TailReg = std::conditional_t<kFull == 0, Tail, Wide>;  // and in a register
+  using Tail = Vec<T, kTail ? kTail : 1>;  // the rest in memory
+  static constexpr bool kWidened = kFull > 0 && kWidenInRegisters;
+  using TailReg = std::conditional_t<kWidened, Wide, Tail>;  // and in a register
   std::array<Wide, kFull> w;
   std::array<TailReg, kTails> t;  // (int loops over these counts: GCC schedules them better than size())
 
@@ -138,7 +151,7 @@ struct Lanes {
 
  private:
   static CONVLOC_ALWAYS_INLINE TailReg widen(Tail v) {
-    if constexpr (kFull == 0)
+    if constexpr (!kWidened)
       return v;
     else
       return widen_to_wide(v, std::make_integer_sequence<int, kTail>(),
@@ -150,7 +163,7 @@ struct Lanes {
     return shuffle<I..., ((void)U, -1)...>(v, v);
   }
   static CONVLOC_ALWAYS_INLINE Tail narrow(TailReg v) {
-    if constexpr (kFull == 0)
+    if constexpr (!kWidened)
       return v;
     else
       return narrow_from_wide(v, std::make_integer_sequence<int, kTail>());
