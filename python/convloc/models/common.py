@@ -237,6 +237,7 @@ def load_proposals(
     todo = [
         i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))
     ]
+    barrier()  # every rank has listed the missing images before one is written: one list, shared out
     for i in tqdm(todo[rank::world], desc="proposals", unit="img", disable=not todo or rank != 0):
         boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes, seed=i)
         path = os.path.join(folder, f"{dataset.ids[i]}.npy")
