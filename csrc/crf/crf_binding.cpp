@@ -1,10 +1,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -13,7 +11,7 @@
 #include "core/workspace.h"
 #include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
-#include "crf/dense_crf_rows.h"
+#include "crf/probabilities.h"
 
 namespace convloc {
 namespace {
@@ -261,87 +259,6 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
   });
 }
 
-// Pixels per tile of the two passes below: a tile's labels stay in L1 while each label's values of the
-// tile are read or written contiguously.
-constexpr int64_t kPixelTile = 64;
-
-// What clip_probabilities writes, and how far from 1 the sum of a pixel's values may be.
-template <typename T>
-struct Clip {
-  T scale, shift, lo, hi, tolerance;
-  CONVLOC_ALWAYS_INLINE float operator()(T v) const { return float(std::min(std::max(scale * v + shift, lo), hi)); }
-};
-
-// One tile of `count` pixels of clip_probabilities, labels first: src [L, count] (each label's values
-// src_stride apart) to dst [L, count] (dst_stride apart). Returns the first pixel whose values are not a
-// distribution, or -1.
-template <typename T>
-CONVLOC_ALWAYS_INLINE int64_t clip_tile(const T* __restrict src, int64_t src_stride, float* __restrict dst,
-                                        int64_t dst_stride, int64_t labels, int64_t count, const Clip<T>& clip) {
-  T sum[kPixelTile] = {};
-  int non_negative[kPixelTile];
-  std::fill(non_negative, non_negative + count, 1);
-  for (int64_t l = 0; l < labels; ++l)
-    for (int64_t r = 0; r < count; ++r) {
-      const T v = src[l * src_stride + r];
-      sum[r] += v;
-      non_negative[r] &= v >= 0;  // (false for NaN)
-      dst[l * dst_stride + r] = clip(v);
-    }
-  for (int64_t r = 0; r < count; ++r)
-    if (!(non_negative[r] && std::abs(sum[r] - 1) <= clip.tolerance)) return r;
-  return -1;
-}
-CONVLOC_SIMD_CLONES int64_t clip_tile_f32(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
-                                          int64_t labels, int64_t count, const Clip<float>& clip) {
-  return clip_tile(src, src_stride, dst, dst_stride, labels, count, clip);
-}
-CONVLOC_SIMD_CLONES int64_t clip_tile_f64(const double* src, int64_t src_stride, float* dst, int64_t dst_stride,
-                                          int64_t labels, int64_t count, const Clip<double>& clip) {
-  return clip_tile(src, src_stride, dst, dst_stride, labels, count, clip);
-}
-// The clone for T's precision (cloned functions cannot be templates).
-template <typename T, typename... Rest>
-int64_t clip_tile_cloned(const T* src, Rest... rest) {
-  if constexpr (std::is_same_v<T, float>)
-    return clip_tile_f32(src, rest...);
-  else
-    return clip_tile_f64(src, rest...);
-}
-
-// out [L, N] (float32) = clip(scale * p + (1 - scale) / L, lo, hi) of the probabilities p of N pixels over
-// L labels: probs [L, N], or [N, L] when labels_last (float32/64; float64 then in float32 from the
-// start). Returns the first pixel whose values are not a distribution (one NaN or negative, or a sum off
-// 1 by more than tolerance), or -1.
-template <typename T>
-int64_t clip_probabilities(const T* probs, bool labels_last, int64_t n, int64_t labels, double scale, double lo,
-                           double hi, double tolerance, float* out) {
-  const double shift = (1 - scale) / double(labels);
-  std::atomic<int64_t> first_bad{n};
-  parallel_for((n + kPixelTile - 1) / kPixelTile, 16, [&](int64_t t0, int64_t t1) {
-    // labels last: a tile's rows, padded to a multiple of 8 labels, then transposed (dense_crf_rows.h)
-    const int64_t lp = (labels + 7) & ~int64_t(7);
-    std::vector<float> rows(labels_last ? kPixelTile * lp : 0), tile(labels_last ? labels * kPixelTile : 0);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i0 = t * kPixelTile, count = std::min(n - i0, kPixelTile);
-      int64_t bad;
-      if (labels_last) {
-        for (int64_t r = 0; r < count; ++r)
-          std::copy(probs + (i0 + r) * labels, probs + (i0 + r + 1) * labels, rows.begin() + r * lp);
-        scatter_rows(rows.data(), kPixelTile, labels, lp, 0, count, tile.data());
-        const Clip<float> clip{float(scale), float(shift), float(lo), float(hi), float(tolerance)};
-        bad = clip_tile_cloned(tile.data(), kPixelTile, out + i0, n, labels, count, clip);
-      } else {
-        const Clip<T> clip{T(scale), T(shift), T(lo), T(hi), T(tolerance)};
-        bad = clip_tile_cloned(probs + i0, n, out + i0, n, labels, count, clip);
-      }
-      for (int64_t seen = first_bad.load(); bad >= 0 && i0 + bad < seen;)
-        if (first_bad.compare_exchange_weak(seen, i0 + bad)) break;
-    }
-  });
-  return first_bad == n ? -1 : first_bad.load();
-}
-
 int64_t py_clip_probabilities(py::handle probs_obj, bool labels_last, double scale, double lo, double hi,
                               double tolerance, py::handle out_obj) {
   Array probs = as_array(probs_obj, "probs"), out = as_output(out_obj, "out");
@@ -357,38 +274,6 @@ int64_t py_clip_probabilities(py::handle probs_obj, bool labels_last, double sca
   });
 }
 
-// The argmax over the labels of one tile of `count` columns of q [L, m] (q and out at the tile's first).
-template <typename T>
-CONVLOC_ALWAYS_INLINE void argmax_tile(const T* q, int64_t m, int64_t labels, int64_t count, int64_t* out) {
-  T best[kPixelTile];
-  int32_t index[kPixelTile] = {};
-  std::copy(q, q + count, best);
-  for (int32_t l = 1; l < labels; ++l) {
-    const T* row = q + l * m;
-    for (int64_t r = 0; r < count; ++r) {
-      const T v = row[r];
-      const bool take = v > best[r] || (v != v && best[r] == best[r]);  // NaN beats numbers, as in NumPy
-      best[r] = take ? v : best[r];
-      index[r] = take ? l : index[r];
-    }
-  }
-  std::copy(index, index + count, out);
-}
-CONVLOC_SIMD_CLONES void argmax_tile_f32(const float* q, int64_t m, int64_t labels, int64_t count, int64_t* out) {
-  argmax_tile(q, m, labels, count, out);
-}
-CONVLOC_SIMD_CLONES void argmax_tile_f64(const double* q, int64_t m, int64_t labels, int64_t count, int64_t* out) {
-  argmax_tile(q, m, labels, count, out);
-}
-// (as clip_tile_cloned)
-template <typename T, typename... Rest>
-void argmax_tile_cloned(const T* q, Rest... rest) {
-  if constexpr (std::is_same_v<T, float>)
-    argmax_tile_f32(q, rest...);
-  else
-    argmax_tile_f64(q, rest...);
-}
-
 // labels [M] = the first index of the largest value along axis 0 of q [L, M] (NumPy's argmax), in one
 // pass over q instead of NumPy's transposed copy.
 void py_argmax_axis0(py::handle q_obj, py::handle out_obj) {
@@ -400,16 +285,7 @@ void py_argmax_axis0(py::handle q_obj, py::handle out_obj) {
   check_shape(*out, {m}, "[M]");
   check_dtype(*out, DType::Int64);
   py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*q, [&] {
-    const scalar_t* values = q->ptr<scalar_t>();
-    int64_t* o = out->ptr<int64_t>();
-    parallel_for((m + kPixelTile - 1) / kPixelTile, 16, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t i0 = t * kPixelTile, count = std::min(m - i0, kPixelTile);
-        argmax_tile_cloned(values + i0, m, labels, count, o + i0);
-      }
-    });
-  });
+  CONVLOC_DISPATCH_FLOAT(*q, [&] { argmax_axis0(q->ptr<scalar_t>(), labels, m, out->ptr<int64_t>()); });
 }
 
 }  // namespace
