@@ -79,8 +79,8 @@ std::vector<int64_t> py_output_shape(const std::vector<int64_t>& in, const std::
 
 void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj, py::handle out_obj, Pair stride,
                 Pair padding, Pair output_padding, Pair dilation, int64_t groups, uintptr_t stream_id) {
-  Array input = as_array(input_obj, "input"), weight = as_array(weight_obj, "weight");
-  Array bias = as_optional_array(bias_obj, "bias"), out = as_output(out_obj, "out");
+  Array input = as_feature_map(input_obj, "input"), weight = as_array(weight_obj, "weight");
+  Array bias = as_optional_array(bias_obj, "bias"), out = as_feature_map(out_obj, "out", true);
   check_float(*input);
   check_operand(*weight, *input);
   check_operand(*out, *input);
@@ -90,6 +90,11 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
     check_out_shape(*bias, {s.c_out}, "[C_out]");
   }
   check_out_shape(*out, {s.n, s.c_out, s.oh, s.ow}, "[N, C_out, OH, OW]");
+  if (input->is_cuda()) {  // the CUDA kernels take NCHW arrays only
+    check_contiguous(*input);
+    check_contiguous(*out);
+  }
+  const DeconvLayout layout{!input->is_contiguous(), !out->is_contiguous()};
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
   py::gil_scoped_release nogil;
@@ -97,7 +102,8 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
     const auto *x = input->ptr<scalar_t>(), *w = weight->ptr<scalar_t>();
     const auto* b = bias_obj.is_none() ? nullptr : bias->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
-    CONVLOC_ON_DEVICE(*input, deconv2d_forward_cpu(s, x, w, b, o), deconv2d_forward_cuda(s, x, w, b, o, stream));
+    CONVLOC_ON_DEVICE(*input, deconv2d_forward_cpu(s, x, w, b, o, layout),
+                      deconv2d_forward_cuda(s, x, w, b, o, stream));
   });
 }
 
@@ -157,7 +163,8 @@ void bind_deconv(py::module_& m) {
         "Validates a transposed convolution's geometry (torch's rules) and returns [N, C_out, OH, OW].");
   m.def("deconv2d_forward", &py_forward, arg("input"), arg("weight"), arg("bias"), arg("out"), arg("stride"),
         arg("padding"), arg("output_padding"), arg("dilation"), arg("groups"), py::kw_only(), arg("stream") = 0,
-        "out = conv_transpose2d(input, weight, bias); weight [C_in, C_out / groups, kH, kW], bias [C_out] or None.");
+        "out = conv_transpose2d(input, weight, bias); weight [C_in, C_out / groups, kH, kW], bias [C_out] or None; "
+        "input and out C-contiguous or (CPU) channels-last.");
   m.def("deconv2d_backward", &py_backward, arg("grad_output"), arg("input"), arg("weight"), arg("grad_input"),
         arg("grad_weight"), arg("grad_bias"), arg("stride"), arg("padding"), arg("output_padding"), arg("dilation"),
         arg("groups"), py::kw_only(), arg("stream") = 0,

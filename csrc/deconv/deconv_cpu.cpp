@@ -8,6 +8,10 @@
 // Depthwise path (C_in = C_out = groups, FCN's bilinear upsampling): direct loops; each output
 // pixel receives at most ceil(kH / sh) x ceil(kW / sw) inputs, which is far less work than a
 // GEMM over mostly-zero columns.
+//
+// Channels-last input and output (forward): the dense path's product reads the input through its
+// strides, and each image's output planes are transposed into place; the depthwise path's loops
+// run over NCHW planes, so there the arrays go through NCHW copies.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -15,6 +19,7 @@
 
 #include "core/parallel.h"
 #include "core/simd.h"
+#include "core/transpose.h"
 #include "deconv/deconv.h"
 #include "deconv/gemm.h"
 
@@ -94,17 +99,23 @@ void im2col(const DeconvShape& s, const T* grad_out, T* cols) {
 }
 
 template <typename T>
-void dense_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
-  const int64_t cig = s.c_in_g(), cog = s.c_out_g(), kk = s.kh * s.kw, hw = s.h * s.w;
+void dense_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out, DeconvLayout layout) {
+  const int64_t cig = s.c_in_g(), cog = s.c_out_g(), kk = s.kh * s.kw, hw = s.h * s.w, ohw = s.oh * s.ow;
   const int64_t rows = cog * kk;
   auto cols = scratch<T>(rows * hw);
-  for (int64_t n = 0; n < s.n; ++n)
+  auto planes = scratch<T>(layout.output_nhwc ? s.c_out * ohw : 0);
+  // Input channel ci, pixel p at input_n[ci * in_c + p * in_p].
+  const int64_t in_c = layout.input_nhwc ? 1 : hw, in_p = layout.input_nhwc ? s.c_in : 1;
+  for (int64_t n = 0; n < s.n; ++n) {
+    T* out_n = layout.output_nhwc ? planes.get() : out + n * s.c_out * ohw;
     for (int64_t g = 0; g < s.groups; ++g) {
       // cols[rows, hw] = weight_gᵀ [rows, cig] · input_g [cig, hw]
-      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + (n * s.c_in + g * cig) * hw, hw, 1, false,
-                  cols.get(), hw);
-      col2im(s, cols.get(), bias ? bias + g * cog : nullptr, out + (n * s.c_out + g * cog) * s.oh * s.ow);
+      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + n * s.c_in * hw + g * cig * in_c, in_c, in_p,
+                  false, cols.get(), hw);
+      col2im(s, cols.get(), bias ? bias + g * cog : nullptr, out_n + g * cog * ohw);
     }
+    if (layout.output_nhwc) transpose_batch(planes.get(), out + n * s.c_out * ohw, 1, s.c_out, ohw);
+  }
 }
 
 template <typename T>
@@ -442,11 +453,18 @@ T sum_of(const T* __restrict p, int64_t n) {
 }  // namespace
 
 template <typename T>
-void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
-  if (s.depthwise())
-    depthwise_forward(s, input, weight, bias, out);
-  else
-    dense_forward(s, input, weight, bias, out);
+void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out,
+                          DeconvLayout layout) {
+  if (!s.depthwise()) return dense_forward(s, input, weight, bias, out, layout);
+  std::vector<T> input_nchw, out_nchw;
+  if (layout.input_nhwc) {
+    input_nchw.resize(s.n * s.c_in * s.h * s.w);
+    transpose_batch(input, input_nchw.data(), s.n, s.h * s.w, s.c_in);
+    input = input_nchw.data();
+  }
+  if (layout.output_nhwc) out_nchw.resize(s.n * s.c_out * s.oh * s.ow);
+  depthwise_forward(s, input, weight, bias, layout.output_nhwc ? out_nchw.data() : out);
+  if (layout.output_nhwc) transpose_batch(out_nchw.data(), out, s.n, s.c_out, s.oh * s.ow);
 }
 
 template <typename T>
@@ -468,8 +486,8 @@ void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* inp
   }
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                 \
-  template void deconv2d_forward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*); \
+#define CONVLOC_INSTANTIATE(T)                                                                               \
+  template void deconv2d_forward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*, DeconvLayout); \
   template void deconv2d_backward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*, T*, T*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)
