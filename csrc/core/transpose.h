@@ -1,5 +1,5 @@
 // Cache-blocked transposes, for kernels that change an array's layout on the way in or out (NCHW and
-// channels-last); a copy between element types converts (core/half.h).
+// channels-last), and plain copies; a copy between element types converts (core/half.h).
 #pragma once
 
 #include <algorithm>
@@ -35,6 +35,12 @@ void transpose_batch(const S* src, D* dst, int64_t batch, int64_t rows, int64_t 
       transpose(src + b * rows * cols + j0, cols, dst + (b * cols + j0) * rows, rows, rows, nj);
     }
   });
+}
+
+// dst[i] = src[i] for i < n, in parallel.
+template <typename S, typename D>
+void copy_parallel(const S* src, D* dst, int64_t n) {
+  parallel_for(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) { std::copy(src + lo, src + hi, dst + lo); });
 }
 
 }  // namespace convloc

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/common.h"
+#include "core/half.h"
 
 namespace convloc {
 
@@ -57,8 +58,9 @@ CONVLOC_HD int64_t deconv_source(int64_t o, int64_t k, int64_t stride, int64_t p
   return i < size ? i : -1;
 }
 
-// CPU. All arrays contiguous, but for the forward's input and output: channels-last in memory (strides
-// [HWC, 1, WC, C]) where nhwc says so. bias, grad_input, grad_weight, grad_bias nullable.
+// CPU. T: float, double, or Half / BFloat16 (computed in float, core/half.h). All arrays contiguous,
+// but for the forward's input and output: channels-last in memory (strides [HWC, 1, WC, C]) where
+// layout says so. bias, grad_input, grad_weight, grad_bias nullable.
 // Gradients are overwritten, not accumulated.
 struct DeconvLayout {
   bool input_nhwc, output_nhwc;

@@ -36,8 +36,7 @@ class ChannelsLast {
     }
     copy_.resize(b * c * hw);
     if (nhwc)
-      parallel_for(b * hw * c, int64_t(1) << 16,
-                   [&](int64_t lo, int64_t hi) { std::copy(input + lo, input + hi, copy_.data() + lo); });
+      copy_parallel(input, copy_.data(), b * hw * c);
     else
       transpose_batch(input, copy_.data(), b, c, hw);
     data_ = copy_.data();

@@ -1,4 +1,8 @@
-"""Transposed-convolution kernels: forward, backward and the output geometry."""
+"""Transposed-convolution kernels: forward, backward and the output geometry.
+
+The CPU kernels take float16 / bfloat16 (computed in float32) and a channels-last input, and write
+a channels-last output; CUDA ones get float32 copies of half arrays and C-contiguous arrays.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ def output_channels_last(input: Array, weight: Array) -> bool:
 
 def conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation) -> Array:
     channels_last = output_channels_last(input, weight)
-    half, (input, weight, bias) = A.float32_for_half(("input", input), ("weight", weight), ("bias", bias))
+    half, (input, weight, bias) = A.float32_for_half(
+        ("input", input), ("weight", weight), ("bias", bias), cpu_has_half=True
+    )
     input, weight = A.prepare_feature_map(input), A.prepare(weight)
     bias = None if bias is None else A.prepare(bias)
     shape = output_shape(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
@@ -45,7 +51,7 @@ def conv_transpose2d_backward(
 ) -> tuple[Array | None, Array | None, Array | None]:
     """(grad_input, grad_weight, grad_bias), each None where mask says it is not needed."""
     half, (grad_out, input, weight) = A.float32_for_half(
-        ("grad_output", grad_out), ("input", input), ("weight", weight)
+        ("grad_output", grad_out), ("input", input), ("weight", weight), cpu_has_half=True
     )
     grad_out, input, weight = A.prepare(grad_out), A.prepare(input), A.prepare(weight)
     gi = A.empty(input, tuple(input.shape)) if mask[0] else None
