@@ -239,6 +239,36 @@ def test_opcheck(rng, dtype):
     torch.library.opcheck(
         c.grid_crf, (u.reshape(1, 3, 6, 8), torch.rand(1, 6, 8, 3).to(dtype), 4, 10.0, 1.0, None, 2)
     )
+    gd = torch.randn(2, 6, 13, 15).to(dtype)
+    for mask in ([True, True, True], [True, False, False], [False, True, True]):
+        torch.library.opcheck(
+            c.conv_transpose2d_backward,
+            (gd, *(a.detach() for a in leaves[:2]), [2, 2], [0, 0], [0, 0], 2, [1, 1], mask),
+        )
+    gv = torch.randn(2, 20, 3).to(dtype)
+    for need_features in (False, True):
+        torch.library.opcheck(
+            c.permutohedral_filter_backward, (gv, v.detach(), f, False, True, need_features)
+        )
+    image = torch.rand(6, 8, 3).to(dtype)
+    torch.library.opcheck(c.felzenszwalb, (image, 1.0, 0.8, 5))
+    ss_args = (image, "single", 0, None, 20, 0.8)
+    torch.library.opcheck(c.selective_search, ss_args, test_utils=("test_schema",))
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_conversions_round_to_nearest_even(dtype):
+    """Every value of the dtype, alone and times weights whose float32 products need rounding back
+    (ties, subnormal results, overflow): the kernels' conversions against torch's."""
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).reshape(1, 1, 256, 256)
+    ulp = 2.0**-10 if dtype == torch.float16 else 2.0**-7
+    for w in (1.0, 1 + ulp, 0.75, 2.0**-10, 3.0):
+        weight = torch.full((1, 1, 1, 1), w, dtype=dtype)
+        got = ops.conv_transpose2d(x, weight).float()
+        want = (x.float() * w).to(dtype).float()
+        nan = want.isnan()
+        assert torch.equal(got.isnan(), nan)
+        assert torch.equal(got[~nan], want[~nan])
 
 
 def test_mixed_dtypes_name_the_argument(rng):

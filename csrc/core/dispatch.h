@@ -1,6 +1,8 @@
 // Calls a templated body with scalar_t bound to the array's float type.
 #pragma once
 
+#include <utility>
+
 #include "core/check.h"
 #include "core/half.h"
 
@@ -40,19 +42,32 @@
     }                                             \
   }()
 
-// Runs the CPU or the CUDA variant of a kernel, by the array's device. Within
-// CONVLOC_DISPATCH_FLOAT_OR_HALF, CONVLOC_ON_DEVICE_OR_HALF leaves the CUDA call out for the half types
-// (a discarded statement: no CUDA instance of them is needed).
+// Runs the CPU or the CUDA variant of a kernel, by the array's device.
 #ifdef CONVLOC_WITH_CUDA
 #define CONVLOC_ON_DEVICE(view, cpu_call, cuda_call) ((view).is_cuda() ? (cuda_call) : (cpu_call))
-#define CONVLOC_ON_DEVICE_OR_HALF(view, cpu_call, cuda_call) \
-  [&] {                                                      \
-    if constexpr (::convloc::is_half_v<scalar_t>)            \
-      return (cpu_call);                                     \
-    else                                                     \
-      return CONVLOC_ON_DEVICE(view, cpu_call, cuda_call);   \
-  }()
 #else
 #define CONVLOC_ON_DEVICE(view, cpu_call, cuda_call) (cpu_call)
-#define CONVLOC_ON_DEVICE_OR_HALF(view, cpu_call, cuda_call) (cpu_call)
+#endif
+
+// The same within CONVLOC_DISPATCH_FLOAT_OR_HALF, the CUDA call given as its function and arguments:
+// the CUDA kernels have float and double instances only, so for the half types that call is never
+// compiled (the arguments go through a generic lambda, instantiated for the other types only), and
+// check_float_or_half has refused CUDA half arrays before.
+#ifdef CONVLOC_WITH_CUDA
+#define CONVLOC_ON_DEVICE_OR_HALF(view, cpu_call, cuda_fn, ...)                          \
+  ((view).is_cuda() ? ::convloc::unless_half<scalar_t, decltype(cpu_call)>(              \
+                          [&](auto&&... args) { return cuda_fn(args...); }, __VA_ARGS__) \
+                    : (cpu_call))
+
+namespace convloc {
+template <typename S, typename R, typename F, typename... Args>
+R unless_half(F&& f, Args&&... args) {
+  if constexpr (is_half_v<S>)
+    fail_type("expected float32 or float64 for CUDA arrays here");
+  else
+    return f(std::forward<Args>(args)...);
+}
+}  // namespace convloc
+#else
+#define CONVLOC_ON_DEVICE_OR_HALF(view, cpu_call, cuda_fn, ...) (cpu_call)
 #endif

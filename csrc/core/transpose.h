@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/common.h"
+#include "core/half.h"
 #include "core/parallel.h"
 
 namespace convloc {
@@ -37,10 +38,10 @@ void transpose_batch(const S* src, D* dst, int64_t batch, int64_t rows, int64_t 
   });
 }
 
-// dst[i] = src[i] for i < n, in parallel.
+// dst[i] = src[i] for i < n, converting (core/half.h), in parallel.
 template <typename S, typename D>
 void copy_parallel(const S* src, D* dst, int64_t n) {
-  parallel_for(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) { std::copy(src + lo, src + hi, dst + lo); });
+  parallel_for(n, int64_t(1) << 16, [&](int64_t lo, int64_t hi) { convert(src + lo, dst + lo, hi - lo); });
 }
 
 }  // namespace convloc

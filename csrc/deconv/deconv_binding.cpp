@@ -102,8 +102,8 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
     const auto *x = input->ptr<scalar_t>(), *w = weight->ptr<scalar_t>();
     const auto* b = bias_obj.is_none() ? nullptr : bias->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
-    CONVLOC_ON_DEVICE_OR_HALF(*input, deconv2d_forward_cpu(s, x, w, b, o, layout),
-                              deconv2d_forward_cuda(s, x, w, b, o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*input, deconv2d_forward_cpu(s, x, w, b, o, layout), deconv2d_forward_cuda, s, x, w, b, o,
+                              stream);
   });
 }
 
@@ -150,8 +150,8 @@ void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weigh
     T* pgi = gi_obj.is_none() ? nullptr : gi->ptr<T>();
     T* pgw = gw_obj.is_none() ? nullptr : gw->ptr<T>();
     T* pgb = gb_obj.is_none() ? nullptr : gb->ptr<T>();
-    CONVLOC_ON_DEVICE_OR_HALF(*grad_out, deconv2d_backward_cpu(s, g, x, w, pgi, pgw, pgb),
-                              deconv2d_backward_cuda(s, g, x, w, pgi, pgw, pgb, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*grad_out, deconv2d_backward_cpu(s, g, x, w, pgi, pgw, pgb), deconv2d_backward_cuda, s, g,
+                              x, w, pgi, pgw, pgb, stream);
   });
 }
 
@@ -202,7 +202,7 @@ void bind_deconv(py::module_& m) {
           T* o = out->ptr<T>();
           CONVLOC_ON_DEVICE_OR_HALF(
               *grad_out, deconv2d_backward_cpu<T>(shape, gp, nullptr, nullptr, nullptr, nullptr, o),
-              deconv2d_backward_cuda<T>(shape, gp, nullptr, nullptr, nullptr, nullptr, o, stream));
+              deconv2d_backward_cuda<T>, shape, gp, nullptr, nullptr, nullptr, nullptr, o, stream);
         });
       },
       arg("grad_output"), arg("grad_bias"), py::kw_only(), arg("stream") = 0,

@@ -25,6 +25,7 @@
 #include "core/parallel.h"
 #include "core/simd.h"
 #include "core/transpose.h"
+#include "core/workspace.h"
 #include "deconv/deconv.h"
 #include "deconv/gemm.h"
 
@@ -455,17 +456,21 @@ T sum_of(const T* __restrict p, int64_t n) {
   return total;
 }
 
+// The float32 copies live in the workspace cache: fresh pages for them would cost about as much as
+// the kernel's own work on small images.
+using Floats = WorkspaceVector<float>;
+
 // n values of a nullable half array as float32 (empty for nullptr).
 template <typename S>
-std::vector<float> widened(const S* p, int64_t n) {
-  std::vector<float> v(p ? n : 0);
+Floats widened(const S* p, int64_t n) {
+  Floats v(p ? n : 0);
   if (p) copy_parallel(p, v.data(), n);
   return v;
 }
 
 // The data of a vector that stands for a nullable array (nullptr where that array is).
 template <typename S>
-float* data_or_null(std::vector<float>& v, const S* like) {
+float* data_or_null(Floats& v, const S* like) {
   return like ? v.data() : nullptr;
 }
 
@@ -478,7 +483,7 @@ void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight,
     const int64_t n_in = s.n * s.c_in * s.h * s.w, n_out = s.n * s.c_out * s.oh * s.ow;
     auto x = widened(input, n_in), w = widened(weight, s.c_in * s.c_out_g() * s.kh * s.kw);
     auto b = widened(bias, s.c_out);
-    std::vector<float> o(n_out);
+    Floats o(n_out);
     deconv2d_forward_cpu<float>(s, x.data(), w.data(), data_or_null(b, bias), o.data(), layout);
     copy_parallel(o.data(), out, n_out);  // same layout in and out
   } else if (!s.depthwise()) {
@@ -504,7 +509,7 @@ void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* inp
     const int64_t n_in = s.n * s.c_in * s.h * s.w, n_w = s.c_in * s.c_out_g() * s.kh * s.kw;
     auto g = widened(grad_out, s.n * s.c_out * s.oh * s.ow);
     auto x = widened(grad_weight ? input : nullptr, n_in), w = widened(grad_input ? weight : nullptr, n_w);
-    std::vector<float> gi(grad_input ? n_in : 0), gw(grad_weight ? n_w : 0), gb(grad_bias ? s.c_out : 0);
+    Floats gi(grad_input ? n_in : 0), gw(grad_weight ? n_w : 0), gb(grad_bias ? s.c_out : 0);
     deconv2d_backward_cpu<float>(s, g.data(), x.data(), w.data(), data_or_null(gi, grad_input),
                                  data_or_null(gw, grad_weight), data_or_null(gb, grad_bias));
     if (grad_input) copy_parallel(gi.data(), grad_input, n_in);

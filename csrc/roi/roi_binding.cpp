@@ -47,7 +47,7 @@ void check_rois(const TensorView& rois, const TensorView& input, int64_t batch, 
   CONVLOC_DISPATCH_FLOAT_OR_HALF(rois, [&] {
     const auto* p = rois.ptr<scalar_t>();
     const int64_t k = rois.size(0);
-    const bool ok = CONVLOC_ON_DEVICE_OR_HALF(rois, rois_valid_cpu(p, k, batch), rois_valid_cuda(p, k, batch, stream));
+    const bool ok = CONVLOC_ON_DEVICE_OR_HALF(rois, rois_valid_cpu(p, k, batch), rois_valid_cuda, p, k, batch, stream);
     if (ok) return;
     if (!rois.is_cuda()) fail_value(rois.name, ": ", explain_bad_row(p, k, batch));
     fail_value(rois.name, ": expected rows (batch index, x1, y1, x2, y2) with an integer batch index in [0, ", batch,
@@ -101,7 +101,7 @@ void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spati
     const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w);
     CONVLOC_ON_DEVICE_OR_HALF(*input, roi_pool_forward_cpu(x, nhwc, b, c, h, w, r, k, s, ph, pw, o, am),
-                              roi_pool_forward_cuda(x, b, c, h, w, r, k, s, ph, pw, o, am, stream));
+                              roi_pool_forward_cuda, x, b, c, h, w, r, k, s, ph, pw, o, am, stream);
   });
 }
 
@@ -146,7 +146,7 @@ void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle i
     const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w);
     CONVLOC_ON_DEVICE_OR_HALF(*gi, roi_pool_backward_cpu(g, x, nhwc, r, k, b, c, h, w, s, ph, pw, o),
-                              roi_pool_backward_cuda(g, x, r, k, b, c, h, w, s, ph, pw, o, stream));
+                              roi_pool_backward_cuda, g, x, r, k, b, c, h, w, s, ph, pw, o, stream);
   });
 }
 
@@ -173,7 +173,7 @@ void py_roi_align_forward(py::handle input_obj, py::handle rois_obj, double spat
     const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w), sr = int(sampling_ratio);
     CONVLOC_ON_DEVICE_OR_HALF(*input, roi_align_forward_cpu(x, nhwc, b, c, h, w, r, k, s, ph, pw, sr, aligned, o),
-                              roi_align_forward_cuda(x, b, c, h, w, r, k, s, ph, pw, sr, aligned, o, stream));
+                              roi_align_forward_cuda, x, b, c, h, w, r, k, s, ph, pw, sr, aligned, o, stream);
   });
 }
 
@@ -193,7 +193,7 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
     const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w), sr = int(sampling_ratio);
     CONVLOC_ON_DEVICE_OR_HALF(*gi, roi_align_backward_cpu(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o),
-                              roi_align_backward_cuda(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o, stream));
+                              roi_align_backward_cuda, g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o, stream);
   });
 }
 

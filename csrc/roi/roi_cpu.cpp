@@ -44,7 +44,7 @@ class ChannelsLast {
   const T* data() const { return data_; }
 
  private:
-  std::vector<T> copy_;
+  WorkspaceVector<T> copy_;  // (fresh pages would cost a fault each)
   const T* data_;
 };
 
