@@ -1,6 +1,6 @@
 """Box kernels: area, pairwise IoU, (batched) non-maximum suppression. float16 / bfloat16 boxes
-and scores run in float32 (converted once here: the boxes are few next to the work on them), and
-areas and IoUs come back in the boxes' dtype."""
+are computed in float32: the CPU area and IoU kernels read and write them (an IoU matrix is large
+next to the boxes), CUDA kernels and NMS get float32 copies made here (NMS returns indices only)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from convloc._kernels.arrays import Array
 
 
 def box_area(boxes: Array) -> Array:
-    half, (boxes,) = A.float32_for_half(("boxes", boxes))
+    half, (boxes,) = A.float32_for_half(("boxes", boxes), cpu_has_half=True)
     boxes = A.prepare(boxes)
     out = A.empty(boxes, (boxes.shape[0],) if boxes.ndim else (0,))
     _C.box_area(boxes, out, stream=A.stream(boxes))
@@ -18,7 +18,7 @@ def box_area(boxes: Array) -> Array:
 
 
 def box_iou(boxes1: Array, boxes2: Array) -> Array:
-    half, (boxes1, boxes2) = A.float32_for_half(("boxes1", boxes1), ("boxes2", boxes2))
+    half, (boxes1, boxes2) = A.float32_for_half(("boxes1", boxes1), ("boxes2", boxes2), cpu_has_half=True)
     boxes1, boxes2 = A.prepare(boxes1), A.prepare(boxes2)
     shape = (boxes1.shape[0] if boxes1.ndim else 0, boxes2.shape[0] if boxes2.ndim else 0)
     out = A.empty(boxes1, shape)
