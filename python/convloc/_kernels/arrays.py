@@ -1,18 +1,32 @@
 """Arrays of any framework, as the kernels take them.
 
-Arrays reach ``convloc._C`` as NumPy buffers or DLPack capsules (torch, CuPy) without copies.
-Outputs are allocated here with the caller's own framework, on the caller's device, and
-handed to the kernel, so a NumPy call returns NumPy and a torch call returns torch.
+The kernels layer computes with NumPy (host memory), CuPy (CUDA memory) and torch (whose tensors
+go through the registered torch ops); their arrays reach ``convloc._C`` as buffers or DLPack
+capsules without copies, and outputs are allocated with the caller's library on the caller's
+device, so a NumPy call returns NumPy and a torch call returns torch.
+
+Arrays of any other framework are recognised by the DLPack protocol (``__dlpack__`` and
+``__dlpack_device__``: JAX, TensorFlow, PaddlePaddle, ...): :func:`native` views them as NumPy
+(host) or CuPy (GPU) arrays without a copy, through the consumer side of DLPack (versioned capsules
+and their read-only flag where the producer offers them), and :func:`accepts_any_framework` hands
+the results back to the caller's framework through its ``from_dlpack``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+F = TypeVar("F", bound=Callable[..., Any])
+
+# DLPack device types (DLDeviceType) that convloc reads: host memory, and CUDA device memory.
+_HOST_DEVICES = (1, 3)  # kDLCPU, kDLCUDAHost
+_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
 def _module_of(x: Any) -> str:
@@ -36,10 +50,132 @@ def framework(x: Any) -> str:
     return "numpy"
 
 
+def is_foreign(x: Any) -> bool:
+    """Whether x is an array of a framework other than NumPy, torch and CuPy that speaks DLPack."""
+    kind = type(x)
+    return (
+        kind is not np.ndarray
+        and hasattr(kind, "__dlpack__")
+        and hasattr(kind, "__dlpack_device__")
+        and not isinstance(x, np.ndarray)
+        and not is_torch(x)
+        and not is_cupy(x)
+    )
+
+
+def native(x: Any, name: str) -> Array:
+    """A foreign array (:func:`is_foreign`) as a NumPy (host) or CuPy (CUDA) view of its memory."""
+    device = x.__dlpack_device__()
+    try:
+        if int(device[0]) in _HOST_DEVICES:
+            return np.from_dlpack(x)
+        if int(device[0]) in _CUDA_DEVICES:
+            try:
+                import cupy
+            except ImportError:
+                raise TypeError(
+                    f"{name}: convloc takes CUDA arrays of {_module_of(x)} through CuPy, which is not "
+                    "installed (pip install cupy-cuda12x)"
+                ) from None
+            with cupy.cuda.Device(int(device[1])):
+                return cupy.from_dlpack(x)
+    except BufferError as e:  # e.g. a dtype NumPy has no name for
+        raise TypeError(f"{name}: {type(x).__name__} could not be read through DLPack: {e}") from e
+    raise TypeError(f"{name}: expected a CPU or CUDA array, got one on DLPack device {tuple(device)}")
+
+
+def _from_dlpack_of(x: Any) -> Callable[[Array], Any] | None:
+    """How results go back to x's framework: the ``from_dlpack`` of its array namespace (the Array
+    API: JAX, NumPy, CuPy), else of its module or a package above it (PaddlePaddle, user types),
+    else ``experimental.dlpack.from_dlpack`` of its top package, which takes a DLPack capsule
+    (TensorFlow). None: no such function, the results stay NumPy / CuPy."""
+    space = getattr(x, "__array_namespace__", None)
+    if space is not None:
+        return space().from_dlpack
+    module = type(x).__module__
+    while module:
+        load = getattr(sys.modules.get(module), "from_dlpack", None)
+        if callable(load):
+            return load
+        module = module.rpartition(".")[0]
+    dlpack = getattr(getattr(sys.modules.get(_module_of(x)), "experimental", None), "dlpack", None)
+    load = getattr(dlpack, "from_dlpack", None)
+    if callable(load):
+        return lambda result: load(result.__dlpack__())
+    return None
+
+
+_IMPORTERS: dict[type, Callable[[Array], Any] | None] = {}
+
+
+def _back(result: Any, load: Callable[[Array], Any]) -> Any:
+    """result with its NumPy / CuPy arrays (at the top, or in a tuple or list) passed through load."""
+    if isinstance(result, (tuple, list)):
+        return type(result)(_back(r, load) for r in result)
+    if isinstance(result, np.ndarray) or is_cupy(result):
+        return load(result)
+    return result
+
+
+def _natives(values, names, found: list) -> list:
+    """values (named by names) with each foreign array, at the top or in a tuple or list, as its
+    native view; the first foreign array is appended to found."""
+    out = []
+    for v, name in zip(values, names):
+        if isinstance(v, (tuple, list)):
+            v = type(v)(_natives(v, (f"{name}[{i}]" for i in range(len(v))), found))
+        elif is_foreign(v):
+            if not found:
+                found.append(v)
+            v = native(v, name)
+        out.append(v)
+    return out
+
+
+def _has_foreign(values) -> bool:
+    for v in values:
+        kind = type(v)
+        if kind is np.ndarray:
+            continue
+        if kind is tuple or kind is list:
+            if _has_foreign(v):
+                return True
+        elif hasattr(kind, "__dlpack__") and is_foreign(v):
+            return True
+    return False
+
+
+def accepts_any_framework(fn: F) -> F:
+    """fn (a function of :mod:`convloc.ops`) for arrays of any DLPack producer: foreign arrays
+    among its arguments (or in a list or tuple argument) reach it as zero-copy NumPy / CuPy views,
+    and its NumPy / CuPy results go back to the framework of the first of them, on its device."""
+
+    params = list(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if not _has_foreign(args) and not _has_foreign(kwargs.values()):
+            return fn(*args, **kwargs)
+        found: list = []
+        args = _natives(args, params + [f"args[{i}]" for i in range(len(params), len(args))], found)
+        kwargs = dict(zip(kwargs, _natives(kwargs.values(), kwargs, found)))
+        kind = type(found[0])
+        if kind not in _IMPORTERS:
+            _IMPORTERS[kind] = _from_dlpack_of(found[0])
+        load = _IMPORTERS[kind]
+        result = fn(*args, **kwargs)
+        return result if load is None else _back(result, load)
+
+    return call  # type: ignore[return-value]
+
+
 def as_array(x: Any, name: str) -> Array:
-    """Returns x as an array of its own framework; other objects (lists, scalars) become NumPy."""
+    """x as an array the kernels take: NumPy, torch and CuPy arrays as they are, other DLPack
+    producers as zero-copy views (:func:`native`), other objects (lists, scalars) as NumPy."""
     if is_torch(x) or is_cupy(x) or isinstance(x, np.ndarray):
         return x
+    if is_foreign(x):
+        return native(x, name)
     try:
         arr = np.asarray(x)
     except Exception as e:  # noqa: BLE001 - any failure means "not array-like"

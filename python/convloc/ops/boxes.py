@@ -21,6 +21,7 @@ __all__ = ["box_area", "box_iou", "nms", "batched_nms"]
 
 
 @fx_leaf
+@A.accepts_any_framework
 def box_area(boxes: Array) -> Array:
     """Areas of boxes [N, 4] → [N], in the boxes' dtype (integer boxes: int32 or int64, as
     torchvision)."""
@@ -36,6 +37,7 @@ def box_area(boxes: Array) -> Array:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def box_iou(boxes1: Array, boxes2: Array) -> Array:
     """Pairwise IoU of boxes1 [N, 4] and boxes2 [M, 4] → [N, M] (NaN where both boxes are empty);
     float32 for integer boxes, as torchvision."""
@@ -52,6 +54,7 @@ def box_iou(boxes1: Array, boxes2: Array) -> Array:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     """Greedy non-maximum suppression.
 
@@ -73,6 +76,7 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) -> Array:
     """NMS done independently per category: boxes with different ``idxs`` never suppress each other.
 

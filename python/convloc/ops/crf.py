@@ -285,6 +285,7 @@ class _Problem:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def dense_crf(
     unary: Array,
     *,
@@ -398,6 +399,7 @@ def dense_crf(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def grid_crf(
     unary: Array,
     image: Any,

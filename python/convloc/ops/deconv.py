@@ -29,6 +29,7 @@ IntPair = Union[int, Sequence[int]]
 
 
 @fx_leaf
+@A.accepts_any_framework
 def conv_transpose2d(
     input: Array,
     weight: Array,

@@ -81,6 +81,7 @@ class PermutohedralLattice(kernels.Lattice):
     def __init__(self, features: Array):
         super().__init__(A.as_array(features, "features"))
 
+    @A.accepts_any_framework
     def filter(
         self,
         values: Array,
@@ -101,6 +102,7 @@ class PermutohedralLattice(kernels.Lattice):
 
 
 @fx_leaf
+@A.accepts_any_framework
 def permutohedral_filter(
     values: Array,
     features: Array,
@@ -138,6 +140,7 @@ def permutohedral_filter(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def bilateral_filter(
     image: Array, sigma_spatial: float, sigma_color: float, *, channel_axis: int = -1
 ) -> Array:

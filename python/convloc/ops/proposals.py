@@ -69,6 +69,7 @@ def sliding_windows(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size: int = 20) -> Array:
     """Felzenszwalb–Huttenlocher graph segmentation (IJCV 2004).
 
@@ -101,6 +102,7 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def selective_search(
     image: Array,
     mode: str = "fast",

@@ -40,6 +40,7 @@ __all__ = ["roi_pool", "roi_align"]
 
 
 @fx_leaf
+@A.accepts_any_framework
 def roi_pool(
     input: Array,
     boxes: Array | Sequence[Array],
@@ -69,6 +70,7 @@ def roi_pool(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def roi_align(
     input: Array,
     boxes: Array | Sequence[Array],
