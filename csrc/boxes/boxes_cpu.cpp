@@ -115,9 +115,8 @@ void box_iou_cpu(const T* a, int64_t n, const T* b, int64_t m, T* out) {
   });
 }
 
-template <typename T>
-int64_t nms_cpu(const T* boxes, const T* scores, const int64_t* classes, int64_t n, double iou_threshold,
-                int64_t* keep) {
+template <typename T, typename C>
+int64_t nms_cpu(const T* boxes, const T* scores, const C* classes, int64_t n, double iou_threshold, int64_t* keep) {
   if (n == 0) return 0;
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), int64_t(0));
@@ -152,6 +151,7 @@ int64_t nms_cpu(const T* boxes, const T* scores, const int64_t* classes, int64_t
   template void box_area_cpu<T>(const T*, int64_t, T*);                   \
   template void box_iou_cpu<T>(const T*, int64_t, const T*, int64_t, T*); \
   template bool boxes_valid_cpu<T>(const T*, int64_t);                    \
+  template int64_t nms_cpu<T>(const T*, const T*, const int32_t*, int64_t, double, int64_t*); \
   template int64_t nms_cpu<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)
