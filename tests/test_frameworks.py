@@ -7,13 +7,11 @@ JAX and TensorFlow are optional here (their tests skip where they are missing); 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 
-import convloc
 import convloc._C as _C
 from convloc import ops
 
@@ -133,7 +131,9 @@ def test_results_come_back_in_the_callers_type_and_equal_numpys(fw, rng, op):
 def test_contiguous_inputs_reach_the_kernels_without_a_copy(fw, rng, monkeypatch, op):
     fn, arrays, kwargs = problems(rng)[op]
     inputs = [fw.make(a) for a in arrays]
-    kernel = {"nms": "nms", "roi_align": "roi_align_forward", "conv_transpose2d": "deconv2d_forward"}.get(op, op)
+    kernel = {"nms": "nms", "roi_align": "roi_align_forward", "conv_transpose2d": "deconv2d_forward"}.get(
+        op, op
+    )
     seen: list[int] = []
     run = getattr(_C, kernel)
 
@@ -179,7 +179,9 @@ def test_the_compiled_module_reads_versioned_capsules_and_their_read_only_flag(r
 
 def test_arrays_on_other_devices_are_refused_naming_the_argument(rng):
     boxes = Minimal(random_boxes(rng, 3), device=(4, 0))  # kDLOpenCL
-    with pytest.raises(TypeError, match=r"boxes: expected a CPU or CUDA array, got one on DLPack device \(4, 0\)"):
+    with pytest.raises(
+        TypeError, match=r"boxes: expected a CPU or CUDA array, got one on DLPack device \(4, 0\)"
+    ):
         ops.nms(boxes, np.ones(3, np.float32), 0.5)
 
 
@@ -223,7 +225,9 @@ def test_tf_function_equals_eager_and_numpy(tf, rng):
             "roi_align_list": ctf.roi_align(feats, per_image, 3, 0.5),
             "roi_pool": ctf.roi_pool(feats, rois, (2, 3)),
             "conv_transpose2d": ctf.conv_transpose2d(feats, weight, stride=2, padding=1),
-            "dense_crf": ctf.dense_crf(unary, image=image, iterations=3, return_labels=True, return_energy=True),
+            "dense_crf": ctf.dense_crf(
+                unary, image=image, iterations=3, return_labels=True, return_energy=True
+            ),
             "features_crf": ctf.dense_crf(unary, kernels=[ops.Features(crf_features, 3.0)]),
             "grid_crf": ctf.grid_crf(unary, tf.cast(image, tf.float32), iterations=2),
             "permutohedral_filter": ctf.permutohedral_filter(values, features, normalization="symmetric"),
@@ -300,4 +304,3 @@ def test_tf_graph_errors_name_the_argument(tf, rng):
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="iou_threshold: expected a number in"):
         graph(boxes, np.ones(3, np.float32))
-

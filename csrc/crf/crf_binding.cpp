@@ -158,6 +158,9 @@ void bind_crf(py::module_& m) {
       .def(py::init<std::vector<double>, std::vector<double>>(), arg("pos_scale"), arg("srgb"))
       .def_readonly("pos_scale", &Bilateral::pos_scale)
       .def_readonly("srgb", &Bilateral::srgb);
+  m.def("gaussian_grid_steps", &ops::gaussian_grid_steps, arg("sigmas"), arg("exact"),
+        "How the CPU dense CRF filters a Gaussian of these sigmas (pixels per axis) over the grid: the steps of the "
+        "coarser grid (all 1: exactly), or [] for the permutohedral lattice.");
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("kernels"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
         arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), arg("image") = py::none(), py::kw_only(),

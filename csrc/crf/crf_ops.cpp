@@ -12,6 +12,14 @@
 namespace convloc::ops {
 namespace {
 
+// Gaussians up to this sigma (pixels) are filtered exactly and separably over the grid (no lattice to build;
+// 2 x (2 ceil(3 sigma) + 1) multiply-adds per value); wider ones use the lattice.
+constexpr double kGridMaxSigma = 6.0;
+// 2-D Gaussians with sigma >= 2 kCoarseSigmaPerStep on both axes are filtered on a grid floor(sigma /
+// kCoarseSigmaPerStep) times coarser (B-spline splat and slice around an exact blur): within 7.3 % of the kernel's
+// peak at this ratio (1.3 % at 1.5), against 17 % for pydensecrf's lattice.
+constexpr double kCoarseSigmaPerStep = 1.0;
+
 void check_positive_finite(const std::vector<double>& values, const std::string& name) {
   for (double v : values)
     if (!(v > 0) || !std::isfinite(v)) fail_value(name, ": expected positive finite values, got ", v);
@@ -61,6 +69,20 @@ void check_unary(const TensorView& u) {
 }
 
 }  // namespace
+
+std::vector<int> gaussian_grid_steps(const std::vector<double>& sigmas, bool exact) {
+  std::vector<int> steps;
+  bool coarse = sigmas.size() == 2 && !exact, wide = false;
+  for (double s : sigmas) {
+    if (!(s > 0) || !std::isfinite(s)) fail_value("sigmas: expected positive finite values, got ", s);
+    steps.push_back(static_cast<int>(std::min(std::floor(s / kCoarseSigmaPerStep), 1e9)));
+    coarse = coarse && steps.back() >= 2;
+    wide = wide || s > kGridMaxSigma;
+  }
+  if (coarse) return steps;
+  if (exact || !wide) return std::vector<int>(sigmas.size(), 1);
+  return {};
+}
 
 int64_t dense_crf(const TensorView& unary, const std::vector<CrfKernelArg>& args, const TensorView& compat,
                   const std::vector<int>& norms, int64_t iterations, bool exclude_self, const TensorView& q,

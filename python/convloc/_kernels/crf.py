@@ -12,25 +12,14 @@ import convloc._C as _C
 from convloc._kernels import arrays as A
 from convloc._kernels.arrays import Array
 
-# Gaussian kernels up to this sigma (pixels) are filtered exactly and separably over the grid (no
-# lattice to build; 2 x (2·ceil(3σ) + 1) multiply-adds per value); wider ones use the lattice.
-GRID_MAX_SIGMA = 6.0
-# 2-D Gaussian kernels with sigma >= 2 · COARSE_SIGMA_PER_STEP are filtered on a grid `step` =
-# floor(sigma / COARSE_SIGMA_PER_STEP) times coarser (B-spline splat and slice around an exact blur):
-# within 7.3 % of the kernel's peak at this ratio (1.3 % at 1.5), against 17 % for pydensecrf's
-# lattice; ``Gaussian(exact=True)`` keeps the exact filter.
-COARSE_SIGMA_PER_STEP = 1.0
-
 
 def grid_kernel(sigma: np.ndarray, exact: bool = False) -> _C.GridGaussian | None:
     """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid: on a
-    coarser grid, exactly, or (None) not over the grid but with the permutohedral lattice."""
-    steps = np.floor(sigma / COARSE_SIGMA_PER_STEP).astype(int)
-    if len(sigma) == 2 and not exact and steps.min() >= 2:
-        return _C.GridGaussian(sigma.tolist(), steps.tolist())
-    if exact or sigma.max() <= GRID_MAX_SIGMA:
-        return _C.GridGaussian(sigma.tolist(), [1] * len(sigma))
-    return None
+    coarser grid (2-D, sigma >= 2: within 7.3 % of the kernel's peak, against pydensecrf's 17 %),
+    exactly (sigma <= 6, or ``exact``), or (None) not over the grid but with the permutohedral
+    lattice. The rule is the C++ family's, which the C API follows too."""
+    steps = _C.gaussian_grid_steps(sigma.tolist(), bool(exact))
+    return _C.GridGaussian(sigma.tolist(), steps) if steps else None
 
 
 def bilateral(pos_scale: np.ndarray, srgb: np.ndarray) -> _C.Bilateral:
