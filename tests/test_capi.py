@@ -4,6 +4,7 @@ and library, and every function through ctypes, against the Python results; its 
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,28 @@ def test_a_c_program_gives_pythons_results(rng, tmp_path):
     )
     np.testing.assert_array_equal(np.fromfile(tmp_path / "q", np.float32).reshape(q.shape), q)
     np.testing.assert_array_equal(np.fromfile(tmp_path / "labels", np.int64).reshape(lab.shape), lab)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+@pytest.mark.parametrize("page", ["README.md", "docs/frameworks.md"])
+def test_the_documented_c_example_runs(tmp_path, page):
+    (example,) = re.findall(r"```c\n(.*?)```", (HERE.parent / page).read_text(), re.S)
+    (tmp_path / "app.c").write_text(example)
+    library = Path(convloc.get_library())
+    compile_ = [
+        "cc",
+        "-std=c99",
+        "-Wall",
+        "-Werror",
+        "-pedantic",
+        f"-I{convloc.get_include()}",
+        str(tmp_path / "app.c"),
+    ]
+    subprocess.run(
+        [*compile_, str(library), f"-Wl,-rpath,{library.parent}", "-o", str(tmp_path / "app")], check=True
+    )
+    out = subprocess.run([str(tmp_path / "app")], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"kept 2\b.*\b0\b", out), out
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="needs a C++ compiler (c++)")

@@ -221,6 +221,8 @@ def test_tf_function_equals_eager_and_numpy(tf, rng):
             "batched_nms": ctf.batched_nms(boxes, scores, tf.range(40) % 3, 0.5),
             "box_iou": ctf.box_iou(boxes, boxes[:9]),
             "box_area": ctf.box_area(boxes),
+            "box_area_int": ctf.box_area(tf.cast(boxes, tf.int32)),
+            "box_iou_int": ctf.box_iou(tf.cast(boxes, tf.int64), tf.cast(boxes[:9], tf.int64)),
             "roi_align": ctf.roi_align(feats, rois, 3, 0.5, 2, True),
             "roi_align_list": ctf.roi_align(feats, per_image, 3, 0.5),
             "roi_pool": ctf.roi_pool(feats, rois, (2, 3)),
@@ -240,6 +242,8 @@ def test_tf_function_equals_eager_and_numpy(tf, rng):
         "batched_nms": ops.batched_nms(boxes, scores, np.arange(40) % 3, 0.5),
         "box_iou": ops.box_iou(boxes, boxes[:9]),
         "box_area": ops.box_area(boxes),
+        "box_area_int": ops.box_area(boxes.astype(np.int32)),
+        "box_iou_int": ops.box_iou(boxes.astype(np.int64), boxes[:9].astype(np.int64)),
         "roi_align": ops.roi_align(feats, rois, 3, 0.5, 2, True),
         "roi_align_list": ops.roi_align(feats, xyxy, 3, 0.5),
         "roi_pool": ops.roi_pool(feats, rois, (2, 3)),
@@ -254,7 +258,7 @@ def test_tf_function_equals_eager_and_numpy(tf, rng):
     for name, w in want.items():
         g = got[name]
         for gi, wi in zip(g, w) if isinstance(w, tuple) else [(g, w)]:
-            assert isinstance(gi, tf.Tensor), name
+            assert isinstance(gi, tf.Tensor) and gi.dtype.as_numpy_dtype == wi.dtype, name
             np.testing.assert_array_equal(gi.numpy(), wi, err_msg=name)
     # eager calls of the same functions are convloc.ops with tf.Tensor in and out
     eager = ctf.nms(tf.constant(boxes), tf.constant(scores), 0.5)

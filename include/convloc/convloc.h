@@ -103,8 +103,8 @@ CONVLOC_API int convloc_box_area(const DLTensor* boxes, DLTensor* out, void* str
 CONVLOC_API int convloc_box_iou(const DLTensor* boxes1, const DLTensor* boxes2, DLTensor* out, void* stream);
 /* Greedy non-maximum suppression of boxes [N, 4] with scores [N] (no NaN): a box is dropped when its IoU with
  * a kept box exceeds iou_threshold (in [0, 1]). Writes the kept indices, highest score first, to
- * keep[0 .. *count) (keep: int64 [N]). idxs (int64 [N], or NULL): boxes of different idxs never suppress each
- * other (batched NMS). */
+ * keep[0 .. *count) (keep: int64 [N]). idxs (int32 or int64 [N], or NULL): boxes of different idxs never
+ * suppress each other (batched NMS). */
 CONVLOC_API int convloc_nms(const DLTensor* boxes, const DLTensor* scores, const DLTensor* idxs, double iou_threshold,
                             DLTensor* keep, int64_t* count, void* stream);
 

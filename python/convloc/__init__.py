@@ -2,7 +2,8 @@
 
 Boxes (NMS, IoU), RoI pooling, deconvolution, the permutohedral lattice and dense CRFs,
 region proposals, and the R-CNN / FCN / CRF-as-RNN / face-verification pipelines built on
-them. Functions in :mod:`convloc.ops` accept NumPy, PyTorch and CuPy arrays.
+them. Functions in :mod:`convloc.ops` accept NumPy, PyTorch and CuPy arrays and those of any
+other framework that speaks DLPack; C programs link the library that :func:`get_library` names.
 """
 
 from __future__ import annotations

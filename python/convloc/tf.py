@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import numpy as np
 import tensorflow as tf
 
 from convloc import ops
@@ -58,6 +59,12 @@ def _graph_op(
     return out[0] if len(out) == 1 else tuple(out)
 
 
+def _result_dtype(fn: Callable[..., Any], *boxes: tf.Tensor) -> tf.DType:
+    """The dtype of fn's result for boxes of these dtypes (integer boxes give integer areas, float IoU),
+    from a call on no boxes."""
+    return tf.as_dtype(fn(*(np.empty((0, 4), b.dtype.as_numpy_dtype) for b in boxes)).dtype)
+
+
 def _dims(x: Any) -> list:
     return tf.convert_to_tensor(x).shape.as_list()
 
@@ -67,16 +74,18 @@ def box_area(boxes: Any) -> tf.Tensor:
     if tf.executing_eagerly():
         return ops.box_area(boxes)
     boxes = tf.convert_to_tensor(boxes)
-    return _graph_op("box_area", ops.box_area, [boxes], [boxes.dtype], [_dims(boxes)[:1]])
+    dtype = _result_dtype(ops.box_area, boxes)
+    return _graph_op("box_area", ops.box_area, [boxes], [dtype], [_dims(boxes)[:1]])
 
 
 def box_iou(boxes1: Any, boxes2: Any) -> tf.Tensor:
-    """:func:`convloc.ops.box_iou` in a graph (float boxes)."""
+    """:func:`convloc.ops.box_iou` in a graph."""
     if tf.executing_eagerly():
         return ops.box_iou(boxes1, boxes2)
     boxes1, boxes2 = tf.convert_to_tensor(boxes1), tf.convert_to_tensor(boxes2)
     shape = [_dims(boxes1)[0], _dims(boxes2)[0]]
-    return _graph_op("box_iou", ops.box_iou, [boxes1, boxes2], [boxes1.dtype], [shape])
+    dtype = _result_dtype(ops.box_iou, boxes1, boxes2)
+    return _graph_op("box_iou", ops.box_iou, [boxes1, boxes2], [dtype], [shape])
 
 
 def nms(boxes: Any, scores: Any, iou_threshold: float) -> tf.Tensor:

@@ -2,8 +2,8 @@
 
 Semantics follow ``torchvision.ops``: widths are ``x2 - x1`` (no +1), a box is suppressed
 when its IoU with a kept box is strictly greater than the threshold, kept indices come in
-descending score order with ties kept in index order. Every function takes NumPy, PyTorch
-or CuPy arrays and returns the same kind; torch calls go through registered ``torch.library``
+descending score order with ties kept in index order. Every function takes NumPy, PyTorch,
+CuPy or any DLPack producer's arrays and returns the same kind; torch calls go through registered ``torch.library``
 ops, so they work under ``torch.compile``.
 
 Invalid boxes (NaN, inf, x2 < x1 or y2 < y1) and NaN scores raise ``ValueError``: a NaN

@@ -304,7 +304,7 @@ def dense_crf(
 
     Args:
         unary: negative log-probabilities ``[L, *spatial]`` or ``[B, L, *spatial]`` (float32 or
-            float64; NumPy, torch or CuPy). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
+            float64; NumPy, torch, CuPy or any DLPack producer's). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
             CUDA arrays run on the GPU: every kernel on the lattice, up to 64 labels, no energy.
         image: ``[*spatial]`` or ``[*spatial, C]`` (batched: ``[B, ...]``), any channel count;
             needed by :class:`Bilateral` kernels. uint8 RGB images as in pydensecrf.

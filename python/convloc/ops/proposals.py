@@ -3,7 +3,7 @@
 Images are ``H x W x C`` (or ``H x W`` for grey), channels last in **RGB** order — what NumPy,
 PIL (``np.asarray(pil_image)``) and scikit-image give; OpenCV users convert with
 ``cv2.cvtColor(im, cv2.COLOR_BGR2RGB)`` first. ``uint8`` images are divided by 255; float images
-are used as they are and are expected in ``[0, 1]``. NumPy, PyTorch and CuPy arrays are
+are used as they are and are expected in ``[0, 1]``. NumPy, PyTorch, CuPy and DLPack arrays are
 accepted and the result comes back in the caller's framework (on the CPU for torch).
 
 Both algorithms run on the CPU only: they are sequential graph algorithms (Kruskal merging of a

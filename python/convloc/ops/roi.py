@@ -23,7 +23,7 @@ count, and the CUDA gradient equals the CPU one bit for bit (and torchvision's C
 rather than storing a [K, C, PH, PW] index array; broadcast output gradients (``out.sum()``) are
 read in place.
 
-NumPy and CuPy arrays get the forward results; torch tensors go through the registered
+NumPy, CuPy and other DLPack producers' arrays get the forward results; torch tensors go through the registered
 ``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``).
 """
 
