@@ -4,8 +4,8 @@ whether the kernel read each framework's input memory in place (no copy).
 
     python tools/framework_overhead.py [--calls 2000] [--rounds 15]
 
-Frameworks that are not installed are left out. Prints a Markdown table: median microseconds per call,
-and the difference to NumPy's.
+Frameworks that are not installed are left out. Prints a Markdown table: the median time per call, and
+the median over rounds of each round's difference to NumPy's (which follows the machine's load).
 """
 
 from __future__ import annotations
@@ -70,10 +70,8 @@ def frameworks(boxes: np.ndarray, scores: np.ndarray) -> dict:
     return out
 
 
-def read_in_place(call, address) -> bool | None:
-    """Whether the kernel saw the input boxes at their own address (None: not observable)."""
-    if address is None:
-        return None
+def read_in_place(call, address: int) -> bool:
+    """Whether the kernel saw the input boxes at their own address."""
     seen = []
     run = _C.nms
 
@@ -108,13 +106,12 @@ def main() -> None:
             for _ in range(args.calls):
                 call()
             times[name].append((time.perf_counter() - start) / args.calls * 1e6)
-    base = statistics.median(times["NumPy"])
     print("| framework | µs per call | over NumPy | input read in place |")
     print("|---|---|---|---|")
     for name, (call, address) in calls.items():
-        t = statistics.median(times[name])
-        in_place = {True: "yes", False: "no (copied)", None: "n/a"}[read_in_place(call, address)]
-        print(f"| {name} | {t:.1f} | {t - base:+.1f} | {in_place} |")
+        over = statistics.median(t - n for t, n in zip(times[name], times["NumPy"]))
+        in_place = "yes" if read_in_place(call, address) else "no (copied)"
+        print(f"| {name} | {statistics.median(times[name]):.1f} | {over:+.1f} | {in_place} |")
 
 
 if __name__ == "__main__":

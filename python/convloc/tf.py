@@ -7,12 +7,12 @@ to hand over; the functions here then add one ``tf.numpy_function`` op to the gr
 the same :mod:`convloc.ops` function on the tensors' NumPy views when the graph runs. Called
 eagerly they are :mod:`convloc.ops` itself.
 
-What the graph route costs, honestly:
+What the graph route costs:
 
 - a host callback: the graph runs the Python function under the GIL, on the CPU (tensors on a GPU
-  are copied to the host and back), adding tens of microseconds per call (see ``docs/frameworks.md``
-  for measurements); large inputs are not copied, the results may be;
-- no gradient (``tf.numpy_function`` has none); train with torch or ``convloc.jax`` instead;
+  are copied to the host and back), with TensorFlow's overhead for such an op on every call
+  (measured in ``docs/frameworks.md``); the inputs are read in place, the results may be copied;
+- no gradient (``tf.numpy_function`` has none);
 - not compilable with XLA (``jit_compile=True``), and a SavedModel holding these ops does not run
   in a process that has not defined them (the Python function is not serialised);
 - shapes that depend on the data (the indices NMS keeps) are unknown to the graph (``[None]``).
