@@ -1,4 +1,4 @@
-// convloc._C._ffi_targets(): the families' XLA FFI handlers as PyCapsules, which convloc._jax registers with
+// convloc._C.ffi_targets(): the families' XLA FFI handlers as PyCapsules, which convloc._jax registers with
 // jax.ffi.register_ffi_target. Compiled only when jaxlib's FFI headers were found at build time.
 #include <pybind11/pybind11.h>
 
@@ -19,7 +19,7 @@ std::vector<ffi::Target> roi_ffi_targets();
 
 void bind_ffi(py::module_& m) {
   m.def(
-      "_ffi_targets",
+      "ffi_targets",
       [] {
         py::list out;
         for (const auto& family : {boxes_ffi_targets(), crf_ffi_targets(), deconv_ffi_targets(),

@@ -1,5 +1,7 @@
 #include "proposals/proposals_ops.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace convloc::ops {
@@ -31,6 +33,10 @@ std::vector<Hierarchy> selective_search(const TensorView& image, const std::vect
                                         double sigma) {
   check_image(image);
   if (image.size(2) != 3) fail_value("image: expected 3 channels (RGB), got shape ", image.shape_str());
+  const auto [lo, hi] = std::minmax_element(image.ptr<float>(), image.ptr<float>() + image.numel());
+  if (*lo < 0 || *hi > 1)
+    fail_value("image: float images must be in [0, 1], got values in [", *lo, ", ", *hi,
+               "]; pass uint8 or divide by 255");
   if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
   for (const SelectiveSearchStrategy& s : strategies) {
     if (static_cast<int>(s.space) < 0 || static_cast<int>(s.space) > static_cast<int>(ColourSpace::H))

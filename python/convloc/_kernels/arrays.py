@@ -2,7 +2,9 @@
 
 Arrays reach ``convloc._C`` as NumPy buffers or DLPack capsules (torch, CuPy) without copies.
 Outputs are allocated here with the caller's own framework, on the caller's device, and
-handed to the kernel, so a NumPy call returns NumPy and a torch call returns torch.
+handed to the kernel, so a NumPy call returns NumPy and a torch call returns torch. JAX arrays
+(and tracers) are recognised here and left as they are: :mod:`convloc.ops` sends them to
+:mod:`convloc._jax`, which calls the kernels through XLA.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray | jax.Array
 
 
 def _module_of(x: Any) -> str:
@@ -28,17 +30,25 @@ def is_cupy(x: Any) -> bool:
     return _module_of(x) == "cupy"
 
 
+def is_jax(*xs: Any) -> bool:
+    """Whether any of xs is a JAX array or tracer (without importing JAX)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and any(isinstance(x, jax.Array) for x in xs)
+
+
 def framework(x: Any) -> str:
     if is_torch(x):
         return "torch"
     if is_cupy(x):
         return "cupy"
+    if is_jax(x):
+        return "jax"
     return "numpy"
 
 
 def as_array(x: Any, name: str) -> Array:
     """Returns x as an array of its own framework; other objects (lists, scalars) become NumPy."""
-    if is_torch(x) or is_cupy(x) or isinstance(x, np.ndarray):
+    if is_torch(x) or is_cupy(x) or is_jax(x) or isinstance(x, np.ndarray):
         return x
     try:
         arr = np.asarray(x)
@@ -58,11 +68,12 @@ def as_float(x: Any, name: str) -> float:
 
 
 def same_framework(reference: tuple[str, Any], *others: tuple[str, Any]) -> None:
-    """Raises TypeError unless every array comes from the reference's framework."""
+    """Raises TypeError unless every array comes from the reference's framework (NumPy arrays may
+    come with JAX ones, which JAX takes as constants)."""
     ref_name, ref = reference
     want = framework(ref)
     for name, x in others:
-        if x is not None and framework(x) != want:
+        if x is not None and framework(x) != want and {want, framework(x)} != {"jax", "numpy"}:
             raise TypeError(
                 f"{name}: expected a {want} array like {ref_name}, got {type(x).__module__}."
                 f"{type(x).__name__}"
@@ -82,6 +93,10 @@ def prepare(x: Array, dtype: str | None = None) -> Array:
         import cupy
 
         return cupy.ascontiguousarray(x, dtype=dtype)
+    if is_jax(x):  # always contiguous; float64 and int64 only with jax_enable_x64
+        import jax
+
+        return x if dtype is None else x.astype(jax.dtypes.canonicalize_dtype(dtype))
     return np.ascontiguousarray(x, dtype=dtype)
 
 
@@ -119,7 +134,8 @@ def stream(x: Array) -> int:
 
 
 def namespace(x: Array):
-    """The array module of x's framework (numpy, torch or cupy), for framework-generic math."""
+    """The array module of x's framework (numpy, torch, cupy or jax.numpy), for framework-generic
+    math."""
     if is_torch(x):
         import torch
 
@@ -128,6 +144,10 @@ def namespace(x: Array):
         import cupy
 
         return cupy
+    if is_jax(x):
+        import jax.numpy as jnp
+
+        return jnp
     return np
 
 

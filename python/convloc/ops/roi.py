@@ -24,7 +24,8 @@ rather than storing a [K, C, PH, PW] index array; broadcast output gradients (``
 read in place.
 
 NumPy and CuPy arrays get the forward results; torch tensors go through the registered
-``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``).
+``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``), JAX arrays through
+XLA FFI targets (``jax.jit``, ``jax.grad`` through the same backward kernels, ``vmap``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def roi_pool(
     input, rois = A.as_array(input, "input"), _as_rois(boxes, input)
     ph, pw = _pair(output_size)
     scale = A.as_float(spatial_scale, "spatial_scale")
+    if A.is_jax(input, rois):
+        from convloc._jax import roi as jax_ops
+
+        return jax_ops.roi_pool(input, rois, scale, ph, pw)
     if A.is_torch(input):
         from convloc._torch import roi as torch_ops
 
@@ -94,6 +99,10 @@ def roi_align(
     ph, pw = _pair(output_size)
     scale = A.as_float(spatial_scale, "spatial_scale")
     ratio = _int(sampling_ratio, "sampling_ratio")
+    if A.is_jax(input, rois):
+        from convloc._jax import roi as jax_ops
+
+        return jax_ops.roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
     if A.is_torch(input):
         from convloc._torch import roi as torch_ops
 
