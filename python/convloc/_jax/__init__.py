@@ -34,10 +34,20 @@ for _name, _platform, _capsule in runtime.ffi_targets():
     jax.ffi.register_ffi_target(_name, _capsule, platform=_platform)
 
 
+_BAD_INPUT = "INVALID_ARGUMENT: "  # how XLA prefixes the message of a kernel's ValueError or TypeError
+
+
 def call(op: str, results: Any, *args: Any, **attributes: Any):
     """``jax.ffi.ffi_call`` of the target ``convloc_<op>``; results: a ``jax.ShapeDtypeStruct`` or a
-    tuple of them; attributes: NumPy scalars and 1-D arrays."""
-    return jax.ffi.ffi_call(f"convloc_{op}", results, vmap_method="expand_dims")(*args, **attributes)
+    tuple of them; attributes: NumPy scalars and 1-D arrays. A call run right away (outside jit)
+    raises ValueError for bad input, with the kernel's message; a compiled one raises
+    ``jax.errors.JaxRuntimeError`` with that message when it runs."""
+    try:
+        return jax.ffi.ffi_call(f"convloc_{op}", results, vmap_method="expand_dims")(*args, **attributes)
+    except jax.errors.JaxRuntimeError as e:
+        if not str(e).startswith(_BAD_INPUT):
+            raise
+        raise ValueError(str(e)[len(_BAD_INPUT) :]) from None
 
 
 def result(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
