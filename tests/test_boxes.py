@@ -87,7 +87,11 @@ def test_nms_padded_form(rng, size):
 
 @pytest.mark.parametrize(
     "kwargs, error",
-    [(dict(padded=True), ValueError), (dict(max_output_size=-1), ValueError), (dict(max_output_size=2.0), TypeError)],
+    [
+        (dict(padded=True), ValueError),
+        (dict(max_output_size=-1), ValueError),
+        (dict(max_output_size=2.0), TypeError),
+    ],
 )
 def test_nms_bad_output_size(rng, kwargs, error):
     with pytest.raises(error, match="max_output_size"):

@@ -68,18 +68,26 @@ def test_boxes_jit_eager_numpy(rng, n, dtype):
     scores, idxs = rng.random(n).astype(dtype), rng.integers(0, 3, n)
     with precision(dtype):
         same(ops.box_area(boxes), ops.box_area(jnp.asarray(boxes)), jax.jit(ops.box_area)(boxes))
-        same(ops.box_iou(boxes, other), ops.box_iou(jnp.asarray(boxes), other), jax.jit(ops.box_iou)(boxes, other))
+        same(
+            ops.box_iou(boxes, other),
+            ops.box_iou(jnp.asarray(boxes), other),
+            jax.jit(ops.box_iou)(boxes, other),
+        )
         index = jnp.zeros((), int).dtype
         for thr in (0.3, 0.7):
             keep = ops.nms(boxes, scores, thr)
             same(keep.astype(index), ops.nms(jnp.asarray(boxes), jnp.asarray(scores), thr))
             for size in (0, 5, n + 3):
                 want = [x.astype(index) for x in ops.nms(boxes, scores, thr, size, padded=True)]
-                got = jax.jit(lambda b, s, size=size, thr=thr: ops.nms(b, s, thr, size, padded=True))(boxes, scores)
+                got = jax.jit(lambda b, s, size=size, thr=thr: ops.nms(b, s, thr, size, padded=True))(
+                    boxes, scores
+                )
                 same(want[0], got[0])
                 same(want[1], got[1])
             want = [x.astype(index) for x in ops.batched_nms(boxes, scores, idxs, thr, 50, padded=True)]
-            got = jax.jit(lambda b, s, i, thr=thr: ops.batched_nms(b, s, i, thr, 50, padded=True))(boxes, scores, idxs)
+            got = jax.jit(lambda b, s, i, thr=thr: ops.batched_nms(b, s, i, thr, 50, padded=True))(
+                boxes, scores, idxs
+            )
             same(want[0], got[0])
             same(want[1], got[1])
 
@@ -98,7 +106,10 @@ def test_box_gradients(rng):
 
 
 def test_nms_vmap_and_the_fixed_size_it_needs(rng):
-    boxes, scores = np.stack([random_boxes(rng, 40) for _ in range(3)]), rng.random((3, 40)).astype(np.float32)
+    boxes, scores = (
+        np.stack([random_boxes(rng, 40) for _ in range(3)]),
+        rng.random((3, 40)).astype(np.float32),
+    )
     keep, count = jax.vmap(lambda b, s: ops.nms(b, s, 0.5, 30, padded=True))(boxes, scores)
     for i in range(3):
         want, n = ops.nms(boxes[i], scores[i], 0.5, 30, padded=True)
@@ -168,7 +179,9 @@ def test_roi_vmap(rng):
     for i in range(4):
         np.testing.assert_array_equal(align[i], ops.roi_align(x[0], rois[i], 2))
         np.testing.assert_array_equal(pool[i], ops.roi_pool(x[i], rois[i], 2))
-        np.testing.assert_array_equal(grads[i], jax.grad(lambda x, i=i: ops.roi_align(x, rois[i], 2).sum())(x[i]))
+        np.testing.assert_array_equal(
+            grads[i], jax.grad(lambda x, i=i: ops.roi_align(x, rois[i], 2).sum())(x[i])
+        )
 
 
 # ------------------------------------------------------------------------------------ deconv
@@ -203,7 +216,9 @@ def test_deconv_gradients(rng, geometry):
     tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w, b)]
     (ops.conv_transpose2d(*tensors, **geometry) * torch.from_numpy(grad)).sum().backward()
     with jax.enable_x64(True):
-        got = jax.grad(lambda *a: (ops.conv_transpose2d(*a, **geometry) * grad).sum(), argnums=(0, 1, 2))(x, w, b)
+        got = jax.grad(lambda *a: (ops.conv_transpose2d(*a, **geometry) * grad).sum(), argnums=(0, 1, 2))(
+            x, w, b
+        )
         for g, t in zip(got, tensors):
             np.testing.assert_array_equal(np.asarray(g), t.grad.numpy())
         small = (x[:1, :, :3, :2], w[:, :, :2, :2], b)
@@ -212,7 +227,10 @@ def test_deconv_gradients(rng, geometry):
 
 
 def test_deconv_vmap(rng):
-    x, w = rng.standard_normal((3, 2, 4, 5, 5)).astype(np.float32), rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    x, w = (
+        rng.standard_normal((3, 2, 4, 5, 5)).astype(np.float32),
+        rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+    )
     got = jax.vmap(lambda x: ops.conv_transpose2d(x, w, stride=2))(x)
     for i in range(3):
         np.testing.assert_array_equal(got[i], ops.conv_transpose2d(x[i], w, stride=2))
@@ -258,7 +276,10 @@ def test_lattice_gradients(rng, normalization):
         # values: the exact adjoint of the (piecewise-linear) filter
         for transpose in (False, True):
             check_grads(
-                lambda v, t=transpose: ops.permutohedral_filter(v, f, transpose=t, **kw), (v,), order=1, modes=["rev"]
+                lambda v, t=transpose: ops.permutohedral_filter(v, f, transpose=t, **kw),
+                (v,),
+                order=1,
+                modes=["rev"],
             )
 
 
@@ -301,7 +322,10 @@ def test_dense_crf_jit_eager_numpy(rng, dtype, kernels):
     with precision(dtype):
         q, labels, energy = ops.dense_crf(unary, **kw)
         index, real = jnp.zeros((), int).dtype, jnp.zeros((), float).dtype
-        for got in (ops.dense_crf(jnp.asarray(unary), **kw), jax.jit(lambda u: ops.dense_crf(u, **kw))(unary)):
+        for got in (
+            ops.dense_crf(jnp.asarray(unary), **kw),
+            jax.jit(lambda u: ops.dense_crf(u, **kw))(unary),
+        ):
             same(q, got[0])
             same(labels.astype(index), got[1])
             np.testing.assert_array_equal(np.asarray(got[2]), energy.astype(real))
@@ -336,8 +360,16 @@ def blocks(rng, h=40, w=52):
 
 def test_felzenszwalb_jit_eager_numpy(rng):
     image = blocks(rng)
-    for args in ((image, 1.0, 0.8, 20), (image[..., 0], 0.5, 0.0, 0), (image.astype(np.float32) / 255, 2.0, 1.5, 5)):
-        same(ops.felzenszwalb(*args), ops.felzenszwalb(jnp.asarray(args[0]), *args[1:]), jax.jit(ops.felzenszwalb, static_argnums=(1, 2, 3))(*args))
+    for args in (
+        (image, 1.0, 0.8, 20),
+        (image[..., 0], 0.5, 0.0, 0),
+        (image.astype(np.float32) / 255, 2.0, 1.5, 5),
+    ):
+        same(
+            ops.felzenszwalb(*args),
+            ops.felzenszwalb(jnp.asarray(args[0]), *args[1:]),
+            jax.jit(ops.felzenszwalb, static_argnums=(1, 2, 3))(*args),
+        )
 
 
 @pytest.mark.parametrize("mode, min_size", [("single", None), ("fast", 10)])
@@ -347,7 +379,11 @@ def test_selective_search_jit_eager_numpy(rng, mode, min_size):
     assert len(want) > 5
     same(want, ops.selective_search(jnp.asarray(image), mode, seed=4, min_size=min_size))
     for size in (5, len(want) + 7):
-        run = jax.jit(lambda i, s=size: ops.selective_search(i, mode, seed=4, min_size=min_size, max_boxes=s, padded=True))
+        run = jax.jit(
+            lambda i, s=size: ops.selective_search(
+                i, mode, seed=4, min_size=min_size, max_boxes=s, padded=True
+            )
+        )
         boxes, count = run(image)
         padded, n = ops.selective_search(image, mode, seed=4, min_size=min_size, max_boxes=size, padded=True)
         same(padded, boxes)
@@ -360,7 +396,10 @@ def test_selective_search_jit_eager_numpy(rng, mode, min_size):
 
 
 def test_compiled_calls_are_ffi_targets_not_host_callbacks(rng):
-    x, rois = rng.standard_normal((1, 2, 8, 8)).astype(np.float32), random_rois(rng, 3, 1, 8, 8, 1.0, np.float32)
+    x, rois = (
+        rng.standard_normal((1, 2, 8, 8)).astype(np.float32),
+        random_rois(rng, 3, 1, 8, 8, 1.0, np.float32),
+    )
     text = jax.jit(jax.grad(lambda x: ops.roi_align(x, rois, 2).sum())).lower(x).as_text()
     assert "custom_call @convloc_roi_align_backward" in text
     assert "callback" not in text
@@ -383,7 +422,9 @@ def test_bad_input_raises_naming_the_argument(rng, under_jit):
         run(lambda b: ops.box_area(b), boxes[:, :3])
     x = np.zeros((2, 1, 4, 4), np.float32)
     rois = np.array([[2, 0, 0, 1, 1]], np.float32)
-    with pytest.raises(error, match=r"boxes: row 0 = \(2, 0, 0, 1, 1\): the batch index must be an integer in \[0, 2\)"):
+    with pytest.raises(
+        error, match=r"boxes: row 0 = \(2, 0, 0, 1, 1\): the batch index must be an integer in \[0, 2\)"
+    ):
         run(lambda x: ops.roi_align(x, rois, 2), x)
     with pytest.raises(ValueError, match="output_padding: must be smaller than stride or dilation"):
         run(lambda x: ops.conv_transpose2d(x, np.zeros((1, 1, 2, 2), np.float32), output_padding=1), x)

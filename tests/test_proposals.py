@@ -163,8 +163,10 @@ def test_selective_search_ranking_matches_reference(rng, mode, min_size):
     got = convloc.ops.selective_search(image, mode, seed=5, min_size=min_size)
     np.testing.assert_array_equal(got, want)
     # The kernel's random numbers cover the most boxes such hierarchies can hold.
-    bound = sum(2 * max(1, image.shape[0] * image.shape[1] // max(s[2], 1)) - 1 for s in KP.strategies(mode, min_size))
-    assert sum(len(b) for b, _ in hierarchies) <= bound == len(KP.ranking_randoms(*image.shape[:2], KP.strategies(mode, min_size), 0))
+    chosen, pixels = KP.strategies(mode, min_size), image.shape[0] * image.shape[1]
+    bound = sum(2 * max(1, pixels // max(s[2], 1)) - 1 for s in chosen)  # s[2]: the strategy's min_size
+    assert sum(len(b) for b, _ in hierarchies) <= bound
+    assert len(KP.ranking_randoms(*image.shape[:2], chosen, 0)) == bound
 
 
 def test_selective_search_padded(rng):
