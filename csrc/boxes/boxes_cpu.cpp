@@ -147,10 +147,10 @@ int64_t nms_cpu(const T* boxes, const T* scores, const C* classes, int64_t n, do
   return count;
 }
 
-#define CONVLOC_INSTANTIATE(T)                                            \
-  template void box_area_cpu<T>(const T*, int64_t, T*);                   \
-  template void box_iou_cpu<T>(const T*, int64_t, const T*, int64_t, T*); \
-  template bool boxes_valid_cpu<T>(const T*, int64_t);                    \
+#define CONVLOC_INSTANTIATE(T)                                                                \
+  template void box_area_cpu<T>(const T*, int64_t, T*);                                       \
+  template void box_iou_cpu<T>(const T*, int64_t, const T*, int64_t, T*);                     \
+  template bool boxes_valid_cpu<T>(const T*, int64_t);                                        \
   template int64_t nms_cpu<T>(const T*, const T*, const int32_t*, int64_t, double, int64_t*); \
   template int64_t nms_cpu<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
 CONVLOC_INSTANTIATE(float)

@@ -174,10 +174,10 @@ int64_t nms_cuda(const T* boxes, const T* scores, const C* classes, int64_t n, d
   return kept;
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                    \
-  template void box_area_cuda<T>(const T*, int64_t, T*, void*);                   \
-  template void box_iou_cuda<T>(const T*, int64_t, const T*, int64_t, T*, void*); \
-  template bool boxes_valid_cuda<T>(const T*, int64_t, void*);                    \
+#define CONVLOC_INSTANTIATE(T)                                                                        \
+  template void box_area_cuda<T>(const T*, int64_t, T*, void*);                                       \
+  template void box_iou_cuda<T>(const T*, int64_t, const T*, int64_t, T*, void*);                     \
+  template bool boxes_valid_cuda<T>(const T*, int64_t, void*);                                        \
   template int64_t nms_cuda<T>(const T*, const T*, const int32_t*, int64_t, double, int64_t*, void*); \
   template int64_t nms_cuda<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*, void*);
 CONVLOC_INSTANTIATE(float)

@@ -28,23 +28,22 @@ xf::Error box_iou_impl(Place p, xf::AnyBuffer boxes1, xf::AnyBuffer boxes2, Ret 
 
 xf::Error nms_impl(Place p, xf::AnyBuffer boxes, xf::AnyBuffer scores, double iou_threshold, Ret keep, Ret count) {
   return ffi::guarded([&] {
-    ffi::for_each_item(
-        p, {ret(keep, 1, "keep"), ret(count, 0, "count"), arg(boxes, 2, "boxes"), arg(scores, 1, "scores")},
-        [&](const auto& v) {
-          ffi::write_int64(v[1], ops::nms(v[2], v[3], nullptr, iou_threshold, v[0], p.stream), p);
-        });
+    ffi::for_each_item(p,
+                       {ret(keep, 1, "keep"), ret(count, 0, "count"), arg(boxes, 2, "boxes"), arg(scores, 1, "scores")},
+                       [&](const auto& v) {
+                         ffi::write_int64(v[1], ops::nms(v[2], v[3], nullptr, iou_threshold, v[0], p.stream), p);
+                       });
   });
 }
 
-xf::Error batched_nms_impl(Place p, xf::AnyBuffer boxes, xf::AnyBuffer scores, xf::AnyBuffer idxs,
-                           double iou_threshold, Ret keep, Ret count) {
+xf::Error batched_nms_impl(Place p, xf::AnyBuffer boxes, xf::AnyBuffer scores, xf::AnyBuffer idxs, double iou_threshold,
+                           Ret keep, Ret count) {
   return ffi::guarded([&] {
-    ffi::for_each_item(p,
-                       {ret(keep, 1, "keep"), ret(count, 0, "count"), arg(boxes, 2, "boxes"), arg(scores, 1, "scores"),
-                        arg(idxs, 1, "idxs")},
-                       [&](const auto& v) {
-                         ffi::write_int64(v[1], ops::nms(v[2], v[3], &v[4], iou_threshold, v[0], p.stream), p);
-                       });
+    ffi::for_each_item(
+        p,
+        {ret(keep, 1, "keep"), ret(count, 0, "count"), arg(boxes, 2, "boxes"), arg(scores, 1, "scores"),
+         arg(idxs, 1, "idxs")},
+        [&](const auto& v) { ffi::write_int64(v[1], ops::nms(v[2], v[3], &v[4], iou_threshold, v[0], p.stream), p); });
   });
 }
 
@@ -52,12 +51,9 @@ xf::Error batched_nms_impl(Place p, xf::AnyBuffer boxes, xf::AnyBuffer scores, x
 
 CONVLOC_FFI_HANDLER(box_area, box_area_impl, .Arg<xf::AnyBuffer>().Ret<xf::AnyBuffer>());
 CONVLOC_FFI_HANDLER(box_iou, box_iou_impl, .Arg<xf::AnyBuffer>().Arg<xf::AnyBuffer>().Ret<xf::AnyBuffer>());
-CONVLOC_FFI_HANDLER(nms, nms_impl,
-                    .Arg<xf::AnyBuffer>()
-                        .Arg<xf::AnyBuffer>()
-                        .Attr<double>("iou_threshold")
-                        .Ret<xf::AnyBuffer>()
-                        .Ret<xf::AnyBuffer>());
+CONVLOC_FFI_HANDLER(
+    nms, nms_impl,
+    .Arg<xf::AnyBuffer>().Arg<xf::AnyBuffer>().Attr<double>("iou_threshold").Ret<xf::AnyBuffer>().Ret<xf::AnyBuffer>());
 CONVLOC_FFI_HANDLER(batched_nms, batched_nms_impl,
                     .Arg<xf::AnyBuffer>()
                         .Arg<xf::AnyBuffer>()

@@ -38,8 +38,12 @@ DType dtype_of(xf::DataType t) {
 
 Operand operand(const xf::AnyBuffer& b, int rank, const char* name) {
   const auto dims = b.dimensions();
-  return {b.untyped_data(), dtype_of(b.element_type()), static_cast<int64_t>(xf::ByteWidth(b.element_type())),
-          std::vector<int64_t>(dims.begin(), dims.end()), rank, name};
+  return {b.untyped_data(),
+          dtype_of(b.element_type()),
+          static_cast<int64_t>(xf::ByteWidth(b.element_type())),
+          std::vector<int64_t>(dims.begin(), dims.end()),
+          rank,
+          name};
 }
 
 }  // namespace

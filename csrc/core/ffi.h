@@ -60,26 +60,27 @@ struct Target {
 // The Target of handlers defined with CONVLOC_FFI_HANDLER(name, ...) / CONVLOC_FFI_CPU_HANDLER(name, ...).
 #ifdef CONVLOC_WITH_CUDA
 #define CONVLOC_FFI_TARGET(name) \
-  ::convloc::ffi::Target{"convloc_" #name, convloc_ffi_##name##_cpu, convloc_ffi_##name##_cuda}
+  ::convloc::ffi::Target { "convloc_" #name, convloc_ffi_##name##_cpu, convloc_ffi_##name##_cuda }
 #else
 #define CONVLOC_FFI_TARGET(name) CONVLOC_FFI_CPU_TARGET(name)
 #endif
-#define CONVLOC_FFI_CPU_TARGET(name) ::convloc::ffi::Target{"convloc_" #name, convloc_ffi_##name##_cpu, nullptr}
+#define CONVLOC_FFI_CPU_TARGET(name) \
+  ::convloc::ffi::Target { "convloc_" #name, convloc_ffi_##name##_cpu, nullptr }
 
 // Defines the handler symbols convloc_ffi_<name>_cpu and (in a CUDA build) convloc_ffi_<name>_cuda, which decode a
 // call as `binding` says (a chain of .Arg, .Attr, .Ret, ...) and pass the values to impl(Place, ...).
-#define CONVLOC_FFI_CPU_HANDLER(name, impl, binding)                                                             \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                                                 \
+#define CONVLOC_FFI_CPU_HANDLER(name, impl, binding)                                                 \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                                     \
       convloc_ffi_##name##_cpu, [](auto... args) { return impl(::convloc::ffi::Place{}, args...); }, \
       ::xla::ffi::Ffi::Bind() binding)
 #ifdef CONVLOC_WITH_CUDA
-#define CONVLOC_FFI_HANDLER(name, impl, binding)                                                    \
-  CONVLOC_FFI_CPU_HANDLER(name, impl, binding);                                                     \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                                    \
-      convloc_ffi_##name##_cuda,                                                                                  \
-      [](void* stream, auto... args) {                                                              \
-        return impl(::convloc::ffi::Place{::convloc::DeviceType::CUDA, stream}, args...);           \
-      },                                                                                            \
+#define CONVLOC_FFI_HANDLER(name, impl, binding)                                          \
+  CONVLOC_FFI_CPU_HANDLER(name, impl, binding);                                           \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                          \
+      convloc_ffi_##name##_cuda,                                                          \
+      [](void* stream, auto... args) {                                                    \
+        return impl(::convloc::ffi::Place{::convloc::DeviceType::CUDA, stream}, args...); \
+      },                                                                                  \
       ::xla::ffi::Ffi::Bind().Ctx<::xla::ffi::PlatformStream<void*>>() binding)
 #else
 #define CONVLOC_FFI_HANDLER(name, impl, binding) CONVLOC_FFI_CPU_HANDLER(name, impl, binding)

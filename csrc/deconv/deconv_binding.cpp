@@ -79,11 +79,8 @@ void bind_deconv(py::module_& m) {
       arg("grad_output"), arg("input"), arg("weight"), arg("grad_weight"), arg("stride"), arg("padding"),
       arg("output_padding"), arg("dilation"), arg("groups"), py::kw_only(), arg("stream") = 0,
       "grad_weight [C_in, C_out / groups, kH, kW] (weight gives only its shape).");
-  m.def(
-      "deconv2d_grad_bias",
-      &py_grad_bias,
-      arg("grad_output"), arg("grad_bias"), py::kw_only(), arg("stream") = 0,
-      "grad_bias [C_out] = grad_output summed over N, OH, OW.");
+  m.def("deconv2d_grad_bias", &py_grad_bias, arg("grad_output"), arg("grad_bias"), py::kw_only(), arg("stream") = 0,
+        "grad_bias [C_out] = grad_output summed over N, OH, OW.");
 }
 
 }  // namespace convloc

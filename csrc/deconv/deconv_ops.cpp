@@ -69,9 +69,8 @@ DeconvShape deconv2d_geometry(const std::vector<int64_t>& in, const std::vector<
   return s;
 }
 
-
-void deconv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
-                      const TensorView& out, const DeconvParams& params, void* stream) {
+void deconv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias, const TensorView& out,
+                      const DeconvParams& params, void* stream) {
   check_float(input);
   check_operand(weight, input);
   check_operand(out, input);

@@ -14,8 +14,8 @@ namespace convloc::ops {
 DeconvShape deconv2d_geometry(const std::vector<int64_t>& input_shape, const std::vector<int64_t>& weight_shape,
                               const DeconvParams& params);
 // out [N, C_out, OH, OW] = conv_transpose2d(input, weight, bias); bias [C_out] nullable.
-void deconv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
-                      const TensorView& out, const DeconvParams& params, void* stream);
+void deconv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias, const TensorView& out,
+                      const DeconvParams& params, void* stream);
 // Writes the gradients that are not nullptr in one pass over grad_output; input is needed for grad_weight, and
 // gives the input's shape (or grad_input does).
 void deconv2d_backward(const TensorView& grad_output, const TensorView* input, const TensorView& weight,

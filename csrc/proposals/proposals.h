@@ -71,7 +71,6 @@ int64_t max_hierarchy_boxes(int64_t h, int64_t w, int64_t min_size);
 // before it 2, and so on; every box is ranked by its position times randoms[i] (i: the box's index in the
 // hierarchies one after the other), smallest first, ties in that order, and a box equal to a better-ranked one is
 // dropped. Writes the best max_boxes (or all) to out [max_boxes, 4] as float32 and returns how many.
-int64_t rank_proposals(const std::vector<Hierarchy>& hierarchies, const double* randoms, int64_t max_boxes,
-                       float* out);
+int64_t rank_proposals(const std::vector<Hierarchy>& hierarchies, const double* randoms, int64_t max_boxes, float* out);
 
 }  // namespace convloc

@@ -18,16 +18,15 @@ using Span = xf::Span<const T>;
 xf::Error felzenszwalb_impl(Place p, xf::AnyBuffer image, double scale, double sigma, int64_t min_size, Ret labels,
                             Ret count) {
   return ffi::guarded([&] {
-    ffi::for_each_item(p, {ret(labels, 2, "labels"), ret(count, 0, "count"), arg(image, 3, "image")},
-                       [&](const auto& v) {
-                         ffi::write_int64(v[1], ops::felzenszwalb(v[2], v[0], scale, sigma, min_size), p);
-                       });
+    ffi::for_each_item(
+        p, {ret(labels, 2, "labels"), ret(count, 0, "count"), arg(image, 3, "image")},
+        [&](const auto& v) { ffi::write_int64(v[1], ops::felzenszwalb(v[2], v[0], scale, sigma, min_size), p); });
   });
 }
 
 xf::Error selective_search_impl(Place p, xf::AnyBuffer image, Span<int64_t> spaces, Span<double> ks,
-                                Span<int64_t> min_sizes, Span<int64_t> similarities, double sigma,
-                                Span<double> randoms, Ret boxes, Ret count) {
+                                Span<int64_t> min_sizes, Span<int64_t> similarities, double sigma, Span<double> randoms,
+                                Ret boxes, Ret count) {
   return ffi::guarded([&] {
     const size_t n = spaces.size();
     if (ks.size() != n || min_sizes.size() != n || similarities.size() != 4 * n)
@@ -44,10 +43,9 @@ xf::Error selective_search_impl(Place p, xf::AnyBuffer image, Span<int64_t> spac
     random_view.shape = {static_cast<int64_t>(randoms.size())};
     random_view.strides = {1};
     random_view.name = "randoms";
-    ffi::for_each_item(p, {ret(boxes, 2, "boxes"), ret(count, 0, "count"), arg(image, 3, "image")},
-                       [&](const auto& v) {
-                         ffi::write_int64(v[1], ops::selective_search_ranked(v[2], strategies, sigma, random_view, v[0]), p);
-                       });
+    ffi::for_each_item(p, {ret(boxes, 2, "boxes"), ret(count, 0, "count"), arg(image, 3, "image")}, [&](const auto& v) {
+      ffi::write_int64(v[1], ops::selective_search_ranked(v[2], strategies, sigma, random_view, v[0]), p);
+    });
   });
 }
 

@@ -1,5 +1,7 @@
 #include "proposals/proposals_ops.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace convloc::ops {
@@ -31,13 +33,18 @@ std::vector<Hierarchy> selective_search(const TensorView& image, const std::vect
                                         double sigma) {
   check_image(image);
   if (image.size(2) != 3) fail_value("image: expected 3 channels (RGB), got shape ", image.shape_str());
+  const auto [lo, hi] = std::minmax_element(image.ptr<float>(), image.ptr<float>() + image.numel());
+  if (*lo < 0 || *hi > 1)
+    fail_value("image: float images must be in [0, 1], got values in [", *lo, ", ", *hi,
+               "]; pass uint8 or divide by 255");
   if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
   for (const SelectiveSearchStrategy& s : strategies) {
     if (static_cast<int>(s.space) < 0 || static_cast<int>(s.space) > static_cast<int>(ColourSpace::H))
       fail_value("strategies: unknown colour space ", static_cast<int>(s.space));
     if (!(s.k > 0)) fail_value("k: expected a positive number, got ", s.k);
     if (s.min_size < 0) fail_value("min_size: expected an integer >= 0, got ", s.min_size);
-    if (!(s.colour || s.texture || s.size || s.fill)) fail_value("strategies: a strategy needs at least one similarity");
+    if (!(s.colour || s.texture || s.size || s.fill))
+      fail_value("strategies: a strategy needs at least one similarity");
   }
   return selective_search_cpu(image.ptr<float>(), image.size(0), image.size(1), strategies, sigma);
 }
@@ -60,7 +67,8 @@ int64_t selective_search_ranked(const TensorView& image, const std::vector<Selec
   int64_t total = 0;
   for (const Hierarchy& hy : found) total += static_cast<int64_t>(hy.boxes.size() / 4);
   if (randoms.size(0) < total)
-    fail_value("randoms: expected at least ", total, " numbers (one per box of the hierarchies), got ", randoms.size(0));
+    fail_value("randoms: expected at least ", total, " numbers (one per box of the hierarchies), got ",
+               randoms.size(0));
   return rank_proposals(found, randoms.ptr<double>(), boxes.size(0), boxes.ptr<float>());
 }
 

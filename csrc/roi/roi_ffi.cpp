@@ -46,8 +46,8 @@ xf::Error roi_align_backward_impl(Place p, xf::AnyBuffer grad, xf::AnyBuffer box
   return ffi::guarded([&] {
     ffi::for_each_item(p, {ret(grad_input, 4, "grad_input"), arg(grad, 4, "grad"), arg(boxes, 2, "boxes")},
                        [&](const auto& v) {
-                         ops::roi_align_backward(v[1], v[2], spatial_scale, pooled_h, pooled_w, sampling_ratio,
-                                                 aligned, v[0], p.stream);
+                         ops::roi_align_backward(v[1], v[2], spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned,
+                                                 v[0], p.stream);
                        });
   });
 }

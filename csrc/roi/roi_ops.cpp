@@ -170,9 +170,9 @@ void roi_align_backward(const TensorView& grad, const TensorView& rois, double s
   });
 }
 
-void roi_backward_gather(const TensorView& grad, const TensorView& rois, const TensorView* input,
-                         double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                         bool aligned, const TensorView& gi) {
+void roi_backward_gather(const TensorView& grad, const TensorView& rois, const TensorView* input, double spatial_scale,
+                         int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+                         const TensorView& gi) {
   if (gi.is_cuda()) fail_value("grad_input: expected a CPU array (a CPU test hook)");
   if (input) {
     check_output(*input, gi, {gi.size(0), gi.size(1), gi.size(2), gi.size(3)}, "[B, C, H, W] (grad_input's)");

@@ -21,8 +21,8 @@ void roi_align_backward(const TensorView& grad, const TensorView& boxes, double 
                         int64_t pooled_w, int64_t sampling_ratio, bool aligned, const TensorView& grad_input,
                         void* stream);
 // Test hook (CPU): the CUDA backward's per-cell gather; input given: roi_pool's, nullptr: roi_align's.
-void roi_backward_gather(const TensorView& grad, const TensorView& boxes, const TensorView* input,
-                         double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                         bool aligned, const TensorView& grad_input);
+void roi_backward_gather(const TensorView& grad, const TensorView& boxes, const TensorView* input, double spatial_scale,
+                         int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+                         const TensorView& grad_input);
 
 }  // namespace convloc::ops

@@ -1,15 +1,16 @@
 """Arrays of any framework, as the kernels take them.
 
-The kernels layer computes with NumPy (host memory), CuPy (CUDA memory) and torch (whose tensors
-go through the registered torch ops); their arrays reach ``convloc._C`` as buffers or DLPack
-capsules without copies, and outputs are allocated with the caller's library on the caller's
-device, so a NumPy call returns NumPy and a torch call returns torch.
+The kernels layer computes with NumPy (host memory), CuPy (CUDA memory), torch (whose tensors go
+through the registered torch ops) and JAX (whose arrays and tracers :mod:`convloc.ops` sends to
+:mod:`convloc._jax`, which calls the kernels through XLA); NumPy, torch and CuPy arrays reach
+``convloc._C`` as buffers or DLPack capsules without copies, and outputs are allocated with the
+caller's library on the caller's device, so a NumPy call returns NumPy and a torch call returns torch.
 
 Arrays of any other framework are recognised by the DLPack protocol (``__dlpack__`` and
-``__dlpack_device__``: JAX, TensorFlow, PaddlePaddle, ...): :func:`native` views them as NumPy
-(host) or CuPy (GPU) arrays without a copy, through the consumer side of DLPack (versioned capsules
-and their read-only flag where the producer offers them), and :func:`accepts_any_framework` hands
-the results back to the caller's framework through its ``from_dlpack``.
+``__dlpack_device__``: TensorFlow, PaddlePaddle, ...): :func:`native` views them as NumPy (host) or
+CuPy (GPU) arrays without a copy, through the consumer side of DLPack (versioned capsules and their
+read-only flag where the producer offers them), and :func:`accepts_any_framework` hands the results
+back to the caller's framework through its ``from_dlpack``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray | jax.Array
 F = TypeVar("F", bound=Callable[..., Any])
 
 # DLPack device types (DLDeviceType) that convloc reads: host memory, and CUDA device memory.
@@ -42,16 +43,24 @@ def is_cupy(x: Any) -> bool:
     return _module_of(x) == "cupy"
 
 
+def is_jax(*xs: Any) -> bool:
+    """Whether any of xs is a JAX array or tracer (without importing JAX)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and any(isinstance(x, jax.Array) for x in xs)
+
+
 def framework(x: Any) -> str:
     if is_torch(x):
         return "torch"
     if is_cupy(x):
         return "cupy"
+    if is_jax(x):
+        return "jax"
     return "numpy"
 
 
 def is_foreign(x: Any) -> bool:
-    """Whether x is an array of a framework other than NumPy, torch and CuPy that speaks DLPack."""
+    """Whether x is an array of a framework other than NumPy, torch, CuPy and JAX that speaks DLPack."""
     kind = type(x)
     return (
         kind is not np.ndarray
@@ -60,6 +69,7 @@ def is_foreign(x: Any) -> bool:
         and not isinstance(x, np.ndarray)
         and not is_torch(x)
         and not is_cupy(x)
+        and not is_jax(x)
     )
 
 
@@ -86,7 +96,7 @@ def native(x: Any, name: str) -> Array:
 
 def _from_dlpack_of(x: Any) -> Callable[[Array], Any] | None:
     """How results go back to x's framework: the ``from_dlpack`` of its array namespace (the Array
-    API: JAX, NumPy, CuPy), else of its module or a package above it (PaddlePaddle, user types),
+    API), else of its module or a package above it (PaddlePaddle, user types),
     else ``experimental.dlpack.from_dlpack`` of its top package, which takes a DLPack capsule
     (TensorFlow). None: no such function, the results stay NumPy / CuPy."""
     space = getattr(x, "__array_namespace__", None)
@@ -170,9 +180,9 @@ def accepts_any_framework(fn: F) -> F:
 
 
 def as_array(x: Any, name: str) -> Array:
-    """x as an array the kernels take: NumPy, torch and CuPy arrays as they are, other DLPack
+    """x as an array the kernels take: NumPy, torch, CuPy and JAX arrays as they are, other DLPack
     producers as zero-copy views (:func:`native`), other objects (lists, scalars) as NumPy."""
-    if is_torch(x) or is_cupy(x) or isinstance(x, np.ndarray):
+    if is_torch(x) or is_cupy(x) or is_jax(x) or isinstance(x, np.ndarray):
         return x
     if is_foreign(x):
         return native(x, name)
@@ -194,11 +204,12 @@ def as_float(x: Any, name: str) -> float:
 
 
 def same_framework(reference: tuple[str, Any], *others: tuple[str, Any]) -> None:
-    """Raises TypeError unless every array comes from the reference's framework."""
+    """Raises TypeError unless every array comes from the reference's framework (NumPy arrays may
+    come with JAX ones, which JAX takes as constants)."""
     ref_name, ref = reference
     want = framework(ref)
     for name, x in others:
-        if x is not None and framework(x) != want:
+        if x is not None and framework(x) != want and {want, framework(x)} != {"jax", "numpy"}:
             raise TypeError(
                 f"{name}: expected a {want} array like {ref_name}, got {type(x).__module__}."
                 f"{type(x).__name__}"
@@ -218,6 +229,10 @@ def prepare(x: Array, dtype: str | None = None) -> Array:
         import cupy
 
         return cupy.ascontiguousarray(x, dtype=dtype)
+    if is_jax(x):  # always contiguous; float64 and int64 only with jax_enable_x64
+        import jax
+
+        return x if dtype is None else x.astype(jax.dtypes.canonicalize_dtype(dtype))
     return np.ascontiguousarray(x, dtype=dtype)
 
 
@@ -255,7 +270,8 @@ def stream(x: Array) -> int:
 
 
 def namespace(x: Array):
-    """The array module of x's framework (numpy, torch or cupy), for framework-generic math."""
+    """The array module of x's framework (numpy, torch, cupy or jax.numpy), for framework-generic
+    math."""
     if is_torch(x):
         import torch
 
@@ -264,6 +280,10 @@ def namespace(x: Array):
         import cupy
 
         return cupy
+    if is_jax(x):
+        import jax.numpy as jnp
+
+        return jnp
     return np
 
 

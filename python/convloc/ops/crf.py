@@ -304,8 +304,10 @@ def dense_crf(
 
     Args:
         unary: negative log-probabilities ``[L, *spatial]`` or ``[B, L, *spatial]`` (float32 or
-            float64; NumPy, torch, CuPy or any DLPack producer's). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
-            CUDA arrays run on the GPU: every kernel on the lattice, up to 64 labels, no energy.
+            float64; NumPy, torch, CuPy, JAX or any other DLPack producer's). ``ndim`` spatial axes
+            (2 for images, 3 for volumes/video). CUDA arrays run on the GPU: every kernel on the
+            lattice, up to 64 labels, no energy. JAX arrays run through an XLA FFI target
+            (``jax.jit``, ``vmap``; no gradient).
         image: ``[*spatial]`` or ``[*spatial, C]`` (batched: ``[B, ...]``), any channel count;
             needed by :class:`Bilateral` kernels. uint8 RGB images as in pydensecrf.
         kernels: the pairwise terms; default ``Gaussian(3, 3)`` plus, when an image is given,
@@ -388,6 +390,10 @@ def dense_crf(
         from convloc._torch import crf as torch_ops
 
         q, lab, energy = torch_ops.dense_crf(*args)
+    elif A.is_jax(unary):
+        from convloc._jax import crf as jax_ops
+
+        q, lab, energy = jax_ops.dense_crf(*args)
     else:
         q, lab, energy = crf_kernels.run_dense_crf(*args)
     out = [q.reshape(tuple(unary.shape))]

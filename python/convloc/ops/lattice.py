@@ -49,9 +49,7 @@ def _normalized(filt, values: Array, normalization: str | None, transpose: bool)
     """pydensecrf's normalisations around ``filt(v, transpose)`` (the raw filter, A or Aᵀ)."""
     if normalization in (None, "none"):
         return filt(values, transpose)
-    ones = A.empty(values, values.shape[:-1] + (1,))
-    ones[...] = 1
-    raw = filt(ones, False)
+    raw = filt(A.namespace(values).ones_like(values[..., :1]), False)
     # A point whose kernel weight from the others is below _ISOLATED (only possible with
     # exclude_self) has no neighbours: it sends and receives nothing, instead of dividing
     # rounding noise by a normaliser that rounding may make 0 or negative.
@@ -76,10 +74,13 @@ class PermutohedralLattice(kernels.Lattice):
     ``filter`` takes values of the same dtype, [N, C] (or [B, N, C]), NumPy or torch, and returns
     the same kind. torch values get gradients through the exact transpose (features are fixed here:
     use :func:`permutohedral_filter` or ``convloc.nn.PermutohedralFilter`` for feature gradients).
+    JAX arrays use :func:`permutohedral_filter`, which builds its lattice inside the compiled call.
     """
 
     def __init__(self, features: Array):
-        super().__init__(A.as_array(features, "features"))
+        features = A.as_array(features, "features")
+        _no_jax(features, "features")
+        super().__init__(features)
 
     @A.accepts_any_framework
     def filter(
@@ -92,6 +93,7 @@ class PermutohedralLattice(kernels.Lattice):
         """Gaussian filtering of values [N, C] / [B, N, C] → same shape (see the module doc)."""
         check_normalization(normalization)
         values = A.as_array(values, "values")
+        _no_jax(values, "values")
         if A.is_torch(values) and values.requires_grad:
             from convloc._torch.lattice import lattice_filter_autograd
 
@@ -123,11 +125,20 @@ def permutohedral_filter(
         Same shape and kind as values. With torch tensors this is the registered op
         ``convloc::permutohedral_filter``: differentiable w.r.t. values (exact transpose) and
         features (the exact Gaussian's feature gradient, evaluated with lattice filterings),
-        torch.compile-able. CUDA tensors run the CUDA lattice.
+        torch.compile-able; with JAX arrays an XLA FFI target with the same gradients (``jax.jit``,
+        ``jax.grad``, ``vmap``). CUDA arrays run the CUDA lattice.
     """
     check_normalization(normalization)
     values, features = A.as_array(values, "values"), A.as_array(features, "features")
     A.same_framework(("values", values), ("features", features))
+    if A.is_jax(values, features):
+        import jax.numpy as jnp
+
+        from convloc._jax.lattice import permutohedral_filter as jax_op
+
+        values, features = jnp.asarray(values), jnp.asarray(features)
+        raw = lambda v, t: jax_op(v, features, t, exclude_self)  # noqa: E731
+        return _normalized(raw, values, normalization, transpose)
     if A.is_torch(values):
         from convloc._torch.lattice import permutohedral_filter as op
 
@@ -197,3 +208,11 @@ def bilateral_filter(
     if dtype == "uint8":
         out = xp.clip(xp.round(out), 0, 255)
     return A.prepare(out, dtype)
+
+
+def _no_jax(x: Array, name: str) -> None:
+    if A.is_jax(x):
+        raise TypeError(
+            f"{name}: PermutohedralLattice holds a lattice for NumPy and torch arrays; with JAX use "
+            "ops.permutohedral_filter, which builds its lattice inside the compiled call"
+        )
