@@ -59,8 +59,9 @@ def framework(x: Any) -> str:
     return "numpy"
 
 
-def is_foreign(x: Any) -> bool:
-    """Whether x is an array of a framework other than NumPy, torch, CuPy and JAX that speaks DLPack."""
+def is_foreign(x: Any, jax: bool = False) -> bool:
+    """Whether x is an array of a framework other than NumPy, torch, CuPy and (unless ``jax``) JAX
+    that speaks DLPack."""
     kind = type(x)
     return (
         kind is not np.ndarray
@@ -69,7 +70,7 @@ def is_foreign(x: Any) -> bool:
         and not isinstance(x, np.ndarray)
         and not is_torch(x)
         and not is_cupy(x)
-        and not is_jax(x)
+        and (jax or not is_jax(x))
     )
 
 
@@ -127,14 +128,14 @@ def _back(result: Any, load: Callable[[Array], Any]) -> Any:
     return result
 
 
-def _natives(values, names, found: list) -> list:
+def _natives(values, names, found: list, jax: bool) -> list:
     """values (named by names) with each foreign array, at the top or in a tuple or list, as its
     native view; the first foreign array is appended to found."""
     out = []
     for v, name in zip(values, names):
         if isinstance(v, (tuple, list)):
-            v = type(v)(_natives(v, (f"{name}[{i}]" for i in range(len(v))), found))
-        elif is_foreign(v):
+            v = type(v)(_natives(v, (f"{name}[{i}]" for i in range(len(v))), found, jax))
+        elif is_foreign(v, jax):
             if not found:
                 found.append(v)
             v = native(v, name)
@@ -142,33 +143,36 @@ def _natives(values, names, found: list) -> list:
     return out
 
 
-def _has_foreign(values) -> bool:
+def _has_foreign(values, jax: bool) -> bool:
     for v in values:
         kind = type(v)
         if kind is np.ndarray:
             continue
         if kind is tuple or kind is list:
-            if _has_foreign(v):
+            if _has_foreign(v, jax):
                 return True
-        elif hasattr(kind, "__dlpack__") and is_foreign(v):
+        elif hasattr(kind, "__dlpack__") and is_foreign(v, jax):
             return True
     return False
 
 
-def accepts_any_framework(fn: F) -> F:
+def accepts_any_framework(fn: F | None = None, *, jax: bool = False):
     """fn (a function of :mod:`convloc.ops`) for arrays of any DLPack producer: foreign arrays
     among its arguments (or in a list or tuple argument) reach it as zero-copy NumPy / CuPy views,
-    and its NumPy / CuPy results go back to the framework of the first of them, on its device."""
-
+    and its NumPy / CuPy results go back to the framework of the first of them, on its device.
+    ``jax=True`` (``@accepts_any_framework(jax=True)``): JAX arrays too, for a function that has no
+    XLA target and so takes concrete JAX arrays through DLPack."""
+    if fn is None:
+        return functools.partial(accepts_any_framework, jax=jax)
     params = list(inspect.signature(fn).parameters)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        if not _has_foreign(args) and not _has_foreign(kwargs.values()):
+        if not _has_foreign(args, jax) and not _has_foreign(kwargs.values(), jax):
             return fn(*args, **kwargs)
         found: list = []
-        args = _natives(args, params + [f"args[{i}]" for i in range(len(params), len(args))], found)
-        kwargs = dict(zip(kwargs, _natives(kwargs.values(), kwargs, found)))
+        args = _natives(args, params + [f"args[{i}]" for i in range(len(params), len(args))], found, jax)
+        kwargs = dict(zip(kwargs, _natives(kwargs.values(), kwargs, found, jax)))
         kind = type(found[0])
         if kind not in _IMPORTERS:
             _IMPORTERS[kind] = _from_dlpack_of(found[0])

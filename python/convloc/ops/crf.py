@@ -405,7 +405,7 @@ def dense_crf(
 
 
 @fx_leaf
-@A.accepts_any_framework
+@A.accepts_any_framework(jax=True)  # (no XLA target: concrete JAX arrays go through DLPack)
 def grid_crf(
     unary: Array,
     image: Any,
