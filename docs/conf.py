@@ -26,6 +26,8 @@ autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "signature"
 # torch.nn.Module's generic docstrings (forward, __init__) say nothing about convloc's modules.
 autodoc_inherit_docstrings = False
+# convloc.tf's reference builds without TensorFlow installed.
+autodoc_mock_imports = ["tensorflow"]
 
 myst_heading_anchors = 3
 

@@ -14,29 +14,36 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-# Test modules that import torch at the top: without torch (a NumPy-only install, or a Python that
-# torch no longer supports) they are not collected, and the header says so.
-_IMPORTS_TORCH = re.compile(r"^(import torch|from torch\b)", re.M)
-_left_out: list[str] = []
+# Test modules that import an optional framework (torch, JAX) at the top: without it (a NumPy-only
+# install, or a Python that it no longer supports) they are not collected, and the header says so.
+_MISSING = {
+    name: re.compile(rf"^(import {name}|from {name}\b)", re.M)
+    for name in ("torch", "jax")
+    if importlib.util.find_spec(name) is None
+}
+_left_out: dict[str, list[str]] = {}
 
 
 def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
-    if HAVE_TORCH or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+    if not _MISSING or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
-    if _IMPORTS_TORCH.search(collection_path.read_text()):
-        _left_out.append(collection_path.name)
-        return True
+    text = collection_path.read_text()
+    for name, imports in _MISSING.items():
+        if imports.search(text):
+            _left_out.setdefault(name, []).append(collection_path.name)
+            return True
     return None
 
 
 def pytest_report_header(config) -> str | None:
-    return None if HAVE_TORCH else "torch is not installed: the modules that import it are not collected"
+    if not _MISSING:
+        return None
+    return f"{' and '.join(_MISSING)} not installed: the modules that import them are not collected"
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if _left_out:
-        terminalreporter.write_line(f"not collected without torch: {', '.join(sorted(_left_out))}")
+    for name, files in sorted(_left_out.items()):
+        terminalreporter.write_line(f"not collected without {name}: {', '.join(sorted(files))}")
 
 
 def pytest_collection_modifyitems(config, items):

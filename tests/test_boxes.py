@@ -65,6 +65,39 @@ def test_batched_nms_matches_per_class_reference(rng, n):
     np.testing.assert_array_equal(keep, ref.nms(boxes, scores, 0.5, idxs))
 
 
+@pytest.mark.parametrize("idx_dtype", [np.int32, np.uint8])
+def test_batched_nms_takes_any_integer_categories(rng, idx_dtype):
+    boxes, scores, idxs = random_boxes(rng, 80), rng.random(80).astype(np.float32), rng.integers(0, 3, 80)
+    want = ops.batched_nms(boxes, scores, idxs, 0.5)
+    np.testing.assert_array_equal(ops.batched_nms(boxes, scores, idxs.astype(idx_dtype), 0.5), want)
+
+
+@pytest.mark.parametrize("size", [0, 3, 40, 90])
+def test_nms_padded_form(rng, size):
+    boxes, scores, idxs = random_boxes(rng, 60), rng.random(60).astype(np.float32), rng.integers(0, 3, 60)
+    for keep, (padded, count) in [
+        (ops.nms(boxes, scores, 0.4), ops.nms(boxes, scores, 0.4, size, padded=True)),
+        (ops.batched_nms(boxes, scores, idxs, 0.4), ops.batched_nms(boxes, scores, idxs, 0.4, size, True)),
+    ]:
+        assert padded.shape == (size,) and padded.dtype == np.int64 and count == min(size, len(keep))
+        np.testing.assert_array_equal(padded[:count], keep[:size])
+        assert (padded[count:] == -1).all()
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.4, size), ops.nms(boxes, scores, 0.4)[:size])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(padded=True), ValueError),
+        (dict(max_output_size=-1), ValueError),
+        (dict(max_output_size=2.0), TypeError),
+    ],
+)
+def test_nms_bad_output_size(rng, kwargs, error):
+    with pytest.raises(error, match="max_output_size"):
+        ops.nms(random_boxes(rng, 5), rng.random(5).astype(np.float32), 0.5, **kwargs)
+
+
 def test_nms_threshold_boundary_compares_in_double():
     # IoU of these boxes is exactly 0.5 in float32 arithmetic: not suppressed at 0.5 (strict >).
     b = np.array([[0, 0, 2, 1], [1, 0, 3, 1]], np.float32)  # inter 1, union 3 -> 1/3
@@ -146,6 +179,9 @@ def test_torch_in_torch_out_and_numpy_in_numpy_out(rng):
     assert area_t.dtype == torch.float64
     with pytest.raises(TypeError, match="scores"):
         ops.nms(torch.from_numpy(boxes), scores, 0.5)
+    padded, count = ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5, 60, padded=True)
+    assert isinstance(padded, torch.Tensor) and isinstance(count, torch.Tensor) and int(count) == len(keep_np)
+    np.testing.assert_array_equal(padded.numpy(), ops.nms(boxes, scores, 0.5, 60, padded=True)[0])
 
 
 def test_bridge_passes_arrays_without_copies():

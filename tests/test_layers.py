@@ -23,10 +23,10 @@ LAYERS = [
     ["convloc.commands"],
     ["convloc.models"],
     ["convloc.data", "convloc.metrics"],
-    ["convloc.densecrf", "convloc.simplecrf", "convloc.nn"],
+    ["convloc.densecrf", "convloc.simplecrf", "convloc.nn", "convloc.tf"],  # convloc.tf: TensorFlow graphs
     ["convloc"],  # the package itself: convloc.info(), convloc.set_num_threads(), ...
     ["convloc.ops"],
-    ["convloc._torch"],
+    ["convloc._torch", "convloc._jax"],  # each imported on demand, for its framework's arrays
     ["convloc._kernels"],
     ["convloc._C"],
 ]
@@ -173,13 +173,14 @@ def test_graph_sees_the_known_arrows():
     assert "convloc.ops" in g["convloc.nn.roi"]
 
 
-def test_numpy_users_do_not_import_torch():
+@pytest.mark.parametrize("framework", ["torch", "jax", "tensorflow"])
+def test_numpy_users_do_not_import_frameworks(framework):
     code = (
         "import sys, convloc, convloc.ops, convloc.densecrf.utils, convloc.simplecrf; "
-        "sys.exit('torch' in sys.modules)"
+        f"sys.exit({framework!r} in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr or "importing convloc imported torch"
+    assert result.returncode == 0, result.stderr or f"importing convloc imported {framework}"
 
 
 @pytest.mark.parametrize("layer", [e for layer in LAYERS for e in layer if e != "convloc._C"])

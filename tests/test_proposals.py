@@ -155,6 +155,32 @@ def test_selective_search_hierarchies(rng, mode):
     assert len(found) == len({tuple(b) for hier, _ in hierarchies for b in hier})
 
 
+@pytest.mark.parametrize("mode, min_size", [("single", None), ("fast", None), ("fast", 0), ("quality", 30)])
+def test_selective_search_ranking_matches_reference(rng, mode, min_size):
+    image = shapes_image(rng)
+    hierarchies = KP.hierarchies(image.astype(np.float32) / 255, mode, min_size, 0.8)
+    want = ref.rank_proposals([b for b, _ in hierarchies], seed=5)
+    got = convloc.ops.selective_search(image, mode, seed=5, min_size=min_size)
+    np.testing.assert_array_equal(got, want)
+    # The kernel's random numbers cover the most boxes such hierarchies can hold.
+    chosen, pixels = KP.strategies(mode, min_size), image.shape[0] * image.shape[1]
+    bound = sum(2 * max(1, pixels // max(s[2], 1)) - 1 for s in chosen)  # s[2]: the strategy's min_size
+    assert sum(len(b) for b, _ in hierarchies) <= bound
+    assert len(KP.ranking_randoms(*image.shape[:2], chosen, 0)) == bound
+
+
+def test_selective_search_padded(rng):
+    image = shapes_image(rng)
+    want = convloc.ops.selective_search(image, seed=2)
+    for size in (0, 5, len(want), len(want) + 9):
+        boxes, count = convloc.ops.selective_search(image, seed=2, max_boxes=size, padded=True)
+        assert boxes.shape == (size, 4) and boxes.dtype == np.float32 and count == min(size, len(want))
+        np.testing.assert_array_equal(boxes[:count], want[:size])
+        assert not boxes[count:].any()
+    with pytest.raises(ValueError, match="max_boxes"):
+        convloc.ops.selective_search(image, padded=True)
+
+
 def test_selective_search_initial_regions_are_felzenszwalb_regions(rng):
     # A grey image has H = 0 everywhere, so the "h" colour space is flat; rgI's I channel is the
     # grey value. Check the initial boxes against our own Felzenszwalb on a grey test image

@@ -5,7 +5,7 @@
 #   macOS arm64 and x86-64: Clang for the Darwin targets (its predefined macros, Mach-O), with this
 #     machine's glibc and libstdc++ headers standing in for the macOS SDK's, which Linux cannot install.
 # The Python bindings (csrc/bindings, *_binding.cpp, core/py_array.cpp) are left out: they need the
-# target's pyconfig.h, and pybind11 keeps them portable.
+# target's pyconfig.h, and pybind11 keeps them portable; the XLA FFI handlers are in where jaxlib is.
 #
 # Needs Debian bookworm as root; installs clang, g++-mingw-w64-x86-64-posix (Windows headers) and
 # g++-aarch64-linux-gnu (arm64 headers) when missing.   tools/platform_check.sh   (CLANG: clang++)
@@ -22,7 +22,13 @@ fi
 
 sources=$(git ls-files 'csrc/*.cpp' | grep -v -e '^csrc/bindings/' -e '_binding\.cpp$' -e 'py_array\.cpp$')
 flags=(-std=c++17 -fsyntax-only -O2 -Wall -Wextra -Werror -Wno-psabi -Wno-bitwise-instead-of-logical
-  -Wno-deprecated-declarations -Icsrc -nostdinc -nostdinc++ -isystem "$("$clang" -print-resource-dir)/include")
+  -Wno-deprecated-declarations -Icsrc -Iinclude -nostdinc -nostdinc++ -isystem "$("$clang" -print-resource-dir)/include")
+# The XLA FFI handlers (*ffi.cpp) with jaxlib's headers, where PYTHON (default python3) has jaxlib.
+if ffi=$("${PYTHON:-python3}" -c "import jax.ffi; print(jax.ffi.include_dir())" 2> /dev/null); then
+  flags+=(-isystem "$ffi")
+else
+  sources=$(echo "$sources" | grep -v 'ffi\.cpp$')
+fi
 headers_of() {  # the C++ and C library headers that a GCC ($1) searches, not its own compiler headers
   "$1" -E -x c++ - -v < /dev/null 2>&1 | sed -n '/<...> search starts here/,/End of search list/p' |
     grep '^ /' | grep -v -E '/gcc/[^/]+/[^/]+/include(-fixed)?$' | sed 's/^ /-isystem /'

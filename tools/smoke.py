@@ -1,5 +1,9 @@
-"""Smoke test of an installed convloc: one small call of every family, checked. No test deps
-(NumPy only), so it runs in a fresh venv: `python tools/smoke.py`."""
+"""Smoke test of an installed convloc: one small call of every family, checked, and the C library
+loaded. No test deps (NumPy only), so it runs in a fresh venv: `python tools/smoke.py`."""
+
+import ctypes
+import os
+import sys
 
 import numpy as np
 
@@ -35,6 +39,14 @@ def main() -> None:
     proposals = ops.selective_search(image, "fast")
     assert proposals.ndim == 2 and proposals.shape[1] == 4 and len(proposals) > 0
     assert len(ops.sliding_windows((8, 8), [4], 4)) == 4
+
+    library = convloc.get_library()
+    if sys.platform == "win32":  # (get_library() names the import library, for linking)
+        library = os.path.join(os.path.dirname(library), "convloc.dll")
+    capi = ctypes.CDLL(library)
+    capi.convloc_version.restype = ctypes.c_char_p
+    assert capi.convloc_version().decode() == convloc.__version__
+    assert os.path.isfile(os.path.join(convloc.get_include(), "convloc", "convloc.h"))
 
     print("convloc smoke test passed:", convloc.info())
 

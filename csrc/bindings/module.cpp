@@ -17,6 +17,9 @@ void bind_deconv(py::module_& m);
 void bind_crf(py::module_& m);
 void bind_lattice(py::module_& m);
 void bind_roi(py::module_& m);
+#ifdef CONVLOC_WITH_XLA_FFI
+void bind_ffi(py::module_& m);
+#endif
 }  // namespace convloc
 
 namespace {
@@ -33,6 +36,12 @@ py::dict build_info() {
   d["cuda_runtime_version"] = convloc::cuda_runtime_version();
   d["cuda_device_count"] = convloc::cuda_device_count();
   d["num_threads"] = convloc::get_num_threads();
+  // The XLA FFI handlers of convloc._jax, and the jaxlib whose headers they were compiled with ("" without them).
+#ifdef CONVLOC_WITH_XLA_FFI
+  d["xla_ffi"] = std::string(CONVLOC_JAXLIB_VERSION);
+#else
+  d["xla_ffi"] = std::string();
+#endif
 #if defined(__clang__)
   d["compiler"] = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)
@@ -73,4 +82,7 @@ PYBIND11_MODULE(_C, m) {
   convloc::bind_crf(m);
   convloc::bind_lattice(m);
   convloc::bind_roi(m);
+#ifdef CONVLOC_WITH_XLA_FFI
+  convloc::bind_ffi(m);
+#endif
 }

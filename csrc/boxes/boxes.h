@@ -46,10 +46,9 @@ void box_iou_cpu(const T* a, int64_t n, const T* b, int64_t m, T* out);
 template <typename T>
 bool boxes_valid_cpu(const T* boxes, int64_t n);
 // Writes the kept indices (descending score, ties by index) to keep[0..count) and returns count.
-// classes (nullable): boxes of different classes never suppress each other.
-template <typename T>
-int64_t nms_cpu(const T* boxes, const T* scores, const int64_t* classes, int64_t n, double iou_threshold,
-                int64_t* keep);
+// classes (int32 or int64, nullable): boxes of different classes never suppress each other.
+template <typename T, typename C>
+int64_t nms_cpu(const T* boxes, const T* scores, const C* classes, int64_t n, double iou_threshold, int64_t* keep);
 
 #ifdef CONVLOC_WITH_CUDA
 template <typename T>
@@ -58,9 +57,9 @@ template <typename T>
 void box_iou_cuda(const T* a, int64_t n, const T* b, int64_t m, T* out, void* stream);
 template <typename T>
 bool boxes_valid_cuda(const T* boxes, int64_t n, void* stream);
-template <typename T>
-int64_t nms_cuda(const T* boxes, const T* scores, const int64_t* classes, int64_t n, double iou_threshold,
-                 int64_t* keep, void* stream);
+template <typename T, typename C>
+int64_t nms_cuda(const T* boxes, const T* scores, const C* classes, int64_t n, double iou_threshold, int64_t* keep,
+                 void* stream);
 #endif
 
 }  // namespace convloc

@@ -125,9 +125,8 @@ void box_iou_cpu(const S* a, int64_t n, const S* b, int64_t m, S* out) {
   });
 }
 
-template <typename T>
-int64_t nms_cpu(const T* boxes, const T* scores, const int64_t* classes, int64_t n, double iou_threshold,
-                int64_t* keep) {
+template <typename T, typename C>
+int64_t nms_cpu(const T* boxes, const T* scores, const C* classes, int64_t n, double iou_threshold, int64_t* keep) {
   if (n == 0) return 0;
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), int64_t(0));
@@ -167,7 +166,12 @@ CONVLOC_INSTANTIATE(double)
 CONVLOC_INSTANTIATE(Half)
 CONVLOC_INSTANTIATE(BFloat16)
 #undef CONVLOC_INSTANTIATE
-template int64_t nms_cpu<float>(const float*, const float*, const int64_t*, int64_t, double, int64_t*);
-template int64_t nms_cpu<double>(const double*, const double*, const int64_t*, int64_t, double, int64_t*);
+#define CONVLOC_INSTANTIATE(T, C) \
+  template int64_t nms_cpu<T, C>(const T*, const T*, const C*, int64_t, double, int64_t*);
+CONVLOC_INSTANTIATE(float, int32_t)
+CONVLOC_INSTANTIATE(float, int64_t)
+CONVLOC_INSTANTIATE(double, int32_t)
+CONVLOC_INSTANTIATE(double, int64_t)
+#undef CONVLOC_INSTANTIATE
 
 }  // namespace convloc

@@ -41,8 +41,8 @@ __global__ void boxes_valid_kernel(const T* boxes, int64_t n, int* invalid) {
 }
 
 // sorted [n, 4] (and sorted_classes [n], nullable): the boxes (classes) in score order.
-template <typename T>
-__global__ void gather_sorted_kernel(const T* boxes, const int64_t* classes, const int64_t* order, int64_t n, T* sorted,
+template <typename T, typename C>
+__global__ void gather_sorted_kernel(const T* boxes, const C* classes, const int64_t* order, int64_t n, T* sorted,
                                      int64_t* sorted_classes) {
   CONVLOC_CUDA_LOOP(i, n) {
     for (int c = 0; c < 4; ++c) sorted[4 * i + c] = boxes[4 * order[i] + c];
@@ -139,9 +139,9 @@ bool boxes_valid_cuda(const T* boxes, int64_t n, void* stream) {
       s, [&](int* flag) { boxes_valid_kernel<<<blocks_for(n), kThreadsPerBlock, 0, s>>>(boxes, n, flag); });
 }
 
-template <typename T>
-int64_t nms_cuda(const T* boxes, const T* scores, const int64_t* classes, int64_t n, double iou_threshold,
-                 int64_t* keep, void* stream) {
+template <typename T, typename C>
+int64_t nms_cuda(const T* boxes, const T* scores, const C* classes, int64_t n, double iou_threshold, int64_t* keep,
+                 void* stream) {
   if (n == 0) return 0;
   const int64_t words = (n + kMaskBits - 1) / kMaskBits;
   if (words > 65535) fail_value("boxes: at most ", 65535 * kMaskBits, " boxes on the GPU, got ", n);
@@ -174,10 +174,11 @@ int64_t nms_cuda(const T* boxes, const T* scores, const int64_t* classes, int64_
   return kept;
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                    \
-  template void box_area_cuda<T>(const T*, int64_t, T*, void*);                   \
-  template void box_iou_cuda<T>(const T*, int64_t, const T*, int64_t, T*, void*); \
-  template bool boxes_valid_cuda<T>(const T*, int64_t, void*);                    \
+#define CONVLOC_INSTANTIATE(T)                                                                        \
+  template void box_area_cuda<T>(const T*, int64_t, T*, void*);                                       \
+  template void box_iou_cuda<T>(const T*, int64_t, const T*, int64_t, T*, void*);                     \
+  template bool boxes_valid_cuda<T>(const T*, int64_t, void*);                                        \
+  template int64_t nms_cuda<T>(const T*, const T*, const int32_t*, int64_t, double, int64_t*, void*); \
   template int64_t nms_cuda<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*, void*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)

@@ -72,6 +72,14 @@ void check_cpu_or_cuda(const TensorView& t) {
 #endif
 }
 
+void check_array(const TensorView& t, bool writable, bool channels_last_ok) {
+  check_cpu_or_cuda(t);
+  for (int64_t s : t.shape)
+    if (s < 0) fail_value(t.name, ": negative size in shape ", t.shape_str());
+  if (!(channels_last_ok && t.is_channels_last())) check_contiguous(t);
+  if (writable) check_writable(t);
+}
+
 // The largest exponent field among p[0, n) (all ones: an inf or NaN is there). On the bits, as a max
 // that vectorises; a float test does not.
 template <typename T, typename U>

@@ -51,5 +51,9 @@ void check_same_size(const TensorView& a, int64_t dim_a, const TensorView& b, in
 // Product of sizes with overflow check: refuses absurd declared sizes before anything is allocated.
 int64_t checked_numel(std::initializer_list<int64_t> sizes, const char* what);
 void check_cpu_or_cuda(const TensorView& t);
+// What every array crossing into convloc must be: on the CPU or (in a CUDA build) a CUDA device, sizes >= 0,
+// C-contiguous (or, where channels_last_ok, channels-last: TensorView::is_channels_last); and writable for an
+// output.
+void check_array(const TensorView& t, bool writable, bool channels_last_ok = false);
 
 }  // namespace convloc

@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include "core/cuda.h"
 #include "core/cuda_runtime.h"
 
 namespace convloc {
@@ -16,6 +17,12 @@ int cuda_device_count() {
     return 0;
   }
   return n;
+}
+
+void cuda_copy_to_device(void* dst, const void* src, size_t bytes, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  CONVLOC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  CONVLOC_CUDA_CHECK(cudaStreamSynchronize(s));  // src may go out of scope on return
 }
 
 }  // namespace convloc

@@ -2,60 +2,10 @@
 
 #include <cstring>
 
+#include "core/dlpack.h"
+
 namespace convloc {
 namespace {
-
-// The DLPack ABI (v0.8, unversioned capsule "dltensor"), declared here for reading.
-struct DLDevice {
-  int32_t device_type;
-  int32_t device_id;
-};
-struct DLDataType {
-  uint8_t code;
-  uint8_t bits;
-  uint16_t lanes;
-};
-struct DLTensor {
-  void* data;
-  DLDevice device;
-  int32_t ndim;
-  DLDataType dtype;
-  int64_t* shape;
-  int64_t* strides;
-  uint64_t byte_offset;
-};
-struct DLManagedTensor {
-  DLTensor dl_tensor;
-  void* manager_ctx;
-  void (*deleter)(DLManagedTensor*);
-};
-enum { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBfloat = 4, kDLBool = 6 };
-enum { kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13 };
-
-DType dtype_from_dlpack(DLDataType t) {
-  if (t.lanes != 1) return DType::Other;
-  switch (t.code) {
-    case kDLFloat:
-      return t.bits == 32   ? DType::Float32
-             : t.bits == 64 ? DType::Float64
-             : t.bits == 16 ? DType::Float16
-                            : DType::Other;
-    case kDLBfloat:
-      return t.bits == 16 ? DType::BFloat16 : DType::Other;
-    case kDLInt:
-      return t.bits == 64   ? DType::Int64
-             : t.bits == 32 ? DType::Int32
-             : t.bits == 16 ? DType::Int16
-             : t.bits == 8  ? DType::Int8
-                            : DType::Other;
-    case kDLUInt:
-      return t.bits == 8 ? DType::UInt8 : DType::Other;
-    case kDLBool:
-      return t.bits == 8 ? DType::Bool : DType::Other;
-    default:
-      return DType::Other;
-  }
-}
 
 DType dtype_from_format(const std::string& f, py::ssize_t itemsize) {
   char c = f.empty() ? '?' : f.back();  // skip byte-order prefixes like '<' or '='
@@ -110,35 +60,27 @@ Array from_buffer(py::handle obj, const char* name, bool writable) {
   return a;
 }
 
+// DLPack 1.0 first: a versioned capsule, whose flags say whether the memory may be written. Producers of the
+// earlier protocol refuse max_version (TypeError) and are asked again without it.
 Array from_dlpack(py::handle obj, const char* name) {
-  py::object capsule = obj.attr("__dlpack__")();
-  if (!PyCapsule_IsValid(capsule.ptr(), "dltensor"))
-    fail_type(name, ": __dlpack__ did not return an unused DLPack capsule");
-  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
-  const DLTensor& t = managed->dl_tensor;
-  Array a;
-  a.view.name = name;
-  a.view.data = static_cast<char*>(t.data) + t.byte_offset;
-  a.view.dtype = dtype_from_dlpack(t.dtype);
-  switch (t.device.device_type) {
-    case kDLCPU:
-    case kDLCUDAHost:
-      a.view.device = DeviceType::CPU;
-      break;
-    case kDLCUDA:
-    case kDLCUDAManaged:
-      a.view.device = DeviceType::CUDA;
-      break;
-    default:
-      a.view.device = DeviceType::Other;
+  py::object capsule;
+  try {
+    capsule = obj.attr("__dlpack__")(py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;
+    capsule = obj.attr("__dlpack__")();
   }
-  a.view.device_id = t.device.device_id;
-  int64_t expected = 1;
-  a.view.shape.assign(t.shape, t.shape + t.ndim);
-  a.view.strides.resize(t.ndim);
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    a.view.strides[i] = t.strides ? t.strides[i] : expected;
-    expected *= t.shape[i];
+  Array a;
+  if (PyCapsule_IsValid(capsule.ptr(), "dltensor_versioned")) {
+    auto* managed = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor_versioned"));
+    if (managed->version.major != 1)
+      fail_type(name, ": __dlpack__ gave DLPack ", managed->version.major, ".", managed->version.minor,
+                " where 1.x was asked for");
+    a.view = view_of(managed->dl_tensor, name, (managed->flags & kDLFlagReadOnly) != 0);
+  } else if (PyCapsule_IsValid(capsule.ptr(), "dltensor")) {
+    a.view = view_of(static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"))->dl_tensor, name);
+  } else {
+    fail_type(name, ": __dlpack__ did not return an unused DLPack capsule");
   }
   // The capsule stays unconsumed: its destructor calls the producer's deleter,
   // which releases the memory only after we have dropped the capsule.
@@ -162,11 +104,7 @@ Array make(py::handle obj, const char* name, bool writable, bool channels_last_o
                 : (fail_type(name, ": expected an array (NumPy, PyTorch, CuPy or any DLPack producer), got ",
                              std::string(py::str(py::type::of(obj).attr("__name__")))),
                    Array{});
-  check_cpu_or_cuda(a.view);
-  for (int64_t s : a.view.shape)
-    if (s < 0) fail_value(name, ": negative size in shape ", a.view.shape_str());
-  if (writable) check_writable(a.view);
-  if (!(channels_last_ok && a.view.is_channels_last())) check_contiguous(a.view);
+  check_array(a.view, writable, channels_last_ok);
   return a;
 }
 

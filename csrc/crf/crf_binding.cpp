@@ -10,6 +10,7 @@
 #include "core/py_array.h"
 #include "core/workspace.h"
 #include "crf/bilateral_features.h"
+#include "crf/crf_ops.h"
 #include "crf/dense_crf.h"
 #include "crf/probabilities.h"
 
@@ -18,187 +19,40 @@ namespace {
 
 using py::arg;
 
-// A Gaussian over the pixel grid (crf/grid_gaussian.h): a standard deviation per axis in pixels, and
-// the step of the coarser grid it is filtered on per axis (all 1: exactly, over the pixels).
-struct GridGaussian {
-  std::vector<double> sigmas;
-  std::vector<int> steps;
-};
-
-// The bilateral kernel over the call's image (crf/bilateral_features.h): its features are built here,
-// so the image crosses into C++ once.
-struct Bilateral {
-  std::vector<double> pos_scale, srgb;
-};
-
-// One pairwise term of a dense_crf call as given: exactly one of the three is set.
-struct KernelArg {
-  Array features;  // [B, N, d] lattice features
-  const GridGaussian* grid = nullptr;
-  const Bilateral* bilateral = nullptr;
-};
-
-void check_positive_finite(const std::vector<double>& values, const std::string& name) {
-  for (double v : values)
-    if (!(v > 0) || !std::isfinite(v)) fail_value(name, ": expected positive finite values, got ", v);
-}
-
-// A grid Gaussian needs the grid: one sigma and one step per axis of `spatial`, whose product is N.
-void check_grid(const GridGaussian& g, const std::vector<int64_t>& spatial, int64_t grid_points, int64_t n,
-                const std::string& name) {
-  if (spatial.empty() || g.sigmas.size() != spatial.size() || g.steps.size() != spatial.size() || grid_points != n)
-    fail_value(name, ": a grid kernel needs one sigma and one step per axis of `spatial`, whose product is N");
-  check_positive_finite(g.sigmas, name + ".sigmas");
-  bool coarse = false;
-  for (size_t a = 0; a < spatial.size(); ++a) {
-    if (g.steps[a] < 1) fail_value(name, ": expected steps >= 1, got ", g.steps[a]);
-    // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2; sigma >= step bounds the error
-    if (g.steps[a] > 1 && !(g.sigmas[a] >= g.steps[a]))
-      fail_value(name, ": a coarse step needs sigma >= step, got sigma ", g.sigmas[a], " and step ", g.steps[a]);
-    coarse = coarse || g.steps[a] > 1;
-  }
-  if (coarse && spatial.size() != 2) fail_value(name, ": coarse grid steps are for 2-D grids only");
-}
-
-// A bilateral kernel needs the image [B, N, C] (uint8 or the unary's dtype, on the CPU), a position
-// scale per axis of `spatial` and an srgb per channel.
-void check_bilateral(const Bilateral& k, const TensorView& unary, const Array& image,
-                     const std::vector<int64_t>& spatial, int64_t grid_points, const std::string& name) {
-  if (image.owner.is_none()) fail_value("image: a bilateral kernel needs the image");
-  check_shape(*image, {unary.size(0), unary.size(2), -1}, "[B, N, C]");
-  if (image->is_cuda()) fail_type("image: expected a CPU array");
-  if (image->dtype != DType::UInt8) check_same_dtype(unary, *image);
-  check_finite(*image);
-  if (spatial.empty() || k.pos_scale.size() != spatial.size() || grid_points != unary.size(2))
-    fail_value(name, ": a bilateral kernel needs one position scale per axis of `spatial`, whose product is N");
-  if (static_cast<int64_t>(k.srgb.size()) != image->size(2))
-    fail_value(name, ": expected one srgb per image channel (", image->size(2), "), got ", k.srgb.size());
-  check_positive_finite(k.pos_scale, name + ".pos_scale");
-  check_positive_finite(k.srgb, name + ".srgb");
-}
-
-// unary [B, L, N]: at least 2 labels, at least one pixel. (Finite: dense_crf_cpu checks that as it
-// transposes the unary, instead of a separate pass here.)
-void check_unary(const TensorView& u) {
-  check_ndim(u, 3, "[B, L, N]");
-  check_float(u);
-  if (u.size(1) < 2) fail_value(u.name, ": expected at least 2 labels, got ", u.size(1));
-  if (u.size(2) < 1) fail_value(u.name, ": expected at least one pixel, got shape ", u.shape_str());
-}
+using ops::Bilateral;
+using ops::GridGaussian;
 
 int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::handle compat_obj,
                      const std::vector<int>& norms, int64_t iterations, bool exclude_self, py::handle q_obj,
                      py::handle map_obj, py::handle energy_obj, py::handle init_obj,
-                     const std::vector<int64_t>& spatial, py::handle image_obj, uintptr_t stream_id) {
+                     const std::vector<int64_t>& spatial, py::handle image_obj, uintptr_t stream) {
   Array unary = as_array(unary_obj, "unary"), compat = as_array(compat_obj, "compat"), q = as_output(q_obj, "q");
-  Array map = as_optional_array(map_obj, "labels"), energy = as_optional_array(energy_obj, "energy");
+  const auto output = [](py::handle obj, const char* name) {
+    return obj.is_none() ? as_optional_array(obj, name) : as_output(obj, name);
+  };
+  Array map = output(map_obj, "labels"), energy = output(energy_obj, "energy");
   Array init = as_optional_array(init_obj, "init"), image = as_optional_array(image_obj, "image");
-  check_unary(*unary);
-  check_cpu_or_cuda(*unary);
-  const int64_t B = unary->size(0), L = unary->size(1), N = unary->size(2);
-  const int64_t K = static_cast<int64_t>(py::len(kernels_obj));
-  if (K < 1) fail_value("kernels: expected at least one pairwise kernel");
-  check_shape(*compat, {K, L, L}, "[K, L, L]");
-  check_same_dtype(*unary, *compat);
-  check_same_device(*unary, *compat);
-  check_finite(*compat);
-  if (static_cast<int64_t>(norms.size()) != K)
-    fail_value("normalization: expected one mode per kernel (", K, "), got ", norms.size());
-  if (iterations < 0) fail_value("iterations: expected a number >= 0, got ", iterations);
-  check_shape(*q, {B, L, N}, "[B, L, N]");
-  check_same_dtype(*unary, *q);
-  check_same_device(*unary, *q);
-  if (!map_obj.is_none()) {
-    check_shape(*map, {B, N}, "[B, N]");
-    check_dtype(*map, DType::Int64);
-    check_writable(*map);
-  }
-  if (!energy_obj.is_none()) {
-    check_shape(*energy, {B, iterations + 1}, "[B, iterations + 1]");
-    check_dtype(*energy, DType::Float64);
-    check_writable(*energy);
-  }
-  if (!init_obj.is_none()) {
-    check_shape(*init, {B, L, N}, "[B, L, N]");
-    check_same_dtype(*unary, *init);
-    check_finite(*init);
-  }
-  int64_t grid_points = 1;
-  for (int64_t v : spatial) {
-    if (v < 1) fail_value("spatial: expected positive sizes");
-    grid_points *= v;
-  }
-  std::vector<KernelArg> args(K);
-  for (int64_t k = 0; k < K; ++k) {
-    if (norms[k] < 0 || norms[k] > 3)
-      fail_value("normalization[", k, "]: expected 0 (none), 1 (before), 2 (after) or 3 (symmetric), got ", norms[k]);
+  // Grid Gaussians and bilateral kernels as given; anything else is a features array.
+  const size_t K = py::len(kernels_obj);
+  std::vector<ops::CrfKernelArg> kernels(K);
+  std::vector<Array> features(K);
+  std::vector<std::string> names(K);
+  for (size_t k = 0; k < K; ++k) {
     py::handle item = kernels_obj[k];
-    const std::string name = "kernels[" + std::to_string(k) + "]";
-    if (py::isinstance<GridGaussian>(item) || py::isinstance<Bilateral>(item)) {
-      if (unary->is_cuda())
-        fail_type(name, ": grid and bilateral kernels run on the CPU; pass lattice features for CUDA");
-      if (py::isinstance<GridGaussian>(item)) {
-        args[k].grid = item.cast<const GridGaussian*>();
-        check_grid(*args[k].grid, spatial, grid_points, N, name);
-      } else {
-        args[k].bilateral = item.cast<const Bilateral*>();
-        check_bilateral(*args[k].bilateral, *unary, image, spatial, grid_points, name);
-      }
-      continue;
+    if (py::isinstance<GridGaussian>(item)) {
+      kernels[k].grid = item.cast<const GridGaussian*>();
+    } else if (py::isinstance<Bilateral>(item)) {
+      kernels[k].bilateral = item.cast<const Bilateral*>();
+    } else {
+      names[k] = "kernels[" + std::to_string(k) + "].features";
+      features[k] = as_array(item, names[k].c_str());
+      kernels[k].features = &features[k].view;
     }
-    const std::string features_name = name + ".features";
-    args[k].features = as_array(item, features_name.c_str());
-    const TensorView& f = *args[k].features;
-    check_shape(f, {B, N, -1}, "[B, N, d]");
-    if (f.size(2) < 1) fail_value(f.name, ": expected at least one feature, got shape ", f.shape_str());
-    check_same_dtype(*unary, f);
-    check_same_device(*unary, f);
-    check_finite(f);
   }
-  if (unary->is_cuda() && (!energy_obj.is_none() || !init_obj.is_none()))
-    fail_type("energy, init: not available for CUDA arrays");
-  int64_t bytes = 0;
-  void* stream = reinterpret_cast<void*>(stream_id);
-  (void)stream;
+  const auto optional = [](const Array& a) { return a.owner.is_none() ? nullptr : &a.view; };
   py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*unary, [&] {
-    using Features = std::vector<scalar_t, WorkspaceAllocator<scalar_t>>;
-    std::vector<Features> bilateral_features(K);
-    std::vector<CrfKernel<scalar_t>> kernels(K);
-    for (int64_t k = 0; k < K; ++k) {
-      const KernelArg& arg = args[k];
-      if (arg.grid) {
-        kernels[k].grid_sigma = arg.grid->sigmas;
-        const bool coarse = std::any_of(arg.grid->steps.begin(), arg.grid->steps.end(), [](int s) { return s > 1; });
-        if (coarse) kernels[k].grid_step = arg.grid->steps;
-      } else if (arg.bilateral) {
-        const int64_t C = image->size(2), d = static_cast<int64_t>(spatial.size()) + C;
-        Features& f = bilateral_features[k];
-        f.resize(B * N * d);
-        if (image->dtype == DType::UInt8)
-          bilateral_features_cpu(image->ptr<uint8_t>(), B, N, C, spatial, arg.bilateral->pos_scale, arg.bilateral->srgb,
-                                 f.data());
-        else
-          bilateral_features_cpu(image->ptr<scalar_t>(), B, N, C, spatial, arg.bilateral->pos_scale,
-                                 arg.bilateral->srgb, f.data());
-        kernels[k].features = f.data();
-        kernels[k].dim = static_cast<int>(d);
-      } else {
-        kernels[k].features = arg.features->ptr<scalar_t>();
-        kernels[k].dim = static_cast<int>(arg.features->size(2));
-      }
-      kernels[k].compat = compat->ptr<scalar_t>() + k * L * L;
-      kernels[k].norm = static_cast<CrfNorm>(norms[k]);
-    }
-    int64_t* map_ptr = map_obj.is_none() ? nullptr : map->ptr<int64_t>();
-    CONVLOC_ON_DEVICE(*unary,
-                      dense_crf_cpu(unary->ptr<scalar_t>(), B, L, N, spatial, kernels, iterations, exclude_self,
-                                    init_obj.is_none() ? nullptr : init->ptr<scalar_t>(), q->ptr<scalar_t>(), map_ptr,
-                                    energy_obj.is_none() ? nullptr : energy->ptr<double>(), &bytes),
-                      dense_crf_cuda(unary->ptr<scalar_t>(), B, L, N, kernels, compat->ptr<scalar_t>(), iterations,
-                                     exclude_self, q->ptr<scalar_t>(), map_ptr, stream));
-  });
-  return bytes;
+  return ops::dense_crf(*unary, kernels, *compat, norms, iterations, exclude_self, *q, optional(map), optional(energy),
+                        optional(init), spatial, optional(image), reinterpret_cast<void*>(stream));
 }
 
 void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, double w1, double w2, double beta,
@@ -304,6 +158,9 @@ void bind_crf(py::module_& m) {
       .def(py::init<std::vector<double>, std::vector<double>>(), arg("pos_scale"), arg("srgb"))
       .def_readonly("pos_scale", &Bilateral::pos_scale)
       .def_readonly("srgb", &Bilateral::srgb);
+  m.def("gaussian_grid_steps", &ops::gaussian_grid_steps, arg("sigmas"), arg("exact"),
+        "How the CPU dense CRF filters a Gaussian of these sigmas (pixels per axis) over the grid: the steps of the "
+        "coarser grid (all 1: exactly), or [] for the permutohedral lattice.");
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("kernels"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
         arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), arg("image") = py::none(), py::kw_only(),

@@ -8,36 +8,15 @@
 #include "core/py_array.h"
 #include "lattice/lattice.h"
 #include "lattice/lattice_batch.h"
+#include "lattice/lattice_ops.h"
 
 namespace convloc {
 namespace {
 
 using py::arg;
 
-// features: [N, d] or [B, N, d] float, finite: batch B (1 for [N, d]), N points of d features.
-struct FeatureShape {
-  int64_t batch, n;
-  int d;
-};
-FeatureShape check_features(const TensorView& f) {
-  if (f.dim() != 2 && f.dim() != 3) fail_value(f.name, ": expected shape [N, d] or [B, N, d], got ", f.shape_str());
-  check_float(f);
-  const int64_t d = f.size(-1);
-  if (d < 1 || d > kLatticeMaxDim)
-    fail_value(f.name, ": expected 1 <= d <= ", kLatticeMaxDim, " features per point, got shape ", f.shape_str());
-  // No scan for NaN/inf here: the CPU build refuses them itself, within its own pass over the features.
-  return {f.dim() == 3 ? f.size(0) : 1, f.size(-2), static_cast<int>(d)};
-}
-
-// values / out: [N, C] or [B, N, C] matching the features' batch and points.
-void check_values(const TensorView& v, const TensorView& f, int64_t batch, int64_t n) {
-  check_same_dtype(f, v);
-  check_same_device(f, v);
-  if (f.dim() == 3)
-    check_shape(v, {batch, n, -1}, "[B, N, C] (B, N from features)");
-  else
-    check_shape(v, {n, -1}, "[N, C] (N from features)");
-}
+using ops::check_features;
+using ops::FeatureShape;
 
 std::unique_ptr<LatticeBatch> py_lattice_batch(py::handle features_obj) {
   Array f = as_array(features_obj, "features");
@@ -103,32 +82,11 @@ py::dict lattice_structure(const LatticeBatch& self, int64_t b) {
   return out;
 }
 
-// One-shot filtering (build + filter), CPU or CUDA: features [B?, N, d], values/out [B?, N, C].
 void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py::handle out_obj, bool transpose,
-                             bool exclude_self, uintptr_t stream_id) {
+                             bool exclude_self, uintptr_t stream) {
   Array f = as_array(features_obj, "features"), v = as_array(values_obj, "values"), out = as_output(out_obj, "out");
-  check_cpu_or_cuda(*f);
-  const FeatureShape s = check_features(*f);
-  check_values(*v, *f, s.batch, s.n);
-  check_same_dtype(*v, *out);
-  check_same_device(*v, *out);
-  if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
-  const int64_t c = v->size(-1);
-  void* stream = reinterpret_cast<void*>(stream_id);
-  (void)stream;
   py::gil_scoped_release nogil;
-  CONVLOC_DISPATCH_FLOAT(*f, [&] {
-    const auto* pf = f->ptr<scalar_t>();
-    const auto* pv = v->ptr<scalar_t>();
-    auto* po = out->ptr<scalar_t>();
-    for (int64_t b = 0; b < s.batch; ++b) {
-      const auto* fb = pf + b * s.n * s.d;
-      const auto* vb = pv + b * s.n * c;
-      auto* ob = po + b * s.n * c;
-      CONVLOC_ON_DEVICE(*f, permutohedral_filter_cpu(fb, s.n, s.d, vb, ob, c, transpose, exclude_self),
-                        permutohedral_filter_cuda(fb, s.n, s.d, vb, ob, c, transpose, exclude_self, stream));
-    }
-  });
+  ops::permutohedral_filter(*f, *v, *out, transpose, exclude_self, reinterpret_cast<void*>(stream));
 }
 
 // Test hook: (keys [N, d+1, d], weights [N, d+1], ranks [N, d+1]) of features [N, d] on the CPU, from the build's

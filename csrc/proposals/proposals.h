@@ -63,4 +63,14 @@ struct Hierarchy {
 std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t w,
                                             const std::vector<SelectiveSearchStrategy>& strategies, double sigma);
 
+// The most boxes a hierarchy of an h x w image can hold when no region is smaller than min_size pixels (what
+// Felzenszwalb's last pass ensures): 2 n - 1 for n = max(1, h w / max(min_size, 1)) initial regions.
+int64_t max_hierarchy_boxes(int64_t h, int64_t w, int64_t min_size);
+
+// The paper's ranking of the hierarchies' boxes: in each hierarchy the region formed last has position 1, the one
+// before it 2, and so on; every box is ranked by its position times randoms[i] (i: the box's index in the
+// hierarchies one after the other), smallest first, ties in that order, and a box equal to a better-ranked one is
+// dropped. Writes the best max_boxes (or all) to out [max_boxes, 4] as float32 and returns how many.
+int64_t rank_proposals(const std::vector<Hierarchy>& hierarchies, const double* randoms, int64_t max_boxes, float* out);
+
 }  // namespace convloc

@@ -4,55 +4,36 @@
 #include <tuple>
 
 #include "core/py_array.h"
-#include "proposals/proposals.h"
+#include "proposals/proposals_ops.h"
 
 namespace convloc {
 namespace {
 
 using py::arg;
 
-// image: float32 [H, W, C] on the CPU, non-empty, finite.
-void check_image(const TensorView& im) {
-  check_ndim(im, 3, "[H, W, C]");
-  check_dtype(im, DType::Float32);
-  if (im.is_cuda()) fail_value(im.name, ": region proposals run on the CPU, got a ", im.device_str(), " array");
-  if (im.numel() == 0) fail_value(im.name, ": expected a non-empty image, got shape ", im.shape_str());
-  check_finite(im);
-}
-
 int64_t py_felzenszwalb(py::handle image_obj, py::handle labels_obj, double scale, double sigma, int64_t min_size) {
   Array image = as_array(image_obj, "image"), labels = as_output(labels_obj, "labels");
-  check_image(*image);
-  check_shape(*labels, {image->size(0), image->size(1)}, "[H, W]");
-  check_dtype(*labels, DType::Int32);
-  if (!(scale > 0)) fail_value("scale: expected a positive number, got ", scale);
-  if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
-  if (min_size < 0) fail_value("min_size: expected an integer >= 0, got ", min_size);
   py::gil_scoped_release nogil;
-  return felzenszwalb_cpu(image->ptr<float>(), image->size(0), image->size(1), image->size(2), scale, sigma, min_size,
-                          labels->ptr<int32_t>());
+  return ops::felzenszwalb(*image, *labels, scale, sigma, min_size);
 }
 
 using StrategyTuple = std::tuple<int, double, int64_t, bool, bool, bool, bool>;
 
+std::vector<SelectiveSearchStrategy> strategies_of(const std::vector<StrategyTuple>& tuples) {
+  std::vector<SelectiveSearchStrategy> strategies;
+  for (const auto& [space, k, min_size, colour, texture, size, fill] : tuples)
+    strategies.push_back({static_cast<ColourSpace>(space), k, min_size, colour, texture, size, fill});
+  return strategies;
+}
+
 // Returns, per strategy, (boxes int32 [2 n - 1, 4] in generation order, n initial regions).
 py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTuple>& strategy_tuples, double sigma) {
   Array image = as_array(image_obj, "image");
-  check_image(*image);
-  if (image->size(2) != 3) fail_value("image: expected 3 channels (RGB), got shape ", image->shape_str());
-  if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
-  std::vector<SelectiveSearchStrategy> strategies;
-  for (const auto& [space, k, min_size, colour, texture, size, fill] : strategy_tuples) {
-    if (space < 0 || space > static_cast<int>(ColourSpace::H)) fail_value("strategies: unknown colour space ", space);
-    if (!(k > 0)) fail_value("k: expected a positive number, got ", k);
-    if (min_size < 0) fail_value("min_size: expected an integer >= 0, got ", min_size);
-    if (!(colour || texture || size || fill)) fail_value("strategies: a strategy needs at least one similarity");
-    strategies.push_back({static_cast<ColourSpace>(space), k, min_size, colour, texture, size, fill});
-  }
+  const std::vector<SelectiveSearchStrategy> strategies = strategies_of(strategy_tuples);
   std::vector<Hierarchy> result;
   {
     py::gil_scoped_release nogil;
-    result = selective_search_cpu(image->ptr<float>(), image->size(0), image->size(1), strategies, sigma);
+    result = ops::selective_search(*image, strategies, sigma);
   }
   // Output sizes are only known after segmentation, so these arrays are made here.
   py::list out;
@@ -65,6 +46,15 @@ py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTup
   return out;
 }
 
+int64_t py_selective_search_ranked(py::handle image_obj, const std::vector<StrategyTuple>& strategies, double sigma,
+                                   py::handle randoms_obj, py::handle boxes_obj) {
+  Array image = as_array(image_obj, "image"), randoms = as_array(randoms_obj, "randoms");
+  Array boxes = as_output(boxes_obj, "boxes");
+  const std::vector<SelectiveSearchStrategy> s = strategies_of(strategies);
+  py::gil_scoped_release nogil;
+  return ops::selective_search_ranked(*image, s, sigma, *randoms, *boxes);
+}
+
 }  // namespace
 
 void bind_proposals(py::module_& m) {
@@ -74,6 +64,17 @@ void bind_proposals(py::module_& m) {
   m.def("selective_search", &py_selective_search, arg("image"), arg("strategies"), arg("sigma"),
         "Selective-search hierarchies of a float32 [H, W, 3] RGB image in [0, 1]. strategies: "
         "(colour space, k, min_size, colour, texture, size, fill) tuples. Returns [(boxes, initial)].");
+  m.def("selective_search_ranked", &py_selective_search_ranked, arg("image"), arg("strategies"), arg("sigma"),
+        arg("randoms"), arg("boxes"),
+        "Selective search's proposals, ranked as in the paper with randoms (float64, one per hierarchy box: at least "
+        "selective_search_randoms(H, W, strategies)): writes the best to boxes (float32 [M, 4]), returns how many.");
+  m.def(
+      "selective_search_randoms",
+      [](int64_t h, int64_t w, const std::vector<StrategyTuple>& strategies) {
+        return ops::selective_search_randoms(h, w, strategies_of(strategies));
+      },
+      arg("height"), arg("width"), arg("strategies"),
+      "The random numbers selective_search_ranked may use: the most boxes the strategies' hierarchies can hold.");
 }
 
 }  // namespace convloc

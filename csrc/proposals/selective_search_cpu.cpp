@@ -1,9 +1,12 @@
 // Selective search (Uijlings et al., IJCV 2013): hierarchical grouping of Felzenszwalb regions,
 // diversified over colour spaces, segmentation thresholds and similarity measures.
 #include <algorithm>
+#include <array>
 #include <climits>
+#include <numeric>
 #include <queue>
 #include <tuple>
+#include <unordered_set>
 #include <vector>
 
 #include "core/parallel.h"
@@ -254,6 +257,43 @@ std::vector<Hierarchy> selective_search_cpu(const float* rgb, int64_t h, int64_t
       out[i] = Grouping(regions[uses[i].second], spaces[uses[i].first].c, strategies[i], h, w).run();
   });
   return out;
+}
+
+int64_t max_hierarchy_boxes(int64_t h, int64_t w, int64_t min_size) {
+  return 2 * std::max<int64_t>(1, h * w / std::max<int64_t>(min_size, 1)) - 1;
+}
+
+int64_t rank_proposals(const std::vector<Hierarchy>& hierarchies, const double* randoms, int64_t max_boxes,
+                       float* out) {
+  std::vector<const int32_t*> box;
+  std::vector<double> key;
+  for (const Hierarchy& hy : hierarchies) {
+    const int64_t rows = static_cast<int64_t>(hy.boxes.size() / 4);
+    for (int64_t r = 0; r < rows; ++r) {
+      box.push_back(hy.boxes.data() + 4 * r);
+      key.push_back(static_cast<double>(rows - r) * randoms[key.size()]);
+    }
+  }
+  std::vector<int64_t> order(box.size());
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[a] < key[b]; });
+  struct Hash {
+    size_t operator()(const std::array<int32_t, 4>& b) const {
+      uint64_t h = 0;
+      for (int32_t v : b) h = (h ^ static_cast<uint32_t>(v)) * 0x100000001b3ull;
+      return static_cast<size_t>(h);
+    }
+  };
+  std::unordered_set<std::array<int32_t, 4>, Hash> seen;
+  int64_t count = 0;
+  for (int64_t i : order) {
+    if (count == max_boxes) break;
+    const std::array<int32_t, 4> b{box[i][0], box[i][1], box[i][2], box[i][3]};
+    if (!seen.insert(b).second) continue;
+    for (int c = 0; c < 4; ++c) out[4 * count + c] = static_cast<float>(b[c]);
+    ++count;
+  }
+  return count;
 }
 
 }  // namespace convloc

@@ -2,13 +2,15 @@
 
 Boxes (NMS, IoU), RoI pooling, deconvolution, the permutohedral lattice and dense CRFs,
 region proposals, and the R-CNN / FCN / CRF-as-RNN / face-verification pipelines built on
-them. Functions in :mod:`convloc.ops` accept NumPy, PyTorch and CuPy arrays.
+them. Functions in :mod:`convloc.ops` accept NumPy, PyTorch and CuPy arrays and those of any
+other framework that speaks DLPack; C programs link the library that :func:`get_library` names.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import os
 import sys
 from typing import Any
 
@@ -65,8 +67,23 @@ def empty_cache() -> int:
     return runtime.empty_cache()
 
 
+def get_include() -> str:
+    """The folder of convloc's C header: ``#include <convloc/convloc.h>`` with ``-I`` this folder."""
+    return os.path.join(os.path.dirname(__file__), "include")
+
+
+def get_library() -> str:
+    """The shared library with convloc's C API, to link against: ``libconvloc.so`` (Linux),
+    ``libconvloc.dylib`` (macOS), or the import library ``convloc.lib`` beside ``convloc.dll``
+    (Windows). A program finds it at run time through its rpath or the loader's search path."""
+    name = {"win32": "convloc.lib", "darwin": "libconvloc.dylib"}.get(sys.platform, "libconvloc.so")
+    return os.path.join(os.path.dirname(__file__), "lib", name)
+
+
 __all__ = [
     "__version__",
+    "get_include",
+    "get_library",
     "info",
     "cuda_available",
     "get_num_threads",

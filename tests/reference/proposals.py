@@ -81,3 +81,19 @@ def felzenszwalb(image: np.ndarray, scale: float, sigma: float, min_size: int) -
         if a != b and (size[a] < min_size or size[b] < min_size):
             join(a, b)
     return np.array([find(p) for p in range(h * w)], dtype=np.int32).reshape(h, w)
+
+
+def rank_proposals(hierarchies: list[np.ndarray], seed: int) -> np.ndarray:
+    """Selective search's ranking (Uijlings et al. 2013): in each hierarchy the region formed last has
+    position 1, the one before it 2, ...; each position times a U(0, 1) draw ranks every box (smallest
+    first, ties in order) and a box equal to a better-ranked one is dropped. float32 [K, 4]."""
+    boxes = np.concatenate(hierarchies)
+    position = np.concatenate([np.arange(len(b), 0, -1) for b in hierarchies]).astype(np.float64)
+    key = position * np.random.default_rng(seed).random(len(position))
+    seen, out = set(), []
+    for i in sorted(range(len(key)), key=lambda i: key[i]):  # sorted() is stable
+        row = tuple(int(v) for v in boxes[i])
+        if row not in seen:
+            seen.add(row)
+            out.append(row)
+    return np.array(out, np.float32).reshape(-1, 4)

@@ -1,18 +1,33 @@
 """Arrays of any framework, as the kernels take them.
 
-Arrays reach ``convloc._C`` as NumPy buffers or DLPack capsules (torch, CuPy) without copies.
-Outputs are allocated here with the caller's own framework, on the caller's device, and
-handed to the kernel, so a NumPy call returns NumPy and a torch call returns torch.
+The kernels layer computes with NumPy (host memory), CuPy (CUDA memory), torch (whose tensors go
+through the registered torch ops) and JAX (whose arrays and tracers :mod:`convloc.ops` sends to
+:mod:`convloc._jax`, which calls the kernels through XLA); NumPy, torch and CuPy arrays reach
+``convloc._C`` as buffers or DLPack capsules without copies, and outputs are allocated with the
+caller's library on the caller's device, so a NumPy call returns NumPy and a torch call returns torch.
+
+Arrays of any other framework are recognised by the DLPack protocol (``__dlpack__`` and
+``__dlpack_device__``: TensorFlow, PaddlePaddle, ...): :func:`native` views them as NumPy (host) or
+CuPy (GPU) arrays without a copy, through the consumer side of DLPack (versioned capsules and their
+read-only flag where the producer offers them), and :func:`accepts_any_framework` hands the results
+back to the caller's framework through its ``from_dlpack``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray | jax.Array
+F = TypeVar("F", bound=Callable[..., Any])
+
+# DLPack device types (DLDeviceType) that convloc reads: host memory, and CUDA device memory.
+_HOST_DEVICES = (1, 3)  # kDLCPU, kDLCUDAHost
+_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
 def _module_of(x: Any) -> str:
@@ -28,18 +43,153 @@ def is_cupy(x: Any) -> bool:
     return _module_of(x) == "cupy"
 
 
+def is_jax(*xs: Any) -> bool:
+    """Whether any of xs is a JAX array or tracer (without importing JAX)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and any(isinstance(x, jax.Array) for x in xs)
+
+
 def framework(x: Any) -> str:
     if is_torch(x):
         return "torch"
     if is_cupy(x):
         return "cupy"
+    if is_jax(x):
+        return "jax"
     return "numpy"
 
 
+def is_foreign(x: Any, jax: bool = False) -> bool:
+    """Whether x is an array of a framework other than NumPy, torch, CuPy and (unless ``jax``) JAX
+    that speaks DLPack."""
+    kind = type(x)
+    return (
+        kind is not np.ndarray
+        and hasattr(kind, "__dlpack__")
+        and hasattr(kind, "__dlpack_device__")
+        and not isinstance(x, np.ndarray)
+        and not is_torch(x)
+        and not is_cupy(x)
+        and (jax or not is_jax(x))
+    )
+
+
+def native(x: Any, name: str) -> Array:
+    """A foreign array (:func:`is_foreign`) as a NumPy (host) or CuPy (CUDA) view of its memory."""
+    device = x.__dlpack_device__()
+    try:
+        if int(device[0]) in _HOST_DEVICES:
+            return np.from_dlpack(x)
+        if int(device[0]) in _CUDA_DEVICES:
+            try:
+                import cupy
+            except ImportError:
+                raise TypeError(
+                    f"{name}: convloc takes CUDA arrays of {_module_of(x)} through CuPy, which is not "
+                    "installed (pip install cupy-cuda12x)"
+                ) from None
+            with cupy.cuda.Device(int(device[1])):
+                return cupy.from_dlpack(x)
+    except BufferError as e:  # e.g. a dtype NumPy has no name for
+        raise TypeError(f"{name}: {type(x).__name__} could not be read through DLPack: {e}") from e
+    raise TypeError(f"{name}: expected a CPU or CUDA array, got one on DLPack device {tuple(device)}")
+
+
+def _from_dlpack_of(x: Any) -> Callable[[Array], Any] | None:
+    """How results go back to x's framework: the ``from_dlpack`` of its array namespace (the Array
+    API), else of its module or a package above it (PaddlePaddle, user types),
+    else ``experimental.dlpack.from_dlpack`` of its top package, which takes a DLPack capsule
+    (TensorFlow). None: no such function, the results stay NumPy / CuPy."""
+    space = getattr(x, "__array_namespace__", None)
+    if space is not None:
+        return space().from_dlpack
+    module = type(x).__module__
+    while module:
+        load = getattr(sys.modules.get(module), "from_dlpack", None)
+        if callable(load):
+            return load
+        module = module.rpartition(".")[0]
+    dlpack = getattr(getattr(sys.modules.get(_module_of(x)), "experimental", None), "dlpack", None)
+    load = getattr(dlpack, "from_dlpack", None)
+    if callable(load):
+        return lambda result: load(result.__dlpack__())
+    return None
+
+
+_IMPORTERS: dict[type, Callable[[Array], Any] | None] = {}
+
+
+def _back(result: Any, load: Callable[[Array], Any]) -> Any:
+    """result with its NumPy / CuPy arrays (at the top, or in a tuple or list) passed through load."""
+    if isinstance(result, (tuple, list)):
+        return type(result)(_back(r, load) for r in result)
+    if isinstance(result, np.ndarray) or is_cupy(result):
+        return load(result)
+    return result
+
+
+def _natives(values, names, found: list, jax: bool) -> list:
+    """values (named by names) with each foreign array, at the top or in a tuple or list, as its
+    native view; the first foreign array is appended to found."""
+    out = []
+    for v, name in zip(values, names):
+        if isinstance(v, (tuple, list)):
+            v = type(v)(_natives(v, (f"{name}[{i}]" for i in range(len(v))), found, jax))
+        elif is_foreign(v, jax):
+            if not found:
+                found.append(v)
+            v = native(v, name)
+        out.append(v)
+    return out
+
+
+def _has_foreign(values, jax: bool) -> bool:
+    for v in values:
+        kind = type(v)
+        if kind is np.ndarray:
+            continue
+        if kind is tuple or kind is list:
+            if _has_foreign(v, jax):
+                return True
+        elif hasattr(kind, "__dlpack__") and is_foreign(v, jax):
+            return True
+    return False
+
+
+def accepts_any_framework(fn: F | None = None, *, jax: bool = False):
+    """fn (a function of :mod:`convloc.ops`) for arrays of any DLPack producer: foreign arrays
+    among its arguments (or in a list or tuple argument) reach it as zero-copy NumPy / CuPy views,
+    and its NumPy / CuPy results go back to the framework of the first of them, on its device.
+    ``jax=True`` (``@accepts_any_framework(jax=True)``): JAX arrays too, for a function that has no
+    XLA target and so takes concrete JAX arrays through DLPack."""
+    if fn is None:
+        return functools.partial(accepts_any_framework, jax=jax)
+    params = list(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if not _has_foreign(args, jax) and not _has_foreign(kwargs.values(), jax):
+            return fn(*args, **kwargs)
+        found: list = []
+        args = _natives(args, params + [f"args[{i}]" for i in range(len(params), len(args))], found, jax)
+        kwargs = dict(zip(kwargs, _natives(kwargs.values(), kwargs, found, jax)))
+        kind = type(found[0])
+        if kind not in _IMPORTERS:
+            _IMPORTERS[kind] = _from_dlpack_of(found[0])
+        load = _IMPORTERS[kind]
+        result = fn(*args, **kwargs)
+        return result if load is None else _back(result, load)
+
+    return call  # type: ignore[return-value]
+
+
 def as_array(x: Any, name: str) -> Array:
-    """Returns x as an array of its own framework; other objects (lists, scalars) become NumPy."""
-    if is_torch(x) or is_cupy(x) or isinstance(x, np.ndarray):
+    """x as an array the kernels take: NumPy, torch, CuPy and JAX arrays as they are, other DLPack
+    producers as zero-copy views (:func:`native`), other objects (lists, scalars) as NumPy."""
+    if is_torch(x) or is_cupy(x) or is_jax(x) or isinstance(x, np.ndarray):
         return x
+    if is_foreign(x):
+        return native(x, name)
     try:
         arr = np.asarray(x)
     except Exception as e:  # noqa: BLE001 - any failure means "not array-like"
@@ -58,11 +208,12 @@ def as_float(x: Any, name: str) -> float:
 
 
 def same_framework(reference: tuple[str, Any], *others: tuple[str, Any]) -> None:
-    """Raises TypeError unless every array comes from the reference's framework."""
+    """Raises TypeError unless every array comes from the reference's framework (NumPy arrays may
+    come with JAX ones, which JAX takes as constants)."""
     ref_name, ref = reference
     want = framework(ref)
     for name, x in others:
-        if x is not None and framework(x) != want:
+        if x is not None and framework(x) != want and {want, framework(x)} != {"jax", "numpy"}:
             raise TypeError(
                 f"{name}: expected a {want} array like {ref_name}, got {type(x).__module__}."
                 f"{type(x).__name__}"
@@ -82,6 +233,10 @@ def prepare(x: Array, dtype: str | None = None) -> Array:
         import cupy
 
         return cupy.ascontiguousarray(x, dtype=dtype)
+    if is_jax(x):  # always contiguous; float64 and int64 only with jax_enable_x64
+        import jax
+
+        return x if dtype is None else x.astype(jax.dtypes.canonicalize_dtype(dtype))
     return np.ascontiguousarray(x, dtype=dtype)
 
 
@@ -222,7 +377,8 @@ def stream(x: Array) -> int:
 
 
 def namespace(x: Array):
-    """The array module of x's framework (numpy, torch or cupy), for framework-generic math."""
+    """The array module of x's framework (numpy, torch, cupy or jax.numpy), for framework-generic
+    math."""
     if is_torch(x):
         import torch
 
@@ -231,6 +387,10 @@ def namespace(x: Array):
         import cupy
 
         return cupy
+    if is_jax(x):
+        import jax.numpy as jnp
+
+        return jnp
     return np
 
 

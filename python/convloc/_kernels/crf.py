@@ -12,25 +12,14 @@ import convloc._C as _C
 from convloc._kernels import arrays as A
 from convloc._kernels.arrays import Array
 
-# Gaussian kernels up to this sigma (pixels) are filtered exactly and separably over the grid (no
-# lattice to build; 2 x (2·ceil(3σ) + 1) multiply-adds per value); wider ones use the lattice.
-GRID_MAX_SIGMA = 6.0
-# 2-D Gaussian kernels with sigma >= 2 · COARSE_SIGMA_PER_STEP are filtered on a grid `step` =
-# floor(sigma / COARSE_SIGMA_PER_STEP) times coarser (B-spline splat and slice around an exact blur):
-# within 7.3 % of the kernel's peak at this ratio (1.3 % at 1.5), against 17 % for pydensecrf's
-# lattice; ``Gaussian(exact=True)`` keeps the exact filter.
-COARSE_SIGMA_PER_STEP = 1.0
-
 
 def grid_kernel(sigma: np.ndarray, exact: bool = False) -> _C.GridGaussian | None:
     """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid: on a
-    coarser grid, exactly, or (None) not over the grid but with the permutohedral lattice."""
-    steps = np.floor(sigma / COARSE_SIGMA_PER_STEP).astype(int)
-    if len(sigma) == 2 and not exact and steps.min() >= 2:
-        return _C.GridGaussian(sigma.tolist(), steps.tolist())
-    if exact or sigma.max() <= GRID_MAX_SIGMA:
-        return _C.GridGaussian(sigma.tolist(), [1] * len(sigma))
-    return None
+    coarser grid (2-D, sigma >= 2: within 7.3 % of the kernel's peak, against pydensecrf's 17 %),
+    exactly (sigma <= 6, or ``exact``), or (None) not over the grid but with the permutohedral
+    lattice. The rule is the C++ family's, which the C API follows too."""
+    steps = _C.gaussian_grid_steps(sigma.tolist(), bool(exact))
+    return _C.GridGaussian(sigma.tolist(), steps) if steps else None
 
 
 def bilateral(pos_scale: np.ndarray, srgb: np.ndarray) -> _C.Bilateral:
@@ -158,6 +147,53 @@ def _host(x: Array) -> np.ndarray:
     return x.get() if A.is_cupy(x) else np.asarray(x)
 
 
+def plan_kernels(
+    kinds: Sequence[int],
+    params: Sequence[float],
+    compat: Sequence[float],
+    compat_sizes: Sequence[int],
+    weights: Sequence[float],
+    n_labels: int,
+    spatial: Sequence[int],
+    channels: int,
+    dtype,
+    on_gpu: bool,
+) -> tuple[list[tuple[str, Any]], np.ndarray]:
+    """How each kernel of :func:`run_dense_crf`'s flat description is filtered, and their
+    compatibility matrices [K, L, L] (apply form, float64). Per kernel: ``("features", None)``, the
+    next array of ``features``; ``("grid", GridGaussian)``, over the pixel grid (CPU,
+    :func:`grid_kernel`); ``("positions", [N, ndim] array)``, a Gaussian's lattice features;
+    ``("bilateral", (scale, srgb))``, over the image of ``channels`` channels."""
+    ndim = len(spatial)
+    terms, matrices, next_param, next_compat = [], [], 0, 0
+    for k, kind in enumerate(kinds):
+        if kind == FEATURES:
+            terms.append(("features", None))
+        elif kind in (GAUSSIAN, EXACT_GAUSSIAN):
+            sigma = np.array(params[next_param : next_param + ndim], np.float64)
+            next_param += ndim
+            grid = None if on_gpu else grid_kernel(sigma, kind == EXACT_GAUSSIAN)
+            if grid is None:
+                terms.append(("positions", positions(spatial, 1.0 / sigma, dtype)[:, ::-1]))
+            else:
+                terms.append(("grid", grid))
+        elif kind == BILATERAL:
+            scale = np.array(params[next_param : next_param + ndim], np.float64).astype(dtype)
+            srgb = np.array(params[next_param + ndim : next_param + ndim + channels], np.float64).astype(
+                dtype
+            )
+            next_param += ndim + channels
+            terms.append(("bilateral", (scale, srgb)))
+        else:
+            raise ValueError(f"kinds[{k}]: expected 0 to 3, got {kind}")
+        size = compat_sizes[k]
+        values = np.array(compat[next_compat : next_compat + size], np.float64)
+        next_compat += size
+        shape = () if size == 1 else (n_labels,) if size == n_labels else (n_labels, n_labels)
+        matrices.append(compat_matrix(values.reshape(shape), n_labels, weights[k], "compat"))
+    return terms, np.stack(matrices)
+
+
 def run_dense_crf(
     unary: Array,
     image: Array | None,
@@ -191,45 +227,32 @@ def run_dense_crf(
     batch, n_labels, n = unary.shape
     dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
     on_gpu = not A.on_cpu(unary)
-    ndim = len(spatial)
-    terms, matrices, next_param, next_compat = [], [], 0, 0
+    channels = 0 if image is None else image.shape[2]
+    plan, matrices = plan_kernels(
+        kinds, params, compat, compat_sizes, weights, n_labels, spatial, channels, dtype, on_gpu
+    )
     feature_arrays = iter(features)
-    for k, kind in enumerate(kinds):
-        if kind == FEATURES:
+    terms = []
+    for how, what in plan:
+        if how == "features":
             terms.append(next(feature_arrays))
-        elif kind in (GAUSSIAN, EXACT_GAUSSIAN):
-            sigma = np.array(params[next_param : next_param + ndim], np.float64)
-            next_param += ndim
-            grid = None if on_gpu else grid_kernel(sigma, kind == EXACT_GAUSSIAN)
-            if grid is None:
-                pos = positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
-                grid = _on_device(np.ascontiguousarray(np.broadcast_to(pos, (batch,) + pos.shape)), unary)
-            terms.append(grid)
-        elif kind == BILATERAL:
-            channels = image.shape[2]
-            scale = np.array(params[next_param : next_param + ndim], np.float64).astype(dtype)
-            srgb = np.array(params[next_param + ndim : next_param + ndim + channels], np.float64).astype(
-                dtype
+        elif how == "grid":
+            terms.append(what)
+        elif how == "positions":
+            terms.append(
+                _on_device(np.ascontiguousarray(np.broadcast_to(what, (batch,) + what.shape)), unary)
             )
-            next_param += ndim + channels
-            if on_gpu:  # built on the host, then copied up
-                host = np.ascontiguousarray(_host(image))
-                if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-                    raise ValueError("image: expected finite values, got NaN or inf")
-                terms.append(_on_device(bilateral_features(host, spatial, scale, srgb, dtype), unary))
-            else:
-                terms.append(bilateral(scale, srgb))
+        elif on_gpu:  # bilateral features built on the host, then copied up
+            host = np.ascontiguousarray(_host(image))
+            if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
+                raise ValueError("image: expected finite values, got NaN or inf")
+            terms.append(_on_device(bilateral_features(host, spatial, *what, dtype), unary))
         else:
-            raise ValueError(f"kinds[{k}]: expected 0 to 3, got {kind}")
-        size = compat_sizes[k]
-        values = np.array(compat[next_compat : next_compat + size], np.float64)
-        next_compat += size
-        shape = () if size == 1 else (n_labels,) if size == n_labels else (n_labels, n_labels)
-        matrices.append(compat_matrix(values.reshape(shape), n_labels, weights[k], "compat"))
+            terms.append(bilateral(*what))
     q, lab, kl = dense_crf(
         unary,
         terms,
-        _on_device(np.stack(matrices).astype(dtype), unary),
+        _on_device(matrices.astype(dtype), unary),
         list(normalizations),
         iterations,
         exclude_self,

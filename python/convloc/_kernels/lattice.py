@@ -97,7 +97,32 @@ def filter_backward(
     exclude_self: bool,
     need_features: bool,
 ) -> tuple[Array, Array | None]:
-    """Gradients of :func:`filter` w.r.t. values (the exact adjoint) and, if asked, features.
+    """Gradients of :func:`filter` w.r.t. values (the exact adjoint) and, if asked, features
+    (:func:`gradients`)."""
+    half, (grad, values, features) = A.float32_for_half(
+        ("grad", grad), ("values", values), ("features", features)
+    )
+    grad, values, features = A.prepare(grad), A.prepare(values), A.prepare(features)
+    # On the CPU one lattice serves every filtering here; the CUDA path builds per call.
+    lattice = Lattice(features) if A.on_cpu(values) else None
+
+    def filt(x, t, exclude):
+        return lattice.raw(x, t, exclude) if lattice else filter(x, features, t, exclude)
+
+    if not need_features:
+        return A.restore_half(filt(grad, not transpose, exclude_self), half), None
+    diagonal = lattice.diagonal if lattice else None
+    gv, gf = gradients(filt, grad, values, features, transpose, exclude_self, diagonal)
+    return A.restore_half(A.prepare(gv), half), A.restore_half(A.prepare(gf), half)
+
+
+def gradients(
+    filt, grad: Array, values: Array, features: Array, transpose: bool, exclude_self: bool, diagonal=None
+):
+    """(∂L/∂values, ∂L/∂features) of ``out = filt(values, transpose, exclude_self)``, the raw filter on
+    the lattice of features, given ``grad = ∂L/∂out``; any framework (``filt(x, transpose,
+    exclude_self)`` filters x of that framework). ``diagonal(like)``, where given, is each point's own
+    weight ([..., N, 1]): exclude_self then subtracts it instead of filtering once more.
 
     For the exact Gaussian ``k_ij = exp(-½‖f_i − f_j‖²)``, ``∂k_ij/∂f_i = −k_ij (f_i − f_j)``, so
     with ``g = ∂L/∂out`` and filterings by K (output side) and Kᵀ (input side):
@@ -109,31 +134,19 @@ def filter_backward(
     The self term (exp(0) = 1) has no feature gradient, so exclude_self does not change it; the
     values gradient subtracts the same diagonal as the forward pass.
     """
-    half, (grad, values, features) = A.float32_for_half(
-        ("grad", grad), ("values", values), ("features", features)
-    )
-    grad, values, features = A.prepare(grad), A.prepare(values), A.prepare(features)
     xp = A.namespace(values)
-    # On the CPU one lattice serves every filtering here; the CUDA path builds per call.
-    lattice = Lattice(features) if A.on_cpu(values) else None
-
-    def filt(x, t, exclude):
-        return lattice.raw(x, t, exclude) if lattice else filter(x, features, t, exclude)
-
-    if not need_features:
-        return A.restore_half(filt(grad, not transpose, exclude_self), half), None
     c = values.shape[-1]
 
     def augmented(x):  # [..., N, C] → [..., N, C (d + 1)]: x, then f_a x for each a
         fx = features[..., :, None] * x[..., None, :]
-        return A.prepare(xp.concatenate([x, fx.reshape(fx.shape[:-2] + (-1,))], -1))
+        return xp.concatenate([x, fx.reshape(fx.shape[:-2] + (-1,))], -1)
 
     fwd = filt(augmented(values), transpose, False)
     adj = filt(augmented(grad), not transpose, False)
     av, afv = fwd[..., :c], fwd[..., c:].reshape(features.shape + (c,))
     ag, afg = adj[..., :c], adj[..., c:].reshape(features.shape + (c,))
     gf = (afv * grad[..., None, :]).sum(-1) + (afg * values[..., None, :]).sum(-1)
-    gf -= features * ((grad * av).sum(-1) + (values * ag).sum(-1))[..., None]
+    gf = gf - features * ((grad * av).sum(-1) + (values * ag).sum(-1))[..., None]
     if exclude_self:
-        ag = ag - lattice.diagonal(grad) * grad if lattice else filt(grad, not transpose, True)
-    return A.restore_half(A.prepare(ag), half), A.restore_half(A.prepare(gf), half)
+        ag = ag - diagonal(grad) * grad if diagonal else filt(grad, not transpose, True)
+    return ag, gf

@@ -24,20 +24,21 @@ MODES = {
 }
 
 
-def float_image(image: Array, rgb: bool = False) -> np.ndarray:
-    """float32 [H, W, C] NumPy copy/view of image in [0, 1] units (uint8 / 255); rgb: grey → 3
-    channels, alpha dropped."""
+def float_image(image: Array, rgb: bool = False) -> Array:
+    """float32 [H, W, C] image in [0, 1] units (uint8 / 255): NumPy (a copy or a view; torch and CuPy
+    images are copied to the host) or, for a JAX image, JAX; rgb: grey → 3 channels, alpha dropped."""
     if A.is_torch(image):
         if A.dtype_name(image) == "bfloat16":  # (NumPy has no bfloat16)
             image = A.astype(image, "float32")
         image = image.detach().cpu().numpy()
     elif A.is_cupy(image):
         image = image.get()
-    image = np.asarray(image)
+    elif not A.is_jax(image):
+        image = np.asarray(image)
     if image.dtype == np.uint8:
         image = image.astype(np.float32) / np.float32(255)
     elif image.dtype.kind == "f":
-        image = image.astype(np.float32, copy=False)
+        image = image if image.dtype == np.float32 else image.astype(np.float32)
     else:
         raise TypeError(f"image: expected uint8 or float pixels, got {image.dtype}")
     if image.ndim == 2:
@@ -46,14 +47,14 @@ def float_image(image: Array, rgb: bool = False) -> np.ndarray:
         raise ValueError(f"image: expected [H, W] or [H, W, C], got shape {list(image.shape)}")
     if rgb:
         if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
+            image = A.namespace(image).repeat(image, 3, axis=2)
         elif image.shape[2] == 4:
             image = image[:, :, :3]
         elif image.shape[2] != 3:
             raise ValueError(
                 f"image: expected 1, 3 or 4 channels (grey, RGB, RGBA), got shape {list(image.shape)}"
             )
-    return np.ascontiguousarray(image)
+    return A.prepare(image)
 
 
 def felzenszwalb(image: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
@@ -63,41 +64,46 @@ def felzenszwalb(image: np.ndarray, scale: float, sigma: float, min_size: int) -
     return labels
 
 
-def hierarchies(
-    rgb: np.ndarray, mode: str, min_size: int | None, sigma: float
-) -> list[tuple[np.ndarray, int]]:
-    """Per strategy of ``mode`` on a float32 [H, W, 3] image: (int32 [2 n - 1, 4] boxes in
-    generation order, n initial regions)."""
+Strategy = tuple[int, float, int, bool, bool, bool, bool]
+
+
+def strategies(mode: str, min_size: int | None) -> list[Strategy]:
+    """The strategies of ``mode`` as the kernel takes them: (colour space, k, min_size, colour,
+    texture, size, fill)."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {sorted(MODES)}, got {mode!r}")
     spaces, sims, ks = MODES[mode]
-    strategies = [
+    return [
         (_SPACES[s], float(k), k if min_size is None else min_size, *sim)
         for s in spaces
         for k in ks
         for sim in sims
     ]
-    return _C.selective_search(rgb, strategies, sigma)
+
+
+def hierarchies(
+    rgb: np.ndarray, mode: str, min_size: int | None, sigma: float
+) -> list[tuple[np.ndarray, int]]:
+    """Per strategy of ``mode`` on a float32 [H, W, 3] image: (int32 [2 n - 1, 4] boxes in
+    generation order, n initial regions)."""
+    return _C.selective_search(rgb, strategies(mode, min_size), sigma)
+
+
+def ranking_randoms(height: int, width: int, chosen: list[Strategy], seed: int | None) -> np.ndarray:
+    """The uniform random numbers of the paper's ranking, one per box the hierarchies of an image of
+    this size can hold (the kernel uses the first of them, one per box formed): the first n of a
+    generator's draws do not depend on how many are drawn."""
+    count = _C.selective_search_randoms(height, width, chosen)
+    return np.random.default_rng(seed).random(count)
 
 
 def selective_search(
     rgb: np.ndarray, mode: str, seed: int | None, min_size: int | None, max_boxes: int | None, sigma: float
 ) -> np.ndarray:
-    """float32 [K, 4] boxes of a float32 [H, W, 3] image in [0, 1], best ranked first."""
-    if rgb.size and (rgb.min() < 0 or rgb.max() > 1):  # NaN passes here and is refused in _C
-        raise ValueError(
-            f"image: float images must be in [0, 1], got values in [{rgb.min()}, {rgb.max()}]; "
-            "pass uint8 or divide by 255"
-        )
-    found = hierarchies(rgb, mode, min_size, sigma)
-    rng = np.random.default_rng(seed)
-    boxes = np.concatenate([b for b, _ in found])
-    # Position 1 is the last region formed; the product with U(0, 1) spreads ranks as in the paper.
-    position = np.concatenate([np.arange(len(b), 0, -1) for b, _ in found]).astype(np.float64)
-    order = np.argsort(position * rng.random(len(position)), kind="stable")
-    boxes = boxes[order]
-    _, first = np.unique(boxes, axis=0, return_index=True)
-    boxes = boxes[np.sort(first)]
-    if max_boxes is not None:
-        boxes = boxes[:max_boxes]
-    return boxes.astype(np.float32)
+    """float32 [K, 4] boxes of a float32 [H, W, 3] image in [0, 1], best ranked first (the
+    kernel's ranking, with NumPy's random numbers of ``seed``)."""
+    chosen = strategies(mode, min_size)
+    randoms = ranking_randoms(rgb.shape[0], rgb.shape[1], chosen, seed)
+    boxes = np.empty((len(randoms) if max_boxes is None else max_boxes, 4), np.float32)
+    count = _C.selective_search_ranked(rgb, chosen, sigma, randoms, boxes)
+    return boxes[:count]

@@ -15,6 +15,17 @@ def compiled_with_cuda() -> bool:
     return bool(_C.info()["compiled_with_cuda"])
 
 
+def xla_ffi_version() -> str:
+    """The jaxlib whose XLA FFI headers the handlers were compiled with; "" for a build without them."""
+    return str(_C.info()["xla_ffi"])
+
+
+def ffi_targets() -> list[tuple[str, str, Any]]:
+    """(target name, platform, handler capsule) of every XLA FFI target, for
+    ``jax.ffi.register_ffi_target``."""
+    return list(_C.ffi_targets())
+
+
 def get_num_threads() -> int:
     return _C.get_num_threads()
 

@@ -287,6 +287,7 @@ class _Problem:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def dense_crf(
     unary: Array,
     *,
@@ -305,9 +306,11 @@ def dense_crf(
 
     Args:
         unary: negative log-probabilities ``[L, *spatial]`` or ``[B, L, *spatial]`` (float32 or
-            float64; float16 and bfloat16 run in float32, Q returned in their dtype; NumPy, torch or
-            CuPy). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
-            CUDA arrays run on the GPU: every kernel on the lattice, up to 64 labels, no energy.
+            float64; float16 and bfloat16 run in float32, Q returned in their dtype; NumPy, torch,
+            CuPy, JAX or any other DLPack producer's). ``ndim`` spatial axes (2 for images, 3 for
+            volumes/video). CUDA arrays run on the GPU: every kernel on the lattice, up to 64
+            labels, no energy. JAX arrays run through an XLA FFI target (``jax.jit``, ``vmap``; no
+            gradient).
         image: ``[*spatial]`` or ``[*spatial, C]`` (batched: ``[B, ...]``), any channel count;
             needed by :class:`Bilateral` kernels. uint8 RGB images as in pydensecrf.
         kernels: the pairwise terms; default ``Gaussian(3, 3)`` plus, when an image is given,
@@ -390,6 +393,10 @@ def dense_crf(
         from convloc._torch import crf as torch_ops
 
         q, lab, energy = torch_ops.dense_crf(*args)
+    elif A.is_jax(unary):
+        from convloc._jax import crf as jax_ops
+
+        q, lab, energy = jax_ops.dense_crf(*args)
     else:
         q, lab, energy = crf_kernels.run_dense_crf(*args)
     out = [A.restore_half(q.reshape(tuple(unary.shape)), half)]
@@ -401,6 +408,7 @@ def dense_crf(
 
 
 @fx_leaf
+@A.accepts_any_framework(jax=True)  # (no XLA target: concrete JAX arrays go through DLPack)
 def grid_crf(
     unary: Array,
     image: Any,

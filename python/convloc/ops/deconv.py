@@ -4,7 +4,8 @@
 ``torch.nn.functional.conv_transpose2d``: input [N, C_in, H, W] (or unbatched [C_in, H, W]),
 weight [C_in, C_out / groups, kH, kW], output [N, C_out, OH, OW] with
 ``OH = (H - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1``.
-Torch tensors go through the registered ``convloc::conv_transpose2d`` op (differentiable).
+Torch tensors go through the registered ``convloc::conv_transpose2d`` op (differentiable), JAX
+arrays through XLA FFI targets (``jax.jit``, ``jax.grad``, ``vmap``).
 
 ``bilinear_kernel`` and ``crop_like`` are the two other pieces of FCN's upsampling: the
 deconvolution weights FCN initialises with, and its Crop layer that aligns the upsampled
@@ -29,6 +30,7 @@ IntPair = Union[int, Sequence[int]]
 
 
 @fx_leaf
+@A.accepts_any_framework
 def conv_transpose2d(
     input: Array,
     weight: Array,
@@ -61,7 +63,11 @@ def conv_transpose2d(
     unbatched = input.ndim == 3
     if unbatched:
         input = input[None]
-    if A.is_torch(input):
+    if A.is_jax(input, weight, bias):
+        from convloc._jax import deconv as jax_ops
+
+        out = jax_ops.conv_transpose2d(input, weight, bias, *geometry)
+    elif A.is_torch(input):
         from convloc._torch import deconv as torch_ops
 
         out = torch_ops.conv_transpose2d(input, weight, bias, *geometry)

@@ -49,9 +49,7 @@ def _normalized(filt, values: Array, normalization: str | None, transpose: bool)
     """pydensecrf's normalisations around ``filt(v, transpose)`` (the raw filter, A or Aᵀ)."""
     if normalization in (None, "none"):
         return filt(values, transpose)
-    ones = A.empty(values, values.shape[:-1] + (1,))
-    ones[...] = 1
-    raw = filt(ones, False)
+    raw = filt(A.namespace(values).ones_like(values[..., :1]), False)
     # A point whose kernel weight from the others is below _ISOLATED (only possible with
     # exclude_self) has no neighbours: it sends and receives nothing, instead of dividing
     # rounding noise by a normaliser that rounding may make 0 or negative.
@@ -76,11 +74,15 @@ class PermutohedralLattice(kernels.Lattice):
     ``filter`` takes values of the same dtype (float16/bfloat16 ones filtered in float32), [N, C]
     (or [B, N, C]), NumPy or torch, and returns the same kind. torch values get gradients through the exact transpose (features are fixed here:
     use :func:`permutohedral_filter` or ``convloc.nn.PermutohedralFilter`` for feature gradients).
+    JAX arrays use :func:`permutohedral_filter`, which builds its lattice inside the compiled call.
     """
 
     def __init__(self, features: Array):
-        super().__init__(A.as_array(features, "features"))
+        features = A.as_array(features, "features")
+        _no_jax(features, "features")
+        super().__init__(features)
 
+    @A.accepts_any_framework
     def filter(
         self,
         values: Array,
@@ -90,8 +92,10 @@ class PermutohedralLattice(kernels.Lattice):
     ) -> Array:
         """Gaussian filtering of values [N, C] / [B, N, C] → same shape (see the module doc)."""
         check_normalization(normalization)
+        values = A.as_array(values, "values")
+        _no_jax(values, "values")
         # Half values: the normalisations too in float32, rounded once at the end.
-        half, (values,) = A.float32_for_half(("values", A.as_array(values, "values")))
+        half, (values,) = A.float32_for_half(("values", values))
         if A.is_torch(values) and values.requires_grad:
             from convloc._torch.lattice import lattice_filter_autograd
 
@@ -102,6 +106,7 @@ class PermutohedralLattice(kernels.Lattice):
 
 
 @fx_leaf
+@A.accepts_any_framework
 def permutohedral_filter(
     values: Array,
     features: Array,
@@ -123,13 +128,22 @@ def permutohedral_filter(
         Same shape and kind as values. With torch tensors this is the registered op
         ``convloc::permutohedral_filter``: differentiable w.r.t. values (exact transpose) and
         features (the exact Gaussian's feature gradient, evaluated with lattice filterings),
-        torch.compile-able. CUDA tensors run the CUDA lattice.
+        torch.compile-able; with JAX arrays an XLA FFI target with the same gradients (``jax.jit``,
+        ``jax.grad``, ``vmap``). CUDA arrays run the CUDA lattice.
     """
     check_normalization(normalization)
     values, features = A.as_array(values, "values"), A.as_array(features, "features")
     A.same_framework(("values", values), ("features", features))
     # Half values: the normalisations too in float32, rounded once at the end.
     half, (values, features) = A.float32_for_half(("values", values), ("features", features))
+    if A.is_jax(values, features):
+        import jax.numpy as jnp
+
+        from convloc._jax.lattice import permutohedral_filter as jax_op
+
+        values, features = jnp.asarray(values), jnp.asarray(features)
+        raw = lambda v, t: jax_op(v, features, t, exclude_self)  # noqa: E731
+        return A.restore_half(_normalized(raw, values, normalization, transpose), half)
     if A.is_torch(values):
         from convloc._torch.lattice import permutohedral_filter as op
 
@@ -143,6 +157,7 @@ def permutohedral_filter(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def bilateral_filter(
     image: Array, sigma_spatial: float, sigma_color: float, *, channel_axis: int = -1
 ) -> Array:
@@ -199,3 +214,11 @@ def bilateral_filter(
     if dtype == "uint8":
         out = xp.clip(xp.round(out), 0, 255)
     return A.prepare(out, dtype)
+
+
+def _no_jax(x: Array, name: str) -> None:
+    if A.is_jax(x):
+        raise TypeError(
+            f"{name}: PermutohedralLattice holds a lattice for NumPy and torch arrays; with JAX use "
+            "ops.permutohedral_filter, which builds its lattice inside the compiled call"
+        )

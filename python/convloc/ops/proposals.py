@@ -3,8 +3,10 @@
 Images are ``H x W x C`` (or ``H x W`` for grey), channels last in **RGB** order — what NumPy,
 PIL (``np.asarray(pil_image)``) and scikit-image give; OpenCV users convert with
 ``cv2.cvtColor(im, cv2.COLOR_BGR2RGB)`` first. ``uint8`` images are divided by 255; float images
-are used as they are and are expected in ``[0, 1]``. NumPy, PyTorch and CuPy arrays are
-accepted and the result comes back in the caller's framework (on the CPU for torch).
+are used as they are and are expected in ``[0, 1]``. NumPy, PyTorch, CuPy, JAX and other DLPack
+producers' arrays are accepted and the result comes back in the caller's framework (on the CPU for
+torch); JAX calls go through XLA FFI targets, so they work under ``jax.jit`` (selective search there
+in its padded form).
 
 Both algorithms run on the CPU only: they are sequential graph algorithms (Kruskal merging of a
 pixel graph, greedy hierarchical grouping of a region adjacency graph) with little data
@@ -69,6 +71,7 @@ def sliding_windows(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size: int = 20) -> Array:
     """Felzenszwalb–Huttenlocher graph segmentation (IJCV 2004).
 
@@ -92,6 +95,10 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
     framework_image = A.as_array(image, "image")
     scale, sigma = A.as_float(scale, "scale"), A.as_float(sigma, "sigma")
     min_size = _int(min_size, "min_size")
+    if A.is_jax(framework_image):
+        from convloc._jax import proposals as jax_ops
+
+        return jax_ops.felzenszwalb(framework_image, scale, sigma, min_size)
     if A.is_torch(framework_image):
         from convloc._torch import proposals as torch_ops
 
@@ -101,6 +108,7 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
 
 
 @fx_leaf
+@A.accepts_any_framework
 def selective_search(
     image: Array,
     mode: str = "fast",
@@ -109,7 +117,8 @@ def selective_search(
     min_size: int | None = None,
     max_boxes: int | None = None,
     sigma: float = 0.8,
-) -> Array:
+    padded: bool = False,
+):
     """Selective search object proposals (Uijlings et al., IJCV 2013).
 
     The image is over-segmented with Felzenszwalb–Huttenlocher; adjacent regions are then merged
@@ -137,9 +146,13 @@ def selective_search(
         min_size: Felzenszwalb's minimum region size; None uses k, as the paper's code does.
         max_boxes: keep at most this many top-ranked boxes.
         sigma: Gaussian smoothing before segmentation.
+        padded: return ``(boxes, count)``: the boxes padded with zeros to ``max_boxes`` rows and
+            their number, fixed-size arrays (what ``jax.jit`` needs; with JAX the random numbers of
+            ``seed`` are drawn when the call is traced).
 
     Returns:
-        float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.
+        float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first; or, padded, ``(boxes
+        [max_boxes, 4], count)``.
     """
     framework_image = A.as_array(image, "image")
     if min_size is not None:
@@ -148,17 +161,33 @@ def selective_search(
         max_boxes = _int(max_boxes, "max_boxes")
         if max_boxes < 0:
             raise ValueError(f"max_boxes: expected an integer >= 0, got {max_boxes}")
+    elif padded:
+        raise ValueError("max_boxes: padded=True needs the number of rows to pad to")
     if seed is not None:
         seed = _int(seed, "seed")
     if mode not in kernels.MODES:
         raise ValueError(f"mode: expected one of {sorted(kernels.MODES)}, got {mode!r}")
     args = (mode, seed, min_size, max_boxes, A.as_float(sigma, "sigma"))
+    if A.is_jax(framework_image):
+        from convloc._jax import proposals as jax_ops
+
+        return jax_ops.selective_search(framework_image, *args, bool(padded))
     if A.is_torch(framework_image):
         from convloc._torch import proposals as torch_ops
 
-        return torch_ops.selective_search(framework_image, *args)
-    boxes = kernels.selective_search(kernels.float_image(framework_image, rgb=True), *args)
-    return _like(boxes, framework_image)
+        boxes = torch_ops.selective_search(framework_image, *args)
+    else:
+        boxes = _like(
+            kernels.selective_search(kernels.float_image(framework_image, rgb=True), *args), framework_image
+        )
+    if not padded:
+        return boxes
+    out = A.empty(boxes, (max_boxes, 4))
+    out[...] = 0
+    out[: boxes.shape[0]] = boxes
+    count = A.empty(boxes, (), "int64")
+    count[...] = boxes.shape[0]
+    return out, count
 
 
 def _pair(v, name: str) -> tuple[int, int]:

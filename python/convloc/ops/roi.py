@@ -23,8 +23,9 @@ count, and the CUDA gradient equals the CPU one bit for bit (and torchvision's C
 rather than storing a [K, C, PH, PW] index array; broadcast output gradients (``out.sum()``) are
 read in place.
 
-NumPy and CuPy arrays get the forward results; torch tensors go through the registered
-``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``).
+NumPy, CuPy and other DLPack producers' arrays get the forward results; torch tensors go through the
+registered ``convloc::roi_pool`` / ``convloc::roi_align`` ops (autograd, ``torch.compile``), JAX
+arrays through XLA FFI targets (``jax.jit``, ``jax.grad`` through the same backward kernels, ``vmap``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = ["roi_pool", "roi_align"]
 
 
 @fx_leaf
+@A.accepts_any_framework
 def roi_pool(
     input: Array,
     boxes: Array | Sequence[Array],
@@ -62,6 +64,10 @@ def roi_pool(
     input, rois = A.as_array(input, "input"), _as_rois(boxes, input)
     ph, pw = _pair(output_size)
     scale = A.as_float(spatial_scale, "spatial_scale")
+    if A.is_jax(input, rois):
+        from convloc._jax import roi as jax_ops
+
+        return jax_ops.roi_pool(input, rois, scale, ph, pw)
     if A.is_torch(input):
         from convloc._torch import roi as torch_ops
 
@@ -70,6 +76,7 @@ def roi_pool(
 
 
 @fx_leaf
+@A.accepts_any_framework
 def roi_align(
     input: Array,
     boxes: Array | Sequence[Array],
@@ -96,6 +103,10 @@ def roi_align(
     ph, pw = _pair(output_size)
     scale = A.as_float(spatial_scale, "spatial_scale")
     ratio = _int(sampling_ratio, "sampling_ratio")
+    if A.is_jax(input, rois):
+        from convloc._jax import roi as jax_ops
+
+        return jax_ops.roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
     if A.is_torch(input):
         from convloc._torch import roi as torch_ops
 
