@@ -458,6 +458,9 @@ def test_dense_crf_errors(lib, rng):
         (dict(unary=unary[:, :1]), VALUE, "unary: expected at least 2 labels"),
         (dict(iterations=-1), VALUE, "iterations: expected a number >= 0"),
     ]
+    q = np.empty_like(unary)
+    assert lib.convloc_dense_crf(tensor(unary), None, None, -1, 2, tensor(q), None) == VALUE
+    assert error(lib) == "kernels: expected at least one pairwise kernel, got -1"
     for change, code, message in cases:
         args = dict(unary=unary, image=image, kernels=[(GAUSSIAN, 3.0, 3.0, 0.0, None)], iterations=2)
         args.update(change)

@@ -198,8 +198,11 @@ def test_mixed_frameworks(rng):
     boxes = random_boxes(rng, 4)
     with pytest.raises(TypeError, match="scores: expected a numpy array like boxes"):
         ops.nms(Minimal(boxes), torch.ones(4), 0.5)
-    # a foreign array and a NumPy one: the foreign framework's type comes back
-    assert isinstance(ops.box_iou(boxes, Minimal(boxes)), Minimal)
+    # a foreign array and a NumPy one: the first one's type comes back
+    assert isinstance(ops.box_iou(Minimal(boxes), boxes), Minimal)
+    iou = ops.box_iou(boxes, Minimal(boxes))
+    assert isinstance(iou, np.ndarray)
+    np.testing.assert_array_equal(iou, ops.box_iou(boxes, boxes))
 
 
 # ---- TensorFlow graphs: convloc.tf ----

@@ -27,30 +27,34 @@ namespace {
 
 thread_local std::string last_error;
 
+int failed(int status, const char* message) {
+  last_error = message;
+  return status;
+}
+
 // Runs fn; convloc's exceptions become status codes, their message last_error ("" after a success).
 template <typename F>
 int guarded(F&& fn) noexcept {
-  int status = CONVLOC_OK;
-  const char* message = "";
   try {
-    fn();
-  } catch (const ValueError& e) {
-    status = CONVLOC_ERROR_VALUE, message = e.what();
-  } catch (const TypeError& e) {
-    status = CONVLOC_ERROR_TYPE, message = e.what();
-  } catch (const std::bad_alloc&) {
-    status = CONVLOC_ERROR_MEMORY, message = "out of memory";
-  } catch (const std::exception& e) {
-    status = CONVLOC_ERROR_RUNTIME, message = e.what();
-  } catch (...) {
-    status = CONVLOC_ERROR_RUNTIME, message = "unknown error";
+    try {
+      fn();
+    } catch (const ValueError& e) {
+      return failed(CONVLOC_ERROR_VALUE, e.what());
+    } catch (const TypeError& e) {
+      return failed(CONVLOC_ERROR_TYPE, e.what());
+    } catch (const std::bad_alloc&) {
+      return failed(CONVLOC_ERROR_MEMORY, "out of memory");
+    } catch (const std::exception& e) {
+      return failed(CONVLOC_ERROR_RUNTIME, e.what());
+    } catch (...) {
+      return failed(CONVLOC_ERROR_RUNTIME, "unknown error");
+    }
+    last_error.clear();
+    return CONVLOC_OK;
+  } catch (...) {  // no memory for the message
+    last_error.clear();
+    return CONVLOC_ERROR_MEMORY;
   }
-  try {
-    last_error = message;
-  } catch (...) {
-    last_error.clear();  // (no memory for the message: the status says enough)
-  }
-  return status;
 }
 
 TensorView view(const DLTensor* t, const char* name, bool output) {
@@ -100,8 +104,7 @@ class CrfKernels {
  public:
   CrfKernels(const convloc_crf_kernel* kernels, int count, const TensorView& unary, const std::vector<int64_t>& spatial,
              int64_t channels)
-      : grids_(count), bilaterals_(count), features_(count), args_(count) {
-    if (!kernels || count < 1) fail_value("kernels: expected at least one pairwise kernel, got ", count);
+      : grids_(checked_count(kernels, count)), bilaterals_(count), features_(count), args_(count) {
     const int64_t batch = unary.size(0), labels = unary.size(1), n = unary.size(2);
     const auto ndim = spatial.size();
     std::vector<double> compat;
@@ -160,6 +163,10 @@ class CrfKernels {
   const TensorView& compat() const { return compat_; }
 
  private:
+  static int checked_count(const convloc_crf_kernel* kernels, int count) {
+    if (!kernels || count < 1) fail_value("kernels: expected at least one pairwise kernel, got ", count);
+    return count;
+  }
   static size_t dtype_bytes(const TensorView& t) { return t.dtype == DType::Float64 ? 8 : 4; }
 
   // Scratch as doubles: aligned for float and double alike.

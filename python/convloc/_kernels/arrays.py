@@ -143,15 +143,19 @@ def _natives(values, names, found: list, jax: bool) -> list:
     return out
 
 
+# Argument types that are never foreign arrays: the check of a NumPy call stops at a set lookup each.
+_PLAIN = frozenset({np.ndarray, float, int, bool, str, type(None)})
+
+
 def _has_foreign(values, jax: bool) -> bool:
     for v in values:
         kind = type(v)
-        if kind is np.ndarray:
+        if kind in _PLAIN:
             continue
         if kind is tuple or kind is list:
             if _has_foreign(v, jax):
                 return True
-        elif hasattr(kind, "__dlpack__") and is_foreign(v, jax):
+        elif is_foreign(v, jax):
             return True
     return False
 
@@ -159,7 +163,8 @@ def _has_foreign(values, jax: bool) -> bool:
 def accepts_any_framework(fn: F | None = None, *, jax: bool = False):
     """fn (a function of :mod:`convloc.ops`) for arrays of any DLPack producer: foreign arrays
     among its arguments (or in a list or tuple argument) reach it as zero-copy NumPy / CuPy views,
-    and its NumPy / CuPy results go back to the framework of the first of them, on its device.
+    and its NumPy / CuPy results go back to the framework of the first of them, on its device; a
+    call whose first argument is a NumPy array returns NumPy.
     ``jax=True`` (``@accepts_any_framework(jax=True)``): JAX arrays too, for a function that has no
     XLA target and so takes concrete JAX arrays through DLPack."""
     if fn is None:
@@ -168,7 +173,10 @@ def accepts_any_framework(fn: F | None = None, *, jax: bool = False):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        if not _has_foreign(args, jax) and not _has_foreign(kwargs.values(), jax):
+        # A NumPy array first: a NumPy call (other DLPack arrays are read as NumPy by as_array).
+        if (args and type(args[0]) is np.ndarray) or not (
+            _has_foreign(args, jax) or (kwargs and _has_foreign(kwargs.values(), jax))
+        ):
             return fn(*args, **kwargs)
         found: list = []
         args = _natives(args, params + [f"args[{i}]" for i in range(len(params), len(args))], found, jax)
