@@ -6,7 +6,9 @@ Training, in the paper's stages:
 1. fine-tune the CNN as a (K+1)-way classifier of warped proposals (batches of 128: 32 with
    IoU ≥ 0.5 with a ground truth, labelled with its class, 96 background);
 2. extract fc7 features of the ground truths and proposals of every training image — batched,
-   cached on disk (``features/``, invalidated when the CNN changes);
+   cached on disk (``features/<key>/``, the key digesting the CNN's weights and batch-norm
+   statistics and the warping, one file per image named by its content, annotation and
+   proposals; under torchrun the ranks extract their shares with rank 0's model);
 3. one linear SVM per class: positives are the ground-truth boxes, negatives the proposals with
    IoU < 0.3 with every instance of the class, mined hard (kept when scored > -1, dropped when
    < -1.2, retrained whenever the cache grew); features scaled to a mean L2 norm of 20 so the
@@ -264,24 +266,39 @@ def _sample_crops(model, dataset, proposals, cfg, generator):
     return torch.cat(crops), torch.cat(labels)
 
 
-def _digest(module: nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in module.state_dict().items():
+def _feature_key(model: RCNN) -> str:
+    """What the cached features depend on besides the data: the CNN's weights and buffers as used
+    in eval mode (batch-norm statistics included) and the warping."""
+    h = hashlib.sha1(f"{model.crop}|{model.pad}".encode())
+    for k, v in model.cnn.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().numpy().tobytes())
+        h.update(v.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def _extract(model, dataset, proposals, folder, rank, world):
+def _feature_files(dataset, proposals, folder: str) -> list[str]:
+    """One file per image, named by what its features are computed from: the image's content,
+    its annotation and its proposals."""
+    paths = []
+    for i in range(len(dataset)):
+        t = dataset.target(i)
+        h = hashlib.sha1(dataset.image_digest(i).encode())
+        for a in (t["boxes"], t["labels"], t["difficult"], np.asarray(proposals[i], np.float32)):
+            h.update(a.tobytes())
+        paths.append(os.path.join(folder, f"{h.hexdigest()[:20]}.npz"))
+    return paths
+
+
+def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
     """Caches per image: fc7 of [gt; proposals], the max IoU with each class, and pool5 with the
-    regression target of the boxes that overlap a ground truth by more than ``bbox_iou``."""
+    regression target of the boxes that overlap a ground truth by more than ``bbox_iou``. Each
+    rank computes its share of the missing files; returns every image's file once all are there."""
     from convloc.ops import box_iou
 
     os.makedirs(folder, exist_ok=True)
     cfg = model.cfg
-    todo = [
-        i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npz"))
-    ]
+    paths = _feature_files(dataset, proposals, folder)
+    todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
     for i in tqdm(todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo):
         t = dataset.target(i)
         gt_all = torch.as_tensor(t["boxes"]).reshape(-1, 4)
@@ -308,7 +325,7 @@ def _extract(model, dataset, proposals, folder, rank, world):
             reg_idx = idx.numpy()
             reg_cls = t["labels"][keep][assigned[idx].numpy()]
             reg_t = box_coder.encode(boxes[idx], gt[assigned[idx]]).numpy()
-        path = os.path.join(folder, f"{dataset.ids[i]}.npz")
+        path = paths[i]
         buf = io.BytesIO()
         np.savez(
             buf, fc7=fc7.numpy().astype(np.float16), n_gt=len(gt), gt_labels=t["labels"][keep],
@@ -320,6 +337,7 @@ def _extract(model, dataset, proposals, folder, rank, world):
             f.write(buf.getvalue())
         os.replace(path + ".tmp", path)
     barrier()
+    return paths
 
 
 def train_rcnn(
@@ -342,12 +360,12 @@ def train_rcnn(
             load_torchvision_vgg(model.cnn, pretrained)
         return model
 
-    run = start_training(build, cfg, cfg.finetune_iterations, checkpoint, resume)
+    run = start_training(build, cfg, "finetune_iterations", "rcnn", dataset.digest(), checkpoint, resume)
     model, optimizer, scheduler, generator = run.model, run.optimizer, run.scheduler, run.generator
     stage, start = (run.resumed["stage"], run.resumed["iteration"]) if run.resumed else ("finetune", 0)
 
     def save(stage_name, iteration):
-        run.save(checkpoint, "rcnn", dataset.classes, cfg, iteration, stage=stage_name)
+        run.save(checkpoint, dataset.classes, cfg, iteration, stage_name == "done", stage=stage_name)
 
     if stage == "finetune":
         net = data_parallel(model)
@@ -368,23 +386,25 @@ def train_rcnn(
                 running = 0.0
             if (it + 1) % save_every == 0 and it + 1 < cfg.finetune_iterations:
                 save("finetune", it + 1)
-        model.eval()
+        # DDP keeps the weights alike but each rank's batch-norm statistics follow its own
+        # batches: every rank extracts with rank 0's, the model the checkpoint holds.
+        broadcast_buffers(model)
         save("features", cfg.finetune_iterations)
         stage = "features"
     model.eval()
     if stage == "features":
-        folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _digest(model.cnn))
-        _extract(model, dataset, proposals, folder, rank, world)
+        folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _feature_key(model))
+        files = _extract(model, dataset, proposals, folder, rank, world)
         if is_main():
-            _fit_svms_and_regressors(model, dataset, folder, cfg)
+            _fit_svms_and_regressors(model, files, cfg)
         stage = "done"
         save("done", cfg.finetune_iterations)
     broadcast_buffers(model)  # every rank returns the fitted model
     return model
 
 
-def _fit_svms_and_regressors(model: RCNN, dataset, folder: str, cfg: RCNNConfig) -> None:
-    files = [np.load(os.path.join(folder, f"{image_id}.npz")) for image_id in dataset.ids]
+def _fit_svms_and_regressors(model: RCNN, paths: list[str], cfg: RCNNConfig) -> None:
+    files = [np.load(path) for path in paths]
     fc7_norm = np.mean([np.linalg.norm(f["fc7"].astype(np.float32), axis=1).mean() for f in files])
     model.fc7_scale.fill_(cfg.feature_norm / max(float(fc7_norm), 1e-6))
     pool5 = [torch.from_numpy(f["pool5"].astype(np.float32)) for f in files]
