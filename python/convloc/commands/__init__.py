@@ -15,8 +15,10 @@ checkpoint of another kind) raises :class:`UsageError`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from typing import Callable
 
 
@@ -123,19 +125,21 @@ def output_file(*suffixes: str) -> Callable[[str], str]:
 
 def read_checkpoint(path: str, kinds: tuple[str, ...], option: str = "checkpoint") -> dict:
     """The checkpoint dict ``convloc train`` wrote at ``path``; a :class:`UsageError` naming
-    ``option`` when the file is no checkpoint or its kind is not one of ``kinds``."""
-    import pickle
+    ``option`` when the file is missing, truncated or corrupt, holds no run of one of ``kinds``,
+    or holds a run whose training has not finished."""
+    from convloc.models.common import load_checkpoint
 
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise UsageError(f"{option}: {path!r} is not a checkpoint ({e})") from None
-    kind = state.get("kind") if isinstance(state, dict) else None
+    with naming({"checkpoint": option}):
+        state = load_checkpoint(path)
+    kind = state.get("kind")
     if kind not in kinds:
         got = f"one of {kind!r}" if kind else "a file without a convloc kind"
         raise UsageError(f"{option}: expected a checkpoint of `convloc train {'|'.join(kinds)}`, got {got}")
+    if not state.get("complete", True):
+        raise UsageError(
+            f"{option}: {path!r} holds a {kind} run whose training stopped before the end; "
+            f"rerun its `convloc train {kind}` command to finish it"
+        )
     return state
 
 
@@ -145,3 +149,41 @@ def renamed(error: Exception, options: dict[str, str]) -> UsageError:
     (``options`` maps the one to the other, ``{"split": "--train-split"}``)."""
     name, _, rest = str(error).partition(": ")
     return UsageError(f"{options[name]}: {rest}" if name in options else str(error))
+
+
+@contextlib.contextmanager
+def naming(options: dict[str, str]) -> Iterator[None]:
+    """Within it, a ``ValueError`` or ``FileNotFoundError`` whose message starts with a key of
+    ``options`` (``"checkpoint: ..."``) becomes a :class:`UsageError` naming its option instead
+    (``"--out: ..."``); other errors pass."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        if str(e).partition(": ")[0] not in options:
+            raise
+        raise renamed(e, options) from None
+
+
+@contextlib.contextmanager
+def building(path: str, kind: str, option: str = "checkpoint") -> Iterator[None]:
+    """Within it, an error of building the model a checkpoint describes (a missing entry, weights
+    of the wrong shapes) becomes a one-line :class:`UsageError` naming ``option``."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(
+            f"{option}: {path!r} does not hold a whole {kind} model ({type(e).__name__}: {reason})"
+        ) from None
+
+
+def set_threads(n: int) -> None:
+    """``--threads N``: torch's threads and convloc's kernels' (RoI pooling, NMS, the dense CRF)
+    alike; 0 leaves both at their defaults."""
+    if n:
+        import torch
+
+        import convloc
+
+        torch.set_num_threads(n)
+        convloc.set_num_threads(n)

@@ -12,15 +12,18 @@ import numpy as np
 
 from convloc.commands import (
     UsageError,
+    building,
     checkpoint_path,
     existing_dir,
     existing_file,
     integer,
+    naming,
     output_dir,
     output_file,
     read_checkpoint,
     real,
     renamed,
+    set_threads,
 )
 
 
@@ -167,8 +170,13 @@ def register_train(sub) -> None:
     p.add_argument("--dim", type=integer(1), default=64, help="dimension of the projection W'")
     p.add_argument("--roc", type=output_file(".png"), help="write the ROC curve to this PNG")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
-    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
-    p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
+    p.add_argument(
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="threads of torch and of convloc's kernels; 0: their defaults",
+    )
+    _checkpoint_args(p)
     p.set_defaults(func=_train_face)
 
 
@@ -224,8 +232,32 @@ def _seg_args(p) -> None:
     p.add_argument("--val-split", default="val", help="image set to evaluate on")
     p.add_argument("--batch-size", type=integer(1), default=8, help="images per batch (over all ranks)")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
-    p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
-    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
+    p.add_argument(
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="threads of torch and of convloc's kernels; 0: their defaults",
+    )
+    _checkpoint_args(p)
+
+
+def _checkpoint_args(p) -> None:
+    p.add_argument(
+        "-o", "--output", required=True, type=checkpoint_path,
+        help="checkpoint, written after every epoch and resumed when present",
+    )  # fmt: skip
+    p.add_argument("--no-resume", action="store_true", help="start afresh even when --output exists")
+
+
+def _file_digest(path: str | None) -> str | None:
+    """SHA-1 of a file's bytes (None for no file): a run's settings name the weights it started
+    from by content."""
+    if path is None:
+        return None
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
 
 
 def _setup(args) -> bool:
@@ -234,12 +266,12 @@ def _setup(args) -> bool:
     prints and writes the checkpoint."""
     import torch
 
-    from convloc.models.common import init_distributed
+    from convloc.models.common import init_distributed, keep_freed_memory
 
+    keep_freed_memory()
     rank, _ = init_distributed()
     torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     return rank == 0
 
 
@@ -256,13 +288,16 @@ def _make_segmentation(args) -> int:
 
 def _split(root: str, split: str, option: str):
     """The segmentation split named on the command line; a :class:`UsageError` naming ``option``
-    when there is none."""
+    when there is none or it lists no images."""
     from convloc.data.voc_seg import VOCSegmentation
 
     try:
-        return VOCSegmentation(root, split)
+        ds = VOCSegmentation(root, split)
     except FileNotFoundError as e:
         raise renamed(e, {"split": option}) from None
+    if not len(ds):
+        raise UsageError(f"{option}: ImageSets/Segmentation/{split}.txt in {root} lists no images")
+    return ds
 
 
 def _arrays(ds):
@@ -292,18 +327,22 @@ def load_checkpoint(
     a :class:`UsageError` naming ``option`` when ``path`` is no checkpoint of one of ``kinds``."""
     ckpt = read_checkpoint(path, kinds, option)
     kind = ckpt["kind"]
-    if kind == "fcn":
-        model = _build_fcn(ckpt)
-    elif kind == "crfrnn":
-        from convloc.models.fcn import FCNWithCRF
+    with building(path, kind, option):
+        if kind == "fcn":
+            model = _build_fcn(ckpt)
+        elif kind == "crfrnn":
+            from convloc.models.fcn import FCNWithCRF
 
-        model = FCNWithCRF(_build_fcn(ckpt["fcn"]), **ckpt["crf_args"])
-    else:
-        from convloc.models.face import FaceVerifier
+            model = FCNWithCRF(_build_fcn(ckpt["fcn"]), **ckpt["crf_args"])
+        else:
+            from convloc.models.face import FaceVerifier
 
-        model = FaceVerifier(**ckpt["model_args"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+            model = FaceVerifier(**ckpt["model_args"])
+            missing = {"size", "threshold"} - set(ckpt)  # what `convloc verify` reads besides
+            if missing:
+                raise KeyError(", ".join(sorted(missing)))
+        model.load_state_dict(ckpt["state_dict"])
+        return model.eval(), ckpt
 
 
 def _build_fcn(ckpt):
@@ -326,7 +365,7 @@ def _fcn_ckpt(model, classes) -> dict:
 
 def _train_fcn(args) -> int:
     from convloc.models import fcn
-    from convloc.models.common import save_checkpoint
+    from convloc.models.common import EpochCheckpoint, tensors_digest
     from convloc.models.segmentation import evaluate, fit, predict_scores
 
     ds = _split(args.data, args.train_split, "--train-split")
@@ -345,12 +384,26 @@ def _train_fcn(args) -> int:
         coarser, _ = load_checkpoint(args.init, ("fcn",), "--init")
         model.init_from(coarser)
     x, y = _arrays(ds)
-    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main)
+    settings = {
+        "variant": args.variant, "layout": dataclasses.asdict(layout), "batch_size": args.batch_size,
+        "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
+        "init": _file_digest(args.init), "pretrained": _file_digest(args.pretrained),
+    }  # fmt: skip
+    with naming({"checkpoint": "--output"}):
+        ck = EpochCheckpoint(args.output, "fcn", tensors_digest(x, y), settings, ["fit"], not args.no_resume)
+        resume = ck.loop("fit", args.epochs)
+    ck.restore(model)
+    info = {k: v for k, v in _fcn_ckpt(model, ds.classes).items() if k not in ("kind", "state_dict")}
+
+    def save(loop):
+        ck.save(model, "fit", loop, complete=len(loop["history"]) == args.epochs, **info)
+
+    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main,
+                 resume=resume, on_epoch=save)  # fmt: skip
     if main:
         xv, yv = _arrays(val)
         scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
         _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
-        save_checkpoint(args.output, _fcn_ckpt(model, ds.classes))
     return 0
 
 
@@ -392,7 +445,7 @@ def _train_face(args) -> int:
     from convloc.data.lfw import load_images, read_identities
     from convloc.metrics import verification as ver
     from convloc.models import face
-    from convloc.models.common import save_checkpoint
+    from convloc.models.common import EpochCheckpoint, tensors_digest
 
     root = Path(args.data)
     paths, labels, names = read_identities(_folder(root, args.train_dir, "--train-dir"))
@@ -408,40 +461,61 @@ def _train_face(args) -> int:
     y = torch.from_numpy(labels)
     model_args = {"num_identities": len(names), "dim": args.dim}
     model = face.FaceVerifier(**model_args)
-    face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main)
-    if main:
-        kf0, *_ = evaluate_face(model, pairs, size, projected=False)
-        print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
     minings = args.mining
-    for mining in minings:
-        torch.manual_seed(args.seed)
-        nn.init.orthogonal_(model.projection.weight)
-        face.train_projection(
-            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=main
-        )
-        if not main:
+    stages = ["classify", *(f"triplet-{m}" for m in minings)]
+    settings = {
+        "dim": args.dim, "margin": args.margin, "mining": minings, "seed": args.seed,
+        "pretrain_epochs": args.pretrain_epochs, "triplet_epochs": args.triplet_epochs,
+    }  # fmt: skip
+    with naming({"checkpoint": "--output"}):
+        ck = EpochCheckpoint(args.output, "face", tensors_digest(x, y), settings, stages, not args.no_resume)
+        resume = ck.loop("classify", args.pretrain_epochs)
+    ck.restore(model)
+    kept = ck.saved.get("kept") if ck.saved else None  # the first mining's projection, once trained
+    info = {"model_args": model_args, "size": size}
+
+    def saver(stage):
+        def save(loop):
+            ck.save(model, stage, loop, kept=kept, **info)
+
+        return save
+
+    if not ck.done("classify"):
+        face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main,
+                                 resume=resume, on_epoch=saver("classify"))  # fmt: skip
+        if main:
+            kf0, *_ = evaluate_face(model, pairs, size, projected=False)
+            print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
+    for mining, stage in zip(minings, stages[1:]):
+        if ck.done(stage):
             continue
-        kf, fpr, tpr, scores = evaluate_face(model, pairs, size)
-        print(json.dumps({
-            "stage": "projected", "mining": mining,
-            "acc": round(kf.mean, 4), "std": round(kf.std, 4),
-            "auc": round(ver.auc(fpr, tpr), 4), "eer": round(ver.equal_error_rate(fpr, tpr), 4),
-        }))  # fmt: skip
+        with naming({"checkpoint": "--output"}):
+            resume = ck.loop(stage, args.triplet_epochs)
+        if resume is None:
+            torch.manual_seed(args.seed)
+            nn.init.orthogonal_(model.projection.weight)
+        face.train_projection(
+            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=main,
+            resume=resume, on_epoch=saver(stage),
+        )  # fmt: skip
+        if main:
+            kf, fpr, tpr, _ = evaluate_face(model, pairs, size)
+            print(json.dumps({
+                "stage": "projected", "mining": mining,
+                "acc": round(kf.mean, 4), "std": round(kf.std, 4),
+                "auc": round(ver.auc(fpr, tpr), 4), "eer": round(ver.equal_error_rate(fpr, tpr), 4),
+            }))  # fmt: skip
         if mining == minings[0]:
-            kept = ({k: v.clone() for k, v in model.state_dict().items()}, fpr, tpr, scores)
-    if not main:
-        return 0
-    state, fpr, tpr, scores = kept
-    model.load_state_dict(state)
-    if args.roc:
-        ver.save_roc_png(args.roc, fpr, tpr, f"W' ({minings[0]} mining)")
-    # The threshold `convloc verify` uses: the best one over all pairs.
-    threshold, _ = ver.best_threshold(scores, pairs.same)
-    save_checkpoint(
-        args.output,
-        {"kind": "face", "model_args": model_args, "size": size, "threshold": threshold,
-         "state_dict": model.state_dict()},
-    )  # fmt: skip
+            kept = model.projection.weight.detach().clone()
+    model.projection.weight.data.copy_(kept)
+    threshold = None
+    if main:
+        _, fpr, tpr, scores = evaluate_face(model, pairs, size)
+        if args.roc:
+            ver.save_roc_png(args.roc, fpr, tpr, f"W' ({minings[0]} mining)")
+        # The threshold `convloc verify` uses: the best one over all pairs.
+        threshold, _ = ver.best_threshold(scores, pairs.same)
+    ck.save(model, stages[-1], complete=True, kept=kept, threshold=threshold, **info)
     return 0
 
 
@@ -463,6 +537,8 @@ def _read_pairs(root: Path, args):
         pairs = read_pairs(root / args.pairs, _folder(root, args.test_dir, "--test-dir"))
     except ValueError as e:
         raise renamed(e, {"pairs_file": "--pairs"}) from None
+    if not len(pairs):
+        raise UsageError(f"--pairs: {str(root / args.pairs)!r} lists no pairs")
     missing = [p for p in pairs.a + pairs.b if not p.is_file()]
     if missing:
         raise UsageError(
@@ -487,7 +563,7 @@ def _verify(args) -> int:
 
 
 def _train_crfrnn(args) -> int:
-    from convloc.models.common import save_checkpoint
+    from convloc.models.common import EpochCheckpoint, tensors_digest
     from convloc.models.fcn import FCNWithCRF
     from convloc.models.segmentation import (
         dense_crf_refiner,
@@ -509,6 +585,16 @@ def _train_crfrnn(args) -> int:
         )
     crf_args = {"iterations": args.iterations, "filter": args.filter}
     model = FCNWithCRF(fcn_model, **crf_args)
+    fcn_info = {k: fcn_ckpt[k] for k in ("kind", "variant", "layout", "num_classes", "classes")}
+    settings = {
+        **crf_args, "fcn": _file_digest(args.fcn), "batch_size": args.batch_size, "lr": args.lr,
+        "freeze_fcn": args.freeze_fcn, "seed": args.seed,
+    }  # fmt: skip
+    with naming({"checkpoint": "--output"}):
+        ck = EpochCheckpoint(
+            args.output, "crfrnn", tensors_digest(x, y), settings, ["fit"], not args.no_resume
+        )
+        resume = ck.loop("fit", args.epochs)
     if main:  # the baselines; the other ranks wait for rank 0 in fit's DistributedDataParallel
         xv, yv = _arrays(vds)
         train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
@@ -519,28 +605,23 @@ def _train_crfrnn(args) -> int:
         post = evaluate(val_scores, yv, n, dense_crf_refiner(raw(vds), kernels))
         _report("FCN + dense CRF", post, {"kernels": repr(kernels)})
         _report("FCN + CRF-as-RNN (untrained, Potts init)", evaluate(predict_scores(model, xv), yv, n))
+    ck.restore(model)
     groups = [{"params": model.crf.parameters(), "lr": 1e-2}]
     if args.freeze_fcn:  # no backward through the FCN, and no gradients for DDP to average
         model.fcn.requires_grad_(False)
     else:
         groups.append({"params": model.fcn.parameters(), "lr": args.lr})
-    fit(
-        model,
-        x,
-        y,
-        args.epochs,
-        args.batch_size,
-        args.lr,
-        seed=args.seed,
-        progress=main,
-        params=groups,
-    )
+
+    def save(loop):
+        ck.save(
+            model, "fit", loop, complete=len(loop["history"]) == args.epochs, crf_args=crf_args,
+            fcn={**fcn_info, "state_dict": model.fcn.state_dict()}, classes=fcn_ckpt["classes"],
+        )  # fmt: skip
+
+    fit(model, x, y, args.epochs, args.batch_size, args.lr, seed=args.seed, progress=main, params=groups,
+        resume=resume, on_epoch=save)  # fmt: skip
     if main:
         _report("FCN + CRF-as-RNN (end to end)", evaluate(predict_scores(model, xv), yv, n))
-        fcn_ckpt = {**fcn_ckpt, "state_dict": model.fcn.state_dict()}
-        ckpt = {"kind": "crfrnn", "fcn": fcn_ckpt, "crf_args": crf_args, "classes": fcn_ckpt["classes"],
-                "state_dict": model.state_dict()}  # fmt: skip
-        save_checkpoint(args.output, ckpt)
     return 0
 
 

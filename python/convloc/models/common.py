@@ -5,6 +5,7 @@ checkpoint and the test-time selection of detections."""
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import hashlib
 import os
@@ -22,6 +23,7 @@ from convloc.models import box_coder
 
 __all__ = [
     "to_tensor",
+    "keep_freed_memory",
     "seed_everything",
     "save_checkpoint",
     "load_checkpoint",
@@ -31,7 +33,10 @@ __all__ = [
     "barrier",
     "rank_world",
     "data_parallel",
-    "generator_states",
+    "rng_states",
+    "set_rng_state",
+    "check_resumable",
+    "tensors_digest",
     "broadcast_buffers",
     "fit_epochs",
     "compute_proposals",
@@ -39,6 +44,7 @@ __all__ = [
     "make_optimizer",
     "TrainingRun",
     "start_training",
+    "EpochCheckpoint",
     "decode_detections",
 ]
 
@@ -51,6 +57,20 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] RGB → normalised float32 [3, H, W]."""
     x = torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1) / 255
     return (x - MEAN) / STD
+
+
+def keep_freed_memory() -> None:
+    """Makes glibc's malloc keep the memory a training step frees for the next step (no-op with
+    another C library). By default it maps every block above 32 MB afresh and unmaps it when freed,
+    and returns freed heap to the system: first touching those pages again costs page faults
+    every step (at the paper's 600-px scale, system time was a quarter of the user time)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt's parameters, from <malloc.h>
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -68,7 +88,41 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The dict :func:`save_checkpoint` wrote; a ``ValueError`` starting ``checkpoint:`` when the
+    file is missing, truncated, corrupt or holds something else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - whatever torch.load meets in a bad file, one message
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"checkpoint: {path!r} is not a checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint: {path!r} holds a {type(state).__name__}, not a convloc checkpoint")
+    return state
+
+
+def check_resumable(state: dict, kind: str, data: str, settings: dict) -> None:
+    """Raises a one-line ``ValueError`` starting ``checkpoint:`` unless ``state`` is a checkpoint
+    of a ``kind`` run on the same ``data`` (a content digest) with the same ``settings`` (what
+    defines the model and its training; the length of the run may differ)."""
+    if state.get("kind") != kind:
+        got = f"a {state['kind']!r} run" if state.get("kind") else "no convloc training run"
+        raise ValueError(f"checkpoint: holds {got}, not a {kind!r} one")
+    if state.get("data") != data:
+        raise ValueError("checkpoint: was trained on other data (another dataset or split)")
+    saved = state.get("settings", {})
+    changed = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v]
+    if changed:
+        raise ValueError(f"checkpoint: was trained with other settings ({'; '.join(changed)})")
+
+
+def tensors_digest(*tensors) -> str:
+    """SHA-1 of arrays' or tensors' contents: the data key of a run trained on arrays."""
+    h = hashlib.sha1()
+    for t in tensors:
+        a = t.numpy() if isinstance(t, Tensor) else np.asarray(t)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def init_distributed() -> tuple[int, int]:
@@ -115,15 +169,25 @@ def data_parallel(model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model) if rank_world()[1] > 1 else model
 
 
-def generator_states(generator: torch.Generator) -> list[Tensor]:
-    """Every rank's ``generator`` state in rank order, for a checkpoint that resumes each rank's
-    sampling where it stopped."""
+def rng_states(generator: torch.Generator) -> list[dict]:
+    """Every rank's random state in rank order: its sample ``generator`` and torch's global
+    generator (dropout), for a checkpoint that resumes each rank where it stopped."""
+    state = {"sampler": generator.get_state(), "torch": torch.get_rng_state()}
     world = rank_world()[1]
     if world == 1:
-        return [generator.get_state()]
+        return [state]
     states = [None] * world
-    dist.all_gather_object(states, generator.get_state())
+    dist.all_gather_object(states, state)
     return states
+
+
+def set_rng_state(generator: torch.Generator, states: list[dict]) -> None:
+    """Restores this rank's entry of :func:`rng_states` (a rank the run did not have keeps its
+    fresh seed)."""
+    rank = rank_world()[0]
+    if rank < len(states):
+        generator.set_state(states[rank]["sampler"])
+        torch.set_rng_state(states[rank]["torch"])
 
 
 def broadcast_buffers(model: nn.Module) -> None:
@@ -146,6 +210,8 @@ def fit_epochs(
     drop_last: bool = False,
     scheduler=None,
     min_per_rank: int = 1,
+    resume: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[float]:
     """The minibatch loop of the segmentation and face trainers, data-parallel under torchrun.
 
@@ -157,6 +223,10 @@ def fit_epochs(
     a batch (a ``ValueError`` otherwise, rather than a run that skips every batch); a final short
     batch without them (with ``drop_last``, any final short batch) is skipped. Returns each epoch's
     mean loss over all ranks; tqdm shows on rank 0 only.
+
+    After each epoch ``on_epoch`` gets the loop's state (epoch, losses, optimizer, scheduler, the
+    generator and torch's global generator); ``resume``, such a state, continues the loop after
+    its epoch with the same draws, so the model ends with the bits of an uninterrupted run.
     """
     rank, world = rank_world()
     if batch_size < world * min_per_rank:
@@ -165,8 +235,17 @@ def fit_epochs(
             f"{min_per_rank} item(s); expected at least {world * min_per_rank}"
         )
     part = slice(rank, None, world)
-    history = []
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress or rank != 0):
+    history: list[float] = []
+    if resume:
+        history = list(resume["history"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+    bar = tqdm(range(len(history), epochs), desc=desc, disable=not progress or rank != 0,
+               initial=len(history), total=epochs)  # fmt: skip
+    for _ in bar:
         order = torch.randperm(n, generator=generator)
         stats = torch.zeros(2, dtype=torch.float64)  # loss sum, items
         for start in range(0, n, batch_size):
@@ -184,6 +263,12 @@ def fit_epochs(
         if world > 1:
             dist.all_reduce(stats)
         history.append(float(stats[0] / stats[1].clamp_min(1)))
+        if on_epoch is not None:
+            on_epoch({
+                "history": list(history), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            })  # fmt: skip
     return history
 
 
@@ -227,23 +312,23 @@ def load_proposals(
     mode: str = "fast",
     max_boxes: int = 500,
 ) -> list[np.ndarray]:
-    """Proposals for every image of ``dataset``, computed once and cached in ``cache_dir``.
+    """Proposals for every image of ``dataset``, computed once and cached in ``cache_dir``, one
+    file per image named by its content (:meth:`~convloc.data.VOCDetection.image_digest`) in a
+    folder named by the settings: a rewritten image gets fresh proposals, and ``convloc detect``
+    computes the same boxes for the same pixels.
 
     Under torchrun each rank computes its share of the missing images, then all read the cache."""
-    key = hashlib.sha1(f"{dataset.root}|{method}|{mode}|{max_boxes}".encode()).hexdigest()[:10]
-    folder = os.path.join(cache_dir, f"proposals-{method}-{mode}-{max_boxes}-{key}")
+    folder = os.path.join(cache_dir, f"proposals-{method}-{mode}-{max_boxes}")
     os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"{dataset.image_digest(i)}.npy") for i in range(len(dataset))]
     rank, world = rank_world()
-    todo = [
-        i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npy"))
-    ]
+    todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
     for i in tqdm(todo[rank::world], desc="proposals", unit="img", disable=not todo or rank != 0):
-        boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes, seed=i)
-        path = os.path.join(folder, f"{dataset.ids[i]}.npy")
-        np.save(path + ".tmp.npy", boxes)
-        os.replace(path + ".tmp.npy", path)
+        boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes)
+        np.save(paths[i] + ".tmp.npy", boxes)
+        os.replace(paths[i] + ".tmp.npy", paths[i])
     barrier()
-    return [np.load(os.path.join(folder, f"{image_id}.npy")) for image_id in dataset.ids]
+    return [np.load(path) for path in paths]
 
 
 def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
@@ -261,31 +346,34 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 @dataclass
 class TrainingRun:
     """A detector's training state: the model, its optimizer and schedule, this rank's generator
-    of training samples, and ``resumed``, the checkpoint the run resumed from (None when fresh)."""
+    of training samples, the checkpoint's header (kind, data digest, settings) and ``resumed``,
+    the checkpoint the run resumed from (None when fresh)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
+    header: dict
     resumed: dict | None
 
-    def save(self, path: str, kind: str, classes, cfg, iteration: int, **extra) -> None:
+    def save(self, path: str, classes, cfg, iteration: int, complete: bool, **extra) -> None:
         """Writes the checkpoint that :func:`start_training` resumes from (rank 0 writes, every rank
-        waits): ``kind``, ``classes``, the config, the model, optimizer and scheduler states,
-        ``iteration``, every rank's generator state and ``extra``."""
-        states = generator_states(self.generator)  # a resumed run draws the same samples on every rank
+        waits): the header, ``classes``, the config, the model, optimizer and scheduler states,
+        ``iteration``, every rank's random state, whether training is ``complete``, and ``extra``."""
+        states = rng_states(self.generator)  # a resumed run draws what the uninterrupted one would
         if is_main():
             save_checkpoint(
                 path,
                 {
-                    "kind": kind,
+                    **self.header,
                     "classes": list(classes),
                     "config": asdict(cfg),
                     "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "iteration": iteration,
-                    "generators": states,
+                    "rng": states,
+                    "complete": complete,
                     **extra,
                 },
             )
@@ -293,28 +381,93 @@ class TrainingRun:
 
 
 def start_training(
-    build: Callable[[], nn.Module], cfg, iterations: int, checkpoint: str, resume: bool
+    build: Callable[[], nn.Module], cfg, length: str, kind: str, data: str, checkpoint: str, resume: bool
 ) -> TrainingRun:
     """The detectors' training prologue: seeds torch with ``cfg.seed`` and calls ``build`` (the
     same initial weights for a seed), makes the optimizer (:func:`make_optimizer`) and a schedule
-    that multiplies the learning rate by 0.1 at the fractions ``cfg.lr_steps`` of ``iterations``,
-    and seeds this rank's sample generator with ``cfg.seed * 1000 + rank``. When ``resume`` and
-    ``checkpoint`` exists, the model, optimizer, schedule and generator continue from it."""
+    that multiplies the learning rate by 0.1 at the fractions ``cfg.lr_steps`` of the iterations
+    (``cfg``'s field ``length``), and seeds this rank's sample generator with
+    ``cfg.seed * 1000 + rank``. When ``resume`` and ``checkpoint`` exists, the model, optimizer,
+    schedule and random states continue from it, provided it is a ``kind`` run on the same
+    ``data`` (digest) with the same config but for its length (a ``ValueError`` otherwise)."""
     rank = rank_world()[0]
+    settings = {k: v for k, v in asdict(cfg).items() if k != length}
+    header = {"kind": kind, "data": data, "settings": settings}
+    state = None
+    if resume and os.path.exists(checkpoint):
+        state = load_checkpoint(checkpoint)
+        check_resumable(state, kind, data, settings)
     torch.manual_seed(cfg.seed)
     model = build()
     optimizer = make_optimizer(model, cfg)
-    milestones = [int(f * iterations) for f in cfg.lr_steps]
+    milestones = [int(f * getattr(cfg, length)) for f in cfg.lr_steps]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    state = load_checkpoint(checkpoint) if resume and os.path.exists(checkpoint) else None
     if state:
+        if state["iteration"] > getattr(cfg, length):
+            raise ValueError(
+                f"checkpoint: holds {state['iteration']} iterations, more than the "
+                f"{getattr(cfg, length)} asked for"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if rank < len(state["generators"]):
-            generator.set_state(state["generators"][rank])
-    return TrainingRun(model, optimizer, scheduler, generator, state)
+        set_rng_state(generator, state["rng"])
+    return TrainingRun(model, optimizer, scheduler, generator, header, state)
+
+
+class EpochCheckpoint:
+    """The checkpoint file of an epoch-based run (``convloc train fcn|crfrnn|face``), whose
+    training goes through named ``stages`` in order, each a :func:`fit_epochs` loop.
+
+    :meth:`save` (rank 0 writes, every rank waits) records the header (``kind``, the ``data``
+    digest, the ``settings``), the stage, its loop state, the model's ``state_dict``, whether the
+    run is ``complete``, and what the command adds. Built with ``resume`` where ``path`` exists,
+    it reads the file back, refusing a run of another kind, data or settings (``ValueError``);
+    :meth:`restore`, :meth:`done` and :meth:`loop` then continue the run where it stopped."""
+
+    def __init__(self, path: str, kind: str, data: str, settings: dict, stages, resume: bool = True):
+        self.path, self.stages = path, list(stages)
+        self.header = {"kind": kind, "data": data, "settings": settings}
+        self.saved = None
+        if resume and os.path.exists(path):
+            self.saved = load_checkpoint(path)
+            check_resumable(self.saved, kind, data, settings)
+        self._loop = self.saved["loop"] if self.saved else None
+
+    def restore(self, model: nn.Module) -> None:
+        """Loads the saved weights into ``model`` (nothing on a fresh run)."""
+        if self.saved:
+            model.load_state_dict(self.saved["state_dict"])
+
+    def done(self, stage: str) -> bool:
+        """Whether the saved run went past ``stage``."""
+        return bool(self.saved) and self.stages.index(self.saved["stage"]) > self.stages.index(stage)
+
+    def loop(self, stage: str, epochs: int) -> dict | None:
+        """The saved loop state of ``stage`` to resume (None unless the run stopped in it); a
+        ``ValueError`` when it holds more than ``epochs`` epochs."""
+        if not self.saved or self.saved["stage"] != stage:
+            return None
+        loop = self.saved["loop"]
+        if len(loop["history"]) > epochs:
+            raise ValueError(
+                f"checkpoint: holds {len(loop['history'])} epochs of {stage}, more than the {epochs} asked for"
+            )
+        return loop
+
+    def save(
+        self, model: nn.Module, stage: str, loop: dict | None = None, complete: bool = False, **extra
+    ) -> None:
+        """Writes the checkpoint; ``loop`` None keeps the last loop state saved."""
+        self._loop = loop if loop is not None else self._loop
+        loop = self._loop
+        if is_main():
+            save_checkpoint(self.path, {
+                **self.header, "stage": stage, "loop": loop, "state_dict": model.state_dict(),
+                "complete": complete, **extra,
+            })  # fmt: skip
+        barrier()
 
 
 def decode_detections(

@@ -110,9 +110,12 @@ def pretrain_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = False,
+    resume: dict | None = None,
+    on_epoch=None,
 ) -> list[float]:
     """Stage 1: trains phi as an N-way identity classifier (softmax), random flips and shifts.
-    Data-parallel under torchrun (:func:`~convloc.models.common.fit_epochs`)."""
+    Data-parallel under torchrun (:func:`~convloc.models.common.fit_epochs`, which also says what
+    ``resume`` and ``on_epoch`` are)."""
     gen = torch.Generator().manual_seed(seed)
     params = list(model.features.parameters()) + list(model.classifier.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
@@ -125,7 +128,7 @@ def pretrain_classifier(
 
     model.train()
     history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "classify", progress,
-                         scheduler=sched)  # fmt: skip
+                         scheduler=sched, resume=resume, on_epoch=on_epoch)  # fmt: skip
     broadcast_buffers(model)
     model.eval()
     return history
@@ -143,10 +146,13 @@ def train_projection(
     lr: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
+    resume: dict | None = None,
+    on_epoch=None,
 ) -> list[float]:
     """Stage 2: learns W' with the triplet loss on the frozen descriptors phi/||phi|| (as in the
     paper); batches hold ``identities_per_batch`` x ``images_per_identity`` images. Under torchrun
-    each rank takes its share of every batch's identities."""
+    each rank takes its share of every batch's identities; ``resume`` and ``on_epoch`` as for
+    :func:`~convloc.models.common.fit_epochs`."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.eval()
@@ -163,7 +169,7 @@ def train_projection(
 
     # A triplet needs two identities on the rank that forms it.
     return fit_epochs(loss_of, opt, len(by_id), epochs, identities_per_batch, gen, "triplet", progress,
-                      drop_last=True, min_per_rank=2)  # fmt: skip
+                      drop_last=True, min_per_rank=2, resume=resume, on_epoch=on_epoch)  # fmt: skip
 
 
 @torch.no_grad()

@@ -23,11 +23,14 @@ def fit(
     seed: int = 0,
     progress: bool = False,
     params=None,
+    resume: dict | None = None,
+    on_epoch=None,
 ) -> list[float]:
     """Trains ``model`` (images ``[N, 3, H, W]`` -> scores ``[N, L, H, W]``) with pixelwise
     cross-entropy ignoring label 255, Adam, random horizontal flips. Returns each epoch's mean
     loss. Under torchrun every rank trains on its share of each batch
-    (:func:`~convloc.models.common.fit_epochs`) and all end with rank 0's model."""
+    (:func:`~convloc.models.common.fit_epochs`, which also says what ``resume`` and ``on_epoch``
+    are) and all end with rank 0's model."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(
         params if params is not None else [p for p in model.parameters() if p.requires_grad],
@@ -45,7 +48,8 @@ def fit(
         return loss_fn(net(x), y)
 
     model.train()
-    history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "train", progress)
+    history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "train", progress,
+                         resume=resume, on_epoch=on_epoch)  # fmt: skip
     broadcast_buffers(model)
     model.eval()
     return history
