@@ -12,15 +12,18 @@ import numpy as np
 
 from convloc.commands import (
     UsageError,
+    building,
     checkpoint_path,
     existing_dir,
     existing_file,
     integer,
+    naming,
     output_dir,
     output_file,
     read_checkpoint,
     real,
     renamed,
+    set_threads,
 )
 
 
@@ -123,23 +126,23 @@ def register_train(sub) -> None:
         p.add_argument("--fc-dim", type=integer(1), help="fc6/fc7 width (default: 512 small, 4096 vgg16)")
         p.add_argument("--pretrained", type=existing_file, help="torchvision-style VGG state dict file")
         if kind == "fast-rcnn":
-            iterations, what = 2000, "training iterations, of 2 images x 64 RoIs each"
+            _fast_rcnn_args(p)
         else:
-            iterations, what = 1000, "fine-tuning iterations, of 128 warped regions each (then the SVMs)"
-        p.add_argument("--iterations", type=integer(1), default=iterations, help=what)
-        p.add_argument(
-            "--optimizer",
-            choices=["sgd", "adam"],
-            default="sgd",
-            help="SGD with momentum 0.9 as in the paper, or AdamW (faster from scratch)",
-        )
-        p.add_argument(
-            "--lr",
-            type=real("(0, inf)"),
-            default=0.01,
-            help="learning rate, x0.1 after 70%% of the iterations",
-        )
-        p.add_argument("--dropout", type=real("[0, 1)"), default=0.5, help="dropout after fc6 and fc7")
+            p.add_argument(
+                "--iterations", type=integer(1), default=1000,
+                help="fine-tuning iterations, of 128 warped regions each (then the SVMs)",
+            )  # fmt: skip
+            p.add_argument(
+                "--optimizer", choices=["sgd", "adam"], default="sgd",
+                help="SGD with momentum 0.9 as in the paper, or AdamW",
+            )  # fmt: skip
+            p.add_argument(
+                "--lr",
+                type=real("(0, inf)"),
+                default=0.01,
+                help="learning rate, x0.1 after 70%% of the iterations",
+            )
+            p.add_argument("--dropout", type=real("[0, 1)"), default=0.5, help="dropout after fc6 and fc7")
         p.add_argument(
             "--seed",
             type=integer(0),
@@ -147,38 +150,67 @@ def register_train(sub) -> None:
             help="random seed of the weights and the sampling: a seed gives one model",
         )
         p.add_argument(
-            "--threads", type=integer(0), default=0, help="torch threads per process; 0: torch's default"
+            "--threads",
+            type=integer(0),
+            default=0,
+            help="threads of torch and of convloc's kernels per process; 0: their defaults",
         )
-        if kind == "fast-rcnn":
-            p.add_argument("--scale", type=integer(1), default=600, help="shorter image side in pixels")
-            p.add_argument(
-                "--max-size",
-                type=integer(1),
-                default=1000,
-                help="longest image side in pixels (caps --scale)",
-            )
         _proposal_args(p)
         p.set_defaults(func=_train, model=kind)
 
 
+def _fast_rcnn_args(p) -> None:
+    g = p.add_argument_group(
+        "training recipe (--recipe sets the options below; an option given overrides it)"
+    )
+    g.add_argument(
+        "--recipe",
+        choices=["scratch", "paper"],
+        default="scratch",
+        help="scratch: the small backbone trained from scratch, AdamW lr 1e-3 without dropout, "
+        "images near their own size (--scale 128 --max-size 192), backgrounds of IoU [0, 0.5) with "
+        "the objects; paper: the paper's fine-tuning of a pretrained VGG-16, SGD lr 1e-3 with "
+        "momentum 0.9, dropout 0.5, --scale 600 --max-size 1000, backgrounds of IoU [0.1, 0.5)",
+    )
+    g.add_argument(
+        "--iterations", type=integer(1), default=2000, help="training iterations, of 2 images x 64 RoIs each"
+    )
+    g.add_argument(
+        "--optimizer", choices=["sgd", "adam"], help="SGD with momentum 0.9, or AdamW (default: the recipe's)"
+    )
+    g.add_argument(
+        "--lr",
+        type=real("(0, inf)"),
+        help="learning rate, x0.1 after 70%% of the iterations (default: the recipe's)",
+    )
+    g.add_argument("--dropout", type=real("[0, 1)"), help="dropout after fc6 and fc7 (default: the recipe's)")
+    g.add_argument("--scale", type=integer(1), help="shorter image side in pixels (default: the recipe's)")
+    g.add_argument(
+        "--max-size",
+        type=integer(1),
+        help="longest image side in pixels, caps --scale (default: the recipe's)",
+    )
+
+
 def _dataset(root: str, split: str, classes=None):
     """The VOC split named on the command line; a :class:`UsageError` naming --data or --split
-    when there is none."""
+    when there is none or it lists no images."""
     from convloc.data import VOCDetection
 
     try:
-        return VOCDetection(root, split, classes=classes)
+        dataset = VOCDetection(root, split, classes=classes)
     except FileNotFoundError as e:
         raise renamed(e, {"root": "--data", "split": "--split"}) from None
+    if not len(dataset):
+        raise UsageError(f"--split: ImageSets/Main/{split}.txt in {dataset.root} lists no images")
+    return dataset
 
 
 def _setup(args):
-    import torch
+    from convloc.models.common import init_distributed, keep_freed_memory, seed_everything
 
-    from convloc.models.common import init_distributed, seed_everything
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    keep_freed_memory()
     dataset = _dataset(args.data, args.split)
     rank, world = init_distributed()
     seed_everything(args.seed + rank)
@@ -201,20 +233,24 @@ def _train(args) -> int:
     dataset, rank, world = _setup(args)
     proposals, settings = _proposals(dataset, args)
     fc_dim = args.fc_dim or (512 if args.backbone == "small" else 4096)
-    common = dict(
-        backbone=args.backbone, fc_dim=fc_dim, optimizer=args.optimizer, lr=args.lr,
-        dropout=args.dropout, seed=args.seed, proposals=settings,
-    )  # fmt: skip
+    common = dict(backbone=args.backbone, fc_dim=fc_dim, seed=args.seed, proposals=settings)
     if args.model == "fast-rcnn":
-        from convloc.models.fast_rcnn import FastRCNNConfig, train_fast_rcnn
+        from convloc.models.fast_rcnn import RECIPES, FastRCNNConfig, train_fast_rcnn
 
-        cfg = FastRCNNConfig(iterations=args.iterations, scale=args.scale, max_size=args.max_size, **common)
-        train_fast_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
+        options = ("optimizer", "lr", "dropout", "scale", "max_size")
+        given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+        cfg = FastRCNNConfig(iterations=args.iterations, **{**RECIPES[args.recipe], **given}, **common)
+        with naming({"checkpoint": "--out"}):
+            train_fast_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
     else:
         from convloc.models.rcnn import RCNNConfig, train_rcnn
 
-        cfg = RCNNConfig(finetune_iterations=args.iterations, **common)
-        train_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
+        cfg = RCNNConfig(
+            finetune_iterations=args.iterations, optimizer=args.optimizer, lr=args.lr, dropout=args.dropout,
+            **common,
+        )  # fmt: skip
+        with naming({"checkpoint": "--out"}):
+            train_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
     if rank == 0:
         print(f"saved {args.out}")
     return 0
@@ -225,21 +261,18 @@ def load_detector(path: str, svd_rank: int | tuple[int, int] | None = None):
     ``convloc train rcnn|fast-rcnn``; ``svd_rank`` compresses a Fast R-CNN's fc layers. A
     :class:`UsageError` when the file or ``svd_rank`` does not fit."""
     state = read_checkpoint(path, ("fast-rcnn", "rcnn"))
-    if state["kind"] == "fast-rcnn":
-        from convloc.models.fast_rcnn import load_fast_rcnn
+    if state["kind"] == "rcnn" and svd_rank:
+        raise UsageError("--svd: only for fast-rcnn checkpoints, got an rcnn one")
+    with building(path, state["kind"]):
+        if state["kind"] == "fast-rcnn":
+            from convloc.models.fast_rcnn import load_fast_rcnn
 
-        model = load_fast_rcnn(state, svd_rank)
-    else:
-        from convloc.models.rcnn import load_rcnn
+            model = load_fast_rcnn(state, svd_rank)
+        else:
+            from convloc.models.rcnn import load_rcnn
 
-        if svd_rank:
-            raise UsageError("--svd: only for fast-rcnn checkpoints, got an rcnn one")
-        if state["stage"] != "done":
-            raise UsageError(
-                f"checkpoint: R-CNN training stopped at stage {state['stage']!r}; rerun `convloc train rcnn`"
-            )
-        model = load_rcnn(state)
-    return model, state["classes"], state["config"]["proposals"]
+            model = load_rcnn(state)
+        return model, state["classes"], state["config"]["proposals"]
 
 
 def _svd_rank(text: str) -> int | tuple[int, int]:
@@ -267,7 +300,12 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", help="image set to evaluate (ImageSets/Main/SPLIT.txt)")
     p.add_argument("--svd", type=_svd_rank, help=svd_help)
     p.add_argument("--limit", type=integer(1), help="evaluate the first N images only (default: all)")
-    p.add_argument("--threads", type=integer(0), default=0, help="torch threads; 0: torch's default")
+    p.add_argument(
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="threads of torch and of convloc's kernels; 0: their defaults",
+    )
     p.add_argument("--json", type=output_file(".json"), help="also write the results to this JSON file")
     p.add_argument("--cache", type=output_dir, help="proposal cache folder (default: DATA/cache)")
     p.set_defaults(func=_eval)
@@ -324,8 +362,7 @@ def _eval(args) -> int:
 
     from convloc.metrics.detection import format_table
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     model, classes, settings = load_detector(args.checkpoint, args.svd)
     dataset = _dataset(args.data, args.split, classes)
     proposals, _ = _proposals(dataset, args, settings)
