@@ -272,7 +272,8 @@ def load_detector(path: str, svd_rank: int | tuple[int, int] | None = None):
             from convloc.models.rcnn import load_rcnn
 
             model = load_rcnn(state)
-        return model, state["classes"], state["config"]["proposals"]
+        proposals = {k: state["config"]["proposals"][k] for k in ("method", "mode", "max_boxes")}
+        return model, state["classes"], proposals
 
 
 def _svd_rank(text: str) -> int | tuple[int, int]:
@@ -313,7 +314,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "detect",
         help="draw a detector's boxes on an image",
-        description="Detects objects in one image and draws their boxes, classes and scores.",
+        description="Detects objects in one image and writes a picture of it: the image enlarged, "
+        "each box in its class's colour with the class and score, and a legend.",
     )
     p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train rcnn|fast-rcnn`")
     p.add_argument("image", type=existing_file, help="image to detect objects in")
@@ -386,8 +388,9 @@ def _eval(args) -> int:
 
 
 def _detect(args) -> int:
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
+    from convloc.data.pictures import detection_picture
     from convloc.models.common import compute_proposals
 
     model, classes, settings = load_detector(args.checkpoint, args.svd)
@@ -396,29 +399,8 @@ def _detect(args) -> int:
     props = compute_proposals(image, settings["method"], settings["mode"], settings["max_boxes"])
     det = model.detect(image, props)
     threshold = args.threshold if args.threshold is not None else (0.5 if hasattr(model, "roi_pool") else 0.0)
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    palette = [
-        (255, 64, 64),
-        (64, 200, 64),
-        (64, 128, 255),
-        (255, 200, 0),
-        (200, 64, 255),
-        (0, 220, 220),
-    ]
-    shown = 0
-    for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
-        if score < threshold:
-            continue
-        colour = palette[int(label) % len(palette)]
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=2)
-        text = f"{classes[label]} {score:.2f}"
-        tx, ty = x1, max(0.0, y1 - 11)
-        draw.rectangle(draw.textbbox((tx, ty), text), fill=colour)
-        draw.text((tx, ty), text, fill=(0, 0, 0))
-        shown += 1
-    canvas.save(args.output)
+    Image.fromarray(detection_picture(image, det, classes, threshold)).save(args.output)
+    shown = int((det["scores"] >= threshold).sum())
     print(f"{shown} detections drawn to {args.output}")
     return 0
 

@@ -194,8 +194,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "segment",
         help="segment an image with a trained FCN / CRF-as-RNN checkpoint",
-        description="Labels every pixel of an image, writes the labels' colours over the image and "
-        "prints, as JSON, the fraction of the image each class covers.",
+        description="Labels every pixel of an image, writes a picture of it (the image enlarged, "
+        "each class outlined in its colour over a light tint, a legend with the classes' names "
+        "and shares) and prints, as JSON, the fraction of the image each class covers.",
     )
     p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train fcn|crfrnn`")
     p.add_argument("image", type=existing_file, help="image to segment")
@@ -204,7 +205,7 @@ def register(sub) -> None:
         "--output",
         required=True,
         type=output_file(".png", ".jpg", ".jpeg"),
-        help="the image with the label colours blended in",
+        help="the picture: the image with the segments outlined and a legend",
     )
     p.add_argument("--labels", type=output_file(".png"), help="also write the class-index palette PNG here")
     p.set_defaults(func=_segment)
@@ -629,17 +630,18 @@ def _segment(args) -> int:
     import torch
     from PIL import Image
 
-    from convloc.data.voc_seg import normalize, overlay, write_label
+    from convloc.data.pictures import segmentation_picture
+    from convloc.data.voc_seg import normalize, write_label
 
     model, ckpt = load_checkpoint(args.checkpoint, ("fcn", "crfrnn"))
     with Image.open(args.image) as im:
         image = np.array(im.convert("RGB"))
     with torch.no_grad():
         labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
-    Image.fromarray(overlay(image, labels)).save(args.output)
+    classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
+    Image.fromarray(segmentation_picture(image, labels, classes)).save(args.output)
     if args.labels:
         write_label(args.labels, labels)
-    classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
     counts = np.bincount(labels.ravel(), minlength=len(classes))
     print(json.dumps({classes[i]: round(c / labels.size, 4) for i, c in enumerate(counts) if c}))
     return 0
