@@ -16,8 +16,7 @@ convloc demo -o crf_demo.png
 
 # Fast R-CNN on the synthetic shapes; boxes on the first three test images.
 convloc data make-shapes shapes
-convloc train fast-rcnn --data shapes --out frcnn.pt --iterations 800 --scale 160 --max-size 256 \
-  --optimizer adam --lr 1e-3 --dropout 0 --fc-dim 256
+convloc train fast-rcnn --data shapes --out frcnn.pt --threads 1
 for id in 000300 000301 000302; do
   convloc detect frcnn.pt "shapes/JPEGImages/$id.jpg" -o "detect_$id.png"
 done

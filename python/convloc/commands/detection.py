@@ -314,8 +314,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "detect",
         help="draw a detector's boxes on an image",
-        description="Detects objects in one image and writes a picture of it: the image enlarged, "
-        "each box in its class's colour with the class and score, and a legend.",
+        description="Detects objects in one image and draws their boxes, each in its class's "
+        "colour with the class and score.",
     )
     p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train rcnn|fast-rcnn`")
     p.add_argument("image", type=existing_file, help="image to detect objects in")

@@ -1,6 +1,6 @@
-"""Pictures of what the models found, readable at a glance: the image enlarged to about 384 px,
-each class in its own saturated colour, segments as outlines over a light tint that keeps the
-image visible, boxes with their class and score, and a legend of the classes shown."""
+"""Pictures of what the models found, readable at a glance: each class in its own saturated
+colour; segments as outlines over a light tint that keeps the image visible, on the image
+enlarged to about 384 px, with a legend of the classes; boxes with their class and score."""
 
 from __future__ import annotations
 
@@ -104,26 +104,22 @@ def segmentation_picture(
 
 
 def detection_picture(image: np.ndarray, detections: dict, classes, threshold: float = 0.5) -> np.ndarray:
-    """``image`` [H, W, 3] uint8 with the ``detections`` (boxes [D, 4] in its pixels, scores,
-    labels) scoring at least ``threshold``: enlarged, each box in its class's colour with the class
-    and score on a tab above it, and a legend of the classes drawn with their counts."""
-    canvas, k = _enlarge(image)
+    """``image`` [H, W, 3] uint8, at its own size, with the ``detections`` (boxes [D, 4] in its
+    pixels, scores, labels) scoring at least ``threshold``: each box in its class's colour with
+    the class and score on a tab above it, the best boxes drawn last (on top)."""
+    canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]))
     draw = ImageDraw.Draw(canvas)
-    drawn: dict[int, int] = {}
     for box, score, label in sorted(
         zip(detections["boxes"], detections["scores"], detections["labels"]), key=lambda d: d[1]
-    ):  # the best boxes last, on top
+    ):
         if score < threshold:
             continue
-        label = int(label)
-        colour = class_colour(label + 1)  # the colours of segmentation's object classes
-        x1, y1, x2, y2 = (float(v) * k for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=3)
-        text = f"{classes[label]} {score:.2f}"
-        tab = draw.textbbox((x1, 0), text)
-        ty = y1 - (tab[3] - tab[1]) - 4 if y1 > tab[3] - tab[1] + 4 else y1
-        draw.rectangle((x1, ty, x1 + tab[2] - tab[0] + 4, ty + tab[3] - tab[1] + 4), fill=colour)
-        draw.text((x1 + 2, ty + 1), text, fill=_text_colour(colour))
-        drawn[label] = drawn.get(label, 0) + 1
-    entries = [(class_colour(c + 1), f"{classes[c]} x{drawn[c]}") for c in sorted(drawn)]
-    return np.asarray(_legend(canvas, entries or [((255, 255, 255), f"nothing scores >= {threshold:g}")]))
+        colour = class_colour(int(label) + 1)  # the colours of segmentation's object classes
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=2)
+        text = f"{classes[int(label)]} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text)
+        ty = y1 - (bottom - top) - 3 if y1 >= bottom - top + 3 else y1
+        draw.rectangle((x1, ty, x1 + right - left + 3, ty + bottom - top + 3), fill=colour)
+        draw.text((x1 + 2, ty + 1 - top), text, fill=_text_colour(colour))
+    return np.asarray(canvas)
