@@ -322,8 +322,9 @@ def load_proposals(
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, f"{dataset.image_digest(i)}.npy") for i in range(len(dataset))]
     rank, world = rank_world()
-    todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
-    for i in tqdm(todo[rank::world], desc="proposals", unit="img", disable=not todo or rank != 0):
+    # this rank's images by index, whatever the others have written by now
+    todo = [i for i in range(rank, len(paths), world) if not os.path.exists(paths[i])]
+    for i in tqdm(todo, desc="proposals", unit="img", disable=not todo or rank != 0):
         boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes)
         np.save(paths[i] + ".tmp.npy", boxes)
         os.replace(paths[i] + ".tmp.npy", paths[i])

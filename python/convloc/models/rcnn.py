@@ -298,8 +298,9 @@ def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     cfg = model.cfg
     paths = _feature_files(dataset, proposals, folder)
-    todo = [i for i, path in enumerate(paths) if not os.path.exists(path)]
-    for i in tqdm(todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo):
+    # this rank's images by index, whatever the others have written by now
+    todo = [i for i in range(rank, len(paths), world) if not os.path.exists(paths[i])]
+    for i in tqdm(todo, desc="rcnn features", unit="img", disable=not todo or rank != 0):
         t = dataset.target(i)
         gt_all = torch.as_tensor(t["boxes"]).reshape(-1, 4)
         keep = ~t["difficult"]
