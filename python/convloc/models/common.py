@@ -373,7 +373,7 @@ class TrainingRun:
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "iteration": iteration,
-                    "rng": states,
+                    "generators": states,
                     "complete": complete,
                     **extra,
                 },
@@ -413,7 +413,7 @@ def start_training(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(generator, state["rng"])
+        set_rng_state(generator, state["generators"])
     return TrainingRun(model, optimizer, scheduler, generator, header, state)
 
 
