@@ -23,7 +23,7 @@ done
 
 # FCN-8s on the synthetic segmentation set (default options); the first three validation images.
 convloc data make-segmentation seg
-convloc train fcn --data seg --variant 8s -o fcn8s.pt
+convloc train fcn --data seg --variant 8s -o fcn8s.pt --threads 1
 for id in 00300 00301 00302; do
   convloc segment fcn8s.pt "seg/JPEGImages/synth_$id.jpg" -o "segment_$id.png"
 done
