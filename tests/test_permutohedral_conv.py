@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
-import torch
 
 from convloc import ops
-from convloc.nn import PermutohedralConv
-from convloc.nn.permutohedral_conv import LatticeTables
 from reference import segface as ref
+
+# A torch module's tests: a Python without torch skips them.
+torch = pytest.importorskip("torch")
+PermutohedralConv = pytest.importorskip("convloc.nn").PermutohedralConv
+LatticeTables = pytest.importorskip("convloc.nn.permutohedral_conv").LatticeTables
 
 
 def _points(rng, n=120, d=3, c=3, b=None, dtype=torch.float64):

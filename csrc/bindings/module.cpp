@@ -41,14 +41,11 @@ py::dict build_info() {
   d["compiler"] = std::string("unknown");
 #endif
   py::list simd;
-#if defined(__x86_64__) && defined(__GNUC__)
-  // Hot loops carry x86-64-v4 / v3 / baseline clones (CONVLOC_SIMD_CLONES); the levels this CPU runs
+#ifdef CONVLOC_X86_DISPATCH
+  // Hot loops come in x86-64-v4 / v3 / baseline versions (CONVLOC_SIMD_FN); the levels this CPU runs
   // (v4 not in a build without AVX-512 code).
-  __builtin_cpu_init();
-#ifndef CONVLOC_NO_AVX512
-  if (__builtin_cpu_supports("x86-64-v4")) simd.append("x86-64-v4");
-#endif
-  if (__builtin_cpu_supports("x86-64-v3")) simd.append("x86-64-v3");
+  if (convloc::simd_level() >= 4) simd.append("x86-64-v4");
+  if (convloc::simd_level() >= 3) simd.append("x86-64-v3");
   simd.append("x86-64");
 #endif
   d["simd"] = simd;

@@ -67,25 +67,23 @@ inline void suppress_row(const BoxColumns<T>& c, const int64_t* __restrict cls, 
   }
 }
 
-// Non-template entry points so the SIMD clones apply (GCC clones only plain functions).
-CONVLOC_SIMD_CLONES void iou_row_f32(float ax1, float ay1, float ax2, float ay2, float aa, const float* x1,
-                                     const float* y1, const float* x2, const float* y2, const float* area, int64_t m,
-                                     float* out) {
-  iou_row(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out);
-}
-CONVLOC_SIMD_CLONES void iou_row_f64(double ax1, double ay1, double ax2, double ay2, double aa, const double* x1,
-                                     const double* y1, const double* x2, const double* y2, const double* area,
-                                     int64_t m, double* out) {
-  iou_row(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out);
-}
-CONVLOC_SIMD_CLONES void suppress_row_f32(const BoxColumns<float>& c, const int64_t* cls, int64_t i, int64_t begin,
-                                          int64_t end, float thr, uint8_t* suppressed) {
-  suppress_row(c, cls, i, begin, end, thr, suppressed);
-}
-CONVLOC_SIMD_CLONES void suppress_row_f64(const BoxColumns<double>& c, const int64_t* cls, int64_t i, int64_t begin,
-                                          int64_t end, double thr, uint8_t* suppressed) {
-  suppress_row(c, cls, i, begin, end, thr, suppressed);
-}
+// SIMD versions per type.
+CONVLOC_SIMD_FN(void, iou_row_f32,
+                (float ax1, float ay1, float ax2, float ay2, float aa, const float* x1, const float* y1,
+                 const float* x2, const float* y2, const float* area, int64_t m, float* out),
+                { iou_row(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out); })
+CONVLOC_SIMD_FN(void, iou_row_f64,
+                (double ax1, double ay1, double ax2, double ay2, double aa, const double* x1, const double* y1,
+                 const double* x2, const double* y2, const double* area, int64_t m, double* out),
+                { iou_row(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out); })
+CONVLOC_SIMD_FN(void, suppress_row_f32,
+                (const BoxColumns<float>& c, const int64_t* cls, int64_t i, int64_t begin, int64_t end, float thr,
+                 uint8_t* suppressed),
+                { suppress_row(c, cls, i, begin, end, thr, suppressed); })
+CONVLOC_SIMD_FN(void, suppress_row_f64,
+                (const BoxColumns<double>& c, const int64_t* cls, int64_t i, int64_t begin, int64_t end, double thr,
+                 uint8_t* suppressed),
+                { suppress_row(c, cls, i, begin, end, thr, suppressed); })
 inline void iou_row_simd(float ax1, float ay1, float ax2, float ay2, float aa, const float* x1, const float* y1,
                          const float* x2, const float* y2, const float* area, int64_t m, float* out) {
   iou_row_f32(ax1, ay1, ax2, ay2, aa, x1, y1, x2, y2, area, m, out);

@@ -76,10 +76,9 @@ CONVLOC_ALWAYS_INLINE U max_exponent(const T* p, int64_t n, U mask) {
   }
   return top;
 }
-CONVLOC_SIMD_CLONES uint32_t max_exponent_f32(const float* p, int64_t n) { return max_exponent(p, n, 0x7f800000u); }
-CONVLOC_SIMD_CLONES uint64_t max_exponent_f64(const double* p, int64_t n) {
-  return max_exponent(p, n, uint64_t(0x7ff0000000000000ull));
-}
+CONVLOC_SIMD_FN(uint32_t, max_exponent_f32, (const float* p, int64_t n), { return max_exponent(p, n, 0x7f800000u); })
+CONVLOC_SIMD_FN(uint64_t, max_exponent_f64, (const double* p, int64_t n),
+                { return max_exponent(p, n, uint64_t(0x7ff0000000000000ull)); })
 
 template <typename T>
 static bool all_finite(const T* p, int64_t n) {

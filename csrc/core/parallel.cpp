@@ -1,6 +1,8 @@
 #include "core/parallel.h"
 
-#include <pthread.h>
+#ifndef _WIN32
+#include <pthread.h>  // pthread_atfork: Windows has no fork
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -125,15 +127,19 @@ Pool* pool = nullptr;
 int requested_threads = 0;
 thread_local bool inside_parallel = false;
 
+#ifndef _WIN32
 void forget_pool_in_child() {
   // The workers do not exist in a forked child; leak the old pool and start afresh.
   pool = nullptr;
   new (&pool_mutex) std::mutex();
 }
+#endif
 
 Pool& get_pool() {
+#ifndef _WIN32
   static bool registered = (pthread_atfork(nullptr, nullptr, forget_pool_in_child), true);
   (void)registered;
+#endif
   const int want = requested_threads > 0 ? requested_threads : default_threads();
   if (!pool || pool->threads() != want) {
     delete pool;

@@ -57,7 +57,7 @@ DType dtype_from_dlpack(DLDataType t) {
   }
 }
 
-DType dtype_from_format(const std::string& f, ssize_t itemsize) {
+DType dtype_from_format(const std::string& f, py::ssize_t itemsize) {
   char c = f.empty() ? '?' : f.back();  // skip byte-order prefixes like '<' or '='
   switch (c) {
     case 'f':

@@ -1,7 +1,7 @@
 // GCC/Clang vector extensions shared by the CPU kernels. Plain loops over these types compile to
-// each SIMD clone's widest instructions (CONVLOC_SIMD_CLONES); every operation works lane by lane,
-// so all clones compute the same bits. The vectors never cross a non-inlined call (hence
-// -Wno-psabi: GCC's note on the vector calling convention does not apply).
+// each SIMD version's widest instructions (CONVLOC_SIMD_FN), and to NEON on Arm; every operation works
+// lane by lane, so all versions compute the same bits. The vectors never cross a non-inlined call
+// (hence -Wno-psabi: the compilers' note on the vector calling convention does not apply).
 #pragma once
 
 #include <array>
@@ -34,10 +34,42 @@ CONVLOC_ALWAYS_INLINE void store_lanes(T* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// shuffle<I...>(a, b): the lanes I... of a then b (-1: any value), as a vector of sizeof...(I) lanes.
+#if __has_builtin(__builtin_shufflevector)
+template <int... I, typename V>
+CONVLOC_ALWAYS_INLINE auto shuffle(V a, V b) {
+  return __builtin_shufflevector(a, b, I...);
+}
+constexpr bool kWidenInRegisters = true;
+#else
+// GCC 11 has only __builtin_shuffle, which keeps the width: the narrower results here are
+// consecutive lanes of a, copied out; a wider one would go through memory (Lanes avoids them).
+template <int... I, typename V>
+CONVLOC_ALWAYS_INLINE auto shuffle(V a, V b) {
+  using T = std::remove_reference_t<decltype(a[0])>;
+  constexpr int n = sizeof(V) / sizeof(T), m = sizeof...(I);
+  if constexpr (m == n) {
+    using Index = Vec<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>, n>;
+    return __builtin_shuffle(a, b, Index{(I < 0 ? 0 : I)...});
+  } else {
+    constexpr int index[] = {I...};
+    static_assert(m < n && [&] {
+      for (int k = 1; k < m; ++k)
+        if (index[k] != index[0] + k) return false;
+      return true;
+    }());
+    Vec<T, m> r;
+    std::memcpy(&r, reinterpret_cast<const char*>(&a) + index[0] * sizeof(T), sizeof r);
+    return r;
+  }
+}
+constexpr bool kWidenInRegisters = false;
+#endif
+
 // Vector widths in bytes. Where the registers are narrower than a vector, GCC compiles the vector's
 // selects and shuffles lane by lane through memory, many times slower than in registers (the AVX2
-// clones with 64-byte vectors, for instance). Kernels therefore work in
-// kVectorBytes (AVX2 registers; the AVX-512 clones run them as 256-bit instructions), and the few
+// versions with 64-byte vectors, for instance). Kernels therefore work in
+// kVectorBytes (AVX2 registers; the AVX-512 versions run them as 256-bit instructions), and the few
 // that gain from AVX-512's full width are also compiled at kWideBytes (CONVLOC_WIDE_SIMD /
 // CONVLOC_WIDE_FMA) and pick one by wide_vectors().
 constexpr int kVectorBytes = 32, kWideBytes = 64;
@@ -54,8 +86,7 @@ inline std::atomic<bool>& narrow_vectors_forced() {
 }
 inline bool wide_vectors() {
 #ifdef CONVLOC_HAS_WIDE
-  static const bool wide = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4") != 0);
-  return wide && !narrow_vectors_forced().load(std::memory_order_relaxed);
+  return simd_level() >= 4 && !narrow_vectors_forced().load(std::memory_order_relaxed);
 #else
   return false;
 #endif
@@ -65,14 +96,17 @@ inline bool wide_vectors() {
 // power of two of values, in the low lanes of one more full vector whose other lanes are left
 // undefined (loaded and stored as the narrower type): every vector then has one width, so a scalar
 // operand is broadcast once (from memory, where it comes from there) rather than once per width.
+// (Not with GCC 11, which would widen the rest through memory, many times slower than a second
+// broadcast: there the rest stays in a vector of its own width.)
 template <typename T, int N, int VB = kVectorBytes>
 struct Lanes {
   static constexpr int kWide = kLanesIn<T, VB>;
   static constexpr int kFull = N / kWide, kTail = N % kWide, kTails = kTail ? 1 : 0;
   static_assert((kTail & (kTail - 1)) == 0, "Lanes: the values past the full vectors must be a power of two");
   using Wide = Vec<T, kWide>;
-  using Tail = Vec<T, kTail ? kTail : 1>;                      // the rest in memory
-  using TailReg = std::conditional_t<kFull == 0, Tail, Wide>;  // and in a register
+  using Tail = Vec<T, kTail ? kTail : 1>;  // the rest in memory
+  static constexpr bool kWidened = kFull > 0 && kWidenInRegisters;
+  using TailReg = std::conditional_t<kWidened, Wide, Tail>;  // and in a register
   std::array<Wide, kFull> w;
   std::array<TailReg, kTails> t;  // (int loops over these counts: GCC schedules them better than size())
 
@@ -117,7 +151,7 @@ struct Lanes {
 
  private:
   static CONVLOC_ALWAYS_INLINE TailReg widen(Tail v) {
-    if constexpr (kFull == 0)
+    if constexpr (!kWidened)
       return v;
     else
       return widen_to_wide(v, std::make_integer_sequence<int, kTail>(),
@@ -126,17 +160,17 @@ struct Lanes {
   template <int... I, int... U>
   static CONVLOC_ALWAYS_INLINE Wide widen_to_wide(Tail v, std::integer_sequence<int, I...>,
                                                   std::integer_sequence<int, U...>) {
-    return __builtin_shufflevector(v, v, I..., ((void)U, -1)...);
+    return shuffle<I..., ((void)U, -1)...>(v, v);
   }
   static CONVLOC_ALWAYS_INLINE Tail narrow(TailReg v) {
-    if constexpr (kFull == 0)
+    if constexpr (!kWidened)
       return v;
     else
       return narrow_from_wide(v, std::make_integer_sequence<int, kTail>());
   }
   template <int... I>
   static CONVLOC_ALWAYS_INLINE Tail narrow_from_wide(Wide v, std::integer_sequence<int, I...>) {
-    return __builtin_shufflevector(v, v, I...);
+    return shuffle<I...>(v, v);
   }
 };
 

@@ -1,5 +1,6 @@
 #include "core/workspace.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -7,6 +8,9 @@
 
 #ifdef __linux__
 #include <sys/mman.h>
+#endif
+#ifdef _WIN32
+#include <malloc.h>
 #endif
 
 namespace convloc {
@@ -29,13 +33,30 @@ Cache& cache() {
 
 size_t rounded(size_t bytes) { return (bytes + kHuge - 1) / kHuge * kHuge; }
 
+// Aligned blocks from the C library (std::aligned_alloc is missing from Windows' and older macOS').
+void* aligned_block(size_t bytes, size_t alignment) {
+#ifdef _WIN32
+  void* p = _aligned_malloc(bytes, alignment);
+#else
+  void* p = nullptr;
+  if (posix_memalign(&p, alignment, bytes) != 0) p = nullptr;
+#endif
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void free_block(void* p) {
+#ifdef _WIN32
+  _aligned_free(p);
+#else
+  std::free(p);
+#endif
+}
+
 }  // namespace
 
 void* workspace_alloc(size_t bytes) {
   if (bytes < kWorkspaceMinBytes) {
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64 * (bytes == 0));
-    if (!p) throw std::bad_alloc();
-    return p;
+    return aligned_block(std::max<size_t>(bytes, 1), 64);
   }
   const size_t size = rounded(bytes);
   Cache& c = cache();
@@ -51,8 +72,7 @@ void* workspace_alloc(size_t bytes) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(kHuge, size);
-  if (!p) throw std::bad_alloc();
+  void* p = aligned_block(size, kHuge);
   advise_huge_pages(p, static_cast<int64_t>(size));
   std::lock_guard<std::mutex> lock(c.mutex);
   c.live.emplace(p, size);
@@ -62,7 +82,7 @@ void* workspace_alloc(size_t bytes) {
 void workspace_free(void* p, size_t bytes) noexcept {
   if (!p) return;
   if (bytes < kWorkspaceMinBytes) {
-    std::free(p);
+    free_block(p);
     return;
   }
   Cache& c = cache();
@@ -71,13 +91,13 @@ void workspace_free(void* p, size_t bytes) noexcept {
   const size_t size = at->second;
   c.live.erase(at);
   if (size > kWorkspaceCacheBytes) {  // never cached (and no reason to evict the others)
-    std::free(p);
+    free_block(p);
     return;
   }
   // Keep the newest blocks: drop the largest cached ones while over the limit.
   while (!c.blocks.empty() && c.bytes + size > kWorkspaceCacheBytes) {
     auto last = std::prev(c.blocks.end());
-    std::free(last->second);
+    free_block(last->second);
     c.bytes -= last->first;
     c.blocks.erase(last);
   }
@@ -89,7 +109,7 @@ size_t empty_workspace_cache() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mutex);
   const size_t released = c.bytes;
-  for (auto& [size, p] : c.blocks) std::free(p);
+  for (auto& [size, p] : c.blocks) free_block(p);
   c.blocks.clear();
   c.bytes = 0;
   return released;

@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/parallel.h"
 #include "core/py_array.h"
 #include "core/workspace.h"
 #include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
+#include "crf/probabilities.h"
 
 namespace convloc {
 namespace {
@@ -257,6 +259,35 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
   });
 }
 
+int64_t py_clip_probabilities(py::handle probs_obj, bool labels_last, double scale, double lo, double hi,
+                              double tolerance, py::handle out_obj) {
+  Array probs = as_array(probs_obj, "probs"), out = as_output(out_obj, "out");
+  check_ndim(*probs, 2, labels_last ? "[N, L]" : "[L, N]");
+  if (probs->is_cuda() || out->is_cuda()) fail_type("probs, out: expected CPU arrays");
+  const int64_t n = probs->size(labels_last ? 0 : 1), labels = probs->size(labels_last ? 1 : 0);
+  check_shape(*out, {labels, n}, "[L, N]");
+  check_dtype(*out, DType::Float32);
+  py::gil_scoped_release nogil;
+  return CONVLOC_DISPATCH_FLOAT(*probs, [&] {
+    return clip_probabilities(probs->ptr<scalar_t>(), labels_last, n, labels, scale, lo, hi, tolerance,
+                              out->ptr<float>());
+  });
+}
+
+// labels [M] = the first index of the largest value along axis 0 of q [L, M] (NumPy's argmax), in one
+// pass over q instead of NumPy's transposed copy.
+void py_argmax_axis0(py::handle q_obj, py::handle out_obj) {
+  Array q = as_array(q_obj, "q"), out = as_output(out_obj, "labels");
+  check_ndim(*q, 2, "[L, M]");
+  if (q->is_cuda() || out->is_cuda()) fail_type("q, labels: expected CPU arrays");
+  const int64_t labels = q->size(0), m = q->size(1);
+  if (labels < 1) fail_value("q: expected at least one label, got shape ", q->shape_str());
+  check_shape(*out, {m}, "[M]");
+  check_dtype(*out, DType::Int64);
+  py::gil_scoped_release nogil;
+  CONVLOC_DISPATCH_FLOAT(*q, [&] { argmax_axis0(q->ptr<scalar_t>(), labels, m, out->ptr<int64_t>()); });
+}
+
 }  // namespace
 
 void bind_crf(py::module_& m) {
@@ -286,6 +317,13 @@ void bind_crf(py::module_& m) {
         arg("out"),
         "The bilateral kernel's features: out [B, N, ndim + C] = positions (last axis first) times pos_scale, then "
         "image [B, N, C] (uint8 or out's dtype) / srgb.");
+  m.def("clip_probabilities", &py_clip_probabilities, arg("probs"), arg("labels_last"), arg("scale"), arg("lo"),
+        arg("hi"), arg("tolerance"), arg("out"),
+        "out [L, N] (float32) = clip(scale * p + (1 - scale) / L, lo, hi) of probabilities probs [N, L] (labels_last) "
+        "or [L, N] (float32/64). Returns the first pixel whose values are not a distribution (NaN or negative, or "
+        "summing to 1 +- more than tolerance), or -1.");
+  m.def("argmax_axis0", &py_argmax_axis0, arg("q"), arg("labels"),
+        "labels [M] (int64) = argmax over axis 0 of q [L, M] (float32/64; NumPy's ties and NaN).");
   m.def("grid_crf", &py_grid_crf, arg("unary"), arg("image"), arg("neighbors"), arg("w1"), arg("w2"), arg("beta"),
         arg("iterations"), arg("q"), py::kw_only(), arg("stream") = 0,
         "Grid (4/8-neighbour) Potts CRF mean-field. unary [B, L, H, W]; image [B, H, W, C]; writes q [B, L, H, W].");

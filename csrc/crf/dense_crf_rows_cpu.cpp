@@ -86,22 +86,22 @@ void scatter_rows_tiled(const T* __restrict rows, int64_t n, int64_t L, int64_t 
 CONVLOC_ALWAYS_INLINE void transpose8x8(v8f r[8]) {
   v8f t[8], u[8];
   for (int k = 0; k < 4; ++k) {
-    t[2 * k] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[2 * k + 1] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    t[2 * k] = shuffle<0, 8, 1, 9, 4, 12, 5, 13>(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = shuffle<2, 10, 3, 11, 6, 14, 7, 15>(r[2 * k], r[2 * k + 1]);
   }
   for (int k = 0; k < 2; ++k)
     for (int h = 0; h < 2; ++h) {
       const v8f a = t[4 * k + h], b = t[4 * k + h + 2];
-      u[4 * k + 2 * h] = __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13);
-      u[4 * k + 2 * h + 1] = __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
+      u[4 * k + 2 * h] = shuffle<0, 1, 8, 9, 4, 5, 12, 13>(a, b);
+      u[4 * k + 2 * h + 1] = shuffle<2, 3, 10, 11, 6, 7, 14, 15>(a, b);
     }
   for (int j = 0; j < 4; ++j) {
-    r[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    r[j] = shuffle<0, 1, 2, 3, 8, 9, 10, 11>(u[j], u[j + 4]);
+    r[j + 4] = shuffle<4, 5, 6, 7, 12, 13, 14, 15>(u[j], u[j + 4]);
   }
 }
-CONVLOC_SIMD_CLONES bool gather_rows_f32(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
-                                         float sign, float pad, float* __restrict rows) {
+CONVLOC_ALWAYS_INLINE bool gather_rows_8x8(const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
+                                           float sign, float pad, float* __restrict rows) {
   using v8u = Vec<uint32_t, 8>;
   v8u top = {};
   int64_t i = i0;
@@ -124,8 +124,8 @@ CONVLOC_SIMD_CLONES bool gather_rows_f32(const float* src, int64_t n, int64_t L,
   for (int k = 0; k < 8; ++k) finite = finite && top[k] != kExponentBits<float>;
   return finite;
 }
-CONVLOC_SIMD_CLONES void scatter_rows_f32(const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
-                                          float* dst) {
+CONVLOC_ALWAYS_INLINE void scatter_rows_8x8(const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1,
+                                            float* dst) {
   int64_t i = i0;
   for (; i + 8 <= i1; i += 8)
     for (int64_t g = 0; g < LP; g += 8) {
@@ -136,13 +136,21 @@ CONVLOC_SIMD_CLONES void scatter_rows_f32(const float* rows, int64_t n, int64_t 
     }
   scatter_rows_tiled<float>(rows + (i - i0) * LP, n, L, LP, i, i1, dst);
 }
+CONVLOC_SIMD_FN(bool, gather_rows_f32,
+                (const float* src, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float sign, float pad,
+                 float* __restrict rows),
+                { return gather_rows_8x8(src, n, L, LP, i0, i1, sign, pad, rows); })
+CONVLOC_SIMD_FN(void, scatter_rows_f32,
+                (const float* rows, int64_t n, int64_t L, int64_t LP, int64_t i0, int64_t i1, float* dst),
+                { scatter_rows_8x8(rows, n, L, LP, i0, i1, dst); })
 
 // ---- The general update's softmax ----
 
 // exp in place over rows of whole vectors (count a multiple of 8); double uses std::exp.
-CONVLOC_SIMD_CLONES void exp_inplace_f32(float* z, int64_t count) {
+CONVLOC_ALWAYS_INLINE void exp_vectors(float* z, int64_t count) {
   for (int64_t j = 0; j < count; j += 8) store_lanes(z + j, exp_lanes(load_lanes<v8f>(z + j)));
 }
+CONVLOC_SIMD_FN(void, exp_inplace_f32, (float* z, int64_t count), { exp_vectors(z, count); })
 void exp_inplace(float* z, int64_t count) { exp_inplace_f32(z, count); }
 void exp_inplace(double* z, int64_t count) {
   for (int64_t j = 0; j < count; ++j) z[j] = std::exp(z[j]);
@@ -181,10 +189,8 @@ CONVLOC_ALWAYS_INLINE V max_lanes(V a, V b) {
 // One pixel's row of 8 B labels in registers, in vectors of VB bytes.
 template <int B, int VB>
 using Row = Lanes<float, 8 * B, VB>;
-CONVLOC_ALWAYS_INLINE v8f low8(Vec<float, 16> v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
-CONVLOC_ALWAYS_INLINE v8f high8(Vec<float, 16> v) {
-  return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-}
+CONVLOC_ALWAYS_INLINE v8f low8(Vec<float, 16> v) { return shuffle<0, 1, 2, 3, 4, 5, 6, 7>(v, v); }
+CONVLOC_ALWAYS_INLINE v8f high8(Vec<float, 16> v) { return shuffle<8, 9, 10, 11, 12, 13, 14, 15>(v, v); }
 // The row folded to 8 lanes with f, its groups of 8 labels in label order: the same operations in the
 // same order at every vector width.
 template <int B, int VB, typename F>
@@ -285,13 +291,12 @@ template <typename F>
 CONVLOC_ALWAYS_INLINE v8f reduce_8_rows(const v8f v[8], F f) {
   v8f c[4], d[2];
   for (int k = 0; k < 4; ++k)  // lanes 0-3: row 2k, 4-7: row 2k + 1
-    c[k] = f(__builtin_shufflevector(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11),
-             __builtin_shufflevector(v[2 * k], v[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15));
+    c[k] = f(shuffle<0, 1, 2, 3, 8, 9, 10, 11>(v[2 * k], v[2 * k + 1]),
+             shuffle<4, 5, 6, 7, 12, 13, 14, 15>(v[2 * k], v[2 * k + 1]));
   for (int k = 0; k < 2; ++k)  // rows 4k, 4k, 4k + 2, 4k + 2, 4k + 1, 4k + 1, 4k + 3, 4k + 3
-    d[k] = f(__builtin_shufflevector(c[2 * k], c[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13),
-             __builtin_shufflevector(c[2 * k], c[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15));
-  return f(__builtin_shufflevector(d[0], d[1], 0, 2, 8, 10, 4, 6, 12, 14),
-           __builtin_shufflevector(d[0], d[1], 1, 3, 9, 11, 5, 7, 13, 15));
+    d[k] = f(shuffle<0, 1, 8, 9, 4, 5, 12, 13>(c[2 * k], c[2 * k + 1]),
+             shuffle<2, 3, 10, 11, 6, 7, 14, 15>(c[2 * k], c[2 * k + 1]));
+  return f(shuffle<0, 2, 8, 10, 4, 6, 12, 14>(d[0], d[1]), shuffle<1, 3, 9, 11, 5, 7, 13, 15>(d[0], d[1]));
 }
 
 // Rows r .. r + 7 of the `count` rows of x into q (a partial group repeats its last row, so every
@@ -409,14 +414,14 @@ CONVLOC_ALWAYS_INLINE void fused_update(const float* __restrict neg_unary, int64
     if (filter_inputs) chunk_splat<B, VB, K1, NC>(q, c0, c1, t);
   }
 }
-// Per row width and shape (LocalTerms): 32-byte vectors in every clone, and 64-byte ones where the
+// Per row width and shape (LocalTerms): 32-byte vectors in every SIMD version, and 64-byte ones where the
 // CPU has AVX-512. The fixed shapes: an RGB bilateral kernel (d = 5: simplices of 6 vertices), with
 // or without a coarse Gaussian.
 #define CONVLOC_FUSED_UPDATE(B, K1, NC)                                                                              \
-  CONVLOC_FMA_CLONES void fused_update_##B##_##K1##_##NC(                                                            \
-      const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, Logits logits, const FusedOutputs& out) { \
-    fused_update<B, kVectorBytes, K1, NC>(neg_unary, i0, i1, t, logits, out);                                        \
-  }                                                                                                                  \
+  CONVLOC_FMA_FN(                                                                                                    \
+      void, fused_update_##B##_##K1##_##NC,                                                                          \
+      (const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, Logits logits, const FusedOutputs& out), \
+      { fused_update<B, kVectorBytes, K1, NC>(neg_unary, i0, i1, t, logits, out); })                                 \
   CONVLOC_WIDE_FMA void fused_update_wide_##B##_##K1##_##NC(                                                         \
       const float* neg_unary, int64_t i0, int64_t i1, const FusedTerms& t, Logits logits, const FusedOutputs& out) { \
     fused_update<B, kWideBytes, K1, NC>(neg_unary, i0, i1, t, logits, out);                                          \

@@ -8,30 +8,56 @@
 
 namespace convloc {
 
-CONVLOC_SIMD_CLONES void gaussian_taps_f32(float* out, const float* in, int64_t stride, const float* weight, int first,
-                                           int last, int64_t count) {
-  gaussian_taps(out, in, stride, weight, first, last, count);
-}
-CONVLOC_SIMD_CLONES void gaussian_taps_f64(double* out, const double* in, int64_t stride, const double* weight,
-                                           int first, int last, int64_t count) {
-  gaussian_taps(out, in, stride, weight, first, last, count);
-}
+namespace {
 
-CONVLOC_SIMD_CLONES void combine_rows3_f32(float* out, int64_t out_stride, const float* in, int64_t stride,
-                                           const float* weight, int64_t rows, int64_t count) {
-  combine_rows3<float>(out, out_stride, in, stride, weight, rows, count);
+CONVLOC_SIMD_FN(void, gaussian_taps_f32,
+                (float* out, const float* in, int64_t stride, const float* weight, int first, int last, int64_t count),
+                { gaussian_taps(out, in, stride, weight, first, last, count); })
+CONVLOC_SIMD_FN(void, gaussian_taps_f64,
+                (double* out, const double* in, int64_t stride, const double* weight, int first, int last,
+                 int64_t count),
+                { gaussian_taps(out, in, stride, weight, first, last, count); })
+
+CONVLOC_SIMD_FN(void, combine_rows3_f32,
+                (float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight, int64_t rows,
+                 int64_t count),
+                { combine_rows3<float>(out, out_stride, in, stride, weight, rows, count); })
+CONVLOC_SIMD_FN(void, combine_rows3_f64,
+                (double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight, int64_t rows,
+                 int64_t count),
+                { combine_rows3<double>(out, out_stride, in, stride, weight, rows, count); })
+CONVLOC_SIMD_FN(void, spread_rows3_f32,
+                (float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
+                 int64_t count),
+                { spread_rows3<float>(out, stride, weight, in, in_stride, rows, count); })
+CONVLOC_SIMD_FN(void, spread_rows3_f64,
+                (double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
+                 int64_t count),
+                { spread_rows3<double>(out, stride, weight, in, in_stride, rows, count); })
+
+}  // namespace
+
+void taps(float* out, const float* in, int64_t stride, const float* weight, int first, int last, int64_t count) {
+  gaussian_taps_f32(out, in, stride, weight, first, last, count);
 }
-CONVLOC_SIMD_CLONES void combine_rows3_f64(double* out, int64_t out_stride, const double* in, int64_t stride,
-                                           const double* weight, int64_t rows, int64_t count) {
-  combine_rows3<double>(out, out_stride, in, stride, weight, rows, count);
+void taps(double* out, const double* in, int64_t stride, const double* weight, int first, int last, int64_t count) {
+  gaussian_taps_f64(out, in, stride, weight, first, last, count);
 }
-CONVLOC_SIMD_CLONES void spread_rows3_f32(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride,
-                                          int64_t rows, int64_t count) {
-  spread_rows3<float>(out, stride, weight, in, in_stride, rows, count);
+void combine_rows3(float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight, int64_t rows,
+                   int64_t count) {
+  combine_rows3_f32(out, out_stride, in, stride, weight, rows, count);
 }
-CONVLOC_SIMD_CLONES void spread_rows3_f64(double* out, int64_t stride, const double* weight, double* in,
-                                          int64_t in_stride, int64_t rows, int64_t count) {
-  spread_rows3<double>(out, stride, weight, in, in_stride, rows, count);
+void combine_rows3(double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight,
+                   int64_t rows, int64_t count) {
+  combine_rows3_f64(out, out_stride, in, stride, weight, rows, count);
+}
+void spread_rows3(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
+                  int64_t count) {
+  spread_rows3_f32(out, stride, weight, in, in_stride, rows, count);
+}
+void spread_rows3(double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
+                  int64_t count) {
+  spread_rows3_f64(out, stride, weight, in, in_stride, rows, count);
 }
 
 namespace {

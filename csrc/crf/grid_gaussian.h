@@ -102,43 +102,17 @@ CONVLOC_ALWAYS_INLINE void spread_rows3(T* __restrict out, int64_t stride, const
     }
 }
 
-// The SIMD-cloned instances of the three kernels above (grid_crf_cpu.cpp; function multiversioning
-// needs plain functions), and overloads that pick one by type.
-void gaussian_taps_f32(float* out, const float* in, int64_t stride, const float* weight, int first, int last,
-                       int64_t count);
-void gaussian_taps_f64(double* out, const double* in, int64_t stride, const double* weight, int first, int last,
-                       int64_t count);
-void combine_rows3_f32(float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight,
-                       int64_t rows, int64_t count);
-void combine_rows3_f64(double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight,
-                       int64_t rows, int64_t count);
-void spread_rows3_f32(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
-                      int64_t count);
-void spread_rows3_f64(double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
-                      int64_t count);
-inline void taps(float* out, const float* in, int64_t stride, const float* weight, int first, int last, int64_t count) {
-  gaussian_taps_f32(out, in, stride, weight, first, last, count);
-}
-inline void taps(double* out, const double* in, int64_t stride, const double* weight, int first, int last,
-                 int64_t count) {
-  gaussian_taps_f64(out, in, stride, weight, first, last, count);
-}
-inline void combine_rows3(float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight,
-                          int64_t rows, int64_t count) {
-  combine_rows3_f32(out, out_stride, in, stride, weight, rows, count);
-}
-inline void combine_rows3(double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight,
-                          int64_t rows, int64_t count) {
-  combine_rows3_f64(out, out_stride, in, stride, weight, rows, count);
-}
-inline void spread_rows3(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
-                         int64_t count) {
-  spread_rows3_f32(out, stride, weight, in, in_stride, rows, count);
-}
-inline void spread_rows3(double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
-                         int64_t count) {
-  spread_rows3_f64(out, stride, weight, in, in_stride, rows, count);
-}
+// The three kernels above by type, in SIMD versions (grid_crf_cpu.cpp).
+void taps(float* out, const float* in, int64_t stride, const float* weight, int first, int last, int64_t count);
+void taps(double* out, const double* in, int64_t stride, const double* weight, int first, int last, int64_t count);
+void combine_rows3(float* out, int64_t out_stride, const float* in, int64_t stride, const float* weight, int64_t rows,
+                   int64_t count);
+void combine_rows3(double* out, int64_t out_stride, const double* in, int64_t stride, const double* weight,
+                   int64_t rows, int64_t count);
+void spread_rows3(float* out, int64_t stride, const float* weight, float* in, int64_t in_stride, int64_t rows,
+                  int64_t count);
+void spread_rows3(double* out, int64_t stride, const double* weight, double* in, int64_t in_stride, int64_t rows,
+                  int64_t count);
 
 // out[i] = prod_a f[a][i_a] over the C-order grid whose axis a has f[a].size() points (in parallel).
 template <typename T>

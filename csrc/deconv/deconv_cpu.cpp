@@ -329,23 +329,21 @@ CONVLOC_ALWAYS_INLINE void dw_backward_plane_any(const DeconvShape& s, const T* 
   dw_backward_plane<T, 0, VB>(s, gpad, first, width, x, wt, gi, gw, part);
 }
 
-// Plain entry points so the SIMD clones apply (GCC clones only non-template functions), on vectors of
-// kVectorBytes and, for CPUs with AVX-512, of kWideBytes.
+// SIMD versions on vectors of kVectorBytes and, for CPUs with AVX-512, of kWideBytes.
 #define CONVLOC_DW_ENTRIES(T, suffix)                                                                                  \
-  CONVLOC_SIMD_CLONES void dw_forward_row_##suffix(const DeconvShape& s, const T* x, const T* wt, T bias,              \
-                                                   const int64_t* taps, int64_t n_taps, T* buf, int64_t first,         \
-                                                   int64_t width, T* out) {                                            \
-    dw_forward_row<T, kVectorBytes>(s, x, wt, bias, taps, n_taps, buf, first, width, out);                             \
-  }                                                                                                                    \
+  CONVLOC_SIMD_FN(void, dw_forward_row_##suffix,                                                                       \
+                  (const DeconvShape& s, const T* x, const T* wt, T bias, const int64_t* taps, int64_t n_taps, T* buf, \
+                   int64_t first, int64_t width, T* out),                                                              \
+                  { dw_forward_row<T, kVectorBytes>(s, x, wt, bias, taps, n_taps, buf, first, width, out); })          \
   CONVLOC_WIDE_SIMD void dw_forward_row_wide_##suffix(const DeconvShape& s, const T* x, const T* wt, T bias,           \
                                                       const int64_t* taps, int64_t n_taps, T* buf, int64_t first,      \
                                                       int64_t width, T* out) {                                         \
     dw_forward_row<T, kWideBytes>(s, x, wt, bias, taps, n_taps, buf, first, width, out);                               \
   }                                                                                                                    \
-  CONVLOC_SIMD_CLONES void dw_backward_plane_##suffix(const DeconvShape& s, const T* gpad, int64_t first,              \
-                                                      int64_t width, const T* x, const T* wt, T* gi, T* gw, T* part) { \
-    dw_backward_plane_any<T, kVectorBytes>(s, gpad, first, width, x, wt, gi, gw, part);                                \
-  }                                                                                                                    \
+  CONVLOC_SIMD_FN(void, dw_backward_plane_##suffix,                                                                    \
+                  (const DeconvShape& s, const T* gpad, int64_t first, int64_t width, const T* x, const T* wt, T* gi,  \
+                   T* gw, T* part),                                                                                    \
+                  { dw_backward_plane_any<T, kVectorBytes>(s, gpad, first, width, x, wt, gi, gw, part); })             \
   CONVLOC_WIDE_SIMD void dw_backward_plane_wide_##suffix(const DeconvShape& s, const T* gpad, int64_t first,           \
                                                          int64_t width, const T* x, const T* wt, T* gi, T* gw,         \
                                                          T* part) {                                                    \

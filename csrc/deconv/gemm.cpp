@@ -1,7 +1,7 @@
 // Blocked GEMM in the BLIS style: A and B are packed into panels that the micro-kernel
 // streams with unit stride, and the micro-kernel keeps an MR x NR block of C in vector
 // registers. The micro-kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64 (other
-// CPUs: baseline), each with its own register tile, and the best one is chosen at load time.
+// CPUs: baseline), each with its own register tile, and the best one the CPU has is chosen.
 #include "deconv/gemm.h"
 
 #include <algorithm>
@@ -60,23 +60,24 @@ template <typename T>
 using MicroFn = void (*)(int64_t, const T*, const T*, T*, int64_t, bool, int, int);
 
 // One plain function per (ISA, type): target attributes apply to whole functions, and
-// contracting a * b + c into an FMA is allowed here only (the project builds with
+// contracting a * b + c into an FMA is allowed here only (CONVLOC_CONTRACT: the project builds with
 // -ffp-contract=off so that the element-wise kernels match their references exactly).
 #define CONVLOC_MICRO(name, attrs, T, MR, NV, W)                                                            \
   attrs void name(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate, int mr, int nr) { \
     micro_kernel<T, MR, NV, W>(kc, a, b, c, ldc, accumulate, mr, nr);                                       \
   }
 // Register tiles: AVX-512 has 32 vector registers (24 accumulators), AVX2 and SSE 16 (12).
-CONVLOC_MICRO(micro_base_f32, , float, 6, 2, 4)
-CONVLOC_MICRO(micro_base_f64, , double, 6, 2, 2)
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#define CONVLOC_X86_DISPATCH 1
-#define CONVLOC_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=fast")))
-#define CONVLOC_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
-CONVLOC_MICRO(micro_avx512_f32, CONVLOC_AVX512, float, 12, 2, 16)
-CONVLOC_MICRO(micro_avx512_f64, CONVLOC_AVX512, double, 12, 2, 8)
+CONVLOC_MICRO(micro_base_f32, CONVLOC_CONTRACT, float, 6, 2, 4)
+CONVLOC_MICRO(micro_base_f64, CONVLOC_CONTRACT, double, 6, 2, 2)
+#ifdef CONVLOC_X86_DISPATCH
+#define CONVLOC_AVX2 CONVLOC_CONTRACT __attribute__((target("avx2,fma")))
 CONVLOC_MICRO(micro_avx2_f32, CONVLOC_AVX2, float, 6, 2, 8)
 CONVLOC_MICRO(micro_avx2_f64, CONVLOC_AVX2, double, 6, 2, 4)
+#endif
+#ifdef CONVLOC_HAS_WIDE
+#define CONVLOC_AVX512 CONVLOC_CONTRACT __attribute__((target("avx512f")))
+CONVLOC_MICRO(micro_avx512_f32, CONVLOC_AVX512, float, 12, 2, 16)
+CONVLOC_MICRO(micro_avx512_f64, CONVLOC_AVX512, double, 12, 2, 8)
 #endif
 #undef CONVLOC_MICRO
 
@@ -86,30 +87,19 @@ struct Kernel {
   int mr, nr;
 };
 
-enum class Isa { Base, Avx2, Avx512 };
-
-Isa detect_isa() {
-#ifdef CONVLOC_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
-#endif
-  return Isa::Base;
-}
-
 template <typename T>
 Kernel<T> pick_kernel() {
-  static const Isa isa = detect_isa();
   constexpr bool f32 = std::is_same_v<T, float>;
-  (void)isa;
-#ifdef CONVLOC_X86_DISPATCH
-  if (isa == Isa::Avx512) {
+#ifdef CONVLOC_HAS_WIDE
+  if (simd_level() >= 4) {
     if constexpr (f32)
       return {micro_avx512_f32, 12, 32};
     else
       return {micro_avx512_f64, 12, 16};
   }
-  if (isa == Isa::Avx2) {
+#endif
+#ifdef CONVLOC_X86_DISPATCH
+  if (simd_level() >= 3) {
     if constexpr (f32)
       return {micro_avx2_f32, 6, 16};
     else

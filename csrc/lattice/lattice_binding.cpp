@@ -2,7 +2,6 @@
 #include <pybind11/stl.h>
 
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -15,8 +14,12 @@ namespace {
 
 using py::arg;
 
-// features: [N, d] or [B, N, d] float, finite. Returns (batch, points, dim).
-std::tuple<int64_t, int64_t, int> check_features(const TensorView& f) {
+// features: [N, d] or [B, N, d] float, finite: batch B (1 for [N, d]), N points of d features.
+struct FeatureShape {
+  int64_t batch, n;
+  int d;
+};
+FeatureShape check_features(const TensorView& f) {
   if (f.dim() != 2 && f.dim() != 3) fail_value(f.name, ": expected shape [N, d] or [B, N, d], got ", f.shape_str());
   check_float(f);
   const int64_t d = f.size(-1);
@@ -41,10 +44,10 @@ std::unique_ptr<LatticeBatch> py_lattice_batch(py::handle features_obj) {
   if (f->is_cuda())
     fail_value("features: PermutohedralLattice is built on the CPU; use ops.permutohedral_filter for CUDA arrays");
   check_cpu_or_cuda(*f);
-  const auto [batch, n, d] = check_features(*f);
+  const FeatureShape s = check_features(*f);
   py::gil_scoped_release nogil;
   return CONVLOC_DISPATCH_FLOAT(
-      *f, [&] { return std::make_unique<LatticeBatch>(f->ptr<scalar_t>(), batch, n, d, f->dim() == 3); });
+      *f, [&] { return std::make_unique<LatticeBatch>(f->ptr<scalar_t>(), s.batch, s.n, s.d, f->dim() == 3); });
 }
 
 void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::handle out_obj, bool transpose) {
@@ -105,8 +108,8 @@ void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py:
                              bool exclude_self, uintptr_t stream_id) {
   Array f = as_array(features_obj, "features"), v = as_array(values_obj, "values"), out = as_output(out_obj, "out");
   check_cpu_or_cuda(*f);
-  const auto [batch, n, d] = check_features(*f);
-  check_values(*v, *f, batch, n);
+  const FeatureShape s = check_features(*f);
+  check_values(*v, *f, s.batch, s.n);
   check_same_dtype(*v, *out);
   check_same_device(*v, *out);
   if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
@@ -118,12 +121,12 @@ void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py:
     const auto* pf = f->ptr<scalar_t>();
     const auto* pv = v->ptr<scalar_t>();
     auto* po = out->ptr<scalar_t>();
-    for (int64_t b = 0; b < batch; ++b) {
-      const auto* fb = pf + b * n * d;
-      const auto* vb = pv + b * n * c;
-      auto* ob = po + b * n * c;
-      CONVLOC_ON_DEVICE(*f, permutohedral_filter_cpu(fb, n, d, vb, ob, c, transpose, exclude_self),
-                        permutohedral_filter_cuda(fb, n, d, vb, ob, c, transpose, exclude_self, stream));
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const auto* fb = pf + b * s.n * s.d;
+      const auto* vb = pv + b * s.n * c;
+      auto* ob = po + b * s.n * c;
+      CONVLOC_ON_DEVICE(*f, permutohedral_filter_cpu(fb, s.n, s.d, vb, ob, c, transpose, exclude_self),
+                        permutohedral_filter_cuda(fb, s.n, s.d, vb, ob, c, transpose, exclude_self, stream));
     }
   });
 }
@@ -133,20 +136,19 @@ void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py:
 py::tuple py_lattice_simplices(py::handle features_obj, bool vectorised) {
   Array f = as_array(features_obj, "features");
   if (f->is_cuda() || f->dim() != 2) fail_value("features: expected a CPU array [N, d], got ", f->shape_str());
-  const auto [batch, n, d] = check_features(*f);
-  (void)batch;
-  const py::ssize_t k1 = d + 1;
+  const FeatureShape s = check_features(*f);
+  const py::ssize_t n = s.n, d = s.d, k1 = d + 1;
   py::tuple out;
   CONVLOC_DISPATCH_FLOAT(*f, [&] {
-    py::array_t<int32_t> keys({py::ssize_t(n), k1, py::ssize_t(d)});
-    py::array_t<scalar_t> weights({py::ssize_t(n), k1});
-    py::array_t<uint8_t> ranks({py::ssize_t(n), k1});
+    py::array_t<int32_t> keys({n, k1, d});
+    py::array_t<scalar_t> weights({n, k1});
+    py::array_t<uint8_t> ranks({n, k1});
     int32_t* pk = keys.mutable_data();
     scalar_t* pw = weights.mutable_data();
     uint8_t* pr = ranks.mutable_data();
     {
       py::gil_scoped_release nogil;
-      lattice_simplices_cpu(f->ptr<scalar_t>(), n, d, vectorised, pk, pw, pr);
+      lattice_simplices_cpu(f->ptr<scalar_t>(), s.n, s.d, vectorised, pk, pw, pr);
     }
     out = py::make_tuple(keys, weights, ranks);
   });

@@ -33,7 +33,7 @@ int64_t num_chunks(int64_t n) {
 // point, n * b / kLatticeSplatBands.
 int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) { return n * c / chunks; }
 
-// 8-lane vectors: one AVX2 register of floats, whatever the clone's target.
+// 8-lane vectors: one AVX2 register of floats, whatever the SIMD version's target.
 template <typename T>
 using Vec8 = Vec<T, 8>;
 typedef Vec<int32_t, 8> IVec8;
@@ -236,7 +236,7 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
         const IVec8 over = rk[i] > d - k;
         const IVec8 key = rem0[i] + k - ((d + 1) & over);
         const IVec8 before = load_lanes<IVec8>(group + (k * d + i - k1 * d) * 8);
-        diff |= key ^ __builtin_shuffle(before, key, IVec8{7, 8, 9, 10, 11, 12, 13, 14});
+        diff |= key ^ shuffle<7, 8, 9, 10, 11, 12, 13, 14>(before, key);
         store_lanes(group + (k * d + i) * 8, key);
         wrapped += __builtin_convertvector(over, UVec8) & mult[i];
       }
@@ -261,13 +261,12 @@ CONVLOC_ALWAYS_INLINE bool simplex_lanes(const T* f, int64_t count, int d_runtim
   return false;
 }
 
-// Plain functions per type and dimension, so that the SIMD clones apply.
-#define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                                \
-  CONVLOC_SIMD_CLONES bool simplex_##T##_##D(const T* f, int64_t count, int d, const T* scale, const uint32_t* mult, \
-                                             int32_t* keys, uint32_t* hashes, int32_t* same, T* weight,              \
-                                             uint8_t* rank) {                                                        \
-    return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, same, weight, rank);                          \
-  }
+// SIMD versions per type and dimension.
+#define CONVLOC_LATTICE_SIMPLEX(T, D)                                                                     \
+  CONVLOC_SIMD_FN(bool, simplex_##T##_##D,                                                                \
+                  (const T* f, int64_t count, int d, const T* scale, const uint32_t* mult, int32_t* keys, \
+                   uint32_t* hashes, int32_t* same, T* weight, uint8_t* rank),                            \
+                  { return simplex_lanes<T, D>(f, count, d, scale, mult, keys, hashes, same, weight, rank); })
 CONVLOC_LATTICE_SIMPLEX(float, 0)
 CONVLOC_LATTICE_SIMPLEX(float, 2)
 CONVLOC_LATTICE_SIMPLEX(float, 3)
@@ -686,15 +685,13 @@ CONVLOC_ALWAYS_INLINE void blur_rows(const FilterPass<T>& a, int64_t v0, int64_t
   }
 }
 
-// Plain functions per type and width, so that the SIMD clones apply (GCC clones no templates).
-#define CONVLOC_LATTICE_TILES(T, W)                                                          \
-  CONVLOC_SIMD_CLONES void splat_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) {   \
-    splat_tile<T, W>(a, b, e);                                                               \
-  }                                                                                          \
-  CONVLOC_SIMD_CLONES void scatter_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { \
-    scatter_tile<T, W>(a, b, e);                                                             \
-  }                                                                                          \
-  CONVLOC_SIMD_CLONES void slice_##T##_##W(const FilterPass<T>& a, int64_t b, int64_t e) { slice_tile<T, W>(a, b, e); }
+// SIMD versions per type and width.
+#define CONVLOC_LATTICE_TILES(T, W)                                                        \
+  CONVLOC_SIMD_FN(void, splat_##T##_##W, (const FilterPass<T>& a, int64_t b, int64_t e),   \
+                  { splat_tile<T, W>(a, b, e); })                                          \
+  CONVLOC_SIMD_FN(void, scatter_##T##_##W, (const FilterPass<T>& a, int64_t b, int64_t e), \
+                  { scatter_tile<T, W>(a, b, e); })                                        \
+  CONVLOC_SIMD_FN(void, slice_##T##_##W, (const FilterPass<T>& a, int64_t b, int64_t e), { slice_tile<T, W>(a, b, e); })
 CONVLOC_LATTICE_TILES(float, 8)
 CONVLOC_LATTICE_TILES(float, 16)
 CONVLOC_LATTICE_TILES(float, 24)
@@ -707,7 +704,7 @@ CONVLOC_LATTICE_TILES(double, 32)
 // The blur in whole rows of up to 32 values (one row per step: fewer, wider instructions), in
 // 8-value pieces, or of single values (stride 1: one channel); its multiply-adds fused.
 #define CONVLOC_LATTICE_BLUR(T)                                                    \
-  CONVLOC_FMA_CLONES void blur_##T(const FilterPass<T>& a, int64_t b, int64_t e) { \
+  CONVLOC_FMA_FN(void, blur_##T, (const FilterPass<T>& a, int64_t b, int64_t e), { \
     switch (a.stride) {                                                            \
       case 1:                                                                      \
         return blur_rows<T, 1>(a, b, e);                                           \
@@ -720,7 +717,7 @@ CONVLOC_LATTICE_TILES(double, 32)
       default:                                                                     \
         return blur_rows<T, 8>(a, b, e);                                           \
     }                                                                              \
-  }
+  })
 CONVLOC_LATTICE_BLUR(float)
 CONVLOC_LATTICE_BLUR(double)
 #undef CONVLOC_LATTICE_BLUR

@@ -14,6 +14,8 @@ int colour_channels(ColourSpace cs) { return cs == ColourSpace::I || cs == Colou
 
 namespace {
 
+constexpr double kPi = 3.14159265358979323846;  // M_PI, which Windows' <cmath> lacks by default
+
 inline float clamp01(float v) { return std::min(std::max(v, 0.f), 1.f); }
 
 // Hue in [0, 1); 0 for greys.
@@ -43,9 +45,9 @@ struct SrgbTable {
 
 // Bins of the 8 directional responses of n pixels x c channels; to_bin[k * 8 + o] maps channel
 // k's direction-o response to [0, kTextureBins).
-CONVLOC_SIMD_CLONES void texture_bins(const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c,
-                                      const float* cosv, const float* sinv, const float* to_bin,
-                                      uint8_t* __restrict out) {
+CONVLOC_ALWAYS_INLINE void texture_bins_of(const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c,
+                                           const float* cosv, const float* sinv, const float* to_bin,
+                                           uint8_t* __restrict out) {
   for (int64_t i = 0; i < n * c; ++i) {
     const float* scale = to_bin + (i % c) * kOrientations;
     for (int o = 0; o < kOrientations; ++o) {
@@ -54,6 +56,10 @@ CONVLOC_SIMD_CLONES void texture_bins(const float* __restrict gx, const float* _
     }
   }
 }
+CONVLOC_SIMD_FN(void, texture_bins,
+                (const float* __restrict gx, const float* __restrict gy, int64_t n, int64_t c, const float* cosv,
+                 const float* sinv, const float* to_bin, uint8_t* __restrict out),
+                { texture_bins_of(gx, gy, n, c, cosv, sinv, to_bin, out); })
 
 inline float lab_f(float t) { return t > 0.008856f ? std::cbrt(t) : 7.787f * t + 16.f / 116.f; }
 
@@ -115,8 +121,8 @@ void region_features_cpu(const float* image, int64_t h, int64_t w, int64_t c, ui
   separable_filter_cpu(image, h, w, c, g, dg, gy.data());
   float cosv[kOrientations], sinv[kOrientations];
   for (int o = 0; o < kOrientations; ++o) {
-    cosv[o] = static_cast<float>(std::cos(o * M_PI / 4));
-    sinv[o] = static_cast<float>(std::sin(o * M_PI / 4));
+    cosv[o] = static_cast<float>(std::cos(o * kPi / 4));
+    sinv[o] = static_cast<float>(std::sin(o * kPi / 4));
   }
   auto response = [&](int64_t i, int o) { return std::max(0.f, cosv[o] * gx[i] + sinv[o] * gy[i]); };
   // Maxima per channel and direction, reduced per row first (order-independent: max is exact).

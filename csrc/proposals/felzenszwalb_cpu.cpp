@@ -31,9 +31,9 @@ std::vector<float> gaussian_taps(double sigma, bool derivative) {
 namespace {
 
 // o[j] += k * p[j]: multiply and add rounded separately (no FMA), so every ISA gives the same bits.
-CONVLOC_SIMD_CLONES void axpy(float* __restrict o, const float* __restrict p, float k, int64_t n) {
+CONVLOC_SIMD_FN(void, axpy, (float* __restrict o, const float* __restrict p, float k, int64_t n), {
   for (int64_t j = 0; j < n; ++j) o[j] += k * p[j];
-}
+})
 
 // An uninitialised buffer: these are fully overwritten, so zeroing them would be wasted traffic.
 template <typename T>

@@ -74,16 +74,17 @@ CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64
       for (int j = 0; j < pw; ++j) g[(i * pw + j) * n + ch] = grad(k, c0 + ch, i, j);
 }
 
-// GCC clones only plain functions: `name` gets one SIMD-cloned entry per scalar type, each
-// running the inlined template `body` (work items or channels [p, q)) on vectors of kVectorBytes,
-// and one per type on vectors of kWideBytes for CPUs with AVX-512.
-#define ROI_ENTRY_AT(attributes, fn, Args, T, VB, body) \
-  attributes void fn(const Args<T>& a, int64_t p, int64_t q) { body<T, VB>(a, p, q); }
+// `name` runs the inlined template `body` (work items or channels [p, q)) per scalar type: in SIMD
+// versions on vectors of kVectorBytes (common.h), and on vectors of kWideBytes for CPUs with AVX-512.
+#define ROI_WIDE_ENTRY(fn, Args, T, body) \
+  CONVLOC_WIDE_SIMD void fn(const Args<T>& a, int64_t p, int64_t q) { body<T, kWideBytes>(a, p, q); }
 #define ROI_SIMD_ENTRY(name, Args, body)                                                                              \
-  ROI_ENTRY_AT(CONVLOC_SIMD_CLONES, name##_f32, Args, float, kVectorBytes, body)                                      \
-  ROI_ENTRY_AT(CONVLOC_SIMD_CLONES, name##_f64, Args, double, kVectorBytes, body)                                     \
-  ROI_ENTRY_AT(CONVLOC_WIDE_SIMD, name##_wide_f32, Args, float, kWideBytes, body)                                     \
-  ROI_ENTRY_AT(CONVLOC_WIDE_SIMD, name##_wide_f64, Args, double, kWideBytes, body)                                    \
+  CONVLOC_SIMD_FN(void, name##_f32, (const Args<float>& a, int64_t p, int64_t q),                                     \
+                  { body<float, kVectorBytes>(a, p, q); })                                                            \
+  CONVLOC_SIMD_FN(void, name##_f64, (const Args<double>& a, int64_t p, int64_t q),                                    \
+                  { body<double, kVectorBytes>(a, p, q); })                                                           \
+  ROI_WIDE_ENTRY(name##_wide_f32, Args, float, body)                                                                  \
+  ROI_WIDE_ENTRY(name##_wide_f64, Args, double, body)                                                                 \
   void name(const Args<float>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f32 : name##_f32)(a, p, q); } \
   void name(const Args<double>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f64 : name##_f64)(a, p, q); }
 
@@ -122,7 +123,6 @@ CONVLOC_ALWAYS_INLINE void pool_lanes(const T* __restrict img, int64_t stride, i
   for (int l = 0; l < lanes; ++l) best[l] = m[l], where[l] = at[l];
 }
 
-#if defined(__GNUC__)
 // The same for full vectors, written with vector extensions: GCC turns the scalar version's
 // selects into branches and masked stores instead of blends.
 template <typename T, int VB>
@@ -185,7 +185,6 @@ CONVLOC_ALWAYS_INLINE void pool_vector_backward(const T* img, int64_t stride, in
       std::memcpy(dst + p * row, &d, sizeof(V));
     }
 }
-#endif
 
 // Max and argmax of one bin for n channels.
 template <typename T, int VB>
@@ -193,10 +192,8 @@ CONVLOC_ALWAYS_INLINE void pool_bin_channels(const T* img, int64_t stride, int64
                                              int we, T* best, int32_t* where, int64_t n) {
   const bool empty = he <= hs || we <= ws;
   int64_t ch = 0;
-#if defined(__GNUC__)
   for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
     pool_vector<T, VB>(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch);
-#endif
   if (ch < n) pool_lanes<T, VB>(img + ch, stride, width, hs, he, ws, we, empty, best + ch, where + ch, int(n - ch));
 }
 
@@ -263,10 +260,8 @@ CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int
         if (e.he[i] <= e.hs[i] || e.we[j] <= e.ws[j]) continue;
         const T* gb = g.data() + (i * a.pw + j) * n;
         int64_t ch = 0;
-#if defined(__GNUC__)
         for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
           pool_vector_backward<T, VB>(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], gb + ch, dst + ch, n);
-#endif
         if (ch == n) continue;
         pool_lanes<T, VB>(img + ch, a.c, a.w, e.hs[i], e.he[i], e.ws[j], e.we[j], false, best.data(), where.data(),
                           int(n - ch));

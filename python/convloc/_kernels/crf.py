@@ -58,6 +58,62 @@ def compat_matrix(compat: Any, labels: int, weight: float, name: str) -> np.ndar
     raise ValueError(f"{name}: expected a number, [{labels}] or [{labels}, {labels}], got shape {c.shape}")
 
 
+# What the peers' probabilities become: the largest distance from one that a distribution's sum may
+# have (float16 and bfloat16 softmax outputs stay well within it; logits, scores and transposed
+# [H, W, L] arrays do not), and the probability 0 as the float32 energy -log(1.2e-38) = 87.3 where the
+# peers' is infinite: such a label still keeps a probability below 1e-38 after any pairwise term
+# weighted less than ~87.
+PROBABILITY_SUM_TOLERANCE = 0.01
+SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
+
+
+def unary_from_probabilities(
+    probs: Any, label_axis: int, scale: float | None, clip: float | None, hi: float, name: str
+) -> np.ndarray:
+    """``-log(min(max(scale·P + (1 - scale)/L, clip), hi))`` as float32 ``[L, N]``, labels first,
+    of probabilities P with the labels on axis 0 or -1 (pydensecrf's unary_from_softmax with
+    ``hi = 1``; ``scale`` None is 1, ``clip`` None is 0, whose -log is +inf): checked, mixed, clipped
+    and transposed in one pass, then NumPy's log. Each pixel's values must be a distribution:
+    finite, >= 0, summing to one within :data:`PROBABILITY_SUM_TOLERANCE`; otherwise ValueError
+    naming ``name`` and the first pixel that is not."""
+    if scale is not None and not 0 < scale <= 1:
+        raise ValueError(f"scale: expected a number in (0, 1] or None, got {scale!r}")
+    if clip is not None and not 0 <= clip <= hi:
+        raise ValueError(f"clip: expected a number in [0, {hi}] or None, got {clip!r}")
+    p = np.asarray(probs)
+    if p.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected real probabilities, got dtype {p.dtype}")
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    labels_last = label_axis == -1 and p.ndim > 1
+    if p.ndim < 1 or p.size == 0:
+        raise ValueError(f"{name}: expected at least one label and one pixel, got shape {p.shape}")
+    n_labels = p.shape[-1 if labels_last else 0]
+    flat = np.ascontiguousarray(p.reshape((-1, n_labels) if labels_last else (n_labels, -1)))
+    unary = np.empty((n_labels, flat.size // n_labels), np.float32)
+    scale, clip = 1.0 if scale is None else float(scale), 0.0 if clip is None else float(clip)
+    bad = _C.clip_probabilities(flat, labels_last, scale, clip, hi, PROBABILITY_SUM_TOLERANCE, unary)
+    if bad >= 0:
+        values = flat[bad] if labels_last else flat[:, bad]
+        where = np.unravel_index(bad, p.shape[:-1] if labels_last else p.shape[1:])
+        raise ValueError(
+            f"{name}: expected probabilities over axis {label_axis} (the labels): finite, >= 0 and "
+            f"summing to 1; got {values.tolist() if n_labels <= 8 else f'values summing to {values.sum():.6g}'} "
+            f"at {tuple(int(i) for i in where)}"
+        )
+    with np.errstate(divide="ignore"):  # (log 0 = -inf: clip None)
+        np.log(unary, out=unary)
+    return np.negative(unary, out=unary)
+
+
+def argmax_labels(q: np.ndarray) -> np.ndarray:
+    """``np.argmax(q, axis=0)`` (the same indices, NaN counted largest) of a C-contiguous float32 or
+    float64 array [L, ...], in one pass instead of NumPy's transposed copy."""
+    out = np.empty(q.shape[1:], np.int64)
+    _C.argmax_axis0(q.reshape(q.shape[0], -1), out.reshape(-1))
+    return out
+
+
 def bilateral_features(
     image: np.ndarray, spatial: Sequence[int], scale: np.ndarray, srgb: np.ndarray, dtype
 ) -> np.ndarray:

@@ -1,14 +1,20 @@
-"""Dense CRF against pydensecrf, on a fixed 512x512 input.
+"""Dense CRF against pydensecrf and SimpleCRF, on fixed inputs.
 
 skimage's astronaut (512×512 RGB); 21 labels from seeded Gaussian noise smoothed with σ=16 px,
 logits 3·z/std(z), P = softmax, unary -log(clip(P, 0.01, 0.99)) float32. Kernels: Gaussian sxy=3
 w=3, bilateral sxy=80 srgb=13 w=10, Potts, symmetric normalisation; also the crop rows 40:253,
-cols 120:440. Each call is the full job: build the lattices, infer, take the argmax.
+cols 120:440. Each call is the full job: build the lattices, infer, take the argmax. The same job
+through the pydensecrf drop-in (DenseCRF2D, inference, np.argmax) and through SimpleCRF's 2-D call
+(P labels last); and SimpleCRF's 3-D call on a synthetic 64×96×64 volume, 2 modalities, 3 labels.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import os
+import sys
 import time
 
 import numpy as np
@@ -19,8 +25,8 @@ LABELS = 21
 CROP = (slice(40, 253), slice(120, 440))
 
 
-def benchmark_input(labels: int = LABELS) -> tuple[np.ndarray, np.ndarray]:
-    """(image [512, 512, 3] uint8, unary [L, 512, 512] float32), the input the module docstring describes."""
+def benchmark_probabilities(labels: int = LABELS) -> tuple[np.ndarray, np.ndarray]:
+    """(image [512, 512, 3] uint8, P [L, 512, 512] float64), the softmax the module docstring describes."""
     from scipy.ndimage import gaussian_filter
     from skimage.data import astronaut
 
@@ -29,9 +35,51 @@ def benchmark_input(labels: int = LABELS) -> tuple[np.ndarray, np.ndarray]:
     z = gaussian_filter(z, sigma=(0, 16, 16), mode="reflect")
     logits = 3 * z / z.std()
     p = np.exp(logits - logits.max(0))
-    p /= p.sum(0)
-    unary = (-np.log(np.clip(p, 0.01, 0.99))).astype(np.float32)
-    return image, unary
+    return image, p / p.sum(0)
+
+
+def benchmark_input(labels: int = LABELS) -> tuple[np.ndarray, np.ndarray]:
+    """(image [512, 512, 3] uint8, unary [L, 512, 512] float32), the input the module docstring describes."""
+    image, p = benchmark_probabilities(labels)
+    return image, unary_of(p)
+
+
+def unary_of(p: np.ndarray) -> np.ndarray:
+    return (-np.log(np.clip(p, 0.01, 0.99))).astype(np.float32)
+
+
+def volume_input(shape: tuple[int, int, int] = (64, 96, 64), labels: int = 3, seed: int = 0):
+    """(I [D, H, W, 2] uint8, P [D, H, W, L] float32): blobs of ``labels`` classes (smoothed noise,
+    σ = 6 voxels), two modalities whose means differ by class plus noise, and probabilities that
+    favour the true class at 60 % with noise (σ = 1 voxel) in their logits."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    fields = gaussian_filter(rng.standard_normal((labels,) + shape), sigma=(0, 6, 6, 6), mode="reflect")
+    truth = fields.argmax(0)
+    means = rng.uniform(40, 215, (labels, 2))
+    image = np.clip(means[truth] + rng.normal(0, 12, shape + (2,)), 0, 255).astype(np.uint8)
+    noise = gaussian_filter(rng.standard_normal((labels,) + shape), sigma=(0, 1, 1, 1), mode="reflect")
+    logits = np.moveaxis(np.eye(labels)[truth], -1, 0) * 0.8 + noise * 1.2 / noise.std()
+    p = np.exp(logits - logits.max(0))
+    return image, np.ascontiguousarray(np.moveaxis(p / p.sum(0), 0, -1), dtype=np.float32)
+
+
+# SimpleCRF's 3-D parameters for the volume: its examples' (Gaussian 5 voxels w=2, bilateral 5 voxels
+# and 5 levels w=3), 5 iterations.
+VOLUME_PARAM = {
+    "MaxIterations": 5,
+    "PosW": 2.0,
+    "PosRStd": 5,
+    "PosCStd": 5,
+    "PosZStd": 5,
+    "BilateralW": 3.0,
+    "BilateralRStd": 5.0,
+    "BilateralCStd": 5.0,
+    "BilateralZStd": 5.0,
+    "ModalityNum": 2,
+    "BilateralModsStds": (5.0, 5.0),
+}
 
 
 def ours(image: np.ndarray, unary: np.ndarray, iterations: int) -> np.ndarray:
@@ -57,6 +105,75 @@ def pydensecrf_labels(image: np.ndarray, unary: np.ndarray, iterations: int) -> 
     d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
     q = np.array(d.inference(iterations))
     return q.argmax(0).reshape(h, w)
+
+
+def dropin_labels(image: np.ndarray, unary: np.ndarray, iterations: int) -> np.ndarray:
+    """The job through the pydensecrf drop-in, as its users write it."""
+    import convloc.densecrf as dcrf
+
+    labels, h, w = unary.shape
+    d = dcrf.DenseCRF2D(w, h, labels)
+    d.setUnaryEnergy(unary.reshape(labels, -1))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
+    q = d.inference(iterations)
+    return np.argmax(q, axis=0).reshape(h, w)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """The process's stdout (fd 1) sent to /dev/null: SimpleCRF's 3-D call prints its parameters."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        with contextlib.suppress(OSError, TypeError):  # (no C library handle on Windows)
+            ctypes.CDLL(None).fflush(None)  # what C++ left in the C library's buffer goes to /dev/null too
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _simplecrf_rows(
+    report: harness.Report, args: argparse.Namespace, image: np.ndarray, p: np.ndarray
+) -> None:
+    """SimpleCRF's 2-D call on the benchmark input and its 3-D call on the volume, through both."""
+    from convloc.simplecrf import denseCRF as ours_2d
+    from convloc.simplecrf import denseCRF3D as ours_3d
+
+    peer_2d = harness.import_peer(report, "denseCRF")
+    peer_3d = harness.import_peer(report, "denseCRF3D")
+    probs = np.ascontiguousarray(p.transpose(1, 2, 0), dtype=np.float32)  # SimpleCRF's layout, labels last
+    param = (10.0, 80, 13, 3.0, 3, 10)
+
+    def peer_call_3d(volume, probs):
+        with _quiet_stdout():
+            return peer_3d.densecrf3d(volume, probs, VOLUME_PARAM)
+
+    t_ours, t_peer = harness.compare(
+        lambda: ours_2d.densecrf(image, probs, param),
+        (lambda: peer_2d.densecrf(image, probs, param)) if peer_2d else None,
+        budget_s=args.budget,
+    )
+    extra = {}
+    if peer_2d:
+        same = ours_2d.densecrf(image, probs, param) == peer_2d.densecrf(image, probs, param)
+        extra["agreement"] = f"{same.mean():.4f}"
+    report.add("simplecrf denseCRF 512x512 L=21 it=10", t_ours, "SimpleCRF", t_peer, **extra)
+    volume, probs = volume_input()
+    t_ours, t_peer = harness.compare(
+        lambda: ours_3d.densecrf3d(volume, probs, VOLUME_PARAM),
+        (lambda: peer_call_3d(volume, probs)) if peer_3d else None,
+        warmup=1,
+        budget_s=args.budget,
+    )
+    extra = {}
+    if peer_3d:
+        same = ours_3d.densecrf3d(volume, probs, VOLUME_PARAM) == peer_call_3d(volume, probs)
+        extra["agreement"] = f"{same.mean():.4f}"
+    report.add("simplecrf denseCRF3D 64x96x64 M=2 L=3 it=5", t_ours, "SimpleCRF", t_peer, **extra)
 
 
 def _vm_kb(field: str) -> int:
@@ -104,9 +221,10 @@ def _peak_rss_delta_mb(which: str, image: np.ndarray, unary: np.ndarray) -> floa
 def run(args: argparse.Namespace) -> harness.Report:
     import convloc
 
-    report = harness.start("crf: dense CRF (build + inference + argmax) vs pydensecrf", args)
+    report = harness.start("crf: dense CRF (build + inference + argmax) vs pydensecrf and SimpleCRF", args)
     have_peer = harness.import_peer(report, "pydensecrf.densecrf") is not None
-    image, unary = benchmark_input()
+    image, p = benchmark_probabilities()
+    unary = unary_of(p)
     cases = [("512x512", image, unary), ("320x213 crop", image[CROP], unary[(slice(None),) + CROP])]
     for name, img, u in cases:
         img, u = np.ascontiguousarray(img), np.ascontiguousarray(u)
@@ -120,6 +238,18 @@ def run(args: argparse.Namespace) -> harness.Report:
             if have_peer:
                 extra["agreement"] = f"{(ours(img, u, it) == pydensecrf_labels(img, u, it)).mean():.4f}"
             report.add(f"dense_crf {name} L=21 it={it}", t_ours, "pydensecrf", t_peer, **extra)
+    t_drop, t_peer = harness.compare(
+        lambda: dropin_labels(image, unary, 10),
+        (lambda: pydensecrf_labels(image, unary, 10)) if have_peer else None,
+        budget_s=args.budget,
+    )
+    report.add("densecrf drop-in 512x512 L=21 it=10", t_drop, "pydensecrf", t_peer)
+    # (peer time / drop-in time: >= 0.91 is the drop-in within 10 % of the native call)
+    t_drop, t_native = harness.compare(
+        lambda: dropin_labels(image, unary, 10), lambda: ours(image, unary, 10), budget_s=args.budget
+    )
+    report.add("densecrf drop-in vs native 512x512 it=10", t_drop, "ops.dense_crf", t_native)
+    _simplecrf_rows(report, args, image, p)
     threads = convloc.get_num_threads()
     if threads > 1:
         convloc.set_num_threads(1)

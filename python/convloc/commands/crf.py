@@ -30,9 +30,10 @@ def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> 
         p = np.load(path)
         if p.ndim != 3 or p.shape[1:] != shape:
             raise ValueError(f"{path}: expected probabilities [L, {shape[0]}, {shape[1]}], got {p.shape}")
-        if not np.all(np.isfinite(p)) or p.min() < 0:
-            raise ValueError(f"{path}: expected finite non-negative probabilities")
-        return ops.unary_from_softmax(p, clip=1e-5)
+        try:  # (probabilities: a distribution per pixel)
+            return ops.unary_from_softmax(p, clip=1e-5)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     from PIL import Image
 
     with Image.open(path) as im:

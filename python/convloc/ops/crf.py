@@ -451,20 +451,13 @@ def _int(value: Any, name: str) -> int:
 def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | None = 1e-5) -> np.ndarray:
     """``-log(clip(P, clip, 1))`` as float32, keeping P's shape ([L, ...], labels first).
 
-    ``scale`` in (0, 1] mixes P with the uniform distribution first (pydensecrf's "certainty").
+    ``scale`` in (0, 1] mixes P with the uniform distribution first (pydensecrf's "certainty");
+    ``clip=None`` leaves zeros infinite. P must hold a distribution per pixel (finite, >= 0, summing
+    to one over axis 0 within 0.01): NaN, logits or a [H, W, L] array raise ValueError.
     Unlike pydensecrf the result is not flattened; :func:`dense_crf` takes it as it is.
     """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim < 1 or p.shape[0] < 1:
-        raise ValueError(f"probs: expected [L, ...], got shape {p.shape}")
-    if scale is not None:
-        if not 0 < scale <= 1:
-            raise ValueError(f"scale: expected a number in (0, 1], got {scale}")
-        p = scale * p + (1 - scale) / p.shape[0]
-    if clip is not None:
-        p = np.clip(p, clip, 1.0)
-    with np.errstate(divide="ignore"):
-        return (-np.log(p)).astype(np.float32)
+    p = np.asarray(probs)
+    return crf_kernels.unary_from_probabilities(p, 0, scale, clip, 1.0, "probs").reshape(p.shape)
 
 
 def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: bool = True) -> np.ndarray:
@@ -497,9 +490,11 @@ def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: b
 
 
 def create_pairwise_gaussian(sdims: Sequence[float], shape: Sequence[int]) -> np.ndarray:
-    """Position features [len(sdims), N] (float32), index / sdim per axis, as pydensecrf."""
+    """Position features [len(shape), N] (float32): the index along each axis / its sdim, as
+    pydensecrf computes them (float32 divisions)."""
     s = _positive(sdims, len(shape), "sdims")
-    return np.ascontiguousarray(crf_kernels.positions(tuple(shape), [1.0 / v for v in s], np.float32).T)
+    mesh = np.indices(tuple(shape), dtype=np.float32)
+    return (mesh / np.array(s, np.float32).reshape((-1,) + (1,) * len(shape))).reshape(len(shape), -1)
 
 
 def create_pairwise_bilateral(

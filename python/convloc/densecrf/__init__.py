@@ -1,18 +1,24 @@
-"""A drop-in replacement for ``pydensecrf.densecrf``: change one import line, keep your code.
+"""A drop-in replacement for pydensecrf: change the package name in the imports, keep your code::
 
     import convloc.densecrf as dcrf          # was: import pydensecrf.densecrf as dcrf
+    from convloc.densecrf.utils import unary_from_softmax   # was: from pydensecrf.utils import ...
 
     d = dcrf.DenseCRF2D(W, H, n_labels)
-    d.setUnaryEnergy(U)                      # [n_labels, H*W] float32, -log P
+    d.setUnaryEnergy(unary_from_softmax(probs))                        # probs [n_labels, H, W]
     d.addPairwiseGaussian(sxy=3, compat=3)
     d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)   # image [H, W, 3] uint8
-    Q = d.inference(5)                       # [n_labels, H*W]; np.argmax(Q, axis=0) for labels
+    Q = d.inference(5)                       # [n_labels, H*W] float32
+    labels = np.argmax(Q, axis=0)            # one pass in C++ (Q is an eigen.MatrixXf)
 
 Same classes, methods, constants, array layouts and results (up to the lattice's rounding) as
-pydensecrf. Differences: ``inference`` returns a NumPy float32 array (``np.array(Q)`` still works);
-where pydensecrf silently computes garbage or fails obscurely — image W and H swapped, a float or
-non-contiguous image, NaN in the unary, features with the wrong number of points, inference before
-``setUnaryEnergy`` — this module raises ``ValueError`` / ``TypeError`` saying what is wrong.
+pydensecrf; :mod:`convloc.densecrf.utils` and :mod:`convloc.densecrf.eigen` stand for
+``pydensecrf.utils`` and ``pydensecrf.eigen``. ``inference`` returns a NumPy float32 array
+(:class:`~convloc.densecrf.eigen.MatrixXf`, whose argmax over the labels takes one pass; ``np.array(Q)``
+still works). An infinite energy (``-log 0``) keeps its label's probability at zero, as in
+pydensecrf. Where pydensecrf silently computes garbage or fails obscurely — image W and H swapped, a
+float, grey or non-contiguous image, NaN in the unary, features with the wrong number of points,
+inference before ``setUnaryEnergy`` — this module raises ``ValueError`` / ``TypeError`` saying what
+is wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from numbers import Number
 import numpy as np
 
 from convloc._kernels import crf as kernels
+from convloc.densecrf.eigen import MatrixXf
 
 __all__ = [
     "DenseCRF",
@@ -50,14 +57,17 @@ class DenseCRF:
             raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
         self._n, self._labels = int(nvar), int(nlabels)
         self._unary: np.ndarray | None = None
-        # [N, d] float32 lattice features, or a Gaussian over the pixel grid (kernels.grid_kernel)
-        self._features: list = []
+        # per pairwise term: [1, N, d] float32 lattice features, a Gaussian over the pixel grid
+        # (kernels.grid_kernel) or a bilateral kernel over self._image (kernels.bilateral)
+        self._kernels: list = []
         self._compat: list[np.ndarray] = []  # [L, L] apply form
         self._norm: list[int] = []
+        self._shape: tuple[int, ...] = ()  # the pixel grid of grid and bilateral kernels
+        self._image: np.ndarray | None = None  # [1, N, C] uint8
 
     def setUnaryEnergy(self, u, f=None) -> None:  # noqa: N802 - pydensecrf's name
         """Sets the unary: -log P as [nlabels, nvar] (float32; other shapes with that many values
-        and float64 are accepted)."""
+        and float64 are accepted). +inf (P = 0) keeps the label's probability at zero."""
         if f is not None:
             raise NotImplementedError("setUnaryEnergy: learned unaries (the f argument) are not supported")
         u = np.asarray(u)
@@ -66,13 +76,30 @@ class DenseCRF:
                 f"u: expected shape ({self._labels}, {self._n}) [nlabels, nvar], got {u.shape}"
                 + (" (transposed?)" if u.shape == (self._n, self._labels) else "")
             )
-        u = np.ascontiguousarray(u.reshape(self._labels, self._n), dtype=np.float32)
-        if not np.all(np.isfinite(u)):
-            raise ValueError("u: expected finite energies, got NaN or inf (clip probabilities before -log)")
+        u = np.array(u.reshape(self._labels, self._n), np.float32, order="C")  # (a copy, as pydensecrf's)
+        finite = np.isfinite(u)
+        if not finite.all():
+            if np.isnan(u).any() or np.isneginf(u).any():
+                raise ValueError("u: expected energies (-log P), got NaN or -inf")
+            if not finite.any(axis=0).all():
+                raise ValueError(
+                    "u: expected a finite energy for some label of every point, got +inf for all"
+                )
+            u = np.minimum(u, -np.log(np.float32(kernels.SMALLEST_PROBABILITY)))
         self._unary = u
 
     def setUnary(self, u) -> None:  # noqa: N802
         raise NotImplementedError("setUnary: pass the energies to setUnaryEnergy instead")
+
+    def _add(self, kernel, compat, kernel_type: int, normalization: int) -> None:
+        if kernel_type not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
+            raise ValueError(f"kernel: expected CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel_type}")
+        if normalization not in (NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC):
+            raise ValueError(f"normalization: expected a pydensecrf NormalizationType, got {normalization}")
+        c = compat if isinstance(compat, Number) else np.asarray(compat, np.float64)
+        self._compat.append(kernels.compat_matrix(c, self._labels, 1.0, "compat").astype(np.float32))
+        self._kernels.append(kernel)
+        self._norm.append(int(normalization))
 
     def addPairwiseEnergy(  # noqa: N802
         self, features, compat, kernel: int = DIAG_KERNEL, normalization: int = NORMALIZE_SYMMETRIC
@@ -86,50 +113,39 @@ class DenseCRF:
             raise TypeError(f"features: expected float32 features, got {f.dtype}")
         if not np.all(np.isfinite(f)):
             raise ValueError("features: expected finite values, got NaN or inf")
-        if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
-            raise ValueError(f"kernel: expected CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel}")
-        if normalization not in (
-            NO_NORMALIZATION,
-            NORMALIZE_BEFORE,
-            NORMALIZE_AFTER,
-            NORMALIZE_SYMMETRIC,
-        ):
-            raise ValueError(f"normalization: expected a pydensecrf NormalizationType, got {normalization}")
-        c = compat if isinstance(compat, Number) else np.asarray(compat, np.float64)
-        self._compat.append(kernels.compat_matrix(c, self._labels, 1.0, "compat").astype(np.float32))
-        self._features.append(np.ascontiguousarray(f.T, dtype=np.float32))
-        self._norm.append(int(normalization))
+        self._add(np.ascontiguousarray(f.T, dtype=np.float32)[None], compat, kernel, normalization)
 
     def _run(self, iterations: int, init: np.ndarray | None = None, energy: bool = False):
         if self._unary is None:
             raise ValueError("setUnaryEnergy must be called before inference")
         u = self._unary[None]
-        if not self._features:  # no pairwise term: Q = softmax(-U), as pydensecrf
+        if not self._kernels:  # no pairwise term: Q = softmax(-U), as pydensecrf
             q = np.exp(-(u[0] - u[0].min(0)))
             q = (q / q.sum(0)) if init is None else init.copy()
             return q, None
         q, _, e = kernels.dense_crf(
             u,
-            [f[None] if isinstance(f, np.ndarray) else f for f in self._features],
+            self._kernels,
             np.stack(self._compat),
             self._norm,
             iterations,
             False,
-            getattr(self, "_shape", ()),
+            self._shape,
             energy=energy,
             init=None if init is None else np.ascontiguousarray(init, np.float32)[None],
+            image=self._image,
         )
         return q[0], e
 
-    def inference(self, niter: int) -> np.ndarray:
+    def inference(self, niter: int) -> MatrixXf:
         """Marginals Q [nlabels, nvar] (float32) after niter mean-field iterations."""
         if int(niter) < 0:
             raise ValueError(f"niter: expected an integer >= 0, got {niter}")
-        return self._run(int(niter))[0]
+        return self._run(int(niter))[0].view(MatrixXf)
 
     def startInference(self):  # noqa: N802
         """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-U)."""
-        q = self._run(0)[0]
+        q = self.inference(0)
         return q, np.zeros_like(q), np.zeros_like(q)
 
     def stepInference(self, Q, tmp1=None, tmp2=None) -> None:  # noqa: N802, N803
@@ -150,7 +166,7 @@ class DenseCRF:
             raise ValueError("setUnaryEnergy must be called before klDivergence")
         q64, u64 = q.astype(np.float64), self._unary.astype(np.float64)
         base = float((q64 * np.log(np.maximum(q64, 1e-20))).sum() + (u64 * q64).sum())
-        if not self._features:
+        if not self._kernels:
             return base
         # energy = base + 1/2 sum Q·message, so the full pairwise term is 2 (energy - base).
         energy = float(self._run(0, init=q, energy=True)[1][0, 0])
@@ -167,25 +183,23 @@ class DenseCRF2D(DenseCRF):
         self._w, self._h = int(w), int(h)
         self._shape = (self._h, self._w)
 
-    def _positions(self, sxy) -> np.ndarray:
-        sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
-        if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
-            raise ValueError(f"sxy: expected positive standard deviations, got {sxy!r}")
-        y, x = np.mgrid[0 : self._h, 0 : self._w].astype(np.float32)
-        return np.stack([x.ravel() / np.float32(sx), y.ravel() / np.float32(sy)])
+    @staticmethod
+    def _stds(value, count: int, name: str) -> np.ndarray:
+        """pydensecrf's standard deviations: a number for all, or one per axis or channel."""
+        v = np.full(count, value, np.float64) if isinstance(value, Number) else np.asarray(value, np.float64)
+        if v.shape != (count,) or not np.all(np.isfinite(v) & (v > 0)):
+            raise ValueError(f"{name}: expected a positive number or {count} positive numbers, got {value!r}")
+        return v
 
     def addPairwiseGaussian(  # noqa: N802
         self, sxy, compat, kernel: int = DIAG_KERNEL, normalization: int = NORMALIZE_SYMMETRIC
     ) -> None:
         """Smoothness kernel over pixel positions (x/sx, y/sy)."""
-        sx, sy = (sxy, sxy) if isinstance(sxy, Number) else tuple(sxy)
-        grid = kernels.grid_kernel(np.array([sy, sx], np.float64)) if min(sx, sy) > 0 else None
-        if grid is None:
-            self.addPairwiseEnergy(self._positions(sxy), compat, kernel, normalization)
-            return
-        # a Gaussian filtered over the pixel grid instead of a lattice
-        self.addPairwiseEnergy(np.zeros((1, self._n), np.float32), compat, kernel, normalization)
-        self._features[-1] = grid
+        sx, sy = self._stds(sxy, 2, "sxy")
+        grid = kernels.grid_kernel(np.array([sy, sx]))
+        if grid is None:  # wide: a lattice over the positions
+            grid = kernels.positions(self._shape, [1 / sy, 1 / sx], np.float32)[None, :, ::-1].copy()
+        self._add(grid, compat, kernel, normalization)
 
     def addPairwiseBilateral(  # noqa: N802
         self,
@@ -217,8 +231,13 @@ class DenseCRF2D(DenseCRF):
             )
         if not im.flags.c_contiguous:
             raise ValueError("rgbim: expected a C-contiguous image; pass np.ascontiguousarray(rgbim)")
-        sr = (srgb,) * 3 if isinstance(srgb, Number) else tuple(srgb)
-        if len(sr) != 3 or not all(np.isfinite(s) and s > 0 for s in sr):
-            raise ValueError(f"srgb: expected positive standard deviations, got {srgb!r}")
-        col = im.reshape(-1, 3).T.astype(np.float32) / np.asarray(sr, np.float32)[:, None]
-        self.addPairwiseEnergy(np.concatenate([self._positions(sxy), col]), compat, kernel, normalization)
+        sx, sy = self._stds(sxy, 2, "sxy")
+        scale, sr = np.array([1 / sy, 1 / sx]), self._stds(srgb, 3, "srgb")
+        pixels = im.reshape(1, -1, 3)
+        if self._image is None:
+            self._image = pixels.copy()  # (pydensecrf reads the image here, not at inference)
+        if np.array_equal(pixels, self._image):  # the kernel builds the features from the call's image
+            self._add(kernels.bilateral(scale, sr), compat, kernel, normalization)
+        else:  # another image: its features, for a lattice
+            features = kernels.bilateral_features(pixels, self._shape, scale, sr, np.float32)
+            self._add(features, compat, kernel, normalization)
