@@ -53,7 +53,7 @@ class FastRCNNConfig:
     """A Fast R-CNN's settings; the defaults are the ``scratch`` recipe (:data:`RECIPES`)."""
 
     backbone: str = "small"
-    fc_dim: int = 256
+    fc_dim: int = 128
     dropout: float = 0.0
     scale: int = 128
     max_size: int = 192
