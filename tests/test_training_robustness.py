@@ -63,7 +63,9 @@ FAST = ["--scale", "48", "--max-size", "64", "--fc-dim", "32", "--max-proposals"
 
 
 def test_fast_rcnn_resumes_to_the_uninterrupted_weights(shapes, tmp_path, monkeypatch, one_thread):
-    # dropout draws from torch's global generator: the checkpoint must carry it too
+    # dropout draws from torch's global generator: the checkpoint must carry it too. The cut run
+    # reads its images in two loader processes, which draw ahead of training: the batches are the
+    # same, and the checkpoint holds the sampler's state as of the batches trained.
     args = ["train", "fast-rcnn", "--data", shapes, *FAST, "--iterations", "6", "--dropout", "0.5"]
     whole = str(tmp_path / "whole.pt")
     assert main([*args, "--out", whole]) == 0
@@ -73,10 +75,10 @@ def test_fast_rcnn_resumes_to_the_uninterrupted_weights(shapes, tmp_path, monkey
     cut = str(tmp_path / "cut.pt")
     _interrupt_after(monkeypatch, 5)
     with pytest.raises(Interrupted):
-        main([*args, "--out", cut])
+        main([*args, "--workers", "2", "--out", cut])
     assert torch.load(cut, weights_only=False)["iteration"] == 4
     monkeypatch.undo()
-    assert main([*args, "--out", cut]) == 0
+    assert main([*args, "--workers", "2", "--out", cut]) == 0
     _same_weights(
         torch.load(whole, weights_only=False)["model"], torch.load(cut, weights_only=False)["model"]
     )

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import math
 import os
+import sys
 from collections.abc import Iterator
 from typing import Callable
 
@@ -187,3 +188,51 @@ def set_threads(n: int) -> None:
 
         torch.set_num_threads(n)
         convloc.set_num_threads(n)
+
+
+def device_args(p, training: bool = False) -> None:
+    """``--device`` on parser ``p``; with ``training``, ``--amp`` as well."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where to compute: auto takes the GPU when convloc's CUDA kernels can run here, else the "
+        "CPU; cuda under torchrun takes the GPU of the process's LOCAL_RANK",
+    )
+    if training:
+        p.add_argument(
+            "--amp",
+            choices=["off", "bf16", "fp16"],
+            default="off",
+            help="mixed precision: forward passes under torch.autocast in bfloat16 or float16 (with "
+            "loss scaling; GPU only), weights and optimizer in float32",
+        )
+
+
+def pick_device(args):
+    """``args.device`` (and ``args.amp``) checked: the torch device, or a :class:`UsageError` naming
+    the option (no GPU usable for ``cuda``, an index out of range, fp16 on the CPU). Nothing is
+    printed: :func:`announce_device` says it once the command's other inputs passed their checks."""
+    from convloc.models.common import Precision, resolve_device
+
+    with naming({"device": "--device", "amp": "--amp"}):
+        device = resolve_device(args.device)
+        Precision(getattr(args, "amp", "off"), device)
+    return device
+
+
+def announce_device(device, args) -> None:
+    """One line on stderr (from rank 0 under torchrun): the device chosen, and why for ``auto``."""
+    from convloc.models.common import describe_device, is_main
+
+    if not is_main():
+        return
+    why = ""
+    if args.device == "auto":
+        why = (
+            " (auto: a GPU convloc's CUDA kernels run on)"
+            if device.type == "cuda"
+            else " (auto: no GPU for convloc's CUDA kernels)"
+        )
+    amp = f", autocast {args.amp}" if getattr(args, "amp", "off") != "off" else ""
+    print(f"device: {describe_device(device)}{amp}{why}", file=sys.stderr)

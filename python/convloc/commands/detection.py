@@ -12,14 +12,17 @@ import numpy as np
 
 from convloc.commands import (
     UsageError,
+    announce_device,
     building,
     checkpoint_path,
+    device_args,
     existing_dir,
     existing_file,
     integer,
     naming,
     output_dir,
     output_file,
+    pick_device,
     read_checkpoint,
     real,
     renamed,
@@ -160,6 +163,13 @@ def register_train(sub) -> None:
             default=0,
             help="threads of torch and of convloc's kernels per process; 0: their defaults",
         )
+        device_args(p, training=True)
+        if kind == "fast-rcnn":
+            p.add_argument(
+                "--workers", type=integer(0), default=0,
+                help="DataLoader processes reading and resizing the images while the model trains "
+                "(the batches are the same for any number)",
+            )  # fmt: skip
         _proposal_args(p)
         p.set_defaults(func=_train, model=kind)
 
@@ -214,12 +224,14 @@ def _dataset(root: str, split: str, classes=None):
 def _setup(args):
     from convloc.models.common import init_distributed, keep_freed_memory, seed_everything
 
+    device = pick_device(args)
     set_threads(args.threads)
     keep_freed_memory()
     dataset = _dataset(args.data, args.split)
-    rank, world = init_distributed()
+    rank, world = init_distributed(device)
     seed_everything(args.seed + rank)
-    return dataset, rank, world
+    announce_device(device, args)
+    return dataset, device, rank
 
 
 def _proposals(dataset, args, settings=None):
@@ -235,12 +247,13 @@ def _proposals(dataset, args, settings=None):
 
 
 def _train(args) -> int:
-    dataset, rank, world = _setup(args)
+    dataset, device, rank = _setup(args)
     proposals, settings = _proposals(dataset, args)
     # Fast R-CNN runs fc6/fc7 on every proposal of the shared feature map: at 512 they took a
     # third of its test time, for no better mAP on the synthetic shapes than at 128.
     fc_dim = args.fc_dim or (4096 if args.backbone == "vgg16" else 128 if args.model == "fast-rcnn" else 512)
     common = dict(backbone=args.backbone, fc_dim=fc_dim, seed=args.seed, proposals=settings)
+    run = dict(device=device, amp=args.amp)
     if args.model == "fast-rcnn":
         from convloc.models.fast_rcnn import RECIPES, FastRCNNConfig, train_fast_rcnn
 
@@ -248,7 +261,16 @@ def _train(args) -> int:
         given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
         cfg = FastRCNNConfig(iterations=args.iterations, **{**RECIPES[args.recipe], **given}, **common)
         with naming({"checkpoint": "--out"}):
-            train_fast_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
+            train_fast_rcnn(
+                dataset,
+                proposals,
+                cfg,
+                args.out,
+                not args.no_resume,
+                args.pretrained,
+                workers=args.workers,
+                **run,
+            )
     else:
         from convloc.models.rcnn import RCNNConfig, train_rcnn
 
@@ -257,7 +279,7 @@ def _train(args) -> int:
             **common,
         )  # fmt: skip
         with naming({"checkpoint": "--out"}):
-            train_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained)
+            train_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained, **run)
     if rank == 0:
         print(f"saved {args.out}")
     return 0
@@ -316,6 +338,7 @@ def register(sub) -> None:
     )
     p.add_argument("--json", type=output_file(".json"), help="also write the results to this JSON file")
     p.add_argument("--cache", type=output_dir, help="proposal cache folder (default: DATA/cache)")
+    device_args(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser(
@@ -339,6 +362,7 @@ def register(sub) -> None:
         help="minimum score to draw (default: 0.5 for fast-rcnn's probabilities, 0 for rcnn's SVM scores)",
     )
     p.add_argument("--svd", type=_svd_rank, help=svd_help)
+    device_args(p)
     p.set_defaults(func=_detect)
 
 
@@ -377,12 +401,14 @@ def _eval(args) -> int:
     from convloc.metrics.detection import format_table
     from convloc.models.common import keep_freed_memory
 
+    device = pick_device(args)
     set_threads(args.threads)
     keep_freed_memory()
     model, classes, settings = load_detector(args.checkpoint, args.svd)
     dataset = _dataset(args.data, args.split, classes)
+    announce_device(device, args)
     proposals, _ = _proposals(dataset, args, settings)
-    r = evaluate_detector(model, dataset, proposals, args.limit)
+    r = evaluate_detector(model.to(device), dataset, proposals, args.limit)
     print(format_table(classes, {"AP (VOC07)": r["voc07"], "AP (area)": r["area"]}))
     print(
         f"test time: {1000 * r['seconds_per_image']:.1f} ms/image ({1000 * r['cpu_seconds_per_image']:.1f} ms "
@@ -408,11 +434,13 @@ def _detect(args) -> int:
     from convloc.data.pictures import detection_picture
     from convloc.models.common import compute_proposals
 
+    device = pick_device(args)
     model, classes, settings = load_detector(args.checkpoint, args.svd)
     with Image.open(args.image) as im:
         image = np.asarray(im.convert("RGB"))
+    announce_device(device, args)
     props = compute_proposals(image, settings["method"], settings["mode"], settings["max_boxes"])
-    det = model.detect(image, props)
+    det = model.to(device).detect(image, props)
     threshold = args.threshold if args.threshold is not None else (0.5 if hasattr(model, "roi_pool") else 0.0)
     Image.fromarray(detection_picture(image, det, classes, threshold)).save(args.output)
     shown = int((det["scores"] >= threshold).sum())

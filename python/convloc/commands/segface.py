@@ -6,20 +6,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from convloc.commands import (
     UsageError,
+    announce_device,
     building,
     checkpoint_path,
+    device_args,
     existing_dir,
     existing_file,
     integer,
     naming,
     output_dir,
     output_file,
+    pick_device,
     read_checkpoint,
     real,
     renamed,
@@ -176,6 +180,7 @@ def register_train(sub) -> None:
         default=0,
         help="threads of torch and of convloc's kernels; 0: their defaults",
     )
+    device_args(p, training=True)
     _checkpoint_args(p)
     p.set_defaults(func=_train_face)
 
@@ -208,6 +213,7 @@ def register(sub) -> None:
         help="the picture: the image with the segments outlined and a legend",
     )
     p.add_argument("--labels", type=output_file(".png"), help="also write the class-index palette PNG here")
+    device_args(p)
     p.set_defaults(func=_segment)
 
     p = sub.add_parser(
@@ -220,6 +226,7 @@ def register(sub) -> None:
     p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train face`")
     p.add_argument("a", type=existing_file, metavar="IMAGE_A", help="first face image")
     p.add_argument("b", type=existing_file, metavar="IMAGE_B", help="second face image")
+    device_args(p)
     p.set_defaults(func=_verify)
 
 
@@ -239,6 +246,7 @@ def _seg_args(p) -> None:
         default=0,
         help="threads of torch and of convloc's kernels; 0: their defaults",
     )
+    device_args(p, training=True)
     _checkpoint_args(p)
 
 
@@ -261,16 +269,16 @@ def _file_digest(path: str | None) -> str | None:
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def _setup(args) -> bool:
-    """Threads, seed and, under torchrun, the process group. Every rank gets the same seed (the
-    same batch order); the returned flag says whether this is rank 0, which alone evaluates,
-    prints and writes the checkpoint."""
+def _setup(args, device) -> bool:
+    """Threads, seed and, under torchrun, the process group on ``device``. Every rank gets the same
+    seed (the same batch order); the returned flag says whether this is rank 0, which alone
+    evaluates, prints and writes the checkpoint."""
     import torch
 
     from convloc.models.common import init_distributed, keep_freed_memory
 
     keep_freed_memory()
-    rank, _ = init_distributed()
+    rank, _ = init_distributed(device)
     torch.manual_seed(args.seed)
     set_threads(args.threads)
     return rank == 0
@@ -369,12 +377,13 @@ def _train_fcn(args) -> int:
     from convloc.models.common import EpochCheckpoint, tensors_digest
     from convloc.models.segmentation import evaluate, fit, predict_scores
 
+    device = pick_device(args)
     ds = _split(args.data, args.train_split, "--train-split")
     val = _split(args.data, args.val_split, "--val-split")
     layout = fcn.SMALL if args.layout == "small" else fcn.VGG16
     overrides = {"pad": args.pad, "fc_kernel": args.fc_kernel}
     layout = dataclasses.replace(layout, **{k: v for k, v in overrides.items() if v is not None})
-    main = _setup(args)
+    main = _setup(args, device)
     try:
         model = fcn.FCN(ds.num_classes, args.variant, layout)
         if args.pretrained:
@@ -399,12 +408,23 @@ def _train_fcn(args) -> int:
     def save(loop):
         ck.save(model, "fit", loop, complete=len(loop["history"]) == args.epochs, **info)
 
+    announce_device(device, args)
+    start = time.perf_counter()
     losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main,
-                 resume=resume, on_epoch=save)  # fmt: skip
+                 resume=resume, on_epoch=save, device=device, amp=args.amp)  # fmt: skip
+    rate = (
+        (args.epochs - len(resume["history"]) if resume else args.epochs)
+        * len(x)
+        / (time.perf_counter() - start)
+    )
     if main:
         xv, yv = _arrays(val)
         scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
-        _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
+        _report(
+            f"FCN-{args.variant}",
+            scores,
+            {"final_loss": round(losses[-1], 4), "train_images_per_s": round(rate, 1)},
+        )
     return 0
 
 
@@ -448,6 +468,7 @@ def _train_face(args) -> int:
     from convloc.models import face
     from convloc.models.common import EpochCheckpoint, tensors_digest
 
+    device = pick_device(args)
     root = Path(args.data)
     paths, labels, names = read_identities(_folder(root, args.train_dir, "--train-dir"))
     if len(names) < 2:
@@ -456,7 +477,7 @@ def _train_face(args) -> int:
             f"in {root / args.train_dir}, got {len(names)}"
         )
     pairs = _read_pairs(root, args)
-    main = _setup(args)
+    main = _setup(args, device)
     x = torch.from_numpy(load_images(paths))
     size = x.shape[-1]
     y = torch.from_numpy(labels)
@@ -481,9 +502,11 @@ def _train_face(args) -> int:
 
         return save
 
+    announce_device(device, args)
+    run = dict(device=device, amp=args.amp)
     if not ck.done("classify"):
         face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main,
-                                 resume=resume, on_epoch=saver("classify"))  # fmt: skip
+                                 resume=resume, on_epoch=saver("classify"), **run)  # fmt: skip
         if main:
             kf0, *_ = evaluate_face(model, pairs, size, projected=False)
             print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
@@ -497,7 +520,7 @@ def _train_face(args) -> int:
             nn.init.orthogonal_(model.projection.weight)
         face.train_projection(
             model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=main,
-            resume=resume, on_epoch=saver(stage),
+            resume=resume, on_epoch=saver(stage), **run,
         )  # fmt: skip
         if main:
             kf, fpr, tpr, _ = evaluate_face(model, pairs, size)
@@ -554,9 +577,11 @@ def _verify(args) -> int:
     from convloc.data.lfw import load_images
     from convloc.models.face import embed
 
+    device = pick_device(args)
     model, ckpt = load_checkpoint(args.checkpoint, ("face",))
     x = torch.from_numpy(load_images([args.a, args.b], ckpt["size"]))
-    e = embed(model, x)
+    announce_device(device, args)
+    e = embed(model.to(device), x).cpu()
     score = -float(((e[0] - e[1]) ** 2).sum())
     same = score >= ckpt["threshold"]
     print(json.dumps({"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}))
@@ -574,9 +599,10 @@ def _train_crfrnn(args) -> int:
         tune_dense_crf,
     )
 
+    device = pick_device(args)
     ds = _split(args.data, args.train_split, "--train-split")
     vds = _split(args.data, args.val_split, "--val-split")
-    main = _setup(args)
+    main = _setup(args, device)
     x, y = _arrays(ds)
     fcn_model, fcn_ckpt = load_checkpoint(args.fcn, ("fcn",), "--fcn")
     n = ds.num_classes
@@ -596,6 +622,8 @@ def _train_crfrnn(args) -> int:
             args.output, "crfrnn", tensors_digest(x, y), settings, ["fit"], not args.no_resume
         )
         resume = ck.loop("fit", args.epochs)
+    announce_device(device, args)
+    model.to(device)
     if main:  # the baselines; the other ranks wait for rank 0 in fit's DistributedDataParallel
         xv, yv = _arrays(vds)
         train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
@@ -620,7 +648,7 @@ def _train_crfrnn(args) -> int:
         )  # fmt: skip
 
     fit(model, x, y, args.epochs, args.batch_size, args.lr, seed=args.seed, progress=main, params=groups,
-        resume=resume, on_epoch=save)  # fmt: skip
+        resume=resume, on_epoch=save, amp=args.amp)  # fmt: skip
     if main:
         _report("FCN + CRF-as-RNN (end to end)", evaluate(predict_scores(model, xv), yv, n))
     return 0
@@ -633,11 +661,14 @@ def _segment(args) -> int:
     from convloc.data.pictures import segmentation_picture
     from convloc.data.voc_seg import normalize, write_label
 
+    device = pick_device(args)
     model, ckpt = load_checkpoint(args.checkpoint, ("fcn", "crfrnn"))
     with Image.open(args.image) as im:
         image = np.array(im.convert("RGB"))
+    announce_device(device, args)
     with torch.no_grad():
-        labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
+        x = torch.from_numpy(normalize(image))[None].to(device)
+        labels = model.to(device)(x)[0].argmax(0).cpu().numpy().astype(np.uint8)
     classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
     Image.fromarray(segmentation_picture(image, labels, classes)).save(args.output)
     if args.labels:

@@ -169,10 +169,18 @@ class VOCDetection:
                 h.update(t[key].tobytes())
         return h.hexdigest()
 
-    def __getitem__(self, i: int) -> dict:
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i``'s pixels, uint8 [H, W, 3] RGB."""
         with Image.open(self.image_path(i)) as im:
-            image = np.asarray(im.convert("RGB"))
-        return {"image": image, **self.target(i)}
+            return np.asarray(im.convert("RGB"))
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """Image ``i``'s (height, width), from its file's header (no decoding)."""
+        with Image.open(self.image_path(i)) as im:
+            return im.height, im.width
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.image(i), **self.target(i)}
 
 
 def image_sets(root: str) -> list[str]:

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import os
 import random
+import re
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -23,6 +24,9 @@ from convloc.models import box_coder
 
 __all__ = [
     "to_tensor",
+    "resolve_device",
+    "describe_device",
+    "Precision",
     "keep_freed_memory",
     "seed_everything",
     "save_checkpoint",
@@ -33,6 +37,7 @@ __all__ = [
     "barrier",
     "rank_world",
     "data_parallel",
+    "model_device",
     "rng_states",
     "set_rng_state",
     "check_resumable",
@@ -59,6 +64,79 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """The device ``--device`` names: ``auto`` is the GPU where convloc's CUDA kernels can run
+    (:func:`convloc.cuda_available`: a CUDA build, and a GPU torch sees), else the CPU; ``cuda`` is
+    the GPU of ``LOCAL_RANK`` under torchrun (one process per GPU), else GPU 0; ``cuda:N`` is GPU N.
+    A ``ValueError`` starting ``device:`` when the device named cannot be used here."""
+    import convloc
+
+    text = str(spec)
+    if text == "auto":
+        text = "cuda" if convloc.cuda_available() else "cpu"
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if not match:
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {text!r}")
+    if not convloc.cuda_available():
+        why = (
+            "torch sees no CUDA GPU"
+            if convloc.info()["compiled_with_cuda"]
+            else "convloc was built without CUDA"
+        )
+        raise ValueError(f"device: {text!r} asked for, but {why}; --device cpu runs on the CPU")
+    if match.group(1) is not None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ValueError(
+            f"device: {text!r} would put every torchrun process on one GPU; 'cuda' gives each the GPU "
+            "of its LOCAL_RANK"
+        )
+    index = int(match.group(1) if match.group(1) is not None else os.environ.get("LOCAL_RANK", 0))
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(
+            f"device: cuda:{index} asked for, but torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}"
+        )
+    return torch.device("cuda", index)
+
+
+def describe_device(device: torch.device) -> str:
+    """``cpu, N threads`` or ``cuda:N (the GPU's name)``: what a command says it runs on."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu, {torch.get_num_threads()} thread(s)"
+
+
+class Precision:
+    """``--amp``: what the training loops compute in on ``device``. ``off`` is float32; ``bf16`` and
+    ``fp16`` run the forward passes under :func:`torch.autocast` in that type (the weights, their
+    gradients and the optimizer stay float32); ``fp16`` scales the loss (:class:`torch.amp.GradScaler`)
+    so that small gradients do not underflow, and needs a GPU (the CPU's autocast computes in
+    bfloat16). A ``ValueError`` starting ``amp:`` otherwise."""
+
+    DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, amp: str = "off", device: str | torch.device = "cpu") -> None:
+        if amp not in self.DTYPES:
+            raise ValueError(f"amp: expected off, bf16 or fp16, got {amp!r}")
+        self.amp, self.device = amp, torch.device(device)
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"amp: fp16 needs a CUDA device, got {self.device.type!r}; bf16 runs on the CPU")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+
+    def autocast(self) -> torch.autocast:
+        """The region in which the forward pass and the loss are computed."""
+        return torch.autocast(self.device.type, dtype=self.DTYPES[self.amp], enabled=self.amp != "off")
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Clears the gradients, backpropagates ``loss`` and steps ``optimizer`` (through the loss
+        scaler with fp16: a step whose gradients overflowed is skipped and the scale lowered)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
 def keep_freed_memory() -> None:
     """Makes glibc's malloc keep the memory a training step frees for the next step (no-op with
     another C library). By default it maps every block above 32 MB afresh and unmaps it when freed,
@@ -80,11 +158,23 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Writes atomically: a run killed mid-save keeps its previous checkpoint."""
+    """Writes atomically (a run killed mid-save keeps its previous checkpoint), every tensor on the
+    CPU: a checkpoint written on a GPU loads where there is none."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    torch.save(state, tmp)
+    torch.save(_on_cpu(state), tmp)
     os.replace(tmp, path)
+
+
+def _on_cpu(x):
+    """``x`` with the tensors in its dicts, lists and tuples moved to the CPU."""
+    if isinstance(x, Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _on_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_on_cpu(v) for v in x)
+    return x
 
 
 def load_checkpoint(path: str) -> dict:
@@ -125,16 +215,20 @@ def tensors_digest(*tensors) -> str:
     return h.hexdigest()
 
 
-def init_distributed() -> tuple[int, int]:
-    """Joins the process group when started by ``torchrun``. The pipelines train on the CPU, so the
-    backend is gloo even where a GPU exists (nccl refuses CPU tensors and several ranks per GPU).
-    Returns ``(rank, world_size)``; ``(0, 1)`` for a plain run. The other ranks wait while rank 0
-    alone evaluates (hours on a full VOC split), so collectives time out after a day, not gloo's
-    default 30 minutes; torchrun stops every rank as soon as one fails."""
+def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
+    """Joins the process group when started by ``torchrun``: NCCL when the ranks train on GPUs
+    (``device``, one per process, :func:`resolve_device`), gloo on the CPU. Returns
+    ``(rank, world_size)``; ``(0, 1)`` for a plain run. The other ranks wait while rank 0 alone
+    evaluates (hours on a full VOC split), so collectives time out after a day, not the default
+    30 minutes; torchrun stops every rank as soon as one fails."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1
+    device = torch.device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(days=1))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(days=1))
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -165,14 +259,31 @@ def rank_world() -> tuple[int, int]:
 
 def data_parallel(model: nn.Module) -> nn.Module:
     """``model`` in DistributedDataParallel (rank 0's weights, gradients averaged over ranks)
-    under torchrun; ``model`` itself otherwise."""
-    return nn.parallel.DistributedDataParallel(model) if rank_world()[1] > 1 else model
+    under torchrun, on the GPU its parameters are on; ``model`` itself otherwise."""
+    if rank_world()[1] == 1:
+        return model
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def rng_states(generator: torch.Generator) -> list[dict]:
-    """Every rank's random state in rank order: its sample ``generator`` and torch's global
-    generator (dropout), for a checkpoint that resumes each rank where it stopped."""
-    state = {"sampler": generator.get_state(), "torch": torch.get_rng_state()}
+def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """``device`` (``model`` moved there), or where ``model``'s parameters are when it is None."""
+    if device is None:
+        return next(model.parameters()).device
+    model.to(device)
+    return torch.device(device)
+
+
+def rng_states(generator: torch.Generator, sampler_state: Tensor | None = None) -> list[dict]:
+    """Every rank's random state in rank order: its sample ``generator`` (or ``sampler_state``, the
+    state it had when the batches trained so far were drawn, where a loader draws ahead) and
+    torch's global generators (dropout), for a checkpoint that resumes each rank where it stopped."""
+    state = {
+        "sampler": generator.get_state() if sampler_state is None else sampler_state,
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     world = rank_world()[1]
     if world == 1:
         return [state]
@@ -188,6 +299,8 @@ def set_rng_state(generator: torch.Generator, states: list[dict]) -> None:
     if rank < len(states):
         generator.set_state(states[rank]["sampler"])
         torch.set_rng_state(states[rank]["torch"])
+        if "cuda" in states[rank] and torch.cuda.is_initialized():
+            torch.cuda.set_rng_state(states[rank]["cuda"])
 
 
 def broadcast_buffers(model: nn.Module) -> None:
@@ -212,8 +325,10 @@ def fit_epochs(
     min_per_rank: int = 1,
     resume: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    precision: Precision | None = None,
 ) -> list[float]:
-    """The minibatch loop of the segmentation and face trainers, data-parallel under torchrun.
+    """The minibatch loop of the segmentation and face trainers, data-parallel under torchrun,
+    each step under ``precision`` (:class:`Precision`; float32 on the CPU when None).
 
     Each epoch shuffles ``range(n)`` with ``generator`` into batches of ``batch_size``. Seeded
     alike on every rank, the generator gives all ranks the same batches; ``loss_of(batch, part)``
@@ -224,10 +339,11 @@ def fit_epochs(
     batch without them (with ``drop_last``, any final short batch) is skipped. Returns each epoch's
     mean loss over all ranks; tqdm shows on rank 0 only.
 
-    After each epoch ``on_epoch`` gets the loop's state (epoch, losses, optimizer, scheduler, the
-    generator and torch's global generator); ``resume``, such a state, continues the loop after
-    its epoch with the same draws, so the model ends with the bits of an uninterrupted run.
+    After each epoch ``on_epoch`` gets the loop's state (epoch, losses, optimizer, scheduler, loss
+    scale, the generator and torch's global generator); ``resume``, such a state, continues the loop
+    after its epoch with the same draws, so the model ends with the bits of an uninterrupted run.
     """
+    precision = precision or Precision()
     rank, world = rank_world()
     if batch_size < world * min_per_rank:
         raise ValueError(
@@ -243,6 +359,10 @@ def fit_epochs(
             scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
+        if resume.get("scaler"):
+            precision.scaler.load_state_dict(resume["scaler"])
+        if resume.get("cuda_rng") is not None and torch.cuda.is_initialized():
+            torch.cuda.set_rng_state(resume["cuda_rng"])
     bar = tqdm(range(len(history), epochs), desc=desc, disable=not progress or rank != 0,
                initial=len(history), total=epochs)  # fmt: skip
     for _ in bar:
@@ -252,22 +372,25 @@ def fit_epochs(
             batch = order[start : start + batch_size]
             if len(batch) < (batch_size if drop_last else world * min_per_rank):
                 continue
-            loss = loss_of(batch, part)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                loss = loss_of(batch, part)
+            precision.step(loss, optimizer)
             share = len(batch[part])
             stats += torch.tensor([loss.item() * share, share], dtype=torch.float64)
         if scheduler is not None:
             scheduler.step()
         if world > 1:
+            stats = stats.to(precision.device)  # NCCL reduces GPU tensors only
             dist.all_reduce(stats)
+            stats = stats.cpu()
         history.append(float(stats[0] / stats[1].clamp_min(1)))
         if on_epoch is not None:
             on_epoch({
                 "history": list(history), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": precision.scaler.state_dict(),
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
             })  # fmt: skip
     return history
 
@@ -346,22 +469,28 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 @dataclass
 class TrainingRun:
-    """A detector's training state: the model, its optimizer and schedule, this rank's generator
-    of training samples, the checkpoint's header (kind, data digest, settings) and ``resumed``,
-    the checkpoint the run resumed from (None when fresh)."""
+    """A detector's training state: the model (on its device), its optimizer and schedule, the
+    :class:`Precision` of its steps, this rank's generator of training samples, the checkpoint's
+    header (kind, data digest, settings) and ``resumed``, the checkpoint the run resumed from
+    (None when fresh)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision
     generator: torch.Generator
     header: dict
     resumed: dict | None
 
-    def save(self, path: str, classes, cfg, iteration: int, complete: bool, **extra) -> None:
+    def save(
+        self, path: str, classes, cfg, iteration: int, complete: bool, sampler_state=None, **extra
+    ) -> None:
         """Writes the checkpoint that :func:`start_training` resumes from (rank 0 writes, every rank
-        waits): the header, ``classes``, the config, the model, optimizer and scheduler states,
-        ``iteration``, every rank's random state, whether training is ``complete``, and ``extra``."""
-        states = rng_states(self.generator)  # a resumed run draws what the uninterrupted one would
+        waits): the header, ``classes``, the config, the model, optimizer, schedule and loss-scale
+        states, ``iteration``, every rank's random state (``sampler_state``: as for
+        :func:`rng_states`), whether training is ``complete``, and ``extra``."""
+        # a resumed run draws what the uninterrupted one would
+        states = rng_states(self.generator, sampler_state)
         if is_main():
             save_checkpoint(
                 path,
@@ -372,6 +501,7 @@ class TrainingRun:
                     "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.precision.scaler.state_dict(),
                     "iteration": iteration,
                     "generators": states,
                     "complete": complete,
@@ -382,10 +512,18 @@ class TrainingRun:
 
 
 def start_training(
-    build: Callable[[], nn.Module], cfg, length: str, kind: str, data: str, checkpoint: str, resume: bool
+    build: Callable[[], nn.Module],
+    cfg,
+    length: str,
+    kind: str,
+    data: str,
+    checkpoint: str,
+    resume: bool,
+    precision: Precision | None = None,
 ) -> TrainingRun:
     """The detectors' training prologue: seeds torch with ``cfg.seed`` and calls ``build`` (the
-    same initial weights for a seed), makes the optimizer (:func:`make_optimizer`) and a schedule
+    same initial weights for a seed, on any device), moves the model to ``precision``'s device
+    (float32 on the CPU when None), makes the optimizer (:func:`make_optimizer`) and a schedule
     that multiplies the learning rate by 0.1 at the fractions ``cfg.lr_steps`` of the iterations
     (``cfg``'s field ``length``), and seeds this rank's sample generator with
     ``cfg.seed * 1000 + rank``. When ``resume`` and ``checkpoint`` exists, the model, optimizer,
@@ -398,8 +536,9 @@ def start_training(
     if resume and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
         check_resumable(state, kind, data, settings)
+    precision = precision or Precision()
     torch.manual_seed(cfg.seed)
-    model = build()
+    model = build().to(precision.device)
     optimizer = make_optimizer(model, cfg)
     milestones = [int(f * getattr(cfg, length)) for f in cfg.lr_steps]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
@@ -413,8 +552,10 @@ def start_training(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
         set_rng_state(generator, state["generators"])
-    return TrainingRun(model, optimizer, scheduler, generator, header, state)
+    return TrainingRun(model, optimizer, scheduler, precision, generator, header, state)
 
 
 class EpochCheckpoint:
@@ -483,7 +624,7 @@ def decode_detections(
 
     k, c = scores.shape
     boxes = box_coder.clip(box_coder.decode(proposals, deltas), height, width).view(k, c, 4)
-    labels = torch.arange(c).expand(k, c)
+    labels = torch.arange(c, device=scores.device).expand(k, c)
     keep = scores > cfg.score_threshold
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     widths = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
@@ -491,7 +632,7 @@ def decode_detections(
     keep = batched_nms(boxes.contiguous(), scores.contiguous(), labels.contiguous(), cfg.nms_iou)
     keep = keep[: cfg.max_detections]
     return {
-        "boxes": boxes[keep].numpy().astype(np.float32),
-        "scores": scores[keep].numpy().astype(np.float32),
-        "labels": labels[keep].numpy().astype(np.int64),
+        "boxes": boxes[keep].cpu().numpy().astype(np.float32),
+        "scores": scores[keep].cpu().numpy().astype(np.float32),
+        "labels": labels[keep].cpu().numpy().astype(np.int64),
     }

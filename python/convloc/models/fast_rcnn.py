@@ -35,12 +35,20 @@ from tqdm import tqdm
 
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone
-from convloc.models.common import data_parallel, decode_detections, is_main, start_training, to_tensor
+from convloc.models.common import (
+    Precision,
+    data_parallel,
+    decode_detections,
+    is_main,
+    start_training,
+    to_tensor,
+)
 
 __all__ = [
     "FastRCNNConfig",
     "RECIPES",
     "FastRCNN",
+    "image_scale",
     "compress_fc",
     "sample_rois",
     "fast_rcnn_loss",
@@ -124,22 +132,28 @@ class FastRCNN(nn.Module):
         return self.cls_score(fc7), self.bbox_pred(fc7)
 
     def image_scale(self, height: int, width: int) -> float:
-        s = self.cfg.scale / min(height, width)
-        return min(s, self.cfg.max_size / max(height, width))
+        return image_scale(self.cfg, height, width)
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, proposals: np.ndarray) -> dict:
         """One image uint8 [H, W, 3] and its proposals [K, 4] → dict(boxes float32 [D, 4],
-        scores [D], labels int64 [D] in 0..C-1), in the image's own pixels."""
-
+        scores [D], labels int64 [D] in 0..C-1), in the image's own pixels; computed on the
+        model's device."""
+        device = self.bbox_stds.device
         h, w = image.shape[:2]
         s = self.image_scale(h, w)
-        x = resize(to_tensor(image), s)
-        props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
+        x = resize(to_tensor(image).to(device), s)
+        props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4).to(device)
         logits, deltas = self([x], [props * s])
         probs = F.softmax(logits, 1)[:, 1:]
         deltas = (deltas.view(len(props), -1, 4) * self.bbox_stds).view(len(props), -1)[:, 4:]
         return decode_detections(props, deltas, probs, h, w, self.cfg)
+
+
+def image_scale(cfg: FastRCNNConfig, height: int, width: int) -> float:
+    """The factor that brings an image's short side to ``cfg.scale``, or its long side to
+    ``cfg.max_size`` when that is smaller."""
+    return min(cfg.scale / min(height, width), cfg.max_size / max(height, width))
 
 
 def resize(x: torch.Tensor, s: float) -> torch.Tensor:
@@ -227,27 +241,52 @@ def fast_rcnn_loss(
     return cls, box
 
 
-def _batch(dataset, proposals, indices, cfg, model, generator):
-    """Images, each image's RoIs, and the labels and targets of all RoIs."""
-    images, rois, labels, targets = [], [], [], []
-    for i in indices:
-        sample = dataset[i]
-        image = to_tensor(sample["image"])
-        keep = ~sample["difficult"]
-        gt = torch.as_tensor(sample["boxes"][keep], dtype=torch.float32).reshape(-1, 4)
-        gt_labels = torch.as_tensor(sample["labels"][keep])
-        props = torch.as_tensor(proposals[i], dtype=torch.float32).reshape(-1, 4)
-        h, w = image.shape[1:]
-        if cfg.flip and torch.rand(1, generator=generator).item() < 0.5:
-            image = image.flip(2)
-            gt, props = box_coder.hflip(gt, w), box_coder.hflip(props, w)
-        s = model.image_scale(h, w)
-        r, lab, t = sample_rois(props * s, gt * s, gt_labels, cfg, generator)
-        images.append(resize(image, s))
-        rois.append(r)
-        labels.append(lab)
-        targets.append(t)
-    return images, rois, torch.cat(labels), torch.cat(targets)
+class _Batches(torch.utils.data.IterableDataset):
+    """The training batches from iteration ``start`` on, for a DataLoader. Each iteration's images,
+    flips and sampled RoIs are drawn from ``generator`` in the order of a loop without a loader,
+    from the annotations, the proposals and the image sizes alone; then the image files are read,
+    flipped and resized. Each worker of the loader draws every batch and reads its share: whatever
+    the number of workers, the batches are the same. A batch also carries the generator's state
+    after its draws, from which a checkpoint of the batches trained so far resumes."""
+
+    def __init__(self, dataset, proposals, cfg: FastRCNNConfig, generator: torch.Generator, start: int):
+        self.dataset, self.proposals, self.cfg, self.generator = dataset, proposals, cfg, generator
+        self.count = cfg.iterations - start
+
+    def _plans(self):
+        """Per iteration: the images to read (index, flip, scale), each image's RoIs, the labels and
+        targets of all RoIs, and the generator's state after these draws."""
+        cfg, n = self.cfg, len(self.dataset)
+        for _ in range(self.count):
+            reads, rois, labels, targets = [], [], [], []
+            for i in torch.randint(n, (cfg.images_per_batch,), generator=self.generator).tolist():
+                t = self.dataset.target(i)
+                keep = ~t["difficult"]
+                gt = torch.as_tensor(t["boxes"][keep], dtype=torch.float32).reshape(-1, 4)
+                gt_labels = torch.as_tensor(t["labels"][keep])
+                props = torch.as_tensor(self.proposals[i], dtype=torch.float32).reshape(-1, 4)
+                h, w = self.dataset.image_size(i)
+                flip = cfg.flip and torch.rand(1, generator=self.generator).item() < 0.5
+                if flip:
+                    gt, props = box_coder.hflip(gt, w), box_coder.hflip(props, w)
+                s = image_scale(cfg, h, w)
+                r, lab, tgt = sample_rois(props * s, gt * s, gt_labels, cfg, self.generator)
+                reads.append((i, flip, s))
+                rois.append(r)
+                labels.append(lab)
+                targets.append(tgt)
+            yield reads, rois, torch.cat(labels), torch.cat(targets), self.generator.get_state()
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, me = (info.num_workers, info.id) if info else (1, 0)
+        for k, (reads, *batch) in enumerate(self._plans()):
+            if k % workers == me:  # the loader takes the workers' batches in turn
+                yield [self._read(*r) for r in reads], *batch
+
+    def _read(self, i: int, flip: bool, scale: float) -> torch.Tensor:
+        image = to_tensor(self.dataset.image(i))
+        return resize(image.flip(2) if flip else image, scale)
 
 
 def train_fast_rcnn(
@@ -259,13 +298,18 @@ def train_fast_rcnn(
     pretrained: str | None = None,
     log_every: int = 50,
     save_every: int = 200,
+    device: str | torch.device = "cpu",
+    amp: str = "off",
+    workers: int = 0,
 ) -> FastRCNN:
-    """Trains on ``dataset`` (a :class:`~convloc.data.VOCDetection`) with its ``proposals``,
-    saving ``checkpoint`` every ``save_every`` iterations and at the end. With ``resume`` a run
-    continues from ``checkpoint`` when it exists, to the bits an uninterrupted run ends with
-    (a ``ValueError`` when the file holds another kind of run, data or config). Under torchrun
-    each rank draws its own images (seeded by rank) and DistributedDataParallel averages the
-    gradients."""
+    """Trains on ``dataset`` (a :class:`~convloc.data.VOCDetection`) with its ``proposals`` on
+    ``device`` in ``amp`` (:class:`~convloc.models.common.Precision`), saving ``checkpoint`` every
+    ``save_every`` iterations and at the end. ``workers`` DataLoader processes read and resize the
+    images (pinned for a GPU) while the model trains; the batches do not depend on their number.
+    With ``resume`` a run continues from ``checkpoint`` when it exists, to the bits an
+    uninterrupted run ends with on the same device and thread count (a ``ValueError`` when the
+    file holds another kind of run, data or config). Under torchrun each rank draws its own
+    images (seeded by rank) and DistributedDataParallel averages the gradients."""
     from convloc.models.backbones import load_torchvision_vgg
 
     def build() -> FastRCNN:
@@ -274,33 +318,45 @@ def train_fast_rcnn(
             load_torchvision_vgg(model.backbone, pretrained)
         return model
 
-    run = start_training(build, cfg, "iterations", "fast-rcnn", dataset.digest(), checkpoint, resume)
-    model, optimizer, scheduler, generator = run.model, run.optimizer, run.scheduler, run.generator
+    precision = Precision(amp, device)
+    run = start_training(
+        build, cfg, "iterations", "fast-rcnn", dataset.digest(), checkpoint, resume, precision
+    )
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
     start = run.resumed["iteration"] if run.resumed else 0
     net = data_parallel(model)
     model.train()
-    n = len(dataset)
+    on_gpu = precision.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        _Batches(dataset, proposals, cfg, run.generator, start), batch_size=None, num_workers=workers,
+        pin_memory=on_gpu, generator=torch.Generator(),  # its seed for the workers leaves torch's alone
+    )  # fmt: skip
     bar = tqdm(range(start, cfg.iterations), desc="fast-rcnn", disable=not is_main(), initial=start,
                total=cfg.iterations)  # fmt: skip
     running, t0 = np.zeros(2), time.perf_counter()
-    for it in bar:
-        indices = torch.randint(n, (cfg.images_per_batch,), generator=generator).tolist()
-        images, rois, labels, targets = _batch(dataset, proposals, indices, cfg, model, generator)
-        logits, deltas = net(images, rois)
-        cls, box = fast_rcnn_loss(logits, deltas, labels, targets)
-        optimizer.zero_grad(set_to_none=True)
-        (cls + box).backward()
-        optimizer.step()
+
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return x.to(precision.device, non_blocking=on_gpu)
+
+    for it, (images, rois, labels, targets, drawn) in zip(bar, loader):
+        with precision.autocast():
+            logits, deltas = net([move(x) for x in images], [move(r) for r in rois])
+            cls, box = fast_rcnn_loss(logits.float(), deltas.float(), move(labels), move(targets))
+        precision.step(cls + box, optimizer)
         scheduler.step()
         running += (cls.item(), box.item())
         if (it + 1) % log_every == 0:
             bar.set_postfix(cls=f"{running[0] / log_every:.3f}", box=f"{running[1] / log_every:.3f}")
             running[:] = 0
         if (it + 1) % save_every == 0 or it + 1 == cfg.iterations:
-            run.save(checkpoint, dataset.classes, cfg, it + 1, complete=it + 1 == cfg.iterations)
+            run.save(checkpoint, dataset.classes, cfg, it + 1, it + 1 == cfg.iterations, sampler_state=drawn)
     if is_main():
         if start < cfg.iterations:
-            bar.write(f"fast-rcnn: {cfg.iterations - start} iterations in {time.perf_counter() - t0:.0f} s")
+            seconds = time.perf_counter() - t0
+            rate = (cfg.iterations - start) * cfg.images_per_batch / seconds
+            bar.write(
+                f"fast-rcnn: {cfg.iterations - start} iterations in {seconds:.0f} s ({rate:.1f} images/s)"
+            )
         else:
             bar.write(f"fast-rcnn: {checkpoint} holds the {cfg.iterations} iterations already")
     model.eval()

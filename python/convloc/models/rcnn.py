@@ -41,6 +41,7 @@ from tqdm import tqdm
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone, load_torchvision_vgg
 from convloc.models.common import (
+    Precision,
     barrier,
     broadcast_buffers,
     data_parallel,
@@ -100,7 +101,7 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, crop: int, pad: float
     bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=1) * grow
     bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=1) * grow
     # Output pixel centre u ∈ (-1, 1) samples image x = cx + u·bw/2, in grid_sample's units.
-    theta = torch.zeros(k, 2, 3)
+    theta = torch.zeros(k, 2, 3, device=image.device)
     theta[:, 0, 0], theta[:, 0, 2] = bw / w, 2 * cx / w - 1
     theta[:, 1, 1], theta[:, 1, 2] = bh / h, 2 * cy / h - 1
     grid = F.affine_grid(theta, [k, 3, crop, crop], align_corners=False)
@@ -140,7 +141,10 @@ class RCNN(nn.Module):
 
     @torch.no_grad()
     def features(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pool5 [K, D], fc7 [K, fc_dim]) of ``boxes`` in normalised ``image``, in batches."""
+        """(pool5 [K, D], fc7 [K, fc_dim]) of ``boxes`` in normalised ``image``, in batches, on the
+        model's device."""
+        device = self.svm_bias.device
+        image, boxes = image.to(device), boxes.to(device)
         pool5, fc7 = [], []
         for s in range(0, len(boxes), self.cfg.extract_batch):
             p = self.cnn.pool5(self.crops(image, boxes[s : s + self.cfg.extract_batch]))
@@ -148,17 +152,18 @@ class RCNN(nn.Module):
             fc7.append(self.cnn.head(p))
         if not pool5:
             d = self.cnn.out_channels * self.cnn.roi_size**2
-            return torch.zeros(0, d), torch.zeros(0, self.cnn.fc_dim)
+            return torch.zeros(0, d, device=device), torch.zeros(0, self.cnn.fc_dim, device=device)
         return torch.cat(pool5), torch.cat(fc7)
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, proposals: np.ndarray) -> dict:
-        """One image uint8 [H, W, 3] and its proposals [K, 4] → dict(boxes, scores, labels)."""
+        """One image uint8 [H, W, 3] and its proposals [K, 4] → dict(boxes, scores, labels),
+        computed on the model's device."""
         h, w = image.shape[:2]
-        props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
+        props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4).to(self.svm_bias.device)
         pool5, fc7 = self.features(to_tensor(image), props)
         scores = (fc7 * self.fc7_scale) @ self.svm_weight.T + self.svm_bias
-        x = torch.cat((pool5 * self.pool5_scale, torch.ones(len(props), 1)), 1)
+        x = torch.cat((pool5 * self.pool5_scale, pool5.new_ones(len(props), 1)), 1)
         deltas = torch.einsum("kd,cdj->kcj", x, self.bbox_weight).reshape(len(props), -1)
         return decode_detections(props, deltas, scores, h, w, self.cfg)
 
@@ -230,7 +235,7 @@ def _ridge(x: torch.Tensor, t: torch.Tensor, lam: float) -> torch.Tensor:
 
 @lru_cache(maxsize=1024)
 def _image(dataset, i: int) -> np.ndarray:
-    return dataset[i]["image"]
+    return dataset.image(i)
 
 
 def _sample_crops(model, dataset, proposals, cfg, generator):
@@ -258,7 +263,8 @@ def _sample_crops(model, dataset, proposals, cfg, generator):
         if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flip
             image = image.flip(2)
             cand = box_coder.hflip(cand, image.shape[2])
-        crops.append(model.crops(image, cand[torch.cat((fg, bg))]))
+        device = model.svm_bias.device
+        crops.append(model.crops(image.to(device), cand[torch.cat((fg, bg))].to(device)))
         lab = torch.zeros(len(fg) + len(bg), dtype=torch.int64)
         if len(gt):
             lab[: len(fg)] = gt_labels[assigned[fg]] + 1
@@ -306,7 +312,7 @@ def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
         keep = ~t["difficult"]
         gt = gt_all[torch.as_tensor(keep)]
         boxes = torch.cat((gt, torch.as_tensor(proposals[i]).reshape(-1, 4)))
-        pool5, fc7 = model.features(to_tensor(_image(dataset, i)), boxes)
+        pool5, fc7 = (f.cpu() for f in model.features(to_tensor(_image(dataset, i)), boxes))
         class_iou = torch.zeros(len(boxes), model.num_classes)
         reg_idx, reg_cls, reg_t = (
             np.zeros(0, np.int64),
@@ -349,8 +355,12 @@ def train_rcnn(
     resume: bool = True,
     pretrained: str | None = None,
     save_every: int = 200,
+    device: str | torch.device = "cpu",
+    amp: str = "off",
 ) -> RCNN:
-    """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there.
+    """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there. The
+    CNN fine-tunes and extracts on ``device``, fine-tuning in ``amp``
+    (:class:`~convloc.models.common.Precision`); the SVMs and regressors are fitted on the CPU.
     Under torchrun the fine-tuning is data-parallel and the feature extraction is split by rank;
     the SVMs and regressors are fitted on rank 0."""
     rank, world = rank_world()
@@ -361,7 +371,9 @@ def train_rcnn(
             load_torchvision_vgg(model.cnn, pretrained)
         return model
 
-    run = start_training(build, cfg, "finetune_iterations", "rcnn", dataset.digest(), checkpoint, resume)
+    precision = Precision(amp, device)
+    data = dataset.digest()
+    run = start_training(build, cfg, "finetune_iterations", "rcnn", data, checkpoint, resume, precision)
     model, optimizer, scheduler, generator = run.model, run.optimizer, run.scheduler, run.generator
     stage, start = (run.resumed["stage"], run.resumed["iteration"]) if run.resumed else ("finetune", 0)
 
@@ -376,10 +388,9 @@ def train_rcnn(
         running = 0.0
         for it in bar:
             crops, labels = _sample_crops(model, dataset, proposals, cfg, generator)
-            loss = F.cross_entropy(net(crops), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                loss = F.cross_entropy(net(crops), labels.to(precision.device))
+            precision.step(loss, optimizer)
             scheduler.step()
             running += loss.item()
             if (it + 1) % 20 == 0:
@@ -433,7 +444,7 @@ def _fit_svms_and_regressors(model: RCNN, paths: list[str], cfg: RCNNConfig) -> 
         if len(positives):
             w, b = train_svm(positives, negatives(), cfg)
             model.svm_weight[c], model.svm_bias[c] = w, b
-        x = torch.cat([p[k == c] for p, k in zip(pool5, reg_cls)]) * model.pool5_scale
+        x = torch.cat([p[k == c] for p, k in zip(pool5, reg_cls)]) * float(model.pool5_scale)
         t = torch.cat([r[k == c] for r, k in zip(reg_t, reg_cls)])
         if len(x):
             model.bbox_weight[c] = _ridge(x, t, cfg.bbox_lambda)
