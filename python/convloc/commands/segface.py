@@ -409,14 +409,11 @@ def _train_fcn(args) -> int:
         ck.save(model, "fit", loop, complete=len(loop["history"]) == args.epochs, **info)
 
     announce_device(device, args)
+    epochs = args.epochs - len(resume["history"]) if resume else args.epochs  # to train now
     start = time.perf_counter()
     losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main,
                  resume=resume, on_epoch=save, device=device, amp=args.amp)  # fmt: skip
-    rate = (
-        (args.epochs - len(resume["history"]) if resume else args.epochs)
-        * len(x)
-        / (time.perf_counter() - start)
-    )
+    rate = epochs * len(x) / (time.perf_counter() - start)
     if main:
         xv, yv = _arrays(val)
         scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
