@@ -183,7 +183,11 @@ def run_dense_crf(
 
     On the CPU, Gaussians are filtered over the grid where :func:`grid_kernel` says so and the
     bilateral features are built by the kernel; CUDA arrays get every kernel as lattice features.
+    A float16 / bfloat16 unary (image, features) runs in float32, Q returned in its dtype.
     """
+    half, (unary, image, *features) = A.float32_for_half(
+        ("unary", unary), ("image", image), *((f"features[{i}]", f) for i, f in enumerate(features))
+    )
     batch, n_labels, n = unary.shape
     dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
     on_gpu = not A.on_cpu(unary)
@@ -222,7 +226,7 @@ def run_dense_crf(
         next_compat += size
         shape = () if size == 1 else (n_labels,) if size == n_labels else (n_labels, n_labels)
         matrices.append(compat_matrix(values.reshape(shape), n_labels, weights[k], "compat"))
-    return dense_crf(
+    q, lab, kl = dense_crf(
         unary,
         terms,
         _on_device(np.stack(matrices).astype(dtype), unary),
@@ -234,6 +238,7 @@ def run_dense_crf(
         energy=energy,
         image=None if on_gpu else image,
     )
+    return A.restore_half(q, half), lab, kl
 
 
 def dense_crf(
@@ -284,7 +289,8 @@ def grid_crf(
 ) -> Array:
     """Q [B, L, H, W] of mean-field in the grid CRF; ``image`` [B, H, W, C] in the unary's dtype (any
     device: it is moved to the unary's); ``beta`` None: ``1 / (2·mean |x_i - x_j|²)`` over the
-    4-neighbour pairs (GrabCut's choice)."""
+    4-neighbour pairs (GrabCut's choice). A float16 / bfloat16 unary (and image) runs in float32."""
+    half, (unary, image) = A.float32_for_half(("unary", unary), ("image", image))
     img = np.ascontiguousarray(_host(image))
     if beta is None:
         d2 = [
@@ -296,4 +302,4 @@ def grid_crf(
     image = A.prepare(image) if A.on_cpu(unary) and A.on_cpu(image) else _on_device(img, unary)
     q = A.empty(unary, tuple(unary.shape))
     _C.grid_crf(unary, image, int(neighbors), w1, w2, beta, int(iterations), q, stream=A.stream(unary))
-    return q
+    return A.restore_half(q, half)

@@ -3,6 +3,9 @@ families' workloads: torchvision.ops (NMS, box IoU, RoI pool / align), torch's
 conv_transpose2d (cuDNN); the lattice and the dense CRF, which have no GPU peer, against
 convloc's own CPU path in the same process. Each call is followed by a device synchronisation,
 so a time is the whole call. Needs a CUDA build of convloc and a GPU; prints a note otherwise.
+
+Rows with a target (``TARGETS``: a speed-up over the peer to reach, or a time to stay under) say
+whether it is met; RoI backward rows also say whether two runs give the same bits.
 """
 
 from __future__ import annotations
@@ -13,6 +16,41 @@ import functools
 import numpy as np
 
 from convloc.benchmarks import harness
+
+# case -> ("speedup", at least) or ("ms", at most)
+TARGETS = {
+    "nms uniform n=12000 iou=0.7": ("speedup", 1.5),
+    "nms clustered n=12000 iou=0.7": ("speedup", 1.5),
+    "box_iou 2000x2000": ("speedup", 1.0),
+    "roi_pool 1x512x38x50 2000 rois fwd+bwd": ("speedup", 1.0),
+    "roi_align 1x512x38x50 2000 rois fwd+bwd": ("speedup", 1.0),
+    "dense 8x256x32x32->128 k4 s2 p1 fwd+bwd": ("speedup", 0.8),
+    "dense 8x256x32x32->128 k4 s2 p1 fwd+bwd, TF32": ("speedup", 0.8),
+    "FCN-32s 1x21x16x16 k64 s32 g21 fwd+bwd": ("speedup", 2.0),
+    "FCN-16s 1x21x32x32 k32 s16 g21 fwd+bwd": ("speedup", 2.0),
+    "FCN-8s 1x21x64x64 k16 s8 g21 fwd+bwd": ("speedup", 2.0),
+    "permutohedral_filter 512x512 d=5 21 channels": ("ms", 0.5),
+    "dense_crf 512x512 L=21 10 it": ("ms", 3.0),
+}
+
+
+def target_extra(case: str, ours_ms: float, speedup: float | None) -> dict:
+    """The row's target and whether it is met (empty for a case without one)."""
+    if case not in TARGETS:
+        return {}
+    kind, bound = TARGETS[case]
+    if kind == "ms":
+        return {"target": f"<={bound}ms", "met": "yes" if ours_ms <= bound else "no"}
+    met = "?" if speedup is None else "yes" if speedup >= bound else "no"
+    return {"target": f">={bound}x", "met": met}
+
+
+def _same_bits(fn) -> str:
+    """Whether two calls of fn (returning a tensor) give the same bits."""
+    import torch
+
+    a, b = fn(), fn()
+    return "yes" if torch.equal(a.view(torch.int32), b.view(torch.int32)) else "no"
 
 
 def _synced(fn):
@@ -31,6 +69,12 @@ def _forward_backward(op, x):
     op(x).sum().backward()
 
 
+def _input_grad(op, x):
+    x = x.detach().requires_grad_()
+    op(x).square().sum().backward()  # a gradient that differs per output element
+    return x.grad
+
+
 def run(args: argparse.Namespace) -> harness.Report:
     import convloc
 
@@ -44,9 +88,11 @@ def run(args: argparse.Namespace) -> harness.Report:
     tv = harness.import_peer(report, "torchvision.ops")
     budget = args.budget
 
-    def compare(case, ours, peer_name, peer):
+    def compare(case, ours, peer_name, peer, **extra):
         timings = harness.compare(_synced(ours), peer and _synced(peer), budget_s=budget)
-        report.add(case, timings[0], peer_name if peer else None, timings[1])
+        speedup = timings[1].median_ms / timings[0].median_ms if timings[1] else None
+        extra.update(target_extra(case, timings[0].median_ms, speedup))
+        report.add(case, timings[0], peer_name if peer else None, timings[1], **extra)
 
     from convloc.benchmarks import bench_boxes, bench_crf, bench_deconv, bench_roi
 
@@ -83,8 +129,13 @@ def run(args: argparse.Namespace) -> harness.Report:
             functools.partial(_forward_backward, mine, x),
             "torchvision",
             peer and functools.partial(_forward_backward, peer, x),
+            deterministic=_same_bits(functools.partial(_input_grad, mine, x)),
         )
 
+    # cuDNN in float32 arithmetic as convloc computes (torch allows TF32 in convolutions by default);
+    # the dense layer also with TF32 tensor cores allowed.
+    tf32_default = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
     for name, shape, c_out, k, s, p, g in bench_deconv.CASES:
         xd = torch.from_numpy(rng.standard_normal(shape).astype(np.float32)).cuda()
         w = torch.from_numpy(rng.standard_normal((shape[1], c_out // g, k, k)).astype(np.float32)).cuda()
@@ -93,12 +144,16 @@ def run(args: argparse.Namespace) -> harness.Report:
         peer = functools.partial(torch.nn.functional.conv_transpose2d, weight=w, **kw)
         with torch.no_grad():
             compare(f"{name} fwd", lambda m=mine: m(xd), "torch cuDNN", lambda p=peer: p(xd))
-        compare(
-            f"{name} fwd+bwd",
-            functools.partial(_forward_backward, lambda t, m=mine: m(t), xd),
-            "torch cuDNN",
-            functools.partial(_forward_backward, lambda t, p=peer: p(t), xd),
-        )
+        for tf32 in (False, True) if g == 1 else (False,):
+            torch.backends.cudnn.allow_tf32 = tf32
+            compare(
+                f"{name} fwd+bwd" + (", TF32" if tf32 else ""),
+                functools.partial(_forward_backward, lambda t, m=mine: m(t), xd),
+                "torch cuDNN",
+                functools.partial(_forward_backward, lambda t, p=peer: p(t), xd),
+            )
+        torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = tf32_default
 
     # No GPU peer: convloc's CUDA path against its CPU path ("convloc cpu"), same inputs.
     image, unary = bench_crf.benchmark_input()
