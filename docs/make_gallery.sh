@@ -16,15 +16,14 @@ convloc demo -o crf_demo.png
 
 # Fast R-CNN on the synthetic shapes; boxes on the first three test images.
 convloc data make-shapes shapes
-convloc train fast-rcnn --data shapes --out frcnn.pt --iterations 800 --scale 160 --max-size 256 \
-  --optimizer adam --lr 1e-3 --dropout 0 --fc-dim 256
+convloc train fast-rcnn --data shapes --out frcnn.pt --threads 1
 for id in 000300 000301 000302; do
   convloc detect frcnn.pt "shapes/JPEGImages/$id.jpg" -o "detect_$id.png"
 done
 
 # FCN-8s on the synthetic segmentation set (default options); the first three validation images.
 convloc data make-segmentation seg
-convloc train fcn --data seg --variant 8s -o fcn8s.pt
+convloc train fcn --data seg --variant 8s -o fcn8s.pt --threads 1
 for id in 00300 00301 00302; do
   convloc segment fcn8s.pt "seg/JPEGImages/synth_$id.jpg" -o "segment_$id.png"
 done

@@ -294,3 +294,87 @@ def test_faces_summary_counts_identity_folders_and_reports_unreadable_pairs(tmp_
     assert s["identity_folders"] == {".": {"identities": 2, "images": 3, "identities_with_2_images": 1}}
     assert s["pairs"]["pairs.txt"] == {"folds": 1, "matched": 1, "mismatched": 1}
     assert s["pairs"]["pairsDevTest.txt"]["error"].startswith("pairs_file: header says 2 folds")
+
+
+# ---- bad checkpoints and empty splits: one line, exit status 2 -----------------------------------
+
+
+def _bad_checkpoints(tmp_path) -> dict[str, str]:
+    """Files that are no usable checkpoint, by what is wrong with them."""
+    good = tmp_path / "good.pt"
+    torch.save({"kind": "fcn", "state_dict": {"w": torch.zeros(1000)}}, good)
+    data = good.read_bytes()
+    files = {
+        "truncated": data[: len(data) // 2],
+        "corrupt": data[:100] + bytes(b ^ 0x5A for b in data[100:300]) + data[300:],
+        "empty": b"",
+    }
+    paths = {}
+    for name, content in files.items():
+        (tmp_path / f"{name}.pt").write_bytes(content)
+        paths[name] = str(tmp_path / f"{name}.pt")
+    for name, state in (
+        ("a list", [1, 2]),
+        ("no kind", {"model": {}}),
+        ("fields missing", {"kind": "fast-rcnn"}),
+        ("unfinished", {"kind": "fast-rcnn", "complete": False}),
+    ):
+        torch.save(state, tmp_path / f"{name}.pt")
+        paths[name] = str(tmp_path / f"{name}.pt")
+    return paths
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["eval", "detect", "segment", "verify", "crfrnn --fcn", "fcn --init"],
+)
+def test_bad_checkpoints_fail_in_one_line(datasets, tmp_path, capsys, command):
+    shapes, seg = datasets["shapes"], datasets["seg"]
+    image = os.path.join(shapes, "JPEGImages", "000001.jpg")
+    out = str(tmp_path / "o.png")
+    argv = {
+        "eval": lambda c: ["eval", c, "--data", shapes],
+        "detect": lambda c: ["detect", c, image, "-o", out],
+        "segment": lambda c: ["segment", c, image, "-o", out],
+        "verify": lambda c: ["verify", c, image, image],
+        "crfrnn --fcn": lambda c: [
+            "train",
+            "crfrnn",
+            "--data",
+            seg,
+            "--fcn",
+            c,
+            "-o",
+            str(tmp_path / "x.pt"),
+        ],
+        "fcn --init": lambda c: ["train", "fcn", "--data", seg, "--init", c, "-o", str(tmp_path / "x.pt")],
+    }[command]
+    option = command.split()[-1] if command.startswith(("crfrnn", "fcn")) else "checkpoint"
+    for what, path in _bad_checkpoints(tmp_path).items():
+        with pytest.raises(SystemExit) as e:
+            main(argv(path))
+        err = capsys.readouterr().err
+        assert e.value.code == 2, (what, err)
+        lines = err.splitlines()
+        assert lines[0].startswith("usage: convloc") and "Traceback" not in err, (what, err)
+        assert lines[-1].split(": error: ")[1].startswith(f"{option}: "), (what, err)
+
+
+def test_empty_splits_fail_in_one_line(datasets, tmp_path, capsys):
+    import shutil
+
+    shapes, seg = str(tmp_path / "shapes"), str(tmp_path / "seg")
+    shutil.copytree(datasets["shapes"], shapes)
+    shutil.copytree(datasets["seg"], seg)
+    open(os.path.join(shapes, "ImageSets", "Main", "none.txt"), "w").close()
+    open(os.path.join(seg, "ImageSets", "Segmentation", "none.txt"), "w").close()
+    ckpt = str(tmp_path / "c.pt")
+    torch.save({"kind": "fast-rcnn"}, ckpt)
+    for argv, option in (
+        (["train", "fast-rcnn", "--data", shapes, "--split", "none", "--out", ckpt], "--split"),
+        (["train", "rcnn", "--data", shapes, "--split", "none", "--out", ckpt], "--split"),
+        (["train", "fcn", "--data", seg, "--train-split", "none", "-o", ckpt], "--train-split"),
+        (["train", "fcn", "--data", seg, "--val-split", "none", "-o", ckpt], "--val-split"),
+    ):
+        err = _fails(argv, capsys, option)
+        assert "lists no images" in err.splitlines()[-1]

@@ -225,8 +225,11 @@ def test_fast_rcnn_trains_under_bfloat16_autocast(rng):
     torch.manual_seed(0)
     model = FastRCNN(3, FastRCNNConfig(fc_dim=32, dropout=0.0))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    images = torch.from_numpy(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
-    rois = torch.tensor([[0, 2, 2, 40, 40], [0, 10, 5, 60, 30], [1, 0, 0, 63, 63], [1, 20, 20, 50, 60.0]])
+    images = list(torch.from_numpy(rng.standard_normal((2, 3, 64, 64)).astype(np.float32)))
+    rois = [
+        torch.tensor([[2, 2, 40, 40], [10, 5, 60, 30.0]]),
+        torch.tensor([[0, 0, 63, 63], [20, 20, 50, 60.0]]),
+    ]
     labels = torch.tensor([1, 0, 2, 3])
     targets = torch.from_numpy(rng.standard_normal((4, 4)).astype(np.float32))
     losses = []

@@ -15,8 +15,11 @@ checkpoint of another kind) raises :class:`UsageError`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import sys
+from collections.abc import Iterator
 from typing import Callable
 
 
@@ -123,19 +126,21 @@ def output_file(*suffixes: str) -> Callable[[str], str]:
 
 def read_checkpoint(path: str, kinds: tuple[str, ...], option: str = "checkpoint") -> dict:
     """The checkpoint dict ``convloc train`` wrote at ``path``; a :class:`UsageError` naming
-    ``option`` when the file is no checkpoint or its kind is not one of ``kinds``."""
-    import pickle
+    ``option`` when the file is missing, truncated or corrupt, holds no run of one of ``kinds``,
+    or holds a run whose training has not finished."""
+    from convloc.models.common import load_checkpoint
 
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise UsageError(f"{option}: {path!r} is not a checkpoint ({e})") from None
-    kind = state.get("kind") if isinstance(state, dict) else None
+    with naming({"checkpoint": option}):
+        state = load_checkpoint(path)
+    kind = state.get("kind")
     if kind not in kinds:
         got = f"one of {kind!r}" if kind else "a file without a convloc kind"
         raise UsageError(f"{option}: expected a checkpoint of `convloc train {'|'.join(kinds)}`, got {got}")
+    if not state.get("complete", True):
+        raise UsageError(
+            f"{option}: {path!r} holds a {kind} run whose training stopped before the end; "
+            f"rerun its `convloc train {kind}` command to finish it"
+        )
     return state
 
 
@@ -145,3 +150,89 @@ def renamed(error: Exception, options: dict[str, str]) -> UsageError:
     (``options`` maps the one to the other, ``{"split": "--train-split"}``)."""
     name, _, rest = str(error).partition(": ")
     return UsageError(f"{options[name]}: {rest}" if name in options else str(error))
+
+
+@contextlib.contextmanager
+def naming(options: dict[str, str]) -> Iterator[None]:
+    """Within it, a ``ValueError`` or ``FileNotFoundError`` whose message starts with a key of
+    ``options`` (``"checkpoint: ..."``) becomes a :class:`UsageError` naming its option instead
+    (``"--out: ..."``); other errors pass."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        if str(e).partition(": ")[0] not in options:
+            raise
+        raise renamed(e, options) from None
+
+
+@contextlib.contextmanager
+def building(path: str, kind: str, option: str = "checkpoint") -> Iterator[None]:
+    """Within it, an error of building the model a checkpoint describes (a missing entry, weights
+    of the wrong shapes) becomes a one-line :class:`UsageError` naming ``option``."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(
+            f"{option}: {path!r} does not hold a whole {kind} model ({type(e).__name__}: {reason})"
+        ) from None
+
+
+def set_threads(n: int) -> None:
+    """``--threads N``: torch's threads and convloc's kernels' (RoI pooling, NMS, the dense CRF)
+    alike; 0 leaves both at their defaults."""
+    if n:
+        import torch
+
+        import convloc
+
+        torch.set_num_threads(n)
+        convloc.set_num_threads(n)
+
+
+def device_args(p, training: bool = False) -> None:
+    """``--device`` on parser ``p``; with ``training``, ``--amp`` as well."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where to compute: auto takes the GPU when convloc's CUDA kernels can run here, else the "
+        "CPU; cuda under torchrun takes the GPU of the process's LOCAL_RANK",
+    )
+    if training:
+        p.add_argument(
+            "--amp",
+            choices=["off", "bf16", "fp16"],
+            default="off",
+            help="mixed precision: forward passes under torch.autocast in bfloat16 or float16 (with "
+            "loss scaling; GPU only), weights and optimizer in float32",
+        )
+
+
+def pick_device(args):
+    """``args.device`` (and ``args.amp``) checked: the torch device, or a :class:`UsageError` naming
+    the option (no GPU usable for ``cuda``, an index out of range, fp16 on the CPU). Nothing is
+    printed: :func:`announce_device` says it once the command's other inputs passed their checks."""
+    from convloc.models.common import Precision, resolve_device
+
+    with naming({"device": "--device", "amp": "--amp"}):
+        device = resolve_device(args.device)
+        Precision(getattr(args, "amp", "off"), device)
+    return device
+
+
+def announce_device(device, args) -> None:
+    """One line on stderr (from rank 0 under torchrun): the device chosen, and why for ``auto``."""
+    from convloc.models.common import describe_device, is_main
+
+    if not is_main():
+        return
+    why = ""
+    if args.device == "auto":
+        why = (
+            " (auto: a GPU convloc's CUDA kernels run on)"
+            if device.type == "cuda"
+            else " (auto: no GPU for convloc's CUDA kernels)"
+        )
+    amp = f", autocast {args.amp}" if getattr(args, "amp", "off") != "off" else ""
+    print(f"device: {describe_device(device)}{amp}{why}", file=sys.stderr)

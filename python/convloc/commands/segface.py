@@ -6,21 +6,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from convloc.commands import (
     UsageError,
+    announce_device,
+    building,
     checkpoint_path,
+    device_args,
     existing_dir,
     existing_file,
     integer,
+    naming,
     output_dir,
     output_file,
+    pick_device,
     read_checkpoint,
     real,
     renamed,
+    set_threads,
 )
 
 
@@ -167,8 +174,14 @@ def register_train(sub) -> None:
     p.add_argument("--dim", type=integer(1), default=64, help="dimension of the projection W'")
     p.add_argument("--roc", type=output_file(".png"), help="write the ROC curve to this PNG")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
-    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
-    p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
+    p.add_argument(
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="threads of torch and of convloc's kernels; 0: their defaults",
+    )
+    device_args(p, training=True)
+    _checkpoint_args(p)
     p.set_defaults(func=_train_face)
 
 
@@ -186,8 +199,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "segment",
         help="segment an image with a trained FCN / CRF-as-RNN checkpoint",
-        description="Labels every pixel of an image, writes the labels' colours over the image and "
-        "prints, as JSON, the fraction of the image each class covers.",
+        description="Labels every pixel of an image, writes a picture of it (the image enlarged, "
+        "each class outlined in its colour over a light tint, a legend with the classes' names "
+        "and shares) and prints, as JSON, the fraction of the image each class covers.",
     )
     p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train fcn|crfrnn`")
     p.add_argument("image", type=existing_file, help="image to segment")
@@ -196,9 +210,10 @@ def register(sub) -> None:
         "--output",
         required=True,
         type=output_file(".png", ".jpg", ".jpeg"),
-        help="the image with the label colours blended in",
+        help="the picture: the image with the segments outlined and a legend",
     )
     p.add_argument("--labels", type=output_file(".png"), help="also write the class-index palette PNG here")
+    device_args(p)
     p.set_defaults(func=_segment)
 
     p = sub.add_parser(
@@ -211,6 +226,7 @@ def register(sub) -> None:
     p.add_argument("checkpoint", type=existing_file, help="checkpoint of `convloc train face`")
     p.add_argument("a", type=existing_file, metavar="IMAGE_A", help="first face image")
     p.add_argument("b", type=existing_file, metavar="IMAGE_B", help="second face image")
+    device_args(p)
     p.set_defaults(func=_verify)
 
 
@@ -224,22 +240,47 @@ def _seg_args(p) -> None:
     p.add_argument("--val-split", default="val", help="image set to evaluate on")
     p.add_argument("--batch-size", type=integer(1), default=8, help="images per batch (over all ranks)")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
-    p.add_argument("--threads", type=integer(0), default=0, help="torch CPU threads; 0: torch's default")
-    p.add_argument("-o", "--output", required=True, type=checkpoint_path, help="checkpoint to write")
+    p.add_argument(
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="threads of torch and of convloc's kernels; 0: their defaults",
+    )
+    device_args(p, training=True)
+    _checkpoint_args(p)
 
 
-def _setup(args) -> bool:
-    """Threads, seed and, under torchrun, the process group. Every rank gets the same seed (the
-    same batch order); the returned flag says whether this is rank 0, which alone evaluates,
-    prints and writes the checkpoint."""
+def _checkpoint_args(p) -> None:
+    p.add_argument(
+        "-o", "--output", required=True, type=checkpoint_path,
+        help="checkpoint, written after every epoch and resumed when present",
+    )  # fmt: skip
+    p.add_argument("--no-resume", action="store_true", help="start afresh even when --output exists")
+
+
+def _file_digest(path: str | None) -> str | None:
+    """SHA-1 of a file's bytes (None for no file): a run's settings name the weights it started
+    from by content."""
+    if path is None:
+        return None
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def _setup(args, device) -> bool:
+    """Threads, seed and, under torchrun, the process group on ``device``. Every rank gets the same
+    seed (the same batch order); the returned flag says whether this is rank 0, which alone
+    evaluates, prints and writes the checkpoint."""
     import torch
 
-    from convloc.models.common import init_distributed
+    from convloc.models.common import init_distributed, keep_freed_memory
 
-    rank, _ = init_distributed()
+    keep_freed_memory()
+    rank, _ = init_distributed(device)
     torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     return rank == 0
 
 
@@ -256,13 +297,16 @@ def _make_segmentation(args) -> int:
 
 def _split(root: str, split: str, option: str):
     """The segmentation split named on the command line; a :class:`UsageError` naming ``option``
-    when there is none."""
+    when there is none or it lists no images."""
     from convloc.data.voc_seg import VOCSegmentation
 
     try:
-        return VOCSegmentation(root, split)
+        ds = VOCSegmentation(root, split)
     except FileNotFoundError as e:
         raise renamed(e, {"split": option}) from None
+    if not len(ds):
+        raise UsageError(f"{option}: ImageSets/Segmentation/{split}.txt in {root} lists no images")
+    return ds
 
 
 def _arrays(ds):
@@ -292,18 +336,22 @@ def load_checkpoint(
     a :class:`UsageError` naming ``option`` when ``path`` is no checkpoint of one of ``kinds``."""
     ckpt = read_checkpoint(path, kinds, option)
     kind = ckpt["kind"]
-    if kind == "fcn":
-        model = _build_fcn(ckpt)
-    elif kind == "crfrnn":
-        from convloc.models.fcn import FCNWithCRF
+    with building(path, kind, option):
+        if kind == "fcn":
+            model = _build_fcn(ckpt)
+        elif kind == "crfrnn":
+            from convloc.models.fcn import FCNWithCRF
 
-        model = FCNWithCRF(_build_fcn(ckpt["fcn"]), **ckpt["crf_args"])
-    else:
-        from convloc.models.face import FaceVerifier
+            model = FCNWithCRF(_build_fcn(ckpt["fcn"]), **ckpt["crf_args"])
+        else:
+            from convloc.models.face import FaceVerifier
 
-        model = FaceVerifier(**ckpt["model_args"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+            model = FaceVerifier(**ckpt["model_args"])
+            missing = {"size", "threshold"} - set(ckpt)  # what `convloc verify` reads besides
+            if missing:
+                raise KeyError(", ".join(sorted(missing)))
+        model.load_state_dict(ckpt["state_dict"])
+        return model.eval(), ckpt
 
 
 def _build_fcn(ckpt):
@@ -326,15 +374,16 @@ def _fcn_ckpt(model, classes) -> dict:
 
 def _train_fcn(args) -> int:
     from convloc.models import fcn
-    from convloc.models.common import save_checkpoint
+    from convloc.models.common import EpochCheckpoint, tensors_digest
     from convloc.models.segmentation import evaluate, fit, predict_scores
 
+    device = pick_device(args)
     ds = _split(args.data, args.train_split, "--train-split")
     val = _split(args.data, args.val_split, "--val-split")
     layout = fcn.SMALL if args.layout == "small" else fcn.VGG16
     overrides = {"pad": args.pad, "fc_kernel": args.fc_kernel}
     layout = dataclasses.replace(layout, **{k: v for k, v in overrides.items() if v is not None})
-    main = _setup(args)
+    main = _setup(args, device)
     try:
         model = fcn.FCN(ds.num_classes, args.variant, layout)
         if args.pretrained:
@@ -345,12 +394,34 @@ def _train_fcn(args) -> int:
         coarser, _ = load_checkpoint(args.init, ("fcn",), "--init")
         model.init_from(coarser)
     x, y = _arrays(ds)
-    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main)
+    settings = {
+        "variant": args.variant, "layout": dataclasses.asdict(layout), "batch_size": args.batch_size,
+        "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
+        "init": _file_digest(args.init), "pretrained": _file_digest(args.pretrained),
+    }  # fmt: skip
+    with naming({"checkpoint": "--output"}):
+        ck = EpochCheckpoint(args.output, "fcn", tensors_digest(x, y), settings, ["fit"], not args.no_resume)
+        resume = ck.loop("fit", args.epochs)
+    ck.restore(model)
+    info = {k: v for k, v in _fcn_ckpt(model, ds.classes).items() if k not in ("kind", "state_dict")}
+
+    def save(loop):
+        ck.save(model, "fit", loop, complete=len(loop["history"]) == args.epochs, **info)
+
+    announce_device(device, args)
+    epochs = args.epochs - len(resume["history"]) if resume else args.epochs  # to train now
+    start = time.perf_counter()
+    losses = fit(model, x, y, args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed, main,
+                 resume=resume, on_epoch=save, device=device, amp=args.amp)  # fmt: skip
+    rate = epochs * len(x) / (time.perf_counter() - start)
     if main:
         xv, yv = _arrays(val)
         scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
-        _report(f"FCN-{args.variant}", scores, {"final_loss": round(losses[-1], 4)})
-        save_checkpoint(args.output, _fcn_ckpt(model, ds.classes))
+        _report(
+            f"FCN-{args.variant}",
+            scores,
+            {"final_loss": round(losses[-1], 4), "train_images_per_s": round(rate, 1)},
+        )
     return 0
 
 
@@ -392,8 +463,9 @@ def _train_face(args) -> int:
     from convloc.data.lfw import load_images, read_identities
     from convloc.metrics import verification as ver
     from convloc.models import face
-    from convloc.models.common import save_checkpoint
+    from convloc.models.common import EpochCheckpoint, tensors_digest
 
+    device = pick_device(args)
     root = Path(args.data)
     paths, labels, names = read_identities(_folder(root, args.train_dir, "--train-dir"))
     if len(names) < 2:
@@ -402,46 +474,69 @@ def _train_face(args) -> int:
             f"in {root / args.train_dir}, got {len(names)}"
         )
     pairs = _read_pairs(root, args)
-    main = _setup(args)
+    main = _setup(args, device)
     x = torch.from_numpy(load_images(paths))
     size = x.shape[-1]
     y = torch.from_numpy(labels)
     model_args = {"num_identities": len(names), "dim": args.dim}
     model = face.FaceVerifier(**model_args)
-    face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main)
-    if main:
-        kf0, *_ = evaluate_face(model, pairs, size, projected=False)
-        print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
     minings = args.mining
-    for mining in minings:
-        torch.manual_seed(args.seed)
-        nn.init.orthogonal_(model.projection.weight)
-        face.train_projection(
-            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=main
-        )
-        if not main:
+    stages = ["classify", *(f"triplet-{m}" for m in minings)]
+    settings = {
+        "dim": args.dim, "margin": args.margin, "mining": minings, "seed": args.seed,
+        "pretrain_epochs": args.pretrain_epochs, "triplet_epochs": args.triplet_epochs,
+    }  # fmt: skip
+    with naming({"checkpoint": "--output"}):
+        ck = EpochCheckpoint(args.output, "face", tensors_digest(x, y), settings, stages, not args.no_resume)
+        resume = ck.loop("classify", args.pretrain_epochs)
+    ck.restore(model)
+    kept = ck.saved.get("kept") if ck.saved else None  # the first mining's projection, once trained
+    info = {"model_args": model_args, "size": size}
+
+    def saver(stage):
+        def save(loop):
+            ck.save(model, stage, loop, kept=kept, **info)
+
+        return save
+
+    announce_device(device, args)
+    run = dict(device=device, amp=args.amp)
+    if not ck.done("classify"):
+        face.pretrain_classifier(model, x, y, args.pretrain_epochs, seed=args.seed, progress=main,
+                                 resume=resume, on_epoch=saver("classify"), **run)  # fmt: skip
+        if main:
+            kf0, *_ = evaluate_face(model, pairs, size, projected=False)
+            print(json.dumps({"stage": "descriptor", "acc": round(kf0.mean, 4), "std": round(kf0.std, 4)}))
+    for mining, stage in zip(minings, stages[1:]):
+        if ck.done(stage):
             continue
-        kf, fpr, tpr, scores = evaluate_face(model, pairs, size)
-        print(json.dumps({
-            "stage": "projected", "mining": mining,
-            "acc": round(kf.mean, 4), "std": round(kf.std, 4),
-            "auc": round(ver.auc(fpr, tpr), 4), "eer": round(ver.equal_error_rate(fpr, tpr), 4),
-        }))  # fmt: skip
+        with naming({"checkpoint": "--output"}):
+            resume = ck.loop(stage, args.triplet_epochs)
+        if resume is None:
+            torch.manual_seed(args.seed)
+            nn.init.orthogonal_(model.projection.weight)
+        face.train_projection(
+            model, x, y, args.triplet_epochs, mining, args.margin, seed=args.seed, progress=main,
+            resume=resume, on_epoch=saver(stage), **run,
+        )  # fmt: skip
+        if main:
+            kf, fpr, tpr, _ = evaluate_face(model, pairs, size)
+            print(json.dumps({
+                "stage": "projected", "mining": mining,
+                "acc": round(kf.mean, 4), "std": round(kf.std, 4),
+                "auc": round(ver.auc(fpr, tpr), 4), "eer": round(ver.equal_error_rate(fpr, tpr), 4),
+            }))  # fmt: skip
         if mining == minings[0]:
-            kept = ({k: v.clone() for k, v in model.state_dict().items()}, fpr, tpr, scores)
-    if not main:
-        return 0
-    state, fpr, tpr, scores = kept
-    model.load_state_dict(state)
-    if args.roc:
-        ver.save_roc_png(args.roc, fpr, tpr, f"W' ({minings[0]} mining)")
-    # The threshold `convloc verify` uses: the best one over all pairs.
-    threshold, _ = ver.best_threshold(scores, pairs.same)
-    save_checkpoint(
-        args.output,
-        {"kind": "face", "model_args": model_args, "size": size, "threshold": threshold,
-         "state_dict": model.state_dict()},
-    )  # fmt: skip
+            kept = model.projection.weight.detach().clone()
+    model.projection.weight.data.copy_(kept)
+    threshold = None
+    if main:
+        _, fpr, tpr, scores = evaluate_face(model, pairs, size)
+        if args.roc:
+            ver.save_roc_png(args.roc, fpr, tpr, f"W' ({minings[0]} mining)")
+        # The threshold `convloc verify` uses: the best one over all pairs.
+        threshold, _ = ver.best_threshold(scores, pairs.same)
+    ck.save(model, stages[-1], complete=True, kept=kept, threshold=threshold, **info)
     return 0
 
 
@@ -463,6 +558,8 @@ def _read_pairs(root: Path, args):
         pairs = read_pairs(root / args.pairs, _folder(root, args.test_dir, "--test-dir"))
     except ValueError as e:
         raise renamed(e, {"pairs_file": "--pairs"}) from None
+    if not len(pairs):
+        raise UsageError(f"--pairs: {str(root / args.pairs)!r} lists no pairs")
     missing = [p for p in pairs.a + pairs.b if not p.is_file()]
     if missing:
         raise UsageError(
@@ -477,9 +574,11 @@ def _verify(args) -> int:
     from convloc.data.lfw import load_images
     from convloc.models.face import embed
 
+    device = pick_device(args)
     model, ckpt = load_checkpoint(args.checkpoint, ("face",))
     x = torch.from_numpy(load_images([args.a, args.b], ckpt["size"]))
-    e = embed(model, x)
+    announce_device(device, args)
+    e = embed(model.to(device), x).cpu()
     score = -float(((e[0] - e[1]) ** 2).sum())
     same = score >= ckpt["threshold"]
     print(json.dumps({"same": bool(same), "distance": -score, "threshold_distance": -ckpt["threshold"]}))
@@ -487,7 +586,7 @@ def _verify(args) -> int:
 
 
 def _train_crfrnn(args) -> int:
-    from convloc.models.common import save_checkpoint
+    from convloc.models.common import EpochCheckpoint, tensors_digest
     from convloc.models.fcn import FCNWithCRF
     from convloc.models.segmentation import (
         dense_crf_refiner,
@@ -497,9 +596,10 @@ def _train_crfrnn(args) -> int:
         tune_dense_crf,
     )
 
+    device = pick_device(args)
     ds = _split(args.data, args.train_split, "--train-split")
     vds = _split(args.data, args.val_split, "--val-split")
-    main = _setup(args)
+    main = _setup(args, device)
     x, y = _arrays(ds)
     fcn_model, fcn_ckpt = load_checkpoint(args.fcn, ("fcn",), "--fcn")
     n = ds.num_classes
@@ -509,6 +609,18 @@ def _train_crfrnn(args) -> int:
         )
     crf_args = {"iterations": args.iterations, "filter": args.filter}
     model = FCNWithCRF(fcn_model, **crf_args)
+    fcn_info = {k: fcn_ckpt[k] for k in ("kind", "variant", "layout", "num_classes", "classes")}
+    settings = {
+        **crf_args, "fcn": _file_digest(args.fcn), "batch_size": args.batch_size, "lr": args.lr,
+        "freeze_fcn": args.freeze_fcn, "seed": args.seed,
+    }  # fmt: skip
+    with naming({"checkpoint": "--output"}):
+        ck = EpochCheckpoint(
+            args.output, "crfrnn", tensors_digest(x, y), settings, ["fit"], not args.no_resume
+        )
+        resume = ck.loop("fit", args.epochs)
+    announce_device(device, args)
+    model.to(device)
     if main:  # the baselines; the other ranks wait for rank 0 in fit's DistributedDataParallel
         xv, yv = _arrays(vds)
         train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
@@ -519,28 +631,23 @@ def _train_crfrnn(args) -> int:
         post = evaluate(val_scores, yv, n, dense_crf_refiner(raw(vds), kernels))
         _report("FCN + dense CRF", post, {"kernels": repr(kernels)})
         _report("FCN + CRF-as-RNN (untrained, Potts init)", evaluate(predict_scores(model, xv), yv, n))
+    ck.restore(model)
     groups = [{"params": model.crf.parameters(), "lr": 1e-2}]
     if args.freeze_fcn:  # no backward through the FCN, and no gradients for DDP to average
         model.fcn.requires_grad_(False)
     else:
         groups.append({"params": model.fcn.parameters(), "lr": args.lr})
-    fit(
-        model,
-        x,
-        y,
-        args.epochs,
-        args.batch_size,
-        args.lr,
-        seed=args.seed,
-        progress=main,
-        params=groups,
-    )
+
+    def save(loop):
+        ck.save(
+            model, "fit", loop, complete=len(loop["history"]) == args.epochs, crf_args=crf_args,
+            fcn={**fcn_info, "state_dict": model.fcn.state_dict()}, classes=fcn_ckpt["classes"],
+        )  # fmt: skip
+
+    fit(model, x, y, args.epochs, args.batch_size, args.lr, seed=args.seed, progress=main, params=groups,
+        resume=resume, on_epoch=save, amp=args.amp)  # fmt: skip
     if main:
         _report("FCN + CRF-as-RNN (end to end)", evaluate(predict_scores(model, xv), yv, n))
-        fcn_ckpt = {**fcn_ckpt, "state_dict": model.fcn.state_dict()}
-        ckpt = {"kind": "crfrnn", "fcn": fcn_ckpt, "crf_args": crf_args, "classes": fcn_ckpt["classes"],
-                "state_dict": model.state_dict()}  # fmt: skip
-        save_checkpoint(args.output, ckpt)
     return 0
 
 
@@ -548,17 +655,21 @@ def _segment(args) -> int:
     import torch
     from PIL import Image
 
-    from convloc.data.voc_seg import normalize, overlay, write_label
+    from convloc.data.pictures import segmentation_picture
+    from convloc.data.voc_seg import normalize, write_label
 
+    device = pick_device(args)
     model, ckpt = load_checkpoint(args.checkpoint, ("fcn", "crfrnn"))
     with Image.open(args.image) as im:
         image = np.array(im.convert("RGB"))
+    announce_device(device, args)
     with torch.no_grad():
-        labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
-    Image.fromarray(overlay(image, labels)).save(args.output)
+        x = torch.from_numpy(normalize(image))[None].to(device)
+        labels = model.to(device)(x)[0].argmax(0).cpu().numpy().astype(np.uint8)
+    classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
+    Image.fromarray(segmentation_picture(image, labels, classes)).save(args.output)
     if args.labels:
         write_label(args.labels, labels)
-    classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
     counts = np.bincount(labels.ravel(), minlength=len(classes))
     print(json.dumps({classes[i]: round(c / labels.size, 4) for i, c in enumerate(counts) if c}))
     return 0

@@ -10,6 +10,7 @@ Boxes are returned in continuous pixel coordinates ``(x1, y1, x2, y2)`` with wid
 
 from __future__ import annotations
 
+import hashlib
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class VOCDetection:
         with open(path) as f:
             self.ids = [line.split()[0] for line in f if line.strip()]
         self._annotations: dict[str, Annotation] = {}
+        self._digests: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,10 +150,37 @@ class VOCDetection:
     def image_path(self, i: int) -> str:
         return os.path.join(self.root, "JPEGImages", f"{self.ids[i]}.jpg")
 
-    def __getitem__(self, i: int) -> dict:
+    def image_digest(self, i: int) -> str:
+        """SHA-1 of image ``i``'s file: the key of what is computed from its pixels, which stays
+        right when the file under the same name is rewritten."""
+        image_id = self.ids[i]
+        if image_id not in self._digests:
+            with open(self.image_path(i), "rb") as f:
+                self._digests[image_id] = hashlib.sha1(f.read()).hexdigest()
+        return self._digests[image_id]
+
+    def digest(self) -> str:
+        """SHA-1 of the split's content: its images, in order, and their annotations as read."""
+        h = hashlib.sha1(repr(self.classes).encode())
+        for i in range(len(self)):
+            t = self.target(i)
+            h.update(self.image_digest(i).encode())
+            for key in ("boxes", "labels", "difficult"):
+                h.update(t[key].tobytes())
+        return h.hexdigest()
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i``'s pixels, uint8 [H, W, 3] RGB."""
         with Image.open(self.image_path(i)) as im:
-            image = np.asarray(im.convert("RGB"))
-        return {"image": image, **self.target(i)}
+            return np.asarray(im.convert("RGB"))
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """Image ``i``'s (height, width), from its file's header (no decoding)."""
+        with Image.open(self.image_path(i)) as im:
+            return im.height, im.width
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.image(i), **self.target(i)}
 
 
 def image_sets(root: str) -> list[str]:

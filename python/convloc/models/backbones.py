@@ -27,6 +27,7 @@ class VGG(nn.Module):
         roi_size: int = 7,
         batch_norm: bool = False,
         dropout: float = 0.5,
+        running_stats: bool = True,
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -38,7 +39,7 @@ class VGG(nn.Module):
             else:
                 layers.append(nn.Conv2d(channels, v, 3, padding=1))
                 if batch_norm:
-                    layers.append(nn.BatchNorm2d(v))
+                    layers.append(nn.BatchNorm2d(v, track_running_stats=running_stats))
                 layers.append(nn.ReLU(inplace=True))
                 channels = v
         self.features = nn.Sequential(*layers)
@@ -78,7 +79,8 @@ def vgg16(**kw) -> VGG:
 
 
 def small_vgg(fc_dim: int = 512, batch_norm: bool = True, **kw) -> VGG:
-    """Four 3×3 convs (32-64-64-64), stride 4, BatchNorm: trains from scratch on CPU in minutes."""
+    """Four 3×3 convs (32-64-64-64), stride 4, BatchNorm: trains from scratch on CPU in minutes.
+    ``running_stats=False`` makes batch norm use the statistics of the batch at test time too."""
     return VGG(SMALL_CFG, fc_dim=fc_dim, batch_norm=batch_norm, **kw)
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convloc.models.common import broadcast_buffers, data_parallel, fit_epochs
+from convloc.models.common import Precision, broadcast_buffers, data_parallel, fit_epochs, model_device
 
 MINING = ("all", "hard", "semihard")
 
@@ -110,9 +110,17 @@ def pretrain_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = False,
+    resume: dict | None = None,
+    on_epoch=None,
+    device: str | torch.device | None = None,
+    amp: str = "off",
 ) -> list[float]:
-    """Stage 1: trains phi as an N-way identity classifier (softmax), random flips and shifts.
-    Data-parallel under torchrun (:func:`~convloc.models.common.fit_epochs`)."""
+    """Stage 1: trains phi as an N-way identity classifier (softmax), random flips and shifts, on
+    ``device`` (None: where the model is) in ``amp`` (:class:`~convloc.models.common.Precision`).
+    Data-parallel under torchrun (:func:`~convloc.models.common.fit_epochs`, which also says what
+    ``resume`` and ``on_epoch`` are)."""
+    device = model_device(model, device)
+    images, labels = images.to(device), labels.to(device)
     gen = torch.Generator().manual_seed(seed)
     params = list(model.features.parameters()) + list(model.classifier.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
@@ -125,7 +133,8 @@ def pretrain_classifier(
 
     model.train()
     history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "classify", progress,
-                         scheduler=sched)  # fmt: skip
+                         scheduler=sched, resume=resume, on_epoch=on_epoch,
+                         precision=Precision(amp, device))  # fmt: skip
     broadcast_buffers(model)
     model.eval()
     return history
@@ -143,14 +152,19 @@ def train_projection(
     lr: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
+    resume: dict | None = None,
+    on_epoch=None,
+    device: str | torch.device | None = None,
+    amp: str = "off",
 ) -> list[float]:
     """Stage 2: learns W' with the triplet loss on the frozen descriptors phi/||phi|| (as in the
-    paper); batches hold ``identities_per_batch`` x ``images_per_identity`` images. Under torchrun
-    each rank takes its share of every batch's identities."""
+    paper); batches hold ``identities_per_batch`` x ``images_per_identity`` images. On ``device``
+    and in ``amp`` as :func:`pretrain_classifier`. Under torchrun each rank takes its share of
+    every batch's identities; ``resume`` and ``on_epoch`` as for
+    :func:`~convloc.models.common.fit_epochs`."""
+    device = model_device(model, device)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model.eval()
-        desc = torch.cat([model.descriptor(images[i : i + 256]) for i in range(0, len(images), 256)])
+    desc = embed(model, images, projected=False)
     by_id = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
     by_id = [ix for ix in by_id if len(ix) >= 2]
     opt = torch.optim.Adam(model.projection.parameters(), lr=lr)
@@ -159,28 +173,30 @@ def train_projection(
     def loss_of(batch: Tensor, part: slice) -> Tensor:
         rows = [by_id[c][torch.randperm(len(by_id[c]), generator=gen)[:images_per_identity]] for c in batch]
         rows = torch.cat(rows[part])
-        return triplet_loss(net(desc[rows]), labels[rows], margin, mining)
+        return triplet_loss(net(desc[rows]), labels[rows].to(device), margin, mining)
 
     # A triplet needs two identities on the rank that forms it.
     return fit_epochs(loss_of, opt, len(by_id), epochs, identities_per_batch, gen, "triplet", progress,
-                      drop_last=True, min_per_rank=2)  # fmt: skip
+                      drop_last=True, min_per_rank=2, resume=resume, on_epoch=on_epoch,
+                      precision=Precision(amp, device))  # fmt: skip
 
 
 @torch.no_grad()
 def embed(model: FaceVerifier, images: Tensor, projected: bool = True, batch_size: int = 256) -> Tensor:
+    """The embeddings (``projected``) or descriptors of ``images``, computed on the model's device."""
     model.eval()
-    f = model if projected else model.descriptor
-    return torch.cat([f(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    f, device = (model if projected else model.descriptor), model_device(model)
+    return torch.cat([f(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
 def pair_scores(model: FaceVerifier, a: Tensor, b: Tensor, projected: bool = True) -> np.ndarray:
     """Similarity of each pair: minus the squared distance of the embeddings."""
     ea, eb = embed(model, a, projected), embed(model, b, projected)
-    return (-((ea - eb) ** 2).sum(1)).numpy()
+    return (-((ea - eb) ** 2).sum(1)).cpu().numpy()
 
 
 def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
-    flip = torch.rand(len(x), generator=gen) < 0.5
+    flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     dy, dx = torch.randint(-2, 3, (2,), generator=gen).tolist()
     return torch.roll(x, (dy, dx), dims=(-2, -1))

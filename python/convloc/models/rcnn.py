@@ -6,7 +6,9 @@ Training, in the paper's stages:
 1. fine-tune the CNN as a (K+1)-way classifier of warped proposals (batches of 128: 32 with
    IoU ≥ 0.5 with a ground truth, labelled with its class, 96 background);
 2. extract fc7 features of the ground truths and proposals of every training image — batched,
-   cached on disk (``features/``, invalidated when the CNN changes);
+   cached on disk (``features/<key>/``, the key digesting the CNN's weights and batch-norm
+   statistics and the warping, one file per image named by its content, annotation and
+   proposals; under torchrun the ranks extract their shares with rank 0's model);
 3. one linear SVM per class: positives are the ground-truth boxes, negatives the proposals with
    IoU < 0.3 with every instance of the class, mined hard (kept when scored > -1, dropped when
    < -1.2, retrained whenever the cache grew); features scaled to a mean L2 norm of 20 so the
@@ -39,6 +41,7 @@ from tqdm import tqdm
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone, load_torchvision_vgg
 from convloc.models.common import (
+    Precision,
     barrier,
     broadcast_buffers,
     data_parallel,
@@ -98,7 +101,7 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, crop: int, pad: float
     bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=1) * grow
     bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=1) * grow
     # Output pixel centre u ∈ (-1, 1) samples image x = cx + u·bw/2, in grid_sample's units.
-    theta = torch.zeros(k, 2, 3)
+    theta = torch.zeros(k, 2, 3, device=image.device)
     theta[:, 0, 0], theta[:, 0, 2] = bw / w, 2 * cx / w - 1
     theta[:, 1, 1], theta[:, 1, 2] = bh / h, 2 * cy / h - 1
     grid = F.affine_grid(theta, [k, 3, crop, crop], align_corners=False)
@@ -138,7 +141,10 @@ class RCNN(nn.Module):
 
     @torch.no_grad()
     def features(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pool5 [K, D], fc7 [K, fc_dim]) of ``boxes`` in normalised ``image``, in batches."""
+        """(pool5 [K, D], fc7 [K, fc_dim]) of ``boxes`` in normalised ``image``, in batches, on the
+        model's device."""
+        device = self.svm_bias.device
+        image, boxes = image.to(device), boxes.to(device)
         pool5, fc7 = [], []
         for s in range(0, len(boxes), self.cfg.extract_batch):
             p = self.cnn.pool5(self.crops(image, boxes[s : s + self.cfg.extract_batch]))
@@ -146,17 +152,18 @@ class RCNN(nn.Module):
             fc7.append(self.cnn.head(p))
         if not pool5:
             d = self.cnn.out_channels * self.cnn.roi_size**2
-            return torch.zeros(0, d), torch.zeros(0, self.cnn.fc_dim)
+            return torch.zeros(0, d, device=device), torch.zeros(0, self.cnn.fc_dim, device=device)
         return torch.cat(pool5), torch.cat(fc7)
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, proposals: np.ndarray) -> dict:
-        """One image uint8 [H, W, 3] and its proposals [K, 4] → dict(boxes, scores, labels)."""
+        """One image uint8 [H, W, 3] and its proposals [K, 4] → dict(boxes, scores, labels),
+        computed on the model's device."""
         h, w = image.shape[:2]
-        props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
+        props = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4).to(self.svm_bias.device)
         pool5, fc7 = self.features(to_tensor(image), props)
         scores = (fc7 * self.fc7_scale) @ self.svm_weight.T + self.svm_bias
-        x = torch.cat((pool5 * self.pool5_scale, torch.ones(len(props), 1)), 1)
+        x = torch.cat((pool5 * self.pool5_scale, pool5.new_ones(len(props), 1)), 1)
         deltas = torch.einsum("kd,cdj->kcj", x, self.bbox_weight).reshape(len(props), -1)
         return decode_detections(props, deltas, scores, h, w, self.cfg)
 
@@ -228,7 +235,7 @@ def _ridge(x: torch.Tensor, t: torch.Tensor, lam: float) -> torch.Tensor:
 
 @lru_cache(maxsize=1024)
 def _image(dataset, i: int) -> np.ndarray:
-    return dataset[i]["image"]
+    return dataset.image(i)
 
 
 def _sample_crops(model, dataset, proposals, cfg, generator):
@@ -256,7 +263,8 @@ def _sample_crops(model, dataset, proposals, cfg, generator):
         if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flip
             image = image.flip(2)
             cand = box_coder.hflip(cand, image.shape[2])
-        crops.append(model.crops(image, cand[torch.cat((fg, bg))]))
+        device = model.svm_bias.device
+        crops.append(model.crops(image.to(device), cand[torch.cat((fg, bg))].to(device)))
         lab = torch.zeros(len(fg) + len(bg), dtype=torch.int64)
         if len(gt):
             lab[: len(fg)] = gt_labels[assigned[fg]] + 1
@@ -264,31 +272,47 @@ def _sample_crops(model, dataset, proposals, cfg, generator):
     return torch.cat(crops), torch.cat(labels)
 
 
-def _digest(module: nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in module.state_dict().items():
+def _feature_key(model: RCNN) -> str:
+    """What the cached features depend on besides the data: the CNN's weights and buffers as used
+    in eval mode (batch-norm statistics included) and the warping."""
+    h = hashlib.sha1(f"{model.crop}|{model.pad}".encode())
+    for k, v in model.cnn.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().numpy().tobytes())
+        h.update(v.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def _extract(model, dataset, proposals, folder, rank, world):
+def _feature_files(dataset, proposals, folder: str) -> list[str]:
+    """One file per image, named by what its features are computed from: the image's content,
+    its annotation and its proposals."""
+    paths = []
+    for i in range(len(dataset)):
+        t = dataset.target(i)
+        h = hashlib.sha1(dataset.image_digest(i).encode())
+        for a in (t["boxes"], t["labels"], t["difficult"], np.asarray(proposals[i], np.float32)):
+            h.update(a.tobytes())
+        paths.append(os.path.join(folder, f"{h.hexdigest()[:20]}.npz"))
+    return paths
+
+
+def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
     """Caches per image: fc7 of [gt; proposals], the max IoU with each class, and pool5 with the
-    regression target of the boxes that overlap a ground truth by more than ``bbox_iou``."""
+    regression target of the boxes that overlap a ground truth by more than ``bbox_iou``. Each
+    rank computes its share of the missing files; returns every image's file once all are there."""
     from convloc.ops import box_iou
 
     os.makedirs(folder, exist_ok=True)
     cfg = model.cfg
-    todo = [
-        i for i in range(len(dataset)) if not os.path.exists(os.path.join(folder, f"{dataset.ids[i]}.npz"))
-    ]
-    for i in tqdm(todo[rank::world], desc="rcnn features", unit="img", disable=rank != 0 or not todo):
+    paths = _feature_files(dataset, proposals, folder)
+    # this rank's images by index, whatever the others have written by now
+    todo = [i for i in range(rank, len(paths), world) if not os.path.exists(paths[i])]
+    for i in tqdm(todo, desc="rcnn features", unit="img", disable=not todo or rank != 0):
         t = dataset.target(i)
         gt_all = torch.as_tensor(t["boxes"]).reshape(-1, 4)
         keep = ~t["difficult"]
         gt = gt_all[torch.as_tensor(keep)]
         boxes = torch.cat((gt, torch.as_tensor(proposals[i]).reshape(-1, 4)))
-        pool5, fc7 = model.features(to_tensor(_image(dataset, i)), boxes)
+        pool5, fc7 = (f.cpu() for f in model.features(to_tensor(_image(dataset, i)), boxes))
         class_iou = torch.zeros(len(boxes), model.num_classes)
         reg_idx, reg_cls, reg_t = (
             np.zeros(0, np.int64),
@@ -308,7 +332,7 @@ def _extract(model, dataset, proposals, folder, rank, world):
             reg_idx = idx.numpy()
             reg_cls = t["labels"][keep][assigned[idx].numpy()]
             reg_t = box_coder.encode(boxes[idx], gt[assigned[idx]]).numpy()
-        path = os.path.join(folder, f"{dataset.ids[i]}.npz")
+        path = paths[i]
         buf = io.BytesIO()
         np.savez(
             buf, fc7=fc7.numpy().astype(np.float16), n_gt=len(gt), gt_labels=t["labels"][keep],
@@ -320,6 +344,7 @@ def _extract(model, dataset, proposals, folder, rank, world):
             f.write(buf.getvalue())
         os.replace(path + ".tmp", path)
     barrier()
+    return paths
 
 
 def train_rcnn(
@@ -330,8 +355,12 @@ def train_rcnn(
     resume: bool = True,
     pretrained: str | None = None,
     save_every: int = 200,
+    device: str | torch.device = "cpu",
+    amp: str = "off",
 ) -> RCNN:
-    """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there.
+    """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there. The
+    CNN fine-tunes and extracts on ``device``, fine-tuning in ``amp``
+    (:class:`~convloc.models.common.Precision`); the SVMs and regressors are fitted on the CPU.
     Under torchrun the fine-tuning is data-parallel and the feature extraction is split by rank;
     the SVMs and regressors are fitted on rank 0."""
     rank, world = rank_world()
@@ -342,12 +371,14 @@ def train_rcnn(
             load_torchvision_vgg(model.cnn, pretrained)
         return model
 
-    run = start_training(build, cfg, cfg.finetune_iterations, checkpoint, resume)
+    precision = Precision(amp, device)
+    data = dataset.digest()
+    run = start_training(build, cfg, "finetune_iterations", "rcnn", data, checkpoint, resume, precision)
     model, optimizer, scheduler, generator = run.model, run.optimizer, run.scheduler, run.generator
     stage, start = (run.resumed["stage"], run.resumed["iteration"]) if run.resumed else ("finetune", 0)
 
     def save(stage_name, iteration):
-        run.save(checkpoint, "rcnn", dataset.classes, cfg, iteration, stage=stage_name)
+        run.save(checkpoint, dataset.classes, cfg, iteration, stage_name == "done", stage=stage_name)
 
     if stage == "finetune":
         net = data_parallel(model)
@@ -357,10 +388,9 @@ def train_rcnn(
         running = 0.0
         for it in bar:
             crops, labels = _sample_crops(model, dataset, proposals, cfg, generator)
-            loss = F.cross_entropy(net(crops), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                loss = F.cross_entropy(net(crops), labels.to(precision.device))
+            precision.step(loss, optimizer)
             scheduler.step()
             running += loss.item()
             if (it + 1) % 20 == 0:
@@ -368,23 +398,25 @@ def train_rcnn(
                 running = 0.0
             if (it + 1) % save_every == 0 and it + 1 < cfg.finetune_iterations:
                 save("finetune", it + 1)
-        model.eval()
+        # DDP keeps the weights alike but each rank's batch-norm statistics follow its own
+        # batches: every rank extracts with rank 0's, the model the checkpoint holds.
+        broadcast_buffers(model)
         save("features", cfg.finetune_iterations)
         stage = "features"
     model.eval()
     if stage == "features":
-        folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _digest(model.cnn))
-        _extract(model, dataset, proposals, folder, rank, world)
+        folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _feature_key(model))
+        files = _extract(model, dataset, proposals, folder, rank, world)
         if is_main():
-            _fit_svms_and_regressors(model, dataset, folder, cfg)
+            _fit_svms_and_regressors(model, files, cfg)
         stage = "done"
         save("done", cfg.finetune_iterations)
     broadcast_buffers(model)  # every rank returns the fitted model
     return model
 
 
-def _fit_svms_and_regressors(model: RCNN, dataset, folder: str, cfg: RCNNConfig) -> None:
-    files = [np.load(os.path.join(folder, f"{image_id}.npz")) for image_id in dataset.ids]
+def _fit_svms_and_regressors(model: RCNN, paths: list[str], cfg: RCNNConfig) -> None:
+    files = [np.load(path) for path in paths]
     fc7_norm = np.mean([np.linalg.norm(f["fc7"].astype(np.float32), axis=1).mean() for f in files])
     model.fc7_scale.fill_(cfg.feature_norm / max(float(fc7_norm), 1e-6))
     pool5 = [torch.from_numpy(f["pool5"].astype(np.float32)) for f in files]
@@ -412,7 +444,7 @@ def _fit_svms_and_regressors(model: RCNN, dataset, folder: str, cfg: RCNNConfig)
         if len(positives):
             w, b = train_svm(positives, negatives(), cfg)
             model.svm_weight[c], model.svm_bias[c] = w, b
-        x = torch.cat([p[k == c] for p, k in zip(pool5, reg_cls)]) * model.pool5_scale
+        x = torch.cat([p[k == c] for p, k in zip(pool5, reg_cls)]) * float(model.pool5_scale)
         t = torch.cat([r[k == c] for r, k in zip(reg_t, reg_cls)])
         if len(x):
             model.bbox_weight[c] = _ridge(x, t, cfg.bbox_lambda)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from convloc.metrics.segmentation import IGNORE_LABEL, SegmentationMeter, SegmentationScores
-from convloc.models.common import broadcast_buffers, data_parallel, fit_epochs
+from convloc.models.common import Precision, broadcast_buffers, data_parallel, fit_epochs, model_device
 
 
 def fit(
@@ -23,11 +23,19 @@ def fit(
     seed: int = 0,
     progress: bool = False,
     params=None,
+    resume: dict | None = None,
+    on_epoch=None,
+    device: str | torch.device | None = None,
+    amp: str = "off",
 ) -> list[float]:
     """Trains ``model`` (images ``[N, 3, H, W]`` -> scores ``[N, L, H, W]``) with pixelwise
-    cross-entropy ignoring label 255, Adam, random horizontal flips. Returns each epoch's mean
-    loss. Under torchrun every rank trains on its share of each batch
-    (:func:`~convloc.models.common.fit_epochs`) and all end with rank 0's model."""
+    cross-entropy ignoring label 255, Adam, random horizontal flips, on ``device`` (the model is
+    moved there; None: where it is) in ``amp`` (:class:`~convloc.models.common.Precision`).
+    Returns each epoch's mean loss. Under torchrun every rank trains on its share of each batch
+    (:func:`~convloc.models.common.fit_epochs`, which also says what ``resume`` and ``on_epoch``
+    are) and all end with rank 0's model."""
+    device = model_device(model, device)
+    images, labels = images.to(device), labels.to(device)  # small sets: on the device once
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(
         params if params is not None else [p for p in model.parameters() if p.requires_grad],
@@ -38,14 +46,15 @@ def fit(
     net = data_parallel(model)
 
     def loss_of(batch: Tensor, part: slice) -> Tensor:
-        flip = (torch.rand(len(batch), generator=gen) < 0.5)[part]
+        flip = (torch.rand(len(batch), generator=gen) < 0.5)[part].to(device)
         x, y = images[batch[part]], labels[batch[part]]
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         y = torch.where(flip[:, None, None], y.flip(-1), y)
         return loss_fn(net(x), y)
 
     model.train()
-    history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "train", progress)
+    history = fit_epochs(loss_of, opt, len(images), epochs, batch_size, gen, "train", progress,
+                         resume=resume, on_epoch=on_epoch, precision=Precision(amp, device))  # fmt: skip
     broadcast_buffers(model)
     model.eval()
     return history
@@ -53,9 +62,12 @@ def fit(
 
 @torch.no_grad()
 def predict_scores(model: nn.Module, images: Tensor, batch_size: int = 16) -> Tensor:
-    """Scores ``[N, L, H, W]`` of ``model`` in eval mode."""
+    """Scores ``[N, L, H, W]`` of ``model`` in eval mode, computed on its device, on the CPU."""
     model.eval()
-    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    device = model_device(model)
+    return torch.cat(
+        [model(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    )
 
 
 def evaluate(
