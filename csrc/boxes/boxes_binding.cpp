@@ -3,6 +3,7 @@
 #include "boxes/boxes.h"
 #include "core/dispatch.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 
 namespace convloc {
 namespace {
@@ -30,7 +31,7 @@ void py_box_area(py::handle boxes_obj, py::handle out_obj, uintptr_t stream_id) 
   check_same_device(*boxes, *out);
   check_same_dtype(*boxes, *out);
   check_shape(*out, {boxes->size(0)}, "[N]");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*boxes, [&] {
     const auto* b = boxes->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
@@ -49,7 +50,7 @@ void py_box_iou(py::handle a_obj, py::handle b_obj, py::handle out_obj, uintptr_
   check_same_dtype(*a, *out);
   check_shape(*out, {a->size(0), b->size(0)}, "[N, M]");
   checked_numel({a->size(0), b->size(0)}, "box_iou");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*a, [&] {
     const auto *pa = a->ptr<scalar_t>(), *pb = b->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
@@ -81,7 +82,7 @@ int64_t py_nms(py::handle boxes_obj, py::handle scores_obj, py::handle classes_o
   if (!(iou_threshold >= 0.0 && iou_threshold <= 1.0))
     fail_value("iou_threshold: expected a number in [0, 1], got ", iou_threshold);
   const int64_t* cls = classes_obj.is_none() ? nullptr : classes->ptr<int64_t>();
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return CONVLOC_DISPATCH_FLOAT(*boxes, [&] {
     const auto *b = boxes->ptr<scalar_t>(), *s = scores->ptr<scalar_t>();
     const int64_t n = boxes->size(0);

@@ -8,6 +8,7 @@
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "core/workspace.h"
 #include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
@@ -160,7 +161,7 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::
   int64_t bytes = 0;
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*unary, [&] {
     using Features = std::vector<scalar_t, WorkspaceAllocator<scalar_t>>;
     std::vector<Features> bilateral_features(K);
@@ -223,7 +224,7 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
   const int64_t C = image->size(3);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*unary, [&] {
     const auto *u = unary->ptr<scalar_t>(), *im = image->ptr<scalar_t>();
     auto* o = q->ptr<scalar_t>();
@@ -249,7 +250,7 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
   if (int64_t(pos_scale.size()) != ndim) fail_value("pos_scale: expected ", ndim, " values");
   if (int64_t(srgb.size()) != C) fail_value("srgb: expected ", C, " values (one per image channel)");
   check_shape(*out, {B, N, ndim + C}, "[B, N, ndim + C]");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*out, [&] {
     auto* f = out->ptr<scalar_t>();
     if (image->dtype == DType::UInt8)
@@ -267,7 +268,7 @@ int64_t py_clip_probabilities(py::handle probs_obj, bool labels_last, double sca
   const int64_t n = probs->size(labels_last ? 0 : 1), labels = probs->size(labels_last ? 1 : 0);
   check_shape(*out, {labels, n}, "[L, N]");
   check_dtype(*out, DType::Float32);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return CONVLOC_DISPATCH_FLOAT(*probs, [&] {
     return clip_probabilities(probs->ptr<scalar_t>(), labels_last, n, labels, scale, lo, hi, tolerance,
                               out->ptr<float>());
@@ -284,7 +285,7 @@ void py_argmax_axis0(py::handle q_obj, py::handle out_obj) {
   if (labels < 1) fail_value("q: expected at least one label, got shape ", q->shape_str());
   check_shape(*out, {m}, "[M]");
   check_dtype(*out, DType::Int64);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*q, [&] { argmax_axis0(q->ptr<scalar_t>(), labels, m, out->ptr<int64_t>()); });
 }
 

@@ -5,6 +5,7 @@
 
 #include "core/dispatch.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "deconv/deconv.h"
 
 namespace convloc {
@@ -92,7 +93,7 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
   check_out_shape(*out, {s.n, s.c_out, s.oh, s.ow}, "[N, C_out, OH, OW]");
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *w = weight->ptr<scalar_t>();
     const auto* b = bias_obj.is_none() ? nullptr : bias->ptr<scalar_t>();
@@ -135,7 +136,7 @@ void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weigh
   }
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*grad_out, [&] {
     using T = scalar_t;
     const T* g = grad_out->ptr<T>();
@@ -188,7 +189,7 @@ void bind_deconv(py::module_& m) {
         const DeconvShape shape = deconv_bias_shape(n, c, oh, ow);
         void* stream = reinterpret_cast<void*>(s);
         (void)stream;
-        py::gil_scoped_release nogil;
+        ReleaseGil nogil;
         CONVLOC_DISPATCH_FLOAT(*grad_out, [&] {
           using T = scalar_t;
           const T* gp = grad_out->ptr<T>();

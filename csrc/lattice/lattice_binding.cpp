@@ -6,6 +6,7 @@
 
 #include "core/dispatch.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "lattice/lattice.h"
 #include "lattice/lattice_batch.h"
 
@@ -45,7 +46,7 @@ std::unique_ptr<LatticeBatch> py_lattice_batch(py::handle features_obj) {
     fail_value("features: PermutohedralLattice is built on the CPU; use ops.permutohedral_filter for CUDA arrays");
   check_cpu_or_cuda(*f);
   const FeatureShape s = check_features(*f);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return CONVLOC_DISPATCH_FLOAT(
       *f, [&] { return std::make_unique<LatticeBatch>(f->ptr<scalar_t>(), s.batch, s.n, s.d, f->dim() == 3); });
 }
@@ -64,7 +65,7 @@ void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::hand
   check_same_device(*v, *out);
   if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
   const int64_t c = v->size(-1);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*v, [&] { self.filter(v->ptr<scalar_t>(), out->ptr<scalar_t>(), c, transpose); });
 }
 
@@ -76,7 +77,7 @@ void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
     check_shape(*out, {self.batch(), self.num_points()}, "[B, N] (B, N from the lattice)");
   else
     check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*out, [&] { self.diagonal(out->ptr<scalar_t>()); });
 }
 
@@ -116,7 +117,7 @@ void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py:
   const int64_t c = v->size(-1);
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*f, [&] {
     const auto* pf = f->ptr<scalar_t>();
     const auto* pv = v->ptr<scalar_t>();
@@ -147,7 +148,7 @@ py::tuple py_lattice_simplices(py::handle features_obj, bool vectorised) {
     scalar_t* pw = weights.mutable_data();
     uint8_t* pr = ranks.mutable_data();
     {
-      py::gil_scoped_release nogil;
+      ReleaseGil nogil;
       lattice_simplices_cpu(f->ptr<scalar_t>(), s.n, s.d, vectorised, pk, pw, pr);
     }
     out = py::make_tuple(keys, weights, ranks);

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "proposals/proposals.h"
 
 namespace convloc {
@@ -28,7 +29,7 @@ int64_t py_felzenszwalb(py::handle image_obj, py::handle labels_obj, double scal
   if (!(scale > 0)) fail_value("scale: expected a positive number, got ", scale);
   if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
   if (min_size < 0) fail_value("min_size: expected an integer >= 0, got ", min_size);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return felzenszwalb_cpu(image->ptr<float>(), image->size(0), image->size(1), image->size(2), scale, sigma, min_size,
                           labels->ptr<int32_t>());
 }
@@ -51,7 +52,7 @@ py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTup
   }
   std::vector<Hierarchy> result;
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     result = selective_search_cpu(image->ptr<float>(), image->size(0), image->size(1), strategies, sigma);
   }
   // Output sizes are only known after segmentation, so these arrays are made here.

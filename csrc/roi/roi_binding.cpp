@@ -3,6 +3,7 @@
 
 #include "core/dispatch.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "roi/roi.h"
 
 namespace convloc {
@@ -84,7 +85,7 @@ void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spati
     check_output(*argmax, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
     check_dtype(*argmax, DType::Int32);
   }
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
@@ -128,7 +129,7 @@ void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle i
   check_same_dtype(*gi, *input);
   CONVLOC_DISPATCH_FLOAT(*gi, [&] {
     const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, stream);
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = gi->ptr<scalar_t>();
     const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
@@ -152,7 +153,7 @@ void py_roi_align_forward(py::handle input_obj, py::handle rois_obj, double spat
   checked_numel({k, c, pooled_h, pooled_w}, "roi_align output");
   check_output(*out, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
   check_same_dtype(*input, *out);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
@@ -172,7 +173,7 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
   if (sampling_ratio > (1 << 16)) fail_value("sampling_ratio: expected at most 65536, got ", sampling_ratio);
   CONVLOC_DISPATCH_FLOAT(*gi, [&] {
     const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, stream);
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     const auto* r = rois->ptr<scalar_t>();
     auto* o = gi->ptr<scalar_t>();
     const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);

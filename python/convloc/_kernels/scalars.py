@@ -1,0 +1,37 @@
+"""Scalar arguments as the kernels take them: checked by name, never silently rounded or cut.
+
+The compiled kernels take int64 integers; what does not fit (a float where an integer is expected,
+``True``, a string, an integer beyond int64) is refused here with the argument's name, what was
+expected and what came.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+INT64_MAX = 2**63 - 1
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def integer(value: Any, name: str, low: float | None = None, high: float | None = None) -> int:
+    """``value`` as a Python int in [low, high]: Python and NumPy integers (anything with
+    ``__index__`` but bool); TypeError for other types, ValueError out of range. A bound left None
+    is int64's (what the kernels take); ``math.inf`` leaves that side open."""
+    is_bool = isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+    if is_bool or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name}: expected an integer, got {_describe(value)}")
+    v = operator.index(value)
+    lo = -INT64_MAX - 1 if low is None else low
+    hi = INT64_MAX if high is None else high
+    if not lo <= v <= hi:
+        if low is not None and high is not None:
+            want = f"in [{low}, {high}]"
+        else:
+            want = f">= {lo}" if v < lo else f"<= {hi}"
+        raise ValueError(f"{name}: expected an integer {want}, got {v}")
+    return v
