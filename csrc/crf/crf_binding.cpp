@@ -52,6 +52,9 @@ void check_grid(const GridGaussian& g, const std::vector<int64_t>& spatial, int6
   check_positive_finite(g.sigmas, name + ".sigmas");
   bool coarse = false;
   for (size_t a = 0; a < spatial.size(); ++a) {
+    if (g.sigmas[a] > kWidestGridSigma * double(spatial[a]))
+      fail_value(name, ".sigmas: expected at most ", kWidestGridSigma, " times the grid's extent (", spatial[a],
+                 ") along axis ", a, ", got ", g.sigmas[a]);
     if (g.steps[a] < 1) fail_value(name, ": expected steps >= 1, got ", g.steps[a]);
     // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2; sigma >= step bounds the error
     if (g.steps[a] > 1 && !(g.sigmas[a] >= g.steps[a]))

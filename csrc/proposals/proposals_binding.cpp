@@ -21,13 +21,18 @@ void check_image(const TensorView& im) {
   check_finite(im);
 }
 
+void check_smoothing(double sigma) {
+  if (!(sigma >= 0 && sigma <= kMaxSmoothingSigma))
+    fail_value("sigma: expected a number in [0, ", kMaxSmoothingSigma, "], got ", sigma);
+}
+
 int64_t py_felzenszwalb(py::handle image_obj, py::handle labels_obj, double scale, double sigma, int64_t min_size) {
   Array image = as_array(image_obj, "image"), labels = as_output(labels_obj, "labels");
   check_image(*image);
   check_shape(*labels, {image->size(0), image->size(1)}, "[H, W]");
   check_dtype(*labels, DType::Int32);
   if (!(scale > 0)) fail_value("scale: expected a positive number, got ", scale);
-  if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
+  check_smoothing(sigma);
   if (min_size < 0) fail_value("min_size: expected an integer >= 0, got ", min_size);
   ReleaseGil nogil;
   return felzenszwalb_cpu(image->ptr<float>(), image->size(0), image->size(1), image->size(2), scale, sigma, min_size,
@@ -41,7 +46,7 @@ py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTup
   Array image = as_array(image_obj, "image");
   check_image(*image);
   if (image->size(2) != 3) fail_value("image: expected 3 channels (RGB), got shape ", image->shape_str());
-  if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
+  check_smoothing(sigma);
   std::vector<SelectiveSearchStrategy> strategies;
   for (const auto& [space, k, min_size, colour, texture, size, fill] : strategy_tuples) {
     if (space < 0 || space > static_cast<int>(ColourSpace::H)) fail_value("strategies: unknown colour space ", space);

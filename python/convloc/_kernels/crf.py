@@ -3,6 +3,7 @@ the CPU kernel makes for a Gaussian over the pixel grid."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,22 @@ GRID_MAX_SIGMA = 6.0
 # within 7.3 % of the kernel's peak at this ratio (1.3 % at 1.5), against 17 % for pydensecrf's
 # lattice; ``Gaussian(exact=True)`` keeps the exact filter.
 COARSE_SIGMA_PER_STEP = 1.0
+# The widest Gaussian over the grid, in extents of its axis (the kernel's kWidestGridSigma): wider
+# ones are filtered as this wide, where the kernel varies by less than 5e-7 over the grid.
+WIDEST_GRID_SIGMA = 1000.0
+# The most the pairwise terms may add to a pixel's energy (they sum at most N kernel values each):
+# bounded so that float32 mean-field never overflows to inf - inf.
+MAX_PAIRWISE_ENERGY = 1e30
 
 
-def grid_kernel(sigma: np.ndarray, exact: bool = False) -> _C.GridGaussian | None:
-    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid: on a
-    coarser grid, exactly, or (None) not over the grid but with the permutohedral lattice."""
-    steps = np.floor(sigma / COARSE_SIGMA_PER_STEP).astype(int)
+def grid_kernel(sigma: np.ndarray, spatial: Sequence[int], exact: bool = False) -> _C.GridGaussian | None:
+    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid
+    ``spatial``: on a coarser grid, exactly, or (None) not over the grid but with the permutohedral
+    lattice. Sigmas beyond :data:`WIDEST_GRID_SIGMA` extents are taken as that wide."""
+    sigma = np.minimum(sigma, WIDEST_GRID_SIGMA * np.asarray(spatial, np.float64))
+    steps = np.minimum(np.floor(sigma / COARSE_SIGMA_PER_STEP), 2**30).astype(
+        np.int64
+    )  # (int32 in the kernel)
     if len(sigma) == 2 and not exact and steps.min() >= 2:
         return _C.GridGaussian(sigma.tolist(), steps.tolist())
     if exact or sigma.max() <= GRID_MAX_SIGMA:
@@ -196,7 +207,7 @@ def run_dense_crf(
         elif kind in (GAUSSIAN, EXACT_GAUSSIAN):
             sigma = np.array(params[next_param : next_param + ndim], np.float64)
             next_param += ndim
-            grid = None if on_gpu else grid_kernel(sigma, kind == EXACT_GAUSSIAN)
+            grid = None if on_gpu else grid_kernel(sigma, spatial, kind == EXACT_GAUSSIAN)
             if grid is None:
                 pos = positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
                 grid = _on_device(np.ascontiguousarray(np.broadcast_to(pos, (batch,) + pos.shape)), unary)
@@ -222,10 +233,12 @@ def run_dense_crf(
         next_compat += size
         shape = () if size == 1 else (n_labels,) if size == n_labels else (n_labels, n_labels)
         matrices.append(compat_matrix(values.reshape(shape), n_labels, weights[k], "compat"))
+    with np.errstate(over="ignore"):  # (dense_crf refuses what overflows)
+        compat_array = np.stack(matrices).astype(dtype)
     return dense_crf(
         unary,
         terms,
-        _on_device(np.stack(matrices).astype(dtype), unary),
+        _on_device(compat_array, unary),
         list(normalizations),
         iterations,
         exclude_self,
@@ -258,6 +271,12 @@ def dense_crf(
     replaces ``softmax(-unary)`` as Q_0.
     """
     batch, n_labels, n = unary.shape
+    reach = n * float(np.abs(_host(compat)).reshape(len(kernels), -1).max(1, initial=0).sum())
+    if not reach <= MAX_PAIRWISE_ENERGY:
+        raise ValueError(
+            f"compat, weight: the pairwise energy could reach {reach:.3g} (pixels x the largest "
+            f"|compat x weight| of each kernel, summed), above {MAX_PAIRWISE_ENERGY:g}"
+        )
     q = A.empty(unary, (batch, n_labels, n))
     lab = A.empty(unary, (batch, n), "int64") if labels else None
     kl = np.empty((batch, iterations + 1), np.float64) if energy else None
@@ -292,7 +311,15 @@ def grid_crf(
             ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel(),
         ]
         mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
-        beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
+        beta = min(1.0 / (2.0 * mean), np.finfo(np.float64).max) if mean > 0 else 0.0
+    if not math.isfinite(beta):
+        raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
+    reach = neighbors * (abs(w1) + abs(w2))
+    if not reach <= MAX_PAIRWISE_ENERGY:
+        raise ValueError(
+            f"w1, w2: the pairwise energy could reach {reach:.3g} (neighbors x (|w1| + |w2|)), above "
+            f"{MAX_PAIRWISE_ENERGY:g}"
+        )
     image = A.prepare(image) if A.on_cpu(unary) and A.on_cpu(image) else _on_device(img, unary)
     q = A.empty(unary, tuple(unary.shape))
     _C.grid_crf(unary, image, int(neighbors), w1, w2, beta, int(iterations), q, stream=A.stream(unary))

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import convloc._C as _C
-from convloc._kernels.scalars import integer
+from convloc._kernels.args import integer
 
 
 def info() -> dict[str, Any]:

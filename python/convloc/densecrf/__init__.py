@@ -196,7 +196,7 @@ class DenseCRF2D(DenseCRF):
     ) -> None:
         """Smoothness kernel over pixel positions (x/sx, y/sy)."""
         sx, sy = self._stds(sxy, 2, "sxy")
-        grid = kernels.grid_kernel(np.array([sy, sx]))
+        grid = kernels.grid_kernel(np.array([sy, sx]), self._shape)
         if grid is None:  # wide: a lattice over the positions
             grid = kernels.positions(self._shape, [1 / sy, 1 / sx], np.float32)[None, :, ::-1].copy()
         self._add(grid, compat, kernel, normalization)

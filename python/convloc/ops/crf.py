@@ -32,6 +32,7 @@ import numpy as np
 
 from convloc._kernels import arrays as A
 from convloc._kernels import crf as crf_kernels
+from convloc._kernels.args import check_fits
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -62,7 +63,9 @@ class Gaussian:
     coarser (quadratic B-spline splat and slice around an exact blur: within 7.3 % of the kernel's
     peak, where pydensecrf's lattice is within 17 %), others exactly over the pixel grid up to
     ``sxy = 6`` and beyond that with the permutohedral lattice. ``exact=True`` filters exactly over
-    the grid at any ``sxy`` (CPU only; the work grows with ``sxy``).
+    the grid at any ``sxy`` (CPU only; the work grows with ``sxy`` up to the image's size). A
+    kernel wider than 1000 times the image along an axis is filtered as that wide: over the image
+    it is then a constant to within 5e-7.
     """
 
     sxy: float | Sequence[float] = 3.0
@@ -338,6 +341,8 @@ def dense_crf(
     batched, batch, labels, spatial = _split_batch(unary, ndim)
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
+    if return_energy:
+        check_fits(8 * batch * (iterations + 1), "iterations", f"the energy of {iterations + 1} iterations")
     on_gpu = not A.on_cpu(unary)
     if on_gpu and return_energy:
         raise TypeError("return_energy: not available for CUDA arrays")
@@ -473,6 +478,7 @@ def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: b
     lab = np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer):
         raise TypeError(f"labels: expected an integer array, got {lab.dtype}")
+    check_fits(4 * n_labels * lab.size, "n_labels", f"a unary of {n_labels} labels x {lab.size} pixels")
     flat = lab.reshape(-1).astype(np.int64)
     cls = flat - 1 if zero_unsure else flat
     lo = -1 if zero_unsure else 0

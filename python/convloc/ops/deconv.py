@@ -20,6 +20,7 @@ import numpy as np
 
 from convloc._kernels import arrays as A
 from convloc._kernels import deconv as kernels
+from convloc._kernels.args import check_fits
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -80,6 +81,11 @@ def bilinear_kernel(channels: int, factor: int, dtype: str = "float32") -> np.nd
     """
     channels, factor = _positive(channels, "channels"), _positive(factor, "factor")
     size = 2 * factor - factor % 2
+    check_fits(
+        channels * size * size * np.dtype(dtype).itemsize,
+        "channels, factor",
+        f"a [{channels}, 1, {size}, {size}] kernel",
+    )
     centre = factor - 1 if size % 2 == 1 else factor - 0.5
     taps = 1 - np.abs(np.arange(size) - centre) / factor
     kernel = np.outer(taps, taps).astype(dtype)

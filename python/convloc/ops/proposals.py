@@ -23,6 +23,7 @@ import numpy as np
 
 from convloc._kernels import arrays as A
 from convloc._kernels import proposals as kernels
+from convloc._kernels.args import check_fits
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -55,12 +56,18 @@ def sliding_windows(
         steps = [_pair(s, "strides") for s in strides]
         if len(steps) != len(sizes):
             raise ValueError(f"strides: expected an int or {len(sizes)} strides, got {len(steps)}")
-    out = [np.zeros((0, 4), np.float32)]
     for (wh, ww), (sy, sx) in zip(sizes, steps):
         if wh <= 0 or ww <= 0:
             raise ValueError(f"window_sizes: expected positive sizes, got {(wh, ww)}")
         if sy <= 0 or sx <= 0:
             raise ValueError(f"strides: expected positive strides, got {(sy, sx)}")
+    count = sum(
+        max(0, (height - wh) // sy + 1) * max(0, (width - ww) // sx + 1)
+        for (wh, ww), (sy, sx) in zip(sizes, steps)
+    )
+    check_fits(64 * count, "strides", f"{count} windows (64 bytes each while they are made)")
+    out = [np.zeros((0, 4), np.float32)]
+    for (wh, ww), (sy, sx) in zip(sizes, steps):
         ys, xs = np.arange(0, height - wh + 1, sy), np.arange(0, width - ww + 1, sx)
         y, x = np.meshgrid(ys, xs, indexing="ij")
         y, x = y.ravel(), x.ravel()
@@ -83,7 +90,7 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
     Args:
         image: [H, W] grey, [H, W, 3] RGB or any [H, W, C]; uint8 or float.
         scale: > 0; larger gives larger segments.
-        sigma: >= 0 Gaussian smoothing before segmentation (0: none).
+        sigma: Gaussian smoothing before segmentation, in [0, 100] (0: none).
         min_size: minimum component size in pixels (after the main pass).
 
     Returns:
@@ -136,7 +143,7 @@ def selective_search(
         seed: seed of the random ranking (the same seed gives the same boxes); None: fresh.
         min_size: Felzenszwalb's minimum region size; None uses k, as the paper's code does.
         max_boxes: keep at most this many top-ranked boxes.
-        sigma: Gaussian smoothing before segmentation.
+        sigma: Gaussian smoothing before segmentation, in [0, 100].
 
     Returns:
         float32 [K, 4] boxes (x1, y1, x2, y2), best ranked first.

@@ -1,4 +1,5 @@
-"""Scalar arguments as the kernels take them: checked by name, never silently rounded or cut.
+"""Arguments that are not arrays, as the kernels take them: checked by name, never silently
+rounded or cut, and the sizes derived from them checked before anything is allocated.
 
 The compiled kernels take int64 integers; what does not fit (a float where an integer is expected,
 ``True``, a string, an integer beyond int64) is refused here with the argument's name, what was
@@ -7,7 +8,9 @@ expected and what came.
 
 from __future__ import annotations
 
+import functools
 import operator
+import os
 from typing import Any
 
 INT64_MAX = 2**63 - 1
@@ -35,3 +38,23 @@ def integer(value: Any, name: str, low: float | None = None, high: float | None 
             want = f">= {lo}" if v < lo else f"<= {hi}"
         raise ValueError(f"{name}: expected an integer {want}, got {v}")
     return v
+
+
+@functools.lru_cache(maxsize=1)
+def memory_bytes() -> int:
+    """This machine's physical memory, or (where the system does not say) 2**47, the x86-64 user
+    address space."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2**47
+
+
+def check_fits(nbytes: int, name: str, what: str) -> None:
+    """ValueError naming ``name`` when ``what`` (an array sized from it) would need more bytes than
+    this machine has: refused at once, instead of after minutes of swapping or a MemoryError."""
+    if nbytes > memory_bytes():
+        raise ValueError(
+            f"{name}: {what} would need {nbytes / 2**30:.3g} GiB, more than this machine's "
+            f"{memory_bytes() / 2**30:.3g} GiB"
+        )
