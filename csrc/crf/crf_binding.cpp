@@ -13,6 +13,7 @@
 #include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
 #include "crf/probabilities.h"
+#include "lattice/lattice.h"
 
 namespace convloc {
 namespace {
@@ -38,6 +39,21 @@ struct KernelArg {
   const GridGaussian* grid = nullptr;
   const Bilateral* bilateral = nullptr;
 };
+
+// Per channel, the largest |value| of image [B, N, C] (float, CPU; uint8: 255, without a pass).
+std::vector<double> largest_magnitudes(const TensorView& image) {
+  const int64_t channels = image.size(2), n = image.numel() / std::max<int64_t>(channels, 1);
+  std::vector<double> largest(channels, image.dtype == DType::UInt8 ? 255.0 : 0.0);
+  const auto scan = [&](const auto* p) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < channels; ++c) largest[c] = std::max(largest[c], std::fabs(double(p[i * channels + c])));
+  };
+  if (image.dtype == DType::Float32)
+    scan(image.ptr<float>());
+  else if (image.dtype == DType::Float64)
+    scan(image.ptr<double>());
+  return largest;
+}
 
 void check_positive_finite(const std::vector<double>& values, const std::string& name) {
   for (double v : values)
@@ -79,6 +95,20 @@ void check_bilateral(const Bilateral& k, const TensorView& unary, const Array& i
     fail_value(name, ": expected one srgb per image channel (", image->size(2), "), got ", k.srgb.size());
   check_positive_finite(k.pos_scale, name + ".pos_scale");
   check_positive_finite(k.srgb, name + ".srgb");
+  const int64_t positions = static_cast<int64_t>(spatial.size()), channels = image->size(2);
+  if (positions + channels > kLatticeMaxDim)
+    fail_value("image: a bilateral kernel takes at most ", kLatticeMaxDim - positions, " channels (the lattice's ",
+               kLatticeMaxDim, " dimensions less ", positions, " for the position), got ", channels);
+  // The features' largest sum of |coordinates|, bounded by the last pixel's position and each channel's
+  // largest value: beyond the lattice's reach the kernel's widths are too small for this image.
+  double reach = 0;
+  for (int64_t a = 0; a < positions; ++a) reach += double(spatial[positions - 1 - a] - 1) * k.pos_scale[a];
+  const std::vector<double> largest = largest_magnitudes(*image);
+  for (int64_t c = 0; c < channels; ++c) reach += largest[c] / k.srgb[c];
+  if (!(reach < lattice_max_feature_sum(static_cast<int>(positions + channels))))
+    fail_value(name, ": sxy or srgb too small for this image: its features span ", reach,
+               " standard deviations (positions / sxy plus values / srgb), beyond the lattice's ",
+               lattice_max_feature_sum(static_cast<int>(positions + channels)));
 }
 
 // unary [B, L, N]: at least 2 labels, at least one pixel. (Finite: dense_crf_cpu checks that as it
@@ -154,7 +184,8 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::
     args[k].features = as_array(item, features_name.c_str());
     const TensorView& f = *args[k].features;
     check_shape(f, {B, N, -1}, "[B, N, d]");
-    if (f.size(2) < 1) fail_value(f.name, ": expected at least one feature, got shape ", f.shape_str());
+    if (f.size(2) < 1 || f.size(2) > kLatticeMaxDim)
+      fail_value(f.name, ": expected 1 to ", kLatticeMaxDim, " features per point, got shape ", f.shape_str());
     check_same_dtype(*unary, f);
     check_same_device(*unary, f);
     check_finite(f);

@@ -178,6 +178,9 @@ void bind_lattice(py::module_& m) {
         arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
         "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
         "(exclude_self: minus each point's own lattice weight).");
+  m.attr("LATTICE_MAX_DIM") = kLatticeMaxDim;
+  m.def("lattice_max_feature_sum", &lattice_max_feature_sum, arg("d"),
+        "The most sum_k |f_k| may be for every point of d features to fit the lattice.");
   m.def("_lattice_simplices", &py_lattice_simplices, arg("features"), arg("vectorised"),
         "Test hook: (keys, weights, ranks) of features [N, d], vectorised as the build or by lattice_simplex.");
 }

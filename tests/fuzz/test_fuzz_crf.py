@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from convloc import ops
 
-from .arrays import any_float, check_call, hostile_arrays, shapes
+from .arrays import any_float, check_call, counts, hostile_arrays, shapes
 
 CRF_ARGS = [
     "unary", "image", "kernels", "compat", "iterations", "normalization", "spacing", "ndim",
@@ -31,7 +31,7 @@ def _is_distribution(q, unary):
     unaries,
     images,
     compats,
-    st.integers(-1, 3),
+    counts(-1, 3),
     st.sampled_from(["symmetric", "before", "after", "none", "nope", 7]),
     st.none() | st.floats(-1, 2) | st.just([1.0, 2.0]),
 )
@@ -57,7 +57,7 @@ def test_dense_crf_never_crashes_and_returns_distributions(unary, image, compat,
     st.sampled_from([4, 8, 6]),
     st.floats(-1, 20),
     st.none() | st.floats(-1, 2) | st.just(float("nan")),
-    st.integers(-1, 3),
+    counts(-1, 3),
 )
 def test_grid_crf_never_crashes_and_returns_distributions(unary, image, nb, w1, beta, iters):
     q = check_call(ops.grid_crf, CRF_ARGS, unary, image, neighbors=nb, w1=w1, beta=beta, iterations=iters)
@@ -87,7 +87,7 @@ def test_dense_crf_kernel_parameters_from_the_whole_float_range(kernels, compat,
     image = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
     q = check_call(
         ops.dense_crf,
-        CRF_ARGS + ["srgb", "compat, weight"],
+        [a for a in CRF_ARGS if a != "features"] + ["compat, weight"],
         unary,
         image=image,
         kernels=kernels,
@@ -106,7 +106,7 @@ def test_dense_crf_kernel_parameters_from_the_whole_float_range(kernels, compat,
     any_float(-1, 20),
     any_float(-1, 20),
     st.none() | any_float(-1, 2),
-    st.integers(-1, 3),
+    counts(-1, 3),
 )
 def test_grid_crf_weights_from_the_whole_float_range(nb, w1, w2, beta, iters):
     rng = np.random.default_rng(1)
@@ -178,3 +178,20 @@ def test_sizes_derived_from_parameters_are_checked_before_allocation():
         ops.dense_crf(np.zeros((2, 3, 3), np.float32), iterations=2**62, return_energy=True)
     with pytest.raises(ValueError, match="^n_labels: a unary of"):
         ops.unary_from_labels(np.zeros((3, 3), np.int64), 2**60, 0.5)
+
+
+def test_errors_name_the_users_arguments_not_internal_features():
+    rng = np.random.default_rng(6)
+    unary = rng.random((3, 6, 7)).astype(np.float32)
+    image = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    for kernel in (ops.Bilateral(srgb=1e-30), ops.Bilateral(sxy=1e-30), ops.Bilateral(sxy=(1e-9, 1))):
+        with pytest.raises(ValueError, match=r"^kernels\[1\]: sxy or srgb too small for this image"):
+            ops.dense_crf(unary, image=image, kernels=[ops.Gaussian(), kernel])
+    with pytest.raises(ValueError, match=r"^image: a bilateral kernel takes at most 30 channels"):
+        ops.dense_crf(unary, image=rng.random((6, 7, 40)).astype(np.float32), kernels=[ops.Bilateral()])
+    with pytest.raises(ValueError, match=r"^kernels\[0\]\.features: expected 1 to 32 features per point"):
+        ops.dense_crf(unary, kernels=[ops.Features(np.ones((40, 6, 7), np.float32))])
+    with pytest.raises(TypeError, match="^kernels: expected a list of Gaussian, Bilateral or Features"):
+        ops.dense_crf(unary, kernels=ops.Gaussian())
+    with pytest.raises(TypeError, match="^compat: expected a real number, got object"):
+        ops.dense_crf(unary, compat=object())

@@ -8,7 +8,6 @@ expected and what came.
 
 from __future__ import annotations
 
-import functools
 import operator
 import os
 from typing import Any
@@ -40,8 +39,36 @@ def integer(value: Any, name: str, low: float | None = None, high: float | None 
     return v
 
 
-@functools.lru_cache(maxsize=1)
-def memory_bytes() -> int:
+def int_pair(value: Any, name: str, low: float | None = None, high: float | None = None) -> tuple[int, int]:
+    """An integer (for both) or a pair of integers, each checked as :func:`integer` checks it."""
+    if hasattr(type(value), "__index__") and not isinstance(value, bool):
+        v = integer(value, name, low, high)
+        return v, v
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+        raise TypeError(f"{name}: expected an integer or a pair of integers, got {_describe(value)}")
+    if len(value) != 2:
+        raise ValueError(f"{name}: expected an integer or a pair of integers, got {len(value)} values")
+    return integer(value[0], name, low, high), integer(value[1], name, low, high)
+
+
+def number(value: Any, name: str) -> float:
+    """``value`` as a Python float: Python and NumPy reals (not bool, not complex, not strings);
+    TypeError otherwise. NaN and inf pass: the caller decides what they mean."""
+    dtype = str(getattr(value, "dtype", ""))
+    if (
+        isinstance(value, (bool, str, bytes, complex))
+        or "bool" in dtype
+        or "complex" in dtype
+        or not hasattr(type(value), "__float__")
+    ):
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:  # e.g. an array of several values
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}") from e
+
+
+def _memory_bytes() -> int:
     """This machine's physical memory, or (where the system does not say) 2**47, the x86-64 user
     address space."""
     try:
@@ -50,11 +77,14 @@ def memory_bytes() -> int:
         return 2**47
 
 
+MEMORY_BYTES = _memory_bytes()  # (read once: a constant to torch.compile)
+
+
 def check_fits(nbytes: int, name: str, what: str) -> None:
     """ValueError naming ``name`` when ``what`` (an array sized from it) would need more bytes than
     this machine has: refused at once, instead of after minutes of swapping or a MemoryError."""
-    if nbytes > memory_bytes():
+    if nbytes > MEMORY_BYTES:
         raise ValueError(
             f"{name}: {what} would need {nbytes / 2**30:.3g} GiB, more than this machine's "
-            f"{memory_bytes() / 2**30:.3g} GiB"
+            f"{MEMORY_BYTES / 2**30:.3g} GiB"
         )

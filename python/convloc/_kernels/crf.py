@@ -11,6 +11,7 @@ import numpy as np
 
 import convloc._C as _C
 from convloc._kernels import arrays as A
+from convloc._kernels import lattice
 from convloc._kernels.arrays import Array
 
 # Gaussian kernels up to this sigma (pixels) are filtered exactly and separably over the grid (no
@@ -150,6 +151,18 @@ def positions(spatial: Sequence[int], scale: Sequence[float], dtype) -> np.ndarr
     return np.stack([g.reshape(-1) for g in grids], axis=1)
 
 
+def _check_reach(features: np.ndarray, what: str) -> None:
+    """ValueError naming ``what`` (the widths the features were divided by) where the features
+    [..., d] span more standard deviations than the lattice holds."""
+    reach = float(np.abs(features).sum(-1).max(initial=0))
+    limit = lattice.max_feature_sum(features.shape[-1])
+    if not reach < limit:
+        raise ValueError(
+            f"{what} too small for this image: its features span {reach:.3g} standard deviations, "
+            f"beyond the lattice's {limit:.3g}"
+        )
+
+
 def _on_device(x: np.ndarray, like: Array) -> Array:
     if A.on_cpu(like):
         return x
@@ -209,7 +222,9 @@ def run_dense_crf(
             next_param += ndim
             grid = None if on_gpu else grid_kernel(sigma, spatial, kind == EXACT_GAUSSIAN)
             if grid is None:
-                pos = positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
+                with np.errstate(over="ignore"):  # (widths so small that positions overflow: refused)
+                    pos = positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
+                _check_reach(pos, f"kernels[{k}]: sxy")
                 grid = _on_device(np.ascontiguousarray(np.broadcast_to(pos, (batch,) + pos.shape)), unary)
             terms.append(grid)
         elif kind == BILATERAL:
@@ -223,7 +238,10 @@ def run_dense_crf(
                 host = np.ascontiguousarray(_host(image))
                 if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
                     raise ValueError("image: expected finite values, got NaN or inf")
-                terms.append(_on_device(bilateral_features(host, spatial, scale, srgb, dtype), unary))
+                with np.errstate(over="ignore", divide="ignore"):
+                    host_features = bilateral_features(host, spatial, scale, srgb, dtype)
+                _check_reach(host_features, f"kernels[{k}]: sxy or srgb")
+                terms.append(_on_device(host_features, unary))
             else:
                 terms.append(bilateral(scale, srgb))
         else:
@@ -312,6 +330,8 @@ def grid_crf(
         ]
         mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
         beta = min(1.0 / (2.0 * mean), np.finfo(np.float64).max) if mean > 0 else 0.0
+    if neighbors not in (4, 8):
+        raise ValueError(f"neighbors: expected 4 or 8, got {neighbors}")
     if not math.isfinite(beta):
         raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
     reach = neighbors * (abs(w1) + abs(w2))

@@ -9,6 +9,13 @@ import convloc._C as _C
 from convloc._kernels import arrays as A
 from convloc._kernels.arrays import Array
 
+MAX_DIM: int = _C.LATTICE_MAX_DIM  # features per point
+
+
+def max_feature_sum(d: int) -> float:
+    """The most sum_k |f_k| may be for every point of ``d`` features to fit the lattice."""
+    return _C.lattice_max_feature_sum(d)
+
 
 class Lattice:
     """The lattice(s) of features [N, d] or [B, N, d] (CPU), and the raw filter ``A`` on them."""

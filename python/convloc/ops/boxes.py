@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from convloc._kernels import arrays as A
 from convloc._kernels import boxes as kernels
+from convloc._kernels.args import number
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -65,10 +66,11 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     """
     boxes, scores = A.as_array(boxes, "boxes"), A.as_array(scores, "scores")
     A.same_framework(("boxes", boxes), ("scores", scores))
+    iou_threshold = number(iou_threshold, "iou_threshold")
     if A.is_torch(boxes):
         from convloc._torch import boxes as torch_ops
 
-        return torch_ops.nms(boxes, scores, A.as_float(iou_threshold, "iou_threshold"))
+        return torch_ops.nms(boxes, scores, iou_threshold)
     return kernels.nms(boxes, scores, None, iou_threshold)
 
 
@@ -86,10 +88,11 @@ def batched_nms(boxes: Array, scores: Array, idxs: Array, iou_threshold: float) 
         A.as_array(a, n) for a, n in ((boxes, "boxes"), (scores, "scores"), (idxs, "idxs"))
     )
     A.same_framework(("boxes", boxes), ("scores", scores), ("idxs", idxs))
+    iou_threshold = number(iou_threshold, "iou_threshold")
     if A.is_torch(boxes):
         from convloc._torch import boxes as torch_ops
 
-        return torch_ops.batched_nms(boxes, scores, idxs, A.as_float(iou_threshold, "iou_threshold"))
+        return torch_ops.batched_nms(boxes, scores, idxs, iou_threshold)
     return kernels.nms(boxes, scores, idxs, iou_threshold)
 
 
