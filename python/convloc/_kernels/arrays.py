@@ -49,14 +49,6 @@ def as_array(x: Any, name: str) -> Array:
     return arr
 
 
-def as_float(x: Any, name: str) -> float:
-    """A Python float, or TypeError naming the argument."""
-    try:
-        return float(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name}: expected a number, got {type(x).__name__}") from e
-
-
 def same_framework(reference: tuple[str, Any], *others: tuple[str, Any]) -> None:
     """Raises TypeError unless every array comes from the reference's framework."""
     ref_name, ref = reference

@@ -548,14 +548,18 @@ def _segment(args) -> int:
     import torch
     from PIL import Image
 
+    from convloc.data.files import atomic_file, read_image
     from convloc.data.voc_seg import normalize, overlay, write_label
 
     model, ckpt = load_checkpoint(args.checkpoint, ("fcn", "crfrnn"))
-    with Image.open(args.image) as im:
-        image = np.array(im.convert("RGB"))
+    try:
+        image = np.array(read_image(args.image, "RGB"))
+    except ValueError as e:
+        raise UsageError(f"image: {e}") from None
     with torch.no_grad():
         labels = model(torch.from_numpy(normalize(image))[None])[0].argmax(0).numpy().astype(np.uint8)
-    Image.fromarray(overlay(image, labels)).save(args.output)
+    with atomic_file(args.output) as tmp:
+        Image.fromarray(overlay(image, labels)).save(tmp)
     if args.labels:
         write_label(args.labels, labels)
     classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]

@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+
+from convloc.data.files import read_image
 
 __all__ = [
     "VOC_CLASSES",
@@ -149,8 +150,7 @@ class VOCDetection:
         return os.path.join(self.root, "JPEGImages", f"{self.ids[i]}.jpg")
 
     def __getitem__(self, i: int) -> dict:
-        with Image.open(self.image_path(i)) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_image(self.image_path(i), "RGB")
         return {"image": image, **self.target(i)}
 
 
