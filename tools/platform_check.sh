@@ -4,7 +4,7 @@
 #   Windows x86-64: Clang, as clang-cl builds them, against MinGW-w64's Windows headers and libstdc++;
 #   macOS arm64 and x86-64: Clang for the Darwin targets (its predefined macros, Mach-O), with this
 #     machine's glibc and libstdc++ headers standing in for the macOS SDK's, which Linux cannot install.
-# The Python bindings (csrc/bindings, *_binding.cpp, core/py_array.cpp) are left out: they need the
+# The Python bindings (csrc/bindings, *_binding.cpp, core/py_*.cpp) are left out: they need the
 # target's pyconfig.h, and pybind11 keeps them portable.
 #
 # Needs Debian bookworm as root; installs clang, g++-mingw-w64-x86-64-posix (Windows headers) and
@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" > /dev/null
 fi
 
-sources=$(git ls-files 'csrc/*.cpp' | grep -v -e '^csrc/bindings/' -e '_binding\.cpp$' -e 'py_array\.cpp$')
+sources=$(git ls-files 'csrc/*.cpp' | grep -v -e '^csrc/bindings/' -e '_binding\.cpp$' -e '/py_[a-z]*\.cpp$')
 flags=(-std=c++17 -fsyntax-only -O2 -Wall -Wextra -Werror -Wno-psabi -Wno-bitwise-instead-of-logical
   -Wno-deprecated-declarations -Icsrc -nostdinc -nostdinc++ -isystem "$("$clang" -print-resource-dir)/include")
 headers_of() {  # the C++ and C library headers that a GCC ($1) searches, not its own compiler headers
