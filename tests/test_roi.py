@@ -291,7 +291,7 @@ def test_bad_arguments(op):
         f(x, [rois], 2)
     with pytest.raises(TypeError, match="boxes: expected the dtype of input"):
         f(x, rois.astype(np.float64), 2)
-    with pytest.raises(TypeError, match="input: expected float32 or float64"):
+    with pytest.raises(TypeError, match="input: expected float32, float64, float16 or bfloat16, got int32"):
         f(x.astype(np.int32), rois, 2)
     if torch is not None:
         with pytest.raises(TypeError, match="boxes: expected a torch array"):

@@ -36,7 +36,8 @@ inline T threshold_below(double t) {
   }
 }
 
-// CPU kernels. boxes [N, 4]; out [N] / [N, M]; all contiguous.
+// CPU kernels. boxes [N, 4]; out [N] / [N, M]; all contiguous. T: float or double, and for box_area,
+// box_iou and boxes_valid also Half / BFloat16 (computed in float; nms gets float32 copies).
 template <typename T>
 void box_area_cpu(const T* boxes, int64_t n, T* out);
 template <typename T>

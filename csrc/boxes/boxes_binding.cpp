@@ -14,11 +14,11 @@ void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
 // boxes: [N, 4] float, finite, x2 >= x1 and y2 >= y1.
 void check_boxes(const TensorView& b, void* stream) {
-  check_float(b);
+  check_float_or_half(b);
   check_shape(b, {-1, 4}, "[N, 4]");
-  const bool ok = CONVLOC_DISPATCH_FLOAT(b, [&] {
+  const bool ok = CONVLOC_DISPATCH_FLOAT_OR_HALF(b, [&] {
     const auto* p = b.ptr<scalar_t>();
-    return CONVLOC_ON_DEVICE(b, boxes_valid_cpu(p, b.size(0)), boxes_valid_cuda(p, b.size(0), stream));
+    return CONVLOC_ON_DEVICE_OR_HALF(b, boxes_valid_cpu(p, b.size(0)), boxes_valid_cuda, p, b.size(0), stream);
   });
   (void)stream;
   if (!ok) fail_value(b.name, ": expected finite boxes (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1");
@@ -32,10 +32,10 @@ void py_box_area(py::handle boxes_obj, py::handle out_obj, uintptr_t stream_id) 
   check_same_dtype(*boxes, *out);
   check_shape(*out, {boxes->size(0)}, "[N]");
   ReleaseGil nogil;
-  CONVLOC_DISPATCH_FLOAT(*boxes, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*boxes, [&] {
     const auto* b = boxes->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
-    CONVLOC_ON_DEVICE(*boxes, box_area_cpu(b, boxes->size(0), o), box_area_cuda(b, boxes->size(0), o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*boxes, box_area_cpu(b, boxes->size(0), o), box_area_cuda, b, boxes->size(0), o, stream);
   });
 }
 
@@ -51,11 +51,11 @@ void py_box_iou(py::handle a_obj, py::handle b_obj, py::handle out_obj, uintptr_
   check_shape(*out, {a->size(0), b->size(0)}, "[N, M]");
   checked_numel({a->size(0), b->size(0)}, "box_iou");
   ReleaseGil nogil;
-  CONVLOC_DISPATCH_FLOAT(*a, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*a, [&] {
     const auto *pa = a->ptr<scalar_t>(), *pb = b->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
     const int64_t n = a->size(0), m = b->size(0);
-    CONVLOC_ON_DEVICE(*a, box_iou_cpu(pa, n, pb, m, o), box_iou_cuda(pa, n, pb, m, o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*a, box_iou_cpu(pa, n, pb, m, o), box_iou_cuda, pa, n, pb, m, o, stream);
   });
 }
 

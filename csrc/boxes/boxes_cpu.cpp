@@ -4,23 +4,28 @@
 #include <vector>
 
 #include "boxes/boxes.h"
+#include "core/half.h"
 #include "core/parallel.h"
 
 namespace convloc {
 
-template <typename T>
-void box_area_cpu(const T* boxes, int64_t n, T* out) {
+// Arrays of S: float, double, or Half / BFloat16 computed in float (core/half.h).
+
+template <typename S>
+void box_area_cpu(const S* boxes, int64_t n, S* out) {
+  using T = compute_t<S>;
   for (int64_t i = 0; i < n; ++i) {
-    const T* b = boxes + 4 * i;
-    out[i] = box_area(b[0], b[1], b[2], b[3]);
+    const S* b = boxes + 4 * i;
+    out[i] = box_area(T(b[0]), T(b[1]), T(b[2]), T(b[3]));
   }
 }
 
-template <typename T>
-bool boxes_valid_cpu(const T* boxes, int64_t n) {
+template <typename S>
+bool boxes_valid_cpu(const S* boxes, int64_t n) {
+  using T = compute_t<S>;
   bool ok = true;
   for (int64_t i = 0; i < n; ++i) {
-    const T* b = boxes + 4 * i;
+    const T b[4] = {boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3]};
     ok &= std::isfinite(b[0]) & std::isfinite(b[1]) & std::isfinite(b[2]) & std::isfinite(b[3]) & (b[2] >= b[0]) &
           (b[3] >= b[1]);
   }
@@ -33,11 +38,12 @@ namespace {
 template <typename T>
 struct BoxColumns {
   std::vector<T> x1, y1, x2, y2, area;
-  BoxColumns(const T* boxes, const int64_t* order, int64_t n) : x1(n), y1(n), x2(n), y2(n), area(n) {
+  template <typename S>  // S: T, or a half type converted on the way
+  BoxColumns(const S* boxes, const int64_t* order, int64_t n) : x1(n), y1(n), x2(n), y2(n), area(n) {
     for (int64_t i = 0; i < n; ++i) {
-      const T* b = boxes + 4 * (order ? order[i] : i);
+      const S* b = boxes + 4 * (order ? order[i] : i);
       x1[i] = b[0], y1[i] = b[1], x2[i] = b[2], y2[i] = b[3];
-      area[i] = box_area(b[0], b[1], b[2], b[3]);
+      area[i] = box_area(x1[i], y1[i], x2[i], y2[i]);
     }
   }
 };
@@ -103,14 +109,18 @@ inline void suppress_row_simd(const BoxColumns<double>& c, const int64_t* cls, i
 
 }  // namespace
 
-template <typename T>
-void box_iou_cpu(const T* a, int64_t n, const T* b, int64_t m, T* out) {
+template <typename S>
+void box_iou_cpu(const S* a, int64_t n, const S* b, int64_t m, S* out) {
+  using T = compute_t<S>;
   const BoxColumns<T> cb(b, nullptr, m);
   parallel_for(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(m, 1)), [&](int64_t lo, int64_t hi) {
+    std::vector<T> row(std::is_same_v<S, T> ? 0 : m);  // half types: each row computed here, then converted
     for (int64_t i = lo; i < hi; ++i) {
-      const T* r = a + 4 * i;
-      iou_row_simd(r[0], r[1], r[2], r[3], box_area(r[0], r[1], r[2], r[3]), cb.x1.data(), cb.y1.data(), cb.x2.data(),
-                   cb.y2.data(), cb.area.data(), m, out + i * m);
+      const T x1 = a[4 * i], y1 = a[4 * i + 1], x2 = a[4 * i + 2], y2 = a[4 * i + 3];
+      T* dst = std::is_same_v<S, T> ? reinterpret_cast<T*>(out + i * m) : row.data();
+      iou_row_simd(x1, y1, x2, y2, box_area(x1, y1, x2, y2), cb.x1.data(), cb.y1.data(), cb.x2.data(), cb.y2.data(),
+                   cb.area.data(), m, dst);
+      if constexpr (!std::is_same_v<S, T>) convert(row.data(), out + i * m, m);
     }
   });
 }
@@ -151,10 +161,13 @@ int64_t nms_cpu(const T* boxes, const T* scores, const int64_t* classes, int64_t
 #define CONVLOC_INSTANTIATE(T)                                            \
   template void box_area_cpu<T>(const T*, int64_t, T*);                   \
   template void box_iou_cpu<T>(const T*, int64_t, const T*, int64_t, T*); \
-  template bool boxes_valid_cpu<T>(const T*, int64_t);                    \
-  template int64_t nms_cpu<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
+  template bool boxes_valid_cpu<T>(const T*, int64_t);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)
+CONVLOC_INSTANTIATE(Half)
+CONVLOC_INSTANTIATE(BFloat16)
 #undef CONVLOC_INSTANTIATE
+template int64_t nms_cpu<float>(const float*, const float*, const int64_t*, int64_t, double, int64_t*);
+template int64_t nms_cpu<double>(const double*, const double*, const int64_t*, int64_t, double, int64_t*);
 
 }  // namespace convloc

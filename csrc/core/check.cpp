@@ -31,6 +31,15 @@ void check_float(const TensorView& t) {
     fail_type(t.name, ": expected float32 or float64, got ", dtype_name(t.dtype));
 }
 
+void check_float_or_half(const TensorView& t) {
+  if (t.dtype == DType::Float32 || t.dtype == DType::Float64) return;
+  if (t.dtype != DType::Float16 && t.dtype != DType::BFloat16)
+    fail_type(t.name, ": expected float32, float64, float16 or bfloat16, got ", dtype_name(t.dtype));
+  if (t.is_cuda())
+    fail_type(t.name, ": expected float32 or float64 for CUDA arrays here, got ", dtype_name(t.dtype),
+              " (convloc's Python functions convert CUDA half arrays to float32 first)");
+}
+
 void check_dtype(const TensorView& t, DType dtype) {
   if (t.dtype != dtype) fail_type(t.name, ": expected ", dtype_name(dtype), ", got ", dtype_name(t.dtype));
 }
@@ -51,7 +60,6 @@ void check_contiguous(const TensorView& t) {
 
 void check_writable(const TensorView& t) {
   if (t.readonly) fail_value(t.name, ": expected a writable array, got a read-only one");
-  check_contiguous(t);
 }
 
 void check_cpu_or_cuda(const TensorView& t) {

@@ -39,12 +39,14 @@ template <typename... Args>
 void check_shape(const TensorView& t, std::initializer_list<int64_t> dims, const char* pattern);
 void check_ndim(const TensorView& t, int64_t ndim, const char* pattern);
 void check_float(const TensorView& t);  // float32 or float64
+// float32 or float64, or (CPU arrays) float16 or bfloat16.
+void check_float_or_half(const TensorView& t);
 void check_dtype(const TensorView& t, DType dtype);
 void check_same_dtype(const TensorView& a, const TensorView& b);
 void check_same_device(const TensorView& a, const TensorView& b);
 void check_contiguous(const TensorView& t);
-void check_writable(const TensorView& t);
-void check_finite(const TensorView& t);  // no NaN or inf (CPU scan; CUDA arrays checked on device)
+void check_writable(const TensorView& t);  // not read-only
+void check_finite(const TensorView& t);    // no NaN or inf (CPU scan; CUDA arrays checked on device)
 void check_same_size(const TensorView& a, int64_t dim_a, const TensorView& b, int64_t dim_b);
 // Product of sizes with overflow check: refuses absurd declared sizes before anything is allocated.
 int64_t checked_numel(std::initializer_list<int64_t> sizes, const char* what);

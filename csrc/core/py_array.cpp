@@ -154,7 +154,7 @@ bool on_device(py::handle obj) {
   return type != kDLCPU && type != kDLCUDAHost;
 }
 
-Array make(py::handle obj, const char* name, bool writable) {
+Array make(py::handle obj, const char* name, bool writable, bool channels_last_ok = false) {
   if (obj.is_none()) fail_type(name, ": expected an array, got None");
   Array a = PyObject_CheckBuffer(obj.ptr()) && !on_device(obj) ? from_buffer(obj, name, writable)
             : py::hasattr(obj, "__dlpack__")
@@ -165,8 +165,8 @@ Array make(py::handle obj, const char* name, bool writable) {
   check_cpu_or_cuda(a.view);
   for (int64_t s : a.view.shape)
     if (s < 0) fail_value(name, ": negative size in shape ", a.view.shape_str());
-  check_contiguous(a.view);
   if (writable) check_writable(a.view);
+  if (!(channels_last_ok && a.view.is_channels_last())) check_contiguous(a.view);
   return a;
 }
 
@@ -174,6 +174,7 @@ Array make(py::handle obj, const char* name, bool writable) {
 
 Array as_array(py::handle obj, const char* name) { return make(obj, name, false); }
 Array as_output(py::handle obj, const char* name) { return make(obj, name, true); }
+Array as_feature_map(py::handle obj, const char* name, bool writable) { return make(obj, name, writable, true); }
 Array as_optional_array(py::handle obj, const char* name) {
   if (obj.is_none()) return Array{TensorView{}, py::none()};
   return make(obj, name, false);

@@ -23,6 +23,9 @@ struct Array {
 Array as_array(py::handle obj, const char* name);
 // Same, for an output: also writable.
 Array as_output(py::handle obj, const char* name);
+// A feature map [N, C, H, W], C-contiguous or channels-last (view.is_channels_last()), on a CPU or CUDA
+// device (writable: an output): kernels that handle both layouts take either without a copy.
+Array as_feature_map(py::handle obj, const char* name, bool writable = false);
 // None gives an empty Array (view.data == nullptr, owner is None).
 Array as_optional_array(py::handle obj, const char* name);
 

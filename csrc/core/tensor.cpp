@@ -47,6 +47,17 @@ bool TensorView::is_contiguous() const {
   return true;
 }
 
+bool TensorView::is_channels_last() const {
+  if (dim() != 4) return false;
+  if (numel() == 0) return true;
+  int64_t expected = 1;
+  for (int i : {1, 3, 2, 0}) {
+    if (shape[i] != 1 && strides[i] != expected) return false;
+    expected *= shape[i];
+  }
+  return true;
+}
+
 std::string TensorView::shape_str() const {
   std::ostringstream s;
   s << "[";

@@ -26,6 +26,7 @@ struct TensorView {
   int64_t size(int64_t i) const { return shape.at(i < 0 ? i + dim() : i); }
   int64_t numel() const;
   bool is_contiguous() const;
+  bool is_channels_last() const;  // 4-D [N, C, H, W] laid out as [N, H, W, C] (torch's channels_last)
   bool is_cuda() const { return device == DeviceType::CUDA; }
   template <typename T>
   T* ptr() const {

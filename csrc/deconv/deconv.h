@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/common.h"
+#include "core/half.h"
 
 namespace convloc {
 
@@ -57,10 +58,16 @@ CONVLOC_HD int64_t deconv_source(int64_t o, int64_t k, int64_t stride, int64_t p
   return i < size ? i : -1;
 }
 
-// CPU. All arrays contiguous; bias, grad_input, grad_weight, grad_bias nullable.
+// CPU. T: float, double, or Half / BFloat16 (computed in float, core/half.h). All arrays contiguous,
+// but for the forward's input and output: channels-last in memory (strides [HWC, 1, WC, C]) where
+// layout says so. bias, grad_input, grad_weight, grad_bias nullable.
 // Gradients are overwritten, not accumulated.
+struct DeconvLayout {
+  bool input_nhwc, output_nhwc;
+};
 template <typename T>
-void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out);
+void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out,
+                          DeconvLayout layout);
 template <typename T>
 void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
                            T* grad_weight, T* grad_bias);

@@ -58,7 +58,7 @@ DeconvShape make_shape(const std::vector<int64_t>& in, const std::vector<int64_t
 }
 
 void check_operand(const TensorView& t, const TensorView& ref) {
-  check_float(t);
+  check_float_or_half(t);
   check_same_dtype(ref, t);
   check_same_device(ref, t);
 }
@@ -80,9 +80,9 @@ std::vector<int64_t> py_output_shape(const std::vector<int64_t>& in, const std::
 
 void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj, py::handle out_obj, Pair stride,
                 Pair padding, Pair output_padding, Pair dilation, int64_t groups, uintptr_t stream_id) {
-  Array input = as_array(input_obj, "input"), weight = as_array(weight_obj, "weight");
-  Array bias = as_optional_array(bias_obj, "bias"), out = as_output(out_obj, "out");
-  check_float(*input);
+  Array input = as_feature_map(input_obj, "input"), weight = as_array(weight_obj, "weight");
+  Array bias = as_optional_array(bias_obj, "bias"), out = as_feature_map(out_obj, "out", true);
+  check_float_or_half(*input);
   check_operand(*weight, *input);
   check_operand(*out, *input);
   const DeconvShape s = make_shape(input->shape, weight->shape, {stride, padding, output_padding, dilation, groups});
@@ -91,14 +91,20 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
     check_out_shape(*bias, {s.c_out}, "[C_out]");
   }
   check_out_shape(*out, {s.n, s.c_out, s.oh, s.ow}, "[N, C_out, OH, OW]");
+  if (input->is_cuda()) {  // the CUDA kernels take NCHW arrays only
+    check_contiguous(*input);
+    check_contiguous(*out);
+  }
+  const DeconvLayout layout{!input->is_contiguous(), !out->is_contiguous()};
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
   ReleaseGil nogil;
-  CONVLOC_DISPATCH_FLOAT(*input, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *w = weight->ptr<scalar_t>();
     const auto* b = bias_obj.is_none() ? nullptr : bias->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
-    CONVLOC_ON_DEVICE(*input, deconv2d_forward_cpu(s, x, w, b, o), deconv2d_forward_cuda(s, x, w, b, o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*input, deconv2d_forward_cpu(s, x, w, b, o, layout), deconv2d_forward_cuda, s, x, w, b, o,
+                              stream);
   });
 }
 
@@ -116,7 +122,7 @@ void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weigh
   if (!gb_obj.is_none()) gb = as_output(gb_obj, "grad_bias");
   if (!gw_obj.is_none() && input_obj.is_none()) fail_value("input: needed to compute grad_weight");
   if (input_obj.is_none() && gi_obj.is_none()) fail_value("input: needed (or grad_input) for the input's shape");
-  check_float(*grad_out);
+  check_float_or_half(*grad_out);
   check_operand(*weight, *grad_out);
   const TensorView& in_view = input_obj.is_none() ? *gi : *input;
   check_operand(in_view, *grad_out);
@@ -137,7 +143,7 @@ void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weigh
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
   ReleaseGil nogil;
-  CONVLOC_DISPATCH_FLOAT(*grad_out, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*grad_out, [&] {
     using T = scalar_t;
     const T* g = grad_out->ptr<T>();
     const T* x = input_obj.is_none() ? nullptr : input->ptr<T>();
@@ -145,8 +151,8 @@ void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weigh
     T* pgi = gi_obj.is_none() ? nullptr : gi->ptr<T>();
     T* pgw = gw_obj.is_none() ? nullptr : gw->ptr<T>();
     T* pgb = gb_obj.is_none() ? nullptr : gb->ptr<T>();
-    CONVLOC_ON_DEVICE(*grad_out, deconv2d_backward_cpu(s, g, x, w, pgi, pgw, pgb),
-                      deconv2d_backward_cuda(s, g, x, w, pgi, pgw, pgb, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*grad_out, deconv2d_backward_cpu(s, g, x, w, pgi, pgw, pgb), deconv2d_backward_cuda, s, g,
+                              x, w, pgi, pgw, pgb, stream);
   });
 }
 
@@ -158,7 +164,8 @@ void bind_deconv(py::module_& m) {
         "Validates a transposed convolution's geometry (torch's rules) and returns [N, C_out, OH, OW].");
   m.def("deconv2d_forward", &py_forward, arg("input"), arg("weight"), arg("bias"), arg("out"), arg("stride"),
         arg("padding"), arg("output_padding"), arg("dilation"), arg("groups"), py::kw_only(), arg("stream") = 0,
-        "out = conv_transpose2d(input, weight, bias); weight [C_in, C_out / groups, kH, kW], bias [C_out] or None.");
+        "out = conv_transpose2d(input, weight, bias); weight [C_in, C_out / groups, kH, kW], bias [C_out] or None; "
+        "input and out C-contiguous or (CPU) channels-last; float16 / bfloat16 on the CPU.");
   m.def("deconv2d_backward", &py_backward, arg("grad_output"), arg("input"), arg("weight"), arg("grad_input"),
         arg("grad_weight"), arg("grad_bias"), arg("stride"), arg("padding"), arg("output_padding"), arg("dilation"),
         arg("groups"), py::kw_only(), arg("stream") = 0,
@@ -181,7 +188,7 @@ void bind_deconv(py::module_& m) {
       "deconv2d_grad_bias",
       [](py::handle g, py::handle gb, uintptr_t s) {
         Array grad_out = as_array(g, "grad_output"), out = as_output(gb, "grad_bias");
-        check_float(*grad_out);
+        check_float_or_half(*grad_out);
         check_operand(*out, *grad_out);
         check_ndim(*grad_out, 4, "[N, C_out, OH, OW]");
         check_out_shape(*out, {grad_out->size(1)}, "[C_out]");
@@ -190,12 +197,13 @@ void bind_deconv(py::module_& m) {
         void* stream = reinterpret_cast<void*>(s);
         (void)stream;
         ReleaseGil nogil;
-        CONVLOC_DISPATCH_FLOAT(*grad_out, [&] {
+        CONVLOC_DISPATCH_FLOAT_OR_HALF(*grad_out, [&] {
           using T = scalar_t;
           const T* gp = grad_out->ptr<T>();
           T* o = out->ptr<T>();
-          CONVLOC_ON_DEVICE(*grad_out, deconv2d_backward_cpu<T>(shape, gp, nullptr, nullptr, nullptr, nullptr, o),
-                            deconv2d_backward_cuda<T>(shape, gp, nullptr, nullptr, nullptr, nullptr, o, stream));
+          CONVLOC_ON_DEVICE_OR_HALF(
+              *grad_out, deconv2d_backward_cpu<T>(shape, gp, nullptr, nullptr, nullptr, nullptr, o),
+              deconv2d_backward_cuda<T>, shape, gp, nullptr, nullptr, nullptr, nullptr, o, stream);
         });
       },
       arg("grad_output"), arg("grad_bias"), py::kw_only(), arg("stream") = 0,

@@ -8,6 +8,15 @@
 // Depthwise path (C_in = C_out = groups, FCN's bilinear upsampling): direct loops; each output
 // pixel receives at most ceil(kH / sh) x ceil(kW / sw) inputs, which is far less work than a
 // GEMM over mostly-zero columns.
+//
+// Channels-last input and output (forward): the dense path's product reads the input through its
+// strides, and each image's output planes are transposed into place; the depthwise path's loops
+// run over NCHW planes, so there the arrays go through NCHW copies.
+//
+// float16 / bfloat16 arrays run the float32 kernels on float32 copies, converted here in one
+// parallel pass each way (results: the float32 kernel's on the same values, rounded once): the
+// product packs its operands and the sums accumulate in float32 anyway, so reading half storage
+// inside the loops would save only the pass over the input.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -15,6 +24,8 @@
 
 #include "core/parallel.h"
 #include "core/simd.h"
+#include "core/transpose.h"
+#include "core/workspace.h"
 #include "deconv/deconv.h"
 #include "deconv/gemm.h"
 
@@ -94,17 +105,23 @@ void im2col(const DeconvShape& s, const T* grad_out, T* cols) {
 }
 
 template <typename T>
-void dense_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
-  const int64_t cig = s.c_in_g(), cog = s.c_out_g(), kk = s.kh * s.kw, hw = s.h * s.w;
+void dense_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out, DeconvLayout layout) {
+  const int64_t cig = s.c_in_g(), cog = s.c_out_g(), kk = s.kh * s.kw, hw = s.h * s.w, ohw = s.oh * s.ow;
   const int64_t rows = cog * kk;
   auto cols = scratch<T>(rows * hw);
-  for (int64_t n = 0; n < s.n; ++n)
+  auto planes = scratch<T>(layout.output_nhwc ? s.c_out * ohw : 0);
+  // Input channel ci, pixel p at input_n[ci * in_c + p * in_p].
+  const int64_t in_c = layout.input_nhwc ? 1 : hw, in_p = layout.input_nhwc ? s.c_in : 1;
+  for (int64_t n = 0; n < s.n; ++n) {
+    T* out_n = layout.output_nhwc ? planes.get() : out + n * s.c_out * ohw;
     for (int64_t g = 0; g < s.groups; ++g) {
       // cols[rows, hw] = weight_gᵀ [rows, cig] · input_g [cig, hw]
-      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + (n * s.c_in + g * cig) * hw, hw, 1, false,
-                  cols.get(), hw);
-      col2im(s, cols.get(), bias ? bias + g * cog : nullptr, out + (n * s.c_out + g * cog) * s.oh * s.ow);
+      gemm_cpu<T>(rows, hw, cig, weight + g * cig * rows, 1, rows, input + n * s.c_in * hw + g * cig * in_c, in_c, in_p,
+                  false, cols.get(), hw);
+      col2im(s, cols.get(), bias ? bias + g * cog : nullptr, out_n + g * cog * ohw);
     }
+    if (layout.output_nhwc) transpose_batch(planes.get(), out + n * s.c_out * ohw, 1, s.c_out, ohw);
+  }
 }
 
 template <typename T>
@@ -439,40 +456,90 @@ T sum_of(const T* __restrict p, int64_t n) {
   return total;
 }
 
+// The float32 copies live in the workspace cache: fresh pages for them would cost about as much as
+// the kernel's own work on small images.
+using Floats = WorkspaceVector<float>;
+
+// n values of a nullable half array as float32 (empty for nullptr).
+template <typename S>
+Floats widened(const S* p, int64_t n) {
+  Floats v(p ? n : 0);
+  if (p) copy_parallel(p, v.data(), n);
+  return v;
+}
+
+// The data of a vector that stands for a nullable array (nullptr where that array is).
+template <typename S>
+float* data_or_null(Floats& v, const S* like) {
+  return like ? v.data() : nullptr;
+}
+
 }  // namespace
 
 template <typename T>
-void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
-  if (s.depthwise())
-    depthwise_forward(s, input, weight, bias, out);
-  else
-    dense_forward(s, input, weight, bias, out);
+void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out,
+                          DeconvLayout layout) {
+  if constexpr (is_half_v<T>) {
+    const int64_t n_in = s.n * s.c_in * s.h * s.w, n_out = s.n * s.c_out * s.oh * s.ow;
+    auto x = widened(input, n_in), w = widened(weight, s.c_in * s.c_out_g() * s.kh * s.kw);
+    auto b = widened(bias, s.c_out);
+    Floats o(n_out);
+    deconv2d_forward_cpu<float>(s, x.data(), w.data(), data_or_null(b, bias), o.data(), layout);
+    copy_parallel(o.data(), out, n_out);  // same layout in and out
+  } else if (!s.depthwise()) {
+    dense_forward(s, input, weight, bias, out, layout);
+  } else {
+    std::vector<T> input_nchw, out_nchw;
+    if (layout.input_nhwc) {
+      input_nchw.resize(s.n * s.c_in * s.h * s.w);
+      transpose_batch(input, input_nchw.data(), s.n, s.h * s.w, s.c_in);
+      input = input_nchw.data();
+    }
+    if (layout.output_nhwc) out_nchw.resize(s.n * s.c_out * s.oh * s.ow);
+    depthwise_forward(s, input, weight, bias, layout.output_nhwc ? out_nchw.data() : out);
+    if (layout.output_nhwc) transpose_batch(out_nchw.data(), out, s.n, s.c_out, s.oh * s.ow);
+  }
 }
 
 template <typename T>
 void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
                            T* grad_weight, T* grad_bias) {
-  if (s.depthwise())
-    depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
-  else
-    dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
-  if (grad_bias) {
-    const int64_t ohw = s.oh * s.ow;
-    parallel_for(s.c_out, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t co = lo; co < hi; ++co) {
-        T total = 0;
-        for (int64_t n = 0; n < s.n; ++n) total += sum_of(grad_out + (n * s.c_out + co) * ohw, ohw);
-        grad_bias[co] = total;
-      }
-    });
+  if constexpr (is_half_v<T>) {
+    // The input enters grad_weight only, the weight grad_input only.
+    const int64_t n_in = s.n * s.c_in * s.h * s.w, n_w = s.c_in * s.c_out_g() * s.kh * s.kw;
+    auto g = widened(grad_out, s.n * s.c_out * s.oh * s.ow);
+    auto x = widened(grad_weight ? input : nullptr, n_in), w = widened(grad_input ? weight : nullptr, n_w);
+    Floats gi(grad_input ? n_in : 0), gw(grad_weight ? n_w : 0), gb(grad_bias ? s.c_out : 0);
+    deconv2d_backward_cpu<float>(s, g.data(), x.data(), w.data(), data_or_null(gi, grad_input),
+                                 data_or_null(gw, grad_weight), data_or_null(gb, grad_bias));
+    if (grad_input) copy_parallel(gi.data(), grad_input, n_in);
+    if (grad_weight) copy_parallel(gw.data(), grad_weight, n_w);
+    if (grad_bias) copy_parallel(gb.data(), grad_bias, s.c_out);
+  } else {
+    if (s.depthwise())
+      depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
+    else
+      dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
+    if (grad_bias) {
+      const int64_t ohw = s.oh * s.ow;
+      parallel_for(s.c_out, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t co = lo; co < hi; ++co) {
+          T total = 0;
+          for (int64_t n = 0; n < s.n; ++n) total += sum_of(grad_out + (n * s.c_out + co) * ohw, ohw);
+          grad_bias[co] = total;
+        }
+      });
+    }
   }
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                 \
-  template void deconv2d_forward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*); \
+#define CONVLOC_INSTANTIATE(T)                                                                               \
+  template void deconv2d_forward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*, DeconvLayout); \
   template void deconv2d_backward_cpu<T>(const DeconvShape&, const T*, const T*, const T*, T*, T*, T*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)
+CONVLOC_INSTANTIATE(Half)
+CONVLOC_INSTANTIATE(BFloat16)
 #undef CONVLOC_INSTANTIATE
 
 }  // namespace convloc

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "core/common.h"
+#include "core/half.h"
 
 namespace convloc {
 
@@ -336,26 +337,30 @@ CONVLOC_HD T roi_align_grad_at(const GradView<T>& grad, const AlignGather<T>* ro
 }
 
 // ---- host API ----
-// All arrays contiguous; rois already validated (integral batch index in range, finite, x2 >= x1, y2 >= y1).
+// All arrays contiguous (CPU inputs: nhwc says the input [B, C, H, W] is channels-last in memory, strides
+// [HWC, 1, WC, C]); rois already validated (integral batch index in range, finite, x2 >= x1, y2 >= y1).
 // Forward kernels write every output element; backward kernels write every grad_input element.
 // roi_pool: argmax (nullable) receives each bin's winning offset y * W + x (-1: empty bin). The
 // backward recomputes the argmax from the input instead of reading it back.
+// CPU arrays S: float, double, or Half / BFloat16 computed in float (core/half.h).
 
-template <typename T>
-bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch);
+template <typename S>
+bool rois_valid_cpu(const S* rois, int64_t k, int64_t batch);
 
-template <typename T>
-void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k, T scale,
-                          int pooled_h, int pooled_w, T* out, int32_t* argmax);
-template <typename T>
-void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
-                           int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input);
-template <typename T>
-void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
-                           T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out);
-template <typename T>
-void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
-                            T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input);
+template <typename S>
+void roi_pool_forward_cpu(const S* input, bool nhwc, int64_t b, int64_t c, int64_t h, int64_t w, const S* rois,
+                          int64_t k, compute_t<S> scale, int pooled_h, int pooled_w, S* out, int32_t* argmax);
+template <typename S>
+void roi_pool_backward_cpu(GradView<S> grad, const S* input, bool nhwc, const S* rois, int64_t k, int64_t b, int64_t c,
+                           int64_t h, int64_t w, compute_t<S> scale, int pooled_h, int pooled_w, S* grad_input);
+template <typename S>
+void roi_align_forward_cpu(const S* input, bool nhwc, int64_t b, int64_t c, int64_t h, int64_t w, const S* rois,
+                           int64_t k, compute_t<S> scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned,
+                           S* out);
+template <typename S>
+void roi_align_backward_cpu(GradView<S> grad, const S* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+                            compute_t<S> scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned,
+                            S* grad_input);
 
 // Test hook: the CUDA backward's gather (roi_pool_grad_at with input, roi_align_grad_at without), on the CPU.
 template <typename T>

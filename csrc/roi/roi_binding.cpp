@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -16,7 +17,7 @@ void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 // input: [B, C, H, W] float with H, W >= 1 and H * W < 2^31 (argmax is int32).
 void check_input(const TensorView& x) {
   check_ndim(x, 4, "[B, C, H, W]");
-  check_float(x);
+  check_float_or_half(x);
   if (x.size(2) < 1 || x.size(3) < 1)
     fail_value(x.name, ": expected a feature map with H, W >= 1, got shape ", x.shape_str());
   if (x.size(2) * x.size(3) > std::numeric_limits<int32_t>::max())
@@ -24,14 +25,15 @@ void check_input(const TensorView& x) {
 }
 
 // Says what is wrong with the first bad row of CPU boxes.
-template <typename T>
-std::string explain_bad_row(const T* rois, int64_t k, int64_t batch) {
+template <typename S>
+std::string explain_bad_row(const S* rois, int64_t k, int64_t batch) {
   for (int64_t i = 0; i < k; ++i) {
-    const T* r = rois + 5 * i;
+    compute_t<S> r[5];
+    std::copy(rois + 5 * i, rois + 5 * i + 5, r);
     const std::string row = cat("row ", i, " = (", r[0], ", ", r[1], ", ", r[2], ", ", r[3], ", ", r[4], ")");
     if (!(std::isfinite(r[1]) && std::isfinite(r[2]) && std::isfinite(r[3]) && std::isfinite(r[4])))
       return cat(row, " has a NaN or infinite coordinate");
-    if (!(std::isfinite(r[0]) && r[0] == std::floor(r[0]) && r[0] >= 0 && r[0] < T(batch)))
+    if (!(std::isfinite(r[0]) && r[0] == std::floor(r[0]) && r[0] >= 0 && r[0] < batch))
       return cat(row, ": the batch index must be an integer in [0, ", batch, ")");
     if (!(r[3] >= r[1] && r[4] >= r[2])) return cat(row, ": expected x2 >= x1 and y2 >= y1");
   }
@@ -43,16 +45,21 @@ void check_rois(const TensorView& rois, const TensorView& input, int64_t batch, 
   check_shape(rois, {-1, 5}, "[K, 5]");
   check_same_device(input, rois);
   check_same_dtype(input, rois);
-  CONVLOC_DISPATCH_FLOAT(rois, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(rois, [&] {
     const auto* p = rois.ptr<scalar_t>();
     const int64_t k = rois.size(0);
-    const bool ok = CONVLOC_ON_DEVICE(rois, rois_valid_cpu(p, k, batch), rois_valid_cuda(p, k, batch, stream));
+    const bool ok = CONVLOC_ON_DEVICE_OR_HALF(rois, rois_valid_cpu(p, k, batch), rois_valid_cuda, p, k, batch, stream);
     if (ok) return;
     if (!rois.is_cuda()) fail_value(rois.name, ": ", explain_bad_row(p, k, batch));
     fail_value(rois.name, ": expected rows (batch index, x1, y1, x2, y2) with an integer batch index in [0, ", batch,
                "), finite coordinates, x2 >= x1 and y2 >= y1");
   });
   (void)stream;
+}
+
+// The CUDA kernels read NCHW planes (CPU ones take channels-last input too).
+void check_cuda_contiguous(const TensorView& x) {
+  if (x.is_cuda()) check_contiguous(x);
 }
 
 void check_pooling(double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
@@ -70,11 +77,12 @@ void check_output(const TensorView& out, const TensorView& like, std::initialize
 
 void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spatial_scale, int64_t pooled_h,
                          int64_t pooled_w, py::handle out_obj, py::handle argmax_obj, uintptr_t stream_id) {
-  Array input = as_array(input_obj, "input"), rois = as_array(rois_obj, "boxes");
+  Array input = as_feature_map(input_obj, "input"), rois = as_array(rois_obj, "boxes");
   Array out = as_output(out_obj, "out");
   Array argmax = argmax_obj.is_none() ? as_optional_array(argmax_obj, "argmax") : as_output(argmax_obj, "argmax");
   void* stream = as_stream(stream_id);
   check_input(*input);
+  check_cuda_contiguous(*input);
   check_rois(*rois, *input, input->size(0), stream);
   check_pooling(spatial_scale, pooled_h, pooled_w);
   const int64_t k = rois->size(0), b = input->size(0), c = input->size(1), h = input->size(2), w = input->size(3);
@@ -85,15 +93,16 @@ void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spati
     check_output(*argmax, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
     check_dtype(*argmax, DType::Int32);
   }
+  const bool nhwc = !input->is_contiguous();
   ReleaseGil nogil;
-  CONVLOC_DISPATCH_FLOAT(*input, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
     auto* am = argmax_obj.is_none() ? nullptr : argmax->ptr<int32_t>();
-    const auto s = static_cast<scalar_t>(spatial_scale);
+    const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w);
-    CONVLOC_ON_DEVICE(*input, roi_pool_forward_cpu(x, b, c, h, w, r, k, s, ph, pw, o, am),
-                      roi_pool_forward_cuda(x, b, c, h, w, r, k, s, ph, pw, o, am, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*input, roi_pool_forward_cpu(x, nhwc, b, c, h, w, r, k, s, ph, pw, o, am),
+                              roi_pool_forward_cuda, x, b, c, h, w, r, k, s, ph, pw, o, am, stream);
   });
 }
 
@@ -123,29 +132,33 @@ GradView<T> check_backward(const TensorView& grad, const TensorView& rois, const
 void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle input_obj, double spatial_scale,
                           int64_t pooled_h, int64_t pooled_w, py::handle gi_obj, uintptr_t stream_id) {
   Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes");
-  Array input = as_array(input_obj, "input"), gi = as_output(gi_obj, "grad_input");
+  Array input = as_feature_map(input_obj, "input"), gi = as_output(gi_obj, "grad_input");
   void* stream = as_stream(stream_id);
   check_output(*input, *gi, {gi->size(0), gi->size(1), gi->size(2), gi->size(3)}, "[B, C, H, W] (grad_input's)");
   check_same_dtype(*gi, *input);
-  CONVLOC_DISPATCH_FLOAT(*gi, [&] {
+  check_cuda_contiguous(*input);
+  const bool nhwc = !input->is_contiguous();
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*gi, [&] {
     const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, stream);
     ReleaseGil nogil;
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = gi->ptr<scalar_t>();
     const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
-    const auto s = static_cast<scalar_t>(spatial_scale);
+    const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w);
-    CONVLOC_ON_DEVICE(*gi, roi_pool_backward_cpu(g, x, r, k, b, c, h, w, s, ph, pw, o),
-                      roi_pool_backward_cuda(g, x, r, k, b, c, h, w, s, ph, pw, o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*gi, roi_pool_backward_cpu(g, x, nhwc, r, k, b, c, h, w, s, ph, pw, o),
+                              roi_pool_backward_cuda, g, x, r, k, b, c, h, w, s, ph, pw, o, stream);
   });
 }
 
 void py_roi_align_forward(py::handle input_obj, py::handle rois_obj, double spatial_scale, int64_t pooled_h,
                           int64_t pooled_w, int64_t sampling_ratio, bool aligned, py::handle out_obj,
                           uintptr_t stream_id) {
-  Array input = as_array(input_obj, "input"), rois = as_array(rois_obj, "boxes"), out = as_output(out_obj, "out");
+  Array input = as_feature_map(input_obj, "input"), rois = as_array(rois_obj, "boxes");
+  Array out = as_output(out_obj, "out");
   void* stream = as_stream(stream_id);
   check_input(*input);
+  check_cuda_contiguous(*input);
   check_rois(*rois, *input, input->size(0), stream);
   check_pooling(spatial_scale, pooled_h, pooled_w);
   if (sampling_ratio > (1 << 16)) fail_value("sampling_ratio: expected at most 65536, got ", sampling_ratio);
@@ -153,14 +166,15 @@ void py_roi_align_forward(py::handle input_obj, py::handle rois_obj, double spat
   checked_numel({k, c, pooled_h, pooled_w}, "roi_align output");
   check_output(*out, *input, {k, c, pooled_h, pooled_w}, "[K, C, PH, PW]");
   check_same_dtype(*input, *out);
+  const bool nhwc = !input->is_contiguous();
   ReleaseGil nogil;
-  CONVLOC_DISPATCH_FLOAT(*input, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*input, [&] {
     const auto *x = input->ptr<scalar_t>(), *r = rois->ptr<scalar_t>();
     auto* o = out->ptr<scalar_t>();
-    const auto s = static_cast<scalar_t>(spatial_scale);
+    const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w), sr = int(sampling_ratio);
-    CONVLOC_ON_DEVICE(*input, roi_align_forward_cpu(x, b, c, h, w, r, k, s, ph, pw, sr, aligned, o),
-                      roi_align_forward_cuda(x, b, c, h, w, r, k, s, ph, pw, sr, aligned, o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*input, roi_align_forward_cpu(x, nhwc, b, c, h, w, r, k, s, ph, pw, sr, aligned, o),
+                              roi_align_forward_cuda, x, b, c, h, w, r, k, s, ph, pw, sr, aligned, o, stream);
   });
 }
 
@@ -171,16 +185,16 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
   void* stream = as_stream(stream_id);
   check_input(*gi);
   if (sampling_ratio > (1 << 16)) fail_value("sampling_ratio: expected at most 65536, got ", sampling_ratio);
-  CONVLOC_DISPATCH_FLOAT(*gi, [&] {
+  CONVLOC_DISPATCH_FLOAT_OR_HALF(*gi, [&] {
     const auto g = check_backward<scalar_t>(*grad, *rois, *gi, pooled_h, pooled_w, spatial_scale, stream);
     ReleaseGil nogil;
     const auto* r = rois->ptr<scalar_t>();
     auto* o = gi->ptr<scalar_t>();
     const int64_t k = rois->size(0), b = gi->size(0), c = gi->size(1), h = gi->size(2), w = gi->size(3);
-    const auto s = static_cast<scalar_t>(spatial_scale);
+    const auto s = static_cast<compute_t<scalar_t>>(spatial_scale);
     const int ph = int(pooled_h), pw = int(pooled_w), sr = int(sampling_ratio);
-    CONVLOC_ON_DEVICE(*gi, roi_align_backward_cpu(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o),
-                      roi_align_backward_cuda(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o, stream));
+    CONVLOC_ON_DEVICE_OR_HALF(*gi, roi_align_backward_cpu(g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o),
+                              roi_align_backward_cuda, g, r, k, b, c, h, w, s, ph, pw, sr, aligned, o, stream);
   });
 }
 

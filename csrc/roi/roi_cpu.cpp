@@ -1,49 +1,72 @@
-// CPU RoI pool / align. Layout choice: the input is copied once to channels-last (NHWC), so
-// each bilinear tap or max-pool cell is a contiguous run of channels and the per-channel
+// CPU RoI pool / align. Layout choice: the input is read channels-last (NHWC), as given or copied
+// once, so each bilinear tap or max-pool cell is a contiguous run of channels and the per-channel
 // arithmetic (identical, operation for operation, to torchvision's) vectorises across channels.
 // Work is split over (roi, channel block) in the forward passes and over channel blocks in the
 // backward passes; every output element is written by exactly one chunk.
+//
+// Arrays of float16 / bfloat16 (S) are computed in float32 (T = compute_t<S>): the input converts in
+// its channels-last copy, the output gradient where it is gathered, and the results where they are
+// written out, so the result is the float32 kernel's on the same values, rounded once.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "core/half.h"
 #include "core/parallel.h"
 #include "core/simd.h"
+#include "core/transpose.h"
 #include "core/workspace.h"
 #include "roi/roi.h"
 
 namespace convloc {
 namespace {
 
-// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (cache-blocked).
-template <typename S, typename D>
-CONVLOC_ALWAYS_INLINE void transpose(const S* __restrict src, int64_t src_stride, D* __restrict dst, int64_t dst_stride,
-                                     int64_t rows, int64_t cols) {
-  constexpr int64_t kTile = 32;
-  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
-    for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-      const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
-      for (int64_t j = j0; j < j1; ++j)
-        for (int64_t i = i0; i < i1; ++i) dst[j * dst_stride + i] = src[i * src_stride + j];
+// The input [B, C, HW] (nhwc: [B, HW, C] in memory) as [B, HW, C] in the compute type: the array
+// itself when it is that already, else a copy.
+template <typename S>
+class ChannelsLast {
+ public:
+  using T = compute_t<S>;
+  ChannelsLast(const S* input, bool nhwc, int64_t b, int64_t c, int64_t hw) {
+    if (nhwc && std::is_same_v<S, T>) {
+      data_ = reinterpret_cast<const T*>(input);
+      return;
     }
-}
+    copy_.resize(b * c * hw);
+    if (nhwc)
+      copy_parallel(input, copy_.data(), b * hw * c);
+    else
+      transpose_batch(input, copy_.data(), b, c, hw);
+    data_ = copy_.data();
+  }
+  const T* data() const { return data_; }
 
-// input [B, C, HW] -> [B, HW, C].
-template <typename T>
-std::vector<T> channels_last(const T* input, int64_t b, int64_t c, int64_t hw) {
-  std::vector<T> out(b * c * hw);
-  constexpr int64_t kRows = 64;  // spatial positions per chunk
-  const int64_t per_image = (hw + kRows - 1) / kRows;
-  parallel_for(b * per_image, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t i = t / per_image, p0 = (t % per_image) * kRows, np = std::min(kRows, hw - p0);
-      transpose(input + i * c * hw + p0, hw, out.data() + (i * hw + p0) * c, c, c, np);
+ private:
+  WorkspaceVector<T> copy_;  // (fresh pages would cost a fault each)
+  const T* data_;
+};
+
+// The rois [K, 5] in the compute type (a copy for the half types).
+template <typename S>
+class ComputeRois {
+ public:
+  using T = compute_t<S>;
+  ComputeRois(const S* rois, int64_t k) {
+    if constexpr (std::is_same_v<S, T>) {
+      data_ = rois;
+    } else {
+      copy_.assign(rois, rois + 5 * k);
+      data_ = copy_.data();
     }
-  });
-  return out;
-}
+  }
+  const T* data() const { return data_; }
+
+ private:
+  std::vector<T> copy_;
+  const T* data_;
+};
 
 // The forward outputs are fresh buffers of up to hundreds of MB: advise_huge_pages (core/workspace.h).
 
@@ -62,42 +85,45 @@ int64_t backward_block(int64_t c, int64_t cells, int64_t elem_size) {
 }
 
 // g[bin * n + ch] = grad(k, c0 + ch, bin): one roi's gradient for a channel block, channels last.
-template <typename T>
-CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<T>& grad, int64_t k, int64_t c0, int64_t n, int ph, int pw,
+template <typename S, typename T>
+CONVLOC_ALWAYS_INLINE void gather_grad(const GradView<S>& grad, int64_t k, int64_t c0, int64_t n, int ph, int pw,
                                        T* __restrict g) {
   const int64_t bins = int64_t(ph) * pw;
-  const T* src = grad.data + k * grad.sk + c0 * grad.sc;
-  if (grad.sc == 0 && grad.sh == 0 && grad.sw == 0) return std::fill(g, g + bins * n, *src);  // out.sum()
-  if (grad.sw == 1 && grad.sh == pw) return transpose(src, grad.sc, g, n, n, bins);           // bins contiguous
+  const S* src = grad.data + k * grad.sk + c0 * grad.sc;
+  if (grad.sc == 0 && grad.sh == 0 && grad.sw == 0) return std::fill(g, g + bins * n, T(*src));  // out.sum()
+  if (grad.sw == 1 && grad.sh == pw) return transpose(src, grad.sc, g, n, n, bins);              // bins contiguous
   for (int64_t ch = 0; ch < n; ++ch)
     for (int i = 0; i < ph; ++i)
       for (int j = 0; j < pw; ++j) g[(i * pw + j) * n + ch] = grad(k, c0 + ch, i, j);
 }
 
-// `name` runs the inlined template `body` (work items or channels [p, q)) per scalar type: in SIMD
+// `name` runs the inlined template `body` (work items or channels [p, q)) per storage type: in SIMD
 // versions on vectors of kVectorBytes (common.h), and on vectors of kWideBytes for CPUs with AVX-512.
-#define ROI_WIDE_ENTRY(fn, Args, T, body) \
-  CONVLOC_WIDE_SIMD void fn(const Args<T>& a, int64_t p, int64_t q) { body<T, kWideBytes>(a, p, q); }
-#define ROI_SIMD_ENTRY(name, Args, body)                                                                              \
-  CONVLOC_SIMD_FN(void, name##_f32, (const Args<float>& a, int64_t p, int64_t q),                                     \
-                  { body<float, kVectorBytes>(a, p, q); })                                                            \
-  CONVLOC_SIMD_FN(void, name##_f64, (const Args<double>& a, int64_t p, int64_t q),                                    \
-                  { body<double, kVectorBytes>(a, p, q); })                                                           \
-  ROI_WIDE_ENTRY(name##_wide_f32, Args, float, body)                                                                  \
-  ROI_WIDE_ENTRY(name##_wide_f64, Args, double, body)                                                                 \
-  void name(const Args<float>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f32 : name##_f32)(a, p, q); } \
-  void name(const Args<double>& a, int64_t p, int64_t q) { (wide_vectors() ? name##_wide_f64 : name##_f64)(a, p, q); }
+#define ROI_SIMD_ENTRY_FOR(name, Args, body, S, suffix)                                 \
+  CONVLOC_SIMD_FN(void, name##_##suffix, (const Args<S>& a, int64_t p, int64_t q),      \
+                  { body<S, kVectorBytes>(a, p, q); })                                  \
+  CONVLOC_WIDE_SIMD void name##_wide_##suffix(const Args<S>& a, int64_t p, int64_t q) { \
+    body<S, kWideBytes>(a, p, q);                                                       \
+  }                                                                                     \
+  void name(const Args<S>& a, int64_t p, int64_t q) {                                   \
+    (wide_vectors() ? name##_wide_##suffix : name##_##suffix)(a, p, q);                 \
+  }
+#define ROI_SIMD_ENTRY(name, Args, body)            \
+  ROI_SIMD_ENTRY_FOR(name, Args, body, float, f32)  \
+  ROI_SIMD_ENTRY_FOR(name, Args, body, double, f64) \
+  ROI_SIMD_ENTRY_FOR(name, Args, body, Half, f16)   \
+  ROI_SIMD_ENTRY_FOR(name, Args, body, BFloat16, bf16)
 
 // ---- roi_pool ----
 
-template <typename T>
+template <typename S, typename T = compute_t<S>>
 struct PoolArgs {
   const T* x;  // [B, HW, C]
   const T* rois;
   int64_t c, h, w, block, blocks;
   T scale;
   int ph, pw;
-  T* out;
+  S* out;
   int32_t* argmax;
 };
 
@@ -208,8 +234,9 @@ struct PoolBins {
   }
 };
 
-template <typename T, int VB>
-CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, int64_t hi) {
+template <typename S, int VB>
+CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<S>& a, int64_t lo, int64_t hi) {
+  using T = compute_t<S>;
   const int64_t bins = int64_t(a.ph) * a.pw;
   std::vector<T> best(bins * a.block);
   std::vector<int32_t> where(bins * a.block);
@@ -229,22 +256,23 @@ CONVLOC_ALWAYS_INLINE void pool_forward_items(const PoolArgs<T>& a, int64_t lo, 
   }
 }
 
-template <typename T>
+template <typename S, typename T = compute_t<S>>
 struct PoolBackwardArgs {
   const T* x;  // [B, HW, C]
-  GradView<T> grad;
+  GradView<S> grad;
   const T* rois;
   int64_t k, b, c, h, w, block;
   T scale;
   int ph, pw;
-  T* grad_input;
+  S* grad_input;
 };
 
 // Owner computes: a chunk owns channels [c0, c0 + n) of every image, recomputes each bin's
 // argmax for them (cheaper than storing [K, C, PH, PW] indices and reading them back) and adds
 // the bin's gradient there, rois and bins in torchvision's order, in private channels-last memory.
-template <typename T, int VB>
-CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<T>& a, int64_t c0, int64_t n) {
+template <typename S, int VB>
+CONVLOC_ALWAYS_INLINE void pool_backward_block(const PoolBackwardArgs<S>& a, int64_t c0, int64_t n) {
+  using T = compute_t<S>;
   const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
   std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n), best(kLanesIn<T, VB>);
   std::vector<int32_t> where(kLanesIn<T, VB>);
@@ -302,11 +330,11 @@ CONVLOC_ALWAYS_INLINE void align_axes(const AlignArgs<T>& a, const AlignRoi<T>& 
       xs[j * r.grid_w + s] = align_axis(align_sample(r.start_w, r.bin_w, j, s, r.grid_w), int(a.w));
 }
 
-template <typename T>
+template <typename S, typename T = compute_t<S>>
 struct AlignForwardArgs : AlignArgs<T> {
   const T* x;  // [B, HW, C]
   int64_t block, blocks;
-  T* out;
+  S* out;
 };
 
 // One output bin for `lanes` channels: the mean of its bilinear samples, each summed as
@@ -324,8 +352,9 @@ CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, 
   for (int l = 0; l < lanes; ++l) out[l] = acc[l] / divisor;
 }
 
-template <typename T, int VB>
-CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int64_t lo, int64_t hi) {
+template <typename S, int VB>
+CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<S>& a, int64_t lo, int64_t hi) {
+  using T = compute_t<S>;
   const int64_t bins = int64_t(a.ph) * a.pw;
   std::vector<T> acc(bins * a.block);
   std::vector<AlignAxis<T>> ys, xs;
@@ -354,11 +383,11 @@ CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<T>& a, int
 
 ROI_SIMD_ENTRY(align_forward, AlignForwardArgs, align_forward_items)
 
-template <typename T>
+template <typename S, typename T = compute_t<S>>
 struct AlignBackwardArgs : AlignArgs<T> {
-  GradView<T> grad;
+  GradView<S> grad;
   int64_t k, b, block;
-  T* grad_input;  // [B, C, H, W]
+  S* grad_input;  // [B, C, H, W]
 };
 
 // dst[c] += g[c] w / count, with the division done as torchvision does it; a power-of-two count
@@ -376,8 +405,9 @@ CONVLOC_ALWAYS_INLINE void add_tap(T* __restrict dst, const T* __restrict g, T w
 // Owner computes: a chunk owns channels [c0, c0 + n) of every image and accumulates their
 // gradient channels-last in private memory, visiting rois, bins, samples and taps in
 // torchvision's order, then writes them out NCHW.
-template <typename T, int VB>
-CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<T>& a, int64_t c0, int64_t n) {
+template <typename S, int VB>
+CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<S>& a, int64_t c0, int64_t n) {
+  using T = compute_t<S>;
   const int64_t bins = int64_t(a.ph) * a.pw, hw = a.h * a.w;
   std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n);
   std::vector<AlignAxis<T>> ys, xs;
@@ -410,8 +440,11 @@ ROI_SIMD_ENTRY(align_backward, AlignBackwardArgs, align_backward_block)
 
 }  // namespace
 
-template <typename T>
-bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch) {
+template <typename S>
+bool rois_valid_cpu(const S* rois_s, int64_t k, int64_t batch) {
+  using T = compute_t<S>;
+  const ComputeRois<S> converted(rois_s, k);
+  const T* rois = converted.data();
   bool ok = true;
   for (int64_t i = 0; i < k; ++i) {
     const T* r = rois + 5 * i;
@@ -421,25 +454,28 @@ bool rois_valid_cpu(const T* rois, int64_t k, int64_t batch) {
   return ok;
 }
 
-template <typename T>
-void roi_pool_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k, T scale,
-                          int pooled_h, int pooled_w, T* out, int32_t* argmax) {
+template <typename S>
+void roi_pool_forward_cpu(const S* input, bool nhwc, int64_t b, int64_t c, int64_t h, int64_t w, const S* rois,
+                          int64_t k, compute_t<S> scale, int pooled_h, int pooled_w, S* out, int32_t* argmax) {
   if (k == 0 || c == 0) return;
-  advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(T)));
+  advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(S)));
   if (argmax) advise_huge_pages(argmax, k * c * pooled_h * pooled_w * int64_t(sizeof(int32_t)));
-  const std::vector<T> x = channels_last(input, b, c, h * w);
-  PoolArgs<T> a{x.data(), rois, c, h, w, forward_block(c), 0, scale, pooled_h, pooled_w, out, argmax};
+  const ChannelsLast<S> x(input, nhwc, b, c, h * w);
+  const ComputeRois<S> r(rois, k);
+  PoolArgs<S> a{x.data(), r.data(), c, h, w, forward_block(c), 0, scale, pooled_h, pooled_w, out, argmax};
   a.blocks = (c + a.block - 1) / a.block;
   parallel_for(k * a.blocks, 1, [&](int64_t lo, int64_t hi) { pool_forward(a, lo, hi); });
 }
 
-template <typename T>
-void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h,
-                           int64_t w, T scale, int pooled_h, int pooled_w, T* grad_input) {
+template <typename S>
+void roi_pool_backward_cpu(GradView<S> grad, const S* input, bool nhwc, const S* rois, int64_t k, int64_t b, int64_t c,
+                           int64_t h, int64_t w, compute_t<S> scale, int pooled_h, int pooled_w, S* grad_input) {
+  using T = compute_t<S>;
   if (c == 0) return;
-  const std::vector<T> x = channels_last(input, b, c, h * w);
-  const PoolBackwardArgs<T> a{
-      x.data(), grad,     rois,     k,         b, c, h, w, backward_block(c, b * h * w, sizeof(T)),
+  const ChannelsLast<S> x(input, nhwc, b, c, h * w);
+  const ComputeRois<S> r(rois, k);
+  const PoolBackwardArgs<S> a{
+      x.data(), grad,     r.data(), k,         b, c, h, w, backward_block(c, b * h * w, sizeof(T)),
       scale,    pooled_h, pooled_w, grad_input};
   const int64_t blocks = (c + a.block - 1) / a.block;
   parallel_for(blocks, 1, [&](int64_t lo, int64_t hi) {
@@ -447,14 +483,17 @@ void roi_pool_backward_cpu(GradView<T> grad, const T* input, const T* rois, int6
   });
 }
 
-template <typename T>
-void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int64_t w, const T* rois, int64_t k,
-                           T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* out) {
+template <typename S>
+void roi_align_forward_cpu(const S* input, bool nhwc, int64_t b, int64_t c, int64_t h, int64_t w, const S* rois,
+                           int64_t k, compute_t<S> scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned,
+                           S* out) {
+  using T = compute_t<S>;
   if (k == 0 || c == 0) return;
-  advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(T)));
-  const std::vector<T> x = channels_last(input, b, c, h * w);
-  AlignForwardArgs<T> a;
-  static_cast<AlignArgs<T>&>(a) = {rois, c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned};
+  advise_huge_pages(out, k * c * pooled_h * pooled_w * int64_t(sizeof(S)));
+  const ChannelsLast<S> x(input, nhwc, b, c, h * w);
+  const ComputeRois<S> r(rois, k);
+  AlignForwardArgs<S> a;
+  static_cast<AlignArgs<T>&>(a) = {r.data(), c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned};
   a.x = x.data();
   a.block = forward_block(c);
   a.blocks = (c + a.block - 1) / a.block;
@@ -462,12 +501,15 @@ void roi_align_forward_cpu(const T* input, int64_t b, int64_t c, int64_t h, int6
   parallel_for(k * a.blocks, 1, [&](int64_t lo, int64_t hi) { align_forward(a, lo, hi); });
 }
 
-template <typename T>
-void roi_align_backward_cpu(GradView<T> grad, const T* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
-                            T scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned, T* grad_input) {
+template <typename S>
+void roi_align_backward_cpu(GradView<S> grad, const S* rois, int64_t k, int64_t b, int64_t c, int64_t h, int64_t w,
+                            compute_t<S> scale, int pooled_h, int pooled_w, int sampling_ratio, bool aligned,
+                            S* grad_input) {
+  using T = compute_t<S>;
   if (c == 0) return;
-  AlignBackwardArgs<T> a;
-  static_cast<AlignArgs<T>&>(a) = {rois, c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned};
+  const ComputeRois<S> r(rois, k);
+  AlignBackwardArgs<S> a;
+  static_cast<AlignArgs<T>&>(a) = {r.data(), c, h, w, scale, pooled_h, pooled_w, sampling_ratio, aligned};
   a.grad = grad;
   a.k = k;
   a.b = b;
@@ -490,7 +532,7 @@ void roi_backward_gather_cpu(GradView<T> grad, const T* input, const T* rois, in
   if (input) {
     std::vector<T> out(bins);
     argmax.resize(bins);
-    roi_pool_forward_cpu(input, b, c, h, w, rois, k, scale, pooled_h, pooled_w, out.data(), argmax.data());
+    roi_pool_forward_cpu(input, false, b, c, h, w, rois, k, scale, pooled_h, pooled_w, out.data(), argmax.data());
     for (int64_t i = 0; i < k; ++i) pool.push_back(pool_gather(rois + 5 * i, scale, pooled_h, pooled_w));
   } else {
     for (int64_t i = 0; i < k; ++i)
@@ -508,20 +550,24 @@ void roi_backward_gather_cpu(GradView<T> grad, const T* input, const T* rois, in
   });
 }
 
-#define CONVLOC_INSTANTIATE(T)                                                                                         \
-  template void roi_backward_gather_cpu<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t,        \
-                                           int64_t, T, int, int, int, bool, T*);                                       \
-  template bool rois_valid_cpu<T>(const T*, int64_t, int64_t);                                                         \
-  template void roi_pool_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, int,  \
-                                        T*, int32_t*);                                                                 \
-  template void roi_pool_backward_cpu<T>(GradView<T>, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                         T, int, int, T*);                                                             \
-  template void roi_align_forward_cpu<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T, int, int, \
-                                         int, bool, T*);                                                               \
-  template void roi_align_backward_cpu<T>(GradView<T>, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, T, int,  \
-                                          int, int, bool, T*);
+template void roi_backward_gather_cpu<float>(GradView<float>, const float*, const float*, int64_t, int64_t, int64_t,
+                                             int64_t, int64_t, float, int, int, int, bool, float*);
+template void roi_backward_gather_cpu<double>(GradView<double>, const double*, const double*, int64_t, int64_t, int64_t,
+                                              int64_t, int64_t, double, int, int, int, bool, double*);
+#define CONVLOC_INSTANTIATE(S)                                                                                      \
+  template bool rois_valid_cpu<S>(const S*, int64_t, int64_t);                                                      \
+  template void roi_pool_forward_cpu<S>(const S*, bool, int64_t, int64_t, int64_t, int64_t, const S*, int64_t,      \
+                                        compute_t<S>, int, int, S*, int32_t*);                                      \
+  template void roi_pool_backward_cpu<S>(GradView<S>, const S*, bool, const S*, int64_t, int64_t, int64_t, int64_t, \
+                                         int64_t, compute_t<S>, int, int, S*);                                      \
+  template void roi_align_forward_cpu<S>(const S*, bool, int64_t, int64_t, int64_t, int64_t, const S*, int64_t,     \
+                                         compute_t<S>, int, int, int, bool, S*);                                    \
+  template void roi_align_backward_cpu<S>(GradView<S>, const S*, int64_t, int64_t, int64_t, int64_t, int64_t,       \
+                                          compute_t<S>, int, int, int, bool, S*);
 CONVLOC_INSTANTIATE(float)
 CONVLOC_INSTANTIATE(double)
+CONVLOC_INSTANTIATE(Half)
+CONVLOC_INSTANTIATE(BFloat16)
 #undef CONVLOC_INSTANTIATE
 
 }  // namespace convloc

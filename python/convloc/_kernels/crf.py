@@ -207,7 +207,11 @@ def run_dense_crf(
 
     On the CPU, Gaussians are filtered over the grid where :func:`grid_kernel` says so and the
     bilateral features are built by the kernel; CUDA arrays get every kernel as lattice features.
+    A float16 / bfloat16 unary (image, features) runs in float32, Q returned in its dtype.
     """
+    half, (unary, image, *features) = A.float32_for_half(
+        ("unary", unary), ("image", image), *((f"features[{i}]", f) for i, f in enumerate(features))
+    )
     batch, n_labels, n = unary.shape
     dtype = np.float32 if A.dtype_name(unary) == "float32" else np.float64
     on_gpu = not A.on_cpu(unary)
@@ -253,7 +257,7 @@ def run_dense_crf(
         matrices.append(compat_matrix(values.reshape(shape), n_labels, weights[k], "compat"))
     with np.errstate(over="ignore"):  # (dense_crf refuses what overflows)
         compat_array = np.stack(matrices).astype(dtype)
-    return dense_crf(
+    q, lab, kl = dense_crf(
         unary,
         terms,
         _on_device(compat_array, unary),
@@ -265,6 +269,7 @@ def run_dense_crf(
         energy=energy,
         image=None if on_gpu else image,
     )
+    return A.restore_half(q, half), lab, kl
 
 
 def dense_crf(
@@ -321,7 +326,8 @@ def grid_crf(
 ) -> Array:
     """Q [B, L, H, W] of mean-field in the grid CRF; ``image`` [B, H, W, C] in the unary's dtype (any
     device: it is moved to the unary's); ``beta`` None: ``1 / (2·mean |x_i - x_j|²)`` over the
-    4-neighbour pairs (GrabCut's choice)."""
+    4-neighbour pairs (GrabCut's choice). A float16 / bfloat16 unary (and image) runs in float32."""
+    half, (unary, image) = A.float32_for_half(("unary", unary), ("image", image))
     img = np.ascontiguousarray(_host(image))
     if beta is None:
         d2 = [
@@ -343,4 +349,4 @@ def grid_crf(
     image = A.prepare(image) if A.on_cpu(unary) and A.on_cpu(image) else _on_device(img, unary)
     q = A.empty(unary, tuple(unary.shape))
     _C.grid_crf(unary, image, int(neighbors), w1, w2, beta, int(iterations), q, stream=A.stream(unary))
-    return q
+    return A.restore_half(q, half)

@@ -1,5 +1,7 @@
 """Permutohedral-lattice kernels: lattices built once and filtered many times, filtering on a
-lattice built per call, and the gradients of that filtering."""
+lattice built per call, and the gradients of that filtering. float16 / bfloat16 values and
+features are filtered in float32 (converted once per call; the lattice's work per value dwarfs the
+conversion) and the results come back in their dtype."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Lattice:
     """The lattice(s) of features [N, d] or [B, N, d] (CPU), and the raw filter ``A`` on them."""
 
     def __init__(self, features: Array):
+        _, (features,) = A.float32_for_half(("features", features))
         self._lattice = _C.PermutohedralLattice(A.prepare(features))
         self._diag: dict[str, Array] = {}
 
@@ -57,12 +60,13 @@ class Lattice:
 
     def raw(self, values: Array, transpose: bool, exclude_self: bool) -> Array:
         """``A v`` (or ``Aᵀ v``), minus each point's own weight with exclude_self."""
+        half, (values,) = A.float32_for_half(("values", values))
         values = A.prepare(values)
         out = A.empty(values, tuple(values.shape))
         self._lattice.filter(values, out, transpose=bool(transpose))
         if exclude_self:
             out -= self.diagonal(values) * values
-        return out
+        return A.restore_half(out, half)
 
     def diagonal(self, like: Array) -> Array:
         """Each point's own weight in the raw filter, ``[B?, N, 1]``, in ``like``'s framework
@@ -78,6 +82,7 @@ class Lattice:
 
 def filter(values: Array, features: Array, transpose: bool, exclude_self: bool) -> Array:
     """Raw filtering (A or Aᵀ; minus the diagonal with exclude_self) on a lattice built here."""
+    half, (values, features) = A.float32_for_half(("values", values), ("features", features))
     values, features = A.prepare(values), A.prepare(features)
     out = A.empty(values, tuple(values.shape))
     _C.permutohedral_filter(
@@ -88,7 +93,7 @@ def filter(values: Array, features: Array, transpose: bool, exclude_self: bool) 
         exclude_self=bool(exclude_self),
         stream=A.stream(values),
     )
-    return out
+    return A.restore_half(out, half)
 
 
 def filter_backward(
@@ -111,6 +116,9 @@ def filter_backward(
     The self term (exp(0) = 1) has no feature gradient, so exclude_self does not change it; the
     values gradient subtracts the same diagonal as the forward pass.
     """
+    half, (grad, values, features) = A.float32_for_half(
+        ("grad", grad), ("values", values), ("features", features)
+    )
     grad, values, features = A.prepare(grad), A.prepare(values), A.prepare(features)
     xp = A.namespace(values)
     # On the CPU one lattice serves every filtering here; the CUDA path builds per call.
@@ -120,7 +128,7 @@ def filter_backward(
         return lattice.raw(x, t, exclude) if lattice else filter(x, features, t, exclude)
 
     if not need_features:
-        return filt(grad, not transpose, exclude_self), None
+        return A.restore_half(filt(grad, not transpose, exclude_self), half), None
     c = values.shape[-1]
 
     def augmented(x):  # [..., N, C] → [..., N, C (d + 1)]: x, then f_a x for each a
@@ -135,4 +143,4 @@ def filter_backward(
     gf -= features * ((grad * av).sum(-1) + (values * ag).sum(-1))[..., None]
     if exclude_self:
         ag = ag - lattice.diagonal(grad) * grad if lattice else filt(grad, not transpose, True)
-    return A.prepare(ag), A.prepare(gf)
+    return A.restore_half(A.prepare(ag), half), A.restore_half(A.prepare(gf), half)

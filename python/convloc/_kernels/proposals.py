@@ -28,6 +28,8 @@ def float_image(image: Array, rgb: bool = False) -> np.ndarray:
     """float32 [H, W, C] NumPy copy/view of image in [0, 1] units (uint8 / 255); rgb: grey → 3
     channels, alpha dropped."""
     if A.is_torch(image):
+        if A.dtype_name(image) == "bfloat16":  # (NumPy has no bfloat16)
+            image = A.astype(image, "float32")
         image = image.detach().cpu().numpy()
     elif A.is_cupy(image):
         image = image.get()

@@ -1,4 +1,8 @@
-"""RoI pool / RoI align kernels, forward and (deterministic) backward."""
+"""RoI pool / RoI align kernels, forward and (deterministic) backward.
+
+The CPU kernels take float16 / bfloat16 (computed in float32) and read a channels-last input as it
+is; CUDA ones get float32 copies of half arrays and a C-contiguous input.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +30,24 @@ def _compact_grad(grad: Array) -> Array:
 
 
 def roi_pool(input: Array, rois: Array, spatial_scale: float, ph: int, pw: int) -> Array:
-    input, rois = A.prepare(input), A.prepare(rois)
+    half, (input, rois) = A.float32_for_half(("input", input), ("boxes", rois), cpu_has_half=True)
+    input, rois = A.prepare_feature_map(input), A.prepare(rois)
     k, c = _dims(input, rois)
     out = A.empty(input, (k, c, ph, pw))
     _C.roi_pool_forward(input, rois, spatial_scale, ph, pw, out, stream=A.stream(input))
-    return out
+    return A.restore_half(out, half)
 
 
 def roi_pool_backward(grad: Array, rois: Array, input: Array, spatial_scale: float) -> Array:
     """Gradient w.r.t. input; each bin's argmax is recomputed from input, not stored."""
     ph, pw = grad.shape[2:]
-    grad, rois, input = _compact_grad(grad), A.prepare(rois), A.prepare(input)
+    half, (grad, rois, input) = A.float32_for_half(
+        ("grad", grad), ("boxes", rois), ("input", input), cpu_has_half=True
+    )
+    grad, rois, input = _compact_grad(grad), A.prepare(rois), A.prepare_feature_map(input)
     grad_input = A.empty(input, tuple(input.shape))
     _C.roi_pool_backward(grad, rois, input, spatial_scale, ph, pw, grad_input, stream=A.stream(input))
-    return grad_input
+    return A.restore_half(grad_input, half)
 
 
 def roi_align(
@@ -51,13 +59,14 @@ def roi_align(
     sampling_ratio: int,
     aligned: bool,
 ) -> Array:
-    input, rois = A.prepare(input), A.prepare(rois)
+    half, (input, rois) = A.float32_for_half(("input", input), ("boxes", rois), cpu_has_half=True)
+    input, rois = A.prepare_feature_map(input), A.prepare(rois)
     k, c = _dims(input, rois)
     out = A.empty(input, (k, c, ph, pw))
     _C.roi_align_forward(
         input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, out, stream=A.stream(input)
     )
-    return out
+    return A.restore_half(out, half)
 
 
 def roi_align_backward(
@@ -69,9 +78,10 @@ def roi_align_backward(
     aligned: bool,
 ) -> Array:
     ph, pw = grad.shape[2:]
+    half, (grad, rois) = A.float32_for_half(("grad", grad), ("boxes", rois), cpu_has_half=True)
     grad, rois = _compact_grad(grad), A.prepare(rois)
     grad_input = A.empty(grad, tuple(input_shape))
     _C.roi_align_backward(
         grad, rois, spatial_scale, ph, pw, sampling_ratio, aligned, grad_input, stream=A.stream(grad)
     )
-    return grad_input
+    return A.restore_half(grad_input, half)

@@ -27,7 +27,8 @@ def conv_transpose2d(
 @conv_transpose2d.register_fake
 def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
     shape = kernels.output_shape(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
-    return input.new_empty(shape)
+    layout = torch.channels_last if kernels.output_channels_last(input, weight) else torch.contiguous_format
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=layout)
 
 
 @torch.library.custom_op("convloc::conv_transpose2d_backward", mutates_args=())

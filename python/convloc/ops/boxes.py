@@ -57,7 +57,7 @@ def nms(boxes: Array, scores: Array, iou_threshold: float) -> Array:
     """Greedy non-maximum suppression.
 
     Args:
-        boxes: [N, 4] float32/float64 (x1, y1, x2, y2).
+        boxes: [N, 4] float32/float64, or float16/bfloat16 (run in float32) (x1, y1, x2, y2).
         scores: [N], same dtype; NaN is refused.
         iou_threshold: in [0, 1]; a box is dropped when IoU > threshold with a kept box.
 

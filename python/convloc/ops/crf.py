@@ -167,14 +167,16 @@ def _norm_code(mode: str | int, name: str) -> int:
     raise ValueError(f"{name}: expected one of {sorted(NORMALIZATIONS)}, got {mode!r}")
 
 
-def _real_unary(unary: Any) -> Array:
-    """Float32/float64 as given; other real dtypes as float32 (pydensecrf's energies); complex and
-    bool refused, as a silent cast would drop the imaginary part or mean nothing."""
+def _real_unary(unary: Any) -> tuple[Array, str | None]:
+    """(The unary to run on, the half dtype Q goes back to or None): float32/float64 as given; other
+    real dtypes as float32 (pydensecrf's energies; float16 and bfloat16 return Q in their dtype);
+    complex and bool refused, as a silent cast would drop the imaginary part or mean nothing."""
     unary = A.as_array(unary, "unary")
     kind = A.dtype_name(unary)
     if kind.startswith("complex") or kind == "bool":
         raise TypeError(f"unary: expected real negative log-probabilities, got dtype {kind}")
-    return A.prepare(unary, None if kind in ("float32", "float64") else "float32")
+    half = kind if kind in A.HALF else None
+    return A.prepare(unary, None if kind in ("float32", "float64") else "float32"), half
 
 
 def _split_batch(unary: Array, ndim: int) -> tuple[bool, int, int, tuple[int, ...]]:
@@ -306,7 +308,8 @@ def dense_crf(
 
     Args:
         unary: negative log-probabilities ``[L, *spatial]`` or ``[B, L, *spatial]`` (float32 or
-            float64; NumPy, torch or CuPy). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
+            float64; float16 and bfloat16 run in float32, Q returned in their dtype; NumPy, torch or
+            CuPy). ``ndim`` spatial axes (2 for images, 3 for volumes/video).
             CUDA arrays run on the GPU: every kernel on the lattice, up to 64 labels, no energy.
         image: ``[*spatial]`` or ``[*spatial, C]`` (batched: ``[B, ...]``), any channel count;
             needed by :class:`Bilateral` kernels. uint8 RGB images as in pydensecrf.
@@ -335,7 +338,7 @@ def dense_crf(
                 "unary: dense_crf has no gradient; train through mean-field with convloc.nn.CRFasRNN, "
                 "or pass unary.detach()"
             )
-    unary = _real_unary(unary)
+    unary, half = _real_unary(unary)
     ndim = integer(ndim, "ndim", 1)
     batched, batch, labels, spatial = _split_batch(unary, ndim)
     iterations = integer(iterations, "iterations", 0)
@@ -396,7 +399,7 @@ def dense_crf(
         q, lab, energy = torch_ops.dense_crf(*args)
     else:
         q, lab, energy = crf_kernels.run_dense_crf(*args)
-    out = [q.reshape(tuple(unary.shape))]
+    out = [A.restore_half(q.reshape(tuple(unary.shape)), half)]
     if return_labels:
         out.append(lab.reshape(((batch,) if batched else ()) + spatial))
     if return_energy:
@@ -427,7 +430,7 @@ def grid_crf(
     Returns:
         Q with the unary's shape.
     """
-    unary = _real_unary(unary)
+    unary, half = _real_unary(unary)
     batched, batch, labels, spatial = _split_batch(unary, 2)
     img = _image_channels(image, unary, batch, batched, spatial)
     img = A.prepare(img.reshape(batch, *spatial, -1), A.dtype_name(unary))
@@ -446,7 +449,7 @@ def grid_crf(
         q = torch_ops.grid_crf(*args)
     else:
         q = crf_kernels.grid_crf(*args)
-    return q.reshape(tuple(unary.shape))
+    return A.restore_half(q.reshape(tuple(unary.shape)), half)
 
 
 def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | None = 1e-5) -> np.ndarray:

@@ -43,7 +43,9 @@ def conv_transpose2d(
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
     Args:
-        input: [N, C_in, H, W] or [C_in, H, W], float32 or float64.
+        input: [N, C_in, H, W] or [C_in, H, W], float32 or float64, or float16/bfloat16
+            (computed in float32); C-contiguous or channels-last (the output follows torch's
+            layout rule).
         weight: [C_in, C_out / groups, kH, kW], same dtype.
         bias: [C_out] or None.
         stride, padding, output_padding, dilation: an int or a pair (height, width).

@@ -72,12 +72,12 @@ class PermutohedralLattice(kernels.Lattice):
     """Lattices built once from features and filtered many times (no hashing per filtering).
 
     Args:
-        features: [N, d] or [B, N, d] float32/float64 CPU array (NumPy or torch), finite, already
-            divided by the kernel's standard deviations; 1 <= d <= 32. [B, N, d] builds B
-            independent lattices in parallel.
+        features: [N, d] or [B, N, d] float32/float64 CPU array (NumPy or torch; float16 and
+            bfloat16 ones are built in float32), finite, already divided by the kernel's standard
+            deviations; 1 <= d <= 32. [B, N, d] builds B independent lattices in parallel.
 
-    ``filter`` takes values of the same dtype, [N, C] (or [B, N, C]), NumPy or torch, and returns
-    the same kind. torch values get gradients through the exact transpose (features are fixed here:
+    ``filter`` takes values of the same dtype (float16/bfloat16 ones filtered in float32), [N, C]
+    (or [B, N, C]), NumPy or torch, and returns the same kind. torch values get gradients through the exact transpose (features are fixed here:
     use :func:`permutohedral_filter` or ``convloc.nn.PermutohedralFilter`` for feature gradients).
     """
 
@@ -93,14 +93,15 @@ class PermutohedralLattice(kernels.Lattice):
     ) -> Array:
         """Gaussian filtering of values [N, C] / [B, N, C] → same shape (see the module doc)."""
         check_normalization(normalization)
-        values = A.as_array(values, "values")
+        # Half values: the normalisations too in float32, rounded once at the end.
+        half, (values,) = A.float32_for_half(("values", A.as_array(values, "values")))
         if A.is_torch(values) and values.requires_grad:
             from convloc._torch.lattice import lattice_filter_autograd
 
             raw = lambda v, t: lattice_filter_autograd(self, v, t, exclude_self)  # noqa: E731
         else:
             raw = lambda v, t: self.raw(v, t, exclude_self)  # noqa: E731
-        return _normalized(raw, values, normalization, transpose)
+        return A.restore_half(_normalized(raw, values, normalization, transpose), half)
 
 
 @fx_leaf
@@ -115,8 +116,9 @@ def permutohedral_filter(
     """Gaussian filtering of values by features on a lattice built for this call.
 
     Args:
-        values: [N, C] or [B, N, C] float32/float64. features: [N, d] or [B, N, d], same dtype and
-        device, finite, divided by the standard deviations. normalization: None/"none", "before",
+        values: [N, C] or [B, N, C] float32/float64, or float16/bfloat16 (filtered in float32,
+        returned in their dtype). features: [N, d] or [B, N, d], same dtype and device, finite,
+        divided by the standard deviations. normalization: None/"none", "before",
         "after" or "symmetric" (pydensecrf's meanings). exclude_self: filter with ``j ≠ i`` only.
         transpose: the exact adjoint.
 
@@ -129,15 +131,18 @@ def permutohedral_filter(
     check_normalization(normalization)
     values, features = A.as_array(values, "values"), A.as_array(features, "features")
     A.same_framework(("values", values), ("features", features))
+    # Half values: the normalisations too in float32, rounded once at the end.
+    half, (values, features) = A.float32_for_half(("values", values), ("features", features))
     if A.is_torch(values):
         from convloc._torch.lattice import permutohedral_filter as op
 
         raw = lambda v, t: op(v, features, t, exclude_self)  # noqa: E731
-        return _normalized(raw, values, normalization, transpose)
-    if A.is_cupy(values):
+    elif A.is_cupy(values):
         raw = lambda v, t: kernels.filter(v, features, t, exclude_self)  # noqa: E731
-        return _normalized(raw, values, normalization, transpose)
-    return PermutohedralLattice(features).filter(values, transpose, normalization, exclude_self)
+    else:
+        lattice = PermutohedralLattice(features)
+        raw = lambda v, t: lattice.raw(v, t, exclude_self)  # noqa: E731
+    return A.restore_half(_normalized(raw, values, normalization, transpose), half)
 
 
 @fx_leaf

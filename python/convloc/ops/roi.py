@@ -50,7 +50,8 @@ def roi_pool(
     """RoI max pooling.
 
     Args:
-        input: [B, C, H, W] float32/float64 feature map.
+        input: [B, C, H, W] float32/float64 feature map, or float16/bfloat16 (computed in
+            float32); C-contiguous or channels-last.
         boxes: [K, 5] (batch index, x1, y1, x2, y2), or a list of B arrays [K_i, 4]; input's
             dtype and device.
         output_size: PH (square) or (PH, PW).
@@ -81,7 +82,8 @@ def roi_align(
     """RoI align: each output cell is the mean of bilinear samples of its bin.
 
     Args:
-        input: [B, C, H, W] float32/float64 feature map.
+        input: [B, C, H, W] float32/float64 feature map, or float16/bfloat16 (computed in
+            float32); C-contiguous or channels-last.
         boxes: [K, 5] (batch index, x1, y1, x2, y2), or a list of B arrays [K_i, 4].
         output_size: PH (square) or (PH, PW).
         spatial_scale: feature-map cells per input pixel.
