@@ -46,7 +46,8 @@ def test_permutohedral_filter_never_crashes_and_is_sane_when_it_returns(v, f, no
             # 0.43-2.9 for d = 16, depending on where in its simplex the point falls)
             own = ops.PermutohedralLattice(np.asarray(f, out.dtype)).diagonal(out)
             assert 0.4 < own.item() < 3
-            np.testing.assert_allclose(out, own * v, rtol=1e-4, atol=1e-6)
+            tol = {"rtol": 2e-3, "atol": 1e-3} if out.dtype == np.float16 else {"rtol": 1e-4, "atol": 1e-6}
+            np.testing.assert_allclose(out, own * v, **tol)
 
 
 @given(

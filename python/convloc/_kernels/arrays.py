@@ -74,7 +74,7 @@ def prepare(x: Array, dtype: str | None = None) -> Array:
         import cupy
 
         return cupy.ascontiguousarray(x, dtype=dtype)
-    return np.ascontiguousarray(x, dtype=dtype)
+    return np.asarray(x, dtype=dtype, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def prepare_feature_map(x: Array) -> Array:
