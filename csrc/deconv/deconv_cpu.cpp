@@ -13,10 +13,11 @@
 // strides, and each image's output planes are transposed into place; the depthwise path's loops
 // run over NCHW planes, so there the arrays go through NCHW copies.
 //
-// float16 / bfloat16 arrays run the float32 kernels on float32 copies, converted here in one
-// parallel pass each way (results: the float32 kernel's on the same values, rounded once): the
-// product packs its operands and the sums accumulate in float32 anyway, so reading half storage
-// inside the loops would save only the pass over the input.
+// float16 / bfloat16 arrays run the float32 kernels (results: the float32 kernel's on the same
+// values, rounded once). The dense path gets float32 copies, converted in one parallel pass each
+// way: the product packs its operands and accumulates in float32 anyway, so reading half storage
+// inside it would save only the pass over the input. The depthwise loops, whose output and output
+// gradient dwarf their input and weight, convert those rows as they write or read them.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -380,8 +381,9 @@ CONVLOC_DW_ENTRIES(float, f32)
 CONVLOC_DW_ENTRIES(double, f64)
 #undef CONVLOC_DW_ENTRIES
 
-template <typename T>
-void depthwise_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, T* out) {
+// O: T, or a half type each output row is converted to as it is written.
+template <typename T, typename O>
+void depthwise_forward(const DeconvShape& s, const T* input, const T* weight, const T* bias, O* out) {
   const PaddedRow pr(s);
   const int64_t c = s.c_out;
   // The phase path reads weight rows zero-padded to a multiple of the stride.
@@ -408,17 +410,25 @@ void depthwise_forward(const DeconvShape& s, const T* input, const T* weight, co
     }
   parallel_for(s.n * c * s.oh, 16, [&](int64_t lo, int64_t hi) {
     auto buf = scratch<T>(buf_size);
+    auto converted = scratch<T>(std::is_same_v<T, O> ? 0 : s.ow);
     for (int64_t r = lo; r < hi; ++r) {
       const int64_t plane = r / s.oh, oh = r % s.oh, ch = plane % c;
+      T* dst;
+      if constexpr (std::is_same_v<T, O>)
+        dst = out + r * s.ow;
+      else
+        dst = converted.get();
       dw_forward_row_simd(s, input + plane * s.h * s.w, wpad.data() + ch * s.kh * row, bias ? bias[ch] : T(0),
                           taps.data() + 2 * tap_start[oh], tap_start[oh + 1] - tap_start[oh], buf.get(), pr.first,
-                          pr.width, out + r * s.ow);
+                          pr.width, dst);
+      if constexpr (!std::is_same_v<T, O>) convert(dst, out + r * s.ow, s.ow);
     }
   });
 }
 
-template <typename T>
-void depthwise_backward(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
+// G: T, or a half type grad_out's rows are converted from as they are read.
+template <typename T, typename G>
+void depthwise_backward(const DeconvShape& s, const G* grad_out, const T* input, const T* weight, T* grad_input,
                         T* grad_weight) {
   if (!grad_input && !grad_weight) return;
   const PaddedRow pr(s);
@@ -433,8 +443,14 @@ void depthwise_backward(const DeconvShape& s, const T* grad_out, const T* input,
       if (gw) std::fill(gw, gw + kk, T(0));
       for (int64_t n = 0; n < s.n; ++n) {
         const int64_t plane = n * c + ch;
-        for (int64_t oh = 0; oh < s.oh; ++oh)
-          std::memcpy(gpad.get() + oh * pr.width - pr.first, grad_out + plane * ohw + oh * s.ow, s.ow * sizeof(T));
+        for (int64_t oh = 0; oh < s.oh; ++oh) {
+          const G* src = grad_out + plane * ohw + oh * s.ow;
+          T* dst = gpad.get() + oh * pr.width - pr.first;
+          if constexpr (std::is_same_v<T, G>)
+            std::memcpy(dst, src, s.ow * sizeof(T));
+          else
+            convert(src, dst, s.ow);
+        }
         dw_backward_plane_simd(s, gpad.get(), pr.first, pr.width, input + plane * hw, weight + ch * kk,
                                grad_input ? grad_input + plane * hw : nullptr, gw, part.get());
       }
@@ -443,8 +459,8 @@ void depthwise_backward(const DeconvShape& s, const T* grad_out, const T* input,
 }
 
 // Sum of n values with independent partial sums, so the loop vectorises without reassociation flags.
-template <typename T>
-T sum_of(const T* __restrict p, int64_t n) {
+template <typename S, typename T = compute_t<S>>
+T sum_of(const S* __restrict p, int64_t n) {
   constexpr int kLanes = 16;
   T lanes[kLanes] = {};
   int64_t i = 0;
@@ -454,6 +470,18 @@ T sum_of(const T* __restrict p, int64_t n) {
   for (int j = 0; j < kLanes; ++j) total += lanes[j];
   for (; i < n; ++i) total += p[i];
   return total;
+}
+
+template <typename S>
+void bias_gradient(const DeconvShape& s, const S* grad_out, S* grad_bias) {
+  const int64_t ohw = s.oh * s.ow;
+  parallel_for(s.c_out, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t co = lo; co < hi; ++co) {
+      compute_t<S> total = 0;
+      for (int64_t n = 0; n < s.n; ++n) total += sum_of(grad_out + (n * s.c_out + co) * ohw, ohw);
+      grad_bias[co] = total;
+    }
+  });
 }
 
 // The float32 copies live in the workspace cache: fresh pages for them would cost about as much as
@@ -481,10 +509,19 @@ void deconv2d_forward_cpu(const DeconvShape& s, const T* input, const T* weight,
                           DeconvLayout layout) {
   if constexpr (is_half_v<T>) {
     const int64_t n_in = s.n * s.c_in * s.h * s.w, n_out = s.n * s.c_out * s.oh * s.ow;
-    auto x = widened(input, n_in), w = widened(weight, s.c_in * s.c_out_g() * s.kh * s.kw);
-    auto b = widened(bias, s.c_out);
+    auto w = widened(weight, s.c_in * s.c_out_g() * s.kh * s.kw), b = widened(bias, s.c_out);
+    // The depthwise loops read NCHW planes: a channels-last input is transposed as it is converted.
+    const bool to_nchw = s.depthwise() && layout.input_nhwc;
+    Floats x(n_in);
+    if (to_nchw)
+      transpose_batch(input, x.data(), s.n, s.h * s.w, s.c_in);
+    else
+      copy_parallel(input, x.data(), n_in);
+    if (s.depthwise() && !layout.output_nhwc)
+      return depthwise_forward(s, x.data(), w.data(), data_or_null(b, bias), out);
     Floats o(n_out);
-    deconv2d_forward_cpu<float>(s, x.data(), w.data(), data_or_null(b, bias), o.data(), layout);
+    deconv2d_forward_cpu<float>(s, x.data(), w.data(), data_or_null(b, bias), o.data(),
+                                {layout.input_nhwc && !to_nchw, layout.output_nhwc});
     copy_parallel(o.data(), out, n_out);  // same layout in and out
   } else if (!s.depthwise()) {
     dense_forward(s, input, weight, bias, out, layout);
@@ -505,32 +542,26 @@ template <typename T>
 void deconv2d_backward_cpu(const DeconvShape& s, const T* grad_out, const T* input, const T* weight, T* grad_input,
                            T* grad_weight, T* grad_bias) {
   if constexpr (is_half_v<T>) {
-    // The input enters grad_weight only, the weight grad_input only.
+    // The input enters grad_weight only, the weight grad_input only; the depthwise loops convert
+    // grad_out's rows as they read them.
     const int64_t n_in = s.n * s.c_in * s.h * s.w, n_w = s.c_in * s.c_out_g() * s.kh * s.kw;
-    auto g = widened(grad_out, s.n * s.c_out * s.oh * s.ow);
     auto x = widened(grad_weight ? input : nullptr, n_in), w = widened(grad_input ? weight : nullptr, n_w);
-    Floats gi(grad_input ? n_in : 0), gw(grad_weight ? n_w : 0), gb(grad_bias ? s.c_out : 0);
-    deconv2d_backward_cpu<float>(s, g.data(), x.data(), w.data(), data_or_null(gi, grad_input),
-                                 data_or_null(gw, grad_weight), data_or_null(gb, grad_bias));
-    if (grad_input) copy_parallel(gi.data(), grad_input, n_in);
-    if (grad_weight) copy_parallel(gw.data(), grad_weight, n_w);
-    if (grad_bias) copy_parallel(gb.data(), grad_bias, s.c_out);
-  } else {
-    if (s.depthwise())
-      depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
-    else
-      dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
-    if (grad_bias) {
-      const int64_t ohw = s.oh * s.ow;
-      parallel_for(s.c_out, 1, [&](int64_t lo, int64_t hi) {
-        for (int64_t co = lo; co < hi; ++co) {
-          T total = 0;
-          for (int64_t n = 0; n < s.n; ++n) total += sum_of(grad_out + (n * s.c_out + co) * ohw, ohw);
-          grad_bias[co] = total;
-        }
-      });
+    Floats gi(grad_input ? n_in : 0), gw(grad_weight ? n_w : 0);
+    float *pgi = data_or_null(gi, grad_input), *pgw = data_or_null(gw, grad_weight);
+    if (s.depthwise()) {
+      depthwise_backward(s, grad_out, x.data(), w.data(), pgi, pgw);
+    } else if (grad_input || grad_weight) {
+      auto g = widened(grad_out, s.n * s.c_out * s.oh * s.ow);
+      dense_backward(s, g.data(), x.data(), w.data(), pgi, pgw);
     }
+    if (grad_input) copy_parallel(pgi, grad_input, n_in);
+    if (grad_weight) copy_parallel(pgw, grad_weight, n_w);
+  } else if (s.depthwise()) {
+    depthwise_backward(s, grad_out, input, weight, grad_input, grad_weight);
+  } else {
+    dense_backward(s, grad_out, input, weight, grad_input, grad_weight);
   }
+  if (grad_bias) bias_gradient(s, grad_out, grad_bias);
 }
 
 #define CONVLOC_INSTANTIATE(T)                                                                               \
