@@ -412,6 +412,7 @@ def test_dense_crf_every_way_of_filtering_a_gaussian(lib, rng):
         ((1, 3, 20, 30), 1.5),
         ((1, 2, 6, 7, 8), 2.0),
         ((1, 2, 6, 7, 8), 7.0),
+        ((1, 3, 20, 30), 1e12),  # wider than 1000 images: filtered as that wide, as in Python
     ):
         unary = rng.uniform(0.1, 3, shape).astype(np.float32)
         status, q, _ = crf(lib, unary, None, [(GAUSSIAN, 2.5, sxy, 0.0, None)], iterations=3)
@@ -453,6 +454,11 @@ def test_dense_crf_errors(lib, rng):
             "kernels[0].features: expected a DLTensor, got NULL",
         ),
         (dict(kernels=[]), VALUE, "kernels: expected at least one pairwise kernel"),
+        (
+            dict(kernels=[(BILATERAL, 1.0, 5.0, 1e-30, None)]),
+            VALUE,
+            "kernels[0]: sxy or srgb too small for this image",
+        ),
         (dict(image=image[:, :4]), VALUE, "image: expected shape [B, *spatial, C]"),
         (dict(unary=unary.astype(np.int32)), TYPE, "unary: expected float32 or float64, got int32"),
         (dict(unary=unary[:, :1]), VALUE, "unary: expected at least 2 labels"),
@@ -525,5 +531,7 @@ def test_threads(lib):
     assert (
         lib.convloc_get_num_threads() == 1 and convloc.get_num_threads() == before
     )  # (each library its own pool)
+    lib.convloc_set_num_threads(10**6)  # capped, as in Python
+    assert lib.convloc_get_num_threads() == convloc.max_threads()
     lib.convloc_set_num_threads(0)
     assert lib.convloc_get_num_threads() == before

@@ -378,3 +378,98 @@ def test_empty_splits_fail_in_one_line(datasets, tmp_path, capsys):
     ):
         err = _fails(argv, capsys, option)
         assert "lists no images" in err.splitlines()[-1]
+
+
+# ---- hostile inputs to `convloc crf`: one line, status 2, nothing written -----------------------
+
+
+def _crf_inputs(root):
+    """An image and probability / label files of every kind the command must refuse."""
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(root / "img.png")
+    for name, labels in (("p1", 1), ("p3", 3), ("p300", 300)):
+        p = rng.random((labels, 20, 30))
+        np.save(root / f"{name}.npy", (p / p.sum(0)).astype(np.float32))
+    np.save(root / "complex.npy", np.load(root / "p3.npy").astype(np.complex64))
+    Image.fromarray(np.full((20, 30), 60000, np.uint16)).save(root / "label16.png")  # 60001 labels?
+
+    # PNGs whose headers say 30000 x 30000 (beyond PIL's own limit) and 9000 x 9000 pixels (within
+    # it), in a few kB: decoding them would take 900 and 81 MB
+    def chunk(tag, data):
+        return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
+
+    for name, side in (("bomb", 30000), ("bomb9k", 9000)):
+        raw = zlib.compress(b"".join(b"\0" * (side + 1) for _ in range(64)), 9)
+        header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+        (root / f"{name}.png").write_bytes(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+        )
+    (root / "a_file").write_text("not a directory")
+
+
+@pytest.mark.parametrize(
+    "image, probs, out, message",
+    [
+        ("img.png", "p1.npy", "o.png", "expected 2 to 256 labels"),
+        ("img.png", "p300.npy", "o.png", "expected 2 to 256 labels"),
+        ("img.png", "complex.npy", "o.png", "expected real probabilities"),
+        ("img.png", "label16.png", "o.png", "at most 256"),
+        ("bomb.png", "p3.npy", "o.png", "refused before decoding"),
+        ("img.png", "bomb.png", "o.png", "refused before decoding"),
+        ("bomb9k.png", "p3.npy", "o.png", "refused before decoding"),
+        ("img.png", "p3.npy", "a_file/o.png", "a_file"),
+        ("img.png", "p3.npy", "out.jpg", "-o: expected a .png file or an existing directory"),
+    ],
+)
+def test_crf_refuses_hostile_inputs_in_one_line(tmp_path, image, probs, out, message):
+    _crf_inputs(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    r = subprocess.run(
+        [sys.executable, "-m", "convloc.cli", "crf", image, probs, "-o", out],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and message in r.stderr.splitlines()[-1], r.stderr
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written, no directory made
+
+
+def test_crf_writes_its_outputs_whole(tmp_path, capsys):
+    _crf_inputs(tmp_path)
+    out = tmp_path / "o.png"
+    assert main(["crf", str(tmp_path / "img.png"), str(tmp_path / "p3.npy"), "-o", str(out)]) == 0
+    assert out.exists() and (tmp_path / "o_overlay.png").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary files left
+
+
+def test_atomic_files_leave_the_old_file_when_writing_fails(tmp_path):
+    from convloc.data.files import atomic_file
+
+    path = tmp_path / "x.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("the writer failed")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_making_a_data_set_again_leaves_nothing_of_the_last_one(tmp_path):
+    root = tmp_path / "shapes"
+    tiny = {"size": (48, 64), "min_size": 12, "max_size": 28}
+    make_shapes(str(root), 6, seed=1, **tiny)
+    (root / "notes.txt").write_text("mine")
+    make_shapes(str(root), 3, seed=2, **tiny)
+    assert sorted(os.listdir(root / "Annotations")) == ["000000.xml", "000001.xml", "000002.xml"]
+    assert len(os.listdir(root / "JPEGImages")) == 3 and (root / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["shapes"]  # the temporary tree is gone
+    voc_seg.make_synthetic_segmentation(tmp_path / "seg", n_train=4, n_val=2, size=32)
+    voc_seg.make_synthetic_segmentation(tmp_path / "seg", n_train=2, n_val=1, size=32)
+    assert len(os.listdir(tmp_path / "seg" / "SegmentationClass")) == 3

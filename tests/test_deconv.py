@@ -298,8 +298,10 @@ def test_bad_inputs(rng):
         conv_transpose2d(x, w.astype(np.float64))
     with pytest.raises(TypeError, match="input"):
         conv_transpose2d(x.astype(np.int32), w.astype(np.int32))
-    with pytest.raises(TypeError, match="stride"):
+    with pytest.raises(ValueError, match="stride"):
         conv_transpose2d(x, w, stride=(1, 2, 3))
+    with pytest.raises(TypeError, match="^stride: expected an integer or a pair of integers, got float 1.5"):
+        conv_transpose2d(x, w, stride=1.5)
     with pytest.raises(ValueError, match="factor"):
         bilinear_kernel(3, 0)
 

@@ -361,6 +361,8 @@ def test_torch_feature_gradient_against_exact(rng, features, normalization, boun
 
 def test_torch_module_matches_numpy(rng):
     torch = pytest.importorskip("torch")
+    import convloc.nn
+
     f, v = rng.normal(size=(2, 100, 3)), rng.random((2, 100, 5))
     m = convloc.nn.PermutohedralFilter(normalization="symmetric", exclude_self=True)
     out = m(torch.from_numpy(v), torch.from_numpy(f))

@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/cuda_runtime.h"
 #include "core/parallel.h"
+#include "core/py_gil.h"
 #include "core/simd.h"
 #include "core/workspace.h"
 
@@ -65,13 +66,18 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "convloc's compiled kernels. Use the functions in convloc.ops instead of calling these.";
+  convloc::remember_main_thread();
   py::register_exception<convloc::ValueError>(m, "ValueError", PyExc_ValueError);
   py::register_exception<convloc::TypeError>(m, "TypeError", PyExc_TypeError);
   m.def("info", &build_info, "What was compiled and what is usable.");
   m.def("get_num_threads", &convloc::get_num_threads);
-  m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"));
+  m.def("set_num_threads", &convloc::set_num_threads, py::arg("n"),
+        "n <= 0: all cores; at most max_threads() (kMaxThreadsPerCore per hardware thread).");
+  m.def("max_threads", &convloc::max_threads);
   m.def("empty_cache", &convloc::empty_workspace_cache, "Frees the cached scratch blocks; returns the bytes freed.");
   m.def("cached_bytes", &convloc::workspace_cached_bytes, "Bytes of scratch kept for reuse by later calls.");
+  m.def("_hold_workspace_cache_lock", &convloc::hold_workspace_cache_lock, py::arg("seconds"),
+        py::call_guard<convloc::ReleaseGil>(), "Test hook: holds the scratch cache's lock for `seconds`.");
   m.def(
       "_narrow_vectors", [](bool on) { convloc::narrow_vectors_forced() = on; }, py::arg("on"),
       "Test hook: run the 32-byte-vector kernels even where the CPU has AVX-512.");

@@ -1,5 +1,6 @@
 #include "boxes/boxes_ops.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 
 namespace convloc {
 namespace {
@@ -10,13 +11,13 @@ void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
 void py_box_area(py::handle boxes_obj, py::handle out_obj, uintptr_t stream) {
   Array boxes = as_array(boxes_obj, "boxes"), out = as_output(out_obj, "out");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::box_area(*boxes, *out, as_stream(stream));
 }
 
 void py_box_iou(py::handle a_obj, py::handle b_obj, py::handle out_obj, uintptr_t stream) {
   Array a = as_array(a_obj, "boxes1"), b = as_array(b_obj, "boxes2"), out = as_output(out_obj, "out");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::box_iou(*a, *b, *out, as_stream(stream));
 }
 
@@ -24,7 +25,7 @@ int64_t py_nms(py::handle boxes_obj, py::handle scores_obj, py::handle idxs_obj,
                py::handle keep_obj, uintptr_t stream) {
   Array boxes = as_array(boxes_obj, "boxes"), scores = as_array(scores_obj, "scores");
   Array idxs = as_optional_array(idxs_obj, "idxs"), keep = as_output(keep_obj, "keep");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return ops::nms(*boxes, *scores, idxs_obj.is_none() ? nullptr : &*idxs, iou_threshold, *keep, as_stream(stream));
 }
 

@@ -117,10 +117,9 @@ class CrfKernels {
           fail_value(name, ".sxy: expected a positive finite number, got ", kernel.sxy);
       }
       if (kernel.kind == CONVLOC_CRF_GAUSSIAN) {
-        const std::vector<double> sigmas(ndim, kernel.sxy);
-        std::vector<int> steps = ops::gaussian_grid_steps(sigmas, false);
-        if (!steps.empty()) {
-          grids_[k] = {sigmas, std::move(steps)};
+        ops::GridGaussian grid = ops::grid_gaussian(std::vector<double>(ndim, kernel.sxy), spatial, false);
+        if (!grid.steps.empty()) {
+          grids_[k] = std::move(grid);
           args_[k].grid = &grids_[k];
         } else {  // the lattice over the positions / sigma, x first
           positions_.emplace_back(batch * n * ndim * dtype_bytes(unary));

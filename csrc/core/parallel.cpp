@@ -11,6 +11,7 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace convloc {
@@ -21,8 +22,15 @@ int default_threads() { return std::max(1u, std::thread::hardware_concurrency())
 // One job at a time; the caller works on it too.
 class Pool {
  public:
-  explicit Pool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  // threads - 1 workers, or as many as the OS lets us start.
+  explicit Pool(int threads) : wanted_(threads) {
+    for (int i = 1; i < threads; ++i) {
+      try {
+        workers_.emplace_back([this] { work(); });
+      } catch (const std::exception&) {
+        break;
+      }
+    }
   }
   ~Pool() {
     {
@@ -32,7 +40,7 @@ class Pool {
     wake_.notify_all();
     for (auto& w : workers_) w.join();
   }
-  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  int wanted() const { return wanted_; }
 
   void run(int64_t chunks, const std::function<void(int64_t)>& chunk_fn) {
     {
@@ -41,7 +49,7 @@ class Pool {
       chunks_ = chunks;
       next_ = 0;
       done_ = 0;
-      error_ = nullptr;
+      failed_ = false;
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
@@ -53,7 +61,7 @@ class Pool {
     std::unique_lock<std::mutex> lock(mutex_);
     finished_.wait(lock, finished);
     job_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
  private:
@@ -81,11 +89,14 @@ class Pool {
     for (;;) {
       const int64_t c = next_.fetch_add(1);
       if (c >= chunks_) return;
-      try {
-        (*job_)(c);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!error_) error_ = std::current_exception();
+      if (!failed_.load(std::memory_order_relaxed)) {  // after an error, the rest is skipped
+        try {
+          (*job_)(c);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (!error_) error_ = std::current_exception();
+          failed_ = true;
+        }
       }
       if (done_.fetch_add(1) + 1 == chunks_) {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -110,6 +121,7 @@ class Pool {
     }
   }
 
+  const int wanted_;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, finished_;
@@ -119,13 +131,15 @@ class Pool {
   std::atomic<int64_t> next_{0}, done_{0};
   std::exception_ptr error_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, failed_{false};
 };
 
 std::mutex pool_mutex;  // held by the Python thread that owns the pool
-Pool* pool = nullptr;
-int requested_threads = 0;
+Pool* pool = nullptr;   // replaced under pool_mutex only; left alone at exit, where a call may be running
+std::atomic<int> requested_threads{0};
 thread_local bool inside_parallel = false;
+thread_local InterruptCheck interrupt_check = nullptr;
+thread_local std::chrono::steady_clock::time_point next_interrupt_poll;
 
 #ifndef _WIN32
 void forget_pool_in_child() {
@@ -140,8 +154,8 @@ Pool& get_pool() {
   static bool registered = (pthread_atfork(nullptr, nullptr, forget_pool_in_child), true);
   (void)registered;
 #endif
-  const int want = requested_threads > 0 ? requested_threads : default_threads();
-  if (!pool || pool->threads() != want) {
+  const int want = get_num_threads();
+  if (!pool || pool->wanted() != want) {
     delete pool;
     pool = new Pool(want);
   }
@@ -150,11 +164,28 @@ Pool& get_pool() {
 
 }  // namespace
 
-int get_num_threads() { return requested_threads > 0 ? requested_threads : default_threads(); }
+int max_threads() { return kMaxThreadsPerCore * default_threads(); }
 
-void set_num_threads(int n) {
-  std::lock_guard<std::mutex> lock(pool_mutex);
-  requested_threads = std::max(0, n);
+int get_num_threads() {
+  const int n = requested_threads.load();
+  return n > 0 ? n : default_threads();
+}
+
+// The next parallel_for that gets the pool resizes it (not this call: the pool may be in use).
+void set_num_threads(int64_t n) { requested_threads = static_cast<int>(std::clamp<int64_t>(n, 0, max_threads())); }
+
+InterruptScope::InterruptScope(InterruptCheck check) : previous_(interrupt_check) {
+  interrupt_check = check;
+  next_interrupt_poll = std::chrono::steady_clock::now() + std::chrono::milliseconds(kInterruptPollMs);
+}
+InterruptScope::~InterruptScope() { interrupt_check = previous_; }
+
+void poll_interrupt() {
+  if (!interrupt_check) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_interrupt_poll) return;
+  next_interrupt_poll = now + std::chrono::milliseconds(kInterruptPollMs);
+  interrupt_check();
 }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
@@ -163,7 +194,10 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   // At most 64 chunks, sized independently of the thread count.
   const int64_t chunk = std::max(grain, (n + 63) / 64);
   const int64_t chunks = (n + chunk - 1) / chunk;
-  auto run_chunk = [&](int64_t c) { fn(c * chunk, std::min(n, (c + 1) * chunk)); };
+  auto run_chunk = [&](int64_t c) {
+    poll_interrupt();
+    fn(c * chunk, std::min(n, (c + 1) * chunk));
+  };
   std::unique_lock<std::mutex> lock(pool_mutex, std::defer_lock);
   if (chunks == 1 || inside_parallel || get_num_threads() == 1 || !lock.try_lock()) {
     for (int64_t c = 0; c < chunks; ++c) run_chunk(c);

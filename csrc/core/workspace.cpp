@@ -1,13 +1,18 @@
 #include "core/workspace.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #ifdef __linux__
 #include <sys/mman.h>
+#endif
+#ifndef _WIN32
+#include <pthread.h>
 #endif
 #ifdef _WIN32
 #include <malloc.h>
@@ -26,8 +31,18 @@ struct Cache {
   std::unordered_map<void*, size_t> live;
   size_t bytes = 0;
 };
+Cache& cache();
+Cache* make_cache() {
+  Cache* c = new Cache;  // never destroyed: frees may come from static destructors
+#ifndef _WIN32
+  // A fork while another thread holds the mutex would leave it locked in the child, and the maps
+  // half-updated: the mutex is held across fork() and released on both sides.
+  pthread_atfork([] { cache().mutex.lock(); }, [] { cache().mutex.unlock(); }, [] { cache().mutex.unlock(); });
+#endif
+  return c;
+}
 Cache& cache() {
-  static Cache* c = new Cache;  // never destroyed: frees may come from static destructors
+  static Cache* c = make_cache();
   return *c;
 }
 
@@ -123,6 +138,11 @@ void advise_huge_pages(void* p, int64_t bytes) {
 #else
   (void)p, (void)bytes;
 #endif
+}
+
+void hold_workspace_cache_lock(double seconds) {
+  std::lock_guard<std::mutex> lock(cache().mutex);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
 }
 
 size_t workspace_cached_bytes() {

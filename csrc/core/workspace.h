@@ -26,6 +26,9 @@ void workspace_free(void* p, size_t bytes) noexcept;
 size_t empty_workspace_cache();
 // Bytes currently held by the cache (not in use).
 size_t workspace_cached_bytes();
+// Test hook: holds the cache's lock for `seconds`, as a call that allocates does for an instant
+// (a fork meanwhile must still give a child whose calls can allocate).
+void hold_workspace_cache_lock(double seconds);
 // Asks Linux for transparent huge pages over the whole 2 MiB pages inside [p, p + bytes): filling a
 // fresh buffer of tens of MB then costs hundreds of page faults instead of tens of thousands
 // (honoured when the system's THP mode is "madvise" or "always"). Advice only; a no-op elsewhere.

@@ -8,6 +8,7 @@
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "core/workspace.h"
 #include "crf/bilateral_features.h"
 #include "crf/crf_ops.h"
@@ -50,7 +51,7 @@ int64_t py_dense_crf(py::handle unary_obj, const py::sequence& kernels_obj, py::
     }
   }
   const auto optional = [](const Array& a) { return a.owner.is_none() ? nullptr : &a.view; };
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return ops::dense_crf(*unary, kernels, *compat, norms, iterations, exclude_self, *q, optional(map), optional(energy),
                         optional(init), spatial, optional(image), reinterpret_cast<void*>(stream));
 }
@@ -77,7 +78,7 @@ void py_grid_crf(py::handle unary_obj, py::handle image_obj, int neighbors, doub
   void* stream = reinterpret_cast<void*>(stream_id);
   (void)stream;
   const int64_t C = image->size(3);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*unary, [&] {
     const auto *u = unary->ptr<scalar_t>(), *im = image->ptr<scalar_t>();
     auto* o = q->ptr<scalar_t>();
@@ -103,7 +104,7 @@ void py_bilateral_features(py::handle image_obj, const std::vector<int64_t>& spa
   if (int64_t(pos_scale.size()) != ndim) fail_value("pos_scale: expected ", ndim, " values");
   if (int64_t(srgb.size()) != C) fail_value("srgb: expected ", C, " values (one per image channel)");
   check_shape(*out, {B, N, ndim + C}, "[B, N, ndim + C]");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*out, [&] {
     auto* f = out->ptr<scalar_t>();
     if (image->dtype == DType::UInt8)
@@ -121,7 +122,7 @@ int64_t py_clip_probabilities(py::handle probs_obj, bool labels_last, double sca
   const int64_t n = probs->size(labels_last ? 0 : 1), labels = probs->size(labels_last ? 1 : 0);
   check_shape(*out, {labels, n}, "[L, N]");
   check_dtype(*out, DType::Float32);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return CONVLOC_DISPATCH_FLOAT(*probs, [&] {
     return clip_probabilities(probs->ptr<scalar_t>(), labels_last, n, labels, scale, lo, hi, tolerance,
                               out->ptr<float>());
@@ -138,7 +139,7 @@ void py_argmax_axis0(py::handle q_obj, py::handle out_obj) {
   if (labels < 1) fail_value("q: expected at least one label, got shape ", q->shape_str());
   check_shape(*out, {m}, "[M]");
   check_dtype(*out, DType::Int64);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*q, [&] { argmax_axis0(q->ptr<scalar_t>(), labels, m, out->ptr<int64_t>()); });
 }
 
@@ -158,9 +159,17 @@ void bind_crf(py::module_& m) {
       .def(py::init<std::vector<double>, std::vector<double>>(), arg("pos_scale"), arg("srgb"))
       .def_readonly("pos_scale", &Bilateral::pos_scale)
       .def_readonly("srgb", &Bilateral::srgb);
-  m.def("gaussian_grid_steps", &ops::gaussian_grid_steps, arg("sigmas"), arg("exact"),
-        "How the CPU dense CRF filters a Gaussian of these sigmas (pixels per axis) over the grid: the steps of the "
-        "coarser grid (all 1: exactly), or [] for the permutohedral lattice.");
+  m.def(
+      "grid_gaussian",
+      [](const std::vector<double>& sigmas, const std::vector<int64_t>& spatial, bool exact) -> py::object {
+        GridGaussian g = ops::grid_gaussian(sigmas, spatial, exact);
+        if (g.steps.empty()) return py::none();
+        return py::cast(std::move(g));
+      },
+      arg("sigmas"), arg("spatial"), arg("exact"),
+      "How the CPU dense CRF filters a Gaussian of these sigmas (pixels per axis) over the grid `spatial`: a "
+      "GridGaussian (sigmas wider than 1000 extents taken as that wide; steps all 1: exactly), or None for the "
+      "permutohedral lattice.");
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("kernels"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
         arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), arg("image") = py::none(), py::kw_only(),

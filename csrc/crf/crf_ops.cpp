@@ -8,6 +8,7 @@
 #include "core/workspace.h"
 #include "crf/bilateral_features.h"
 #include "crf/dense_crf.h"
+#include "lattice/lattice.h"
 
 namespace convloc::ops {
 namespace {
@@ -19,6 +20,21 @@ constexpr double kGridMaxSigma = 6.0;
 // kCoarseSigmaPerStep) times coarser (B-spline splat and slice around an exact blur): within 7.3 % of the kernel's
 // peak at this ratio (1.3 % at 1.5), against 17 % for pydensecrf's lattice.
 constexpr double kCoarseSigmaPerStep = 1.0;
+
+// Per channel, the largest |value| of image [B, N, C] (float, CPU; uint8: 255, without a pass).
+std::vector<double> largest_magnitudes(const TensorView& image) {
+  const int64_t channels = image.size(2), n = image.numel() / std::max<int64_t>(channels, 1);
+  std::vector<double> largest(channels, image.dtype == DType::UInt8 ? 255.0 : 0.0);
+  const auto scan = [&](const auto* p) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < channels; ++c) largest[c] = std::max(largest[c], std::fabs(double(p[i * channels + c])));
+  };
+  if (image.dtype == DType::Float32)
+    scan(image.ptr<float>());
+  else if (image.dtype == DType::Float64)
+    scan(image.ptr<double>());
+  return largest;
+}
 
 void check_positive_finite(const std::vector<double>& values, const std::string& name) {
   for (double v : values)
@@ -33,6 +49,9 @@ void check_grid(const GridGaussian& g, const std::vector<int64_t>& spatial, int6
   check_positive_finite(g.sigmas, name + ".sigmas");
   bool coarse = false;
   for (size_t a = 0; a < spatial.size(); ++a) {
+    if (g.sigmas[a] > kWidestGridSigma * double(spatial[a]))
+      fail_value(name, ".sigmas: expected at most ", kWidestGridSigma, " times the grid's extent (", spatial[a],
+                 ") along axis ", a, ", got ", g.sigmas[a]);
     if (g.steps[a] < 1) fail_value(name, ": expected steps >= 1, got ", g.steps[a]);
     // the blur on the coarse grid keeps the variance sigma^2 - step^2 / 2; sigma >= step bounds the error
     if (g.steps[a] > 1 && !(g.sigmas[a] >= g.steps[a]))
@@ -57,6 +76,20 @@ void check_bilateral(const Bilateral& k, const TensorView& unary, const TensorVi
     fail_value(name, ": expected one srgb per image channel (", image->size(2), "), got ", k.srgb.size());
   check_positive_finite(k.pos_scale, name + ".pos_scale");
   check_positive_finite(k.srgb, name + ".srgb");
+  const int64_t positions = static_cast<int64_t>(spatial.size()), channels = image->size(2);
+  if (positions + channels > kLatticeMaxDim)
+    fail_value("image: a bilateral kernel takes at most ", kLatticeMaxDim - positions, " channels (the lattice's ",
+               kLatticeMaxDim, " dimensions less ", positions, " for the position), got ", channels);
+  // The features' largest sum of |coordinates|, bounded by the last pixel's position and each channel's
+  // largest value: beyond the lattice's reach the kernel's widths are too small for this image.
+  double reach = 0;
+  for (int64_t a = 0; a < positions; ++a) reach += double(spatial[positions - 1 - a] - 1) * k.pos_scale[a];
+  const std::vector<double> largest = largest_magnitudes(*image);
+  for (int64_t c = 0; c < channels; ++c) reach += largest[c] / k.srgb[c];
+  if (!(reach < lattice_max_feature_sum(static_cast<int>(positions + channels))))
+    fail_value(name, ": sxy or srgb too small for this image: its features span ", reach,
+               " standard deviations (positions / sxy plus values / srgb), beyond the lattice's ",
+               lattice_max_feature_sum(static_cast<int>(positions + channels)));
 }
 
 // unary [B, L, N]: at least 2 labels, at least one pixel. (Finite: dense_crf_cpu checks that as it
@@ -70,18 +103,23 @@ void check_unary(const TensorView& u) {
 
 }  // namespace
 
-std::vector<int> gaussian_grid_steps(const std::vector<double>& sigmas, bool exact) {
-  std::vector<int> steps;
+GridGaussian grid_gaussian(std::vector<double> sigmas, const std::vector<int64_t>& spatial, bool exact) {
+  if (sigmas.size() != spatial.size())
+    fail_value("sigmas: expected one per axis of the grid (", spatial.size(), "), got ", sigmas.size());
   bool coarse = sigmas.size() == 2 && !exact, wide = false;
-  for (double s : sigmas) {
+  std::vector<int> steps;
+  for (size_t a = 0; a < sigmas.size(); ++a) {
+    double& s = sigmas[a];
     if (!(s > 0) || !std::isfinite(s)) fail_value("sigmas: expected positive finite values, got ", s);
-    steps.push_back(static_cast<int>(std::min(std::floor(s / kCoarseSigmaPerStep), 1e9)));
+    if (spatial[a] < 1) fail_value("spatial: expected positive sizes, got ", spatial[a]);
+    s = std::min(s, kWidestGridSigma * double(spatial[a]));
+    steps.push_back(static_cast<int>(std::floor(s / kCoarseSigmaPerStep)));
     coarse = coarse && steps.back() >= 2;
     wide = wide || s > kGridMaxSigma;
   }
-  if (coarse) return steps;
-  if (exact || !wide) return std::vector<int>(sigmas.size(), 1);
-  return {};
+  if (coarse) return {sigmas, steps};
+  if (exact || !wide) return {sigmas, std::vector<int>(sigmas.size(), 1)};
+  return {sigmas, {}};
 }
 
 int64_t dense_crf(const TensorView& unary, const std::vector<CrfKernelArg>& args, const TensorView& compat,
@@ -139,7 +177,8 @@ int64_t dense_crf(const TensorView& unary, const std::vector<CrfKernelArg>& args
     if (!arg.features) fail_value(name, ": expected lattice features, a grid Gaussian or a bilateral kernel");
     const TensorView& f = *arg.features;
     check_shape(f, {B, N, -1}, "[B, N, d]");
-    if (f.size(2) < 1) fail_value(f.name, ": expected at least one feature, got shape ", f.shape_str());
+    if (f.size(2) < 1 || f.size(2) > kLatticeMaxDim)
+      fail_value(f.name, ": expected 1 to ", kLatticeMaxDim, " features per point, got shape ", f.shape_str());
     check_same_dtype(unary, f);
     check_same_device(unary, f);
     check_finite(f);

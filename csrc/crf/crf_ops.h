@@ -16,10 +16,12 @@ struct GridGaussian {
   std::vector<int> steps;
 };
 
-// How the CPU kernel filters a Gaussian of these standard deviations per axis (pixels) over the grid: the steps of
-// the coarser grid it is filtered on, all 1 for exactly over the pixels, or none: not over the grid but with the
-// permutohedral lattice over the positions. `exact` asks for steps of 1 at any sigma.
-std::vector<int> gaussian_grid_steps(const std::vector<double>& sigmas, bool exact);
+// How the CPU kernel filters a Gaussian of these standard deviations per axis (pixels) over the grid `spatial`: the
+// steps of the coarser grid it is filtered on, all 1 for exactly over the pixels, or none: not over the grid but with
+// the permutohedral lattice over the positions. `exact` asks for steps of 1 at any sigma. Sigmas beyond
+// kWidestGridSigma extents of their axis are taken as that wide (the Gaussian is then a constant over the grid, as
+// far as float32 tells), which bounds the work and the steps.
+GridGaussian grid_gaussian(std::vector<double> sigmas, const std::vector<int64_t>& spatial, bool exact);
 
 // The bilateral kernel over the call's image (crf/bilateral_features.h): its features are built here,
 // so the image crosses into C++ once.

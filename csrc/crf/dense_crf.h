@@ -19,6 +19,11 @@ namespace convloc {
 // pydensecrf's NormalizationType values.
 enum class CrfNorm : int { None = 0, Before = 1, After = 2, Symmetric = 3 };
 
+// The widest grid Gaussian, in extents of its axis: the callers filter wider ones as this wide (the
+// kernel then varies by less than 5e-7 over the grid: a constant, as far as float32 tells), which
+// bounds the work and the sizes derived from sigma.
+constexpr double kWidestGridSigma = 1000;
+
 // One pairwise term, for every image of the batch: a lattice over features, or (grid_sigma not
 // empty) a Gaussian over the pixel grid with these standard deviations per axis: exact and separable,
 // or (2-D, grid_step not all 1) approximated on a grid grid_step times coarser (CoarseGaussian).

@@ -134,12 +134,15 @@ void outer_product(const std::vector<std::vector<T>>& f, T* out) {
   });
 }
 
+// exp(-t² / (2 sigma²)), also for sigma so small that sigma² underflows (1 at t = 0, else 0).
+inline double gaussian_weight(double t, double sigma) { return std::exp(-0.5 * (t / sigma) * (t / sigma)); }
+
 // The taps of a Gaussian of standard deviation sigma (grid steps), truncated at 3 sigma, summed:
 // sum_{|t| <= ceil(3 sigma)} exp(-t² / (2 sigma²)), the weight it gives a constant along one axis.
 inline double gaussian_taps_sum(double sigma) {
-  const int r = static_cast<int>(std::ceil(3.0 * sigma));
+  const int64_t r = static_cast<int64_t>(std::ceil(3.0 * sigma));  // sigma: at most kWidestGridSigma extents
   double s = 0;
-  for (int t = -r; t <= r; ++t) s += std::exp(-0.5 * t * t / (sigma * sigma));
+  for (int64_t t = -r; t <= r; ++t) s += gaussian_weight(double(t), sigma);
   return s;
 }
 
@@ -151,7 +154,7 @@ class GridGaussian {
     for (size_t a = 0; a < shape_.size(); ++a) {
       const int r = static_cast<int>(std::min<double>(std::ceil(3.0 * sigma[a]), double(shape_[a] - 1)));
       std::vector<T> w(2 * r + 1);
-      for (int t = -r; t <= r; ++t) w[t + r] = T(std::exp(-0.5 * t * t / (sigma[a] * sigma[a])));
+      for (int t = -r; t <= r; ++t) w[t + r] = T(gaussian_weight(double(t), sigma[a]));
       taps_.push_back(std::move(w));
     }
   }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "deconv/deconv_ops.h"
 
 namespace convloc {
@@ -25,7 +26,7 @@ void py_forward(py::handle input_obj, py::handle weight_obj, py::handle bias_obj
                 Pair padding, Pair output_padding, Pair dilation, int64_t groups, uintptr_t stream) {
   Array input = as_feature_map(input_obj, "input"), weight = as_array(weight_obj, "weight");
   Array bias = as_optional_array(bias_obj, "bias"), out = as_feature_map(out_obj, "out", true);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::deconv2d_forward(*input, *weight, optional(bias), *out, {stride, padding, output_padding, dilation, groups},
                         as_stream(stream));
 }
@@ -41,14 +42,14 @@ void py_backward(py::handle grad_out_obj, py::handle input_obj, py::handle weigh
     return obj.is_none() ? as_optional_array(obj, name) : as_output(obj, name);
   };
   Array gi = output(gi_obj, "grad_input"), gw = output(gw_obj, "grad_weight"), gb = output(gb_obj, "grad_bias");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::deconv2d_backward(*grad_out, optional(input), *weight, optional(gi), optional(gw), optional(gb),
                          {stride, padding, output_padding, dilation, groups}, as_stream(stream));
 }
 
 void py_grad_bias(py::handle grad_out_obj, py::handle gb_obj, uintptr_t stream) {
   Array grad_out = as_array(grad_out_obj, "grad_output"), out = as_output(gb_obj, "grad_bias");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::deconv2d_grad_bias(*grad_out, *out, as_stream(stream));
 }
 

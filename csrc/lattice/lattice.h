@@ -44,6 +44,13 @@ constexpr int64_t kLatticeSplatBands = 8;
 // deviation close to 1 in feature units (Adams et al.; Krähenbühl's dense CRF uses the same value).
 CONVLOC_HD double lattice_scale(int d) { return 0.816496580927726 * (d + 1); }  // sqrt(2/3) (d + 1)
 
+// The most sum_k |f_k| may be for a point to lie within kLatticeMaxCoord at any dimension-d position
+// (the first coordinate's elevation factor, lattice_scale(d) / sqrt(2), is the largest): what callers
+// that derive features from their own arguments check, so that their error names those arguments.
+CONVLOC_HD double lattice_max_feature_sum(int d) {
+  return kLatticeMaxCoord / (double(d + 1) * lattice_scale(d) / 1.4142135623730951);
+}
+
 // Factor that turns splat-blur-slice into an approximation of the unnormalised Gaussian sum: each vertex
 // stands for a cell of volume sqrt(d+1)^-1 (3/2)^(d/2) in feature units, the blur multiplies mass by 2^(d+1),
 // and the Gaussian integrates to (2 pi)^(d/2).

@@ -6,6 +6,7 @@
 
 #include "core/dispatch.h"
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "lattice/lattice.h"
 #include "lattice/lattice_batch.h"
 #include "lattice/lattice_ops.h"
@@ -24,7 +25,7 @@ std::unique_ptr<LatticeBatch> py_lattice_batch(py::handle features_obj) {
     fail_value("features: PermutohedralLattice is built on the CPU; use ops.permutohedral_filter for CUDA arrays");
   check_cpu_or_cuda(*f);
   const FeatureShape s = check_features(*f);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return CONVLOC_DISPATCH_FLOAT(
       *f, [&] { return std::make_unique<LatticeBatch>(f->ptr<scalar_t>(), s.batch, s.n, s.d, f->dim() == 3); });
 }
@@ -43,7 +44,7 @@ void py_lattice_filter(const LatticeBatch& self, py::handle values_obj, py::hand
   check_same_device(*v, *out);
   if (out->shape != v->shape) fail_value("out: expected shape ", v->shape_str(), ", got ", out->shape_str());
   const int64_t c = v->size(-1);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*v, [&] { self.filter(v->ptr<scalar_t>(), out->ptr<scalar_t>(), c, transpose); });
 }
 
@@ -55,7 +56,7 @@ void py_lattice_diagonal(const LatticeBatch& self, py::handle out_obj) {
     check_shape(*out, {self.batch(), self.num_points()}, "[B, N] (B, N from the lattice)");
   else
     check_shape(*out, {self.num_points()}, "[N] (N from the lattice)");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   CONVLOC_DISPATCH_FLOAT(*out, [&] { self.diagonal(out->ptr<scalar_t>()); });
 }
 
@@ -85,7 +86,7 @@ py::dict lattice_structure(const LatticeBatch& self, int64_t b) {
 void py_permutohedral_filter(py::handle features_obj, py::handle values_obj, py::handle out_obj, bool transpose,
                              bool exclude_self, uintptr_t stream) {
   Array f = as_array(features_obj, "features"), v = as_array(values_obj, "values"), out = as_output(out_obj, "out");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::permutohedral_filter(*f, *v, *out, transpose, exclude_self, reinterpret_cast<void*>(stream));
 }
 
@@ -105,7 +106,7 @@ py::tuple py_lattice_simplices(py::handle features_obj, bool vectorised) {
     scalar_t* pw = weights.mutable_data();
     uint8_t* pr = ranks.mutable_data();
     {
-      py::gil_scoped_release nogil;
+      ReleaseGil nogil;
       lattice_simplices_cpu(f->ptr<scalar_t>(), s.n, s.d, vectorised, pk, pw, pr);
     }
     out = py::make_tuple(keys, weights, ranks);
@@ -135,6 +136,9 @@ void bind_lattice(py::module_& m) {
         arg("transpose") = false, arg("exclude_self") = false, arg("stream") = 0,
         "Builds the lattice of features [B?, N, d] and filters values [B?, N, C] into out "
         "(exclude_self: minus each point's own lattice weight).");
+  m.attr("LATTICE_MAX_DIM") = kLatticeMaxDim;
+  m.def("lattice_max_feature_sum", &lattice_max_feature_sum, arg("d"),
+        "The most sum_k |f_k| may be for every point of d features to fit the lattice.");
   m.def("_lattice_simplices", &py_lattice_simplices, arg("features"), arg("vectorised"),
         "Test hook: (keys, weights, ranks) of features [N, d], vectorised as the build or by lattice_simplex.");
 }

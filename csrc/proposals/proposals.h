@@ -11,6 +11,10 @@
 
 namespace convloc {
 
+// The widest smoothing before segmentation: its taps (8 sigma + 1) and each row's padding are sized
+// from sigma, and with replicated borders a wider Gaussian does not become a constant.
+constexpr double kMaxSmoothingSigma = 100;
+
 // Normalised Gaussian taps exp(-x^2 / (2 sigma^2)), x = -r..r with r = ceil(4 sigma), summed in
 // double from -r upward; derivative = true gives the taps of the Gaussian's first derivative
 // (-x / sigma^2 times the normalised Gaussian). sigma <= 0 gives the identity {1}.

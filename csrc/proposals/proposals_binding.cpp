@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "proposals/proposals_ops.h"
 
 namespace convloc {
@@ -13,7 +14,7 @@ using py::arg;
 
 int64_t py_felzenszwalb(py::handle image_obj, py::handle labels_obj, double scale, double sigma, int64_t min_size) {
   Array image = as_array(image_obj, "image"), labels = as_output(labels_obj, "labels");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return ops::felzenszwalb(*image, *labels, scale, sigma, min_size);
 }
 
@@ -32,7 +33,7 @@ py::list py_selective_search(py::handle image_obj, const std::vector<StrategyTup
   const std::vector<SelectiveSearchStrategy> strategies = strategies_of(strategy_tuples);
   std::vector<Hierarchy> result;
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     result = ops::selective_search(*image, strategies, sigma);
   }
   // Output sizes are only known after segmentation, so these arrays are made here.
@@ -51,7 +52,7 @@ int64_t py_selective_search_ranked(py::handle image_obj, const std::vector<Strat
   Array image = as_array(image_obj, "image"), randoms = as_array(randoms_obj, "randoms");
   Array boxes = as_output(boxes_obj, "boxes");
   const std::vector<SelectiveSearchStrategy> s = strategies_of(strategies);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   return ops::selective_search_ranked(*image, s, sigma, *randoms, *boxes);
 }
 

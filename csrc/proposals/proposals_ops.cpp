@@ -16,6 +16,11 @@ void check_image(const TensorView& im) {
   check_finite(im);
 }
 
+void check_smoothing(double sigma) {
+  if (!(sigma >= 0 && sigma <= kMaxSmoothingSigma))
+    fail_value("sigma: expected a number in [0, ", kMaxSmoothingSigma, "], got ", sigma);
+}
+
 }  // namespace
 
 int64_t felzenszwalb(const TensorView& image, const TensorView& labels, double scale, double sigma, int64_t min_size) {
@@ -23,7 +28,7 @@ int64_t felzenszwalb(const TensorView& image, const TensorView& labels, double s
   check_shape(labels, {image.size(0), image.size(1)}, "[H, W]");
   check_dtype(labels, DType::Int32);
   if (!(scale > 0)) fail_value("scale: expected a positive number, got ", scale);
-  if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
+  check_smoothing(sigma);
   if (min_size < 0) fail_value("min_size: expected an integer >= 0, got ", min_size);
   return felzenszwalb_cpu(image.ptr<float>(), image.size(0), image.size(1), image.size(2), scale, sigma, min_size,
                           labels.ptr<int32_t>());
@@ -37,7 +42,7 @@ std::vector<Hierarchy> selective_search(const TensorView& image, const std::vect
   if (*lo < 0 || *hi > 1)
     fail_value("image: float images must be in [0, 1], got values in [", *lo, ", ", *hi,
                "]; pass uint8 or divide by 255");
-  if (!(sigma >= 0)) fail_value("sigma: expected a number >= 0, got ", sigma);
+  check_smoothing(sigma);
   for (const SelectiveSearchStrategy& s : strategies) {
     if (static_cast<int>(s.space) < 0 || static_cast<int>(s.space) > static_cast<int>(ColourSpace::H))
       fail_value("strategies: unknown colour space ", static_cast<int>(s.space));

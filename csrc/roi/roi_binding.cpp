@@ -1,4 +1,5 @@
 #include "core/py_array.h"
+#include "core/py_gil.h"
 #include "roi/roi_ops.h"
 
 namespace convloc {
@@ -13,7 +14,7 @@ void py_roi_pool_forward(py::handle input_obj, py::handle rois_obj, double spati
   Array input = as_feature_map(input_obj, "input"), rois = as_array(rois_obj, "boxes");
   Array out = as_output(out_obj, "out");
   Array argmax = argmax_obj.is_none() ? as_optional_array(argmax_obj, "argmax") : as_output(argmax_obj, "argmax");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::roi_pool_forward(*input, *rois, spatial_scale, pooled_h, pooled_w, *out,
                         argmax_obj.is_none() ? nullptr : &*argmax, as_stream(stream));
 }
@@ -22,7 +23,7 @@ void py_roi_pool_backward(py::handle grad_obj, py::handle rois_obj, py::handle i
                           int64_t pooled_h, int64_t pooled_w, py::handle gi_obj, uintptr_t stream) {
   Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes");
   Array input = as_feature_map(input_obj, "input"), gi = as_output(gi_obj, "grad_input");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::roi_pool_backward(*grad, *rois, *input, spatial_scale, pooled_h, pooled_w, *gi, as_stream(stream));
 }
 
@@ -31,7 +32,7 @@ void py_roi_align_forward(py::handle input_obj, py::handle rois_obj, double spat
                           uintptr_t stream) {
   Array input = as_feature_map(input_obj, "input"), rois = as_array(rois_obj, "boxes");
   Array out = as_output(out_obj, "out");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::roi_align_forward(*input, *rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned, *out,
                          as_stream(stream));
 }
@@ -40,7 +41,7 @@ void py_roi_align_backward(py::handle grad_obj, py::handle rois_obj, double spat
                            int64_t pooled_w, int64_t sampling_ratio, bool aligned, py::handle gi_obj,
                            uintptr_t stream) {
   Array grad = as_array(grad_obj, "grad"), rois = as_array(rois_obj, "boxes"), gi = as_output(gi_obj, "grad_input");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   ops::roi_align_backward(*grad, *rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned, *gi,
                           as_stream(stream));
 }

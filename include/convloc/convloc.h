@@ -15,7 +15,7 @@
  * `stream`: the cudaStream_t to run on when the arrays are on a CUDA device (NULL: the default stream); not
  * read for host arrays. Calls return when host results are written; CUDA work is queued on the stream (nms
  * waits for it, to return the count). CPU kernels use convloc_get_num_threads() threads; results do not
- * depend on the number.
+ * depend on the number. A call runs to its end: unlike the Python functions, it does not look for signals.
  *
  * The DLPack structs are declared here as the DLPack specification lays them out (DLPack 0.6 and later),
  * unless <dlpack/dlpack.h> was included first, whose declarations are then used. */
@@ -92,7 +92,7 @@ enum {
 CONVLOC_API const char* convloc_last_error(void);
 /* convloc's version, e.g. "0.1.0". */
 CONVLOC_API const char* convloc_version(void);
-/* CPU threads the kernels use; n <= 0: all cores. */
+/* CPU threads the kernels use; n <= 0: all cores; at most 4 per hardware thread (larger n gives that). */
 CONVLOC_API int convloc_get_num_threads(void);
 CONVLOC_API void convloc_set_num_threads(int n);
 

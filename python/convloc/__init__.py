@@ -48,8 +48,17 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the CPU threads the kernels use (n <= 0: all cores). Results do not depend on it."""
+    """Sets the CPU threads the kernels use (n <= 0: all cores). Results do not depend on it.
+
+    At most :func:`max_threads` (4 per hardware thread): a larger ``n`` gives that many. Where the
+    system refuses to start that many threads, the kernels run on those it started.
+    """
     runtime.set_num_threads(n)
+
+
+def max_threads() -> int:
+    """The most CPU threads :func:`set_num_threads` gives: 4 per hardware thread."""
+    return runtime.max_threads()
 
 
 def cached_bytes() -> int:
@@ -88,6 +97,7 @@ __all__ = [
     "cuda_available",
     "get_num_threads",
     "set_num_threads",
+    "max_threads",
     "cached_bytes",
     "empty_cache",
     "ops",

@@ -114,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs ``convloc ARGV``; returns the exit status. Bad arguments raise :class:`UsageError`
-    (a ``SystemExit`` with status 2) after printing the usage and the error."""
+    (a ``SystemExit`` with status 2) after printing the usage and the error; a file that cannot be
+    read or written prints one line and returns 2."""
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
     except UsageError as e:
         args.parser.error(str(e))
+    except OSError as e:  # a file that cannot be read or written: one line, no traceback
+        print(f"{args.parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     if "torch.distributed" in sys.modules:  # a command may have joined a torchrun process group
         from convloc.models.common import close_distributed
 

@@ -11,3 +11,10 @@ settings.register_profile(
     derandomize=os.environ.get("CONVLOC_FUZZ_RANDOM") is None,
 )
 settings.load_profile("convloc")
+
+
+def pytest_terminal_summary(terminalreporter):
+    from .arrays import calls_made
+
+    if calls_made[0]:
+        terminalreporter.write_line(f"hostile calls made by the fuzz tests: {calls_made[0]}")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,3 +44,8 @@ def test_unbatched_and_nonfinite_inputs_never_crash(x, w):
     out = check_call(ops.conv_transpose2d, DECONV_ARGS, x, w)
     if out is not None:
         assert out.ndim == x.ndim and out.dtype == x.dtype  # hostile shapes may add a batch axis
+
+
+def test_kernel_sizes_beyond_memory_are_refused_before_allocation():
+    with pytest.raises(ValueError, match="^channels, factor: a"):
+        ops.bilinear_kernel(3, 10**9)

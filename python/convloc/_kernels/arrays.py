@@ -49,6 +49,13 @@ def is_jax(*xs: Any) -> bool:
     return jax is not None and any(isinstance(x, jax.Array) for x in xs)
 
 
+def is_traced(x: Any) -> bool:
+    """Whether x is a JAX tracer (inside ``jax.jit``, ``grad`` or ``vmap``): its values are not known
+    until the compiled call runs, so checks of them are left to the kernels."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
 def framework(x: Any) -> str:
     if is_torch(x):
         return "torch"
@@ -207,14 +214,6 @@ def as_array(x: Any, name: str) -> Array:
     return arr
 
 
-def as_float(x: Any, name: str) -> float:
-    """A Python float, or TypeError naming the argument."""
-    try:
-        return float(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name}: expected a number, got {type(x).__name__}") from e
-
-
 def same_framework(reference: tuple[str, Any], *others: tuple[str, Any]) -> None:
     """Raises TypeError unless every array comes from the reference's framework (NumPy arrays may
     come with JAX ones, which JAX takes as constants)."""
@@ -245,7 +244,7 @@ def prepare(x: Array, dtype: str | None = None) -> Array:
         import jax
 
         return x if dtype is None else x.astype(jax.dtypes.canonicalize_dtype(dtype))
-    return np.ascontiguousarray(x, dtype=dtype)
+    return np.asarray(x, dtype=dtype, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def prepare_feature_map(x: Array) -> Array:

@@ -35,7 +35,5 @@ def nms(boxes: Array, scores: Array, idxs: Array | None, iou_threshold: float) -
             raise TypeError(f"idxs: expected an integer array, got {A.dtype_name(idxs)}")
         idxs = A.prepare(idxs, None if A.dtype_name(idxs) in ("int32", "int64") else "int64")
     keep = A.empty(boxes, (boxes.shape[0] if boxes.ndim else 0,), "int64")
-    count = _C.nms(
-        boxes, scores, idxs, A.as_float(iou_threshold, "iou_threshold"), keep, stream=A.stream(boxes)
-    )
+    count = _C.nms(boxes, scores, idxs, iou_threshold, keep, stream=A.stream(boxes))
     return keep[:count].copy() if not A.is_torch(keep) else keep[:count].clone()

@@ -3,6 +3,7 @@ the CPU kernel makes for a Gaussian over the pixel grid."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,16 +11,22 @@ import numpy as np
 
 import convloc._C as _C
 from convloc._kernels import arrays as A
+from convloc._kernels import lattice
 from convloc._kernels.arrays import Array
 
+# The most the pairwise terms may add to a pixel's energy (they sum at most N kernel values each):
+# bounded so that float32 mean-field never overflows to inf - inf.
+MAX_PAIRWISE_ENERGY = 1e30
 
-def grid_kernel(sigma: np.ndarray, exact: bool = False) -> _C.GridGaussian | None:
-    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid: on a
-    coarser grid (2-D, sigma >= 2: within 7.3 % of the kernel's peak, against pydensecrf's 17 %),
-    exactly (sigma <= 6, or ``exact``), or (None) not over the grid but with the permutohedral
-    lattice. The rule is the C++ family's, which the C API follows too."""
-    steps = _C.gaussian_grid_steps(sigma.tolist(), bool(exact))
-    return _C.GridGaussian(sigma.tolist(), steps) if steps else None
+
+def grid_kernel(sigma: np.ndarray, spatial: Sequence[int], exact: bool = False) -> _C.GridGaussian | None:
+    """How the CPU kernel filters a Gaussian of these per-axis sigmas (pixels) over the grid
+    ``spatial``: on a coarser grid (2-D, sigma >= 2: within 7.3 % of the kernel's peak, against
+    pydensecrf's 17 %), exactly (sigma <= 6, or ``exact``), or (None) not over the grid but with the
+    permutohedral lattice. Sigmas beyond 1000 extents of their axis are taken as that wide (where the
+    kernel varies by less than 5e-7 over the grid). The rule is the C++ family's, which the C API
+    follows too."""
+    return _C.grid_gaussian(sigma.tolist(), list(spatial), bool(exact))
 
 
 def bilateral(pos_scale: np.ndarray, srgb: np.ndarray) -> _C.Bilateral:
@@ -128,6 +135,18 @@ def positions(spatial: Sequence[int], scale: Sequence[float], dtype) -> np.ndarr
     return np.stack([g.reshape(-1) for g in grids], axis=1)
 
 
+def _check_reach(features: np.ndarray, what: str) -> None:
+    """ValueError naming ``what`` (the widths the features were divided by) where the features
+    [..., d] span more standard deviations than the lattice holds."""
+    reach = float(np.abs(features).sum(-1).max(initial=0))
+    limit = lattice.max_feature_sum(features.shape[-1])
+    if not reach < limit:
+        raise ValueError(
+            f"{what} too small for this image: its features span {reach:.3g} standard deviations, "
+            f"beyond the lattice's {limit:.3g}"
+        )
+
+
 def _on_device(x: np.ndarray, like: Array) -> Array:
     if A.on_cpu(like):
         return x
@@ -172,9 +191,12 @@ def plan_kernels(
         elif kind in (GAUSSIAN, EXACT_GAUSSIAN):
             sigma = np.array(params[next_param : next_param + ndim], np.float64)
             next_param += ndim
-            grid = None if on_gpu else grid_kernel(sigma, kind == EXACT_GAUSSIAN)
+            grid = None if on_gpu else grid_kernel(sigma, spatial, kind == EXACT_GAUSSIAN)
             if grid is None:
-                terms.append(("positions", positions(spatial, 1.0 / sigma, dtype)[:, ::-1]))
+                with np.errstate(over="ignore"):  # (widths so small that positions overflow: refused)
+                    pos = positions(spatial, 1.0 / sigma, dtype)[:, ::-1]
+                _check_reach(pos, f"kernels[{k}]: sxy")
+                terms.append(("positions", pos))
             else:
                 terms.append(("grid", grid))
         elif kind == BILATERAL:
@@ -233,7 +255,7 @@ def run_dense_crf(
     )
     feature_arrays = iter(features)
     terms = []
-    for how, what in plan:
+    for k, (how, what) in enumerate(plan):
         if how == "features":
             terms.append(next(feature_arrays))
         elif how == "grid":
@@ -246,13 +268,18 @@ def run_dense_crf(
             host = np.ascontiguousarray(_host(image))
             if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
                 raise ValueError("image: expected finite values, got NaN or inf")
-            terms.append(_on_device(bilateral_features(host, spatial, *what, dtype), unary))
+            with np.errstate(over="ignore", divide="ignore"):
+                host_features = bilateral_features(host, spatial, *what, dtype)
+            _check_reach(host_features, f"kernels[{k}]: sxy or srgb")
+            terms.append(_on_device(host_features, unary))
         else:
             terms.append(bilateral(*what))
+    with np.errstate(over="ignore"):  # (dense_crf refuses what overflows)
+        compat_array = matrices.astype(dtype)
     q, lab, kl = dense_crf(
         unary,
         terms,
-        _on_device(matrices.astype(dtype), unary),
+        _on_device(compat_array, unary),
         list(normalizations),
         iterations,
         exclude_self,
@@ -286,6 +313,12 @@ def dense_crf(
     replaces ``softmax(-unary)`` as Q_0.
     """
     batch, n_labels, n = unary.shape
+    reach = n * float(np.abs(_host(compat)).reshape(len(kernels), -1).max(1, initial=0).sum())
+    if not reach <= MAX_PAIRWISE_ENERGY:
+        raise ValueError(
+            f"compat, weight: the pairwise energy could reach {reach:.3g} (pixels x the largest "
+            f"|compat x weight| of each kernel, summed), above {MAX_PAIRWISE_ENERGY:g}"
+        )
     q = A.empty(unary, (batch, n_labels, n))
     lab = A.empty(unary, (batch, n), "int64") if labels else None
     kl = np.empty((batch, iterations + 1), np.float64) if energy else None
@@ -321,7 +354,17 @@ def grid_crf(
             ((img[:, :, 1:] - img[:, :, :-1]) ** 2).sum(-1).ravel(),
         ]
         mean = float(np.concatenate(d2).mean()) if sum(a.size for a in d2) else 0.0
-        beta = 1.0 / (2.0 * mean) if mean > 0 else 0.0
+        beta = min(1.0 / (2.0 * mean), np.finfo(np.float64).max) if mean > 0 else 0.0
+    if neighbors not in (4, 8):
+        raise ValueError(f"neighbors: expected 4 or 8, got {neighbors}")
+    if not math.isfinite(beta):
+        raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
+    reach = neighbors * (abs(w1) + abs(w2))
+    if not reach <= MAX_PAIRWISE_ENERGY:
+        raise ValueError(
+            f"w1, w2: the pairwise energy could reach {reach:.3g} (neighbors x (|w1| + |w2|)), above "
+            f"{MAX_PAIRWISE_ENERGY:g}"
+        )
     image = A.prepare(image) if A.on_cpu(unary) and A.on_cpu(image) else _on_device(img, unary)
     q = A.empty(unary, tuple(unary.shape))
     _C.grid_crf(unary, image, int(neighbors), w1, w2, beta, int(iterations), q, stream=A.stream(unary))

@@ -11,6 +11,13 @@ import convloc._C as _C
 from convloc._kernels import arrays as A
 from convloc._kernels.arrays import Array
 
+MAX_DIM: int = _C.LATTICE_MAX_DIM  # features per point
+
+
+def max_feature_sum(d: int) -> float:
+    """The most sum_k |f_k| may be for every point of ``d`` features to fit the lattice."""
+    return _C.lattice_max_feature_sum(d)
+
 
 class Lattice:
     """The lattice(s) of features [N, d] or [B, N, d] (CPU), and the raw filter ``A`` on them."""
@@ -62,12 +69,13 @@ class Lattice:
         return A.restore_half(out, half)
 
     def diagonal(self, like: Array) -> Array:
-        """Each point's own weight in the raw filter, ``[B?, N, 1]``, in ``like``'s framework
-        (computed once per framework): what the filter adds of ``v_i`` to ``out_i``, the lattice's
-        approximation of ``exp(0) = 1``; ``exclude_self`` subtracts ``diagonal * values``."""
+        """Each point's own weight in the raw filter, ``[B?, N, 1]``, in ``like``'s framework and
+        the lattice's dtype (computed once per framework): what the filter adds of ``v_i`` to
+        ``out_i``, the lattice's approximation of ``exp(0) = 1``; ``exclude_self`` subtracts
+        ``diagonal * values``."""
         key = A.framework(like)
         if key not in self._diag:
-            diag = A.empty(like, tuple(like.shape[:-1]))
+            diag = A.empty(like, tuple(like.shape[:-1]), self._lattice.dtype)
             self._lattice.diagonal(diag)
             self._diag[key] = diag[..., None]
         return self._diag[key]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import convloc._C as _C
+from convloc._kernels.args import integer
 
 
 def info() -> dict[str, Any]:
@@ -31,7 +33,12 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    _C.set_num_threads(int(n))
+    # Any integer: the kernels cap it at max_threads().
+    _C.set_num_threads(max(min(integer(n, "n", -math.inf, math.inf), 2**31), -1))
+
+
+def max_threads() -> int:
+    return _C.max_threads()
 
 
 def cached_bytes() -> int:

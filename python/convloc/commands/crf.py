@@ -13,30 +13,33 @@ from convloc.commands import UsageError, integer, output_file, real
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MAX_LABELS = 256  # the output is a palette PNG
 
 
 def load_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    from convloc.data.files import read_image
 
-    with Image.open(path) as im:
-        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    return np.ascontiguousarray(read_image(path, "RGB"))
 
 
 def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> np.ndarray:
-    """[L, H, W] unary from a .npy of probabilities or a label PNG."""
+    """[L, H, W] unary from a .npy of probabilities or a label PNG; ValueError naming the file."""
     from convloc import ops
+    from convloc.data.files import open_image
 
     if path.suffix == ".npy":
-        p = np.load(path)
+        p = np.load(path, allow_pickle=False)
         if p.ndim != 3 or p.shape[1:] != shape:
             raise ValueError(f"{path}: expected probabilities [L, {shape[0]}, {shape[1]}], got {p.shape}")
-        try:  # (probabilities: a distribution per pixel)
+        if not 2 <= p.shape[0] <= MAX_LABELS:
+            raise ValueError(
+                f"{path}: expected 2 to {MAX_LABELS} labels (the output is a palette PNG), got {p.shape[0]}"
+            )
+        try:  # (probabilities: real, a distribution per pixel)
             return ops.unary_from_softmax(p, clip=1e-5)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from None
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with open_image(path) as im:
         lab = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(np.int64)
     if lab.shape != shape:
         raise ValueError(
@@ -46,6 +49,11 @@ def load_unary(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> 
     n = args.n_labels or int(lab[~unsure].max(initial=0)) + 1
     if n < 2:
         raise ValueError(f"{path}: need at least 2 labels (pass --n-labels)")
+    if n > MAX_LABELS or lab[~unsure].max(initial=0) >= n:
+        raise ValueError(
+            f"{path}: expected labels 0 to {min(n, MAX_LABELS) - 1} (at most {MAX_LABELS}: the output is a "
+            f"palette PNG), got values up to {int(lab[~unsure].max(initial=0))}"
+        )
     lab = np.where(unsure, 0, lab)
     u = ops.unary_from_labels(lab, n, args.gt_prob, zero_unsure=False)
     u[:, unsure] = np.log(n)
@@ -82,7 +90,15 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
     """(image, probs, output label PNG) for one image, a directory or a .txt list of images."""
     image, probs, out = Path(args.image), Path(args.probs), Path(args.out)
     if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
-        return [(image, probs, out if out.suffix.lower() == ".png" else out / f"{image.stem}.png")]
+        if out.is_dir():
+            return [(image, probs, out / f"{image.stem}.png")]
+        if out.suffix.lower() != ".png":
+            raise UsageError(
+                f"-o: expected a .png file or an existing directory for one image, got {str(out)!r}"
+            )
+        return [(image, probs, out)]
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o: expected a directory for many images, got {str(out)!r} (a file)")
     if image.is_dir():
         images = sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     elif image.suffix == ".txt":
@@ -109,6 +125,7 @@ def _cmd_crf(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import convloc
+    from convloc.data.files import atomic_file
     from convloc.data.voc_seg import overlay, write_label
 
     convloc.set_num_threads(args.threads)
@@ -128,7 +145,8 @@ def _cmd_crf(args: argparse.Namespace) -> int:
         labels = refine(image, unary, args)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_label(out, labels)
-        Image.fromarray(overlay(image, labels)).save(out.with_name(out.stem + "_overlay.png"))
+        with atomic_file(out.with_name(out.stem + "_overlay.png")) as tmp:
+            Image.fromarray(overlay(image, labels)).save(tmp)
     if len(pairs) == 1:
         print(f"wrote {pairs[0][2]} and {pairs[0][2].with_name(pairs[0][2].stem + '_overlay.png')}")
     else:
@@ -167,14 +185,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import convloc
+    from convloc.data.files import atomic_file, read_image
     from convloc.data.voc_seg import colorize
 
     out = Path(args.out)
     convloc.set_num_threads(args.threads)
     check_device(args.device)
     image = load_image(DATA_DIR / "crf_demo_astronaut.jpg")
-    with Image.open(DATA_DIR / "crf_demo_labels.png") as im:
-        reference = np.asarray(im).astype(np.int64)
+    reference = read_image(DATA_DIR / "crf_demo_labels.png").astype(np.int64)
     n = int(reference.max()) + 1
     unary = demo_unary(reference, n)
     before = unary.argmin(0)
@@ -182,7 +200,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     after = refine(image, unary, args)
     ms = 1e3 * (time.perf_counter() - t0)
     panel = np.concatenate([image, colorize(before), colorize(after)], axis=1)
-    Image.fromarray(panel).save(out)
+    with atomic_file(out) as tmp:
+        Image.fromarray(panel).save(tmp)
     h, w = before.shape
     print(f"dense CRF on a {w}x{h} image, {n} labels, {args.iterations} iterations: {ms:.1f} ms")
     print(f"pixels changed by the CRF: {(before != after).mean():.1%}")

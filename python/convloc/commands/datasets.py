@@ -23,6 +23,7 @@ def register_data(sub) -> None:
 
 def _inspect(args) -> int:
     from convloc.data import lfw, voc, voc_seg
+    from convloc.data.files import atomic_file
 
     found = {}
     try:
@@ -41,8 +42,8 @@ def _inspect(args) -> int:
     text = {"detection": _detection_text, "segmentation": _segmentation_text, "faces": _faces_text}
     print("\n\n".join(text[kind](summary) for kind, summary in found.items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(found, f, indent=2)
+        with atomic_file(args.json) as tmp:
+            tmp.write_text(json.dumps(found, indent=2))
     return 0
 
 

@@ -398,6 +398,7 @@ def evaluate_detector(model, dataset, proposals, limit=None, progress=True) -> d
 def _eval(args) -> int:
     import torch
 
+    from convloc.data.files import atomic_file
     from convloc.metrics.detection import format_table
     from convloc.models.common import keep_freed_memory
 
@@ -423,26 +424,30 @@ def _eval(args) -> int:
             "images": r["images"],
             "threads": torch.get_num_threads(),
         }  # fmt: skip
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        with atomic_file(args.json) as tmp:
+            tmp.write_text(json.dumps(out, indent=2))
     return 0
 
 
 def _detect(args) -> int:
     from PIL import Image
 
+    from convloc.data.files import atomic_file, read_image
     from convloc.data.pictures import detection_picture
     from convloc.models.common import compute_proposals
 
     device = pick_device(args)
     model, classes, settings = load_detector(args.checkpoint, args.svd)
-    with Image.open(args.image) as im:
-        image = np.asarray(im.convert("RGB"))
+    try:
+        image = read_image(args.image, "RGB")
+    except ValueError as e:
+        raise UsageError(f"image: {e}") from None
     announce_device(device, args)
     props = compute_proposals(image, settings["method"], settings["mode"], settings["max_boxes"])
     det = model.to(device).detect(image, props)
     threshold = args.threshold if args.threshold is not None else (0.5 if hasattr(model, "roi_pool") else 0.0)
-    Image.fromarray(detection_picture(image, det, classes, threshold)).save(args.output)
+    with atomic_file(args.output) as tmp:
+        Image.fromarray(detection_picture(image, det, classes, threshold)).save(tmp)
     shown = int((det["scores"] >= threshold).sum())
     print(f"{shown} detections drawn to {args.output}")
     return 0

@@ -655,19 +655,23 @@ def _segment(args) -> int:
     import torch
     from PIL import Image
 
+    from convloc.data.files import atomic_file, read_image
     from convloc.data.pictures import segmentation_picture
     from convloc.data.voc_seg import normalize, write_label
 
     device = pick_device(args)
     model, ckpt = load_checkpoint(args.checkpoint, ("fcn", "crfrnn"))
-    with Image.open(args.image) as im:
-        image = np.array(im.convert("RGB"))
+    try:
+        image = np.array(read_image(args.image, "RGB"))
+    except ValueError as e:
+        raise UsageError(f"image: {e}") from None
     announce_device(device, args)
     with torch.no_grad():
         x = torch.from_numpy(normalize(image))[None].to(device)
         labels = model.to(device)(x)[0].argmax(0).cpu().numpy().astype(np.uint8)
     classes = ckpt.get("classes") or [str(i) for i in range(labels.max() + 1)]
-    Image.fromarray(segmentation_picture(image, labels, classes)).save(args.output)
+    with atomic_file(args.output) as tmp:
+        Image.fromarray(segmentation_picture(image, labels, classes)).save(tmp)
     if args.labels:
         write_label(args.labels, labels)
     counts = np.bincount(labels.ravel(), minlength=len(classes))

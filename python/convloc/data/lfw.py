@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convloc.data.files import fresh_tree, open_image
+
 
 def image_path(root: str | os.PathLike, name: str, index: int) -> Path:
     return Path(root) / name / f"{name}_{index:04d}.jpg"
@@ -79,7 +81,7 @@ def load_images(paths, size: int | None = None) -> np.ndarray:
     """Images as ``[N, 3, S, S]`` float32 in [-1, 1] (resized to ``size`` when given)."""
     out = []
     for p in paths:
-        with Image.open(p) as im:
+        with open_image(p) as im:
             im = im.convert("RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
@@ -204,34 +206,35 @@ def make_synthetic_faces(
 ) -> Path:
     """Writes ``root/train`` and ``root/lfw`` (disjoint identities, LFW folder layout) and
     ``root/pairs.txt`` over ``root/lfw``: ``folds`` identity-disjoint folds, each with
-    ``pairs_per_fold`` matched and as many mismatched pairs. Deterministic in ``seed``."""
+    ``pairs_per_fold`` matched and as many mismatched pairs. Deterministic in ``seed``. Replaces what
+    an earlier run wrote there (see :func:`~convloc.data.files.fresh_tree`)."""
     if test_identities < 2 * folds:
         raise ValueError(f"test_identities: expected >= {2 * folds} (2 per fold), got {test_identities}")
     if images_per_identity < 2:
         raise ValueError(f"images_per_identity: expected >= 2, got {images_per_identity}")
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    names = {"train": [], "lfw": []}
-    for split, count in (("train", train_identities), ("lfw", test_identities)):
-        for k in range(count):
-            name = f"Synth_{split.capitalize()}{k:04d}"
-            person = _identity(rng)
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(1, images_per_identity + 1):
-                Image.fromarray(render_face(person, rng, size)).save(
-                    image_path(root / split, name, i), quality=95
-                )
-            names[split].append(name)
-    lines = [f"{folds}\t{pairs_per_fold}"]
-    groups = np.array_split(np.array(names["lfw"]), folds)
-    for group in groups:
-        for _ in range(pairs_per_fold):
-            name = group[rng.integers(len(group))]
-            i, j = rng.choice(images_per_identity, size=2, replace=False) + 1
-            lines.append(f"{name}\t{i}\t{j}")
-        for _ in range(pairs_per_fold):
-            n1, n2 = rng.choice(group, size=2, replace=False)
-            i, j = rng.integers(1, images_per_identity + 1, size=2)
-            lines.append(f"{n1}\t{i}\t{n2}\t{j}")
-    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
-    return root
+    with fresh_tree(root) as out:
+        rng = np.random.default_rng(seed)
+        names = {"train": [], "lfw": []}
+        for split, count in (("train", train_identities), ("lfw", test_identities)):
+            for k in range(count):
+                name = f"Synth_{split.capitalize()}{k:04d}"
+                person = _identity(rng)
+                (out / split / name).mkdir(parents=True, exist_ok=True)
+                for i in range(1, images_per_identity + 1):
+                    Image.fromarray(render_face(person, rng, size)).save(
+                        image_path(out / split, name, i), quality=95
+                    )
+                names[split].append(name)
+        lines = [f"{folds}\t{pairs_per_fold}"]
+        groups = np.array_split(np.array(names["lfw"]), folds)
+        for group in groups:
+            for _ in range(pairs_per_fold):
+                name = group[rng.integers(len(group))]
+                i, j = rng.choice(images_per_identity, size=2, replace=False) + 1
+                lines.append(f"{name}\t{i}\t{j}")
+            for _ in range(pairs_per_fold):
+                n1, n2 = rng.choice(group, size=2, replace=False)
+                i, j = rng.integers(1, images_per_identity + 1, size=2)
+                lines.append(f"{n1}\t{i}\t{n2}\t{j}")
+        (out / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return Path(root)

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from convloc.data.files import fresh_tree
 from convloc.data.voc import Annotation, write_annotation
 
 __all__ = ["SHAPE_CLASSES", "make_shapes", "render_image"]
@@ -123,42 +124,45 @@ def render_image(
 
 def make_shapes(root: str, images: int, seed: int = 0, test_fraction: float = 0.25, **kw) -> str:
     """Writes ``images`` images as a VOC tree under ``root`` (JPEGImages, Annotations,
-    ImageSets/Main/{train,val,trainval,test}.txt and per-class lists, classes.txt). Returns root."""
-    for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-    ids, present = [], []
-    for i in tqdm(range(images), desc="make-shapes", unit="img", leave=False):
-        rng = np.random.default_rng([seed, i])
-        image, boxes, labels, difficult = render_image(rng, **kw)
-        image_id = f"{i:06d}"
-        Image.fromarray(image).save(os.path.join(root, "JPEGImages", f"{image_id}.jpg"), quality=95)
-        ann = Annotation(
-            f"{image_id}.jpg", image.shape[1], image.shape[0], boxes,
-            [SHAPE_CLASSES[k] for k in labels], difficult,
-        )  # fmt: skip
-        write_annotation(os.path.join(root, "Annotations", f"{image_id}.xml"), ann, "shapes")
-        ids.append(image_id)
-        present.append((labels, difficult))
-    n_test = int(round(images * test_fraction))
-    trainval, test = ids[: images - n_test], ids[images - n_test :]
-    n_val = len(trainval) // 2
-    splits = {
-        "train": trainval[n_val:],
-        "val": trainval[:n_val],
-        "trainval": trainval,
-        "test": test,
-    }
-    main = os.path.join(root, "ImageSets", "Main")
-    index = {image_id: k for k, image_id in enumerate(ids)}
-    for name, members in splits.items():
-        with open(os.path.join(main, f"{name}.txt"), "w") as f:
-            f.writelines(f"{m}\n" for m in members)
-        for c, cls in enumerate(SHAPE_CLASSES):  # VOC's per-class lists: 1 present, 0 only difficult
-            with open(os.path.join(main, f"{cls}_{name}.txt"), "w") as f:
-                for m in members:
-                    labels, difficult = present[index[m]]
-                    flag = 1 if np.any((labels == c) & ~difficult) else 0 if np.any(labels == c) else -1
-                    f.write(f"{m} {flag:2d}\n")
-    with open(os.path.join(root, "classes.txt"), "w") as f:
-        f.writelines(f"{c}\n" for c in SHAPE_CLASSES)
+    ImageSets/Main/{train,val,trainval,test}.txt and per-class lists, classes.txt), replacing what an
+    earlier run wrote there (see :func:`~convloc.data.files.fresh_tree`). Returns root."""
+    with fresh_tree(root) as tmp:
+        out = str(tmp)
+        for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
+            os.makedirs(os.path.join(out, sub), exist_ok=True)
+        ids, present = [], []
+        for i in tqdm(range(images), desc="make-shapes", unit="img", leave=False):
+            rng = np.random.default_rng([seed, i])
+            image, boxes, labels, difficult = render_image(rng, **kw)
+            image_id = f"{i:06d}"
+            Image.fromarray(image).save(os.path.join(out, "JPEGImages", f"{image_id}.jpg"), quality=95)
+            ann = Annotation(
+                f"{image_id}.jpg", image.shape[1], image.shape[0], boxes,
+                [SHAPE_CLASSES[k] for k in labels], difficult,
+            )  # fmt: skip
+            write_annotation(os.path.join(out, "Annotations", f"{image_id}.xml"), ann, "shapes")
+            ids.append(image_id)
+            present.append((labels, difficult))
+        n_test = int(round(images * test_fraction))
+        trainval, test = ids[: images - n_test], ids[images - n_test :]
+        n_val = len(trainval) // 2
+        splits = {
+            "train": trainval[n_val:],
+            "val": trainval[:n_val],
+            "trainval": trainval,
+            "test": test,
+        }
+        main = os.path.join(out, "ImageSets", "Main")
+        index = {image_id: k for k, image_id in enumerate(ids)}
+        for name, members in splits.items():
+            with open(os.path.join(main, f"{name}.txt"), "w") as f:
+                f.writelines(f"{m}\n" for m in members)
+            for c, cls in enumerate(SHAPE_CLASSES):  # VOC's per-class lists: 1 present, 0 only difficult
+                with open(os.path.join(main, f"{cls}_{name}.txt"), "w") as f:
+                    for m in members:
+                        labels, difficult = present[index[m]]
+                        flag = 1 if np.any((labels == c) & ~difficult) else 0 if np.any(labels == c) else -1
+                        f.write(f"{m} {flag:2d}\n")
+        with open(os.path.join(out, "classes.txt"), "w") as f:
+            f.writelines(f"{c}\n" for c in SHAPE_CLASSES)
     return root

@@ -16,7 +16,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+
+from convloc.data.files import open_image, read_image
 
 __all__ = [
     "VOC_CLASSES",
@@ -170,13 +171,13 @@ class VOCDetection:
         return h.hexdigest()
 
     def image(self, i: int) -> np.ndarray:
-        """Image ``i``'s pixels, uint8 [H, W, 3] RGB."""
-        with Image.open(self.image_path(i)) as im:
-            return np.asarray(im.convert("RGB"))
+        """Image ``i``'s pixels, uint8 [H, W, 3] RGB (:func:`~convloc.data.files.read_image`: its
+        size checked before it is decoded)."""
+        return read_image(self.image_path(i), "RGB")
 
     def image_size(self, i: int) -> tuple[int, int]:
         """Image ``i``'s (height, width), from its file's header (no decoding)."""
-        with Image.open(self.image_path(i)) as im:
+        with open_image(self.image_path(i)) as im:
             return im.height, im.width
 
     def __getitem__(self, i: int) -> dict:

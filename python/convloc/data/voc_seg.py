@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convloc.data.files import atomic_file, fresh_tree, open_image, read_image
+
 IGNORE_LABEL = 255
 
 VOC_CLASSES = (
@@ -50,7 +52,7 @@ def voc_palette(n: int = 256) -> np.ndarray:
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """Class indices ``[H, W]`` uint8 of a SegmentationClass PNG (palette or RGB-coloured)."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if im.mode == "P":
             return np.array(im, dtype=np.uint8)
         rgb = np.array(im.convert("RGB"), dtype=np.int64)
@@ -73,7 +75,8 @@ def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
         raise ValueError(f"label: a palette PNG holds class indices 0-255, got {label.min()}..{label.max()}")
     im = Image.fromarray(label.astype(np.uint8), mode="P")
     im.putpalette(voc_palette().ravel().tolist())
-    im.save(path)
+    with atomic_file(path) as tmp:
+        im.save(tmp)
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
@@ -115,8 +118,7 @@ class VOCSegmentation:
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         id_ = self.ids[i]
-        with Image.open(self.root / "JPEGImages" / f"{id_}.jpg") as im:
-            image = np.array(im.convert("RGB"), dtype=np.uint8)
+        image = np.array(read_image(self.root / "JPEGImages" / f"{id_}.jpg", "RGB"), dtype=np.uint8)
         label = read_label(self.root / "SegmentationClass" / f"{id_}.png")
         if label.shape != image.shape[:2]:
             raise ValueError(f"label: {id_} is {label.shape}, its image {image.shape[:2]}")
@@ -203,19 +205,20 @@ def render_synthetic(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarr
 def make_synthetic_segmentation(
     root: str | os.PathLike, n_train: int = 200, n_val: int = 50, size: int = 64, seed: int = 0
 ) -> Path:
-    """Writes a deterministic synthetic segmentation set in VOC's format under ``root``."""
-    root = Path(root)
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    splits = {"train": [], "val": []}
-    for i in range(n_train + n_val):
-        id_ = f"synth_{i:05d}"
-        image, label = render_synthetic(rng, size)
-        Image.fromarray(image).save(root / "JPEGImages" / f"{id_}.jpg", quality=95)
-        write_label(root / "SegmentationClass" / f"{id_}.png", label)
-        splits["train" if i < n_train else "val"].append(id_)
-    for split, ids in splits.items():
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    (root / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")
-    return root
+    """Writes a deterministic synthetic segmentation set in VOC's format under ``root``
+    (replacing the folders an earlier one wrote there: see :func:`~convloc.data.files.fresh_tree`)."""
+    with fresh_tree(root) as out:
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        splits = {"train": [], "val": []}
+        for i in range(n_train + n_val):
+            id_ = f"synth_{i:05d}"
+            image, label = render_synthetic(rng, size)
+            Image.fromarray(image).save(out / "JPEGImages" / f"{id_}.jpg", quality=95)
+            write_label(out / "SegmentationClass" / f"{id_}.png", label)
+            splits["train" if i < n_train else "val"].append(id_)
+        for split, ids in splits.items():
+            (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        (out / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")
+    return Path(root)

@@ -28,6 +28,7 @@ from numbers import Number
 import numpy as np
 
 from convloc._kernels import crf as kernels
+from convloc._kernels.args import integer
 from convloc.densecrf.eigen import MatrixXf
 
 __all__ = [
@@ -51,11 +52,7 @@ class DenseCRF:
     """A fully connected CRF over ``nvar`` points with ``nlabels`` labels (pydensecrf.DenseCRF)."""
 
     def __init__(self, nvar: int, nlabels: int, *_args, **_kwargs):
-        if int(nvar) < 1:
-            raise ValueError(f"nvar: expected at least one point, got {nvar}")
-        if int(nlabels) < 2:
-            raise ValueError(f"nlabels: expected at least 2 labels, got {nlabels}")
-        self._n, self._labels = int(nvar), int(nlabels)
+        self._n, self._labels = integer(nvar, "nvar", 1), integer(nlabels, "nlabels", 2)
         self._unary: np.ndarray | None = None
         # per pairwise term: [1, N, d] float32 lattice features, a Gaussian over the pixel grid
         # (kernels.grid_kernel) or a bilateral kernel over self._image (kernels.bilateral)
@@ -70,7 +67,7 @@ class DenseCRF:
         and float64 are accepted). +inf (P = 0) keeps the label's probability at zero."""
         if f is not None:
             raise NotImplementedError("setUnaryEnergy: learned unaries (the f argument) are not supported")
-        u = np.asarray(u)
+        u = _real(u, "u")
         if u.ndim < 2 or u.shape[0] != self._labels or u.size != self._labels * self._n:
             raise ValueError(
                 f"u: expected shape ({self._labels}, {self._n}) [nlabels, nvar], got {u.shape}"
@@ -139,9 +136,7 @@ class DenseCRF:
 
     def inference(self, niter: int) -> MatrixXf:
         """Marginals Q [nlabels, nvar] (float32) after niter mean-field iterations."""
-        if int(niter) < 0:
-            raise ValueError(f"niter: expected an integer >= 0, got {niter}")
-        return self._run(int(niter))[0].view(MatrixXf)
+        return self._run(integer(niter, "niter", 0))[0].view(MatrixXf)
 
     def startInference(self):  # noqa: N802
         """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-U)."""
@@ -159,7 +154,7 @@ class DenseCRF:
 
         (No 1/2 on the pairwise term, as in pydensecrf.)
         """
-        q = np.ascontiguousarray(Q, dtype=np.float32)
+        q = np.ascontiguousarray(_real(Q, "Q"), dtype=np.float32)
         if q.shape != (self._labels, self._n):
             raise ValueError(f"Q: expected shape ({self._labels}, {self._n}), got {q.shape}")
         if self._unary is None:
@@ -177,10 +172,8 @@ class DenseCRF2D(DenseCRF):
     """A dense CRF over the pixels of a W×H image (pydensecrf.DenseCRF2D: note W first)."""
 
     def __init__(self, w: int, h: int, nlabels: int, *_args, **_kwargs):
-        if int(w) < 1 or int(h) < 1:
-            raise ValueError(f"w, h: expected a positive image size, got {w}×{h}")
-        super().__init__(int(w) * int(h), nlabels)
-        self._w, self._h = int(w), int(h)
+        self._w, self._h = integer(w, "w", 1), integer(h, "h", 1)
+        super().__init__(self._w * self._h, nlabels)
         self._shape = (self._h, self._w)
 
     @staticmethod
@@ -196,7 +189,7 @@ class DenseCRF2D(DenseCRF):
     ) -> None:
         """Smoothness kernel over pixel positions (x/sx, y/sy)."""
         sx, sy = self._stds(sxy, 2, "sxy")
-        grid = kernels.grid_kernel(np.array([sy, sx]))
+        grid = kernels.grid_kernel(np.array([sy, sx]), self._shape)
         if grid is None:  # wide: a lattice over the positions
             grid = kernels.positions(self._shape, [1 / sy, 1 / sx], np.float32)[None, :, ::-1].copy()
         self._add(grid, compat, kernel, normalization)
@@ -241,3 +234,12 @@ class DenseCRF2D(DenseCRF):
         else:  # another image: its features, for a lattice
             features = kernels.bilateral_features(pixels, self._shape, scale, sr, np.float32)
             self._add(features, compat, kernel, normalization)
+
+
+def _real(x, name: str) -> np.ndarray:
+    """x as a NumPy array of real numbers: complex (whose imaginary part a cast would drop), bool
+    and object arrays are refused."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
+    return a

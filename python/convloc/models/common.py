@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from convloc.data.files import atomic_file
 from convloc.models import box_coder
 
 __all__ = [
@@ -161,9 +162,8 @@ def save_checkpoint(path: str, state: dict) -> None:
     """Writes atomically (a run killed mid-save keeps its previous checkpoint), every tensor on the
     CPU: a checkpoint written on a GPU loads where there is none."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(_on_cpu(state), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(_on_cpu(state), tmp)
 
 
 def _on_cpu(x):
@@ -449,8 +449,8 @@ def load_proposals(
     todo = [i for i in range(rank, len(paths), world) if not os.path.exists(paths[i])]
     for i in tqdm(todo, desc="proposals", unit="img", disable=not todo or rank != 0):
         boxes = compute_proposals(dataset[i]["image"], method, mode, max_boxes)
-        np.save(paths[i] + ".tmp.npy", boxes)
-        os.replace(paths[i] + ".tmp.npy", paths[i])
+        with atomic_file(paths[i]) as tmp:
+            np.save(tmp, boxes)
     barrier()
     return [np.load(path) for path in paths]
 

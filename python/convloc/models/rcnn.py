@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from convloc.data.files import atomic_file
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone, load_torchvision_vgg
 from convloc.models.common import (
@@ -340,9 +341,8 @@ def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
             pool5=pool5[reg_idx].numpy().astype(np.float16),
             reg_cls=reg_cls, reg_targets=reg_t,
         )  # fmt: skip
-        with open(path + ".tmp", "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(path + ".tmp", path)
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
     barrier()
     return paths
 

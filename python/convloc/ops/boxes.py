@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from convloc._kernels import arrays as A
 from convloc._kernels import boxes as kernels
+from convloc._kernels.args import integer, number
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -88,7 +89,7 @@ def nms(
     """
     boxes, scores = A.as_array(boxes, "boxes"), A.as_array(scores, "scores")
     limit = _limit(max_output_size, padded)
-    threshold = A.as_float(iou_threshold, "iou_threshold")
+    threshold = number(iou_threshold, "iou_threshold")
     if A.is_jax(boxes, scores):
         from convloc._jax import boxes as jax_ops
 
@@ -125,7 +126,7 @@ def batched_nms(
         A.as_array(a, n) for a, n in ((boxes, "boxes"), (scores, "scores"), (idxs, "idxs"))
     )
     limit = _limit(max_output_size, padded)
-    threshold = A.as_float(iou_threshold, "iou_threshold")
+    threshold = number(iou_threshold, "iou_threshold")
     if A.is_jax(boxes, scores, idxs):
         from convloc._jax import boxes as jax_ops
 
@@ -143,11 +144,7 @@ def _limit(max_output_size, padded: bool) -> int | None:
         if padded:
             raise ValueError("max_output_size: padded=True needs the size to pad to")
         return None
-    if isinstance(max_output_size, bool) or not hasattr(max_output_size, "__index__"):
-        raise TypeError(f"max_output_size: expected an integer, got {type(max_output_size).__name__}")
-    if max_output_size < 0:
-        raise ValueError(f"max_output_size: expected an integer >= 0, got {max_output_size}")
-    return int(max_output_size)
+    return integer(max_output_size, "max_output_size", 0)
 
 
 def _limited(keep: Array, limit: int | None, padded: bool):

@@ -32,6 +32,7 @@ import numpy as np
 
 from convloc._kernels import arrays as A
 from convloc._kernels import crf as crf_kernels
+from convloc._kernels.args import check_fits, integer, number
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -62,7 +63,9 @@ class Gaussian:
     coarser (quadratic B-spline splat and slice around an exact blur: within 7.3 % of the kernel's
     peak, where pydensecrf's lattice is within 17 %), others exactly over the pixel grid up to
     ``sxy = 6`` and beyond that with the permutohedral lattice. ``exact=True`` filters exactly over
-    the grid at any ``sxy`` (CPU only; the work grows with ``sxy``).
+    the grid at any ``sxy`` (CPU only; the work grows with ``sxy`` up to the image's size). A
+    kernel wider than 1000 times the image along an axis is filtered as that wide: over the image
+    it is then a constant to within 5e-7.
     """
 
     sxy: float | Sequence[float] = 3.0
@@ -120,10 +123,7 @@ def _numbers(value: Any, name: str) -> list[float]:
     if isinstance(value, np.ndarray):
         value = value.tolist()
     items = value if isinstance(value, (list, tuple)) else [value]
-    try:
-        return [float(v) for v in items]
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name}: expected numbers, got {value!r}") from e
+    return [number(v, name) for v in items]
 
 
 def _positive(value: Any, count: int, name: str) -> list[float]:
@@ -160,7 +160,7 @@ def _compat_values(compat: Compat, labels: int) -> list[float]:
 
 
 def _norm_code(mode: str | int, name: str) -> int:
-    if isinstance(mode, (int, np.integer)) and 0 <= int(mode) <= 3:
+    if isinstance(mode, (int, np.integer)) and not isinstance(mode, bool) and 0 <= int(mode) <= 3:
         return int(mode)
     if mode in NORMALIZATIONS:
         return NORMALIZATIONS[mode]
@@ -231,6 +231,9 @@ def _user_features(feats: Any, problem: _Problem) -> Array:
     """User features [d, N] / [d, *spatial] (or batched) as [B, N, d] in the unary's framework,
     dtype and device."""
     f = A.as_array(feats, "features")
+    kind = A.dtype_name(f)
+    if kind.startswith("complex") or kind in ("bool", "object"):
+        raise TypeError(f"features: expected real features, got dtype {kind}")
     if A.is_torch(problem.unary) and not A.is_torch(f):
         import torch
 
@@ -339,17 +342,21 @@ def dense_crf(
                 "or pass unary.detach()"
             )
     unary, half = _real_unary(unary)
-    if not isinstance(ndim, (int, np.integer)) or ndim < 1:
-        raise ValueError(f"ndim: expected a positive number of spatial axes, got {ndim!r}")
+    ndim = integer(ndim, "ndim", 1)
     batched, batch, labels, spatial = _split_batch(unary, ndim)
-    if not isinstance(iterations, (int, np.integer)) or iterations < 0:
-        raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
+    iterations = integer(iterations, "iterations", 0)
+    if return_energy:
+        check_fits(8 * batch * (iterations + 1), "iterations", f"the energy of {iterations + 1} iterations")
     on_gpu = not A.on_cpu(unary)
     if on_gpu and return_energy:
         raise TypeError("return_energy: not available for CUDA arrays")
     step = _positive(1.0 if spacing is None else spacing, ndim, "spacing")
     if kernels is None:
         kernels = [Gaussian()] + ([Bilateral()] if image is not None else [])
+    if not isinstance(kernels, (list, tuple)):
+        raise TypeError(
+            f"kernels: expected a list of Gaussian, Bilateral or Features, got {type(kernels).__name__}"
+        )
     if len(kernels) == 0:
         raise ValueError("kernels: expected at least one pairwise kernel")
     norm_default = _norm_code(normalization, "normalization")
@@ -369,7 +376,7 @@ def dense_crf(
         values = _compat_values(compat if kern.compat is None else kern.compat, labels)
         compat_values += values
         compat_sizes.append(len(values))
-        weights.append(A.as_float(kern.weight, f"kernels[{k}].weight"))
+        weights.append(number(kern.weight, f"kernels[{k}].weight"))
         norms.append(
             norm_default if kern.normalization is None else _norm_code(kern.normalization, "normalization")
         )
@@ -383,7 +390,7 @@ def dense_crf(
         compat_sizes,
         weights,
         norms,
-        int(iterations),
+        iterations,
         bool(exclude_self),
         list(spatial),
         bool(return_labels),
@@ -438,11 +445,11 @@ def grid_crf(
     args = (
         unary.reshape(batch, labels, *spatial),
         img,
-        _int(neighbors, "neighbors"),
-        A.as_float(w1, "w1"),
-        A.as_float(w2, "w2"),
-        None if beta is None else A.as_float(beta, "beta"),
-        _int(iterations, "iterations"),
+        integer(neighbors, "neighbors"),
+        number(w1, "w1"),
+        number(w2, "w2"),
+        None if beta is None else number(beta, "beta"),
+        integer(iterations, "iterations", 0),
     )
     if A.is_torch(unary):
         from convloc._torch import crf as torch_ops
@@ -451,12 +458,6 @@ def grid_crf(
     else:
         q = crf_kernels.grid_crf(*args)
     return A.restore_half(q.reshape(tuple(unary.shape)), half)
-
-
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
-    return int(value)
 
 
 def unary_from_softmax(probs: Any, scale: float | None = None, clip: float | None = 1e-5) -> np.ndarray:
@@ -477,13 +478,13 @@ def unary_from_labels(labels: Any, n_labels: int, gt_prob: float, zero_unsure: b
     As in pydensecrf: with ``zero_unsure`` the value 0 means "unknown" (uniform) and 1..n_labels
     are the classes; otherwise 0..n_labels-1 are the classes.
     """
-    if not 0 < gt_prob < 1:
+    if not 0 < number(gt_prob, "gt_prob") < 1:
         raise ValueError(f"gt_prob: expected a number in (0, 1), got {gt_prob}")
-    if n_labels < 2:
-        raise ValueError(f"n_labels: expected at least 2, got {n_labels}")
+    n_labels = integer(n_labels, "n_labels", 2)
     lab = np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer):
         raise TypeError(f"labels: expected an integer array, got {lab.dtype}")
+    check_fits(4 * n_labels * lab.size, "n_labels", f"a unary of {n_labels} labels x {lab.size} pixels")
     flat = lab.reshape(-1).astype(np.int64)
     cls = flat - 1 if zero_unsure else flat
     lo = -1 if zero_unsure else 0

@@ -21,6 +21,7 @@ import numpy as np
 
 from convloc._kernels import arrays as A
 from convloc._kernels import deconv as kernels
+from convloc._kernels.args import check_fits, int_pair, integer
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -86,8 +87,13 @@ def bilinear_kernel(channels: int, factor: int, dtype: str = "float32") -> np.nd
     Returns:
         [channels, 1, size, size] NumPy array.
     """
-    channels, factor = _positive(channels, "channels"), _positive(factor, "factor")
+    channels, factor = integer(channels, "channels", 1), integer(factor, "factor", 1)
     size = 2 * factor - factor % 2
+    check_fits(
+        channels * size * size * np.dtype(dtype).itemsize,
+        "channels, factor",
+        f"a [{channels}, 1, {size}, {size}] kernel",
+    )
     centre = factor - 1 if size % 2 == 1 else factor - 0.5
     taps = 1 - np.abs(np.arange(size) - centre) / factor
     kernel = np.outer(taps, taps).astype(dtype)
@@ -102,9 +108,8 @@ def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
         reference: an array whose last two sizes give the crop (its values are not read).
         offset: int or (oy, ox), e.g. 19 after FCN-32s' 64 x 64 stride-32 upsampling.
     """
-    oy, ox = _pair(offset, "offset")
-    if min(oy, ox) < 0:
-        raise ValueError(f"offset: expected non-negative values, got {(oy, ox)}")
+    oy, ox = int_pair(offset, "offset", 0)
+    x, reference = A.as_array(x, "x"), A.as_array(reference, "reference")
     if x.ndim < 2 or reference.ndim < 2:
         raise ValueError("x, reference: expected at least 2 dimensions (..., H, W)")
     h, w = reference.shape[-2:]
@@ -117,27 +122,10 @@ def crop_like(x: Array, reference: Array, offset: IntPair = 0) -> Array:
 
 def _geometry(stride, padding, output_padding, groups, dilation):
     """(stride, padding, output_padding, groups, dilation) as int pairs and an int."""
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
-        raise TypeError(f"groups: expected an int, got {type(groups).__name__}")
     return (
-        _pair(stride, "stride"),
-        _pair(padding, "padding"),
-        _pair(output_padding, "output_padding"),
-        int(groups),
-        _pair(dilation, "dilation"),
+        list(int_pair(stride, "stride")),
+        list(int_pair(padding, "padding")),
+        list(int_pair(output_padding, "output_padding")),
+        integer(groups, "groups"),
+        list(int_pair(dilation, "dilation")),
     )
-
-
-def _pair(v: IntPair, name: str) -> list[int]:
-    items = [v, v] if isinstance(v, (int, np.integer)) else list(v)
-    if len(items) != 2 or not all(
-        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items
-    ):
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
-    return [int(i) for i in items]
-
-
-def _positive(v: int, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    return int(v)

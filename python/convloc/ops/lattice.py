@@ -24,8 +24,11 @@ drops mass into vertices that do not exist; on dense data it is unbiased.
 
 from __future__ import annotations
 
+import numpy as np
+
 from convloc._kernels import arrays as A
 from convloc._kernels import lattice as kernels
+from convloc._kernels.args import integer, number
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -49,6 +52,8 @@ def _normalized(filt, values: Array, normalization: str | None, transpose: bool)
     """pydensecrf's normalisations around ``filt(v, transpose)`` (the raw filter, A or Aᵀ)."""
     if normalization in (None, "none"):
         return filt(values, transpose)
+    if values.ndim < 2:  # (the filter's own check comes after the slice below)
+        raise ValueError(f"values: expected shape [N, C] or [B, N, C], got {list(values.shape)}")
     raw = filt(A.namespace(values).ones_like(values[..., :1]), False)
     # A point whose kernel weight from the others is below _ISOLATED (only possible with
     # exclude_self) has no neighbours: it sends and receives nothing, instead of dividing
@@ -167,19 +172,21 @@ def bilateral_filter(
     2σ_c²)``, computed on a lattice of dimension 2 + channels.
 
     Args:
-        image: [H, W] or an image with a channel axis (default last: [H, W, C]; any channel count),
-            uint8 or float. Colour distances are measured in the image's own units (0–255 for
-            uint8).
+        image: [H, W] or an image with a channel axis (default last: [H, W, C], up to 30
+            channels: the lattice has 32 dimensions, two for the position), uint8 or float.
+            Colour distances are measured in the image's own units (0–255 for uint8).
         sigma_spatial: spatial standard deviation in pixels (> 0).
-        sigma_color: colour standard deviation (> 0).
+        sigma_color: colour standard deviation (> 0). The image's extent in standard deviations
+            (its size / sigma_spatial plus its value range / sigma_color) must stay below about 10^7.
         channel_axis: where the channels are for 3-D images (e.g. 0 for torch's [C, H, W]).
 
     Returns:
-        The filtered image, same shape, dtype and kind (uint8 is rounded and clipped).
+        The filtered image, same shape, dtype and kind (integer images are rounded and clipped to
+        their dtype's range).
     """
     image = A.as_array(image, "image")
-    sigma_spatial = A.as_float(sigma_spatial, "sigma_spatial")
-    sigma_color = A.as_float(sigma_color, "sigma_color")
+    sigma_spatial = number(sigma_spatial, "sigma_spatial")
+    sigma_color = number(sigma_color, "sigma_color")
     if not sigma_spatial > 0:
         raise ValueError(f"sigma_spatial: expected a positive number, got {sigma_spatial}")
     if not sigma_color > 0:
@@ -190,29 +197,50 @@ def bilateral_filter(
     dtype = A.dtype_name(image)
     if dtype.startswith("complex") or dtype in ("bool", "object"):
         raise TypeError(f"image: expected a real image, got dtype {dtype}")
-    work = "float64" if dtype == "float64" else "float32"
+    # float32 holds 8- and 16-bit integers exactly, float64 the 32-bit ones
+    work = "float64" if dtype in ("float64", "int32", "uint32", "int64", "uint64") else "float32"
     img = image if image.ndim == 3 else image[..., None]
     if image.ndim == 3:
-        if isinstance(channel_axis, bool) or not -3 <= channel_axis < 3:
-            raise ValueError(f"channel_axis: expected an axis of a 3-D image (-3..2), got {channel_axis!r}")
-        img = xp.moveaxis(img, channel_axis, -1)
+        img = xp.moveaxis(img, integer(channel_axis, "channel_axis", -3, 2), -1)
     img = A.prepare(img, work)
     h, w, c = img.shape
+    if c + 2 > kernels.MAX_DIM:
+        raise ValueError(
+            f"image: expected at most {kernels.MAX_DIM - 2} channels (the lattice's {kernels.MAX_DIM} "
+            f"dimensions less 2 for the position), got {c}"
+        )
     if h * w == 0 or c == 0:
         return image.copy() if not A.is_torch(image) else image.clone()
+    traced = A.is_traced(img)  # (then the lattice's own checks below are the kernel's)
+    if not traced and not bool(xp.isfinite(img).all()):
+        raise ValueError("image: expected finite values, got NaN or inf")
     yy, xx = xp.meshgrid(xp.arange(h), xp.arange(w), indexing="ij")
     pos = xp.stack([xx, yy], -1)
     pos = A.prepare(pos, work)
-    features = A.prepare(
-        xp.concatenate([pos / sigma_spatial, img / sigma_color], -1).reshape(h * w, c + 2), work
-    )
+    # Colours from each channel's minimum: the kernel is the same, and the lattice (whose coordinates
+    # are bounded) then takes any image whose value range, not magnitude, fits.
+    colours = (img - xp.amin(img.reshape(h * w, c), 0)) / sigma_color
+    with np.errstate(over="ignore", divide="ignore"):  # (tiny sigmas: refused below)
+        features = A.prepare(xp.concatenate([pos / sigma_spatial, colours], -1).reshape(h * w, c + 2), work)
+    reach = 0.0 if traced else float(xp.abs(features).sum(-1).max())
+    limit = kernels.max_feature_sum(c + 2)
+    if not reach < limit:
+        raise ValueError(
+            f"sigma_spatial, sigma_color: too small for this image: it spans {reach:.3g} standard "
+            f"deviations (its size / sigma_spatial plus its value range / sigma_color), beyond the lattice's "
+            f"{limit:.3g}"
+        )
     out = permutohedral_filter(img.reshape(h * w, c), features, normalization="after").reshape(h, w, c)
     if image.ndim == 2:
         out = out[..., 0]
     else:
         out = xp.moveaxis(out, -1, channel_axis)
-    if dtype == "uint8":
-        out = xp.clip(xp.round(out), 0, 255)
+    if dtype.startswith(("int", "uint")):  # rounded, and clipped below the largest value that casts
+        limits = np.iinfo(dtype)
+        top = np.asarray(limits.max, work)
+        if int(top) > limits.max:  # (int32's and int64's largest round up in float)
+            top = np.nextafter(top, np.asarray(0, work))
+        out = xp.clip(xp.round(out), float(limits.min), float(top))
     return A.prepare(out, dtype)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from convloc._kernels import arrays as A
 from convloc._kernels import proposals as kernels
+from convloc._kernels.args import check_fits, int_pair, integer, number
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -39,7 +40,7 @@ def sliding_windows(
     """Every window of each size that fits inside the image, on a regular grid.
 
     Args:
-        image_size: (height, width).
+        image_size: (height, width), each at most 2**24 (the boxes are float32, exact up to there).
         window_sizes: window (height, width) pairs, or ints for square windows.
         strides: one int for every size, or one stride per window size (an int or (sy, sx)).
 
@@ -47,22 +48,23 @@ def sliding_windows(
         float32 [K, 4] boxes (x1, y1, x2, y2): for each window size in turn, rows top to bottom,
         left to right, starting at (0, 0) and stepping by the stride while the window fits.
     """
-    height, width = (_int(v, "image_size") for v in image_size)
-    if height < 0 or width < 0:
-        raise ValueError(f"image_size: expected (height, width) >= 0, got {tuple(image_size)}")
-    sizes = [_pair(s, "window_sizes") for s in window_sizes]
-    if isinstance(strides, (int, np.integer)):
-        steps = [_pair(strides, "strides")] * len(sizes)
-    else:
-        steps = [_pair(s, "strides") for s in strides]
+    height, width = int_pair(image_size, "image_size", 0, 2**24)
+    if not isinstance(window_sizes, (list, tuple)):
+        raise TypeError(f"window_sizes: expected a list of sizes, got {type(window_sizes).__name__}")
+    sizes = [int_pair(s, "window_sizes", 1) for s in window_sizes]
+    if isinstance(strides, (list, tuple)):
+        steps = [int_pair(s, "strides", 1) for s in strides]
         if len(steps) != len(sizes):
             raise ValueError(f"strides: expected an int or {len(sizes)} strides, got {len(steps)}")
+    else:
+        steps = [int_pair(strides, "strides", 1)] * len(sizes)
+    count = sum(
+        max(0, (height - wh) // sy + 1) * max(0, (width - ww) // sx + 1)
+        for (wh, ww), (sy, sx) in zip(sizes, steps)
+    )
+    check_fits(64 * count, "strides", f"{count} windows (64 bytes each while they are made)")
     out = [np.zeros((0, 4), np.float32)]
     for (wh, ww), (sy, sx) in zip(sizes, steps):
-        if wh <= 0 or ww <= 0:
-            raise ValueError(f"window_sizes: expected positive sizes, got {(wh, ww)}")
-        if sy <= 0 or sx <= 0:
-            raise ValueError(f"strides: expected positive strides, got {(sy, sx)}")
         ys, xs = np.arange(0, height - wh + 1, sy), np.arange(0, width - ww + 1, sx)
         y, x = np.meshgrid(ys, xs, indexing="ij")
         y, x = y.ravel(), x.ravel()
@@ -86,15 +88,15 @@ def felzenszwalb(image: Array, scale: float = 1.0, sigma: float = 0.8, min_size:
     Args:
         image: [H, W] grey, [H, W, 3] RGB or any [H, W, C]; uint8 or float.
         scale: > 0; larger gives larger segments.
-        sigma: >= 0 Gaussian smoothing before segmentation (0: none).
+        sigma: Gaussian smoothing before segmentation, in [0, 100] (0: none).
         min_size: minimum component size in pixels (after the main pass).
 
     Returns:
         int32 [H, W] labels 0..K-1, numbered in raster order of first appearance.
     """
     framework_image = A.as_array(image, "image")
-    scale, sigma = A.as_float(scale, "scale"), A.as_float(sigma, "sigma")
-    min_size = _int(min_size, "min_size")
+    scale, sigma = number(scale, "scale"), number(sigma, "sigma")
+    min_size = integer(min_size, "min_size", 0)
     if A.is_jax(framework_image):
         from convloc._jax import proposals as jax_ops
 
@@ -145,7 +147,7 @@ def selective_search(
         seed: seed of the random ranking (the same seed gives the same boxes); None: fresh.
         min_size: Felzenszwalb's minimum region size; None uses k, as the paper's code does.
         max_boxes: keep at most this many top-ranked boxes.
-        sigma: Gaussian smoothing before segmentation.
+        sigma: Gaussian smoothing before segmentation, in [0, 100].
         padded: return ``(boxes, count)``: the boxes padded with zeros to ``max_boxes`` rows and
             their number, fixed-size arrays (what ``jax.jit`` needs; with JAX the random numbers of
             ``seed`` are drawn when the call is traced).
@@ -156,18 +158,16 @@ def selective_search(
     """
     framework_image = A.as_array(image, "image")
     if min_size is not None:
-        min_size = _int(min_size, "min_size")
+        min_size = integer(min_size, "min_size", 0)
     if max_boxes is not None:
-        max_boxes = _int(max_boxes, "max_boxes")
-        if max_boxes < 0:
-            raise ValueError(f"max_boxes: expected an integer >= 0, got {max_boxes}")
+        max_boxes = integer(max_boxes, "max_boxes", 0)
     elif padded:
         raise ValueError("max_boxes: padded=True needs the number of rows to pad to")
     if seed is not None:
-        seed = _int(seed, "seed")
+        seed = integer(seed, "seed", 0)
     if mode not in kernels.MODES:
         raise ValueError(f"mode: expected one of {sorted(kernels.MODES)}, got {mode!r}")
-    args = (mode, seed, min_size, max_boxes, A.as_float(sigma, "sigma"))
+    args = (mode, seed, min_size, max_boxes, number(sigma, "sigma"))
     if A.is_jax(framework_image):
         from convloc._jax import proposals as jax_ops
 
@@ -188,22 +188,6 @@ def selective_search(
     count = A.empty(boxes, (), "int64")
     count[...] = boxes.shape[0]
     return out, count
-
-
-def _pair(v, name: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    try:
-        a, b = v
-        return int(a), int(b)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name}: expected an int or a (height, width) pair, got {v!r}") from e
-
-
-def _int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
-    return int(v)
 
 
 def _like(result: np.ndarray, like: Array) -> Array:

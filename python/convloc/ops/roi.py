@@ -34,6 +34,7 @@ from collections.abc import Sequence
 
 from convloc._kernels import arrays as A
 from convloc._kernels import roi as kernels
+from convloc._kernels.args import int_pair, integer, number
 from convloc._kernels.arrays import Array
 from convloc.ops._tracing import fx_leaf
 
@@ -62,8 +63,8 @@ def roi_pool(
         [K, C, PH, PW], input's framework, dtype and device.
     """
     input, rois = A.as_array(input, "input"), _as_rois(boxes, input)
-    ph, pw = _pair(output_size)
-    scale = A.as_float(spatial_scale, "spatial_scale")
+    ph, pw = int_pair(output_size, "output_size", 1, 2**20)
+    scale = number(spatial_scale, "spatial_scale")
     if A.is_jax(input, rois):
         from convloc._jax import roi as jax_ops
 
@@ -100,9 +101,9 @@ def roi_align(
         [K, C, PH, PW], input's framework, dtype and device.
     """
     input, rois = A.as_array(input, "input"), _as_rois(boxes, input)
-    ph, pw = _pair(output_size)
-    scale = A.as_float(spatial_scale, "spatial_scale")
-    ratio = _int(sampling_ratio, "sampling_ratio")
+    ph, pw = int_pair(output_size, "output_size", 1, 2**20)
+    scale = number(spatial_scale, "spatial_scale")
+    ratio = integer(sampling_ratio, "sampling_ratio")
     if A.is_jax(input, rois):
         from convloc._jax import roi as jax_ops
 
@@ -112,22 +113,6 @@ def roi_align(
 
         return torch_ops.roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
     return kernels.roi_align(input, rois, scale, ph, pw, ratio, bool(aligned))
-
-
-def _int(x, name: str) -> int:
-    if isinstance(x, bool) or not hasattr(x, "__index__"):
-        raise TypeError(f"{name}: expected an integer, got {type(x).__name__}")
-    return int(x)
-
-
-def _pair(output_size) -> tuple[int, int]:
-    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    if len(size) != 2:
-        raise ValueError(f"output_size: expected an int or a pair (h, w), got {output_size!r}")
-    h, w = (_int(s, "output_size") for s in size)
-    if h < 1 or w < 1:
-        raise ValueError(f"output_size: expected positive sizes, got ({h}, {w})")
-    return h, w
 
 
 def _as_rois(boxes, input) -> Array:
