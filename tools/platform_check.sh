@@ -22,7 +22,8 @@ fi
 
 sources=$(git ls-files 'csrc/*.cpp' | grep -v -e '^csrc/bindings/' -e '_binding\.cpp$' -e 'py_array\.cpp$')
 flags=(-std=c++17 -fsyntax-only -O2 -Wall -Wextra -Werror -Wno-psabi -Wno-bitwise-instead-of-logical
-  -Wno-deprecated-declarations -Icsrc -Iinclude -nostdinc -nostdinc++ -isystem "$("$clang" -print-resource-dir)/include")
+  -Wno-deprecated-declarations -Icsrc -Iinclude -nostdinc -nostdinc++ -isystem "$("$clang" -print-resource-dir)/include"
+  -DCONVLOC_VERSION='"0"' -DCONVLOC_BUILDING_LIBRARY=1)  # what CMake defines for the C library
 # The XLA FFI handlers (*ffi.cpp) with jaxlib's headers, where PYTHON (default python3) has jaxlib.
 if ffi=$("${PYTHON:-python3}" -c "import jax.ffi; print(jax.ffi.include_dir())" 2> /dev/null); then
   flags+=(-isystem "$ffi")
