@@ -51,6 +51,8 @@ def test_synthetic_faces_layout_and_determinism(faces, tmp_path):
     again = lfw.make_synthetic_faces(tmp_path, 16, 20, 5, pairs_per_fold=6, size=16, seed=1)
     assert (again / "pairs.txt").read_text() == (faces / "pairs.txt").read_text()
     np.testing.assert_array_equal(lfw.load_images(lfw.read_identities(again / "train")[0][:3]), images)
+    # Read by threads: the same array, in the same order.
+    np.testing.assert_array_equal(lfw.load_images(paths, workers=3), lfw.load_images(paths))
 
 
 # ---- verification metrics -------------------------------------------------------------------

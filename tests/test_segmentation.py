@@ -113,7 +113,9 @@ def test_synthetic_set_is_voc_and_deterministic(synth, tmp_path):
     assert train.classes == voc_seg.SYNTHETIC_CLASSES
     image, label = train[0]
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and label.shape == (32, 32)
-    _, labels = train.arrays()
+    images, labels = train.arrays()
+    for a, b in zip(train.arrays(workers=3), (images, labels)):  # read by threads: the same arrays
+        np.testing.assert_array_equal(a, b)
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 255}
     assert (labels == 255).any() and (labels > 0).any() and (labels < 5).any()
     again = voc_seg.make_synthetic_segmentation(tmp_path / "b", 24, 8, size=32, seed=3)

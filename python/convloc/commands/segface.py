@@ -181,6 +181,7 @@ def register_train(sub) -> None:
         help="threads of torch and of convloc's kernels; 0: their defaults",
     )
     device_args(p, training=True)
+    _workers_arg(p)
     _checkpoint_args(p)
     p.set_defaults(func=_train_face)
 
@@ -247,7 +248,16 @@ def _seg_args(p) -> None:
         help="threads of torch and of convloc's kernels; 0: their defaults",
     )
     device_args(p, training=True)
+    _workers_arg(p)
     _checkpoint_args(p)
+
+
+def _workers_arg(p) -> None:
+    p.add_argument(
+        "--workers", type=integer(0), default=0,
+        help="threads reading and decoding the images, which the training then holds in memory "
+        "(0: the main thread)",
+    )  # fmt: skip
 
 
 def _checkpoint_args(p) -> None:
@@ -309,11 +319,11 @@ def _split(root: str, split: str, option: str):
     return ds
 
 
-def _arrays(ds):
-    """The images and labels of a split as tensors."""
+def _arrays(ds, workers: int = 0):
+    """The images and labels of a split as tensors, read by ``workers`` threads."""
     import torch
 
-    images, labels = ds.arrays()
+    images, labels = ds.arrays(workers)
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
@@ -393,7 +403,7 @@ def _train_fcn(args) -> int:
     if args.init:
         coarser, _ = load_checkpoint(args.init, ("fcn",), "--init")
         model.init_from(coarser)
-    x, y = _arrays(ds)
+    x, y = _arrays(ds, args.workers)
     settings = {
         "variant": args.variant, "layout": dataclasses.asdict(layout), "batch_size": args.batch_size,
         "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
@@ -415,7 +425,7 @@ def _train_fcn(args) -> int:
                  resume=resume, on_epoch=save, device=device, amp=args.amp)  # fmt: skip
     rate = epochs * len(x) / (time.perf_counter() - start)
     if main:
-        xv, yv = _arrays(val)
+        xv, yv = _arrays(val, args.workers)
         scores = evaluate(predict_scores(model, xv), yv, ds.num_classes)
         _report(
             f"FCN-{args.variant}",
@@ -475,7 +485,7 @@ def _train_face(args) -> int:
         )
     pairs = _read_pairs(root, args)
     main = _setup(args, device)
-    x = torch.from_numpy(load_images(paths))
+    x = torch.from_numpy(load_images(paths, workers=args.workers))
     size = x.shape[-1]
     y = torch.from_numpy(labels)
     model_args = {"num_identities": len(names), "dim": args.dim}
@@ -600,7 +610,7 @@ def _train_crfrnn(args) -> int:
     ds = _split(args.data, args.train_split, "--train-split")
     vds = _split(args.data, args.val_split, "--val-split")
     main = _setup(args, device)
-    x, y = _arrays(ds)
+    x, y = _arrays(ds, args.workers)
     fcn_model, fcn_ckpt = load_checkpoint(args.fcn, ("fcn",), "--fcn")
     n = ds.num_classes
     if fcn_model.num_classes != n:
@@ -622,7 +632,7 @@ def _train_crfrnn(args) -> int:
     announce_device(device, args)
     model.to(device)
     if main:  # the baselines; the other ranks wait for rank 0 in fit's DistributedDataParallel
-        xv, yv = _arrays(vds)
+        xv, yv = _arrays(vds, args.workers)
         train_scores, val_scores = predict_scores(fcn_model, x), predict_scores(fcn_model, xv)
         _report("FCN", evaluate(val_scores, yv, n))
         # Dense CRF post-processing (convloc.ops.dense_crf), its bilateral kernel tuned on train.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from convloc.data.files import fresh_tree, open_image
+from convloc.data.files import fresh_tree, open_image, read_all
 
 
 def image_path(root: str | os.PathLike, name: str, index: int) -> Path:
@@ -77,15 +77,18 @@ def read_identities(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, li
     return paths, np.array(labels, dtype=np.int64), names
 
 
-def load_images(paths, size: int | None = None) -> np.ndarray:
-    """Images as ``[N, 3, S, S]`` float32 in [-1, 1] (resized to ``size`` when given)."""
-    out = []
-    for p in paths:
+def load_images(paths, size: int | None = None, workers: int = 0) -> np.ndarray:
+    """Images as ``[N, 3, S, S]`` float32 in [-1, 1] (resized to ``size`` when given), read by
+    ``workers`` threads (0: this one; see :func:`~convloc.data.files.read_all`)."""
+
+    def load(p) -> np.ndarray:
         with open_image(p) as im:
             im = im.convert("RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
-            out.append(np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)
+            return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1
+
+    out = read_all(load, paths, workers)
     return np.stack(out) if out else np.zeros((0, 3, size or 0, size or 0), np.float32)
 
 

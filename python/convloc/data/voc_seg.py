@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from convloc.data.files import atomic_file, fresh_tree, open_image, read_image
+from convloc.data.files import atomic_file, fresh_tree, open_image, read_all, read_image
 
 IGNORE_LABEL = 255
 
@@ -124,9 +124,10 @@ class VOCSegmentation:
             raise ValueError(f"label: {id_} is {label.shape}, its image {image.shape[:2]}")
         return image, label
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Images ``[N, 3, H, W]`` normalised float32, labels ``[N, H, W]`` int64 (one size)."""
-        pairs = [self[i] for i in range(len(self))]
+    def arrays(self, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``[N, 3, H, W]`` normalised float32, labels ``[N, H, W]`` int64 (one size), read
+        by ``workers`` threads (0: this one; see :func:`~convloc.data.files.read_all`)."""
+        pairs = read_all(self.__getitem__, range(len(self)), workers)
         images = np.stack([normalize(im) for im, _ in pairs])
         labels = np.stack([lab for _, lab in pairs]).astype(np.int64)
         return images, labels
