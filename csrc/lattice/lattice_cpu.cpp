@@ -122,9 +122,10 @@ class KeyTable {
   int d_;
   int bits_ = 0, shift_ = 0;
   uint32_t mask_ = 0;
-  std::vector<Slot> slots_;
-  std::vector<int32_t> keys_;
-  std::vector<uint32_t> hashes_;
+  // (from the workspace cache: a sparse lattice's tables are tens of MB, fresh pages a fault each)
+  WorkspaceVector<Slot> slots_;
+  WorkspaceVector<int32_t> keys_;
+  WorkspaceVector<uint32_t> hashes_;
 };
 
 // Lane masks (-1 where true) of a comparison of Vec8<T>, as 32-bit lanes; and T-wide selects on them.
