@@ -122,9 +122,10 @@ class KeyTable {
   int d_;
   int bits_ = 0, shift_ = 0;
   uint32_t mask_ = 0;
-  std::vector<Slot> slots_;
-  std::vector<int32_t> keys_;
-  std::vector<uint32_t> hashes_;
+  // (from the workspace cache: a sparse lattice's tables are tens of MB, fresh pages a fault each)
+  WorkspaceVector<Slot> slots_;
+  WorkspaceVector<int32_t> keys_;
+  WorkspaceVector<uint32_t> hashes_;
 };
 
 // Lane masks (-1 where true) of a comparison of Vec8<T>, as 32-bit lanes; and T-wide selects on them.
@@ -560,6 +561,9 @@ int64_t PermutohedralLattice<T>::memory_bytes() const {
 
 namespace {
 
+// The blur's vertex rows up to which a pass blurs along two directions (see blur()).
+constexpr int64_t kPairedBlurBytes = int64_t(4) << 20;
+
 // The filtering passes work on tiles of up to kTile channels; W (a multiple of 8) is the tile's width, fixed
 // at compile time so that the accumulators stay in vector registers.
 constexpr int64_t kTile = 32;
@@ -813,10 +817,14 @@ T* PermutohedralLattice<T>::blur(T* a, T* b, int64_t stride, bool transpose) con
   pass.k1 = k1;
   pass.stride = stride;
   const auto table = [&](int64_t j) { return blur_.data() + j * (V + 1) * 2; };
-  // Along each lattice direction ([1 2 1] / 2), two per pass; the adjoint runs the directions in reverse order.
-  for (int64_t step = 0; step < k1; step += 2) {
+  // Along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order. Two
+  // directions per pass while the vertex rows are about cache-sized (the buffers then stream half as
+  // often); one per pass on larger lattices, where the second direction's recomputed rows are as many
+  // cache misses. Both give the same bits.
+  const int64_t per_pass = (V + 1) * stride * int64_t(sizeof(T)) <= kPairedBlurBytes ? 2 : 1;
+  for (int64_t step = 0; step < k1; step += per_pass) {
     pass.index = table(transpose ? k1 - 1 - step : step);
-    pass.index2 = step + 1 < k1 ? table(transpose ? k1 - 2 - step : step + 1) : nullptr;
+    pass.index2 = per_pass == 2 && step + 1 < k1 ? table(transpose ? k1 - 2 - step : step + 1) : nullptr;
     pass.src = a;
     pass.dst = b;
     parallel_for(V, std::max<int64_t>(64, 16384 / stride), [&](int64_t v0, int64_t v1) { blur_fn(pass, v0, v1); });
