@@ -291,22 +291,55 @@ def test_rcnn_train_eval_smoke(tmp_path):
     torch.testing.assert_close(again.svm_weight, model.svm_weight)
 
 
-def test_torchrun_two_processes_and_resume(tmp_path):
+# Run under torchrun by the test below: ``convloc train fast-rcnn`` for 6 iterations; with "cut",
+# checkpointing every 2 and killed at the 6th optimizer step (after the checkpoint at 4).
+_TORCHRUN_WORKER = """
+import sys, torch
+from convloc.cli import main
+from convloc.models import fast_rcnn
+
+mode, *args = sys.argv[1:]
+if mode == "cut":
+    train = fast_rcnn.train_fast_rcnn
+    fast_rcnn.train_fast_rcnn = lambda *a, **k: train(*a, save_every=2, **k)
+    step, steps = torch.optim.AdamW.step, [0]
+
+    def killed(self, *a, **k):
+        steps[0] += 1
+        if steps[0] > 5:
+            raise SystemExit(3)
+        return step(self, *a, **k)
+
+    torch.optim.AdamW.step = killed
+sys.exit(main(args))
+"""
+
+
+def test_torchrun_two_processes_resume_to_the_uninterrupted_weights(tmp_path):
     root = _shapes_cli(tmp_path, 12)
-    ckpt = str(tmp_path / "ddp.pt")
-    train = ["train", "fast-rcnn", "--data", root, "--out", ckpt, "--scale", "64",
-             "--max-size", "96",
-             "--fc-dim", "64", "--threads", "1", "--max-proposals", "50"]  # fmt: skip
-    r = _cli(*train, "--iterations", "4", nproc=2)
+    worker = tmp_path / "worker.py"
+    worker.write_text(_TORCHRUN_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(mode, out):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(worker), mode, "train", "fast-rcnn", "--data", root, "--out", str(out), "--scale",
+               "64", "--max-size", "96", "--fc-dim", "64", "--threads", "1", "--max-proposals", "50",
+               "--iterations", "6"]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+    cut, whole = tmp_path / "cut.pt", tmp_path / "whole.pt"
+    assert run("cut", cut).returncode != 0
+    state = torch.load(cut, weights_only=False)
+    assert state["iteration"] == 4 and len(state["generators"]) == 2  # each rank's sampler state
+    r = run("resume", cut)
     assert r.returncode == 0, r.stderr
-    state = torch.load(ckpt, weights_only=False)
-    assert state["iteration"] == 4 and len(state["generators"]) == 2
-    first = {k: v.clone() for k, v in state["model"].items()}
-    r = _cli(*train, "--iterations", "6", nproc=2)  # resumes at 4
+    r = run("whole", whole)
     assert r.returncode == 0, r.stderr
-    state = torch.load(ckpt, weights_only=False)
-    assert state["iteration"] == 6
-    assert any(not torch.equal(first[k], v) for k, v in state["model"].items())
+    resumed, uninterrupted = (torch.load(p, weights_only=False) for p in (cut, whole))
+    assert resumed["iteration"] == uninterrupted["iteration"] == 6
+    for k, v in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][k], v), k
 
 
 def test_rcnn_under_torchrun_shares_one_feature_cache(tmp_path):
