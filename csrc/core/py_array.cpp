@@ -34,6 +34,16 @@ DType dtype_from_format(const std::string& f, py::ssize_t itemsize) {
   }
 }
 
+// Whether a buffer format's byte order is this machine's: no prefix, '@' or '=', or the '<' / '>' ('!') that names it.
+bool native_byte_order(const char* format) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  const char foreign = '<';
+#else
+  const char foreign = '>';
+#endif
+  return !format || (format[0] != foreign && !(foreign == '>' && format[0] == '!'));
+}
+
 Array from_buffer(py::handle obj, const char* name, bool writable) {
   Py_buffer buf;
   const int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -41,6 +51,12 @@ Array from_buffer(py::handle obj, const char* name, bool writable) {
     PyErr_Clear();
     if (writable) fail_value(name, ": expected a writable array, got a read-only one");
     fail_type(name, ": the object does not expose a strided buffer");
+  }
+  if (buf.itemsize > 1 && !native_byte_order(buf.format)) {
+    const std::string format = buf.format;
+    PyBuffer_Release(&buf);
+    fail_type(name, ": expected an array in this machine's byte order, got format '", format,
+              "' (byte-swapped; x.astype(x.dtype.newbyteorder('=')) converts it)");
   }
   Array a;
   a.view.name = name;

@@ -27,6 +27,23 @@ void check_out_shape(const TensorView& t, std::initializer_list<int64_t> dims, c
   }
 }
 
+// One output extent, (in - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1, checked: ValueError naming
+// the argument whose size makes it overflow int64 (the arguments are validated non-negative).
+int64_t output_extent(int64_t in, int64_t k, const DeconvParams& p, int axis) {
+  int64_t spread, reach, pad2, out;
+  if (__builtin_mul_overflow(in - 1, p.stride[axis], &spread))
+    fail_value("stride: ", pair_str(p.stride), " times the input's size (", in, ") overflows int64");
+  if (__builtin_mul_overflow(p.dilation[axis], k - 1, &reach))
+    fail_value("dilation: ", pair_str(p.dilation), " times the kernel's size (", k, ") overflows int64");
+  if (__builtin_mul_overflow(p.padding[axis], int64_t(2), &pad2))
+    fail_value("padding: ", pair_str(p.padding), " overflows int64 when doubled");
+  if (__builtin_add_overflow(spread - pad2, reach, &out) || __builtin_add_overflow(out, p.output_padding[axis], &out) ||
+      __builtin_add_overflow(out, int64_t(1), &out))
+    fail_value("stride, dilation, output_padding: an output size beyond int64 (stride ", pair_str(p.stride),
+               ", dilation ", pair_str(p.dilation), ", output_padding ", pair_str(p.output_padding), ")");
+  return out;
+}
+
 }  // namespace
 
 DeconvShape deconv2d_geometry(const std::vector<int64_t>& in, const std::vector<int64_t>& wt, const DeconvParams& p) {
@@ -60,6 +77,11 @@ DeconvShape deconv2d_geometry(const std::vector<int64_t>& in, const std::vector<
   if (wt[0] != in[1])
     fail_value("weight: expected shape [C_in, C_out / groups, kH, kW] with C_in = ", in[1],
                " (the input's channels), got ", shape_str(wt));
+  int64_t c_out;
+  if (__builtin_mul_overflow(wt[1], p.groups, &c_out))
+    fail_value("groups: ", p.groups, " times the weight's C_out / groups (", wt[1], ") overflows int64");
+  output_extent(in[2], wt[2], p, 0);  // (deconv_shape's arithmetic, checked first)
+  output_extent(in[3], wt[3], p, 1);
   const DeconvShape s = deconv_shape(in.data(), wt.data(), p);
   if (s.oh < 1 || s.ow < 1)
     fail_value("padding: ", pair_str(p.padding), " leaves an empty output (", s.oh, " x ", s.ow, ") for input ",

@@ -85,6 +85,20 @@ CONVLOC_HD T pool_initial_max() {
 
 // ---- RoI align ----
 
+// The most samples per bin along an axis (sampling_ratio, or the adaptive ceil(roi size / output size)), and the
+// most output cells times samples along an axis (the CPU kernels' per-axis tables). The entry points refuse more;
+// the kernels clamp, so that a RoI written by another thread after its check stays within int and the scratch.
+constexpr int kMaxAlignGrid = 1 << 16;
+constexpr int kMaxAlignAxisSamples = 1 << 20;
+CONVLOC_HD int align_grid_limit(int pooled) { return min_of(kMaxAlignGrid, max_of(kMaxAlignAxisSamples / pooled, 1)); }
+
+// The adaptive grid ceil(bin), clamped to [0, limit].
+template <typename T>
+CONVLOC_HD int adaptive_grid(T bin, int limit) {
+  const T g = ceil_of(bin);
+  return g > T(0) ? (g < static_cast<T>(limit) ? static_cast<int>(g) : limit) : 0;
+}
+
 template <typename T>
 struct AlignRoi {
   int64_t batch;
@@ -108,9 +122,9 @@ CONVLOC_HD AlignRoi<T> align_roi(const T* roi, T scale, int pooled_h, int pooled
   }
   r.bin_h = height / static_cast<T>(pooled_h);
   r.bin_w = width / static_cast<T>(pooled_w);
-  r.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil_of(height / static_cast<T>(pooled_h)));
-  r.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil_of(width / static_cast<T>(pooled_w)));
-  r.count = static_cast<T>(max_of(r.grid_h * r.grid_w, 1));
+  r.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(r.bin_h, align_grid_limit(pooled_h));
+  r.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(r.bin_w, align_grid_limit(pooled_w));
+  r.count = static_cast<T>(max_of(int64_t(r.grid_h) * r.grid_w, int64_t(1)));
   return r;
 }
 

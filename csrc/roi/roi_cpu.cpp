@@ -337,19 +337,35 @@ struct AlignForwardArgs : AlignArgs<T> {
   S* out;
 };
 
-// One output bin for `lanes` channels: the mean of its bilinear samples, each summed as
-// ((w1 v1 + w2 v2) + w3 v3) + w4 v4 and accumulated in sample order, as torchvision does.
-template <typename T, int VB>
+// Samples a bin's mean is built from at a time: the scratch stays bounded however many samples a bin has (up to
+// kMaxAlignGrid² with an explicit sampling_ratio), while any common grid is one piece.
+constexpr int64_t kAlignSampleChunk = 4096;
+
+// Part of one output bin for `lanes` channels: `count` bilinear samples, each summed as
+// ((w1 v1 + w2 v2) + w3 v3) + w4 v4 and accumulated in sample order, as torchvision does, onto the running sums in
+// out (0 when kFirst); the mean (the sums / divisor) when kLast. (Compile-time flags: a bin of one piece, the common
+// case, runs the loop without them.)
+template <typename T, int VB, bool kFirst, bool kLast>
 CONVLOC_ALWAYS_INLINE void align_lanes(const T* __restrict img, int64_t stride, const AlignSample<T>* samples,
                                        int64_t count, T divisor, T* __restrict out, int lanes) {
   T acc[kLanesIn<T, VB>];
-  for (int l = 0; l < lanes; ++l) acc[l] = T(0);
+  for (int l = 0; l < lanes; ++l) acc[l] = kFirst ? T(0) : out[l];
   for (int64_t i = 0; i < count; ++i) {
     const AlignSample<T>& s = samples[i];
     const T* __restrict v1 = img + s.p1 * stride, * __restrict v2 = img + s.p2 * stride, * __restrict v3 = img + s.p3 * stride, * __restrict v4 = img + s.p4 * stride;
     for (int l = 0; l < lanes; ++l) acc[l] = acc[l] + (((s.w1 * v1[l] + s.w2 * v2[l]) + s.w3 * v3[l]) + s.w4 * v4[l]);
   }
-  for (int l = 0; l < lanes; ++l) out[l] = acc[l] / divisor;
+  for (int l = 0; l < lanes; ++l) out[l] = kLast ? acc[l] / divisor : acc[l];
+}
+
+// align_lanes over the n channels of one bin, in vectors of kLanesIn.
+template <typename T, int VB, bool kFirst, bool kLast>
+CONVLOC_ALWAYS_INLINE void align_channels(const T* img, int64_t stride, const AlignSample<T>* samples, int64_t count,
+                                          T divisor, T* out, int64_t n) {
+  int64_t ch = 0;
+  for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
+    align_lanes<T, VB, kFirst, kLast>(img + ch, stride, samples, count, divisor, out + ch, kLanesIn<T, VB>);
+  if (ch < n) align_lanes<T, VB, kFirst, kLast>(img + ch, stride, samples, count, divisor, out + ch, int(n - ch));
 }
 
 template <typename S, int VB>
@@ -363,20 +379,34 @@ CONVLOC_ALWAYS_INLINE void align_forward_items(const AlignForwardArgs<S>& a, int
     const int64_t k = item / a.blocks, c0 = (item % a.blocks) * a.block, n = std::min(a.block, a.c - c0);
     const AlignRoi<T> r = align_roi(a.rois + 5 * k, a.scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
     align_axes(a, r, ys, xs);
-    samples.resize(size_t(r.grid_h) * std::max(r.grid_w, 0));
+    const int grid_w = std::max(r.grid_w, 0);
+    const int rows = int(std::max<int64_t>(1, kAlignSampleChunk / std::max(grid_w, 1)));  // sample rows per piece
+    samples.resize(size_t(std::min(rows, std::max(r.grid_h, 0))) * grid_w);
     const T* img = a.x + r.batch * a.h * a.w * a.c + c0;
-    for (int i = 0; i < a.ph; ++i)
+    for (int i = 0; i < a.ph; ++i) {
+      poll_interrupt();
       for (int j = 0; j < a.pw; ++j) {
-        int64_t count = 0;
-        for (int sy = 0; sy < r.grid_h; ++sy)
-          for (int sx = 0; sx < r.grid_w; ++sx)
-            samples[count++] = align_sample_at(ys[i * r.grid_h + sy], xs[j * r.grid_w + sx], a.w);
         T* o = acc.data() + (i * a.pw + j) * n;
-        int64_t ch = 0;
-        for (; ch + kLanesIn<T, VB> <= n; ch += kLanesIn<T, VB>)
-          align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, kLanesIn<T, VB>);
-        if (ch < n) align_lanes<T, VB>(img + ch, a.c, samples.data(), count, r.count, o + ch, int(n - ch));
+        int sy = 0;
+        do {  // (once for an empty grid: the bin's mean is then 0)
+          const int end = std::min(r.grid_h, sy + rows);
+          int64_t count = 0;
+          for (int y = sy; y < end; ++y)
+            for (int sx = 0; sx < grid_w; ++sx)
+              samples[count++] = align_sample_at(ys[i * r.grid_h + y], xs[j * r.grid_w + sx], a.w);
+          const bool first = sy == 0, last = end >= r.grid_h;
+          if (first && last)
+            align_channels<T, VB, true, true>(img, a.c, samples.data(), count, r.count, o, n);
+          else if (first)
+            align_channels<T, VB, true, false>(img, a.c, samples.data(), count, r.count, o, n);
+          else if (last)
+            align_channels<T, VB, false, true>(img, a.c, samples.data(), count, r.count, o, n);
+          else
+            align_channels<T, VB, false, false>(img, a.c, samples.data(), count, r.count, o, n);
+          sy = end;
+        } while (sy < r.grid_h);
       }
+    }
     transpose(acc.data(), n, a.out + (k * a.c + c0) * bins, bins, bins, n);
   }
 }
@@ -412,6 +442,7 @@ CONVLOC_ALWAYS_INLINE void align_backward_block(const AlignBackwardArgs<S>& a, i
   std::vector<T> acc(a.b * hw * n, T(0)), g(bins * n);
   std::vector<AlignAxis<T>> ys, xs;
   for (int64_t k = 0; k < a.k; ++k) {
+    poll_interrupt();
     const AlignRoi<T> r = align_roi(a.rois + 5 * k, a.scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
     if (r.grid_h <= 0 || r.grid_w <= 0) continue;
     align_axes(a, r, ys, xs);

@@ -21,7 +21,7 @@ def _attrs(stride, padding, output_padding, groups, dilation) -> dict:
 def _conv_transpose2d(
     input: jax.Array, weight: jax.Array, bias: jax.Array | None, geometry: tuple
 ) -> jax.Array:
-    shape = kernels.output_shape(input.shape, weight.shape, *geometry)
+    shape = kernels.output_shape(input.shape, weight.shape, *geometry, input.dtype.itemsize)
     args = (input, weight) if bias is None else (input, weight, bias)
     return call("conv_transpose2d", result(shape, input.dtype), *args, **_attrs(*geometry))
 

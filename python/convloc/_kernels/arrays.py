@@ -199,9 +199,13 @@ def accepts_any_framework(fn: F | None = None, *, jax: bool = False):
 
 
 def as_array(x: Any, name: str) -> Array:
-    """x as an array the kernels take: NumPy, torch, CuPy and JAX arrays as they are, other DLPack
-    producers as zero-copy views (:func:`native`), other objects (lists, scalars) as NumPy."""
-    if is_torch(x) or is_cupy(x) or is_jax(x) or isinstance(x, np.ndarray):
+    """x as an array the kernels take: NumPy, torch, CuPy and JAX arrays as they are (byte-swapped
+    NumPy arrays, such as ``'>f4'`` on a little-endian machine, converted to this machine's byte
+    order), other DLPack producers as zero-copy views (:func:`native`), other objects (lists,
+    scalars) as NumPy."""
+    if isinstance(x, np.ndarray):
+        return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+    if is_torch(x) or is_cupy(x) or is_jax(x):
         return x
     if is_foreign(x):
         return native(x, name)

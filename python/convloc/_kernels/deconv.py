@@ -6,19 +6,32 @@ a channels-last output; CUDA ones get float32 copies of half arrays and C-contig
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import convloc._C as _C
 from convloc._kernels import arrays as A
+from convloc._kernels.args import check_fits
 from convloc._kernels.arrays import Array
 
 
-def output_shape(input_shape, weight_shape, stride, padding, output_padding, groups, dilation) -> list[int]:
-    """[N, C_out, OH, OW] of a transposed convolution; ValueError for an invalid geometry."""
-    return _C.deconv2d_output_shape(
+def output_shape(
+    input_shape, weight_shape, stride, padding, output_padding, groups, dilation, itemsize: int | None = None
+) -> list[int]:
+    """[N, C_out, OH, OW] of a transposed convolution; ValueError for an invalid geometry (sizes
+    beyond int64 included) or, given the output's ``itemsize``, for an output larger than this
+    machine's memory."""
+    shape = _C.deconv2d_output_shape(
         [int(s) for s in input_shape], [int(s) for s in weight_shape],
         stride, padding, output_padding, dilation, groups,
     )  # fmt: skip
+    if itemsize is not None:
+        check_fits(
+            math.prod(shape) * itemsize,
+            "stride, padding, output_padding, dilation",
+            f"an output of shape {shape}",
+        )
+    return shape
 
 
 def output_channels_last(input: Array, weight: Array) -> bool:
@@ -34,7 +47,9 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     )
     input, weight = A.prepare_feature_map(input), A.prepare(weight)
     bias = None if bias is None else A.prepare(bias)
-    shape = output_shape(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
+    shape = output_shape(
+        input.shape, weight.shape, stride, padding, output_padding, groups, dilation, input.dtype.itemsize
+    )
     # The CPU kernel writes channels-last itself; CUDA results are rearranged after.
     out = A.empty(input, tuple(shape), channels_last=channels_last and A.on_cpu(input))
     _C.deconv2d_forward(

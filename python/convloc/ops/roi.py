@@ -8,12 +8,19 @@ the CPU results match torchvision's CPU kernels bit for bit, gradients included:
   corner, clipped to the map; an empty bin gives 0; the first maximum of a bin wins.
 - ``roi_align``: bilinear samples on a ``grid_h x grid_w`` grid per bin, averaged; the grid is
   ``sampling_ratio`` per axis, or ``ceil(roi_size / output_size)`` when ``sampling_ratio <= 0``;
-  ``aligned=True`` shifts the box by -0.5 pixel; samples outside ``[-1, size]`` count as 0.
+  ``aligned=True`` shifts the box by -0.5 pixel; samples outside ``[-1, size]`` count as 0. A grid
+  of more than 65536 samples per bin along an axis, or of more than 2**20 samples along an axis of
+  the output (output size x grid), is refused: ``sampling_ratio`` by name, an adaptive grid naming
+  the box. The samples are summed in pieces, so memory does not grow with their number.
 
 Boxes are a ``[K, 5]`` array of ``(batch index, x1, y1, x2, y2)`` or a list of ``[K_i, 4]``
 arrays, one per image, in input-image coordinates (``spatial_scale`` maps them onto the
 feature map). Invalid boxes (NaN/inf, x2 < x1 or y2 < y1, a batch index that is not an
-integer in range) raise ``ValueError``.
+integer in range) raise ``ValueError``, as do boxes whose coordinates times ``spatial_scale``
+overflow the kernel's precision (float32 for float32 and half inputs) or, for ``roi_pool``, lie
+beyond 2**29 pixels, and a ``spatial_scale`` that is not a positive finite number there. On the
+CPU the kernels read a copy of the boxes taken before these checks: another thread writing to
+them during a call cannot make the kernel read what was not checked.
 
 Gradients (torch) are deterministic on CPU and CUDA: the backward kernels are gathers /
 owner-computes without atomics, summing each input cell's contributions in a fixed order
