@@ -113,3 +113,9 @@ def test_complex_arrays_are_refused_by_the_drop_ins_and_features():
     d.setUnaryEnergy(UNARY.reshape(3, -1))
     with pytest.raises(TypeError, match="^Q: expected real numbers"):
         d.klDivergence(np.ones((3, 30), np.complex64))
+
+
+def test_objects_named_like_a_frameworks_array_are_refused_by_name():
+    impostor = type("ndarray", (), {"__module__": "cupy._core.core"})()
+    with pytest.raises(TypeError, match="boxes: expected an array, got cupy._core.core.ndarray without"):
+        ops.box_area(impostor)

@@ -206,6 +206,9 @@ def as_array(x: Any, name: str) -> Array:
     if isinstance(x, np.ndarray):
         return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
     if is_torch(x) or is_cupy(x) or is_jax(x):
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")):  # named like one, but not an array
+            raise TypeError(f"{name}: expected an array, got {type(x).__module__}.{type(x).__name__} "
+                            "without a shape and dtype")  # fmt: skip
         return x
     if is_foreign(x):
         return native(x, name)
