@@ -463,6 +463,11 @@ def test_dense_crf_errors(lib, rng):
         (dict(unary=unary.astype(np.int32)), TYPE, "unary: expected float32 or float64, got int32"),
         (dict(unary=unary[:, :1]), VALUE, "unary: expected at least 2 labels"),
         (dict(iterations=-1), VALUE, "iterations: expected a number >= 0"),
+        (
+            dict(kernels=[(GAUSSIAN, 1e36, 3.0, 0.0, None)]),
+            VALUE,
+            "kernels: the pairwise energy could reach 7.2e+37",
+        ),
     ]
     q = np.empty_like(unary)
     assert lib.convloc_dense_crf(tensor(unary), None, None, -1, 2, tensor(q), None) == VALUE

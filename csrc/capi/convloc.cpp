@@ -108,6 +108,7 @@ class CrfKernels {
     const int64_t batch = unary.size(0), labels = unary.size(1), n = unary.size(2);
     const auto ndim = spatial.size();
     std::vector<double> compat;
+    double reach = 0;
     for (int k = 0; k < count; ++k) {
       const convloc_crf_kernel& kernel = kernels[k];
       const std::string name = cat("kernels[", k, "]");
@@ -148,7 +149,13 @@ class CrfKernels {
       }
       for (int64_t i = 0; i < labels; ++i)  // Potts, in the apply form: -weight on the diagonal
         for (int64_t j = 0; j < labels; ++j) compat.push_back(i == j ? -kernel.weight : 0.0);
+      reach += std::fabs(kernel.weight);
     }
+    // As Python's check: beyond this the messages overflow float32 and the marginals turn to NaN.
+    reach *= static_cast<double>(n);
+    if (!(reach <= 1e30))
+      fail_value("kernels: the pairwise energy could reach ", reach,
+                 " (pixels x the sum of the kernels' |weight|), above 1e+30");
     compat_bytes_.resize(compat.size() * dtype_bytes(unary));
     compat_ = reshaped(unary, {count, labels, labels});
     compat_.data = compat_bytes_.data();
