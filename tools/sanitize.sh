@@ -28,7 +28,7 @@ CONVLOC_CUDA=OFF "$dir/venv/bin/python" -m pip install -q --no-build-isolation -
 asan="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"
 # Run from outside the source tree so that `import convloc` finds the sanitized build.
 cd "$dir"
-LD_PRELOAD="$asan" \
+LD_PRELOAD="$asan" CONVLOC_TEST_SLOWDOWN=5 \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1:log_path=$dir/asan \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$dir/ubsan \
   "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests" \

@@ -19,7 +19,7 @@ compats = st.sampled_from(["potts", "bogus", 1.0, -2.0, float("nan"), [1.0, 2.0]
 
 def _is_distribution(q, unary):
     assert q.shape == unary.shape
-    assert q.dtype == (unary.dtype if unary.dtype in (np.float32, np.float64) else np.float32)
+    assert q.dtype == (unary.dtype if unary.dtype in (np.float16, np.float32, np.float64) else np.float32)
     assert unary.dtype.kind in "fiu"
     if np.isfinite(unary).all() and q.size:
         assert np.isfinite(q).all()

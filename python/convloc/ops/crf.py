@@ -78,6 +78,11 @@ class Gaussian:
         if self.exact and problem.on_gpu:
             raise TypeError(f"kernels[{index}].exact: exact grid filtering runs on the CPU only")
         sigma = [s / d for s, d in zip(_positive(self.sxy, problem.ndim, "sxy"), problem.spacing)]
+        if not all(math.isfinite(x) and x > 0 for x in sigma):
+            raise ValueError(
+                f"kernels[{index}].sxy, spacing: expected widths in pixels (sxy / spacing) that are positive "
+                f"and finite, got {sigma}"
+            )
         return (crf_kernels.EXACT_GAUSSIAN if self.exact else crf_kernels.GAUSSIAN), sigma, None
 
 
