@@ -6,11 +6,7 @@
 namespace convloc {
 namespace {
 
-using ffi::arg;
-using ffi::Place;
-using ffi::ret;
-namespace xf = ffi::xf;
-using Ret = xf::Result<xf::AnyBuffer>;
+using namespace ffi;  // arg, ret, Place, Ret, Span, xf
 
 xf::Error box_area_impl(Place p, xf::AnyBuffer boxes, Ret out) {
   return ffi::guarded([&] {

@@ -16,6 +16,9 @@
 namespace convloc::ffi {
 
 namespace xf = ::xla::ffi;
+using Ret = xf::Result<xf::AnyBuffer>;
+template <typename T>
+using Span = xf::Span<const T>;
 
 // Where a handler runs: the CPU, or a CUDA device on XLA's stream.
 struct Place {
@@ -33,7 +36,7 @@ struct Operand {
   const char* name;
 };
 Operand arg(const xf::AnyBuffer& buffer, int rank, const char* name);
-Operand ret(xf::Result<xf::AnyBuffer> buffer, int rank, const char* name);
+Operand ret(Ret buffer, int rank, const char* name);
 
 // Calls fn(views) once per item of the batch dimensions that vmap (vmap_method="expand_dims") put in front of the
 // entry point's own: operands[0] is an output and carries them in full; each other operand carries each of them in

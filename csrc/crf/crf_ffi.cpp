@@ -10,13 +10,7 @@
 namespace convloc {
 namespace {
 
-using ffi::arg;
-using ffi::Place;
-using ffi::ret;
-namespace xf = ffi::xf;
-using Ret = xf::Result<xf::AnyBuffer>;
-template <typename T>
-using Span = xf::Span<const T>;
+using namespace ffi;  // arg, ret, Place, Ret, Span, xf
 
 enum Kind : int64_t { kFeatures = 0, kGrid = 1, kBilateral = 2 };
 

@@ -6,11 +6,7 @@
 namespace convloc {
 namespace {
 
-using ffi::arg;
-using ffi::Place;
-using ffi::ret;
-namespace xf = ffi::xf;
-using Ret = xf::Result<xf::AnyBuffer>;
+using namespace ffi;  // arg, ret, Place, Ret, Span, xf
 using Ints = xf::Span<const int64_t>;
 
 std::array<int64_t, 2> pair(Ints v, const char* name) {

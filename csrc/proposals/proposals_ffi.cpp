@@ -7,13 +7,7 @@
 namespace convloc {
 namespace {
 
-using ffi::arg;
-using ffi::Place;
-using ffi::ret;
-namespace xf = ffi::xf;
-using Ret = xf::Result<xf::AnyBuffer>;
-template <typename T>
-using Span = xf::Span<const T>;
+using namespace ffi;  // arg, ret, Place, Ret, Span, xf
 
 xf::Error felzenszwalb_impl(Place p, xf::AnyBuffer image, double scale, double sigma, int64_t min_size, Ret labels,
                             Ret count) {

@@ -5,11 +5,7 @@
 namespace convloc {
 namespace {
 
-using ffi::arg;
-using ffi::Place;
-using ffi::ret;
-namespace xf = ffi::xf;
-using Ret = xf::Result<xf::AnyBuffer>;
+using namespace ffi;  // arg, ret, Place, Ret, Span, xf
 
 xf::Error roi_pool_impl(Place p, xf::AnyBuffer input, xf::AnyBuffer boxes, double spatial_scale, int64_t pooled_h,
                         int64_t pooled_w, Ret out) {
