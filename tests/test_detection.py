@@ -348,7 +348,7 @@ def test_rcnn_under_torchrun_shares_one_feature_cache(tmp_path):
     root = _shapes_cli(tmp_path, 12)
     ckpt = str(tmp_path / "rcnn.pt")
     r = _cli("train", "rcnn", "--data", root, "--out", ckpt, "--iterations", "3", "--fc-dim", "32",
-             "--threads", "1", "--max-proposals", "30", nproc=2)  # fmt: skip
+             "--threads", "1", "--max-proposals", "30", "--workers", "2", nproc=2)  # fmt: skip
     assert r.returncode == 0, r.stderr
     state = torch.load(ckpt, weights_only=False)
     assert state["stage"] == "done" and state["complete"]

@@ -164,12 +164,12 @@ def register_train(sub) -> None:
             help="threads of torch and of convloc's kernels per process; 0: their defaults",
         )
         device_args(p, training=True)
-        if kind == "fast-rcnn":
-            p.add_argument(
-                "--workers", type=integer(0), default=0,
-                help="DataLoader processes reading and resizing the images while the model trains "
-                "(the batches are the same for any number)",
-            )  # fmt: skip
+        p.add_argument(
+            "--workers", type=integer(0), default=0,
+            help="DataLoader processes reading and resizing the images while the model trains "
+            "(the batches are the same for any number)" if kind == "fast-rcnn" else
+            "threads reading the images ahead of the feature extraction",
+        )  # fmt: skip
         _proposal_args(p)
         p.set_defaults(func=_train, model=kind)
 
@@ -279,7 +279,8 @@ def _train(args) -> int:
             **common,
         )  # fmt: skip
         with naming({"checkpoint": "--out"}):
-            train_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained, **run)
+            train_rcnn(dataset, proposals, cfg, args.out, not args.no_resume, args.pretrained,
+                       workers=args.workers, **run)  # fmt: skip
     if rank == 0:
         print(f"saved {args.out}")
     return 0

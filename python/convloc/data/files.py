@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -53,18 +54,34 @@ def read_image(path: str | os.PathLike, mode: str | None = None) -> np.ndarray:
         return np.asarray(im if mode is None or im.mode == mode else im.convert(mode))
 
 
-def read_all(read: Callable[[T], R], items: Iterable[T], workers: int = 0) -> list[R]:
-    """``[read(item) for item in items]``, in order, with ``workers`` threads (0: in this thread).
+def read_ahead(read: Callable[[T], R], items: Iterable[T], workers: int = 0) -> Iterator[R]:
+    """``read(item)`` for each item, in order, as they are taken; with ``workers`` threads, up to
+    ``workers`` items are read ahead of the one taken (0: each is read when taken, in this thread).
 
-    Threads suit the sets the segmentation and face trainers hold in memory: Pillow and NumPy
-    release the GIL while they decode and convert, and the arrays need no pickling back from worker
-    processes. An exception raised by ``read`` reaches the caller as it was."""
+    Threads suit image reading: Pillow and NumPy release the GIL while they decode and convert,
+    and the arrays need no pickling back from worker processes. An exception raised by ``read``
+    reaches the caller as it was, when its item is taken."""
     if workers < 0:
         raise ValueError(f"workers: expected >= 0, got {workers}")
     if workers == 0:
-        return [read(item) for item in items]
+        yield from map(read, items)
+        return
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(read, items))
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(read, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def read_all(read: Callable[[T], R], items: Iterable[T], workers: int = 0) -> list[R]:
+    """``[read(item) for item in items]``, read by ``workers`` threads (:func:`read_ahead`): the
+    sets the segmentation and face trainers hold in memory."""
+    if workers < 0:  # (said at once, not when the first item is taken)
+        raise ValueError(f"workers: expected >= 0, got {workers}")
+    return list(read_ahead(read, items, workers))
 
 
 @contextmanager

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from convloc.data.files import atomic_file
+from convloc.data.files import atomic_file, read_ahead
 from convloc.models import box_coder
 from convloc.models.backbones import VGG, build_backbone, load_torchvision_vgg
 from convloc.models.common import (
@@ -296,10 +296,11 @@ def _feature_files(dataset, proposals, folder: str) -> list[str]:
     return paths
 
 
-def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
+def _extract(model, dataset, proposals, folder, rank, world, workers: int = 0) -> list[str]:
     """Caches per image: fc7 of [gt; proposals], the max IoU with each class, and pool5 with the
     regression target of the boxes that overlap a ground truth by more than ``bbox_iou``. Each
-    rank computes its share of the missing files; returns every image's file once all are there."""
+    rank computes its share of the missing files, its images read ahead by ``workers`` threads;
+    returns every image's file once all are there."""
     from convloc.ops import box_iou
 
     os.makedirs(folder, exist_ok=True)
@@ -307,13 +308,14 @@ def _extract(model, dataset, proposals, folder, rank, world) -> list[str]:
     paths = _feature_files(dataset, proposals, folder)
     # this rank's images by index, whatever the others have written by now
     todo = [i for i in range(rank, len(paths), world) if not os.path.exists(paths[i])]
-    for i in tqdm(todo, desc="rcnn features", unit="img", disable=not todo or rank != 0):
+    images = read_ahead(lambda i: _image(dataset, i), todo, workers)
+    for i, image in zip(tqdm(todo, desc="rcnn features", unit="img", disable=not todo or rank != 0), images):
         t = dataset.target(i)
         gt_all = torch.as_tensor(t["boxes"]).reshape(-1, 4)
         keep = ~t["difficult"]
         gt = gt_all[torch.as_tensor(keep)]
         boxes = torch.cat((gt, torch.as_tensor(proposals[i]).reshape(-1, 4)))
-        pool5, fc7 = (f.cpu() for f in model.features(to_tensor(_image(dataset, i)), boxes))
+        pool5, fc7 = (f.cpu() for f in model.features(to_tensor(image), boxes))
         class_iou = torch.zeros(len(boxes), model.num_classes)
         reg_idx, reg_cls, reg_t = (
             np.zeros(0, np.int64),
@@ -357,10 +359,12 @@ def train_rcnn(
     save_every: int = 200,
     device: str | torch.device = "cpu",
     amp: str = "off",
+    workers: int = 0,
 ) -> RCNN:
     """All four stages; ``checkpoint`` records the stage reached, so a rerun resumes there. The
     CNN fine-tunes and extracts on ``device``, fine-tuning in ``amp``
-    (:class:`~convloc.models.common.Precision`); the SVMs and regressors are fitted on the CPU.
+    (:class:`~convloc.models.common.Precision`); ``workers`` threads read the images ahead of the
+    extraction; the SVMs and regressors are fitted on the CPU.
     Under torchrun the fine-tuning is data-parallel and the feature extraction is split by rank;
     the SVMs and regressors are fitted on rank 0."""
     rank, world = rank_world()
@@ -406,7 +410,7 @@ def train_rcnn(
     model.eval()
     if stage == "features":
         folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "features", _feature_key(model))
-        files = _extract(model, dataset, proposals, folder, rank, world)
+        files = _extract(model, dataset, proposals, folder, rank, world, workers)
         if is_main():
             _fit_svms_and_regressors(model, files, cfg)
         stage = "done"
