@@ -209,6 +209,20 @@ def device_args(p, training: bool = False) -> None:
         )
 
 
+def training_args(p, workers_help: str) -> None:
+    """The options every ``convloc train`` command shares: ``--seed``, ``--threads``, ``--device``,
+    ``--amp`` and ``--workers`` (what its readers do: ``workers_help``)."""
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
+    p.add_argument(
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="threads of torch and of convloc's kernels per process; 0: their defaults",
+    )
+    device_args(p, training=True)
+    p.add_argument("--workers", type=integer(0), default=0, help=workers_help)
+
+
 def pick_device(args):
     """``args.device`` (and ``args.amp``) checked: the torch device, or a :class:`UsageError` naming
     the option (no GPU usable for ``cuda``, an index out of range, fp16 on the CPU). Nothing is

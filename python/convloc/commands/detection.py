@@ -27,6 +27,7 @@ from convloc.commands import (
     real,
     renamed,
     set_threads,
+    training_args,
 )
 
 
@@ -151,25 +152,13 @@ def register_train(sub) -> None:
                 help="learning rate, x0.1 after 70%% of the iterations",
             )
             p.add_argument("--dropout", type=real("[0, 1)"), default=0.5, help="dropout after fc6 and fc7")
-        p.add_argument(
-            "--seed",
-            type=integer(0),
-            default=0,
-            help="random seed of the weights and the sampling: a seed gives one model",
+        training_args(
+            p,
+            "DataLoader processes reading and resizing the images while the model trains (the batches "
+            "are the same for any number)"
+            if kind == "fast-rcnn"
+            else "threads reading the images ahead of the feature extraction",
         )
-        p.add_argument(
-            "--threads",
-            type=integer(0),
-            default=0,
-            help="threads of torch and of convloc's kernels per process; 0: their defaults",
-        )
-        device_args(p, training=True)
-        p.add_argument(
-            "--workers", type=integer(0), default=0,
-            help="DataLoader processes reading and resizing the images while the model trains "
-            "(the batches are the same for any number)" if kind == "fast-rcnn" else
-            "threads reading the images ahead of the feature extraction",
-        )  # fmt: skip
         _proposal_args(p)
         p.set_defaults(func=_train, model=kind)
 

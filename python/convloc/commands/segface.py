@@ -28,6 +28,7 @@ from convloc.commands import (
     real,
     renamed,
     set_threads,
+    training_args,
 )
 
 
@@ -173,7 +174,7 @@ def register_train(sub) -> None:
     p.add_argument("--margin", type=real("[0, inf)"), default=0.2, help="margin of the triplet loss")
     p.add_argument("--dim", type=integer(1), default=64, help="dimension of the projection W'")
     p.add_argument("--roc", type=output_file(".png"), help="write the ROC curve to this PNG")
-    _training_args(p)
+    _epoch_training_args(p)
     p.set_defaults(func=_train_face)
 
 
@@ -231,24 +232,13 @@ def _seg_args(p) -> None:
     )
     p.add_argument("--val-split", default="val", help="image set to evaluate on")
     p.add_argument("--batch-size", type=integer(1), default=8, help="images per batch (over all ranks)")
-    _training_args(p)
+    _epoch_training_args(p)
 
 
-def _training_args(p) -> None:
-    """The options every training command here shares: seed, threads, device, readers, checkpoint."""
-    p.add_argument("--seed", type=integer(0), default=0, help="random seed: a seed gives one model")
-    p.add_argument(
-        "--threads",
-        type=integer(0),
-        default=0,
-        help="threads of torch and of convloc's kernels; 0: their defaults",
-    )
-    device_args(p, training=True)
-    p.add_argument(
-        "--workers", type=integer(0), default=0,
-        help="threads reading and decoding the images, which the training then holds in memory "
-        "(0: the main thread)",
-    )  # fmt: skip
+def _epoch_training_args(p) -> None:
+    """The options of the training commands here: :func:`training_args` and the checkpoint."""
+    training_args(p, "threads reading and decoding the images, which the training then holds in memory "
+                  "(0: the main thread)")  # fmt: skip
     p.add_argument(
         "-o", "--output", required=True, type=checkpoint_path,
         help="checkpoint, written after every epoch and resumed when present",
