@@ -2,6 +2,7 @@
 
 #ifndef _WIN32
 #include <pthread.h>  // pthread_atfork: Windows has no fork
+#include <unistd.h>   // sysconf
 #endif
 
 #include <algorithm>
@@ -172,6 +173,19 @@ int get_num_threads() {
 }
 
 // The next parallel_for that gets the pool resizes it (not this call: the pool may be in use).
+int threads_here() { return inside_parallel ? 1 : get_num_threads(); }
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (reported > 0) return int64_t(reported);
+#endif
+    return int64_t(1) << 20;
+  }();
+  return bytes;
+}
+
 void set_num_threads(int64_t n) { requested_threads = static_cast<int>(std::clamp<int64_t>(n, 0, max_threads())); }
 
 InterruptScope::InterruptScope(InterruptCheck check) : previous_(interrupt_check) {

@@ -561,9 +561,6 @@ int64_t PermutohedralLattice<T>::memory_bytes() const {
 
 namespace {
 
-// The blur's vertex rows up to which a pass blurs along two directions (see blur()).
-constexpr int64_t kPairedBlurBytes = int64_t(4) << 20;
-
 // The filtering passes work on tiles of up to kTile channels; W (a multiple of 8) is the tile's width, fixed
 // at compile time so that the accumulators stay in vector registers.
 constexpr int64_t kTile = 32;
@@ -818,10 +815,12 @@ T* PermutohedralLattice<T>::blur(T* a, T* b, int64_t stride, bool transpose) con
   pass.stride = stride;
   const auto table = [&](int64_t j) { return blur_.data() + j * (V + 1) * 2; };
   // Along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order. Two
-  // directions per pass while the vertex rows are about cache-sized (the buffers then stream half as
-  // often); one per pass on larger lattices, where the second direction's recomputed rows are as many
-  // cache misses. Both give the same bits.
-  const int64_t per_pass = (V + 1) * stride * int64_t(sizeof(T)) <= kPairedBlurBytes ? 2 : 1;
+  // directions per pass while the vertex rows fit in the L2 caches of the threads that blur (the buffers
+  // then stream half as often); one per pass on larger lattices, where the second direction's recomputed
+  // rows are as many cache misses (on a 1 MiB L2, 2.1 MB of rows blur 2.3x faster one direction per
+  // pass). Both give the same bits.
+  const int64_t rows_bytes = (V + 1) * stride * int64_t(sizeof(T));
+  const int64_t per_pass = rows_bytes <= threads_here() * l2_cache_bytes() ? 2 : 1;
   for (int64_t step = 0; step < k1; step += per_pass) {
     pass.index = table(transpose ? k1 - 1 - step : step);
     pass.index2 = per_pass == 2 && step + 1 < k1 ? table(transpose ? k1 - 2 - step : step + 1) : nullptr;
