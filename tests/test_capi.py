@@ -531,12 +531,15 @@ def test_errors_name_the_argument_and_stay_with_their_thread(lib, rng):
 
 
 def test_threads(lib):
-    before = lib.convloc_get_num_threads()
-    lib.convloc_set_num_threads(1)
-    assert (
-        lib.convloc_get_num_threads() == 1 and convloc.get_num_threads() == before
-    )  # (each library its own pool)
-    lib.convloc_set_num_threads(10**6)  # capped, as in Python
-    assert lib.convloc_get_num_threads() == convloc.max_threads()
-    lib.convloc_set_num_threads(0)
-    assert lib.convloc_get_num_threads() == before
+    before, python_before = lib.convloc_get_num_threads(), convloc.get_num_threads()
+    convloc.set_num_threads(2)
+    try:
+        lib.convloc_set_num_threads(1)
+        # each library its own pool
+        assert lib.convloc_get_num_threads() == 1 and convloc.get_num_threads() == 2
+        lib.convloc_set_num_threads(10**6)  # capped, as in Python
+        assert lib.convloc_get_num_threads() == convloc.max_threads()
+        lib.convloc_set_num_threads(0)
+        assert lib.convloc_get_num_threads() == before
+    finally:
+        convloc.set_num_threads(python_before)
