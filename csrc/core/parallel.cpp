@@ -173,8 +173,6 @@ int get_num_threads() {
 }
 
 // The next parallel_for that gets the pool resizes it (not this call: the pool may be in use).
-int threads_here() { return inside_parallel ? 1 : get_num_threads(); }
-
 int64_t l2_cache_bytes() {
   static const int64_t bytes = [] {
 #ifdef _SC_LEVEL2_CACHE_SIZE

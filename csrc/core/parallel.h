@@ -21,8 +21,6 @@ int get_num_threads();
 // refuses to start that many threads, the pool runs with those it could start.
 void set_num_threads(int64_t n);
 int max_threads();  // kMaxThreadsPerCore × the hardware threads
-// The threads a parallel_for called here would run on: 1 inside another parallel_for's chunk.
-int threads_here();
 // The L2 cache of one core in bytes, as the system reports it (1 MiB where it does not).
 int64_t l2_cache_bytes();
 

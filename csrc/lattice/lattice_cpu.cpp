@@ -814,13 +814,15 @@ T* PermutohedralLattice<T>::blur(T* a, T* b, int64_t stride, bool transpose) con
   pass.k1 = k1;
   pass.stride = stride;
   const auto table = [&](int64_t j) { return blur_.data() + j * (V + 1) * 2; };
-  // Along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order. Two
-  // directions per pass while the vertex rows fit in the L2 caches of the threads that blur (the buffers
-  // then stream half as often); one per pass on larger lattices, where the second direction's recomputed
-  // rows are as many cache misses (on a 1 MiB L2, 2.1 MB of rows blur 2.3x faster one direction per
-  // pass). Both give the same bits.
+  // Along each lattice direction ([1 2 1] / 2); the adjoint runs the directions in reverse order. A pass
+  // may take two directions (the buffers then stream half as often) at the cost of recomputing the first
+  // direction at the second one's neighbours. Those rows are near in memory on a lattice of positions
+  // alone (d <= 2: vertices numbered along the image), at any size; with more dimensions (colour,
+  // modalities) neighbours lie far apart, and the recomputed rows are cache misses unless both buffers
+  // fit in half the L2 cache (a 2.1 MB RGB lattice: one direction per pass blurs 2.2x faster on one
+  // thread with 1 MiB of L2). Both give the same bits.
   const int64_t rows_bytes = (V + 1) * stride * int64_t(sizeof(T));
-  const int64_t per_pass = rows_bytes <= threads_here() * l2_cache_bytes() ? 2 : 1;
+  const int64_t per_pass = d_ <= 2 || 4 * rows_bytes <= l2_cache_bytes() ? 2 : 1;
   for (int64_t step = 0; step < k1; step += per_pass) {
     pass.index = table(transpose ? k1 - 1 - step : step);
     pass.index2 = per_pass == 2 && step + 1 < k1 ? table(transpose ? k1 - 2 - step : step + 1) : nullptr;
