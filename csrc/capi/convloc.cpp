@@ -18,6 +18,7 @@
 #include "core/parallel.h"
 #include "crf/bilateral_features.h"
 #include "crf/crf_ops.h"
+#include "crf/dense_crf.h"
 #include "deconv/deconv_ops.h"
 #include "lattice/lattice_ops.h"
 #include "roi/roi_ops.h"
@@ -153,9 +154,9 @@ class CrfKernels {
     }
     // As Python's check: beyond this the messages overflow float32 and the marginals turn to NaN.
     reach *= static_cast<double>(n);
-    if (!(reach <= 1e30))
+    if (!(reach <= kMaxPairwiseEnergy))
       fail_value("kernels: the pairwise energy could reach ", reach,
-                 " (pixels x the sum of the kernels' |weight|), above 1e+30");
+                 " (pixels x the sum of the kernels' |weight|), above ", kMaxPairwiseEnergy);
     compat_bytes_.resize(compat.size() * dtype_bytes(unary));
     compat_ = reshaped(unary, {count, labels, labels});
     compat_.data = compat_bytes_.data();

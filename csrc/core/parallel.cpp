@@ -172,7 +172,6 @@ int get_num_threads() {
   return n > 0 ? n : default_threads();
 }
 
-// The next parallel_for that gets the pool resizes it (not this call: the pool may be in use).
 int64_t l2_cache_bytes() {
   static const int64_t bytes = [] {
 #ifdef _SC_LEVEL2_CACHE_SIZE
@@ -184,6 +183,7 @@ int64_t l2_cache_bytes() {
   return bytes;
 }
 
+// The next parallel_for that gets the pool resizes it (not this call: the pool may be in use).
 void set_num_threads(int64_t n) { requested_threads = static_cast<int>(std::clamp<int64_t>(n, 0, max_threads())); }
 
 InterruptScope::InterruptScope(InterruptCheck check) : previous_(interrupt_check) {

@@ -170,6 +170,7 @@ void bind_crf(py::module_& m) {
       "How the CPU dense CRF filters a Gaussian of these sigmas (pixels per axis) over the grid `spatial`: a "
       "GridGaussian (sigmas wider than 1000 extents taken as that wide; steps all 1: exactly), or None for the "
       "permutohedral lattice.");
+  m.attr("MAX_PAIRWISE_ENERGY") = kMaxPairwiseEnergy;
   m.def("dense_crf", &py_dense_crf, arg("unary"), arg("kernels"), arg("compat"), arg("normalization"),
         arg("iterations"), arg("exclude_self"), arg("q"), arg("labels") = py::none(), arg("energy") = py::none(),
         arg("init") = py::none(), arg("spatial") = std::vector<int64_t>(), arg("image") = py::none(), py::kw_only(),

@@ -24,6 +24,10 @@ enum class CrfNorm : int { None = 0, Before = 1, After = 2, Symmetric = 3 };
 // bounds the work and the sizes derived from sigma.
 constexpr double kWidestGridSigma = 1000;
 
+// The most the pairwise terms may add to a pixel's energy (each sums at most N kernel values times
+// its largest |compat|): beyond it float32 mean-field overflows to inf - inf and the marginals to NaN.
+constexpr double kMaxPairwiseEnergy = 1e30;
+
 // One pairwise term, for every image of the batch: a lattice over features, or (grid_sigma not
 // empty) a Gaussian over the pixel grid with these standard deviations per axis: exact and separable,
 // or (2-D, grid_step not all 1) approximated on a grid grid_step times coarser (CoarseGaussian).

@@ -126,13 +126,11 @@ void check_align_extents(const CheckedRois& checked, const TensorView& rois, com
     const int limit_h = align_grid_limit(pooled_h), limit_w = align_grid_limit(pooled_w);
     if (grid_h > limit_h || grid_w > limit_w)
       fail_value(rois.name, ": ", row_str(p + 5 * i, i),
-                 ": the adaptive sampling grid (ceil(box size / output_size) "
-                 "per axis) would be ",
-                 grid_h, " x ", grid_w, " samples per bin, beyond the ", limit_h, " x ", limit_w,
+                 ": the adaptive sampling grid (ceil(box size / output_size) per axis) would be ", grid_h, " x ",
+                 grid_w, " samples per bin, beyond the ", limit_h, " x ", limit_w,
                  " roi_align takes with this output_size (", kMaxAlignGrid,
-                 " per axis, and output_size x samples at "
-                 "most ",
-                 kMaxAlignAxisSamples, " per axis); pass a positive sampling_ratio");
+                 " per axis, and output_size x samples at most ", kMaxAlignAxisSamples,
+                 " per axis); pass a positive sampling_ratio");
   }
 }
 

@@ -14,9 +14,9 @@ from convloc._kernels import arrays as A
 from convloc._kernels import lattice
 from convloc._kernels.arrays import Array
 
-# The most the pairwise terms may add to a pixel's energy (they sum at most N kernel values each):
-# bounded so that float32 mean-field never overflows to inf - inf.
-MAX_PAIRWISE_ENERGY = 1e30
+# The most the pairwise terms may add to a pixel's energy (crf/dense_crf.h): float32 mean-field then
+# never overflows to inf - inf.
+MAX_PAIRWISE_ENERGY = _C.MAX_PAIRWISE_ENERGY
 
 
 def grid_kernel(sigma: np.ndarray, spatial: Sequence[int], exact: bool = False) -> _C.GridGaussian | None:
